@@ -1,0 +1,1 @@
+//! Harness for the MQTT session (being written).

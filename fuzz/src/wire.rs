@@ -1,0 +1,1 @@
+//! Harnesses for the RESP3 and state-store decoders (being written).

@@ -1,0 +1,3 @@
+//! (being written)
+/// A fencing token.
+pub struct FencingToken;

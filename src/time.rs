@@ -1,0 +1,46 @@
+//! The caller's reading of the clocks.
+//!
+//! The core never reads a clock. Every call that can move time forward takes a [`Now`]: a monotonic
+//! [`Instant`] for deadlines and a wall-clock reading in milliseconds since the Unix epoch for the
+//! hybrid logical clock ([`crate::hlc`]). A driver reads both once per call; a simulator makes them up.
+
+use std::time::{Duration, Instant};
+
+/// One reading of the caller's clocks, passed into every mutating call of the core.
+///
+/// ```
+/// use leasedlock::Now;
+/// use std::time::{Duration, Instant};
+///
+/// let start = Instant::now();
+/// let now = Now::new(start, 1_700_000_000_000);
+/// let later = now + Duration::from_millis(250);
+/// assert_eq!(later.wall_ms, 1_700_000_000_250);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Now {
+    /// Monotonic time: all deadlines and timers are measured on it.
+    pub instant: Instant,
+    /// Wall-clock time in milliseconds since the Unix epoch: feeds the hybrid logical clock.
+    pub wall_ms: u64,
+}
+
+impl Now {
+    /// A reading made of a monotonic instant and a wall-clock time in ms since the Unix epoch.
+    pub fn new(instant: Instant, wall_ms: u64) -> Self {
+        Now { instant, wall_ms }
+    }
+}
+
+impl std::ops::Add<Duration> for Now {
+    type Output = Now;
+
+    /// Both clocks advanced by the same amount (wall clock saturating at `u64::MAX`).
+    fn add(self, d: Duration) -> Now {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Now {
+            instant: self.instant + d,
+            wall_ms: self.wall_ms.saturating_add(ms),
+        }
+    }
+}
