@@ -75,16 +75,6 @@ pub enum HlcParseError {
     BadCounter,
 }
 
-/// Parses `digits` (ASCII `0-9` only, at least one) as a `u64`.
-fn parse_u64_digits(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.bytes().try_fold(0u64, |acc, b| {
-        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-    })
-}
-
 impl FromStr for Hlc {
     type Err = HlcParseError;
 
@@ -99,8 +89,8 @@ impl FromStr for Hlc {
                 found: s.split(':').count(),
             });
         };
-        let wall_ms = parse_u64_digits(wall).ok_or(HlcParseError::BadWallClock)?;
-        let counter = parse_u64_digits(counter).ok_or(HlcParseError::BadCounter)?;
+        let wall_ms = crate::decimal::parse(wall.as_bytes()).ok_or(HlcParseError::BadWallClock)?;
+        let counter = crate::decimal::parse(counter.as_bytes()).ok_or(HlcParseError::BadCounter)?;
         Ok(Hlc::new(wall_ms, counter, node_id))
     }
 }

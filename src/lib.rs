@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod decimal;
 pub mod hlc;
 mod message;
 pub mod mqtt;

@@ -19,20 +19,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Writes `n` in decimal.
+use crate::decimal;
+
 fn put_decimal(out: &mut BytesMut, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.put_slice(&buf[i..]);
+    out.put_slice(decimal::write(n, &mut [0; 20]));
 }
 
 /// Number of decimal digits of `n`.
@@ -273,14 +263,8 @@ impl<'a> Reader<'a> {
 /// Parses canonical decimal digits: at least one, no leading zero unless the number is 0.
 fn parse_canonical(digits: &[u8]) -> Option<u64> {
     match digits {
-        [] => None,
         [b'0', _, ..] => None,
-        _ => digits.iter().try_fold(0u64, |acc, &b| {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        }),
+        _ => decimal::parse(digits),
     }
 }
 

@@ -1,0 +1,432 @@
+//! Responses: [`Message`] ⇄ the store's reply to one request (PROTOCOL §3).
+
+use bytes::{Bytes, BytesMut};
+
+use super::request::{CONTENT_TYPE, PROP_PROTOCOL_VERSION, PROP_TIMESTAMP, PROTOCOL_VERSION};
+use super::ServiceError;
+use crate::hlc::Hlc;
+use crate::resp::{self, DecodeError, Reply};
+use crate::{Message, QoS};
+
+/// User property: HTTP-like status of a response.
+pub const PROP_STATUS: &str = "__stat";
+/// User property: status message of a protocol error.
+pub const PROP_STATUS_MESSAGE: &str = "__stMsg";
+/// User property: name of the property a protocol error is about.
+pub const PROP_PROPERTY_NAME: &str = "__propName";
+/// User property: value of the property a protocol error is about.
+pub const PROP_PROPERTY_VALUE: &str = "__propVal";
+/// User property: application error of a protocol error.
+pub const PROP_APPLICATION_ERROR: &str = "__apErr";
+
+/// The store's answer to a processed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreReply {
+    /// `+OK`: SET applied, KEYNOTIFY (STOP) accepted.
+    Ok,
+    /// `:<n>`: `-1` = SET/VDEL not applied; DEL/VDEL/KEYNOTIFY STOP: number of keys affected.
+    Integer(i64),
+    /// `$<n>`: GET found this value.
+    Value(Bytes),
+    /// `$-1`: GET found no such key.
+    NotFound,
+    /// `-ERR <text>`: a service error.
+    Error(ServiceError),
+}
+
+impl StoreReply {
+    /// The RESP payload of this reply.
+    pub fn to_payload(&self) -> Bytes {
+        let reply = match self {
+            StoreReply::Ok => Reply::Simple(Bytes::from_static(b"OK")),
+            StoreReply::Integer(n) => Reply::Integer(*n),
+            StoreReply::Value(v) => Reply::Blob(v.clone()),
+            StoreReply::NotFound => Reply::Null,
+            StoreReply::Error(e) => Reply::Error(Bytes::from(format!("ERR {}", e.text()))),
+        };
+        let mut out = BytesMut::new();
+        resp::encode_reply(&reply, &mut out);
+        out.freeze()
+    }
+}
+
+/// A processed request's result: the key version and the reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseBody {
+    /// `__ts`: the version of the key (absent e.g. on a GET miss).
+    pub version: Option<Hlc>,
+    /// The store's reply.
+    pub reply: StoreReply,
+}
+
+/// A response, attributed to its request by the correlation data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Correlation Data: which request this answers.
+    pub correlation_data: Bytes,
+    /// The result, or why that request failed.
+    pub outcome: Result<ResponseBody, ResponseError>,
+}
+
+/// A protocol error (status ≥ 400): the request was not processed.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ProtocolError {
+    /// `__stat`.
+    pub status: u16,
+    /// `__stMsg`.
+    pub message: Option<String>,
+    /// `__propName`.
+    pub property_name: Option<String>,
+    /// `__propVal`.
+    pub property_value: Option<String>,
+    /// `__apErr`.
+    pub application_error: Option<String>,
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status {}", self.status)?;
+        if let Some(m) = &self.message {
+            write!(f, ": {m}")?;
+        }
+        if let Some(n) = &self.property_name {
+            write!(f, " (property {n}")?;
+            if let Some(v) = &self.property_value {
+                write!(f, " = {v:?}")?;
+            }
+            write!(f, ")")?;
+        }
+        if let Some(a) = &self.application_error {
+            write!(f, " [application error {a}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a response cannot be used.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ResponseError {
+    /// No correlation data: the response cannot be attributed to a request.
+    #[error("response without correlation data")]
+    MissingCorrelationData,
+    /// No `__stat` user property.
+    #[error("response without __stat")]
+    MissingStatus,
+    /// `__stat` is not a decimal status code.
+    #[error("response __stat {0:?} is not a status code")]
+    BadStatus(String),
+    /// Status ≥ 400: the service did not process the request.
+    #[error("protocol error from the state store: {0}")]
+    Protocol(ProtocolError),
+    /// `__protVer` has a major version other than 1.
+    #[error("unsupported protocol version {0:?}")]
+    UnsupportedVersion(String),
+    /// `__ts` is not an HLC.
+    #[error("response __ts {0:?} is not an HLC")]
+    BadTimestamp(String),
+    /// The content type is present and not `application/octet-stream`.
+    #[error("unexpected response content type {0:?}")]
+    BadContentType(String),
+    /// The payload is not one RESP reply.
+    #[error("bad response payload: {0}")]
+    Payload(#[from] DecodeError),
+    /// A simple string other than `OK`.
+    #[error("unexpected simple-string reply {0:?}")]
+    UnexpectedReply(String),
+}
+
+/// Whether a `__protVer` value has major version 1 (`1`, `1.0`, `1.<digits>`).
+fn is_supported_version(v: &str) -> bool {
+    let (major, minor) = v.split_once('.').unwrap_or((v, "0"));
+    major == "1" && crate::decimal::parse(minor.as_bytes()).is_some()
+}
+
+fn parse_status(msg: &Message) -> Result<u16, ResponseError> {
+    let text = msg
+        .user_property(PROP_STATUS)
+        .ok_or(ResponseError::MissingStatus)?;
+    crate::decimal::parse(text.as_bytes())
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| ResponseError::BadStatus(text.to_owned()))
+}
+
+fn parse_body(msg: &Message) -> Result<ResponseBody, ResponseError> {
+    let status = parse_status(msg)?;
+    if status >= 400 {
+        let prop = |name| msg.user_property(name).map(str::to_owned);
+        return Err(ResponseError::Protocol(ProtocolError {
+            status,
+            message: prop(PROP_STATUS_MESSAGE),
+            property_name: prop(PROP_PROPERTY_NAME),
+            property_value: prop(PROP_PROPERTY_VALUE),
+            application_error: prop(PROP_APPLICATION_ERROR),
+        }));
+    }
+    if let Some(v) = msg.user_property(PROP_PROTOCOL_VERSION) {
+        if !is_supported_version(v) {
+            return Err(ResponseError::UnsupportedVersion(v.to_owned()));
+        }
+    }
+    if let Some(ct) = &msg.content_type {
+        if ct != CONTENT_TYPE {
+            return Err(ResponseError::BadContentType(ct.clone()));
+        }
+    }
+    let version = msg
+        .user_property(PROP_TIMESTAMP)
+        .map(|ts| {
+            ts.parse::<Hlc>()
+                .map_err(|_| ResponseError::BadTimestamp(ts.to_owned()))
+        })
+        .transpose()?;
+    let reply = match resp::decode_reply(&msg.payload)? {
+        Reply::Simple(s) if &s[..] == b"OK" => StoreReply::Ok,
+        Reply::Simple(s) => {
+            return Err(ResponseError::UnexpectedReply(
+                String::from_utf8_lossy(&s).into_owned(),
+            ))
+        }
+        Reply::Integer(n) => StoreReply::Integer(n),
+        Reply::Blob(v) => StoreReply::Value(v),
+        Reply::Null => StoreReply::NotFound,
+        Reply::Error(text) => {
+            let text = String::from_utf8_lossy(&text);
+            StoreReply::Error(match text.strip_prefix("ERR ") {
+                Some(t) => ServiceError::from_text(t),
+                None => ServiceError::Unknown(text.into_owned()),
+            })
+        }
+    };
+    Ok(ResponseBody { version, reply })
+}
+
+/// Parses a response message.
+///
+/// Fails only when the message cannot be attributed to a request (no correlation data); every
+/// other problem is that request's failure, in `outcome`. Checks in order: `__stat` (missing, not
+/// a number, ≥ 400), `__protVer` (absent = 1.0), content type, `__ts`, payload. A `-ERR <text>`
+/// reply maps to [`ServiceError::from_text`]; an error line without the `ERR ` prefix is kept
+/// whole as [`ServiceError::Unknown`].
+pub fn parse_response(msg: &Message) -> Result<Response, ResponseError> {
+    let correlation_data = msg
+        .correlation_data
+        .clone()
+        .ok_or(ResponseError::MissingCorrelationData)?;
+    Ok(Response {
+        correlation_data,
+        outcome: parse_body(msg),
+    })
+}
+
+fn response_base(
+    response_topic: &str,
+    correlation_data: Bytes,
+    status: u16,
+    payload: Bytes,
+) -> Message {
+    Message {
+        topic: response_topic.to_owned(),
+        payload,
+        qos: QoS::AtLeastOnce,
+        correlation_data: Some(correlation_data),
+        response_topic: None,
+        message_expiry: None,
+        content_type: Some(CONTENT_TYPE.to_owned()),
+        user_properties: vec![
+            (PROP_STATUS.to_owned(), status.to_string()),
+            (
+                PROP_PROTOCOL_VERSION.to_owned(),
+                PROTOCOL_VERSION.to_owned(),
+            ),
+        ],
+    }
+}
+
+/// The service's response to a processed request (for an emulator): the reply as payload,
+/// `__stat`, `__protVer` = 1.0 and `__ts` = `version` when given.
+pub fn response_message(
+    response_topic: &str,
+    correlation_data: Bytes,
+    status: u16,
+    version: Option<&Hlc>,
+    reply: &StoreReply,
+) -> Message {
+    let mut msg = response_base(response_topic, correlation_data, status, reply.to_payload());
+    if let Some(v) = version {
+        msg.user_properties
+            .push((PROP_TIMESTAMP.to_owned(), v.to_string()));
+    }
+    msg
+}
+
+/// The service's response to a request it could not process (for an emulator): empty payload,
+/// `__stat` and the present fields of `error`.
+pub fn protocol_error_message(
+    response_topic: &str,
+    correlation_data: Bytes,
+    error: &ProtocolError,
+) -> Message {
+    let mut msg = response_base(response_topic, correlation_data, error.status, Bytes::new());
+    for (name, value) in [
+        (PROP_STATUS_MESSAGE, &error.message),
+        (PROP_PROPERTY_NAME, &error.property_name),
+        (PROP_PROPERTY_VALUE, &error.property_value),
+        (PROP_APPLICATION_ERROR, &error.application_error),
+    ] {
+        if let Some(v) = value {
+            msg.user_properties.push((name.to_owned(), v.clone()));
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cd() -> Bytes {
+        Bytes::from_static(b"0123456789abcdef")
+    }
+
+    fn msg(props: &[(&str, &str)], payload: &'static [u8]) -> Message {
+        Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(payload),
+            correlation_data: Some(cd()),
+            user_properties: props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Message::default()
+        }
+    }
+
+    fn outcome(
+        props: &[(&str, &str)],
+        payload: &'static [u8],
+    ) -> Result<ResponseBody, ResponseError> {
+        parse_response(&msg(props, payload)).unwrap().outcome
+    }
+
+    #[test]
+    fn writer_and_parser_agree() {
+        let v = Hlc::new(9, 0, "svc");
+        for reply in [
+            StoreReply::Ok,
+            StoreReply::Integer(-1),
+            StoreReply::Integer(0),
+            StoreReply::Value(Bytes::new()),
+            StoreReply::Value(Bytes::from_static(b"x\r\ny")),
+            StoreReply::NotFound,
+            StoreReply::Error(ServiceError::SyntaxError),
+            StoreReply::Error(ServiceError::Unknown("weird thing".into())),
+        ] {
+            for version in [None, Some(&v)] {
+                let m = response_message("r", cd(), 200, version, &reply);
+                assert_eq!(m.topic, "r");
+                let r = parse_response(&m).unwrap();
+                assert_eq!(r.correlation_data, cd());
+                assert_eq!(
+                    r.outcome,
+                    Ok(ResponseBody {
+                        version: version.cloned(),
+                        reply: reply.clone()
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn missing_correlation_data_is_the_only_err() {
+        let mut m = msg(&[], b"");
+        m.correlation_data = None;
+        assert_eq!(
+            parse_response(&m),
+            Err(ResponseError::MissingCorrelationData)
+        );
+    }
+
+    #[test]
+    fn status_handling() {
+        assert_eq!(outcome(&[], b"+OK\r\n"), Err(ResponseError::MissingStatus));
+        for bad in ["", "abc", "-200", "+200", " 200", "70000"] {
+            assert_eq!(
+                outcome(&[("__stat", bad)], b"+OK\r\n"),
+                Err(ResponseError::BadStatus(bad.into()))
+            );
+        }
+        assert_eq!(
+            outcome(&[("__stat", "204")], b":1\r\n").map(|b| b.reply),
+            Ok(StoreReply::Integer(1))
+        );
+        assert_eq!(
+            outcome(
+                &[
+                    ("__stat", "400"),
+                    ("__stMsg", "bad"),
+                    ("__propName", "__ts"),
+                    ("__propVal", "x"),
+                    ("__apErr", "e")
+                ],
+                b"garbage"
+            ),
+            Err(ResponseError::Protocol(ProtocolError {
+                status: 400,
+                message: Some("bad".into()),
+                property_name: Some("__ts".into()),
+                property_value: Some("x".into()),
+                application_error: Some("e".into()),
+            }))
+        );
+        let pe = ProtocolError {
+            status: 503,
+            message: Some("busy".into()),
+            ..ProtocolError::default()
+        };
+        let m = protocol_error_message("r", cd(), &pe);
+        assert_eq!(m.user_property("__stMsg"), Some("busy"));
+        assert_eq!(
+            parse_response(&m).unwrap().outcome,
+            Err(ResponseError::Protocol(pe))
+        );
+    }
+
+    #[test]
+    fn version_content_type_timestamp_payload() {
+        let ok = |extra: (&str, &str)| outcome(&[("__stat", "200"), extra], b"+OK\r\n");
+        for good in ["1.0", "1", "1.7"] {
+            assert!(ok(("__protVer", good)).is_ok(), "{good}");
+        }
+        for bad in ["2.0", "0.9", "", "1.", "1.x", "10.0", "abc"] {
+            assert_eq!(
+                ok(("__protVer", bad)),
+                Err(ResponseError::UnsupportedVersion(bad.into()))
+            );
+        }
+        assert_eq!(
+            ok(("__ts", "1:2")),
+            Err(ResponseError::BadTimestamp("1:2".into()))
+        );
+        let mut m = msg(&[("__stat", "200")], b"+OK\r\n");
+        m.content_type = Some("text/plain".into());
+        assert_eq!(
+            parse_response(&m).unwrap().outcome,
+            Err(ResponseError::BadContentType("text/plain".into()))
+        );
+        assert_eq!(
+            outcome(&[("__stat", "200")], b"+OK"),
+            Err(ResponseError::Payload(DecodeError::Truncated { at: 3 }))
+        );
+        assert_eq!(
+            outcome(&[("__stat", "200")], b"+PONG\r\n"),
+            Err(ResponseError::UnexpectedReply("PONG".into()))
+        );
+        assert_eq!(
+            outcome(&[("__stat", "200")], b"-WRONGTYPE x\r\n").map(|b| b.reply),
+            Ok(StoreReply::Error(ServiceError::Unknown(
+                "WRONGTYPE x".into()
+            )))
+        );
+    }
+}
