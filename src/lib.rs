@@ -18,6 +18,7 @@
 
 mod decimal;
 pub mod hlc;
+pub mod lock;
 mod message;
 pub mod mqtt;
 pub mod resp;

@@ -1,0 +1,1670 @@
+//! The lock engine proper: operations, pending requests, timers and per-lock state.
+
+use super::rng::SplitMix64;
+use super::timer::{TimerKey, Timers};
+use super::{
+    Config, ConfigError, EditAction, EditOutcome, Event, IntentError, LockId, LossReason, OpError,
+    OpId, Options, Output,
+};
+use crate::hlc::{FencingToken, HlcClock};
+use crate::store::{
+    self, Command, NotificationOp, Request, ResponseBody, ResponseError, SetCondition, SetOptions,
+    StoreReply,
+};
+use crate::{Message, Now};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
+
+/// Longest lease or timeout accepted: anything longer is surely a unit mistake.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Shortest fallback re-check of a waiting acquire.
+const MIN_FALLBACK: Duration = Duration::from_millis(10);
+
+type Corr = u128;
+
+/// `at + d`, saturating far in the future instead of overflowing.
+fn add(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(MAX_DURATION))
+        .unwrap_or(at)
+}
+
+/// Counters of what the client ignored or refused; useful in tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests published.
+    pub requests_sent: u64,
+    /// Responses whose correlation data matched no pending request (late, duplicate or foreign).
+    pub unmatched_responses: u64,
+    /// Messages that could not be decoded or were on a topic the client does not use.
+    pub malformed_messages: u64,
+    /// Timestamps the hybrid logical clock refused (drift or overflow).
+    pub clock_errors: u64,
+    /// Notifications processed.
+    pub notifications: u64,
+}
+
+#[derive(Debug)]
+struct Lease {
+    holder: Bytes,
+    token: FencingToken,
+    valid_until: Instant,
+    timer: TimerKey,
+    /// The hold or edit whose lease this is; `None` for `try_acquire`/`acquire`.
+    owner: Option<OpId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notify {
+    Off,
+    Pending(Corr),
+    On,
+}
+
+#[derive(Debug)]
+struct Lock {
+    name: Bytes,
+    lease: Option<Lease>,
+    hold: Option<OpId>,
+    /// The edit that currently works on the lock, and those waiting behind it.
+    edit: Option<OpId>,
+    edit_queue: VecDeque<OpId>,
+    /// Operations on this lock (all kinds).
+    ops: BTreeSet<OpId>,
+    /// Operations that need KEYNOTIFY on this lock.
+    watchers: BTreeSet<OpId>,
+    observed: bool,
+    notify: Notify,
+    /// Releases in progress: while any is, no SET is sent for the lock (a VDEL retried later
+    /// must never delete a lease won after it).
+    releasing: u32,
+    /// Bumped by every release: a SET sent before it cannot give a lease (the VDEL follows it).
+    epoch: u64,
+}
+
+impl Lock {
+    fn notify_refs(&self) -> usize {
+        self.watchers.len() + usize::from(self.observed)
+    }
+}
+
+#[derive(Debug)]
+enum EditPhase {
+    Queued,
+    Acquiring,
+    Reading,
+    AwaitingUser,
+    Writing { action: EditAction, attempts: u32 },
+}
+
+#[derive(Debug)]
+enum Kind {
+    TryAcquire {
+        lease: Duration,
+    },
+    Acquire {
+        lease: Duration,
+    },
+    Release {
+        silent: bool,
+    },
+    Holder,
+    Hold {
+        lease: Duration,
+        interval: Duration,
+        held: bool,
+    },
+    Edit {
+        key: Bytes,
+        lease: Duration,
+        phase: EditPhase,
+    },
+}
+
+#[derive(Debug)]
+struct Op {
+    lock: LockId,
+    holder: Bytes,
+    deadline: Option<Instant>,
+    deadline_timer: Option<TimerKey>,
+    /// The one request this operation has in flight.
+    req: Option<Corr>,
+    /// Retry, fallback re-check or renewal.
+    retry_timer: Option<TimerKey>,
+    kind: Kind,
+}
+
+impl Op {
+    /// The lease of an operation that acquires, while it is acquiring.
+    fn acquiring_lease(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::TryAcquire { lease } | Kind::Acquire { lease } => Some(*lease),
+            Kind::Hold {
+                lease, held: false, ..
+            } => Some(*lease),
+            Kind::Edit {
+                lease,
+                phase: EditPhase::Acquiring,
+                ..
+            } => Some(*lease),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqKind {
+    /// SET NEX PX: acquire or renew; `epoch` of the lock at send time.
+    Set {
+        epoch: u64,
+    },
+    Get,
+    Write,
+    VDel,
+    KeyNotify,
+    KeyNotifyStop,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Op(OpId),
+    Lock(LockId),
+}
+
+#[derive(Debug)]
+struct Pending {
+    owner: Owner,
+    kind: ReqKind,
+    sent: Instant,
+    timer: TimerKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    OpDeadline(OpId),
+    Retry(OpId),
+    Request(Corr),
+    LeaseEnd(LockId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Waiting,
+    Granted,
+    Refused,
+}
+
+/// Why a request will get no (usable) response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    Timeout,
+    Disconnected,
+}
+
+/// The sans-IO lock client. See the [module docs](super) for the drive loop.
+#[derive(Debug)]
+pub struct Client {
+    config: Config,
+    response_topic: String,
+    notify_filter: String,
+    clock: HlcClock,
+    rng: SplitMix64,
+    corr_prefix: u64,
+    corr_next: u64,
+    connected: bool,
+    sub_response: Sub,
+    sub_notify: Sub,
+    locks: Vec<Lock>,
+    lock_by_name: BTreeMap<Bytes, LockId>,
+    ops: BTreeMap<OpId, Op>,
+    next_op: u64,
+    pending: BTreeMap<Corr, Pending>,
+    timers: Timers<Timer>,
+    out: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Client {
+    /// A client with no locks, not connected. `seed` drives correlation ids and retry jitter.
+    pub fn new(config: Config, now: Now, seed: u64) -> Result<Client, ConfigError> {
+        config.validate()?;
+        let _ = now;
+        let mut rng = SplitMix64::new(seed);
+        let corr_prefix = rng.next_u64();
+        Ok(Client {
+            response_topic: store::response_topic(&config.client_id),
+            notify_filter: store::notification_filter(&config.client_id),
+            clock: HlcClock::new(config.client_id.clone(), config.max_clock_drift),
+            rng,
+            corr_prefix,
+            corr_next: 0,
+            connected: false,
+            sub_response: Sub::Waiting,
+            sub_notify: Sub::Waiting,
+            locks: Vec::new(),
+            lock_by_name: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            next_op: 0,
+            pending: BTreeMap::new(),
+            timers: Timers::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The topic the client receives responses on (subscribe to it).
+    pub fn response_topic(&self) -> &str {
+        &self.response_topic
+    }
+
+    /// The filter the client receives notifications on (subscribe to it).
+    pub fn notification_filter(&self) -> &str {
+        &self.notify_filter
+    }
+
+    /// Counters of ignored and refused input.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of operations that have not ended.
+    pub fn operations_in_progress(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The lock called `name` (the same id for the same name). No I/O.
+    pub fn lock(&mut self, name: impl AsRef<[u8]>) -> Result<LockId, IntentError> {
+        let name = name.as_ref();
+        if name.is_empty() {
+            return Err(IntentError::EmptyKey);
+        }
+        if let Some(id) = self.lock_by_name.get(name) {
+            return Ok(*id);
+        }
+        let id = LockId(u32::try_from(self.locks.len()).map_err(|_| IntentError::UnknownLock)?);
+        let name = Bytes::copy_from_slice(name);
+        self.locks.push(Lock {
+            name: name.clone(),
+            lease: None,
+            hold: None,
+            edit: None,
+            edit_queue: VecDeque::new(),
+            ops: BTreeSet::new(),
+            watchers: BTreeSet::new(),
+            observed: false,
+            notify: Notify::Off,
+            releasing: 0,
+            epoch: 0,
+        });
+        self.lock_by_name.insert(name, id);
+        Ok(id)
+    }
+
+    /// The name of a lock.
+    pub fn lock_name(&self, lock: LockId) -> Option<&Bytes> {
+        self.locks.get(lock.0 as usize).map(|l| &l.name)
+    }
+
+    // ----- inspection -------------------------------------------------------------------------
+
+    /// The newest fencing token of the lock, while the lease is valid at `now`.
+    pub fn token(&self, now: Now, lock: LockId) -> Option<&FencingToken> {
+        let lease = self.locks.get(lock.0 as usize)?.lease.as_ref()?;
+        (now.instant < lease.valid_until).then_some(&lease.token)
+    }
+
+    /// Whether the client holds the lock at `now` (the lease is valid).
+    pub fn is_held(&self, now: Now, lock: LockId) -> bool {
+        self.token(now, lock).is_some()
+    }
+
+    /// Until when the current lease may be trusted (it may already be in the past).
+    pub fn valid_until(&self, lock: LockId) -> Option<Instant> {
+        Some(self.locks.get(lock.0 as usize)?.lease.as_ref()?.valid_until)
+    }
+
+    // ----- outputs ----------------------------------------------------------------------------
+
+    /// The next thing to do: drain until `None` after every call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    // ----- intents ----------------------------------------------------------------------------
+
+    /// One attempt to take the lock: [`Event::Acquired`] or [`Event::Busy`].
+    pub fn try_acquire(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.check_exclusive(lock)?;
+        self.check_lease(lease)?;
+        let deadline = self.deadline(now, &options, true)?;
+        let holder = self.holder_value(&options)?;
+        Ok(self.start(now, lock, holder, deadline, Kind::TryAcquire { lease }))
+    }
+
+    /// Take the lock, waiting for it as long as needed (or until the timeout): [`Event::Acquired`].
+    pub fn acquire(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.check_exclusive(lock)?;
+        self.check_lease(lease)?;
+        let deadline = self.deadline(now, &options, false)?;
+        let holder = self.holder_value(&options)?;
+        Ok(self.start(now, lock, holder, deadline, Kind::Acquire { lease }))
+    }
+
+    /// Release the lock (VDEL with the holder value): [`Event::Released`]. Ends any hold on the lock
+    /// first ([`Event::HoldEnded`]); no renewal response that arrives later is used.
+    pub fn release(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.check_exclusive(lock)?;
+        let deadline = self.deadline(now, &options, true)?;
+        let holder = self.holder_value(&options)?;
+        Ok(self.start_release(now, lock, holder, deadline, false))
+    }
+
+    /// Who holds the lock: [`Event::Holder`].
+    pub fn holder(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.lock_ref(lock)?;
+        let deadline = self.deadline(now, &options, true)?;
+        let holder = self.holder_value(&options)?;
+        Ok(self.start(now, lock, holder, deadline, Kind::Holder))
+    }
+
+    /// Take the lock and keep it, renewing every `interval`: [`Event::Acquired`], then
+    /// [`Event::Renewed`] per renewal; [`Event::Lost`] and a new `Acquired` when it is lost. The
+    /// timeout bounds the first acquisition only. Ends with [`Client::close_hold`],
+    /// [`Client::release`] or [`Client::cancel`].
+    pub fn hold(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        interval: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.check_exclusive(lock)?;
+        if let Some(h) = self.locks[lock.0 as usize].hold {
+            return Err(IntentError::LockInUse(h));
+        }
+        self.check_lease(lease)?;
+        let usable = lease - self.config.margin(lease);
+        if interval.is_zero() || interval >= usable {
+            return Err(IntentError::BadInterval { interval, usable });
+        }
+        let deadline = self.deadline(now, &options, false)?;
+        let holder = self.holder_value(&options)?;
+        let kind = Kind::Hold {
+            lease,
+            interval,
+            held: false,
+        };
+        let id = self.start(now, lock, holder, deadline, kind);
+        self.locks[lock.0 as usize].hold = Some(id);
+        Ok(id)
+    }
+
+    /// Stop the hold on the lock and release it: the hold ends with [`Event::HoldEnded`], and the
+    /// returned release operation with [`Event::Released`].
+    pub fn close_hold(&mut self, now: Now, lock: LockId) -> Result<OpId, IntentError> {
+        let hold = self.lock_ref(lock)?.hold.ok_or(IntentError::NoHold)?;
+        let holder = self.ops[&hold].holder.clone();
+        let deadline = Some(add(now.instant, self.config.request_timeout));
+        Ok(self.start_release(now, lock, holder, deadline, false))
+    }
+
+    /// Read-modify-write `key` under the lock: acquire, GET, [`Event::EditRequested`], then
+    /// [`Client::complete_edit`] writes with the fencing token, and the lock is released:
+    /// [`Event::EditDone`]. Edits of one lock run one after the other.
+    pub fn edit(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        key: impl Into<Bytes>,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(IntentError::EmptyKey);
+        }
+        let l = self.lock_ref(lock)?;
+        if let Some(other) = l.ops.iter().find(|id| {
+            !matches!(
+                self.ops[id].kind,
+                Kind::Edit { .. } | Kind::Holder | Kind::Release { .. }
+            )
+        }) {
+            return Err(IntentError::LockInUse(*other));
+        }
+        if self.is_held(now, lock) {
+            return Err(IntentError::HeldLocally);
+        }
+        self.check_lease(lease)?;
+        let deadline = self.deadline(now, &options, false)?;
+        let holder = self.holder_value(&options)?;
+        let busy = self.locks[lock.0 as usize].edit.is_some();
+        let phase = if busy {
+            EditPhase::Queued
+        } else {
+            EditPhase::Acquiring
+        };
+        let id = self.start(
+            now,
+            lock,
+            holder,
+            deadline,
+            Kind::Edit { key, lease, phase },
+        );
+        let l = &mut self.locks[lock.0 as usize];
+        if busy {
+            l.edit_queue.push_back(id);
+        } else {
+            l.edit = Some(id);
+        }
+        Ok(id)
+    }
+
+    /// Answer an [`Event::EditRequested`].
+    pub fn complete_edit(
+        &mut self,
+        now: Now,
+        op: OpId,
+        action: EditAction,
+    ) -> Result<(), IntentError> {
+        let o = self.ops.get(&op).ok_or(IntentError::NoSuchOperation)?;
+        let lock = o.lock;
+        if !matches!(
+            o.kind,
+            Kind::Edit {
+                phase: EditPhase::AwaitingUser,
+                ..
+            }
+        ) {
+            return Err(IntentError::NoSuchOperation);
+        }
+        if action == EditAction::Abort {
+            self.finish_edit(now, op, Ok(EditOutcome::Unchanged));
+        } else if !self.is_held(now, lock) {
+            self.finish_edit(now, op, Err(OpError::LeaseLapsed));
+        } else {
+            if let Some(Op {
+                kind: Kind::Edit { phase, .. },
+                ..
+            }) = self.ops.get_mut(&op)
+            {
+                *phase = EditPhase::Writing {
+                    action,
+                    attempts: 0,
+                };
+            }
+            self.step(now, op);
+        }
+        Ok(())
+    }
+
+    /// Report holder changes of the lock as [`Event::HolderChanged`].
+    pub fn observe(&mut self, now: Now, lock: LockId) -> Result<(), IntentError> {
+        let l = self.lock_mut(lock)?;
+        if l.observed {
+            return Err(IntentError::AlreadyObserving);
+        }
+        l.observed = true;
+        self.ensure_notify(now, lock);
+        Ok(())
+    }
+
+    /// Stop reporting holder changes of the lock.
+    pub fn unobserve(&mut self, now: Now, lock: LockId) -> Result<(), IntentError> {
+        let l = self.lock_mut(lock)?;
+        if !l.observed {
+            return Err(IntentError::NotObserving);
+        }
+        l.observed = false;
+        self.maybe_stop_notify(now, lock);
+        Ok(())
+    }
+
+    /// End an operation now: [`Event::Failed`] with [`OpError::Cancelled`] (a hold ends with
+    /// [`Event::HoldEnded`] and releases the lock). A waiting acquire still unregisters KEYNOTIFY.
+    pub fn cancel(&mut self, now: Now, op: OpId) -> Result<(), IntentError> {
+        let o = self.ops.get(&op).ok_or(IntentError::NoSuchOperation)?;
+        let lock = o.lock;
+        match &o.kind {
+            Kind::Hold { .. } => self.end_hold(now, op, true),
+            Kind::Edit { .. } => self.finish_edit(now, op, Err(OpError::Cancelled)),
+            _ => self.finish(
+                now,
+                op,
+                Some(Event::Failed {
+                    op,
+                    lock,
+                    error: OpError::Cancelled,
+                }),
+            ),
+        }
+        Ok(())
+    }
+
+    // ----- world inputs -----------------------------------------------------------------------
+
+    /// The MQTT connection is up: the client asks for its two subscriptions.
+    pub fn handle_connected(&mut self, now: Now) {
+        let _ = now;
+        self.connected = true;
+        self.sub_response = Sub::Waiting;
+        self.sub_notify = Sub::Waiting;
+        self.out
+            .push_back(Output::Subscribe(self.response_topic.clone()));
+        self.out
+            .push_back(Output::Subscribe(self.notify_filter.clone()));
+    }
+
+    /// The SUBACK for a filter the client asked for.
+    pub fn handle_subscribed(&mut self, now: Now, filter: &str, granted: bool) {
+        let sub = if granted { Sub::Granted } else { Sub::Refused };
+        let was_ready = self.ready();
+        if filter == self.response_topic {
+            self.sub_response = sub;
+        } else if filter == self.notify_filter {
+            self.sub_notify = sub;
+        } else {
+            return;
+        }
+        if !granted {
+            let ids: Vec<OpId> = self.ops.keys().copied().collect();
+            for id in ids {
+                let lock = self.ops[&id].lock;
+                let error = OpError::SubscriptionRefused(filter.to_string());
+                self.fail(now, id, lock, error);
+            }
+        } else if !was_ready && self.ready() {
+            self.on_ready(now);
+        }
+    }
+
+    /// The MQTT connection is down. Requests in flight are given up (and repeated after the next
+    /// connection where that is safe); leases stay trusted until their validity ends.
+    pub fn handle_disconnected(&mut self, now: Now) {
+        self.connected = false;
+        self.sub_response = Sub::Waiting;
+        self.sub_notify = Sub::Waiting;
+        for l in &mut self.locks {
+            l.notify = Notify::Off;
+        }
+        let corrs: Vec<Corr> = self.pending.keys().copied().collect();
+        for corr in corrs {
+            if let Some(p) = self.pending.remove(&corr) {
+                self.timers.cancel(Some(p.timer));
+                self.request_lost(now, p, Lost::Disconnected);
+            }
+        }
+    }
+
+    /// A message on the response topic or the notification filter. Anything else is counted and
+    /// ignored; nothing that arrives can make the client panic.
+    pub fn handle_message(&mut self, now: Now, message: &Message) {
+        if message.topic == self.response_topic {
+            self.on_response_message(now, message);
+        } else {
+            match store::parse_notification(message) {
+                Ok(n) => self.on_notification(now, n),
+                Err(_) => self.stats.malformed_messages += 1,
+            }
+        }
+    }
+
+    /// Deadlines up to `now` have passed.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some((key, timer)) = self.timers.pop_due(now.instant) {
+            match timer {
+                Timer::OpDeadline(id) => {
+                    if let Some(op) = self.ops.get_mut(&id) {
+                        if op.deadline_timer == Some(key) {
+                            op.deadline_timer = None;
+                            self.on_deadline(now, id);
+                        }
+                    }
+                }
+                Timer::Retry(id) => {
+                    if let Some(op) = self.ops.get_mut(&id) {
+                        if op.retry_timer == Some(key) {
+                            op.retry_timer = None;
+                            self.step(now, id);
+                        }
+                    }
+                }
+                Timer::Request(corr) => {
+                    if let Some(p) = self.pending.remove(&corr) {
+                        self.request_lost(now, p, Lost::Timeout);
+                    }
+                }
+                Timer::LeaseEnd(lock) => {
+                    let l = &self.locks[lock.0 as usize];
+                    if l.lease.as_ref().is_some_and(|lease| lease.timer == key) {
+                        let reason = if self.connected {
+                            LossReason::ExpiredLocally
+                        } else {
+                            LossReason::Disconnected
+                        };
+                        self.lease_lost(now, lock, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- internals: starting and ending operations -------------------------------------------
+
+    fn lock_ref(&self, lock: LockId) -> Result<&Lock, IntentError> {
+        self.locks
+            .get(lock.0 as usize)
+            .ok_or(IntentError::UnknownLock)
+    }
+
+    fn lock_mut(&mut self, lock: LockId) -> Result<&mut Lock, IntentError> {
+        self.locks
+            .get_mut(lock.0 as usize)
+            .ok_or(IntentError::UnknownLock)
+    }
+
+    /// Acquiring, holding and releasing cannot run beside an edit of the same lock.
+    fn check_exclusive(&self, lock: LockId) -> Result<(), IntentError> {
+        match self.lock_ref(lock)?.edit {
+            Some(edit) => Err(IntentError::LockInUse(edit)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_lease(&self, lease: Duration) -> Result<(), IntentError> {
+        let margin = self.config.margin(lease);
+        if lease > MAX_DURATION || lease < margin + Duration::from_millis(1) {
+            return Err(IntentError::LeaseTooShort { lease, margin });
+        }
+        Ok(())
+    }
+
+    fn deadline(
+        &self,
+        now: Now,
+        options: &Options,
+        bounded: bool,
+    ) -> Result<Option<Instant>, IntentError> {
+        match options.timeout {
+            Some(t) if t.is_zero() => Err(IntentError::ZeroTimeout),
+            Some(t) => Ok(Some(add(now.instant, t.min(MAX_DURATION)))),
+            None if bounded => Ok(Some(add(now.instant, self.config.request_timeout))),
+            None => Ok(None),
+        }
+    }
+
+    fn holder_value(&self, options: &Options) -> Result<Bytes, IntentError> {
+        match &options.session_id {
+            None => Ok(Bytes::from(self.config.client_id.clone())),
+            Some(s) if s.is_empty() => Err(IntentError::InvalidSessionId),
+            Some(s) => Ok(Bytes::from(format!("{}:{}", self.config.client_id, s))),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.connected && self.sub_response == Sub::Granted && self.sub_notify == Sub::Granted
+    }
+
+    fn start(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        holder: Bytes,
+        deadline: Option<Instant>,
+        kind: Kind,
+    ) -> OpId {
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        let watches = matches!(
+            kind,
+            Kind::Acquire { .. } | Kind::Hold { .. } | Kind::Edit { .. }
+        );
+        let deadline_timer = deadline.map(|d| self.timers.schedule(d, Timer::OpDeadline(id)));
+        self.ops.insert(
+            id,
+            Op {
+                lock,
+                holder,
+                deadline,
+                deadline_timer,
+                req: None,
+                retry_timer: None,
+                kind,
+            },
+        );
+        let l = &mut self.locks[lock.0 as usize];
+        l.ops.insert(id);
+        if watches {
+            l.watchers.insert(id);
+            self.ensure_notify(now, lock);
+        }
+        self.step(now, id);
+        id
+    }
+
+    fn start_release(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        holder: Bytes,
+        deadline: Option<Instant>,
+        silent: bool,
+    ) -> OpId {
+        if let Some(hold) = self.locks[lock.0 as usize].hold {
+            self.end_hold(now, hold, false);
+        }
+        let l = &mut self.locks[lock.0 as usize];
+        if let Some(lease) = l.lease.take() {
+            self.timers.cancel(Some(lease.timer));
+        }
+        l.releasing += 1;
+        l.epoch += 1;
+        self.start(now, lock, holder, deadline, Kind::Release { silent })
+    }
+
+    /// Ends a hold: stops renewing, forgets the lease, and (when asked) releases it silently.
+    fn end_hold(&mut self, now: Now, hold: OpId, release: bool) {
+        let Some(op) = self.ops.get(&hold) else {
+            return;
+        };
+        let (lock, holder) = (op.lock, op.holder.clone());
+        self.finish(now, hold, Some(Event::HoldEnded { op: hold, lock }));
+        if release {
+            let deadline = Some(add(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, holder, deadline, true);
+        }
+    }
+
+    fn fail(&mut self, now: Now, id: OpId, lock: LockId, error: OpError) {
+        match self.ops.get(&id).map(|o| &o.kind) {
+            Some(Kind::Edit { .. }) => self.finish_edit(now, id, Err(error)),
+            Some(Kind::Hold { .. }) => {
+                self.finish(
+                    now,
+                    id,
+                    Some(Event::Failed {
+                        op: id,
+                        lock,
+                        error,
+                    }),
+                );
+            }
+            Some(Kind::Release { silent: true }) => self.finish(now, id, None),
+            Some(_) => self.finish(
+                now,
+                id,
+                Some(Event::Failed {
+                    op: id,
+                    lock,
+                    error,
+                }),
+            ),
+            None => {}
+        }
+    }
+
+    /// Ends an edit with its outcome, releasing the lock if the edit held it, and starts the next
+    /// queued edit of the lock.
+    fn finish_edit(&mut self, now: Now, id: OpId, outcome: Result<EditOutcome, OpError>) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        let lock = op.lock;
+        let holder = op.holder.clone();
+        // A write that was sent and got no definite answer may have been applied; so may an
+        // earlier attempt of a write whose repetition was refused.
+        let attempts = match &op.kind {
+            Kind::Edit {
+                phase: EditPhase::Writing { attempts, .. },
+                ..
+            } => *attempts,
+            _ => 0,
+        };
+        let outcome = match outcome {
+            Err(
+                OpError::Timeout
+                | OpError::Cancelled
+                | OpError::LeaseLapsed
+                | OpError::Disconnected
+                | OpError::SubscriptionRefused(_),
+            ) if attempts >= 1 => Err(OpError::Indeterminate),
+            Err(_) if attempts >= 2 => Err(OpError::Indeterminate),
+            o => o,
+        };
+        let event = match outcome {
+            Ok(outcome) => Event::EditDone {
+                op: id,
+                lock,
+                outcome,
+            },
+            Err(error) => Event::Failed {
+                op: id,
+                lock,
+                error,
+            },
+        };
+        let owned = self.locks[lock.0 as usize]
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == Some(id));
+        self.finish(now, id, Some(event));
+        if owned {
+            let deadline = Some(add(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, holder, deadline, true);
+        }
+        self.next_edit(now, lock);
+    }
+
+    fn next_edit(&mut self, now: Now, lock: LockId) {
+        let l = &mut self.locks[lock.0 as usize];
+        if l.edit.is_some() {
+            return;
+        }
+        while let Some(next) = l.edit_queue.pop_front() {
+            if let Some(Op {
+                kind: Kind::Edit { phase, .. },
+                ..
+            }) = self.ops.get_mut(&next)
+            {
+                *phase = EditPhase::Acquiring;
+                self.locks[lock.0 as usize].edit = Some(next);
+                self.step(now, next);
+                return;
+            }
+        }
+    }
+
+    /// Removes an operation and everything it owns; emits its final event.
+    fn finish(&mut self, now: Now, id: OpId, event: Option<Event>) {
+        let Some(op) = self.ops.remove(&id) else {
+            return;
+        };
+        self.timers.cancel(op.deadline_timer);
+        self.timers.cancel(op.retry_timer);
+        // An acquiring SET still in flight may yet take the lock for us: release it after.
+        let mut undo_set = false;
+        if let Some(corr) = op.req {
+            if let Some(p) = self.pending.remove(&corr) {
+                self.timers.cancel(Some(p.timer));
+                undo_set = matches!(p.kind, ReqKind::Set { .. })
+                    && !matches!(op.kind, Kind::Hold { held: true, .. });
+            }
+        }
+        let lock = op.lock;
+        let l = &mut self.locks[lock.0 as usize];
+        l.ops.remove(&id);
+        let watched = l.watchers.remove(&id);
+        if l.hold == Some(id) {
+            l.hold = None;
+        }
+        if l.edit == Some(id) {
+            l.edit = None;
+        }
+        l.edit_queue.retain(|q| *q != id);
+        if l.lease
+            .as_ref()
+            .is_some_and(|lease| lease.owner == Some(id))
+        {
+            if let Some(lease) = l.lease.take() {
+                self.timers.cancel(Some(lease.timer));
+            }
+        }
+        let released = matches!(op.kind, Kind::Release { .. });
+        if released {
+            l.releasing = l.releasing.saturating_sub(1);
+        }
+        if let Some(event) = event {
+            self.out.push_back(Output::Event(event));
+        }
+        if watched {
+            self.maybe_stop_notify(now, lock);
+        }
+        if undo_set && self.locks[lock.0 as usize].lease.is_none() {
+            let deadline = Some(add(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, op.holder, deadline, true);
+        }
+        if released && self.locks[lock.0 as usize].releasing == 0 {
+            let waiting: Vec<OpId> = self.locks[lock.0 as usize].ops.iter().copied().collect();
+            for w in waiting {
+                self.step(now, w);
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, now: Now, id: OpId) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        let error = if self.connected {
+            OpError::Timeout
+        } else {
+            OpError::Disconnected
+        };
+        let lock = op.lock;
+        if matches!(op.kind, Kind::Hold { .. }) {
+            // A hold's timeout bounds its first acquisition; it ends the hold.
+            self.finish(
+                now,
+                id,
+                Some(Event::Failed {
+                    op: id,
+                    lock,
+                    error,
+                }),
+            );
+        } else {
+            self.fail(now, id, lock, error);
+        }
+    }
+
+    // ----- internals: sending ------------------------------------------------------------------
+
+    /// Does whatever the operation needs next, if it can now.
+    fn step(&mut self, now: Now, id: OpId) {
+        if !self.ready() {
+            return;
+        }
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        if op.req.is_some() || op.retry_timer.is_some() {
+            return;
+        }
+        let lock = op.lock;
+        let held = self.is_held(now, lock);
+        let l = &self.locks[lock.0 as usize];
+        let name = l.name.clone();
+        let holder = op.holder.clone();
+        let set = |lease: Duration| Command::Set {
+            key: name.clone(),
+            value: holder.clone(),
+            options: SetOptions {
+                condition: SetCondition::NotExistsOrEqual,
+                expiry: NonZeroU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+            },
+        };
+        let token = l.lease.as_ref().map(|lease| lease.token.clone());
+        let (command, kind, fencing) = match &op.kind {
+            Kind::Release { .. } => (
+                Command::VDel {
+                    key: name.clone(),
+                    value: holder.clone(),
+                },
+                ReqKind::VDel,
+                None,
+            ),
+            Kind::Holder => (Command::Get { key: name.clone() }, ReqKind::Get, None),
+            Kind::Hold {
+                lease, held: true, ..
+            } => (set(*lease), ReqKind::Set { epoch: l.epoch }, None),
+            Kind::Edit {
+                phase: EditPhase::Queued | EditPhase::AwaitingUser,
+                ..
+            } => return,
+            Kind::Edit {
+                key,
+                phase: EditPhase::Reading,
+                ..
+            } => (Command::Get { key: key.clone() }, ReqKind::Get, None),
+            Kind::Edit {
+                key,
+                phase: EditPhase::Writing { action, .. },
+                ..
+            } => {
+                if !held {
+                    self.finish_edit(now, id, Err(OpError::LeaseLapsed));
+                    return;
+                }
+                let command = match action {
+                    EditAction::Set(v) => Command::Set {
+                        key: key.clone(),
+                        value: v.clone(),
+                        options: SetOptions::default(),
+                    },
+                    _ => Command::Del { key: key.clone() },
+                };
+                (command, ReqKind::Write, token)
+            }
+            _ => {
+                let Some(lease) = op.acquiring_lease() else {
+                    return;
+                };
+                if l.releasing > 0 {
+                    return; // after the release: see `Lock::releasing`
+                }
+                (set(lease), ReqKind::Set { epoch: l.epoch }, None)
+            }
+        };
+        let deadline = op.deadline;
+        match self.send(now, Owner::Op(id), kind, command, fencing, deadline) {
+            Ok(corr) => {
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.req = Some(corr);
+                    if let Kind::Edit {
+                        phase: EditPhase::Writing { attempts, .. },
+                        ..
+                    } = &mut op.kind
+                    {
+                        *attempts += 1;
+                    }
+                }
+            }
+            Err(error) => self.fail(now, id, lock, error),
+        }
+    }
+
+    fn send(
+        &mut self,
+        now: Now,
+        owner: Owner,
+        kind: ReqKind,
+        command: Command,
+        fencing_token: Option<FencingToken>,
+        deadline: Option<Instant>,
+    ) -> Result<Corr, OpError> {
+        let timestamp = self.clock.send(now.wall_ms).map_err(|e| {
+            self.stats.clock_errors += 1;
+            OpError::Clock(e)
+        })?;
+        let mut req_deadline = add(now.instant, self.config.request_timeout);
+        if let Some(d) = deadline {
+            req_deadline = req_deadline.min(d);
+        }
+        let timeout = req_deadline
+            .saturating_duration_since(now.instant)
+            .max(Duration::from_millis(1));
+        self.corr_next += 1;
+        let corr = (u128::from(self.corr_prefix) << 64) | u128::from(self.corr_next);
+        let request = Request {
+            command,
+            timestamp,
+            fencing_token,
+        };
+        let message = request
+            .to_message(
+                &self.config.client_id,
+                Bytes::copy_from_slice(&corr.to_be_bytes()),
+                timeout,
+            )
+            .map_err(|e| OpError::UnexpectedReply(e.to_string()))?;
+        let timer = self.timers.schedule(req_deadline, Timer::Request(corr));
+        self.pending.insert(
+            corr,
+            Pending {
+                owner,
+                kind,
+                sent: now.instant,
+                timer,
+            },
+        );
+        self.stats.requests_sent += 1;
+        self.out.push_back(Output::Publish(message));
+        Ok(corr)
+    }
+
+    fn on_ready(&mut self, now: Now) {
+        for i in 0..self.locks.len() {
+            self.ensure_notify(now, LockId(i as u32));
+        }
+        // Releases first: a VDEL must reach the store before any SET of the same lock.
+        let (releases, others): (Vec<OpId>, Vec<OpId>) = self
+            .ops
+            .keys()
+            .partition(|id| matches!(self.ops[id].kind, Kind::Release { .. }));
+        for id in releases.into_iter().chain(others) {
+            self.step(now, id);
+        }
+    }
+
+    fn ensure_notify(&mut self, now: Now, lock: LockId) {
+        let l = &self.locks[lock.0 as usize];
+        if !self.ready() || l.notify != Notify::Off || l.notify_refs() == 0 {
+            return;
+        }
+        let key = l.name.clone();
+        if let Ok(corr) = self.send(
+            now,
+            Owner::Lock(lock),
+            ReqKind::KeyNotify,
+            Command::KeyNotify { key },
+            None,
+            None,
+        ) {
+            self.locks[lock.0 as usize].notify = Notify::Pending(corr);
+        }
+    }
+
+    fn maybe_stop_notify(&mut self, now: Now, lock: LockId) {
+        let l = &mut self.locks[lock.0 as usize];
+        if l.notify_refs() > 0 || l.notify == Notify::Off {
+            return;
+        }
+        l.notify = Notify::Off;
+        let key = l.name.clone();
+        if self.ready() {
+            let _ = self.send(
+                now,
+                Owner::Lock(lock),
+                ReqKind::KeyNotifyStop,
+                Command::KeyNotifyStop { key },
+                None,
+                None,
+            );
+        }
+    }
+
+    // ----- internals: what comes back ---------------------------------------------------------
+
+    fn request_lost(&mut self, now: Now, p: Pending, why: Lost) {
+        match p.owner {
+            Owner::Lock(lock) => {
+                let l = &mut self.locks[lock.0 as usize];
+                if p.kind == ReqKind::KeyNotify && matches!(l.notify, Notify::Pending(_)) {
+                    l.notify = Notify::Off;
+                    if why == Lost::Timeout {
+                        self.ensure_notify(now, lock);
+                    }
+                }
+            }
+            Owner::Op(id) => {
+                let Some(op) = self.ops.get_mut(&id) else {
+                    return;
+                };
+                op.req = None;
+                let lock = op.lock;
+                if let Kind::Edit {
+                    phase: EditPhase::Writing { attempts: 1.., .. },
+                    ..
+                } = op.kind
+                {
+                    // Repeat the fenced write while the lease lasts; after that, the outcome is
+                    // unknown.
+                    if !self.is_held(now, lock) {
+                        self.finish_edit(now, id, Err(OpError::Indeterminate));
+                        return;
+                    }
+                }
+                self.step(now, id);
+            }
+        }
+    }
+
+    fn on_response_message(&mut self, now: Now, message: &Message) {
+        let response = match store::parse_response(message) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.malformed_messages += 1;
+                return;
+            }
+        };
+        let corr = match <[u8; 16]>::try_from(response.correlation_data.as_ref()) {
+            Ok(b) => u128::from_be_bytes(b),
+            Err(_) => {
+                self.stats.unmatched_responses += 1;
+                return;
+            }
+        };
+        let Some(p) = self.pending.remove(&corr) else {
+            self.stats.unmatched_responses += 1;
+            return;
+        };
+        self.timers.cancel(Some(p.timer));
+        // Feed the clock with the version; a refusal never loses an applied change.
+        let mut clock_error = None;
+        if let Ok(ResponseBody {
+            version: Some(v), ..
+        }) = &response.outcome
+        {
+            if let Err(e) = self.clock.receive(v, now.wall_ms) {
+                self.stats.clock_errors += 1;
+                clock_error = Some(e);
+            }
+        }
+        match p.owner {
+            Owner::Lock(lock) => self.on_notify_reply(now, lock, corr, p.kind, response.outcome),
+            Owner::Op(id) => {
+                let Some(op) = self.ops.get_mut(&id) else {
+                    self.stats.unmatched_responses += 1;
+                    return;
+                };
+                op.req = None;
+                let lock = op.lock;
+                let body = match response.outcome {
+                    Ok(body) => body,
+                    Err(e) => {
+                        self.on_failed_reply(now, id, lock, p.kind, OpError::Protocol(e));
+                        return;
+                    }
+                };
+                if let StoreReply::Error(e) = &body.reply {
+                    let error = OpError::Service(e.clone());
+                    self.on_failed_reply(now, id, lock, p.kind, error);
+                    return;
+                }
+                let applied = matches!(
+                    (&body.reply, p.kind),
+                    (StoreReply::Ok, ReqKind::Set { .. } | ReqKind::Write)
+                        | (StoreReply::Integer(1..), ReqKind::VDel | ReqKind::Write)
+                );
+                if let (Some(e), false) = (clock_error, applied) {
+                    self.on_failed_reply(now, id, lock, p.kind, OpError::Clock(e));
+                    return;
+                }
+                match p.kind {
+                    ReqKind::Set { epoch } => self.on_set_reply(now, id, &p, epoch, body),
+                    ReqKind::Get => self.on_get_reply(now, id, body.reply),
+                    ReqKind::Write => self.on_write_reply(now, id, body.reply),
+                    ReqKind::VDel => {
+                        let was_held = match body.reply {
+                            StoreReply::Integer(n) => n > 0,
+                            other => {
+                                let error = OpError::UnexpectedReply(format!("{other:?}"));
+                                self.fail(now, id, lock, error);
+                                return;
+                            }
+                        };
+                        let silent = matches!(self.ops[&id].kind, Kind::Release { silent: true });
+                        let event = (!silent).then_some(Event::Released {
+                            op: id,
+                            lock,
+                            was_held,
+                        });
+                        self.finish(now, id, event);
+                    }
+                    ReqKind::KeyNotify | ReqKind::KeyNotifyStop => {}
+                }
+            }
+        }
+    }
+
+    fn on_notify_reply(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        corr: Corr,
+        kind: ReqKind,
+        outcome: Result<ResponseBody, ResponseError>,
+    ) {
+        let l = &mut self.locks[lock.0 as usize];
+        if kind != ReqKind::KeyNotify || l.notify != Notify::Pending(corr) {
+            return;
+        }
+        let error = match outcome {
+            Ok(ResponseBody {
+                reply: StoreReply::Ok,
+                ..
+            }) => {
+                l.notify = Notify::On;
+                return;
+            }
+            Ok(ResponseBody {
+                reply: StoreReply::Error(e),
+                ..
+            }) => OpError::Service(e),
+            Ok(other) => OpError::UnexpectedReply(format!("{:?}", other.reply)),
+            Err(e) => OpError::Protocol(e),
+        };
+        // Waiters still make progress through their fallback re-checks; observers are told.
+        l.notify = Notify::Off;
+        if l.observed {
+            l.observed = false;
+            self.out
+                .push_back(Output::Event(Event::ObserveFailed { lock, error }));
+        }
+        let _ = now;
+    }
+
+    /// A request of an operation got an error reply.
+    fn on_failed_reply(&mut self, now: Now, id: OpId, lock: LockId, kind: ReqKind, error: OpError) {
+        let renewal = matches!(
+            self.ops.get(&id).map(|o| &o.kind),
+            Some(Kind::Hold { held: true, .. })
+        );
+        if renewal && kind != ReqKind::Write {
+            // Try again soon; if nothing succeeds, the lease end reports the loss.
+            let delay = self.jitter().max(MIN_FALLBACK);
+            self.retry_after(now, id, delay);
+            return;
+        }
+        self.fail(now, id, lock, error);
+    }
+
+    fn on_set_reply(&mut self, now: Now, id: OpId, p: &Pending, epoch: u64, body: ResponseBody) {
+        let op = &self.ops[&id];
+        let lock = op.lock;
+        let (lease, renewal) = match &op.kind {
+            Kind::Hold {
+                lease, held: true, ..
+            } => (*lease, true),
+            _ => match op.acquiring_lease() {
+                Some(lease) => (lease, false),
+                None => return,
+            },
+        };
+        match body.reply {
+            StoreReply::Ok => {
+                let Some(version) = body.version else {
+                    let error = OpError::UnexpectedReply("SET +OK without __ts".into());
+                    self.fail(now, id, lock, error);
+                    return;
+                };
+                let valid_until = add(p.sent, lease - self.config.margin(lease));
+                let undone = self.locks[lock.0 as usize].epoch != epoch;
+                if undone || valid_until <= now.instant {
+                    // Released since, or the reply came too late to be trusted.
+                    match &self.ops[&id].kind {
+                        Kind::TryAcquire { .. } => {
+                            self.fail(now, id, lock, OpError::LeaseLapsed);
+                        }
+                        _ => self.step(now, id),
+                    }
+                    return;
+                }
+                self.won(now, id, FencingToken::new(version), p.sent, valid_until);
+            }
+            StoreReply::Integer(-1) => {
+                if renewal {
+                    self.lease_lost(now, lock, LossReason::RenewalRefused);
+                    return;
+                }
+                if matches!(self.ops[&id].kind, Kind::TryAcquire { .. }) {
+                    self.finish(now, id, Some(Event::Busy { op: id, lock }));
+                } else {
+                    // Wait for the DELETE; re-check anyway once the holder's lease could be over.
+                    self.retry_after(now, id, lease.max(MIN_FALLBACK));
+                }
+            }
+            other => {
+                let error = OpError::UnexpectedReply(format!("{other:?}"));
+                self.fail(now, id, lock, error);
+            }
+        }
+    }
+
+    fn won(
+        &mut self,
+        now: Now,
+        id: OpId,
+        token: FencingToken,
+        sent: Instant,
+        valid_until: Instant,
+    ) {
+        let op = &self.ops[&id];
+        let lock = op.lock;
+        let owner = match op.kind {
+            Kind::Hold { .. } | Kind::Edit { .. } => Some(id),
+            _ => None,
+        };
+        let holder = op.holder.clone();
+        let l = &mut self.locks[lock.0 as usize];
+        // Several SETs of one holder may succeed: the newest token and the latest end stand.
+        let (token, valid_until, owner) = match l.lease.take() {
+            Some(old) => {
+                self.timers.cancel(Some(old.timer));
+                (
+                    token.max(old.token),
+                    valid_until.max(old.valid_until),
+                    owner.or(old.owner),
+                )
+            }
+            None => (token, valid_until, owner),
+        };
+        let timer = self.timers.schedule(valid_until, Timer::LeaseEnd(lock));
+        l.lease = Some(Lease {
+            holder,
+            token: token.clone(),
+            valid_until,
+            timer,
+            owner,
+        });
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        match &mut op.kind {
+            Kind::Hold { interval, held, .. } => {
+                let renewal = *held;
+                *held = true;
+                let next = add(sent, *interval);
+                let event = if renewal {
+                    Event::Renewed {
+                        op: id,
+                        lock,
+                        token,
+                        valid_until,
+                    }
+                } else {
+                    // The timeout bounded the first acquisition only.
+                    op.deadline = None;
+                    let t = op.deadline_timer.take();
+                    self.timers.cancel(t);
+                    Event::Acquired {
+                        op: id,
+                        lock,
+                        token,
+                        valid_until,
+                    }
+                };
+                self.out.push_back(Output::Event(event));
+                self.retry_at(id, next);
+            }
+            Kind::Edit { phase, .. } => {
+                *phase = EditPhase::Reading;
+                self.step(now, id);
+            }
+            _ => {
+                let event = Event::Acquired {
+                    op: id,
+                    lock,
+                    token,
+                    valid_until,
+                };
+                self.finish(now, id, Some(event));
+            }
+        }
+    }
+
+    fn on_get_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
+        let op = &self.ops[&id];
+        let lock = op.lock;
+        let value = match reply {
+            StoreReply::Value(v) => Some(v),
+            StoreReply::NotFound => None,
+            other => {
+                let error = OpError::UnexpectedReply(format!("{other:?}"));
+                self.fail(now, id, lock, error);
+                return;
+            }
+        };
+        match &op.kind {
+            Kind::Holder => self.finish(
+                now,
+                id,
+                Some(Event::Holder {
+                    op: id,
+                    lock,
+                    holder: value,
+                }),
+            ),
+            Kind::Edit { .. } => {
+                if !self.is_held(now, lock) {
+                    self.finish_edit(now, id, Err(OpError::LeaseLapsed));
+                    return;
+                }
+                if let Some(Op {
+                    kind: Kind::Edit { phase, .. },
+                    ..
+                }) = self.ops.get_mut(&id)
+                {
+                    *phase = EditPhase::AwaitingUser;
+                }
+                self.out.push_back(Output::Event(Event::EditRequested {
+                    op: id,
+                    lock,
+                    current: value,
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_write_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
+        let outcome = match (&self.ops[&id].kind, reply) {
+            (
+                Kind::Edit {
+                    phase:
+                        EditPhase::Writing {
+                            action: EditAction::Set(_),
+                            ..
+                        },
+                    ..
+                },
+                StoreReply::Ok,
+            ) => Ok(EditOutcome::Written),
+            (_, StoreReply::Integer(n)) if n >= 0 => Ok(EditOutcome::Deleted),
+            (_, other) => Err(OpError::UnexpectedReply(format!("{other:?}"))),
+        };
+        self.finish_edit(now, id, outcome);
+    }
+
+    fn on_notification(&mut self, now: Now, n: store::Notification) {
+        self.stats.notifications += 1;
+        if let Some(v) = &n.version {
+            if self.clock.receive(v, now.wall_ms).is_err() {
+                self.stats.clock_errors += 1; // never drop the notification for it
+            }
+        }
+        let Some(&lock) = self.lock_by_name.get(&n.key) else {
+            return;
+        };
+        let l = &self.locks[lock.0 as usize];
+        let holder = match &n.op {
+            NotificationOp::Set(v) => Some(v.clone()),
+            NotificationOp::Delete => None,
+        };
+        if l.observed {
+            self.out.push_back(Output::Event(Event::HolderChanged {
+                lock,
+                holder: holder.clone(),
+            }));
+        }
+        // A change newer than our lease that leaves the lock to someone else: the lease is gone.
+        if let Some(lease) = &l.lease {
+            let newer = n.version.as_ref().is_none_or(|v| v > lease.token.as_hlc());
+            if newer && holder.as_ref() != Some(&lease.holder) {
+                self.lease_lost(now, lock, LossReason::TakenAway);
+            }
+        }
+        if holder.is_none() {
+            // The lock is free: waiters retry after a seeded jitter, so a herd spreads out.
+            let waiting: Vec<OpId> = self.locks[lock.0 as usize]
+                .watchers
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let op = &self.ops[id];
+                    op.req.is_none() && op.retry_timer.is_some() && op.acquiring_lease().is_some()
+                })
+                .collect();
+            for id in waiting {
+                let delay = self.jitter();
+                self.retry_after(now, id, delay);
+            }
+        }
+    }
+
+    /// The lease of `lock` is no longer trusted.
+    fn lease_lost(&mut self, now: Now, lock: LockId, reason: LossReason) {
+        let l = &mut self.locks[lock.0 as usize];
+        let Some(lease) = l.lease.take() else {
+            return;
+        };
+        self.timers.cancel(Some(lease.timer));
+        match lease.owner {
+            None => self
+                .out
+                .push_back(Output::Event(Event::Expired { lock, reason })),
+            Some(owner) => match self.ops.get(&owner).map(|o| &o.kind) {
+                Some(Kind::Hold { .. }) => {
+                    let op = self.ops.get_mut(&owner).expect("hold exists");
+                    if let Kind::Hold { held, .. } = &mut op.kind {
+                        *held = false;
+                    }
+                    // Whatever renewal is in flight can no longer give the hold back its lease.
+                    let req = op.req.take();
+                    let timer = op.retry_timer.take();
+                    if let Some(p) = req.and_then(|c| self.pending.remove(&c)) {
+                        self.timers.cancel(Some(p.timer));
+                    }
+                    self.timers.cancel(timer);
+                    self.out.push_back(Output::Event(Event::Lost {
+                        op: owner,
+                        lock,
+                        reason,
+                    }));
+                    self.step(now, owner);
+                }
+                Some(Kind::Edit { .. }) => {
+                    self.finish_edit(now, owner, Err(OpError::LeaseLapsed));
+                }
+                _ => {}
+            },
+        }
+    }
+
+    fn jitter(&mut self) -> Duration {
+        let lo = u64::try_from(self.config.retry_jitter_min.as_micros()).unwrap_or(u64::MAX);
+        let hi = u64::try_from(self.config.retry_jitter_max.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(self.rng.between(lo, hi))
+    }
+
+    fn retry_after(&mut self, now: Now, id: OpId, delay: Duration) {
+        let at = add(now.instant, delay);
+        self.retry_at(id, at);
+    }
+
+    fn retry_at(&mut self, id: OpId, at: Instant) {
+        let key = self.timers.schedule(at, Timer::Retry(id));
+        if let Some(op) = self.ops.get_mut(&id) {
+            let old = op.retry_timer.replace(key);
+            self.timers.cancel(old);
+        } else {
+            self.timers.cancel(Some(key));
+        }
+    }
+}
