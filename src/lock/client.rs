@@ -883,11 +883,12 @@ impl Client {
             .lease
             .as_ref()
             .is_some_and(|l| l.owner == Some(id));
-        self.finish(now, id, Some(event));
         if owned {
+            // Free the lock before anything else goes out.
             let deadline = Some(add(now.instant, self.config.request_timeout));
             self.start_release(now, lock, holder, deadline, true);
         }
+        self.finish(now, id, Some(event));
         self.next_edit(now, lock);
     }
 
@@ -1141,6 +1142,16 @@ impl Client {
     fn on_ready(&mut self, now: Now) {
         for i in 0..self.locks.len() {
             self.ensure_notify(now, LockId(i as u32));
+        }
+        // Re-check at once rather than at the next fallback or renewal time: a DELETE may have
+        // been missed, and a renewal restores the lease's validity sooner.
+        let retries: Vec<Option<TimerKey>> = self
+            .ops
+            .values_mut()
+            .map(|op| op.retry_timer.take())
+            .collect();
+        for t in retries {
+            self.timers.cancel(t);
         }
         // Releases first: a VDEL must reach the store before any SET of the same lock.
         let (releases, others): (Vec<OpId>, Vec<OpId>) = self

@@ -1,0 +1,1028 @@
+//! Transcript tests of the lock engine through its public API: every input is given explicitly, and
+//! every request the engine publishes is checked.
+
+use bytes::Bytes;
+use leasedlock::hlc::Hlc;
+use leasedlock::lock::{
+    Client, Config, EditAction, EditOutcome, Event, LockId, LossReason, OpError, OpId, Options,
+    Output,
+};
+use leasedlock::store::{
+    self, Command, Notification, NotificationOp, ServiceError, SetCondition, StoreReply,
+};
+use leasedlock::{Message, Now};
+use std::time::{Duration, Instant};
+
+const SEC: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+/// A request the engine published, decoded the way the service decodes it.
+struct Sent {
+    message: Message,
+    command: Command,
+}
+
+impl Sent {
+    fn verb(&self) -> &'static str {
+        match &self.command {
+            Command::Set { .. } => "SET",
+            Command::Get { .. } => "GET",
+            Command::Del { .. } => "DEL",
+            Command::VDel { .. } => "VDEL",
+            Command::KeyNotify { .. } => "KEYNOTIFY",
+            Command::KeyNotifyStop { .. } => "KEYNOTIFY STOP",
+        }
+    }
+    fn prop(&self, name: &str) -> Option<&str> {
+        self.message.user_property(name)
+    }
+}
+
+struct T {
+    client: Client,
+    now: Now,
+    version_ms: u64,
+    sent: Vec<Sent>,
+    events: Vec<Event>,
+    subscribes: Vec<String>,
+}
+
+impl T {
+    fn new(config: Config) -> T {
+        let now = Now::new(Instant::now(), 1_800_000_000_000);
+        let client = Client::new(config, now, 7).unwrap();
+        T {
+            client,
+            now,
+            version_ms: 1_800_000_000_000,
+            sent: Vec::new(),
+            events: Vec::new(),
+            subscribes: Vec::new(),
+        }
+    }
+
+    fn connected(id: &str) -> T {
+        let mut t = T::new(Config::new(id));
+        t.connect();
+        t
+    }
+
+    fn connect(&mut self) {
+        self.client.handle_connected(self.now);
+        self.drain();
+        let subs = std::mem::take(&mut self.subscribes);
+        assert_eq!(subs.len(), 2, "response topic and notification filter");
+        for s in subs {
+            self.client.handle_subscribed(self.now, &s, true);
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.client.poll_output() {
+            match o {
+                Output::Publish(message) => {
+                    let parsed = store::parse_request(&message);
+                    let command = parsed.command.clone().expect("engine sends valid commands");
+                    assert!(parsed.timestamp.is_ok(), "every request carries __ts");
+                    self.sent.push(Sent { message, command });
+                }
+                Output::Subscribe(s) => self.subscribes.push(s),
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        self.client.handle_timeout(self.now);
+        self.drain();
+    }
+
+    /// Moves time to the engine's next deadline.
+    fn run_to_timeout(&mut self) {
+        let at = self.client.poll_timeout().expect("a deadline");
+        let d = at.saturating_duration_since(self.now.instant);
+        self.advance(d);
+    }
+
+    fn take_sent(&mut self) -> Vec<Sent> {
+        self.drain();
+        std::mem::take(&mut self.sent)
+    }
+
+    fn take_one(&mut self, verb: &str) -> Sent {
+        let sent = self.take_sent();
+        assert_eq!(
+            sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+            vec![verb],
+            "expected exactly one {verb}"
+        );
+        sent.into_iter().next().unwrap()
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        self.drain();
+        std::mem::take(&mut self.events)
+    }
+
+    fn next_version(&mut self) -> Hlc {
+        self.version_ms += 1;
+        Hlc::new(self.version_ms, 0, "store")
+    }
+
+    fn reply(&mut self, to: &Sent, reply: StoreReply, version: Option<Hlc>) {
+        let m = store::response_message(
+            to.message.response_topic.as_deref().unwrap(),
+            to.message.correlation_data.clone().unwrap(),
+            200,
+            version.as_ref(),
+            &reply,
+        );
+        self.client.handle_message(self.now, &m);
+        self.drain();
+    }
+
+    fn ok(&mut self, to: &Sent) -> Hlc {
+        let v = self.next_version();
+        self.reply(to, StoreReply::Ok, Some(v.clone()));
+        v
+    }
+
+    fn notify(&mut self, key: &str, op: NotificationOp, version: Option<Hlc>) {
+        let n = Notification {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            op,
+            version,
+        };
+        let m = store::notification_message(&self.client.config().client_id, &n);
+        self.client.handle_message(self.now, &m);
+        self.drain();
+    }
+
+    fn lock(&mut self, name: &str) -> LockId {
+        self.client.lock(name).unwrap()
+    }
+}
+
+fn set_parts(s: &Sent) -> (Bytes, Bytes, SetCondition, Option<u64>) {
+    match &s.command {
+        Command::Set {
+            key,
+            value,
+            options,
+        } => (
+            key.clone(),
+            value.clone(),
+            options.condition,
+            options.expiry.map(|e| e.get()),
+        ),
+        other => panic!("not a SET: {other:?}"),
+    }
+}
+
+fn lease_set(s: &Sent, key: &str, holder: &str, lease_ms: u64) {
+    assert_eq!(
+        set_parts(s),
+        (
+            Bytes::copy_from_slice(key.as_bytes()),
+            Bytes::copy_from_slice(holder.as_bytes()),
+            SetCondition::NotExistsOrEqual,
+            Some(lease_ms)
+        )
+    );
+    assert_eq!(
+        s.prop("__ft"),
+        None,
+        "acquire and renew carry no fencing token"
+    );
+}
+
+fn acquired(events: &[Event], op: OpId) -> leasedlock::FencingToken {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Acquired { op: o, token, .. } if *o == op => Some(token.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Acquired for {op:?} in {events:?}"))
+}
+
+#[test]
+fn subscribes_first_and_sends_nothing_before_both_subacks() {
+    let mut t = T::new(Config::new("c1"));
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    t.drain();
+    assert!(t.sent.is_empty(), "nothing before the connection");
+    t.client.handle_connected(t.now);
+    t.drain();
+    assert_eq!(
+        t.subscribes,
+        vec![
+            store::response_topic("c1"),
+            store::notification_filter("c1")
+        ]
+    );
+    t.client
+        .handle_subscribed(t.now, &store::response_topic("c1"), true);
+    t.drain();
+    assert!(
+        t.sent.is_empty(),
+        "still waiting for the notification SUBACK"
+    );
+    t.client
+        .handle_subscribed(t.now, &store::notification_filter("c1"), true);
+    t.drain();
+    let set = t.take_one("SET");
+    lease_set(&set, "L", "c1", 10_000);
+    assert_eq!(set.message.topic, store::REQUEST_TOPIC);
+    assert_eq!(set.prop("__srcId"), Some("c1"));
+    assert_eq!(set.message.message_expiry, Some(10));
+    let _ = op;
+}
+
+#[test]
+fn try_acquire_gives_the_token_until_send_time_plus_lease_minus_margin() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let start = t.now.instant;
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    t.advance(300 * MS); // the reply is slow: validity still counts from the send
+    let v = t.ok(&set);
+    let token = acquired(&t.take_events(), op);
+    assert_eq!(token.as_hlc(), &v);
+    let margin = t.client.config().margin(10 * SEC);
+    let until = start + 10 * SEC - margin;
+    assert_eq!(t.client.valid_until(lock), Some(until));
+    assert_eq!(t.client.token(t.now, lock), Some(&token));
+    // Just before the end it is held, at the end it is not, and the user is told.
+    let before = Now::new(until - MS, 0);
+    assert!(t.client.is_held(before, lock));
+    assert_eq!(t.client.poll_timeout(), Some(until));
+    t.run_to_timeout();
+    assert!(!t.client.is_held(t.now, lock));
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Expired {
+            lock,
+            reason: LossReason::ExpiredLocally
+        }]
+    );
+}
+
+#[test]
+fn try_acquire_busy_ends_the_operation() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .try_acquire(t.now, lock, SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    let v = t.next_version();
+    t.reply(&set, StoreReply::Integer(-1), Some(v));
+    assert_eq!(t.take_events(), vec![Event::Busy { op, lock }]);
+    assert_eq!(t.client.operations_in_progress(), 0);
+    assert!(!t.client.is_held(t.now, lock));
+}
+
+#[test]
+fn acquire_registers_keynotify_before_trying_and_retries_on_delete() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET"]
+    );
+    t.ok(&sent[0]);
+    let busy_version = t.next_version();
+    t.reply(&sent[1], StoreReply::Integer(-1), Some(busy_version));
+    assert!(t.take_events().is_empty());
+    // The holder releases: DELETE arrives, the waiter retries within the jitter bound.
+    let del_version = t.next_version();
+    t.notify("L", NotificationOp::Delete, Some(del_version));
+    assert!(t.take_sent().is_empty(), "the retry waits for its jitter");
+    let at = t.client.poll_timeout().unwrap();
+    assert!(at <= t.now.instant + 50 * MS);
+    t.run_to_timeout();
+    let retry = t.take_one("SET");
+    lease_set(&retry, "L", "c1", 5000);
+    let v = t.ok(&retry);
+    let events = t.take_events();
+    assert_eq!(acquired(&events, op).as_hlc(), &v);
+    // Nobody watches the key any more: KEYNOTIFY STOP.
+    let stop = t.take_one("KEYNOTIFY STOP");
+    assert_eq!(
+        stop.command,
+        Command::KeyNotifyStop {
+            key: Bytes::from_static(b"L")
+        }
+    );
+}
+
+#[test]
+fn a_lost_delete_never_hangs_a_waiter_the_fallback_retries() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .acquire(t.now, lock, 2 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.reply(&sent[1], StoreReply::Integer(-1), None);
+    // No DELETE ever arrives. Within one lease the waiter checks again by itself.
+    let at = t.client.poll_timeout().unwrap();
+    assert!(at <= t.now.instant + 2 * SEC);
+    t.run_to_timeout();
+    let retry = t.take_one("SET");
+    t.ok(&retry);
+    acquired(&t.take_events(), op);
+}
+
+#[test]
+fn after_a_reconnect_the_waiter_resubscribes_renotifies_and_retries() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .acquire(t.now, lock, 30 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.reply(&sent[1], StoreReply::Integer(-1), None);
+    t.client.handle_disconnected(t.now);
+    t.advance(SEC);
+    assert!(t.take_sent().is_empty());
+    t.connect();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET"],
+        "re-register, then re-check at once (a DELETE may have been missed)"
+    );
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    acquired(&t.take_events(), op);
+}
+
+#[test]
+fn timeout_and_cancel_end_the_wait_and_stop_keynotify_once_nobody_watches() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let a = t
+        .client
+        .acquire(t.now, lock, SEC, Options::default().with_timeout(3 * SEC))
+        .unwrap();
+    let b = t
+        .client
+        .acquire(t.now, lock, SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET", "SET"],
+        "one registration for two waiters"
+    );
+    assert_eq!(sent[1].message.message_expiry, Some(3));
+    t.ok(&sent[0]);
+    t.reply(&sent[1], StoreReply::Integer(-1), None);
+    t.reply(&sent[2], StoreReply::Integer(-1), None);
+    t.client.cancel(t.now, b).unwrap();
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op: b,
+            lock,
+            error: OpError::Cancelled
+        }]
+    );
+    assert!(t.take_sent().is_empty(), "a still waits: no STOP yet");
+    // a re-checks by itself (fallback) until its timeout.
+    while t.client.operations_in_progress() > 0 {
+        t.run_to_timeout();
+        for s in t.take_sent() {
+            if s.verb() == "SET" {
+                t.reply(&s, StoreReply::Integer(-1), None);
+            } else {
+                assert_eq!(s.verb(), "KEYNOTIFY STOP");
+                t.sent.push(s);
+            }
+        }
+    }
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op: a,
+            lock,
+            error: OpError::Timeout
+        }]
+    );
+    t.take_one("KEYNOTIFY STOP");
+}
+
+#[test]
+fn hold_renews_with_the_session_id_and_announces_newer_tokens() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let opts = Options::default().with_session_id("s9");
+    let hold = t.client.hold(t.now, lock, 10 * SEC, 3 * SEC, opts).unwrap();
+    let sent = t.take_sent();
+    assert_eq!(sent[1].verb(), "SET");
+    lease_set(&sent[1], "L", "c1:s9", 10_000);
+    t.ok(&sent[0]);
+    let v1 = t.ok(&sent[1]);
+    assert_eq!(acquired(&t.take_events(), hold).as_hlc(), &v1);
+    let mut last = v1;
+    for _ in 0..3 {
+        t.run_to_timeout();
+        let renew = t.take_one("SET");
+        lease_set(&renew, "L", "c1:s9", 10_000);
+        let v = t.ok(&renew);
+        assert!(v > last);
+        match t.take_events().as_slice() {
+            [Event::Renewed { op, token, .. }] => {
+                assert_eq!(*op, hold);
+                assert_eq!(token.as_hlc(), &v);
+            }
+            other => panic!("expected Renewed, got {other:?}"),
+        }
+        assert_eq!(t.client.token(t.now, lock).unwrap().as_hlc(), &v);
+        last = v;
+    }
+}
+
+#[test]
+fn a_hold_whose_renewals_go_unanswered_is_lost_by_its_validity_end_then_reacquires() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 4 * SEC, SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    let acquire_sent_at = t.now.instant;
+    t.ok(&sent[1]);
+    t.take_events();
+    let until = acquire_sent_at + 4 * SEC - t.client.config().margin(4 * SEC);
+    // Renewals are sent but never answered.
+    let mut lost_at = None;
+    while lost_at.is_none() {
+        t.run_to_timeout();
+        t.take_sent();
+        for e in t.take_events() {
+            if let Event::Lost { op, reason, .. } = e {
+                assert_eq!(op, hold);
+                assert_eq!(reason, LossReason::ExpiredLocally);
+                lost_at = Some(t.now.instant);
+            }
+        }
+    }
+    assert!(lost_at.unwrap() <= until, "Lost no later than validity end");
+    assert!(!t.client.is_held(t.now, lock));
+    // It acquires again and announces the new token.
+    loop {
+        let sets: Vec<Sent> = t.take_sent();
+        if let Some(s) = sets.iter().find(|s| s.verb() == "SET") {
+            let v = t.ok(s);
+            assert_eq!(acquired(&t.take_events(), hold).as_hlc(), &v);
+            break;
+        }
+        t.run_to_timeout();
+    }
+}
+
+#[test]
+fn no_renewal_ever_starts_for_a_failed_acquire() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 4 * SEC, SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.reply(
+        &sent[1],
+        StoreReply::Error(ServiceError::NotAuthorized),
+        None,
+    );
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op: hold,
+            lock,
+            error: OpError::Service(ServiceError::NotAuthorized)
+        }]
+    );
+    let stop = t.take_one("KEYNOTIFY STOP");
+    t.ok(&stop);
+    assert_eq!(t.client.poll_timeout(), None, "no timer left: no renewal");
+}
+
+#[test]
+fn release_wins_over_a_renewal_in_flight() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 10 * SEC, 2 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    t.take_events();
+    t.run_to_timeout();
+    let renewal = t.take_one("SET");
+    let rel = t.client.release(t.now, lock, Options::default()).unwrap();
+    let sent = t.take_sent();
+    let vdel = sent.iter().find(|s| s.verb() == "VDEL").unwrap();
+    assert_eq!(
+        vdel.command,
+        Command::VDel {
+            key: Bytes::from_static(b"L"),
+            value: Bytes::from_static(b"c1")
+        }
+    );
+    assert!(!t.client.is_held(t.now, lock), "released: no token");
+    // The renewal's success arrives after the release: it must not resurrect the hold.
+    t.ok(&renewal);
+    t.reply(vdel, StoreReply::Integer(1), None);
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::HoldEnded { op: hold, lock },
+            Event::Released {
+                op: rel,
+                lock,
+                was_held: true
+            }
+        ]
+    );
+    assert!(!t.client.is_held(t.now, lock));
+    assert_eq!(t.client.operations_in_progress(), 0);
+    assert_eq!(t.client.stats().unmatched_responses, 1);
+    // Nothing renews any more.
+    while t.client.poll_timeout().is_some() {
+        t.run_to_timeout();
+    }
+    assert!(t.take_sent().iter().all(|s| s.verb() != "SET"));
+}
+
+#[test]
+fn release_reports_whether_the_lock_was_ours() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let rel = t
+        .client
+        .release(t.now, lock, Options::default().with_session_id("x"))
+        .unwrap();
+    let vdel = t.take_one("VDEL");
+    assert_eq!(
+        vdel.command,
+        Command::VDel {
+            key: Bytes::from_static(b"L"),
+            value: Bytes::from_static(b"c1:x")
+        }
+    );
+    t.reply(&vdel, StoreReply::Integer(-1), None);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Released {
+            op: rel,
+            lock,
+            was_held: false
+        }]
+    );
+}
+
+#[test]
+fn holder_reads_the_lock_value() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let a = t.client.holder(t.now, lock, Options::default()).unwrap();
+    let get = t.take_one("GET");
+    t.reply(&get, StoreReply::Value(Bytes::from_static(b"other")), None);
+    let b = t.client.holder(t.now, lock, Options::default()).unwrap();
+    let get = t.take_one("GET");
+    t.reply(&get, StoreReply::NotFound, None);
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::Holder {
+                op: a,
+                lock,
+                holder: Some(Bytes::from_static(b"other"))
+            },
+            Event::Holder {
+                op: b,
+                lock,
+                holder: None
+            }
+        ]
+    );
+}
+
+/// Runs an edit up to the EditRequested event; returns (op, token, current).
+fn edit_to_request(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, Option<Bytes>) {
+    let op = t
+        .client
+        .edit(
+            t.now,
+            lock,
+            Bytes::from_static(b"K"),
+            5 * SEC,
+            Options::default(),
+        )
+        .unwrap();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET"]
+    );
+    t.ok(&sent[0]);
+    let token = t.ok(&sent[1]);
+    let get = t.take_one("GET");
+    assert_eq!(
+        get.command,
+        Command::Get {
+            key: Bytes::from_static(b"K")
+        }
+    );
+    t.reply(&get, current, None);
+    match t.take_events().as_slice() {
+        [Event::EditRequested { op: o, current, .. }] if *o == op => (op, token, current.clone()),
+        other => panic!("expected EditRequested, got {other:?}"),
+    }
+}
+
+#[test]
+fn edit_reads_writes_with_the_newest_token_then_releases() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, token, current) = edit_to_request(&mut t, lock, StoreReply::NotFound);
+    assert_eq!(current, None, "absent");
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"1")))
+        .unwrap();
+    let set = t.take_one("SET");
+    assert_eq!(
+        set_parts(&set),
+        (
+            Bytes::from_static(b"K"),
+            Bytes::from_static(b"1"),
+            SetCondition::Always,
+            None
+        )
+    );
+    assert_eq!(set.prop("__ft"), Some(token.to_string().as_str()));
+    t.ok(&set);
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["VDEL", "KEYNOTIFY STOP"]
+    );
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Written
+        }]
+    );
+    assert!(!t.client.is_held(t.now, lock));
+}
+
+#[test]
+fn edit_tells_empty_from_absent_and_deleting_an_absent_key_succeeds() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, _, current) = edit_to_request(&mut t, lock, StoreReply::Value(Bytes::new()));
+    assert_eq!(current, Some(Bytes::new()), "empty, not absent");
+    t.client
+        .complete_edit(t.now, op, EditAction::Delete)
+        .unwrap();
+    let del = t.take_one("DEL");
+    assert!(del.prop("__ft").is_some());
+    t.reply(&del, StoreReply::Integer(0), None);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Deleted
+        }]
+    );
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().filter(|s| s.verb() == "DEL").count(),
+        0,
+        "no retry"
+    );
+    assert_eq!(sent[0].verb(), "VDEL");
+}
+
+#[test]
+fn edit_surfaces_a_fencing_rejection_and_releases_also_on_abort() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, _, _) = edit_to_request(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
+        .unwrap();
+    let set = t.take_one("SET");
+    t.reply(
+        &set,
+        StoreReply::Error(ServiceError::FencingTokenLowerVersion),
+        None,
+    );
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op,
+            lock,
+            error: OpError::Service(ServiceError::FencingTokenLowerVersion)
+        }]
+    );
+    assert_eq!(
+        ServiceError::FencingTokenLowerVersion.text(),
+        "the request fencing token is a lower version than the fencing token protecting the resource"
+    );
+    let vdel = t.take_sent().into_iter().find(|s| s.verb() == "VDEL");
+    t.reply(
+        &vdel.expect("released after the error"),
+        StoreReply::Integer(1),
+        None,
+    );
+    // Abort: nothing written, lock released.
+    let (op, _, _) = edit_to_request(&mut t, lock, StoreReply::NotFound);
+    t.client
+        .complete_edit(t.now, op, EditAction::Abort)
+        .unwrap();
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Unchanged
+        }]
+    );
+    assert_eq!(t.take_sent()[0].verb(), "VDEL");
+}
+
+#[test]
+fn edit_timeout_while_waiting_for_the_user_releases() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .edit(
+            t.now,
+            lock,
+            Bytes::from_static(b"K"),
+            20 * SEC,
+            Options::default().with_timeout(2 * SEC),
+        )
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    let get = t.take_one("GET");
+    t.reply(&get, StoreReply::NotFound, None);
+    t.take_events();
+    t.advance(2 * SEC);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op,
+            lock,
+            error: OpError::Timeout
+        }]
+    );
+    assert_eq!(t.take_sent()[0].verb(), "VDEL");
+    assert_eq!(
+        t.client.complete_edit(t.now, op, EditAction::Delete),
+        Err(leasedlock::lock::IntentError::NoSuchOperation)
+    );
+}
+
+#[test]
+fn every_request_carries_the_clock_and_a_far_ahead_broker_never_loses_events() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let far = Hlc::new(t.now.wall_ms + 3_600_000, 0, "store");
+    // An applied SET with a version an hour ahead is still reported as acquired.
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    let ts: Hlc = set.prop("__ts").unwrap().parse().unwrap();
+    assert_eq!(ts.wall_ms, t.now.wall_ms);
+    t.reply(&set, StoreReply::Ok, Some(far.clone()));
+    assert_eq!(acquired(&t.take_events(), op).as_hlc(), &far);
+    assert_eq!(t.client.stats().clock_errors, 1);
+    // A DELETE with a far-ahead version still wakes a waiter.
+    let lock2 = t.lock("M");
+    let w = t
+        .client
+        .acquire(t.now, lock2, 10 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.reply(&sent[1], StoreReply::Integer(-1), None);
+    let far2 = Hlc::new(t.now.wall_ms + 3_600_001, 0, "store");
+    t.notify("M", NotificationOp::Delete, Some(far2));
+    t.run_to_timeout();
+    let retry = t.take_one("SET");
+    t.ok(&retry);
+    acquired(&t.take_events(), w);
+    t.take_one("KEYNOTIFY STOP");
+    // A read whose version is far ahead fails with a clear clock error.
+    let h = t.client.holder(t.now, lock2, Options::default()).unwrap();
+    let get = t.take_one("GET");
+    let far3 = Hlc::new(t.now.wall_ms + 3_600_002, 0, "store");
+    t.reply(
+        &get,
+        StoreReply::Value(Bytes::from_static(b"c1")),
+        Some(far3),
+    );
+    match t.take_events().as_slice() {
+        [Event::Failed {
+            op,
+            error: OpError::Clock(_),
+            ..
+        }] => assert_eq!(*op, h),
+        other => panic!("expected a clock failure, got {other:?}"),
+    }
+    // Later requests still carry a __ts that moves forward.
+    t.client.holder(t.now, lock2, Options::default()).unwrap();
+    let next: Hlc = t.take_one("GET").prop("__ts").unwrap().parse().unwrap();
+    assert!(next > ts);
+}
+
+#[test]
+fn herd_retries_spread_by_a_seeded_jitter_within_bounds() {
+    let delays = |seed: u64| -> Vec<Duration> {
+        let now = Now::new(Instant::now(), 1_800_000_000_000);
+        let mut config = Config::new("c1");
+        config.retry_jitter_min = 5 * MS;
+        config.retry_jitter_max = 40 * MS;
+        let mut t = T::new(config);
+        t.client = Client::new(t.client.config().clone(), now, seed).unwrap();
+        t.now = now;
+        t.connect();
+        let mut out = Vec::new();
+        for i in 0..8 {
+            let lock = t.lock(&format!("L{i}"));
+            t.client
+                .acquire(t.now, lock, 10 * SEC, Options::default())
+                .unwrap();
+            let sent = t.take_sent();
+            t.ok(&sent[0]);
+            t.reply(&sent[1], StoreReply::Integer(-1), None);
+            t.notify(&format!("L{i}"), NotificationOp::Delete, None);
+            let at = t.client.poll_timeout().unwrap();
+            out.push(at - t.now.instant);
+        }
+        out
+    };
+    let a = delays(1);
+    assert_eq!(a, delays(1), "same seed, same schedule");
+    assert_ne!(a, delays(2), "another seed spreads differently");
+    assert!(a.iter().all(|d| *d >= 5 * MS && *d <= 40 * MS), "{a:?}");
+    let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+    assert!(distinct.len() > 1);
+}
+
+#[test]
+fn unknown_duplicate_and_garbage_responses_are_counted_not_fatal() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    t.client
+        .try_acquire(t.now, lock, SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    t.ok(&set);
+    t.ok(&set); // duplicate
+    let garbage = Message {
+        topic: store::response_topic("c1"),
+        payload: Bytes::from_static(b"\xff\xfe"),
+        correlation_data: Some(Bytes::from_static(b"short")),
+        ..Message::default()
+    };
+    t.client.handle_message(t.now, &garbage);
+    let stranger = Message {
+        topic: "somewhere/else".into(),
+        ..Message::default()
+    };
+    t.client.handle_message(t.now, &stranger);
+    let stats = t.client.stats();
+    assert_eq!(stats.unmatched_responses, 2);
+    assert_eq!(stats.malformed_messages, 1);
+}
+
+#[test]
+fn intents_reject_misuse_synchronously() {
+    use leasedlock::lock::IntentError;
+    let mut t = T::connected("c1");
+    assert_eq!(t.client.lock(""), Err(IntentError::EmptyKey));
+    let lock = t.lock("L");
+    assert!(matches!(
+        t.client.try_acquire(t.now, lock, MS, Options::default()),
+        Err(IntentError::LeaseTooShort { .. })
+    ));
+    assert!(matches!(
+        t.client
+            .hold(t.now, lock, 10 * SEC, 10 * SEC, Options::default()),
+        Err(IntentError::BadInterval { .. })
+    ));
+    assert_eq!(
+        t.client.try_acquire(
+            t.now,
+            lock,
+            SEC,
+            Options::default().with_timeout(Duration::ZERO)
+        ),
+        Err(IntentError::ZeroTimeout)
+    );
+    assert_eq!(
+        t.client
+            .try_acquire(t.now, lock, SEC, Options::default().with_session_id("")),
+        Err(IntentError::InvalidSessionId)
+    );
+    assert_eq!(t.client.close_hold(t.now, lock), Err(IntentError::NoHold));
+    assert_eq!(
+        t.client.unobserve(t.now, lock),
+        Err(IntentError::NotObserving)
+    );
+    assert_eq!(
+        t.client
+            .edit(t.now, lock, Bytes::new(), SEC, Options::default()),
+        Err(IntentError::EmptyKey)
+    );
+    assert!(t.take_sent().is_empty());
+}
+
+#[test]
+fn observe_reports_holder_changes() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    t.client.observe(t.now, lock).unwrap();
+    let kn = t.take_one("KEYNOTIFY");
+    t.ok(&kn);
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c2")), None);
+    t.notify("L", NotificationOp::Delete, None);
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::HolderChanged {
+                lock,
+                holder: Some(Bytes::from_static(b"c2"))
+            },
+            Event::HolderChanged { lock, holder: None }
+        ]
+    );
+    t.client.unobserve(t.now, lock).unwrap();
+    t.take_one("KEYNOTIFY STOP");
+}
+
+#[test]
+fn a_lease_taken_away_at_the_store_is_reported_at_once() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 10 * SEC, 3 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    t.take_events();
+    let v = t.next_version();
+    t.notify("L", NotificationOp::Delete, Some(v));
+    let events = t.take_events();
+    assert_eq!(
+        events[0],
+        Event::Lost {
+            op: hold,
+            lock,
+            reason: LossReason::TakenAway
+        }
+    );
+    assert!(!t.client.is_held(t.now, lock));
+}
