@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 const SEC: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
+/// The test is the driver: it reads the clock once and makes up every later reading.
+#[allow(clippy::disallowed_methods)]
+fn start_now() -> Now {
+    Now::new(Instant::now(), 1_800_000_000_000)
+}
+
 /// A request the engine published, decoded the way the service decodes it.
 struct Sent {
     message: Message,
@@ -49,7 +55,7 @@ struct T {
 
 impl T {
     fn new(config: Config) -> T {
-        let now = Now::new(Instant::now(), 1_800_000_000_000);
+        let now = start_now();
         let client = Client::new(config, now, 7).unwrap();
         T {
             client,
@@ -878,7 +884,7 @@ fn every_request_carries_the_clock_and_a_far_ahead_broker_never_loses_events() {
 #[test]
 fn herd_retries_spread_by_a_seeded_jitter_within_bounds() {
     let delays = |seed: u64| -> Vec<Duration> {
-        let now = Now::new(Instant::now(), 1_800_000_000_000);
+        let now = start_now();
         let mut config = Config::new("c1");
         config.retry_jitter_min = 5 * MS;
         config.retry_jitter_max = 40 * MS;

@@ -66,6 +66,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test is the driver
     fn pops_in_order_and_cancelled_ones_never_fire() {
         let t0 = Instant::now();
         let mut timers = Timers::new();
