@@ -25,6 +25,9 @@ pub mod resp;
 pub mod store;
 mod time;
 
+/// The `bytes` crate this API is written in (`Bytes`, `BytesMut`), re-exported so callers use the
+/// same version.
+pub use bytes;
 pub use hlc::FencingToken;
 pub use message::{Message, QoS};
 pub use time::Now;

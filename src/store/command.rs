@@ -91,33 +91,29 @@ impl Command {
                 value,
                 options,
             } => {
-                let mut args: [&[u8]; 6] = [b"SET", key, value, b"", b"", b""];
-                let mut n = 3;
-                let mut push = |a: &'static [u8]| {
-                    if let Some(slot) = args.get_mut(n) {
-                        *slot = a;
-                    }
-                    n += 1;
+                let condition: Option<&[u8]> = match options.condition {
+                    SetCondition::Always => None,
+                    SetCondition::NotExists => Some(b"NX"),
+                    SetCondition::NotExistsOrEqual => Some(b"NEX"),
                 };
-                match options.condition {
-                    SetCondition::Always => {}
-                    SetCondition::NotExists => push(b"NX"),
-                    SetCondition::NotExistsOrEqual => push(b"NEX"),
-                }
-                if options.expiry.is_some() {
-                    push(b"PX");
-                }
-                if let (Some(ms), Some(slot)) = (options.expiry, args.get_mut(n)) {
-                    *slot = crate::decimal::write(ms.get(), &mut px);
-                    n += 1;
+                let expiry = options
+                    .expiry
+                    .map(|ms| [&b"PX"[..], crate::decimal::write(ms.get(), &mut px)]);
+                let mut args: [&[u8]; 6] = [Verb::Set.name(), key, value, b"", b"", b""];
+                let mut n = 3;
+                for arg in condition.into_iter().chain(expiry.into_iter().flatten()) {
+                    if let Some(slot) = args.get_mut(n) {
+                        *slot = arg;
+                        n += 1;
+                    }
                 }
                 f(args.get(..n).unwrap_or_default())
             }
-            Command::Get { key } => f(&[b"GET", key]),
-            Command::Del { key } => f(&[b"DEL", key]),
-            Command::VDel { key, value } => f(&[b"VDEL", key, value]),
-            Command::KeyNotify { key } => f(&[b"KEYNOTIFY", key]),
-            Command::KeyNotifyStop { key } => f(&[b"KEYNOTIFY", key, b"STOP"]),
+            Command::Get { key } => f(&[Verb::Get.name(), key]),
+            Command::Del { key } => f(&[Verb::Del.name(), key]),
+            Command::VDel { key, value } => f(&[Verb::VDel.name(), key, value]),
+            Command::KeyNotify { key } => f(&[Verb::KeyNotify.name(), key]),
+            Command::KeyNotifyStop { key } => f(&[Verb::KeyNotify.name(), key, b"STOP"]),
         }
     }
 
@@ -148,18 +144,11 @@ impl Command {
         let Some((verb, rest)) = args.split_first() else {
             return Err(ServiceError::SyntaxError);
         };
-        let is = |a: &Bytes, word: &str| a.eq_ignore_ascii_case(word.as_bytes());
-        let (min, max) = if is(verb, "SET") {
-            (2, 5)
-        } else if is(verb, "GET") || is(verb, "DEL") {
-            (1, 1)
-        } else if is(verb, "VDEL") {
-            (2, 2)
-        } else if is(verb, "KEYNOTIFY") {
-            (1, 2)
-        } else {
-            return Err(ServiceError::UnknownCommand);
-        };
+        let verb = Verb::ALL
+            .into_iter()
+            .find(|v| verb.eq_ignore_ascii_case(v.name()))
+            .ok_or(ServiceError::UnknownCommand)?;
+        let (min, max) = verb.arity();
         if rest.len() < min || rest.len() > max {
             return Err(ServiceError::WrongNumberOfArguments);
         }
@@ -168,25 +157,56 @@ impl Command {
             return Err(ServiceError::KeyLengthZero);
         }
         let second = rest.get(1).cloned().unwrap_or_default();
-        if is(verb, "SET") {
-            let options = parse_set_options(rest.get(2..).unwrap_or_default())?;
-            Ok(Command::Set {
+        match verb {
+            Verb::Set => Ok(Command::Set {
                 key,
                 value: second,
-                options,
-            })
-        } else if is(verb, "GET") {
-            Ok(Command::Get { key })
-        } else if is(verb, "DEL") {
-            Ok(Command::Del { key })
-        } else if is(verb, "VDEL") {
-            Ok(Command::VDel { key, value: second })
-        } else {
-            match rest.get(1) {
+                options: parse_set_options(rest.get(2..).unwrap_or_default())?,
+            }),
+            Verb::Get => Ok(Command::Get { key }),
+            Verb::Del => Ok(Command::Del { key }),
+            Verb::VDel => Ok(Command::VDel { key, value: second }),
+            Verb::KeyNotify => match rest.get(1) {
                 None => Ok(Command::KeyNotify { key }),
-                Some(stop) if is(stop, "STOP") => Ok(Command::KeyNotifyStop { key }),
+                Some(stop) if stop.eq_ignore_ascii_case(b"STOP") => {
+                    Ok(Command::KeyNotifyStop { key })
+                }
                 Some(_) => Err(ServiceError::SyntaxError),
-            }
+            },
+        }
+    }
+}
+
+/// The verbs of the protocol.
+#[derive(Clone, Copy)]
+enum Verb {
+    Set,
+    Get,
+    Del,
+    VDel,
+    KeyNotify,
+}
+
+impl Verb {
+    const ALL: [Verb; 5] = [Verb::Set, Verb::Get, Verb::Del, Verb::VDel, Verb::KeyNotify];
+
+    fn name(self) -> &'static [u8] {
+        match self {
+            Verb::Set => b"SET",
+            Verb::Get => b"GET",
+            Verb::Del => b"DEL",
+            Verb::VDel => b"VDEL",
+            Verb::KeyNotify => b"KEYNOTIFY",
+        }
+    }
+
+    /// Minimum and maximum number of arguments after the verb.
+    fn arity(self) -> (usize, usize) {
+        match self {
+            Verb::Set => (2, 5),
+            Verb::Get | Verb::Del => (1, 1),
+            Verb::VDel => (2, 2),
+            Verb::KeyNotify => (1, 2),
         }
     }
 }
