@@ -1,0 +1,599 @@
+//! MQTT v5 packets ⇄ bytes: the only module that knows `mqttbytes`.
+//!
+//! We frame every inbound packet ourselves from its fixed header, so that "need more bytes" and
+//! "malformed" are told apart and an oversized frame is refused before it is buffered; then exactly
+//! one complete frame is decoded. mqttbytes 0.6 decodes PUBLISH, PUBACK, SUBACK and the properties of
+//! a successful CONNACK, and encodes PUBLISH and SUBSCRIBE. Everything it gets wrong is done here:
+//!
+//! 1. it cannot decode a DISCONNECT without properties (remaining length 0 or 1): we decode
+//!    DISCONNECT (and AUTH, which it does not know) ourselves;
+//! 2. it reports a complete but truncated frame as "insufficient bytes": we only ever hand it a
+//!    complete frame, so any error it returns is a malformed packet;
+//! 3. its CONNECT writer patches the connect flags at an absolute offset, corrupting a non-empty
+//!    buffer, and its login carries the password as a `String`: we write CONNECT ourselves;
+//! 4. its UNSUBSCRIBE decoder prints with `dbg!`: we never decode UNSUBSCRIBE (a client never
+//!    receives one) and never send one.
+//!
+//! A failed CONNACK is decoded here too (mqttbytes rejects reason codes it does not know), and so
+//! are PUBACK, PINGREQ and DISCONNECT on the way out (a few fixed bytes each).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use mqttbytes::v5 as mb;
+
+use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
+use crate::{Message, QoS};
+
+/// The largest remaining length a fixed header can express.
+const MAX_REMAINING_LENGTH: usize = 268_435_455;
+/// The Receive Maximum we advertise: we acknowledge every inbound QoS 1 PUBLISH at once.
+pub(crate) const RECEIVE_MAXIMUM: u16 = u16::MAX;
+
+/// A packet from the server that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The remaining length of the fixed header runs past its 4 bytes.
+    #[error("remaining length longer than 4 bytes")]
+    RemainingLength,
+    /// The packet is larger than the Maximum Packet Size we advertised.
+    #[error("packet of {size} bytes exceeds our maximum packet size of {max}")]
+    TooLarge {
+        /// Size of the whole packet, fixed header included.
+        size: usize,
+        /// The limit we advertised.
+        max: usize,
+    },
+    /// Packet type 0 is reserved.
+    #[error("reserved packet type 0")]
+    PacketType,
+    /// Reserved fixed-header flags are not as the specification requires.
+    #[error("invalid fixed header flags {flags:#x} on packet type {packet_type}")]
+    Flags {
+        /// The packet type (upper nibble of the first byte).
+        packet_type: u8,
+        /// The flags (lower nibble).
+        flags: u8,
+    },
+    /// The body of a packet does not parse.
+    #[error("malformed {packet}: {detail}")]
+    Packet {
+        /// Which packet.
+        packet: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+fn malformed(packet: &'static str, detail: impl Into<String>) -> DecodeError {
+    DecodeError::Packet {
+        packet,
+        detail: detail.into(),
+    }
+}
+
+/// Maps an mqttbytes error on a complete frame: there is nothing more to wait for.
+fn from_mb(packet: &'static str, error: mqttbytes::Error) -> DecodeError {
+    match error {
+        mqttbytes::Error::InsufficientBytes(_) => malformed(packet, "a field runs past the frame"),
+        other => malformed(packet, format!("{other:?}")),
+    }
+}
+
+/// The position of one complete packet at the start of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// Length of the fixed header (type byte + remaining length).
+    pub header_len: usize,
+    /// Length of the whole packet.
+    pub len: usize,
+}
+
+/// Frames the packet at the start of `buf` from its fixed header.
+///
+/// `Ok(None)`: more bytes are needed. A packet larger than `max_packet_size` is an error as soon as
+/// its remaining length is known, whether or not its bytes have arrived.
+pub(crate) fn frame(buf: &[u8], max_packet_size: usize) -> Result<Option<Frame>, DecodeError> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            let header_len = 2 + i;
+            let len = header_len + remaining;
+            if len > max_packet_size {
+                return Err(DecodeError::TooLarge {
+                    size: len,
+                    max: max_packet_size,
+                });
+            }
+            if buf[0] >> 4 == 0 {
+                return Err(DecodeError::PacketType);
+            }
+            return Ok(Some(Frame { header_len, len }));
+        }
+    }
+    Err(DecodeError::RemainingLength)
+}
+
+/// A CONNACK.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) struct ConnAck {
+    /// Session Present flag.
+    pub session_present: bool,
+    /// `Some` when the server refused the connection.
+    pub refused: Option<ConnectReason>,
+    /// Receive Maximum property.
+    pub receive_maximum: Option<u16>,
+    /// Maximum Packet Size property.
+    pub maximum_packet_size: Option<u32>,
+    /// Server Keep Alive property, in seconds.
+    pub server_keep_alive: Option<u16>,
+    /// Assigned Client Identifier property.
+    pub assigned_client_id: Option<String>,
+    /// Maximum QoS property.
+    pub maximum_qos: Option<u8>,
+}
+
+/// A PUBLISH from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InboundPublish {
+    /// Packet identifier (0 for QoS 0).
+    pub packet_id: u16,
+    /// QoS 2 (which we never subscribe with): `message.qos` is then meaningless.
+    pub exactly_once: bool,
+    /// Topic Alias property (we advertise a maximum of 0, so any alias is a protocol error).
+    pub topic_alias: Option<u16>,
+    /// The application message.
+    pub message: Message,
+}
+
+/// A decoded packet from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    /// CONNACK.
+    ConnAck(ConnAck),
+    /// PUBLISH.
+    Publish(InboundPublish),
+    /// PUBACK.
+    PubAck {
+        /// Packet identifier.
+        packet_id: u16,
+        /// Reason code.
+        reason: PubAckReason,
+    },
+    /// SUBACK: one result per filter.
+    SubAck {
+        /// Packet identifier.
+        packet_id: u16,
+        /// Granted QoS or failure, per filter, in order.
+        results: Vec<Result<QoS, SubscribeFailure>>,
+        /// Whether any filter was granted QoS 2, which we never ask for.
+        granted_exactly_once: bool,
+    },
+    /// PINGRESP.
+    PingResp,
+    /// DISCONNECT.
+    Disconnect(DisconnectReason),
+    /// AUTH, with its reason code.
+    Auth(u8),
+    /// A packet a client never receives or that we never solicit (its packet type).
+    Unexpected(u8),
+}
+
+/// Decodes one complete frame located by [`frame`].
+pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError> {
+    debug_assert_eq!(bytes.len(), frame.len);
+    let first = bytes[0];
+    let packet_type = first >> 4;
+    let flags = first & 0x0F;
+    let body = &bytes[frame.header_len..];
+    let header = mqttbytes::FixedHeader::new(first, frame.header_len - 1, body.len());
+    let check_flags = || {
+        if flags == 0 {
+            Ok(())
+        } else {
+            Err(DecodeError::Flags { packet_type, flags })
+        }
+    };
+    match packet_type {
+        2 => {
+            check_flags()?;
+            decode_connack(bytes, header, frame)
+        }
+        3 => decode_publish(bytes, header),
+        4 => {
+            check_flags()?;
+            let ack = mb::PubAck::read(header, bytes).map_err(|e| from_mb("PUBACK", e))?;
+            if ack.pkid == 0 {
+                return Err(malformed("PUBACK", "packet identifier 0"));
+            }
+            Ok(Inbound::PubAck {
+                packet_id: ack.pkid,
+                reason: PubAckReason::from_code(ack.reason as u8),
+            })
+        }
+        9 => {
+            check_flags()?;
+            let ack = mb::SubAck::read(header, bytes).map_err(|e| from_mb("SUBACK", e))?;
+            if ack.pkid == 0 {
+                return Err(malformed("SUBACK", "packet identifier 0"));
+            }
+            let mut granted_exactly_once = false;
+            let results = ack
+                .return_codes
+                .iter()
+                .map(|code| match code {
+                    mb::SubscribeReasonCode::QoS0 => Ok(QoS::AtMostOnce),
+                    mb::SubscribeReasonCode::QoS1 => Ok(QoS::AtLeastOnce),
+                    mb::SubscribeReasonCode::QoS2 => {
+                        granted_exactly_once = true;
+                        Ok(QoS::AtLeastOnce)
+                    }
+                    failure => Err(SubscribeFailure::from_code(*failure as u8)),
+                })
+                .collect();
+            Ok(Inbound::SubAck {
+                packet_id: ack.pkid,
+                results,
+                granted_exactly_once,
+            })
+        }
+        13 => {
+            check_flags()?;
+            if body.is_empty() {
+                Ok(Inbound::PingResp)
+            } else {
+                Err(malformed("PINGRESP", "non-empty body"))
+            }
+        }
+        14 => {
+            check_flags()?;
+            decode_reason_only("DISCONNECT", body)
+                .map(|code| Inbound::Disconnect(DisconnectReason::from_code(code)))
+        }
+        15 => {
+            check_flags()?;
+            decode_reason_only("AUTH", body).map(Inbound::Auth)
+        }
+        0 => Err(DecodeError::PacketType),
+        other => Ok(Inbound::Unexpected(other)),
+    }
+}
+
+fn decode_connack(
+    bytes: Bytes,
+    header: mqttbytes::FixedHeader,
+    frame: Frame,
+) -> Result<Inbound, DecodeError> {
+    let body = &bytes[frame.header_len..];
+    let (&ack_flags, &code) = match body {
+        [f, c, ..] => (f, c),
+        _ => return Err(malformed("CONNACK", "shorter than 2 bytes")),
+    };
+    if ack_flags & 0xFE != 0 {
+        return Err(malformed("CONNACK", "reserved acknowledge flags set"));
+    }
+    let session_present = ack_flags & 1 == 1;
+    if code != 0 {
+        // A refusal ends the connection: its properties change nothing, and mqttbytes would reject
+        // reason codes it does not know.
+        return Ok(Inbound::ConnAck(ConnAck {
+            session_present,
+            refused: Some(ConnectReason::from_code(code)),
+            ..ConnAck::default()
+        }));
+    }
+    let ack = mb::ConnAck::read(header, bytes).map_err(|e| from_mb("CONNACK", e))?;
+    let mut out = ConnAck {
+        session_present,
+        ..ConnAck::default()
+    };
+    if let Some(p) = ack.properties {
+        out.receive_maximum = p.receive_max;
+        out.maximum_packet_size = p.max_packet_size;
+        out.server_keep_alive = p.server_keep_alive;
+        out.assigned_client_id = p.assigned_client_identifier;
+        out.maximum_qos = p.max_qos;
+    }
+    Ok(Inbound::ConnAck(out))
+}
+
+fn decode_publish(bytes: Bytes, header: mqttbytes::FixedHeader) -> Result<Inbound, DecodeError> {
+    let publish = mb::Publish::read(header, bytes).map_err(|e| from_mb("PUBLISH", e))?;
+    let properties = publish.properties.unwrap_or(mb::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    });
+    let (qos, exactly_once) = match publish.qos {
+        mqttbytes::QoS::AtMostOnce => (QoS::AtMostOnce, false),
+        mqttbytes::QoS::AtLeastOnce => (QoS::AtLeastOnce, false),
+        mqttbytes::QoS::ExactlyOnce => (QoS::AtLeastOnce, true),
+    };
+    Ok(Inbound::Publish(InboundPublish {
+        packet_id: publish.pkid,
+        exactly_once,
+        topic_alias: properties.topic_alias,
+        message: Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos,
+            correlation_data: properties.correlation_data,
+            response_topic: properties.response_topic,
+            message_expiry: properties.message_expiry_interval,
+            content_type: properties.content_type,
+            user_properties: properties.user_properties,
+        },
+    }))
+}
+
+/// Decodes the body of a DISCONNECT or AUTH: an optional reason code (absent = 0x00), then optional
+/// properties whose length must match the body exactly. The properties are not surfaced.
+fn decode_reason_only(packet: &'static str, body: &[u8]) -> Result<u8, DecodeError> {
+    let Some((&code, rest)) = body.split_first() else {
+        return Ok(0);
+    };
+    if rest.is_empty() {
+        return Ok(code);
+    }
+    let (len_len, props_len) =
+        read_varint(rest).ok_or_else(|| malformed(packet, "bad property length"))?;
+    if len_len + props_len != rest.len() {
+        return Err(malformed(
+            packet,
+            "property length does not match the packet",
+        ));
+    }
+    Ok(code)
+}
+
+/// A variable byte integer at the start of `buf`: (bytes used, value). `None` if truncated or longer
+/// than 4 bytes.
+fn read_varint(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, &byte) in buf.iter().take(4).enumerate() {
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((i + 1, value));
+        }
+    }
+    None
+}
+
+/// Something that cannot be put in a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EncodeError {
+    /// A string or binary field longer than 65 535 bytes (the named field).
+    FieldTooLong(&'static str),
+    /// The packet is longer than MQTT can express.
+    PacketTooLong,
+}
+
+fn check_field(name: &'static str, len: usize) -> Result<(), EncodeError> {
+    if len > usize::from(u16::MAX) {
+        Err(EncodeError::FieldTooLong(name))
+    } else {
+        Ok(())
+    }
+}
+
+fn put_varint(buf: &mut BytesMut, mut value: usize) {
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        if value == 0 {
+            buf.put_u8(byte);
+            return;
+        }
+        buf.put_u8(byte | 0x80);
+    }
+}
+
+fn put_str(buf: &mut BytesMut, s: &[u8]) {
+    // Callers check lengths with `check_field` first.
+    buf.put_u16(s.len() as u16);
+    buf.put_slice(s);
+}
+
+/// Appends a fixed header and `body` to `out`.
+fn put_packet(out: &mut BytesMut, first: u8, body: &[u8]) -> Result<(), EncodeError> {
+    if body.len() > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::PacketTooLong);
+    }
+    out.put_u8(first);
+    put_varint(out, body.len());
+    out.put_slice(body);
+    Ok(())
+}
+
+/// The fields of a CONNECT.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectFields<'a> {
+    pub client_id: &'a str,
+    pub clean_start: bool,
+    pub keep_alive_secs: u16,
+    pub session_expiry: u32,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    pub authentication_method: Option<&'a str>,
+    pub authentication_data: Option<&'a [u8]>,
+    pub maximum_packet_size: u32,
+}
+
+/// Appends a CONNECT to `out`, which may already hold other packets.
+pub(crate) fn encode_connect(out: &mut BytesMut, c: &ConnectFields<'_>) -> Result<(), EncodeError> {
+    check_field("client id", c.client_id.len())?;
+    check_field("username", c.username.map_or(0, str::len))?;
+    check_field("password", c.password.map_or(0, <[u8]>::len))?;
+    check_field(
+        "authentication method",
+        c.authentication_method.map_or(0, str::len),
+    )?;
+    check_field(
+        "authentication data",
+        c.authentication_data.map_or(0, <[u8]>::len),
+    )?;
+
+    let mut props = BytesMut::new();
+    if c.session_expiry != 0 {
+        props.put_u8(0x11);
+        props.put_u32(c.session_expiry);
+    }
+    props.put_u8(0x21);
+    props.put_u16(RECEIVE_MAXIMUM);
+    props.put_u8(0x27);
+    props.put_u32(c.maximum_packet_size);
+    props.put_u8(0x22);
+    props.put_u16(0); // Topic Alias Maximum: we accept no aliases.
+    props.put_u8(0x17);
+    props.put_u8(1); // Request Problem Information.
+    if let Some(method) = c.authentication_method {
+        props.put_u8(0x15);
+        put_str(&mut props, method.as_bytes());
+    }
+    if let Some(data) = c.authentication_data {
+        props.put_u8(0x16);
+        put_str(&mut props, data);
+    }
+
+    let mut flags = 0u8;
+    if c.clean_start {
+        flags |= 0x02;
+    }
+    if c.username.is_some() {
+        flags |= 0x80;
+    }
+    if c.password.is_some() {
+        flags |= 0x40;
+    }
+
+    let mut body = BytesMut::new();
+    put_str(&mut body, b"MQTT");
+    body.put_u8(5);
+    body.put_u8(flags);
+    body.put_u16(c.keep_alive_secs);
+    put_varint(&mut body, props.len());
+    body.put_slice(&props);
+    put_str(&mut body, c.client_id.as_bytes());
+    if let Some(username) = c.username {
+        put_str(&mut body, username.as_bytes());
+    }
+    if let Some(password) = c.password {
+        put_str(&mut body, password);
+    }
+    put_packet(out, 0x10, &body)
+}
+
+/// Encodes a PUBLISH into a buffer of its own (so that its size can be checked before sending).
+pub(crate) fn encode_publish(
+    message: &Message,
+    packet_id: u16,
+    dup: bool,
+) -> Result<BytesMut, EncodeError> {
+    check_field("topic", message.topic.len())?;
+    check_field(
+        "response topic",
+        message.response_topic.as_ref().map_or(0, String::len),
+    )?;
+    check_field(
+        "correlation data",
+        message.correlation_data.as_ref().map_or(0, Bytes::len),
+    )?;
+    check_field(
+        "content type",
+        message.content_type.as_ref().map_or(0, String::len),
+    )?;
+    for (k, v) in &message.user_properties {
+        check_field("user property", k.len().max(v.len()))?;
+    }
+    let has_properties = message.correlation_data.is_some()
+        || message.response_topic.is_some()
+        || message.message_expiry.is_some()
+        || message.content_type.is_some()
+        || !message.user_properties.is_empty();
+    let properties = has_properties.then(|| mb::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: message.message_expiry,
+        topic_alias: None,
+        response_topic: message.response_topic.clone(),
+        correlation_data: message.correlation_data.clone(),
+        user_properties: message.user_properties.clone(),
+        subscription_identifiers: Vec::new(),
+        content_type: message.content_type.clone(),
+    });
+    let qos = match message.qos {
+        QoS::AtMostOnce => mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => mqttbytes::QoS::AtLeastOnce,
+    };
+    let publish = mb::Publish {
+        dup: dup && message.qos == QoS::AtLeastOnce,
+        qos,
+        retain: false,
+        topic: message.topic.clone(),
+        pkid: if message.qos == QoS::AtLeastOnce {
+            packet_id
+        } else {
+            0
+        },
+        properties,
+        payload: message.payload.clone(),
+    };
+    let mut out = BytesMut::new();
+    publish
+        .write(&mut out)
+        .map_err(|_| EncodeError::PacketTooLong)?;
+    Ok(out)
+}
+
+/// Encodes a SUBSCRIBE into a buffer of its own.
+pub(crate) fn encode_subscribe(
+    packet_id: u16,
+    filters: &[(&str, QoS)],
+) -> Result<BytesMut, EncodeError> {
+    let mut subscribe = mb::Subscribe {
+        pkid: packet_id,
+        filters: Vec::with_capacity(filters.len()),
+        properties: None,
+    };
+    for (filter, qos) in filters {
+        check_field("topic filter", filter.len())?;
+        let qos = match qos {
+            QoS::AtMostOnce => mqttbytes::QoS::AtMostOnce,
+            QoS::AtLeastOnce => mqttbytes::QoS::AtLeastOnce,
+        };
+        subscribe
+            .filters
+            .push(mb::SubscribeFilter::new((*filter).to_owned(), qos));
+    }
+    let mut out = BytesMut::new();
+    subscribe
+        .write(&mut out)
+        .map_err(|_| EncodeError::PacketTooLong)?;
+    Ok(out)
+}
+
+/// Appends a successful PUBACK (remaining length 2: reason code and properties omitted).
+pub(crate) fn encode_puback(out: &mut BytesMut, packet_id: u16) {
+    out.put_u8(0x40);
+    out.put_u8(2);
+    out.put_u16(packet_id);
+}
+
+/// Appends a PINGREQ.
+pub(crate) fn encode_pingreq(out: &mut BytesMut) {
+    out.put_slice(&[0xC0, 0x00]);
+}
+
+/// Appends a DISCONNECT: normal disconnection in 2 bytes, any other reason code without properties.
+pub(crate) fn encode_disconnect(out: &mut BytesMut, reason: DisconnectReason) {
+    match reason.code() {
+        0 => out.put_slice(&[0xE0, 0x00]),
+        code => out.put_slice(&[0xE0, 0x01, code]),
+    }
+}

@@ -1,0 +1,760 @@
+//! The MQTT v5 client session state machine.
+//!
+//! ```text
+//!            connect()                CONNACK success
+//!   Idle ─────────────────▶ Connecting ───────────────▶ Connected
+//!    ▲                          │                           │
+//!    └──────────────────────────┴───────────────────────────┘
+//!      CONNACK refused, connect timeout, keep-alive timeout, DISCONNECT (either way),
+//!      malformed packet, protocol violation, transport closed
+//! ```
+//!
+//! Unacknowledged QoS 1 publishes survive the trip back to `Idle`: after the next CONNACK they are
+//! re-sent with DUP=1 if the broker resumed the session, or reported as [`Event::PublishDropped`] if
+//! it did not.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::{
+    self, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, InboundPublish,
+};
+use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
+use crate::{Message, QoS};
+
+/// Configuration of a [`Session`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Client identifier. Empty asks the server to assign one (then kept for reconnects).
+    pub client_id: String,
+    /// Clean Start on the first connection; later connections always resume (Clean Start = 0).
+    pub clean_start: bool,
+    /// Keep-alive interval, in whole seconds (at most 65 535); zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// Session Expiry Interval, in seconds.
+    pub session_expiry: u32,
+    /// User name.
+    pub username: Option<String>,
+    /// Password (binary data in MQTT v5).
+    pub password: Option<Bytes>,
+    /// Authentication Method property (enhanced authentication).
+    pub authentication_method: Option<String>,
+    /// Authentication Data property.
+    pub authentication_data: Option<Bytes>,
+    /// Maximum Packet Size we advertise and enforce on inbound packets, in bytes.
+    pub max_packet_size: u32,
+    /// Our own cap on unacknowledged QoS 1 publishes (further ones wait in a queue).
+    pub max_inflight: u16,
+    /// How long to wait for the CONNACK after [`Session::connect`].
+    pub connect_timeout: Duration,
+}
+
+impl Options {
+    /// Options with defaults: clean start, keep-alive 60 s, session expiry 3600 s, no credentials,
+    /// maximum inbound packet 1 MiB, at most 100 publishes in flight, connect timeout 30 s.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Options {
+            client_id: client_id.into(),
+            clean_start: true,
+            keep_alive: Duration::from_secs(60),
+            session_expiry: 3600,
+            username: None,
+            password: None,
+            authentication_method: None,
+            authentication_data: None,
+            max_packet_size: 1 << 20,
+            max_inflight: 100,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Identifies a publish accepted by [`Session::publish`] in later events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublishId(pub u64);
+
+/// Identifies a subscribe accepted by [`Session::subscribe`] in its [`Event::Subscribed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscribeId(pub u64);
+
+/// Why [`Session::publish`] refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A QoS 0 message cannot be sent or queued while not connected.
+    #[error("not connected")]
+    NotConnected,
+    /// The topic is empty or contains a wildcard or a NUL character.
+    #[error("invalid topic name")]
+    InvalidTopic,
+    /// A string or binary field is longer than 65 535 bytes.
+    #[error("{0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+    /// The packet exceeds the server's Maximum Packet Size (or the MQTT limit).
+    #[error("packet of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Size of the encoded PUBLISH.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The server's Maximum QoS is 0.
+    #[error("the server does not support QoS 1")]
+    QoSNotSupported,
+}
+
+/// Why [`Session::subscribe`] refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Not connected.
+    #[error("not connected")]
+    NotConnected,
+    /// No filters given, or an empty filter.
+    #[error("empty filter list or empty filter")]
+    InvalidFilter,
+    /// A filter is longer than 65 535 bytes.
+    #[error("{0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+    /// The packet exceeds the server's Maximum Packet Size (or the MQTT limit).
+    #[error("packet of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Size of the encoded SUBSCRIBE.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// All 65 535 packet identifiers are in use.
+    #[error("no free packet identifier")]
+    NoPacketId,
+}
+
+/// Why the session left the connected (or connecting) state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectCause {
+    /// The server sent DISCONNECT.
+    ByServer(DisconnectReason),
+    /// We called [`Session::disconnect`].
+    ByClient,
+    /// No PINGRESP within half the keep-alive interval after a PINGREQ.
+    KeepAliveTimeout,
+    /// No CONNACK within [`Options::connect_timeout`].
+    ConnectTimeout,
+    /// The transport closed ([`Session::handle_transport_closed`]).
+    TransportClosed,
+    /// The server broke the protocol (we sent DISCONNECT with a reason code).
+    ProtocolViolation(String),
+    /// The server sent bytes that do not decode (we sent DISCONNECT 0x81 or 0x95).
+    Malformed(DecodeError),
+    /// The options cannot be encoded in a CONNECT (a field longer than 65 535 bytes).
+    InvalidOptions(&'static str),
+}
+
+/// Something that happened, from [`Session::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The CONNACK accepted the connection.
+    Connected {
+        /// Whether the server resumed our session.
+        session_present: bool,
+    },
+    /// The CONNACK refused the connection; the session is disconnected.
+    ConnectFailed(ConnectReason),
+    /// The SUBACK for a subscribe: the granted QoS or failure per filter, in request order.
+    Subscribed {
+        /// The subscribe.
+        id: SubscribeId,
+        /// One result per filter.
+        results: Vec<Result<QoS, SubscribeFailure>>,
+    },
+    /// The PUBACK for a QoS 1 publish.
+    PublishAcked {
+        /// The publish.
+        id: PublishId,
+        /// The server's verdict.
+        reason: PubAckReason,
+    },
+    /// A QoS 1 publish that was sent but will never be acknowledged: the broker did not resume our
+    /// session (or its new Maximum Packet Size is below the packet's size). The caller decides
+    /// whether to publish it again.
+    PublishDropped {
+        /// The publish.
+        id: PublishId,
+    },
+    /// An application message from the server (already acknowledged if QoS 1).
+    Message(Message),
+    /// The connection is over. Subscribes without a SUBACK are void. No further event comes until
+    /// the next [`Session::connect`].
+    Disconnected(DisconnectCause),
+}
+
+/// Connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No connection (or none we will speak on).
+    Idle,
+    /// CONNECT sent, waiting for CONNACK until the deadline.
+    Connecting { deadline: Instant },
+    /// CONNACK received.
+    Connected,
+}
+
+/// A QoS 1 publish that has a packet identifier and is (or was) on the wire.
+#[derive(Clone, Debug)]
+struct Inflight {
+    id: PublishId,
+    packet_id: u16,
+    message: Message,
+}
+
+/// A QoS 1 publish waiting for room in flight. `packet_id` is set when it was already sent on an
+/// earlier connection (then it goes out again with DUP=1).
+#[derive(Clone, Debug)]
+struct Waiting {
+    id: PublishId,
+    packet_id: Option<u16>,
+    message: Message,
+}
+
+/// Limits learnt from the last CONNACK.
+#[derive(Clone, Copy, Debug)]
+struct ServerLimits {
+    receive_maximum: u16,
+    maximum_packet_size: Option<u32>,
+    qos1: bool,
+    keep_alive: Duration,
+}
+
+/// A sans-IO MQTT v5 client session: bytes in, bytes and events out.
+///
+/// After every call, drain [`Session::poll_transmit`] and [`Session::poll_event`] until `None`,
+/// then call [`Session::handle_timeout`] at [`Session::poll_timeout`].
+#[derive(Debug)]
+pub struct Session {
+    options: Options,
+    client_id: String,
+    connected_before: bool,
+    state: State,
+    limits: ServerLimits,
+    rx: BytesMut,
+    tx: BytesMut,
+    events: VecDeque<Event>,
+    next_packet_id: u16,
+    next_id: u64,
+    inflight: VecDeque<Inflight>,
+    waiting: VecDeque<Waiting>,
+    subscribes: VecDeque<(u16, SubscribeId, usize)>,
+    /// Packet identifiers of `inflight`, of previously sent `waiting` entries and of `subscribes`.
+    used_packet_ids: BTreeSet<u16>,
+    last_sent: Option<Instant>,
+    ping_deadline: Option<Instant>,
+}
+
+impl Session {
+    /// A disconnected session; call [`Session::connect`] once the transport is up.
+    pub fn new(options: Options) -> Self {
+        let keep_alive = whole_secs(options.keep_alive);
+        Session {
+            client_id: options.client_id.clone(),
+            limits: ServerLimits {
+                receive_maximum: u16::MAX,
+                maximum_packet_size: None,
+                qos1: true,
+                keep_alive,
+            },
+            options,
+            connected_before: false,
+            state: State::Idle,
+            rx: BytesMut::new(),
+            tx: BytesMut::new(),
+            events: VecDeque::new(),
+            next_packet_id: 1,
+            next_id: 0,
+            inflight: VecDeque::new(),
+            waiting: VecDeque::new(),
+            subscribes: VecDeque::new(),
+            used_packet_ids: BTreeSet::new(),
+            last_sent: None,
+            ping_deadline: None,
+        }
+    }
+
+    /// The transport is up: queue a CONNECT. The first connection uses [`Options::clean_start`],
+    /// later ones resume the session. Calling it while connected starts over on a new transport.
+    pub fn connect(&mut self, now: Instant) {
+        self.rx.clear();
+        self.tx.clear();
+        self.clear_subscribes();
+        self.ping_deadline = None;
+        let keep_alive = whole_secs(self.options.keep_alive);
+        self.limits.keep_alive = keep_alive;
+        let fields = ConnectFields {
+            client_id: &self.client_id,
+            clean_start: if self.connected_before {
+                false
+            } else {
+                self.options.clean_start
+            },
+            keep_alive_secs: keep_alive.as_secs() as u16,
+            session_expiry: self.options.session_expiry,
+            username: self.options.username.as_deref(),
+            password: self.options.password.as_deref(),
+            authentication_method: self.options.authentication_method.as_deref(),
+            authentication_data: self.options.authentication_data.as_deref(),
+            maximum_packet_size: self.options.max_packet_size,
+        };
+        match codec::encode_connect(&mut self.tx, &fields) {
+            Ok(()) => {
+                self.state = State::Connecting {
+                    deadline: now + self.options.connect_timeout,
+                };
+                self.last_sent = Some(now);
+            }
+            Err(e) => {
+                self.state = State::Idle;
+                let field = match e {
+                    EncodeError::FieldTooLong(field) => field,
+                    EncodeError::PacketTooLong => "CONNECT",
+                };
+                self.events
+                    .push_back(Event::Disconnected(DisconnectCause::InvalidOptions(field)));
+            }
+        }
+    }
+
+    /// Bytes received from the transport.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        let mut bytes = bytes;
+        let max = self.options.max_packet_size as usize;
+        while self.state != State::Idle {
+            // Buffer no more than the rest of the current frame, so that the buffer stays bounded
+            // by the maximum packet size and the fixed header is checked before the body arrives.
+            let want = match codec::frame(&self.rx, max) {
+                Err(e) => return self.fail_malformed(e),
+                Ok(Some(frame)) if self.rx.len() >= frame.len => {
+                    let packet = self.rx.split_to(frame.len).freeze();
+                    match codec::decode(packet, frame) {
+                        Ok(inbound) => self.handle_packet(now, inbound),
+                        Err(e) => return self.fail_malformed(e),
+                    }
+                    continue;
+                }
+                Ok(Some(frame)) => frame.len - self.rx.len(),
+                Ok(None) => 1,
+            };
+            if bytes.is_empty() {
+                return;
+            }
+            let take = want.min(bytes.len());
+            self.rx.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+    }
+
+    /// Bytes to write to the transport, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.tx.is_empty() {
+            None
+        } else {
+            Some(self.tx.split().freeze())
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle => None,
+            State::Connecting { deadline } => Some(deadline),
+            State::Connected => self.ping_deadline.or_else(|| self.next_ping()),
+        }
+    }
+
+    /// Time has passed: fire due timers. Safe to call early, late or repeatedly.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Idle => {}
+            State::Connecting { deadline } => {
+                if now >= deadline {
+                    self.end(DisconnectCause::ConnectTimeout, None);
+                }
+            }
+            State::Connected => {
+                if let Some(deadline) = self.ping_deadline {
+                    if now >= deadline {
+                        self.end(DisconnectCause::KeepAliveTimeout, None);
+                    }
+                } else if self.next_ping().is_some_and(|at| now >= at) {
+                    codec::encode_pingreq(&mut self.tx);
+                    self.last_sent = Some(now);
+                    self.ping_deadline = Some(now + self.limits.keep_alive / 2);
+                }
+            }
+        }
+    }
+
+    /// Publishes a message. QoS 0 goes out at once (or fails when not connected). QoS 1 is queued
+    /// and sent as soon as connected with room in flight; its outcome arrives as
+    /// [`Event::PublishAcked`] or [`Event::PublishDropped`].
+    pub fn publish(&mut self, now: Instant, message: Message) -> Result<PublishId, PublishError> {
+        if message.topic.is_empty() || message.topic.contains(['+', '#', '\0']) {
+            return Err(PublishError::InvalidTopic);
+        }
+        if message.qos == QoS::AtLeastOnce && !self.limits.qos1 {
+            return Err(PublishError::QoSNotSupported);
+        }
+        if message.qos == QoS::AtMostOnce && self.state != State::Connected {
+            return Err(PublishError::NotConnected);
+        }
+        // Packet id 1 stands in for the real one: the size does not depend on it.
+        let encoded = codec::encode_publish(&message, 1, false).map_err(|e| match e {
+            EncodeError::FieldTooLong(field) => PublishError::FieldTooLong(field),
+            EncodeError::PacketTooLong => PublishError::TooLarge {
+                size: usize::MAX,
+                max: self.max_outbound(),
+            },
+        })?;
+        let max = self.max_outbound();
+        if encoded.len() > max {
+            return Err(PublishError::TooLarge {
+                size: encoded.len(),
+                max,
+            });
+        }
+        let id = PublishId(self.next_id);
+        self.next_id += 1;
+        match message.qos {
+            QoS::AtMostOnce => self.send(now, &encoded),
+            QoS::AtLeastOnce => {
+                self.waiting.push_back(Waiting {
+                    id,
+                    packet_id: None,
+                    message,
+                });
+                self.drain_waiting(now);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Subscribes to topic filters; the SUBACK arrives as [`Event::Subscribed`]. Only while
+    /// connected: a connection lost before the SUBACK voids the request.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        filters: &[(&str, QoS)],
+    ) -> Result<SubscribeId, SubscribeError> {
+        if self.state != State::Connected {
+            return Err(SubscribeError::NotConnected);
+        }
+        if filters.is_empty() || filters.iter().any(|(f, _)| f.is_empty()) {
+            return Err(SubscribeError::InvalidFilter);
+        }
+        // Encoded with a stand-in packet id first: a refused request must not hold an id.
+        let encoded = codec::encode_subscribe(1, filters).map_err(|e| match e {
+            EncodeError::FieldTooLong(field) => SubscribeError::FieldTooLong(field),
+            EncodeError::PacketTooLong => SubscribeError::TooLarge {
+                size: usize::MAX,
+                max: self.max_outbound(),
+            },
+        })?;
+        let max = self.max_outbound();
+        if encoded.len() > max {
+            return Err(SubscribeError::TooLarge {
+                size: encoded.len(),
+                max,
+            });
+        }
+        let packet_id = self.take_packet_id().ok_or(SubscribeError::NoPacketId)?;
+        let encoded = codec::encode_subscribe(packet_id, filters).map_err(|_| {
+            self.used_packet_ids.remove(&packet_id);
+            SubscribeError::NoPacketId
+        })?;
+        let id = SubscribeId(self.next_id);
+        self.next_id += 1;
+        self.subscribes.push_back((packet_id, id, filters.len()));
+        self.send(now, &encoded);
+        Ok(id)
+    }
+
+    /// Sends DISCONNECT with `reason` and ends the connection ([`DisconnectCause::ByClient`]).
+    /// Unacknowledged publishes are kept for the next connection.
+    pub fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
+        if self.state != State::Idle {
+            self.last_sent = Some(now);
+            self.end(DisconnectCause::ByClient, Some(reason));
+        }
+    }
+
+    /// The transport is gone.
+    pub fn handle_transport_closed(&mut self, _now: Instant) {
+        if self.state != State::Idle {
+            self.end(DisconnectCause::TransportClosed, None);
+        }
+        self.tx.clear();
+    }
+
+    /// Whether a CONNACK accepted the current connection.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// The client identifier: the configured one, or the one the server assigned.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn handle_packet(&mut self, now: Instant, inbound: Inbound) {
+        if let State::Connecting { .. } = self.state {
+            return match inbound {
+                Inbound::ConnAck(ack) => self.handle_connack(now, ack),
+                Inbound::Auth(_) => self.violation(
+                    "enhanced authentication challenges (AUTH) are not supported",
+                    DisconnectReason::ImplementationSpecificError,
+                ),
+                Inbound::Disconnect(reason) => self.end(DisconnectCause::ByServer(reason), None),
+                _ => self.violation("packet before CONNACK", DisconnectReason::ProtocolError),
+            };
+        }
+        match inbound {
+            Inbound::ConnAck(_) => {
+                self.violation("second CONNACK", DisconnectReason::ProtocolError)
+            }
+            Inbound::Publish(publish) => self.handle_publish(now, publish),
+            Inbound::PubAck { packet_id, reason } => {
+                if let Some(pos) = self.inflight.iter().position(|p| p.packet_id == packet_id) {
+                    if let Some(done) = self.inflight.remove(pos) {
+                        self.used_packet_ids.remove(&packet_id);
+                        self.events.push_back(Event::PublishAcked {
+                            id: done.id,
+                            reason,
+                        });
+                    }
+                    self.drain_waiting(now);
+                }
+            }
+            Inbound::SubAck {
+                packet_id,
+                results,
+                granted_exactly_once,
+            } => {
+                let Some(pos) = self.subscribes.iter().position(|s| s.0 == packet_id) else {
+                    return;
+                };
+                let expected = self.subscribes[pos].2;
+                if granted_exactly_once || results.len() != expected {
+                    return self.violation(
+                        "SUBACK does not answer our SUBSCRIBE",
+                        DisconnectReason::ProtocolError,
+                    );
+                }
+                if let Some((_, id, _)) = self.subscribes.remove(pos) {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.events.push_back(Event::Subscribed { id, results });
+                }
+            }
+            Inbound::PingResp => self.ping_deadline = None,
+            Inbound::Disconnect(reason) => self.end(DisconnectCause::ByServer(reason), None),
+            Inbound::Auth(_) => self.violation(
+                "re-authentication (AUTH) is not supported",
+                DisconnectReason::ImplementationSpecificError,
+            ),
+            Inbound::Unexpected(packet_type) => self.violation(
+                &format!("unexpected packet type {packet_type}"),
+                DisconnectReason::ProtocolError,
+            ),
+        }
+    }
+
+    fn handle_connack(&mut self, now: Instant, ack: ConnAck) {
+        if let Some(reason) = ack.refused {
+            self.state = State::Idle;
+            self.rx.clear();
+            self.events.push_back(Event::ConnectFailed(reason));
+            return;
+        }
+        if ack.receive_maximum == Some(0) || ack.maximum_packet_size == Some(0) {
+            return self.violation(
+                "CONNACK with Receive Maximum or Maximum Packet Size 0",
+                DisconnectReason::ProtocolError,
+            );
+        }
+        if let Some(id) = ack.assigned_client_id {
+            self.client_id = id;
+        }
+        self.limits = ServerLimits {
+            receive_maximum: ack.receive_maximum.unwrap_or(u16::MAX),
+            maximum_packet_size: ack.maximum_packet_size,
+            qos1: ack.maximum_qos != Some(0),
+            keep_alive: ack.server_keep_alive.map_or(self.limits.keep_alive, |s| {
+                Duration::from_secs(u64::from(s))
+            }),
+        };
+        self.state = State::Connected;
+        self.connected_before = true;
+        self.events.push_back(Event::Connected {
+            session_present: ack.session_present,
+        });
+        // Everything sent before goes back to the head of the queue, in its original order.
+        let resent: Vec<Inflight> = self.inflight.drain(..).collect();
+        for previous in resent.into_iter().rev() {
+            self.waiting.push_front(Waiting {
+                id: previous.id,
+                packet_id: Some(previous.packet_id),
+                message: previous.message,
+            });
+        }
+        if !ack.session_present {
+            let mut kept = VecDeque::with_capacity(self.waiting.len());
+            for waiting in self.waiting.drain(..) {
+                if let Some(packet_id) = waiting.packet_id {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.events
+                        .push_back(Event::PublishDropped { id: waiting.id });
+                } else {
+                    kept.push_back(waiting);
+                }
+            }
+            self.waiting = kept;
+        }
+        self.drain_waiting(now);
+    }
+
+    fn handle_publish(&mut self, now: Instant, publish: InboundPublish) {
+        if publish.exactly_once {
+            return self.violation(
+                "QoS 2 PUBLISH on a QoS 1 subscription",
+                DisconnectReason::QoSNotSupported,
+            );
+        }
+        if publish.topic_alias.is_some() {
+            return self.violation(
+                "Topic Alias above our maximum of 0",
+                DisconnectReason::TopicAliasInvalid,
+            );
+        }
+        if publish.message.topic.is_empty() {
+            return self.violation(
+                "PUBLISH without a topic name",
+                DisconnectReason::ProtocolError,
+            );
+        }
+        if publish.message.qos == QoS::AtLeastOnce {
+            codec::encode_puback(&mut self.tx, publish.packet_id);
+            self.last_sent = Some(now);
+        }
+        self.events.push_back(Event::Message(publish.message));
+    }
+
+    /// Sends waiting QoS 1 publishes while there is room in flight.
+    fn drain_waiting(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let limit = usize::from(self.options.max_inflight.min(self.limits.receive_maximum));
+        while self.inflight.len() < limit {
+            let Some(next) = self.waiting.pop_front() else {
+                return;
+            };
+            let (packet_id, dup) = match next.packet_id {
+                Some(packet_id) => (packet_id, true),
+                None => match self.take_packet_id() {
+                    Some(packet_id) => (packet_id, false),
+                    None => {
+                        self.waiting.push_front(next);
+                        return;
+                    }
+                },
+            };
+            let encoded = codec::encode_publish(&next.message, packet_id, dup);
+            match encoded {
+                Ok(bytes) if bytes.len() <= self.max_outbound() => {
+                    self.send(now, &bytes);
+                    self.inflight.push_back(Inflight {
+                        id: next.id,
+                        packet_id,
+                        message: next.message,
+                    });
+                }
+                // Only possible when a new CONNACK lowered the server's Maximum Packet Size.
+                _ => {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.events.push_back(Event::PublishDropped { id: next.id });
+                }
+            }
+        }
+    }
+
+    /// Takes a packet identifier not used by any publish or subscribe awaiting its
+    /// acknowledgement: the next one after the last taken, wrapping from 65 535 to 1.
+    fn take_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if self.used_packet_ids.insert(candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    fn clear_subscribes(&mut self) {
+        for (packet_id, _, _) in self.subscribes.drain(..) {
+            self.used_packet_ids.remove(&packet_id);
+        }
+    }
+
+    fn max_outbound(&self) -> usize {
+        self.limits
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize)
+    }
+
+    fn next_ping(&self) -> Option<Instant> {
+        if self.limits.keep_alive.is_zero() {
+            return None;
+        }
+        self.last_sent.map(|at| at + self.limits.keep_alive)
+    }
+
+    fn send(&mut self, now: Instant, bytes: &[u8]) {
+        self.tx.extend_from_slice(bytes);
+        self.last_sent = Some(now);
+    }
+
+    fn fail_malformed(&mut self, error: DecodeError) {
+        let reason = match error {
+            DecodeError::TooLarge { .. } => DisconnectReason::PacketTooLarge,
+            _ => DisconnectReason::MalformedPacket,
+        };
+        self.end(DisconnectCause::Malformed(error), Some(reason));
+    }
+
+    fn violation(&mut self, what: &str, reason: DisconnectReason) {
+        self.end(
+            DisconnectCause::ProtocolViolation(what.to_owned()),
+            Some(reason),
+        );
+    }
+
+    /// Ends the connection: optionally sends DISCONNECT, reports `cause` once.
+    fn end(&mut self, cause: DisconnectCause, send: Option<DisconnectReason>) {
+        if let Some(reason) = send {
+            codec::encode_disconnect(&mut self.tx, reason);
+        }
+        self.state = State::Idle;
+        self.rx.clear();
+        self.clear_subscribes();
+        self.ping_deadline = None;
+        self.events.push_back(Event::Disconnected(cause));
+    }
+}
+
+/// A keep-alive interval in whole seconds that fits the 16-bit CONNECT field.
+fn whole_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().min(u64::from(u16::MAX)))
+}
