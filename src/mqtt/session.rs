@@ -503,6 +503,13 @@ impl Session {
         self.state == State::Connected
     }
 
+    /// QoS 1 publishes sent and not yet acknowledged (those waiting for room are not counted). While
+    /// connected it never exceeds the smaller of [`Options::max_inflight`] and the server's Receive
+    /// Maximum.
+    pub fn publishes_in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// The client identifier: the configured one, or the one the server assigned.
     pub fn client_id(&self) -> &str {
         &self.client_id
