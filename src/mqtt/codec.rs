@@ -14,6 +14,10 @@
 //! 4. its UNSUBSCRIBE decoder prints with `dbg!`: we never decode UNSUBSCRIBE (a client never
 //!    receives one) and never send one.
 //!
+//! 5. its property readers stop once a running count reaches the property length, so a property that
+//!    overruns the block silently eats into the payload or the reason codes: we walk every property
+//!    block ourselves first and refuse one that does not end exactly where its length says.
+//!
 //! A failed CONNACK is decoded here too (mqttbytes rejects reason codes it does not know), and so
 //! are PUBACK, PINGREQ and DISCONNECT on the way out (a few fixed bytes each).
 
@@ -201,9 +205,21 @@ pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError>
             check_flags()?;
             decode_connack(bytes, header, frame)
         }
-        3 => decode_publish(bytes, header),
+        3 => {
+            let qos = (flags >> 1) & 3;
+            if qos == 0 && flags & 0b1000 != 0 {
+                return Err(malformed("PUBLISH", "DUP set on QoS 0"));
+            }
+            let topic_end = prefixed(body, 1).unwrap_or(usize::MAX);
+            let id_len = if qos == 0 { 0 } else { 2 };
+            check_properties("PUBLISH", body, topic_end.saturating_add(id_len))?;
+            decode_publish(bytes, header)
+        }
         4 => {
             check_flags()?;
+            if body.len() >= 4 && check_properties("PUBACK", body, 3)? != body.len() {
+                return Err(malformed("PUBACK", "bytes after the properties"));
+            }
             let ack = mb::PubAck::read(header, bytes).map_err(|e| from_mb("PUBACK", e))?;
             if ack.pkid == 0 {
                 return Err(malformed("PUBACK", "packet identifier 0"));
@@ -215,6 +231,7 @@ pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError>
         }
         9 => {
             check_flags()?;
+            check_properties("SUBACK", body, 2)?;
             let ack = mb::SubAck::read(header, bytes).map_err(|e| from_mb("SUBACK", e))?;
             if ack.pkid == 0 {
                 return Err(malformed("SUBACK", "packet identifier 0"));
@@ -284,6 +301,9 @@ fn decode_connack(
             ..ConnAck::default()
         }));
     }
+    if check_properties("CONNACK", body, 2)? != body.len() {
+        return Err(malformed("CONNACK", "bytes after the properties"));
+    }
     let ack = mb::ConnAck::read(header, bytes).map_err(|e| from_mb("CONNACK", e))?;
     let mut out = ConnAck {
         session_present,
@@ -334,7 +354,7 @@ fn decode_publish(bytes: Bytes, header: mqttbytes::FixedHeader) -> Result<Inboun
 }
 
 /// Decodes the body of a DISCONNECT or AUTH: an optional reason code (absent = 0x00), then optional
-/// properties whose length must match the body exactly. The properties are not surfaced.
+/// properties that must fill the rest of the body exactly. The properties are not surfaced.
 fn decode_reason_only(packet: &'static str, body: &[u8]) -> Result<u8, DecodeError> {
     let Some((&code, rest)) = body.split_first() else {
         return Ok(0);
@@ -351,6 +371,46 @@ fn decode_reason_only(packet: &'static str, body: &[u8]) -> Result<u8, DecodeErr
         ));
     }
     Ok(code)
+}
+
+/// Walks the property block starting at `body[at..]` (its length, then the properties) and checks
+/// that every property is known and that the last one ends exactly at the end of the block.
+/// Returns the offset just after the block.
+fn check_properties(packet: &'static str, body: &[u8], at: usize) -> Result<usize, DecodeError> {
+    let bad = |detail| Err(malformed(packet, detail));
+    let rest = body.get(at..).unwrap_or_default();
+    let Some((len_len, len)) = read_varint(rest) else {
+        return bad("missing or bad property length");
+    };
+    let Some(mut block) = rest.get(len_len..len_len + len) else {
+        return bad("property length runs past the packet");
+    };
+    while let Some((&id, tail)) = block.split_first() {
+        let size = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => Some(1),
+            0x13 | 0x21 | 0x22 | 0x23 => Some(2),
+            0x02 | 0x11 | 0x18 | 0x27 => Some(4),
+            0x0B => read_varint(tail).map(|(n, _)| n),
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => prefixed(tail, 1),
+            0x26 => prefixed(tail, 2),
+            _ => return bad("unknown property"),
+        };
+        match size.and_then(|n| tail.get(n..)) {
+            Some(next) => block = next,
+            None => return bad("property runs past the property length"),
+        }
+    }
+    Ok(at + len_len + len)
+}
+
+/// Total length of `count` consecutive length-prefixed strings at the start of `buf`.
+fn prefixed(buf: &[u8], count: usize) -> Option<usize> {
+    let mut used = 0;
+    for _ in 0..count {
+        let len = buf.get(used..used + 2)?;
+        used += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+    }
+    Some(used)
 }
 
 /// A variable byte integer at the start of `buf`: (bytes used, value). `None` if truncated or longer
@@ -769,6 +829,51 @@ mod tests {
         assert_eq!(decode_all(&unsubscribe), Ok(Inbound::Unexpected(10)));
     }
 
+    /// Defect 5: mqttbytes accepts a property that overruns its block, eating into the payload.
+    #[test]
+    fn defect_5_property_overrunning_its_block() {
+        // Property length 1, but Message Expiry Interval takes 5 bytes.
+        let bytes = [0x30, 0x0A, 0, 1, b't', 0x01, 0x02, 0, 0, 0, 9, b'x'];
+        let Ok(mb::Packet::Publish(publish)) = mb_read(&bytes) else {
+            panic!("mqttbytes defect 5 is fixed upstream");
+        };
+        assert_eq!(&publish.payload[..], b"x", "the expiry ate the payload");
+        assert!(matches!(
+            decode_all(&bytes),
+            Err(DecodeError::Packet {
+                packet: "PUBLISH",
+                ..
+            })
+        ));
+        // Unknown property, property past the packet, trailing bytes after CONNACK properties.
+        assert!(decode_all(&[0x30, 0x06, 0, 1, b't', 0x02, 0x7F, 0]).is_err());
+        assert!(decode_all(&[0x30, 0x05, 0, 1, b't', 0x05, 0x02]).is_err());
+        assert!(decode_all(&[0x20, 0x04, 0, 0, 0, 0]).is_err());
+        assert!(decode_all(&[0x40, 0x05, 0, 1, 0x10, 0, 0]).is_err());
+    }
+
+    /// Decoding never panics and never asks for more bytes once a frame is complete.
+    #[test]
+    fn random_complete_frames_decode_or_fail_cleanly() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        };
+        for _ in 0..50_000 {
+            let first = next();
+            let len = usize::from(next() % 40);
+            let mut bytes = vec![first, len as u8];
+            // Mostly well-formed starts: a plausible property length after the usual fields.
+            bytes.extend((0..len).map(|i| if i < 6 && next() % 2 == 0 { 0 } else { next() }));
+            if let Ok(Some(frame)) = frame(&bytes, 1 << 20) {
+                let _ = decode(Bytes::from(bytes), frame);
+            }
+        }
+    }
+
     #[test]
     fn puback_with_and_without_reason_and_properties() {
         let ack = |reason| {
@@ -907,6 +1012,8 @@ mod tests {
         // QoS 3 and packet id 0 are malformed.
         assert!(decode_all(&[0x36, 0x06, 0, 1, b't', 0, 9, 0]).is_err());
         assert!(decode_all(&[0x32, 0x06, 0, 1, b't', 0, 0, 0]).is_err());
+        // DUP on QoS 0.
+        assert!(decode_all(&[0x38, 0x04, 0, 1, b't', 0]).is_err());
         // Topic length past the frame.
         assert!(decode_all(&[0x30, 0x03, 0, 9, b't']).is_err());
     }

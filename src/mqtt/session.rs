@@ -31,7 +31,9 @@ pub struct Options {
     pub client_id: String,
     /// Clean Start on the first connection; later connections always resume (Clean Start = 0).
     pub clean_start: bool,
-    /// Keep-alive interval, in whole seconds (at most 65 535); zero turns keep-alive off.
+    /// Keep-alive interval, in whole seconds (fractions are dropped, at most 65 535); zero turns
+    /// keep-alive off. A PINGREQ goes out when nothing was sent for this long; its PINGRESP must
+    /// arrive within half of it.
     pub keep_alive: Duration,
     /// Session Expiry Interval, in seconds.
     pub session_expiry: u32,
@@ -45,7 +47,7 @@ pub struct Options {
     pub authentication_data: Option<Bytes>,
     /// Maximum Packet Size we advertise and enforce on inbound packets, in bytes.
     pub max_packet_size: u32,
-    /// Our own cap on unacknowledged QoS 1 publishes (further ones wait in a queue).
+    /// Our own cap on unacknowledged QoS 1 publishes (further ones wait in a queue); 0 counts as 1.
     pub max_inflight: u16,
     /// How long to wait for the CONNACK after [`Session::connect`].
     pub connect_timeout: Duration,
@@ -110,8 +112,8 @@ pub enum SubscribeError {
     /// Not connected.
     #[error("not connected")]
     NotConnected,
-    /// No filters given, or an empty filter.
-    #[error("empty filter list or empty filter")]
+    /// No filters given, or an empty filter or one with a NUL character.
+    #[error("empty filter list or invalid filter")]
     InvalidFilter,
     /// A filter is longer than 65 535 bytes.
     #[error("{0} longer than 65535 bytes")]
@@ -234,6 +236,8 @@ pub struct Session {
     options: Options,
     client_id: String,
     connected_before: bool,
+    /// Clean Start of the CONNECT in progress.
+    clean_start_sent: bool,
     state: State,
     limits: ServerLimits,
     rx: BytesMut,
@@ -264,6 +268,7 @@ impl Session {
             },
             options,
             connected_before: false,
+            clean_start_sent: false,
             state: State::Idle,
             rx: BytesMut::new(),
             tx: BytesMut::new(),
@@ -288,13 +293,10 @@ impl Session {
         self.ping_deadline = None;
         let keep_alive = whole_secs(self.options.keep_alive);
         self.limits.keep_alive = keep_alive;
+        self.clean_start_sent = self.options.clean_start && !self.connected_before;
         let fields = ConnectFields {
             client_id: &self.client_id,
-            clean_start: if self.connected_before {
-                false
-            } else {
-                self.options.clean_start
-            },
+            clean_start: self.clean_start_sent,
             keep_alive_secs: keep_alive.as_secs() as u16,
             session_expiry: self.options.session_expiry,
             username: self.options.username.as_deref(),
@@ -451,7 +453,11 @@ impl Session {
         if self.state != State::Connected {
             return Err(SubscribeError::NotConnected);
         }
-        if filters.is_empty() || filters.iter().any(|(f, _)| f.is_empty()) {
+        if filters.is_empty()
+            || filters
+                .iter()
+                .any(|(f, _)| f.is_empty() || f.contains('\0'))
+        {
             return Err(SubscribeError::InvalidFilter);
         }
         // Encoded with a stand-in packet id first: a refused request must not hold an id.
@@ -584,6 +590,12 @@ impl Session {
             self.events.push_back(Event::ConnectFailed(reason));
             return;
         }
+        if ack.session_present && self.clean_start_sent {
+            return self.violation(
+                "CONNACK resumes a session after Clean Start",
+                DisconnectReason::ProtocolError,
+            );
+        }
         if ack.receive_maximum == Some(0) || ack.maximum_packet_size == Some(0) {
             return self.violation(
                 "CONNACK with Receive Maximum or Maximum Packet Size 0",
@@ -662,7 +674,12 @@ impl Session {
         if self.state != State::Connected {
             return;
         }
-        let limit = usize::from(self.options.max_inflight.min(self.limits.receive_maximum));
+        let limit = usize::from(
+            self.options
+                .max_inflight
+                .min(self.limits.receive_maximum)
+                .max(1),
+        );
         while self.inflight.len() < limit {
             let Some(next) = self.waiting.pop_front() else {
                 return;
@@ -907,6 +924,20 @@ mod tests {
             events(&mut s),
             [Event::ConnectFailed(ConnectReason::Other(0xF3))]
         );
+    }
+
+    #[test]
+    fn session_present_after_clean_start_is_a_protocol_error() {
+        let now = t0();
+        let mut s = Session::new(Options::new("c"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &CONNACK_RESUMED);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x82]);
     }
 
     #[test]
