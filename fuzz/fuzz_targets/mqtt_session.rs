@@ -1,3 +1,2 @@
 #![no_main]
-// (being written)
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leasedlock_fuzz::mqtt::mqtt_session(data));

@@ -1,0 +1,1481 @@
+//! The MQTT v5 client session state machine.
+//!
+//! ```text
+//!            connect()                CONNACK success
+//!   Idle ─────────────────▶ Connecting ───────────────▶ Connected
+//!    ▲                          │                           │
+//!    └──────────────────────────┴───────────────────────────┘
+//!      CONNACK refused, connect timeout, keep-alive timeout, DISCONNECT (either way),
+//!      malformed packet, protocol violation, transport closed
+//! ```
+//!
+//! Unacknowledged QoS 1 publishes survive the trip back to `Idle`: after the next CONNACK they are
+//! re-sent with DUP=1 if the broker resumed the session, or reported as [`Event::PublishDropped`] if
+//! it did not.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::{
+    self, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, InboundPublish,
+};
+use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
+use crate::{Message, QoS};
+
+/// Configuration of a [`Session`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Client identifier. Empty asks the server to assign one (then kept for reconnects).
+    pub client_id: String,
+    /// Clean Start on the first connection; later connections always resume (Clean Start = 0).
+    pub clean_start: bool,
+    /// Keep-alive interval, in whole seconds (fractions are dropped, at most 65 535); zero turns
+    /// keep-alive off. A PINGREQ goes out when nothing was sent for this long; its PINGRESP must
+    /// arrive within half of it.
+    pub keep_alive: Duration,
+    /// Session Expiry Interval, in seconds.
+    pub session_expiry: u32,
+    /// User name.
+    pub username: Option<String>,
+    /// Password (binary data in MQTT v5).
+    pub password: Option<Bytes>,
+    /// Authentication Method property (enhanced authentication).
+    pub authentication_method: Option<String>,
+    /// Authentication Data property.
+    pub authentication_data: Option<Bytes>,
+    /// Maximum Packet Size we advertise and enforce on inbound packets, in bytes.
+    pub max_packet_size: u32,
+    /// Our own cap on unacknowledged QoS 1 publishes (further ones wait in a queue); 0 counts as 1.
+    pub max_inflight: u16,
+    /// How long to wait for the CONNACK after [`Session::connect`].
+    pub connect_timeout: Duration,
+}
+
+impl Options {
+    /// Options with defaults: clean start, keep-alive 60 s, session expiry 3600 s, no credentials,
+    /// maximum inbound packet 1 MiB, at most 100 publishes in flight, connect timeout 30 s.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Options {
+            client_id: client_id.into(),
+            clean_start: true,
+            keep_alive: Duration::from_secs(60),
+            session_expiry: 3600,
+            username: None,
+            password: None,
+            authentication_method: None,
+            authentication_data: None,
+            max_packet_size: 1 << 20,
+            max_inflight: 100,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Identifies a publish accepted by [`Session::publish`] in later events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublishId(pub u64);
+
+/// Identifies a subscribe accepted by [`Session::subscribe`] in its [`Event::Subscribed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscribeId(pub u64);
+
+/// Why [`Session::publish`] refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A QoS 0 message cannot be sent or queued while not connected.
+    #[error("not connected")]
+    NotConnected,
+    /// The topic is empty or contains a wildcard or a NUL character.
+    #[error("invalid topic name")]
+    InvalidTopic,
+    /// A string or binary field is longer than 65 535 bytes.
+    #[error("{0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+    /// The packet exceeds the server's Maximum Packet Size (or the MQTT limit).
+    #[error("packet of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Size of the encoded PUBLISH.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The server's Maximum QoS is 0.
+    #[error("the server does not support QoS 1")]
+    QoSNotSupported,
+}
+
+/// Why [`Session::subscribe`] refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Not connected.
+    #[error("not connected")]
+    NotConnected,
+    /// No filters given, or an empty filter or one with a NUL character.
+    #[error("empty filter list or invalid filter")]
+    InvalidFilter,
+    /// A filter is longer than 65 535 bytes.
+    #[error("{0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+    /// The packet exceeds the server's Maximum Packet Size (or the MQTT limit).
+    #[error("packet of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Size of the encoded SUBSCRIBE.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// All 65 535 packet identifiers are in use.
+    #[error("no free packet identifier")]
+    NoPacketId,
+}
+
+/// Why the session left the connected (or connecting) state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectCause {
+    /// The server sent DISCONNECT.
+    ByServer(DisconnectReason),
+    /// We called [`Session::disconnect`].
+    ByClient,
+    /// No PINGRESP within half the keep-alive interval after a PINGREQ.
+    KeepAliveTimeout,
+    /// No CONNACK within [`Options::connect_timeout`].
+    ConnectTimeout,
+    /// The transport closed ([`Session::handle_transport_closed`]).
+    TransportClosed,
+    /// The server broke the protocol (we sent DISCONNECT with a reason code).
+    ProtocolViolation(String),
+    /// The server sent bytes that do not decode (we sent DISCONNECT 0x81 or 0x95).
+    Malformed(DecodeError),
+    /// The options cannot be encoded in a CONNECT (a field longer than 65 535 bytes).
+    InvalidOptions(&'static str),
+}
+
+/// Something that happened, from [`Session::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The CONNACK accepted the connection.
+    Connected {
+        /// Whether the server resumed our session.
+        session_present: bool,
+    },
+    /// The CONNACK refused the connection; the session is disconnected.
+    ConnectFailed(ConnectReason),
+    /// The SUBACK for a subscribe: the granted QoS or failure per filter, in request order.
+    Subscribed {
+        /// The subscribe.
+        id: SubscribeId,
+        /// One result per filter.
+        results: Vec<Result<QoS, SubscribeFailure>>,
+    },
+    /// The PUBACK for a QoS 1 publish.
+    PublishAcked {
+        /// The publish.
+        id: PublishId,
+        /// The server's verdict.
+        reason: PubAckReason,
+    },
+    /// A QoS 1 publish that was sent but will never be acknowledged: the broker did not resume our
+    /// session (or its new Maximum Packet Size is below the packet's size). The caller decides
+    /// whether to publish it again.
+    PublishDropped {
+        /// The publish.
+        id: PublishId,
+    },
+    /// An application message from the server (already acknowledged if QoS 1).
+    Message(Message),
+    /// The connection is over. Subscribes without a SUBACK are void. No further event comes until
+    /// the next [`Session::connect`].
+    Disconnected(DisconnectCause),
+}
+
+/// Connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No connection (or none we will speak on).
+    Idle,
+    /// CONNECT sent, waiting for CONNACK until the deadline.
+    Connecting { deadline: Instant },
+    /// CONNACK received.
+    Connected,
+}
+
+/// A QoS 1 publish that has a packet identifier and is (or was) on the wire.
+#[derive(Clone, Debug)]
+struct Inflight {
+    id: PublishId,
+    packet_id: u16,
+    message: Message,
+}
+
+/// A QoS 1 publish waiting for room in flight. `packet_id` is set when it was already sent on an
+/// earlier connection (then it goes out again with DUP=1).
+#[derive(Clone, Debug)]
+struct Waiting {
+    id: PublishId,
+    packet_id: Option<u16>,
+    message: Message,
+}
+
+/// Limits learnt from the last CONNACK.
+#[derive(Clone, Copy, Debug)]
+struct ServerLimits {
+    receive_maximum: u16,
+    maximum_packet_size: Option<u32>,
+    qos1: bool,
+    keep_alive: Duration,
+}
+
+/// A sans-IO MQTT v5 client session: bytes in, bytes and events out.
+///
+/// After every call, drain [`Session::poll_transmit`] and [`Session::poll_event`] until `None`,
+/// then call [`Session::handle_timeout`] at [`Session::poll_timeout`].
+#[derive(Debug)]
+pub struct Session {
+    options: Options,
+    client_id: String,
+    connected_before: bool,
+    /// Clean Start of the CONNECT in progress.
+    clean_start_sent: bool,
+    state: State,
+    limits: ServerLimits,
+    rx: BytesMut,
+    tx: BytesMut,
+    events: VecDeque<Event>,
+    next_packet_id: u16,
+    next_id: u64,
+    inflight: VecDeque<Inflight>,
+    waiting: VecDeque<Waiting>,
+    subscribes: VecDeque<(u16, SubscribeId, usize)>,
+    /// Packet identifiers of `inflight`, of previously sent `waiting` entries and of `subscribes`.
+    used_packet_ids: BTreeSet<u16>,
+    last_sent: Option<Instant>,
+    ping_deadline: Option<Instant>,
+}
+
+impl Session {
+    /// A disconnected session; call [`Session::connect`] once the transport is up.
+    pub fn new(options: Options) -> Self {
+        let keep_alive = whole_secs(options.keep_alive);
+        Session {
+            client_id: options.client_id.clone(),
+            limits: ServerLimits {
+                receive_maximum: u16::MAX,
+                maximum_packet_size: None,
+                qos1: true,
+                keep_alive,
+            },
+            options,
+            connected_before: false,
+            clean_start_sent: false,
+            state: State::Idle,
+            rx: BytesMut::new(),
+            tx: BytesMut::new(),
+            events: VecDeque::new(),
+            next_packet_id: 1,
+            next_id: 0,
+            inflight: VecDeque::new(),
+            waiting: VecDeque::new(),
+            subscribes: VecDeque::new(),
+            used_packet_ids: BTreeSet::new(),
+            last_sent: None,
+            ping_deadline: None,
+        }
+    }
+
+    /// The transport is up: queue a CONNECT. The first connection uses [`Options::clean_start`],
+    /// later ones resume the session. Calling it while connected starts over on a new transport.
+    pub fn connect(&mut self, now: Instant) {
+        self.rx.clear();
+        self.tx.clear();
+        self.clear_subscribes();
+        self.ping_deadline = None;
+        let keep_alive = whole_secs(self.options.keep_alive);
+        self.limits.keep_alive = keep_alive;
+        self.clean_start_sent = self.options.clean_start && !self.connected_before;
+        let fields = ConnectFields {
+            client_id: &self.client_id,
+            clean_start: self.clean_start_sent,
+            keep_alive_secs: keep_alive.as_secs() as u16,
+            session_expiry: self.options.session_expiry,
+            username: self.options.username.as_deref(),
+            password: self.options.password.as_deref(),
+            authentication_method: self.options.authentication_method.as_deref(),
+            authentication_data: self.options.authentication_data.as_deref(),
+            maximum_packet_size: self.options.max_packet_size,
+        };
+        match codec::encode_connect(&mut self.tx, &fields) {
+            Ok(()) => {
+                self.state = State::Connecting {
+                    deadline: now + self.options.connect_timeout,
+                };
+                self.last_sent = Some(now);
+            }
+            Err(e) => {
+                self.state = State::Idle;
+                let field = match e {
+                    EncodeError::FieldTooLong(field) => field,
+                    EncodeError::PacketTooLong => "CONNECT",
+                };
+                self.events
+                    .push_back(Event::Disconnected(DisconnectCause::InvalidOptions(field)));
+            }
+        }
+    }
+
+    /// Bytes received from the transport.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        let mut bytes = bytes;
+        let max = self.options.max_packet_size as usize;
+        while self.state != State::Idle {
+            // Buffer no more than the rest of the current frame, so that the buffer stays bounded
+            // by the maximum packet size and the fixed header is checked before the body arrives.
+            let want = match codec::frame(&self.rx, max) {
+                Err(e) => return self.fail_malformed(e),
+                Ok(Some(frame)) if self.rx.len() >= frame.len => {
+                    let packet = self.rx.split_to(frame.len).freeze();
+                    match codec::decode(packet, frame) {
+                        Ok(inbound) => self.handle_packet(now, inbound),
+                        Err(e) => return self.fail_malformed(e),
+                    }
+                    continue;
+                }
+                Ok(Some(frame)) => frame.len - self.rx.len(),
+                Ok(None) => 1,
+            };
+            if bytes.is_empty() {
+                return;
+            }
+            let take = want.min(bytes.len());
+            self.rx.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+    }
+
+    /// Bytes to write to the transport, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.tx.is_empty() {
+            None
+        } else {
+            Some(self.tx.split().freeze())
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle => None,
+            State::Connecting { deadline } => Some(deadline),
+            State::Connected => self.ping_deadline.or_else(|| self.next_ping()),
+        }
+    }
+
+    /// Time has passed: fire due timers. Safe to call early, late or repeatedly.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Idle => {}
+            State::Connecting { deadline } => {
+                if now >= deadline {
+                    self.end(DisconnectCause::ConnectTimeout, None);
+                }
+            }
+            State::Connected => {
+                if let Some(deadline) = self.ping_deadline {
+                    if now >= deadline {
+                        self.end(DisconnectCause::KeepAliveTimeout, None);
+                    }
+                } else if self.next_ping().is_some_and(|at| now >= at) {
+                    codec::encode_pingreq(&mut self.tx);
+                    self.last_sent = Some(now);
+                    self.ping_deadline = Some(now + self.limits.keep_alive / 2);
+                }
+            }
+        }
+    }
+
+    /// Publishes a message. QoS 0 goes out at once (or fails when not connected). QoS 1 is queued
+    /// and sent as soon as connected with room in flight; its outcome arrives as
+    /// [`Event::PublishAcked`] or [`Event::PublishDropped`].
+    pub fn publish(&mut self, now: Instant, message: Message) -> Result<PublishId, PublishError> {
+        if message.topic.is_empty() || message.topic.contains(['+', '#', '\0']) {
+            return Err(PublishError::InvalidTopic);
+        }
+        if message.qos == QoS::AtLeastOnce && !self.limits.qos1 {
+            return Err(PublishError::QoSNotSupported);
+        }
+        if message.qos == QoS::AtMostOnce && self.state != State::Connected {
+            return Err(PublishError::NotConnected);
+        }
+        // Packet id 1 stands in for the real one: the size does not depend on it.
+        let encoded = codec::encode_publish(&message, 1, false).map_err(|e| match e {
+            EncodeError::FieldTooLong(field) => PublishError::FieldTooLong(field),
+            EncodeError::PacketTooLong => PublishError::TooLarge {
+                size: usize::MAX,
+                max: self.max_outbound(),
+            },
+        })?;
+        let max = self.max_outbound();
+        if encoded.len() > max {
+            return Err(PublishError::TooLarge {
+                size: encoded.len(),
+                max,
+            });
+        }
+        let id = PublishId(self.next_id);
+        self.next_id += 1;
+        match message.qos {
+            QoS::AtMostOnce => self.send(now, &encoded),
+            QoS::AtLeastOnce => {
+                self.waiting.push_back(Waiting {
+                    id,
+                    packet_id: None,
+                    message,
+                });
+                self.drain_waiting(now);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Subscribes to topic filters; the SUBACK arrives as [`Event::Subscribed`]. Only while
+    /// connected: a connection lost before the SUBACK voids the request.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        filters: &[(&str, QoS)],
+    ) -> Result<SubscribeId, SubscribeError> {
+        if self.state != State::Connected {
+            return Err(SubscribeError::NotConnected);
+        }
+        if filters.is_empty()
+            || filters
+                .iter()
+                .any(|(f, _)| f.is_empty() || f.contains('\0'))
+        {
+            return Err(SubscribeError::InvalidFilter);
+        }
+        // Encoded with a stand-in packet id first: a refused request must not hold an id.
+        let encoded = codec::encode_subscribe(1, filters).map_err(|e| match e {
+            EncodeError::FieldTooLong(field) => SubscribeError::FieldTooLong(field),
+            EncodeError::PacketTooLong => SubscribeError::TooLarge {
+                size: usize::MAX,
+                max: self.max_outbound(),
+            },
+        })?;
+        let max = self.max_outbound();
+        if encoded.len() > max {
+            return Err(SubscribeError::TooLarge {
+                size: encoded.len(),
+                max,
+            });
+        }
+        let packet_id = self.take_packet_id().ok_or(SubscribeError::NoPacketId)?;
+        let encoded = codec::encode_subscribe(packet_id, filters).map_err(|_| {
+            self.used_packet_ids.remove(&packet_id);
+            SubscribeError::NoPacketId
+        })?;
+        let id = SubscribeId(self.next_id);
+        self.next_id += 1;
+        self.subscribes.push_back((packet_id, id, filters.len()));
+        self.send(now, &encoded);
+        Ok(id)
+    }
+
+    /// Sends DISCONNECT with `reason` and ends the connection ([`DisconnectCause::ByClient`]).
+    /// Unacknowledged publishes are kept for the next connection.
+    pub fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
+        if self.state != State::Idle {
+            self.last_sent = Some(now);
+            self.end(DisconnectCause::ByClient, Some(reason));
+        }
+    }
+
+    /// The transport is gone.
+    pub fn handle_transport_closed(&mut self, _now: Instant) {
+        if self.state != State::Idle {
+            self.end(DisconnectCause::TransportClosed, None);
+        }
+        self.tx.clear();
+    }
+
+    /// Whether a CONNACK accepted the current connection.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// QoS 1 publishes sent and not yet acknowledged (those waiting for room are not counted). While
+    /// connected it never exceeds the smaller of [`Options::max_inflight`] and the server's Receive
+    /// Maximum.
+    pub fn publishes_in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The client identifier: the configured one, or the one the server assigned.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn handle_packet(&mut self, now: Instant, inbound: Inbound) {
+        if let State::Connecting { .. } = self.state {
+            return match inbound {
+                Inbound::ConnAck(ack) => self.handle_connack(now, ack),
+                Inbound::Auth(_) => self.violation(
+                    "enhanced authentication challenges (AUTH) are not supported",
+                    DisconnectReason::ImplementationSpecificError,
+                ),
+                Inbound::Disconnect(reason) => self.end(DisconnectCause::ByServer(reason), None),
+                _ => self.violation("packet before CONNACK", DisconnectReason::ProtocolError),
+            };
+        }
+        match inbound {
+            Inbound::ConnAck(_) => {
+                self.violation("second CONNACK", DisconnectReason::ProtocolError)
+            }
+            Inbound::Publish(publish) => self.handle_publish(now, publish),
+            Inbound::PubAck { packet_id, reason } => {
+                if let Some(pos) = self.inflight.iter().position(|p| p.packet_id == packet_id) {
+                    if let Some(done) = self.inflight.remove(pos) {
+                        self.used_packet_ids.remove(&packet_id);
+                        self.events.push_back(Event::PublishAcked {
+                            id: done.id,
+                            reason,
+                        });
+                    }
+                    self.drain_waiting(now);
+                }
+            }
+            Inbound::SubAck {
+                packet_id,
+                results,
+                granted_exactly_once,
+            } => {
+                let Some(pos) = self.subscribes.iter().position(|s| s.0 == packet_id) else {
+                    return;
+                };
+                let expected = self.subscribes[pos].2;
+                if granted_exactly_once || results.len() != expected {
+                    return self.violation(
+                        "SUBACK does not answer our SUBSCRIBE",
+                        DisconnectReason::ProtocolError,
+                    );
+                }
+                if let Some((_, id, _)) = self.subscribes.remove(pos) {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.events.push_back(Event::Subscribed { id, results });
+                }
+            }
+            Inbound::PingResp => self.ping_deadline = None,
+            Inbound::Disconnect(reason) => self.end(DisconnectCause::ByServer(reason), None),
+            Inbound::Auth(_) => self.violation(
+                "re-authentication (AUTH) is not supported",
+                DisconnectReason::ImplementationSpecificError,
+            ),
+            Inbound::Unexpected(packet_type) => self.violation(
+                &format!("unexpected packet type {packet_type}"),
+                DisconnectReason::ProtocolError,
+            ),
+        }
+    }
+
+    fn handle_connack(&mut self, now: Instant, ack: ConnAck) {
+        if let Some(reason) = ack.refused {
+            self.state = State::Idle;
+            self.rx.clear();
+            self.events.push_back(Event::ConnectFailed(reason));
+            return;
+        }
+        if ack.session_present && self.clean_start_sent {
+            return self.violation(
+                "CONNACK resumes a session after Clean Start",
+                DisconnectReason::ProtocolError,
+            );
+        }
+        if ack.receive_maximum == Some(0) || ack.maximum_packet_size == Some(0) {
+            return self.violation(
+                "CONNACK with Receive Maximum or Maximum Packet Size 0",
+                DisconnectReason::ProtocolError,
+            );
+        }
+        if let Some(id) = ack.assigned_client_id {
+            self.client_id = id;
+        }
+        self.limits = ServerLimits {
+            receive_maximum: ack.receive_maximum.unwrap_or(u16::MAX),
+            maximum_packet_size: ack.maximum_packet_size,
+            qos1: ack.maximum_qos != Some(0),
+            keep_alive: ack.server_keep_alive.map_or(self.limits.keep_alive, |s| {
+                Duration::from_secs(u64::from(s))
+            }),
+        };
+        self.state = State::Connected;
+        self.connected_before = true;
+        self.events.push_back(Event::Connected {
+            session_present: ack.session_present,
+        });
+        // Everything sent before goes back to the head of the queue, in its original order.
+        let resent: Vec<Inflight> = self.inflight.drain(..).collect();
+        for previous in resent.into_iter().rev() {
+            self.waiting.push_front(Waiting {
+                id: previous.id,
+                packet_id: Some(previous.packet_id),
+                message: previous.message,
+            });
+        }
+        if !ack.session_present {
+            let mut kept = VecDeque::with_capacity(self.waiting.len());
+            for waiting in self.waiting.drain(..) {
+                if let Some(packet_id) = waiting.packet_id {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.events
+                        .push_back(Event::PublishDropped { id: waiting.id });
+                } else {
+                    kept.push_back(waiting);
+                }
+            }
+            self.waiting = kept;
+        }
+        self.drain_waiting(now);
+    }
+
+    fn handle_publish(&mut self, now: Instant, publish: InboundPublish) {
+        if publish.exactly_once {
+            return self.violation(
+                "QoS 2 PUBLISH on a QoS 1 subscription",
+                DisconnectReason::QoSNotSupported,
+            );
+        }
+        if publish.topic_alias.is_some() {
+            return self.violation(
+                "Topic Alias above our maximum of 0",
+                DisconnectReason::TopicAliasInvalid,
+            );
+        }
+        if publish.message.topic.is_empty() {
+            return self.violation(
+                "PUBLISH without a topic name",
+                DisconnectReason::ProtocolError,
+            );
+        }
+        if publish.message.qos == QoS::AtLeastOnce {
+            codec::encode_puback(&mut self.tx, publish.packet_id);
+            self.last_sent = Some(now);
+        }
+        self.events.push_back(Event::Message(publish.message));
+    }
+
+    /// Sends waiting QoS 1 publishes while there is room in flight.
+    fn drain_waiting(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let limit = usize::from(
+            self.options
+                .max_inflight
+                .min(self.limits.receive_maximum)
+                .max(1),
+        );
+        while self.inflight.len() < limit {
+            let Some(next) = self.waiting.pop_front() else {
+                return;
+            };
+            let (packet_id, dup) = match next.packet_id {
+                Some(packet_id) => (packet_id, true),
+                None => match self.take_packet_id() {
+                    Some(packet_id) => (packet_id, false),
+                    None => {
+                        self.waiting.push_front(next);
+                        return;
+                    }
+                },
+            };
+            let encoded = codec::encode_publish(&next.message, packet_id, dup);
+            match encoded {
+                Ok(bytes) if bytes.len() <= self.max_outbound() => {
+                    self.send(now, &bytes);
+                    self.inflight.push_back(Inflight {
+                        id: next.id,
+                        packet_id,
+                        message: next.message,
+                    });
+                }
+                // Only possible when a new CONNACK lowered the server's Maximum Packet Size.
+                _ => {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.events.push_back(Event::PublishDropped { id: next.id });
+                }
+            }
+        }
+    }
+
+    /// Takes a packet identifier not used by any publish or subscribe awaiting its
+    /// acknowledgement: the next one after the last taken, wrapping from 65 535 to 1.
+    fn take_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if self.used_packet_ids.insert(candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    fn clear_subscribes(&mut self) {
+        for (packet_id, _, _) in self.subscribes.drain(..) {
+            self.used_packet_ids.remove(&packet_id);
+        }
+    }
+
+    fn max_outbound(&self) -> usize {
+        self.limits
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize)
+    }
+
+    fn next_ping(&self) -> Option<Instant> {
+        if self.limits.keep_alive.is_zero() {
+            return None;
+        }
+        self.last_sent.map(|at| at + self.limits.keep_alive)
+    }
+
+    fn send(&mut self, now: Instant, bytes: &[u8]) {
+        self.tx.extend_from_slice(bytes);
+        self.last_sent = Some(now);
+    }
+
+    fn fail_malformed(&mut self, error: DecodeError) {
+        let reason = match error {
+            DecodeError::TooLarge { .. } => DisconnectReason::PacketTooLarge,
+            _ => DisconnectReason::MalformedPacket,
+        };
+        self.end(DisconnectCause::Malformed(error), Some(reason));
+    }
+
+    fn violation(&mut self, what: &str, reason: DisconnectReason) {
+        self.end(
+            DisconnectCause::ProtocolViolation(what.to_owned()),
+            Some(reason),
+        );
+    }
+
+    /// Ends the connection: optionally sends DISCONNECT, reports `cause` once.
+    fn end(&mut self, cause: DisconnectCause, send: Option<DisconnectReason>) {
+        if let Some(reason) = send {
+            codec::encode_disconnect(&mut self.tx, reason);
+        }
+        self.state = State::Idle;
+        self.rx.clear();
+        self.clear_subscribes();
+        self.ping_deadline = None;
+        self.events.push_back(Event::Disconnected(cause));
+    }
+}
+
+/// A keep-alive interval in whole seconds that fits the 16-bit CONNECT field.
+fn whole_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().min(u64::from(u16::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // tests make up their own time origin
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn tx(s: &mut Session) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = s.poll_transmit() {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    fn events(s: &mut Session) -> Vec<Event> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    const CONNACK: [u8; 5] = [0x20, 0x03, 0x00, 0x00, 0x00];
+    const CONNACK_RESUMED: [u8; 5] = [0x20, 0x03, 0x01, 0x00, 0x00];
+
+    /// A session connected at `t0` with `options`, its CONNECT drained.
+    fn connected(options: Options, now: Instant) -> Session {
+        let mut s = Session::new(options);
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &CONNACK);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        s
+    }
+
+    fn message(topic: &str, payload: &'static [u8]) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            ..Message::default()
+        }
+    }
+
+    /// The PUBLISH bytes of `message("t", b"x")` with a packet id and DUP flag.
+    fn publish_t_x(packet_id: u16, dup: bool) -> Vec<u8> {
+        let [hi, lo] = packet_id.to_be_bytes();
+        vec![
+            if dup { 0x3A } else { 0x32 },
+            7,
+            0,
+            1,
+            b't',
+            hi,
+            lo,
+            0,
+            b'x',
+        ]
+    }
+
+    #[test]
+    fn connect_and_connack_success() {
+        let now = t0();
+        let mut s = Session::new(Options::new("c"));
+        assert!(!s.is_connected());
+        assert_eq!(s.poll_timeout(), None);
+        s.connect(now);
+        #[rustfmt::skip]
+        let connect = [
+            0x10, 0x20, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60,
+            0x12, 0x11, 0, 0, 0x0E, 0x10, 0x21, 0xFF, 0xFF, 0x27, 0, 0x10, 0, 0, 0x22, 0, 0,
+            0x17, 1,
+            0, 1, b'c',
+        ];
+        assert_eq!(tx(&mut s), connect);
+        assert_eq!(s.poll_timeout(), Some(now + secs(30)));
+        s.handle_bytes(now, &CONNACK);
+        assert!(s.is_connected());
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert_eq!(tx(&mut s), []);
+    }
+
+    #[test]
+    fn connect_carries_credentials_and_authentication() {
+        let mut options = Options::new("c");
+        options.username = Some("u".into());
+        options.password = Some(Bytes::from_static(&[0xFF, 0x00]));
+        options.authentication_method = Some("K8S-SAT".into());
+        options.authentication_data = Some(Bytes::from_static(b"tok"));
+        options.session_expiry = 0;
+        options.keep_alive = Duration::ZERO;
+        let mut s = Session::new(options);
+        s.connect(t0());
+        let bytes = tx(&mut s);
+        assert_eq!(
+            bytes[9],
+            0x80 | 0x40 | 0x02,
+            "username, password, clean start"
+        );
+        assert_eq!(&bytes[10..12], &[0, 0], "keep-alive off");
+        let tail = [0, 1, b'c', 0, 1, b'u', 0, 2, 0xFF, 0x00];
+        assert!(bytes.ends_with(&tail));
+        let method = [0x15, 0, 7, b'K', b'8', b'S', b'-', b'S', b'A', b'T'];
+        assert!(bytes.windows(method.len()).any(|w| w == method));
+        let data = [0x16, 0, 3, b't', b'o', b'k'];
+        assert!(bytes.windows(data.len()).any(|w| w == data));
+    }
+
+    #[test]
+    fn connack_refused_with_reason() {
+        let now = t0();
+        let mut s = Session::new(Options::new("c"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &[0x20, 0x03, 0x00, 0x87, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::ConnectFailed(ConnectReason::NotAuthorized)]
+        );
+        assert!(!s.is_connected());
+        assert_eq!(s.poll_timeout(), None);
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &[0x20, 0x03, 0x00, 0xF3, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::ConnectFailed(ConnectReason::Other(0xF3))]
+        );
+    }
+
+    #[test]
+    fn session_present_after_clean_start_is_a_protocol_error() {
+        let now = t0();
+        let mut s = Session::new(Options::new("c"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &CONNACK_RESUMED);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x82]);
+    }
+
+    #[test]
+    fn connack_limits_and_assigned_client_id() {
+        let now = t0();
+        let mut s = Session::new(Options::new(""));
+        s.connect(now);
+        tx(&mut s);
+        // Server Keep Alive 5 s, Maximum Packet Size 16, Assigned Client Identifier "abc".
+        s.handle_bytes(
+            now,
+            &[
+                0x20, 0x11, 0, 0, 0x0E, 0x13, 0, 5, 0x27, 0, 0, 0, 16, 0x12, 0, 3, b'a', b'b', b'c',
+            ],
+        );
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert_eq!(s.client_id(), "abc");
+        assert_eq!(s.poll_timeout(), Some(now + secs(5)));
+        assert_eq!(s.publish(now, message("t", b"x")), Ok(PublishId(0)));
+        assert_eq!(s.publish(now, message("t", &[0; 8])), Ok(PublishId(1)));
+        assert_eq!(
+            s.publish(now, message("t", &[0; 9])),
+            Err(PublishError::TooLarge { size: 17, max: 16 })
+        );
+        // The reconnect resumes with the assigned id.
+        s.handle_transport_closed(now);
+        s.connect(now);
+        let connect = tx(&mut s);
+        assert_eq!(connect[9], 0x00, "clean start off on a reconnect");
+        assert!(connect.ends_with(&[0, 3, b'a', b'b', b'c']));
+    }
+
+    #[test]
+    fn packets_before_connack_are_a_protocol_error() {
+        let now = t0();
+        let mut s = Session::new(Options::new("c"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &[0x40, 0x02, 0, 1]);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x82]);
+    }
+
+    #[test]
+    fn publish_and_puback() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        let a = s.publish(now, message("t", b"x")).unwrap();
+        let b = s.publish(now, message("t", b"x")).unwrap();
+        let c = s.publish(now, message("t", b"x")).unwrap();
+        let expected: Vec<u8> = [
+            publish_t_x(1, false),
+            publish_t_x(2, false),
+            publish_t_x(3, false),
+        ]
+        .concat();
+        assert_eq!(tx(&mut s), expected);
+        s.handle_bytes(now, &[0x40, 0x02, 0, 2, 0x40, 0x03, 0, 1, 0x10]);
+        s.handle_bytes(now, &[0x40, 0x04, 0, 3, 0x87, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [
+                Event::PublishAcked {
+                    id: b,
+                    reason: PubAckReason::Success
+                },
+                Event::PublishAcked {
+                    id: a,
+                    reason: PubAckReason::NoMatchingSubscribers
+                },
+                Event::PublishAcked {
+                    id: c,
+                    reason: PubAckReason::NotAuthorized
+                },
+            ]
+        );
+        // A QoS 0 publish goes out without a packet id and is never acknowledged.
+        let mut m = message("t", b"x");
+        m.qos = QoS::AtMostOnce;
+        s.publish(now, m).unwrap();
+        assert_eq!(tx(&mut s), [0x30, 5, 0, 1, b't', 0, b'x']);
+    }
+
+    #[test]
+    fn publish_errors() {
+        let now = t0();
+        let mut s = Session::new(Options::new("c"));
+        let mut m = message("t", b"x");
+        m.qos = QoS::AtMostOnce;
+        assert_eq!(s.publish(now, m), Err(PublishError::NotConnected));
+        assert_eq!(
+            s.publish(now, message("a/+", b"x")),
+            Err(PublishError::InvalidTopic)
+        );
+        assert_eq!(
+            s.publish(now, message("", b"x")),
+            Err(PublishError::InvalidTopic)
+        );
+        assert_eq!(
+            s.subscribe(now, &[("a", QoS::AtLeastOnce)]),
+            Err(SubscribeError::NotConnected)
+        );
+        // QoS 1 while disconnected is queued, and sent once connected.
+        let id = s.publish(now, message("t", b"x")).unwrap();
+        assert_eq!(tx(&mut s), []);
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &CONNACK);
+        assert_eq!(tx(&mut s), publish_t_x(1, false));
+        s.handle_bytes(now, &[0x40, 0x02, 0, 1]);
+        assert_eq!(
+            events(&mut s)[1],
+            Event::PublishAcked {
+                id,
+                reason: PubAckReason::Success
+            }
+        );
+    }
+
+    #[test]
+    fn resume_resends_unacked_with_dup() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.publish(now, message("t", b"x")).unwrap();
+        let b = s.publish(now, message("t", b"x")).unwrap();
+        tx(&mut s);
+        s.handle_bytes(now, &[0x40, 0x02, 0, 1]);
+        events(&mut s);
+        s.handle_transport_closed(now);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::TransportClosed)]
+        );
+        s.handle_transport_closed(now);
+        assert_eq!(events(&mut s), []);
+        let c = s.publish(now, message("t", b"x")).unwrap();
+        s.connect(now);
+        assert_eq!(tx(&mut s)[9], 0x00, "resume: clean start off");
+        s.handle_bytes(now, &CONNACK_RESUMED);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: true
+            }]
+        );
+        assert_eq!(
+            tx(&mut s),
+            [publish_t_x(2, true), publish_t_x(3, false)].concat()
+        );
+        s.handle_bytes(now, &[0x40, 0x02, 0, 2, 0x40, 0x02, 0, 3]);
+        let acked: Vec<_> = events(&mut s)
+            .into_iter()
+            .map(|e| match e {
+                Event::PublishAcked { id, .. } => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(acked, [b, c]);
+    }
+
+    #[test]
+    fn session_not_present_drops_unacked_and_sends_waiting() {
+        let now = t0();
+        let mut options = Options::new("c");
+        options.max_inflight = 2;
+        let mut s = connected(options, now);
+        let a = s.publish(now, message("t", b"x")).unwrap();
+        let b = s.publish(now, message("t", b"x")).unwrap();
+        let c = s.publish(now, message("t", b"x")).unwrap(); // waits: in flight is full
+        tx(&mut s);
+        s.handle_bytes(now, &[0xE0, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::ByServer(
+                DisconnectReason::NormalDisconnection
+            ))]
+        );
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &CONNACK);
+        assert_eq!(
+            events(&mut s),
+            [
+                Event::Connected {
+                    session_present: false
+                },
+                Event::PublishDropped { id: a },
+                Event::PublishDropped { id: b },
+            ]
+        );
+        // The one never sent goes out normally, with a fresh packet id.
+        assert_eq!(tx(&mut s), publish_t_x(3, false));
+        s.handle_bytes(now, &[0x40, 0x02, 0, 3]);
+        assert_eq!(
+            events(&mut s),
+            [Event::PublishAcked {
+                id: c,
+                reason: PubAckReason::Success
+            }]
+        );
+    }
+
+    #[test]
+    fn inflight_limit_queues_and_drains_in_order() {
+        let now = t0();
+        let mut options = Options::new("c");
+        options.max_inflight = 3;
+        let mut s = Session::new(options);
+        s.connect(now);
+        tx(&mut s);
+        // The server's Receive Maximum (2) is below ours (3).
+        s.handle_bytes(now, &[0x20, 0x06, 0, 0, 0x03, 0x21, 0, 2]);
+        events(&mut s);
+        let ids: Vec<_> = (0..4)
+            .map(|_| s.publish(now, message("t", b"x")).unwrap())
+            .collect();
+        assert_eq!(
+            tx(&mut s),
+            [publish_t_x(1, false), publish_t_x(2, false)].concat()
+        );
+        s.handle_bytes(now, &[0x40, 0x02, 0, 2]);
+        assert_eq!(tx(&mut s), publish_t_x(3, false));
+        s.handle_bytes(now, &[0x40, 0x02, 0, 1]);
+        assert_eq!(tx(&mut s), publish_t_x(4, false));
+        s.handle_bytes(now, &[0x40, 0x02, 0, 3, 0x40, 0x02, 0, 4]);
+        assert_eq!(tx(&mut s), []);
+        let acked: Vec<_> = events(&mut s)
+            .into_iter()
+            .map(|e| match e {
+                Event::PublishAcked { id, .. } => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(acked, [ids[1], ids[0], ids[2], ids[3]]);
+    }
+
+    #[test]
+    fn packet_ids_wrap_skip_zero_and_ids_in_use() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.next_packet_id = 65534;
+        s.publish(now, message("t", b"x")).unwrap(); // 65534, stays in flight
+        s.subscribe(now, &[("a", QoS::AtLeastOnce)]).unwrap(); // 65535, no SUBACK yet
+        s.publish(now, message("t", b"x")).unwrap(); // wraps to 1
+        let out = tx(&mut s);
+        assert!(out.starts_with(&publish_t_x(65534, false)));
+        assert!(out.ends_with(&publish_t_x(1, false)));
+        // The counter comes round again: 65534, 65535 and 1 are still in use.
+        s.next_packet_id = 65534;
+        s.publish(now, message("t", b"x")).unwrap();
+        assert_eq!(tx(&mut s), publish_t_x(2, false));
+        // Once acknowledged, an id is free again.
+        s.handle_bytes(now, &[0x40, 0x02, 0xFF, 0xFE]);
+        s.next_packet_id = 65534;
+        s.publish(now, message("t", b"x")).unwrap();
+        assert_eq!(tx(&mut s), publish_t_x(65534, false));
+    }
+
+    #[test]
+    fn subscribe_and_suback_with_mixed_results() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        let id = s
+            .subscribe(
+                now,
+                &[
+                    ("a", QoS::AtLeastOnce),
+                    ("b", QoS::AtMostOnce),
+                    ("c", QoS::AtLeastOnce),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            tx(&mut s),
+            [0x82, 0x0F, 0, 1, 0, 0, 1, b'a', 1, 0, 1, b'b', 0, 0, 1, b'c', 1]
+        );
+        s.handle_bytes(now, &[0x90, 0x06, 0, 1, 0, 1, 0, 0x87]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Subscribed {
+                id,
+                results: vec![
+                    Ok(QoS::AtLeastOnce),
+                    Ok(QoS::AtMostOnce),
+                    Err(SubscribeFailure::NotAuthorized)
+                ]
+            }]
+        );
+        assert_eq!(s.subscribe(now, &[]), Err(SubscribeError::InvalidFilter));
+        // A SUBACK with the wrong number of results is a protocol violation.
+        s.subscribe(now, &[("a", QoS::AtLeastOnce)]).unwrap();
+        tx(&mut s);
+        s.handle_bytes(now, &[0x90, 0x05, 0, 2, 0, 1, 1]);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x82]);
+    }
+
+    #[test]
+    fn incoming_qos1_publish_is_acknowledged() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.handle_bytes(
+            now,
+            &[0x32, 0x0A, 0, 3, b'a', b'/', b'b', 0, 7, 0, b'h', b'i'],
+        );
+        assert_eq!(tx(&mut s), [0x40, 0x02, 0, 7]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Message(Message {
+                topic: "a/b".into(),
+                payload: Bytes::from_static(b"hi"),
+                qos: QoS::AtLeastOnce,
+                ..Message::default()
+            })]
+        );
+        // QoS 0: no acknowledgement.
+        s.handle_bytes(now, &[0x30, 0x04, 0, 1, b'a', 0]);
+        assert_eq!(tx(&mut s), []);
+        assert_eq!(events(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn incoming_qos2_and_topic_alias_are_protocol_errors() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.handle_bytes(now, &[0x34, 0x06, 0, 1, b't', 0, 9, 0]);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x9B]);
+
+        let mut s = connected(Options::new("c"), now);
+        s.handle_bytes(now, &[0x30, 0x07, 0, 1, b't', 3, 0x23, 0, 1]);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x94]);
+    }
+
+    #[test]
+    fn keep_alive_ping_and_late_pingresp() {
+        let now = t0();
+        let mut options = Options::new("c");
+        options.keep_alive = secs(10);
+        let mut s = connected(options, now);
+        assert_eq!(s.poll_timeout(), Some(now + secs(10)));
+        s.handle_timeout(now + secs(5));
+        assert_eq!(tx(&mut s), []);
+        s.handle_timeout(now + secs(10));
+        assert_eq!(tx(&mut s), [0xC0, 0x00]);
+        s.handle_timeout(now + secs(10));
+        assert_eq!(tx(&mut s), [], "one PINGREQ at a time");
+        assert_eq!(s.poll_timeout(), Some(now + secs(15)));
+        s.handle_bytes(now + secs(11), &[0xD0, 0x00]);
+        assert_eq!(s.poll_timeout(), Some(now + secs(20)));
+        // Sending anything postpones the next PINGREQ.
+        s.publish(now + secs(12), message("t", b"x")).unwrap();
+        tx(&mut s);
+        assert_eq!(s.poll_timeout(), Some(now + secs(22)));
+        s.handle_timeout(now + secs(22));
+        assert_eq!(tx(&mut s), [0xC0, 0x00]);
+        s.handle_timeout(now + secs(27));
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::KeepAliveTimeout)]
+        );
+        assert!(!s.is_connected());
+        assert_eq!(s.poll_timeout(), None);
+        // Late PINGRESP and repeated timeouts change nothing.
+        s.handle_bytes(now + secs(28), &[0xD0, 0x00]);
+        s.handle_timeout(now + secs(28));
+        assert_eq!(events(&mut s), []);
+        assert_eq!(tx(&mut s), []);
+    }
+
+    #[test]
+    fn connect_timeout() {
+        let now = t0();
+        let mut options = Options::new("c");
+        options.connect_timeout = secs(5);
+        let mut s = Session::new(options);
+        s.connect(now);
+        tx(&mut s);
+        assert_eq!(s.poll_timeout(), Some(now + secs(5)));
+        s.handle_timeout(now + secs(4));
+        assert_eq!(events(&mut s), []);
+        s.handle_timeout(now + secs(5));
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::ConnectTimeout)]
+        );
+        s.handle_timeout(now + secs(6));
+        s.handle_bytes(now + secs(6), &CONNACK);
+        assert_eq!(events(&mut s), []);
+        assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn server_disconnect_with_reason_code_and_no_properties() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.handle_bytes(now, &[0xE0, 0x01, 0x8E]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::ByServer(
+                DisconnectReason::SessionTakenOver
+            ))]
+        );
+        assert_eq!(tx(&mut s), []);
+        assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn client_disconnect() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.disconnect(now, DisconnectReason::NormalDisconnection);
+        assert_eq!(tx(&mut s), [0xE0, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::ByClient)]
+        );
+        s.disconnect(now, DisconnectReason::NormalDisconnection);
+        assert_eq!(tx(&mut s), []);
+        assert_eq!(events(&mut s), []);
+    }
+
+    #[test]
+    fn split_delivery_gives_the_same_result() {
+        let now = t0();
+        let mut transcript = CONNACK.to_vec();
+        transcript.extend_from_slice(&[0x90, 0x04, 0, 1, 0, 1]); // SUBACK
+        transcript.extend_from_slice(&[0x32, 0x0A, 0, 3, b'a', b'/', b'b', 0, 7, 0, b'h', b'i']);
+        transcript.extend_from_slice(&[0x40, 0x02, 0, 2]); // PUBACK
+        transcript.extend_from_slice(&[0xE0, 0x01, 0x8E]); // DISCONNECT
+
+        let run = |chunk: usize| {
+            let mut s = Session::new(Options::new("c"));
+            s.connect(now);
+            tx(&mut s);
+            let mut out = Vec::new();
+            let mut evs = Vec::new();
+            let mut subscribed = false;
+            for piece in transcript.chunks(chunk) {
+                s.handle_bytes(now, piece);
+                if s.is_connected() && !subscribed {
+                    subscribed = true;
+                    s.subscribe(now, &[("a/#", QoS::AtLeastOnce)]).unwrap();
+                    s.publish(now, message("t", b"x")).unwrap();
+                }
+                out.extend(tx(&mut s));
+                evs.extend(events(&mut s));
+            }
+            (out, evs)
+        };
+        let whole = run(5); // the CONNACK alone first, then everything
+        assert_eq!(whole.1.len(), 5, "{:?}", whole.1);
+        assert_eq!(run(1), whole);
+        assert_eq!(run(3), whole);
+    }
+
+    #[test]
+    fn malformed_remaining_length_ends_the_session() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.handle_bytes(now, &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::Malformed(
+                DecodeError::RemainingLength
+            ))]
+        );
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x81]);
+    }
+
+    #[test]
+    fn malformed_complete_frame_ends_the_session() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        s.handle_bytes(now, &[0x90, 0x02, 0x00, 0x01]);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::Malformed(
+                DecodeError::Packet { .. }
+            ))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x81]);
+    }
+
+    #[test]
+    fn oversized_packet_is_refused_before_its_body_arrives() {
+        let now = t0();
+        let mut options = Options::new("c");
+        options.max_packet_size = 64;
+        let mut s = connected(options, now);
+        s.handle_bytes(now, &[0x30, 0x80, 0x01]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::Malformed(
+                DecodeError::TooLarge { size: 131, max: 64 }
+            ))]
+        );
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x95]);
+        assert!(s.rx.len() <= 64);
+    }
+
+    #[test]
+    fn message_properties_round_trip_through_the_session() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        let sent = Message {
+            topic: "statestore/v1/x/command/invoke".into(),
+            payload: Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+            qos: QoS::AtLeastOnce,
+            correlation_data: Some(Bytes::from_static(&[7; 16])),
+            response_topic: Some("clients/c/resp".into()),
+            message_expiry: Some(10),
+            content_type: Some("application/octet-stream".into()),
+            user_properties: vec![("__protVer".into(), "1.0".into()), ("$x".into(), "".into())],
+        };
+        s.publish(now, sent.clone()).unwrap();
+        let bytes = tx(&mut s);
+        // Feed our own PUBLISH back as if the server delivered it.
+        s.handle_bytes(now, &bytes);
+        assert_eq!(tx(&mut s), [0x40, 0x02, 0, 1]);
+        assert_eq!(events(&mut s), [Event::Message(sent)]);
+    }
+}
