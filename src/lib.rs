@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod connection;
 mod decimal;
 pub mod hlc;
 pub mod lock;

@@ -1,0 +1,240 @@
+//! [`Connection`]: the lock engine and the MQTT session glued together — bytes in, bytes out.
+//!
+//! This is what a driver moves: it owns no socket and reads no clock. A driver
+//!
+//! 1. calls [`Connection::connect`] once its transport (TCP, TLS, …) is up,
+//! 2. writes every buffer from [`Connection::poll_transmit`] to the transport, in order,
+//! 3. hands every event from [`Connection::poll_event`] to the user,
+//! 4. waits for bytes, an intent or the deadline of [`Connection::poll_timeout`], and calls
+//!    [`Connection::handle_bytes`] or [`Connection::handle_timeout`],
+//! 5. calls [`Connection::handle_transport_closed`] when the transport breaks, and `connect`
+//!    again once a new one is up (the engine resubscribes, re-registers KEYNOTIFY and re-checks).
+//!
+//! Intents go to the lock engine through [`Connection::client`]; their outputs are moved to the
+//! MQTT session by the next `poll_transmit` or `poll_event`.
+//!
+//! ```no_run
+//! use leasedlock::connection::{Connection, Event};
+//! use leasedlock::lock::{Config, Options};
+//! use leasedlock::{mqtt, Now};
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//! use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//!
+//! fn now() -> Now {
+//!     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+//!     Now::new(Instant::now(), wall)
+//! }
+//!
+//! let mut stream = TcpStream::connect("127.0.0.1:1883").unwrap();
+//! stream.set_nodelay(true).unwrap();
+//! let config = Config::new("worker-1");
+//! let mut conn = Connection::new(config, mqtt::Options::new("worker-1"), now(), 1).unwrap();
+//! conn.connect(now());
+//! let lock = conn.client().lock("my-lock").unwrap();
+//! conn.client().try_acquire(now(), lock, Duration::from_secs(10), Options::default()).unwrap();
+//! let mut buf = vec![0u8; 64 * 1024];
+//! loop {
+//!     while let Some(bytes) = conn.poll_transmit() {
+//!         stream.write_all(&bytes).unwrap();
+//!     }
+//!     while let Some(event) = conn.poll_event() {
+//!         println!("{event:?}");
+//!     }
+//!     // Sleep until the next deadline or until bytes arrive.
+//!     let wait = conn
+//!         .poll_timeout()
+//!         .map(|t| t.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+//!     stream.set_read_timeout(wait).unwrap();
+//!     match stream.read(&mut buf) {
+//!         Ok(0) => break,
+//!         Ok(n) => conn.handle_bytes(now(), &buf[..n]),
+//!         Err(_) => conn.handle_timeout(now()),
+//!     }
+//! }
+//! ```
+
+use crate::lock::{self, Client, ConfigError};
+use crate::mqtt::{self, ConnectReason, DisconnectCause, PublishError, Session, SubscribeId};
+use crate::{Now, QoS};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+/// What a [`Connection`] tells its driver and user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An event of the lock engine.
+    Lock(lock::Event),
+    /// The broker accepted the connection.
+    Connected {
+        /// Whether the broker resumed the MQTT session.
+        session_present: bool,
+    },
+    /// The broker refused the connection (CONNACK reason code).
+    ConnectFailed(ConnectReason),
+    /// The connection ended; reconnect with a new transport and [`Connection::connect`].
+    Disconnected(DisconnectCause),
+    /// The MQTT session refused a request the engine wanted to publish; the request will time out.
+    PublishRefused(PublishError),
+}
+
+/// The lock engine over a sans-IO MQTT v5 session: bytes in, bytes out.
+#[derive(Debug)]
+pub struct Connection {
+    mqtt: Session,
+    client: Client,
+    subscribes: BTreeMap<SubscribeId, String>,
+    events: VecDeque<Event>,
+    last_now: Now,
+}
+
+impl Connection {
+    /// A connection for `config.client_id`; the MQTT client id is set to the same value.
+    pub fn new(
+        config: lock::Config,
+        mut mqtt_options: mqtt::Options,
+        now: Now,
+        seed: u64,
+    ) -> Result<Connection, ConfigError> {
+        mqtt_options.client_id = config.client_id.clone();
+        Ok(Connection {
+            client: Client::new(config, now, seed)?,
+            mqtt: Session::new(mqtt_options),
+            subscribes: BTreeMap::new(),
+            events: VecDeque::new(),
+            last_now: now,
+        })
+    }
+
+    /// The lock engine: issue intents and inspect locks here.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The MQTT session (read-only).
+    pub fn session(&self) -> &Session {
+        &self.mqtt
+    }
+
+    /// A new transport is up: send CONNECT.
+    pub fn connect(&mut self, now: Now) {
+        self.last_now = now;
+        self.mqtt.connect(now.instant);
+        self.pump();
+    }
+
+    /// Bytes read from the transport.
+    pub fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
+        self.last_now = now;
+        self.mqtt.handle_bytes(now.instant, bytes);
+        self.pump();
+    }
+
+    /// Deadlines up to `now` have passed (safe to call early, late or twice).
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.last_now = now;
+        self.mqtt.handle_timeout(now.instant);
+        self.client.handle_timeout(now);
+        self.pump();
+    }
+
+    /// The transport broke or was closed.
+    pub fn handle_transport_closed(&mut self, now: Now) {
+        self.last_now = now;
+        self.mqtt.handle_transport_closed(now.instant);
+        self.pump();
+    }
+
+    /// Send DISCONNECT (normal disconnection); close the transport once it is written.
+    pub fn disconnect(&mut self, now: Now) {
+        self.last_now = now;
+        self.mqtt
+            .disconnect(now.instant, mqtt::DisconnectReason::NormalDisconnection);
+        self.pump();
+    }
+
+    /// Bytes to write to the transport, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.pump();
+        self.mqtt.poll_transmit()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.pump();
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.mqtt.poll_timeout(), self.client.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves the engine's outputs into the session and the session's events into the engine,
+    /// until neither has anything left.
+    fn pump(&mut self) {
+        let now = self.last_now;
+        loop {
+            let mut moved = false;
+            while let Some(event) = self.mqtt.poll_event() {
+                moved = true;
+                self.on_mqtt_event(now, event);
+            }
+            while let Some(output) = self.client.poll_output() {
+                moved = true;
+                match output {
+                    lock::Output::Publish(message) => {
+                        if let Err(e) = self.mqtt.publish(now.instant, message) {
+                            self.events.push_back(Event::PublishRefused(e));
+                        }
+                    }
+                    lock::Output::Subscribe(filter) => {
+                        // Not connected: the engine subscribes again on the next connection.
+                        if let Ok(id) = self
+                            .mqtt
+                            .subscribe(now.instant, &[(&filter, QoS::AtLeastOnce)])
+                        {
+                            self.subscribes.insert(id, filter);
+                        }
+                    }
+                    lock::Output::Event(e) => self.events.push_back(Event::Lock(e)),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn on_mqtt_event(&mut self, now: Now, event: mqtt::Event) {
+        match event {
+            mqtt::Event::Connected { session_present } => {
+                self.subscribes.clear();
+                self.client.handle_connected(now);
+                self.events.push_back(Event::Connected { session_present });
+            }
+            mqtt::Event::ConnectFailed(reason) => {
+                self.events.push_back(Event::ConnectFailed(reason));
+            }
+            mqtt::Event::Subscribed { id, results } => {
+                if let Some(filter) = self.subscribes.remove(&id) {
+                    let granted = matches!(results.first(), Some(Ok(_)));
+                    self.client.handle_subscribed(now, &filter, granted);
+                }
+            }
+            mqtt::Event::Message(message) => self.client.handle_message(now, &message),
+            mqtt::Event::Disconnected(cause) => {
+                self.subscribes.clear();
+                self.client.handle_disconnected(now);
+                self.events.push_back(Event::Disconnected(cause));
+            }
+            // The engine times requests out itself; a refused or dropped publish is one that
+            // gets no response.
+            mqtt::Event::PublishAcked { .. } | mqtt::Event::PublishDropped { .. } => {}
+        }
+    }
+}

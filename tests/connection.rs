@@ -1,0 +1,247 @@
+//! The byte-level `Connection` against a scripted broker and store in the test: every byte the
+//! connection writes is decoded as MQTT v5, and every byte it reads is encoded as MQTT v5.
+
+use bytes::{Bytes, BytesMut};
+use leasedlock::connection::{Connection, Event};
+use leasedlock::hlc::Hlc;
+use leasedlock::lock::{self, Config, Options};
+use leasedlock::store::{self, Command, StoreReply};
+use leasedlock::{mqtt, Message, Now, QoS};
+use mqttbytes::v5::{self as wire, Packet};
+use std::time::{Duration, Instant};
+
+#[allow(clippy::disallowed_methods)] // the test is the driver
+fn start_now() -> Now {
+    Now::new(Instant::now(), 1_800_000_000_000)
+}
+
+/// A broker and a state store in one: answers CONNECT, SUBSCRIBE, PINGREQ, and state-store
+/// requests (the store grants every lease and deletes on VDEL).
+struct ScriptedBroker {
+    inbox: BytesMut,
+    version: u64,
+    requests: Vec<Command>,
+    holder: Option<Bytes>,
+}
+
+impl ScriptedBroker {
+    fn new() -> Self {
+        ScriptedBroker {
+            inbox: BytesMut::new(),
+            version: 1_800_000_000_000,
+            requests: Vec::new(),
+            holder: None,
+        }
+    }
+
+    /// Takes the client's bytes; returns the broker's answer bytes.
+    fn exchange(&mut self, bytes: &[u8]) -> BytesMut {
+        self.inbox.extend_from_slice(bytes);
+        let mut out = BytesMut::new();
+        loop {
+            let packet = match wire::read(&mut self.inbox, 1 << 20) {
+                Ok(p) => p,
+                Err(mqttbytes::Error::InsufficientBytes(_)) => break,
+                Err(e) => panic!("client sent a malformed packet: {e:?}"),
+            };
+            match packet {
+                Packet::Connect(_) => {
+                    // CONNACK: no session present, success, empty properties (mqttbytes 0.6
+                    // would leave out the property length that MQTT v5 requires).
+                    out.extend_from_slice(&[0x20, 0x03, 0x00, 0x00, 0x00]);
+                }
+                Packet::Subscribe(s) => {
+                    let codes = s
+                        .filters
+                        .iter()
+                        .map(|_| wire::SubscribeReasonCode::QoS1)
+                        .collect();
+                    wire::SubAck::new(s.pkid, codes).write(&mut out).unwrap();
+                }
+                Packet::Publish(p) => {
+                    assert_eq!(p.qos, mqttbytes::QoS::AtLeastOnce);
+                    wire::PubAck::new(p.pkid).write(&mut out).unwrap();
+                    let props = p.properties.unwrap();
+                    let request = Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                        qos: QoS::AtLeastOnce,
+                        correlation_data: props.correlation_data,
+                        response_topic: props.response_topic,
+                        message_expiry: props.message_expiry_interval,
+                        content_type: props.content_type,
+                        user_properties: props.user_properties,
+                    };
+                    let response = self.answer(&request);
+                    let mut publish = wire::Publish::from_bytes(
+                        response.topic,
+                        mqttbytes::QoS::AtMostOnce,
+                        response.payload,
+                    );
+                    publish.properties = Some(wire::PublishProperties {
+                        payload_format_indicator: None,
+                        message_expiry_interval: None,
+                        topic_alias: None,
+                        response_topic: None,
+                        correlation_data: response.correlation_data,
+                        user_properties: response.user_properties,
+                        subscription_identifiers: Vec::new(),
+                        content_type: None,
+                    });
+                    publish.write(&mut out).unwrap();
+                }
+                Packet::PingReq => {
+                    out.extend_from_slice(&[0xD0, 0x00]);
+                }
+                other => panic!("unexpected packet {other:?}"),
+            }
+        }
+        out
+    }
+
+    fn answer(&mut self, request: &Message) -> Message {
+        assert_eq!(request.topic, store::REQUEST_TOPIC);
+        let parsed = store::parse_request(request);
+        let command = parsed.command.clone().unwrap();
+        self.requests.push(command.clone());
+        self.version += 1;
+        let version = Hlc::new(self.version, 0, "store");
+        let reply = match command {
+            Command::Set { value, .. } => {
+                self.holder = Some(value);
+                StoreReply::Ok
+            }
+            Command::VDel { value, .. } => {
+                let was = self.holder.as_ref() == Some(&value);
+                if was {
+                    self.holder = None;
+                }
+                StoreReply::Integer(i64::from(was))
+            }
+            Command::KeyNotify { .. } | Command::KeyNotifyStop { .. } => StoreReply::Ok,
+            other => panic!("unexpected command {other:?}"),
+        };
+        store::response_message(
+            request.response_topic.as_deref().unwrap(),
+            request.correlation_data.clone().unwrap(),
+            200,
+            Some(&version),
+            &reply,
+        )
+    }
+}
+
+/// Moves bytes both ways until nothing moves; returns the events seen.
+fn run(conn: &mut Connection, broker: &mut ScriptedBroker, now: Now) -> Vec<Event> {
+    let mut events = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(bytes) = conn.poll_transmit() {
+            moved = true;
+            let answer = broker.exchange(&bytes);
+            // Deliver the answer in two pieces: framing must not depend on read boundaries.
+            let half = answer.len() / 2;
+            conn.handle_bytes(now, &answer[..half]);
+            conn.handle_bytes(now, &answer[half..]);
+        }
+        while let Some(e) = conn.poll_event() {
+            moved = true;
+            events.push(e);
+        }
+        if !moved {
+            return events;
+        }
+    }
+}
+
+#[test]
+fn a_full_acquire_release_cycle_in_bytes() {
+    let now = start_now();
+    let mut conn =
+        Connection::new(Config::new("dev-1"), mqtt::Options::new("ignored"), now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.client().lock("L").unwrap();
+    let op = conn
+        .client()
+        .try_acquire(now, lock, Duration::from_secs(5), Options::default())
+        .unwrap();
+    conn.connect(now);
+    let events = run(&mut conn, &mut broker, now);
+    assert_eq!(
+        events[0],
+        Event::Connected {
+            session_present: false
+        }
+    );
+    let token = match &events[1] {
+        Event::Lock(lock::Event::Acquired { op: o, token, .. }) if *o == op => token.clone(),
+        other => panic!("expected Acquired, got {other:?}"),
+    };
+    assert_eq!(conn.client().token(now, lock), Some(&token));
+    assert_eq!(conn.session().client_id(), "dev-1");
+    assert_eq!(broker.holder.as_deref(), Some(&b"dev-1"[..]));
+
+    let rel = conn
+        .client()
+        .release(now, lock, Options::default())
+        .unwrap();
+    let events = run(&mut conn, &mut broker, now);
+    assert_eq!(
+        events,
+        vec![Event::Lock(lock::Event::Released {
+            op: rel,
+            lock,
+            was_held: true
+        })]
+    );
+    assert_eq!(broker.holder, None);
+    assert_eq!(broker.requests.len(), 2);
+}
+
+#[test]
+fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
+    let now = start_now();
+    let mut conn =
+        Connection::new(Config::new("dev-2"), mqtt::Options::new("dev-2"), now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.client().lock("L").unwrap();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    conn.client()
+        .hold(
+            now,
+            lock,
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            Options::default(),
+        )
+        .unwrap();
+    let events = run(&mut conn, &mut broker, now);
+    assert!(matches!(
+        events[0],
+        Event::Lock(lock::Event::Acquired { .. })
+    ));
+    conn.handle_transport_closed(now);
+    let events = run(&mut conn, &mut broker, now);
+    assert!(matches!(events[0], Event::Disconnected(_)), "{events:?}");
+    // A new transport: the engine subscribes again, re-registers KEYNOTIFY and renews at once.
+    let mut broker = ScriptedBroker::new();
+    let later = now + Duration::from_millis(500);
+    conn.connect(later);
+    let events = run(&mut conn, &mut broker, later);
+    assert_eq!(
+        events[0],
+        Event::Connected {
+            session_present: false
+        }
+    );
+    assert!(
+        matches!(events[1], Event::Lock(lock::Event::Renewed { .. })),
+        "{events:?}"
+    );
+    assert!(matches!(broker.requests[0], Command::KeyNotify { .. }));
+    assert!(matches!(broker.requests[1], Command::Set { .. }));
+    assert!(conn.client().is_held(later, lock));
+    // Keep-alive: nothing to do but ping until the next renewal.
+    assert!(conn.poll_timeout().is_some());
+}
