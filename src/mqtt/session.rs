@@ -345,7 +345,9 @@ impl Session {
         }
     }
 
-    /// Bytes received from the transport.
+    /// Bytes received from the transport, in any split. Ignored while not connecting or connected.
+    /// A PUBACK or SUBACK for a packet identifier we are not waiting on is ignored; a malformed or
+    /// oversized packet, or a protocol violation, ends the connection (DISCONNECT sent).
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         let mut bytes = bytes;
         let max = self.max_inbound() as usize;
