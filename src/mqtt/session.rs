@@ -45,7 +45,7 @@ pub struct Options {
     pub authentication_method: Option<String>,
     /// Authentication Data property.
     pub authentication_data: Option<Bytes>,
-    /// Maximum Packet Size we advertise and enforce on inbound packets, in bytes.
+    /// Maximum Packet Size we advertise and enforce on inbound packets, in bytes (0 counts as 1).
     pub max_packet_size: u32,
     /// Our own cap on unacknowledged QoS 1 publishes (further ones wait in a queue); 0 counts as 1.
     pub max_inflight: u16,
@@ -195,8 +195,8 @@ pub enum Event {
 enum State {
     /// No connection (or none we will speak on).
     Idle,
-    /// CONNECT sent, waiting for CONNACK until the deadline.
-    Connecting { deadline: Instant },
+    /// CONNECT sent, waiting for CONNACK until the deadline (none if it is beyond `Instant`).
+    Connecting { deadline: Option<Instant> },
     /// CONNACK received.
     Connected,
 }
@@ -231,6 +231,27 @@ struct ServerLimits {
 ///
 /// After every call, drain [`Session::poll_transmit`] and [`Session::poll_event`] until `None`,
 /// then call [`Session::handle_timeout`] at [`Session::poll_timeout`].
+///
+/// ```
+/// use leasedlock::mqtt::{Event, Options, Session};
+/// use leasedlock::{Message, QoS};
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut session = Session::new(Options::new("client-1"));
+/// session.connect(now);
+/// let connect = session.poll_transmit().unwrap(); // write these bytes to the socket
+/// assert_eq!(connect[0], 0x10);
+///
+/// session.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]); // CONNACK read from the socket
+/// assert_eq!(session.poll_event(), Some(Event::Connected { session_present: false }));
+///
+/// let message = Message { topic: "a/b".into(), qos: QoS::AtLeastOnce, ..Message::default() };
+/// let id = session.publish(now, message).unwrap();
+/// assert!(session.poll_transmit().is_some()); // the PUBLISH, packet id 1
+/// session.handle_bytes(now, &[0x40, 0x02, 0x00, 0x01]); // its PUBACK
+/// assert!(matches!(session.poll_event(), Some(Event::PublishAcked { id: acked, .. }) if acked == id));
+/// ```
 #[derive(Debug)]
 pub struct Session {
     options: Options,
@@ -303,12 +324,12 @@ impl Session {
             password: self.options.password.as_deref(),
             authentication_method: self.options.authentication_method.as_deref(),
             authentication_data: self.options.authentication_data.as_deref(),
-            maximum_packet_size: self.options.max_packet_size,
+            maximum_packet_size: self.max_inbound(),
         };
         match codec::encode_connect(&mut self.tx, &fields) {
             Ok(()) => {
                 self.state = State::Connecting {
-                    deadline: now + self.options.connect_timeout,
+                    deadline: now.checked_add(self.options.connect_timeout),
                 };
                 self.last_sent = Some(now);
             }
@@ -324,10 +345,12 @@ impl Session {
         }
     }
 
-    /// Bytes received from the transport.
+    /// Bytes received from the transport, in any split. Ignored while not connecting or connected.
+    /// A PUBACK or SUBACK for a packet identifier we are not waiting on is ignored; a malformed or
+    /// oversized packet, or a protocol violation, ends the connection (DISCONNECT sent).
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         let mut bytes = bytes;
-        let max = self.options.max_packet_size as usize;
+        let max = self.max_inbound() as usize;
         while self.state != State::Idle {
             // Buffer no more than the rest of the current frame, so that the buffer stays bounded
             // by the maximum packet size and the fixed header is checked before the body arrives.
@@ -371,7 +394,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Idle => None,
-            State::Connecting { deadline } => Some(deadline),
+            State::Connecting { deadline } => deadline,
             State::Connected => self.ping_deadline.or_else(|| self.next_ping()),
         }
     }
@@ -381,7 +404,7 @@ impl Session {
         match self.state {
             State::Idle => {}
             State::Connecting { deadline } => {
-                if now >= deadline {
+                if deadline.is_some_and(|deadline| now >= deadline) {
                     self.end(DisconnectCause::ConnectTimeout, None);
                 }
             }
@@ -393,7 +416,8 @@ impl Session {
                 } else if self.next_ping().is_some_and(|at| now >= at) {
                     codec::encode_pingreq(&mut self.tx);
                     self.last_sent = Some(now);
-                    self.ping_deadline = Some(now + self.limits.keep_alive / 2);
+                    self.ping_deadline =
+                        Some(now.checked_add(self.limits.keep_alive / 2).unwrap_or(now));
                 }
             }
         }
@@ -732,6 +756,11 @@ impl Session {
         }
     }
 
+    /// The Maximum Packet Size we advertise and enforce (MQTT forbids 0).
+    fn max_inbound(&self) -> u32 {
+        self.options.max_packet_size.max(1)
+    }
+
     fn max_outbound(&self) -> usize {
         self.limits
             .maximum_packet_size
@@ -742,7 +771,8 @@ impl Session {
         if self.limits.keep_alive.is_zero() {
             return None;
         }
-        self.last_sent.map(|at| at + self.limits.keep_alive)
+        self.last_sent
+            .and_then(|at| at.checked_add(self.limits.keep_alive))
     }
 
     fn send(&mut self, now: Instant, bytes: &[u8]) {
