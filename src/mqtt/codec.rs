@@ -550,12 +550,31 @@ pub(crate) fn encode_connect(out: &mut BytesMut, c: &ConnectFields<'_>) -> Resul
     put_packet(out, 0x10, &body)
 }
 
-/// Encodes a PUBLISH into a buffer of its own (so that its size can be checked before sending).
-pub(crate) fn encode_publish(
-    message: &Message,
-    packet_id: u16,
-    dup: bool,
-) -> Result<BytesMut, EncodeError> {
+fn varint_len(value: usize) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Length of the properties of a PUBLISH (without their own length prefix).
+fn publish_properties_len(message: &Message) -> usize {
+    let string = |s: &Option<String>| s.as_ref().map_or(0, |s| 3 + s.len());
+    message.message_expiry.map_or(0, |_| 5)
+        + string(&message.content_type)
+        + string(&message.response_topic)
+        + message.correlation_data.as_ref().map_or(0, |c| 3 + c.len())
+        + message
+            .user_properties
+            .iter()
+            .map(|(k, v)| 5 + k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// Length of the variable header and payload of a PUBLISH, after checking every field's limit.
+fn publish_remaining_len(message: &Message) -> Result<usize, EncodeError> {
     check_field("topic", message.topic.len())?;
     check_field(
         "response topic",
@@ -572,43 +591,61 @@ pub(crate) fn encode_publish(
     for (k, v) in &message.user_properties {
         check_field("user property", k.len().max(v.len()))?;
     }
-    let has_properties = message.correlation_data.is_some()
-        || message.response_topic.is_some()
-        || message.message_expiry.is_some()
-        || message.content_type.is_some()
-        || !message.user_properties.is_empty();
-    let properties = has_properties.then(|| mb::PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: message.message_expiry,
-        topic_alias: None,
-        response_topic: message.response_topic.clone(),
-        correlation_data: message.correlation_data.clone(),
-        user_properties: message.user_properties.clone(),
-        subscription_identifiers: Vec::new(),
-        content_type: message.content_type.clone(),
-    });
-    let qos = match message.qos {
-        QoS::AtMostOnce => mqttbytes::QoS::AtMostOnce,
-        QoS::AtLeastOnce => mqttbytes::QoS::AtLeastOnce,
-    };
-    let publish = mb::Publish {
-        dup: dup && message.qos == QoS::AtLeastOnce,
-        qos,
-        retain: false,
-        topic: message.topic.clone(),
-        pkid: if message.qos == QoS::AtLeastOnce {
-            packet_id
-        } else {
-            0
-        },
-        properties,
-        payload: message.payload.clone(),
-    };
-    let mut out = BytesMut::new();
-    publish
-        .write(&mut out)
-        .map_err(|_| EncodeError::PacketTooLong)?;
-    Ok(out)
+    let props = publish_properties_len(message);
+    let packet_id = if message.qos == QoS::AtLeastOnce { 2 } else { 0 };
+    let len = 2 + message.topic.len() + packet_id + varint_len(props) + props + message.payload.len();
+    if len > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::PacketTooLong);
+    }
+    Ok(len)
+}
+
+/// The size of the whole PUBLISH packet for `message`, without encoding it.
+pub(crate) fn publish_len(message: &Message) -> Result<usize, EncodeError> {
+    let remaining = publish_remaining_len(message)?;
+    Ok(1 + varint_len(remaining) + remaining)
+}
+
+/// Appends a PUBLISH to `out` (written here, not by mqttbytes: one pass, no copies of the fields).
+pub(crate) fn encode_publish(
+    out: &mut BytesMut,
+    message: &Message,
+    packet_id: u16,
+    dup: bool,
+) -> Result<(), EncodeError> {
+    let remaining = publish_remaining_len(message)?;
+    let qos1 = message.qos == QoS::AtLeastOnce;
+    out.reserve(1 + varint_len(remaining) + remaining);
+    out.put_u8(0x30 | (u8::from(dup && qos1) << 3) | (u8::from(qos1) << 1));
+    put_varint(out, remaining);
+    put_str(out, message.topic.as_bytes());
+    if qos1 {
+        out.put_u16(packet_id);
+    }
+    put_varint(out, publish_properties_len(message));
+    if let Some(expiry) = message.message_expiry {
+        out.put_u8(0x02);
+        out.put_u32(expiry);
+    }
+    if let Some(ct) = &message.content_type {
+        out.put_u8(0x03);
+        put_str(out, ct.as_bytes());
+    }
+    if let Some(rt) = &message.response_topic {
+        out.put_u8(0x08);
+        put_str(out, rt.as_bytes());
+    }
+    if let Some(cd) = &message.correlation_data {
+        out.put_u8(0x09);
+        put_str(out, cd);
+    }
+    for (k, v) in &message.user_properties {
+        out.put_u8(0x26);
+        put_str(out, k.as_bytes());
+        put_str(out, v.as_bytes());
+    }
+    out.put_slice(&message.payload);
+    Ok(())
 }
 
 /// Encodes a SUBSCRIBE into a buffer of its own.
@@ -661,6 +698,15 @@ pub(crate) fn encode_disconnect(out: &mut BytesMut, reason: DisconnectReason) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Encodes a PUBLISH on its own, checking that `publish_len` predicted its size.
+    fn encoded_publish(m: &Message, packet_id: u16, dup: bool) -> Result<BytesMut, EncodeError> {
+        let mut out = BytesMut::from(&b"prefix"[..]);
+        encode_publish(&mut out, m, packet_id, dup)?;
+        let out = out.split_off(6);
+        assert_eq!(publish_len(m).unwrap(), out.len());
+        Ok(out)
+    }
 
     /// Frames and decodes one whole packet.
     fn decode_all(bytes: &[u8]) -> Result<Inbound, DecodeError> {
@@ -974,7 +1020,7 @@ mod tests {
             content_type: Some("application/octet-stream".into()),
             user_properties: vec![("__ts".into(), "1:0:c".into()), ("a".into(), "".into())],
         };
-        let encoded = encode_publish(&message, 42, true).unwrap();
+        let encoded = encoded_publish(&message, 42, true).unwrap();
         assert_eq!(encoded[0], 0x3A, "QoS 1 with DUP");
         let Ok(Inbound::Publish(publish)) = decode_all(&encoded) else {
             panic!("does not decode");
@@ -989,7 +1035,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             ..Message::default()
         };
-        let encoded = encode_publish(&plain, 42, true).unwrap();
+        let encoded = encoded_publish(&plain, 42, true).unwrap();
         assert_eq!(&encoded[..], &[0x30, 0x05, 0, 1, b't', 0, b'x']);
         let Ok(Inbound::Publish(publish)) = decode_all(&encoded) else {
             panic!("does not decode");
@@ -1025,7 +1071,7 @@ mod tests {
             ..Message::default()
         };
         assert_eq!(
-            encode_publish(&message, 1, false).unwrap_err(),
+            encoded_publish(&message, 1, false).unwrap_err(),
             EncodeError::FieldTooLong("topic")
         );
         let long = "f".repeat(70_000);

@@ -436,8 +436,7 @@ impl Session {
         if message.qos == QoS::AtMostOnce && self.state != State::Connected {
             return Err(PublishError::NotConnected);
         }
-        // Packet id 1 stands in for the real one: the size does not depend on it.
-        let encoded = codec::encode_publish(&message, 1, false).map_err(|e| match e {
+        let size = codec::publish_len(&message).map_err(|e| match e {
             EncodeError::FieldTooLong(field) => PublishError::FieldTooLong(field),
             EncodeError::PacketTooLong => PublishError::TooLarge {
                 size: usize::MAX,
@@ -445,16 +444,17 @@ impl Session {
             },
         })?;
         let max = self.max_outbound();
-        if encoded.len() > max {
-            return Err(PublishError::TooLarge {
-                size: encoded.len(),
-                max,
-            });
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
         }
         let id = PublishId(self.next_id);
         self.next_id += 1;
         match message.qos {
-            QoS::AtMostOnce => self.send(now, &encoded),
+            QoS::AtMostOnce => {
+                // Checked above: the message encodes.
+                let _ = codec::encode_publish(&mut self.tx, &message, 0, false);
+                self.last_sent = Some(now);
+            }
             QoS::AtLeastOnce => {
                 self.waiting.push_back(Waiting {
                     id,
@@ -718,10 +718,11 @@ impl Session {
                     }
                 },
             };
-            let encoded = codec::encode_publish(&next.message, packet_id, dup);
-            match encoded {
-                Ok(bytes) if bytes.len() <= self.max_outbound() => {
-                    self.send(now, &bytes);
+            let fits = codec::publish_len(&next.message).is_ok_and(|n| n <= self.max_outbound());
+            match fits {
+                true => {
+                    let _ = codec::encode_publish(&mut self.tx, &next.message, packet_id, dup);
+                    self.last_sent = Some(now);
                     self.inflight.push_back(Inflight {
                         id: next.id,
                         packet_id,

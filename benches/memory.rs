@@ -1,0 +1,97 @@
+//! Memory over long runs, measured with a counting allocator (not criterion: it reports bytes).
+//!
+//! - live heap of a `Connection` after 1 000, 100 000 and 1 000 000 try_acquire → release cycles
+//!   (the engine must not grow);
+//! - live heap per held lock for one client holding and renewing 10 000 locks.
+//!
+//! Run: `cargo bench --bench memory`.
+
+mod support;
+
+use bytes::BytesMut;
+use leasedlock::connection::Connection;
+use leasedlock::lock::{Config, Options};
+use leasedlock::mqtt;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::{now, pump, Broker, Counting, ALLOCS, LIVE};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for the list of benchmarks
+    }
+    cycles();
+    held_locks();
+}
+
+fn cycles() {
+    let t = now();
+    let mut conn = Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
+    let mut broker = Broker::new("bench");
+    let mut scratch = BytesMut::with_capacity(4096);
+    conn.connect(t);
+    pump(&mut conn, &mut broker, t, &mut scratch);
+    let lock = conn.client().lock("bench-lock").unwrap();
+    let lease = Duration::from_secs(10);
+    let base = live();
+    let allocs0 = ALLOCS.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut done = 0u64;
+    println!("try_acquire → release cycles through Connection (bytes in, bytes out):");
+    for checkpoint in [1_000u64, 100_000, 1_000_000] {
+        while done < checkpoint {
+            let t = now();
+            conn.client().try_acquire(t, lock, lease, Options::default()).unwrap();
+            pump(&mut conn, &mut broker, t, &mut scratch);
+            conn.client().release(t, lock, Options::default()).unwrap();
+            pump(&mut conn, &mut broker, t, &mut scratch);
+            done += 1;
+        }
+        println!(
+            "  after {:>9} cycles: live heap {:+} bytes vs. start ({} allocations per cycle)",
+            done,
+            live() - base,
+            (ALLOCS.load(Ordering::Relaxed) - allocs0) as u64 / done
+        );
+    }
+    let per = started.elapsed() / done as u32;
+    println!("  mean {per:?} per cycle (with the counting allocator)");
+    assert_eq!(conn.client().operations_in_progress(), 0);
+}
+
+fn held_locks() {
+    const LOCKS: usize = 10_000;
+    let before = live();
+    let t = now();
+    let mut conn = Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2).unwrap();
+    let mut broker = Broker::new("holder");
+    let mut scratch = BytesMut::with_capacity(1 << 16);
+    conn.connect(t);
+    pump(&mut conn, &mut broker, t, &mut scratch);
+    for i in 0..LOCKS {
+        let lock = conn.client().lock(format!("lock-{i:05}")).unwrap();
+        conn.client()
+            .hold(t, lock, Duration::from_secs(30), Duration::from_secs(10), Options::default())
+            .unwrap();
+        pump(&mut conn, &mut broker, t, &mut scratch);
+    }
+    let held = live() - before;
+    let at = t + Duration::from_secs(10);
+    let started = Instant::now();
+    conn.handle_timeout(at);
+    let renewed = pump(&mut conn, &mut broker, at, &mut scratch);
+    let round = started.elapsed();
+    println!("one client holding {LOCKS} locks (30 s lease, renewed every 10 s):");
+    println!("  live heap {} bytes = {} bytes per held lock", held, held / LOCKS as isize);
+    println!(
+        "  one renewal round: {renewed} renewals in {round:?} = {:?} CPU per renewal (bytes and broker included)",
+        round / LOCKS as u32
+    );
+}

@@ -1,0 +1,210 @@
+//! Shared by the benchmarks: a byte-level broker + state store that answers a `Connection` the way
+//! mosquitto and the state store would, at the lowest cost we can make it, and a counting allocator.
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use bytes::{BufMut, Bytes, BytesMut};
+use leasedlock::Now;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The benchmark is the driver: it reads the clock.
+pub fn now() -> Now {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Now::new(Instant::now(), wall)
+}
+
+/// Answers every packet of a client: CONNACK, SUBACK, PUBACK, and a state-store response to each
+/// request (SET → +OK, VDEL/DEL → :1, GET → $-1, KEYNOTIFY → +OK).
+pub struct Broker {
+    response_topic: Vec<u8>,
+    version: u64,
+    pub requests: u64,
+}
+
+impl Broker {
+    pub fn new(client_id: &str) -> Self {
+        Broker {
+            response_topic: leasedlock::store::response_topic(client_id).into_bytes(),
+            version: 1_800_000_000_000,
+            requests: 0,
+        }
+    }
+
+    /// Reads whole packets from `input` and appends the answers to `out`.
+    pub fn answer(&mut self, mut input: &[u8], out: &mut BytesMut) {
+        while let Some((kind, body, rest)) = frame(input) {
+            input = rest;
+            match kind >> 4 {
+                1 => out.extend_from_slice(&[0x20, 0x03, 0x00, 0x00, 0x00]),
+                8 => {
+                    let (pid, filters) = (&body[..2], body.len() - 3);
+                    let _ = filters;
+                    out.extend_from_slice(&[0x90, 0x04, pid[0], pid[1], 0x00, 0x01]);
+                }
+                3 => self.on_publish(kind, body, out),
+                12 => out.extend_from_slice(&[0xD0, 0x00]),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_publish(&mut self, kind: u8, body: &[u8], out: &mut BytesMut) {
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let mut at = 2 + topic_len;
+        if kind & 0x06 != 0 {
+            out.extend_from_slice(&[0x40, 0x02, body[at], body[at + 1]]);
+            at += 2;
+        }
+        let (props_len, n) = varint(&body[at..]);
+        let props = &body[at + n..at + n + props_len];
+        let payload = &body[at + n + props_len..];
+        let corr = find_correlation(props);
+        self.requests += 1;
+        self.version += 1;
+        let reply: &[u8] = if payload.starts_with(b"*3\r\n$4\r\nVDEL") || payload.starts_with(b"*2\r\n$3\r\nDEL") {
+            b":1\r\n"
+        } else if payload.starts_with(b"*2\r\n$3\r\nGET") {
+            b"$-1\r\n"
+        } else {
+            b"+OK\r\n"
+        };
+        let ts = format!("{:015}:00000:store", self.version);
+        let mut p = BytesMut::with_capacity(64);
+        p.put_u8(0x09);
+        p.put_u16(corr.len() as u16);
+        p.extend_from_slice(corr);
+        for (k, v) in [("__stat", "200"), ("__ts", ts.as_str())] {
+            p.put_u8(0x26);
+            p.put_u16(k.len() as u16);
+            p.extend_from_slice(k.as_bytes());
+            p.put_u16(v.len() as u16);
+            p.extend_from_slice(v.as_bytes());
+        }
+        let mut props_hdr = BytesMut::new();
+        put_varint(&mut props_hdr, p.len());
+        let remaining = 2 + self.response_topic.len() + props_hdr.len() + p.len() + reply.len();
+        out.put_u8(0x30);
+        put_varint(out, remaining);
+        out.put_u16(self.response_topic.len() as u16);
+        out.extend_from_slice(&self.response_topic);
+        out.extend_from_slice(&props_hdr);
+        out.extend_from_slice(&p);
+        out.extend_from_slice(reply);
+    }
+}
+
+/// The PUBACK for a QoS 1 PUBLISH packet.
+pub fn puback_for(publish: &[u8]) -> [u8; 4] {
+    let (_, body, _) = frame(publish).expect("a whole packet");
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    [0x40, 0x02, body[2 + topic_len], body[3 + topic_len]]
+}
+
+fn find_correlation(mut props: &[u8]) -> &[u8] {
+    // Walk the property list: 0x09 is Correlation Data; we only need to skip what we send.
+    while let Some((&id, rest)) = props.split_first() {
+        let (skip, value): (usize, &[u8]) = match id {
+            0x01 => (1, &[]),
+            0x02 => (4, &[]),
+            0x03 | 0x08 | 0x09 => {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                (2 + len, &rest[2..2 + len])
+            }
+            0x26 => {
+                let k = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let v = usize::from(u16::from_be_bytes([rest[2 + k], rest[3 + k]]));
+                (4 + k + v, &[])
+            }
+            _ => return &[],
+        };
+        if id == 0x09 {
+            return value;
+        }
+        props = &rest[skip..];
+    }
+    &[]
+}
+
+fn frame(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&kind, rest) = input.split_first()?;
+    let (len, n) = varint(rest);
+    let body = rest.get(n..n + len)?;
+    Some((kind, body, &rest[n + len..]))
+}
+
+fn varint(b: &[u8]) -> (usize, usize) {
+    let mut value = 0usize;
+    for (i, byte) in b.iter().enumerate().take(4) {
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    (value, 4)
+}
+
+fn put_varint(out: &mut BytesMut, mut v: usize) {
+    loop {
+        let mut byte = (v % 128) as u8;
+        v /= 128;
+        if v > 0 {
+            byte |= 0x80;
+        }
+        out.put_u8(byte);
+        if v == 0 {
+            break;
+        }
+    }
+}
+
+/// Moves bytes between a connection and the broker until both are quiet; returns how many
+/// events came out.
+pub fn pump(conn: &mut leasedlock::connection::Connection, broker: &mut Broker, now: Now, scratch: &mut BytesMut) -> usize {
+    let mut events = 0;
+    loop {
+        let mut moved = false;
+        while let Some(bytes) = conn.poll_transmit() {
+            moved = true;
+            broker.answer(&bytes, scratch);
+        }
+        if !scratch.is_empty() {
+            moved = true;
+            let answer: Bytes = scratch.split().freeze();
+            conn.handle_bytes(now, &answer);
+        }
+        while conn.poll_event().is_some() {
+            moved = true;
+            events += 1;
+        }
+        if !moved {
+            return events;
+        }
+    }
+}
+
+/// Counts live heap bytes, to show that long runs do not grow.
+pub struct Counting;
+
+pub static LIVE: AtomicIsize = AtomicIsize::new(0);
+pub static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
