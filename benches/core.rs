@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // the benchmark is the driver: it reads the clock
 //! Core benchmarks: the wire path of one lease acquire, the full try_acquire → release cycle
 //! through `Connection` (RESP3 and MQTT encode/decode included), and renewing 10 000 held locks.
 //!
@@ -16,7 +17,6 @@ use std::hint::black_box;
 use std::num::NonZeroU64;
 use std::time::Duration;
 use support::{now, pump, Broker};
-
 
 fn connected_session(client_id: &str) -> Session {
     let t = now();
@@ -41,6 +41,7 @@ fn wire(c: &mut Criterion) {
     };
     let ts = Hlc::new(1_795_770_859_732, 0, client_id);
     let corr = Bytes::from_static(&[7; 16]);
+    let sender = store::RequestSender::new(client_id).unwrap();
 
     // Request: typed command → RESP3 → Message → MQTT PUBLISH bytes.
     let mut session = connected_session(client_id);
@@ -52,7 +53,7 @@ fn wire(c: &mut Criterion) {
                 fencing_token: None,
             };
             let message = request
-                .to_message(client_id, corr.clone(), Duration::from_secs(10))
+                .to_message(&sender, corr.clone(), Duration::from_secs(10))
                 .unwrap();
             session.publish(now().instant, message).unwrap();
             let bytes = session.poll_transmit().unwrap();
@@ -74,7 +75,7 @@ fn wire(c: &mut Criterion) {
     req.publish(
         now().instant,
         request
-            .to_message(client_id, corr.clone(), Duration::from_secs(10))
+            .to_message(&sender, corr.clone(), Duration::from_secs(10))
             .unwrap(),
     )
     .unwrap();
@@ -96,7 +97,8 @@ fn wire(c: &mut Criterion) {
 fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     let t = now();
-    let mut conn = Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
+    let mut conn =
+        Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
     let mut broker = Broker::new("bench");
     let mut scratch = BytesMut::with_capacity(4096);
     conn.connect(t);
@@ -126,7 +128,8 @@ fn engine(c: &mut Criterion) {
             || {
                 let t = now();
                 let mut conn =
-                    Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2).unwrap();
+                    Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2)
+                        .unwrap();
                 let mut broker = Broker::new("holder");
                 let mut scratch = BytesMut::with_capacity(1 << 20);
                 conn.connect(t);
@@ -134,7 +137,13 @@ fn engine(c: &mut Criterion) {
                 for i in 0..LOCKS {
                     let lock = conn.client().lock(format!("lock-{i}")).unwrap();
                     conn.client()
-                        .hold(t, lock, Duration::from_secs(30), Duration::from_secs(10), Options::default())
+                        .hold(
+                            t,
+                            lock,
+                            Duration::from_secs(30),
+                            Duration::from_secs(10),
+                            Options::default(),
+                        )
                         .unwrap();
                     pump(&mut conn, &mut broker, t, &mut scratch);
                 }

@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // the benchmark is the driver: it reads the clock
 //! Memory over long runs, measured with a counting allocator (not criterion: it reports bytes).
 //!
 //! - live heap of a `Connection` after 1 000, 100 000 and 1 000 000 try_acquire → release cycles
@@ -33,7 +34,8 @@ fn main() {
 
 fn cycles() {
     let t = now();
-    let mut conn = Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
+    let mut conn =
+        Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
     let mut broker = Broker::new("bench");
     let mut scratch = BytesMut::with_capacity(4096);
     conn.connect(t);
@@ -48,7 +50,9 @@ fn cycles() {
     for checkpoint in [1_000u64, 100_000, 1_000_000] {
         while done < checkpoint {
             let t = now();
-            conn.client().try_acquire(t, lock, lease, Options::default()).unwrap();
+            conn.client()
+                .try_acquire(t, lock, lease, Options::default())
+                .unwrap();
             pump(&mut conn, &mut broker, t, &mut scratch);
             conn.client().release(t, lock, Options::default()).unwrap();
             pump(&mut conn, &mut broker, t, &mut scratch);
@@ -70,7 +74,8 @@ fn held_locks() {
     const LOCKS: usize = 10_000;
     let before = live();
     let t = now();
-    let mut conn = Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2).unwrap();
+    let mut conn =
+        Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2).unwrap();
     let mut broker = Broker::new("holder");
     let mut scratch = BytesMut::with_capacity(1 << 16);
     conn.connect(t);
@@ -78,7 +83,13 @@ fn held_locks() {
     for i in 0..LOCKS {
         let lock = conn.client().lock(format!("lock-{i:05}")).unwrap();
         conn.client()
-            .hold(t, lock, Duration::from_secs(30), Duration::from_secs(10), Options::default())
+            .hold(
+                t,
+                lock,
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Options::default(),
+            )
             .unwrap();
         pump(&mut conn, &mut broker, t, &mut scratch);
     }
@@ -89,7 +100,11 @@ fn held_locks() {
     let renewed = pump(&mut conn, &mut broker, at, &mut scratch);
     let round = started.elapsed();
     println!("one client holding {LOCKS} locks (30 s lease, renewed every 10 s):");
-    println!("  live heap {} bytes = {} bytes per held lock", held, held / LOCKS as isize);
+    println!(
+        "  live heap {} bytes = {} bytes per held lock",
+        held,
+        held / LOCKS as isize
+    );
     println!(
         "  one renewal round: {renewed} renewals in {round:?} = {:?} CPU per renewal (bytes and broker included)",
         round / LOCKS as u32

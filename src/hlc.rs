@@ -48,13 +48,34 @@ impl Hlc {
     }
 }
 
+impl Hlc {
+    /// The text form, `{wall_ms:015}:{counter:05}:{node_id}`, built without the formatting
+    /// machinery (it is written on every request).
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(22 + self.node_id.len());
+        push_padded(&mut out, self.wall_ms, 15);
+        out.push(':');
+        push_padded(&mut out, self.counter, 5);
+        out.push(':');
+        out.push_str(&self.node_id);
+        out
+    }
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut buf = [0; 20];
+    let digits = crate::decimal::write(n, &mut buf);
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    // Decimal digits are ASCII.
+    out.extend(digits.iter().map(|&d| char::from(d)));
+}
+
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:015}:{:05}:{}",
-            self.wall_ms, self.counter, self.node_id
-        )
+        f.write_str(&self.to_text())
     }
 }
 

@@ -30,5 +30,5 @@ mod time;
 /// same version.
 pub use bytes;
 pub use hlc::FencingToken;
-pub use message::{Message, QoS};
+pub use message::{Message, QoS, SharedStr};
 pub use time::Now;

@@ -63,14 +63,18 @@ impl ScriptedBroker {
                     wire::PubAck::new(p.pkid).write(&mut out).unwrap();
                     let props = p.properties.unwrap();
                     let request = Message {
-                        topic: p.topic,
+                        topic: p.topic.into(),
                         payload: p.payload,
                         qos: QoS::AtLeastOnce,
                         correlation_data: props.correlation_data,
-                        response_topic: props.response_topic,
+                        response_topic: props.response_topic.map(Into::into),
                         message_expiry: props.message_expiry_interval,
-                        content_type: props.content_type,
-                        user_properties: props.user_properties,
+                        content_type: props.content_type.map(Into::into),
+                        user_properties: props
+                            .user_properties
+                            .into_iter()
+                            .map(|(k, v)| (k.into(), v.into()))
+                            .collect(),
                     };
                     let response = self.answer(&request);
                     let mut publish = wire::Publish::from_bytes(
@@ -84,7 +88,11 @@ impl ScriptedBroker {
                         topic_alias: None,
                         response_topic: None,
                         correlation_data: response.correlation_data,
-                        user_properties: response.user_properties,
+                        user_properties: response
+                            .user_properties
+                            .into_iter()
+                            .map(|(k, v)| (k.into(), v.into()))
+                            .collect(),
                         subscription_identifiers: Vec::new(),
                         content_type: None,
                     });

@@ -212,7 +212,10 @@ fn notifications() {
         let msg = Message {
             topic: topic.into(),
             payload: b(payload),
-            user_properties: ts.iter().map(|t| ("__ts".to_string(), t.clone())).collect(),
+            user_properties: ts
+                .iter()
+                .map(|t| ("__ts".into(), t.clone().into()))
+                .collect(),
             ..Message::default()
         };
         let n = store::parse_notification(&msg).unwrap();
@@ -271,8 +274,9 @@ fn full_request_message() {
         timestamp: ts.clone(),
         fencing_token: Some(ft),
     };
+    let sender = store::RequestSender::new("feas-client").unwrap();
     let msg = request
-        .to_message("feas-client", cd.clone(), Duration::from_millis(10_001))
+        .to_message(&sender, cd.clone(), Duration::from_millis(10_001))
         .unwrap();
     let expected = Message {
         topic: "statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke".into(),
@@ -294,7 +298,7 @@ fn full_request_message() {
             ("__ft", "001795770859000:00000:svc"),
         ]
         .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect(),
     };
     assert_eq!(msg, expected);
@@ -304,7 +308,7 @@ fn full_request_message() {
         ..request
     };
     let msg = request
-        .to_message("feas-client", cd, Duration::from_secs(10))
+        .to_message(&sender, cd, Duration::from_secs(10))
         .unwrap();
     assert_eq!(msg.message_expiry, Some(10));
     assert_eq!(msg.user_properties.len(), 5);
@@ -317,7 +321,7 @@ fn full_request_message() {
 #[test]
 fn response_message_parsed() {
     let msg = Message {
-        topic: store::response_topic("feas-client"),
+        topic: store::response_topic("feas-client").into(),
         payload: b("+OK\r\n"),
         qos: QoS::AtLeastOnce,
         correlation_data: Some(b("0123456789abcdef")),

@@ -926,7 +926,7 @@ fn unknown_duplicate_and_garbage_responses_are_counted_not_fatal() {
     t.ok(&set);
     t.ok(&set); // duplicate
     let garbage = Message {
-        topic: store::response_topic("c1"),
+        topic: store::response_topic("c1").into(),
         payload: Bytes::from_static(b"\xff\xfe"),
         correlation_data: Some(Bytes::from_static(b"short")),
         ..Message::default()

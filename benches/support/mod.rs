@@ -65,7 +65,9 @@ impl Broker {
         let corr = find_correlation(props);
         self.requests += 1;
         self.version += 1;
-        let reply: &[u8] = if payload.starts_with(b"*3\r\n$4\r\nVDEL") || payload.starts_with(b"*2\r\n$3\r\nDEL") {
+        let reply: &[u8] = if payload.starts_with(b"*3\r\n$4\r\nVDEL")
+            || payload.starts_with(b"*2\r\n$3\r\nDEL")
+        {
             b":1\r\n"
         } else if payload.starts_with(b"*2\r\n$3\r\nGET") {
             b"$-1\r\n"
@@ -163,7 +165,12 @@ fn put_varint(out: &mut BytesMut, mut v: usize) {
 
 /// Moves bytes between a connection and the broker until both are quiet; returns how many
 /// events came out.
-pub fn pump(conn: &mut leasedlock::connection::Connection, broker: &mut Broker, now: Now, scratch: &mut BytesMut) -> usize {
+pub fn pump(
+    conn: &mut leasedlock::connection::Connection,
+    broker: &mut Broker,
+    now: Now,
+    scratch: &mut BytesMut,
+) -> usize {
     let mut events = 0;
     loop {
         let mut moved = false;
@@ -203,7 +210,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -60,24 +60,24 @@ pub fn store_decode(data: &[u8]) {
         (6, "__protVer", ver),
     ] {
         if bit(n) {
-            user_properties.push((name.to_owned(), text(value)));
+            user_properties.push((name.into(), text(value).into()));
         }
     }
     let msg = Message {
         topic: if bit(7) {
-            store::notification_topic("fuzz-client", topic)
+            store::notification_topic("fuzz-client", topic).into()
         } else {
-            text(topic)
+            text(topic).into()
         },
         payload: Bytes::copy_from_slice(payload),
         qos: QoS::AtLeastOnce,
         correlation_data: bit(0).then(|| Bytes::from_static(b"0123456789abcdef")),
-        response_topic: Some(store::response_topic("fuzz-client")),
+        response_topic: Some(store::response_topic("fuzz-client").into()),
         message_expiry: None,
         content_type: if bit(1) {
-            Some(store::CONTENT_TYPE.to_owned())
+            Some(store::CONTENT_TYPE.into())
         } else if bit(2) {
-            Some(text(ver))
+            Some(text(ver).into())
         } else {
             None
         },

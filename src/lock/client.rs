@@ -8,8 +8,8 @@ use super::{
 };
 use crate::hlc::{FencingToken, HlcClock};
 use crate::store::{
-    self, Command, NotificationOp, Request, ResponseBody, ResponseError, SetCondition, SetOptions,
-    StoreReply,
+    self, Command, NotificationOp, Request, RequestSender, ResponseBody, ResponseError,
+    SetCondition, SetOptions, StoreReply,
 };
 use crate::{Message, Now};
 use bytes::Bytes;
@@ -207,6 +207,9 @@ enum Lost {
 #[derive(Debug)]
 pub struct Client {
     config: Config,
+    sender: RequestSender,
+    /// The holder value without a session id.
+    holder: Bytes,
     response_topic: String,
     notify_filter: String,
     clock: HlcClock,
@@ -233,7 +236,11 @@ impl Client {
         let _ = now;
         let mut rng = SplitMix64::new(seed);
         let corr_prefix = rng.next_u64();
+        let sender = RequestSender::new(&config.client_id)
+            .map_err(|_| ConfigError::InvalidClientId(config.client_id.clone()))?;
         Ok(Client {
+            holder: Bytes::from(config.client_id.clone()),
+            sender,
             response_topic: store::response_topic(&config.client_id),
             notify_filter: store::notification_filter(&config.client_id),
             clock: HlcClock::new(config.client_id.clone(), config.max_clock_drift),
@@ -731,7 +738,7 @@ impl Client {
 
     fn holder_value(&self, options: &Options) -> Result<Bytes, IntentError> {
         match &options.session_id {
-            None => Ok(Bytes::from(self.config.client_id.clone())),
+            None => Ok(self.holder.clone()),
             Some(s) if s.is_empty() => Err(IntentError::InvalidSessionId),
             Some(s) => Ok(Bytes::from(format!("{}:{}", self.config.client_id, s))),
         }
@@ -1119,7 +1126,7 @@ impl Client {
         };
         let message = request
             .to_message(
-                &self.config.client_id,
+                &self.sender,
                 Bytes::copy_from_slice(&corr.to_be_bytes()),
                 timeout,
             )

@@ -25,7 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use mqttbytes::v5 as mb;
 
 use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
-use crate::{Message, QoS};
+use crate::{Message, QoS, SharedStr};
 
 /// The largest remaining length a fixed header can express.
 const MAX_REMAINING_LENGTH: usize = 268_435_455;
@@ -213,7 +213,7 @@ pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError>
             let topic_end = prefixed(body, 1).unwrap_or(usize::MAX);
             let id_len = if qos == 0 { 0 } else { 2 };
             check_properties("PUBLISH", body, topic_end.saturating_add(id_len))?;
-            decode_publish(bytes, header)
+            decode_publish(bytes, frame, flags)
         }
         4 => {
             check_flags()?;
@@ -319,38 +319,137 @@ fn decode_connack(
     Ok(Inbound::ConnAck(out))
 }
 
-fn decode_publish(bytes: Bytes, header: mqttbytes::FixedHeader) -> Result<Inbound, DecodeError> {
-    let publish = mb::Publish::read(header, bytes).map_err(|e| from_mb("PUBLISH", e))?;
-    let properties = publish.properties.unwrap_or(mb::PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        topic_alias: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: Vec::new(),
-        subscription_identifiers: Vec::new(),
-        content_type: None,
-    });
-    let (qos, exactly_once) = match publish.qos {
-        mqttbytes::QoS::AtMostOnce => (QoS::AtMostOnce, false),
-        mqttbytes::QoS::AtLeastOnce => (QoS::AtLeastOnce, false),
-        mqttbytes::QoS::ExactlyOnce => (QoS::AtLeastOnce, true),
+/// Decodes a PUBLISH without copying: topic, property strings and payload are slices of `bytes`.
+/// The property block's structure was checked by [`check_properties`] before.
+fn decode_publish(bytes: Bytes, frame: Frame, flags: u8) -> Result<Inbound, DecodeError> {
+    let bad = |detail: &str| malformed("PUBLISH", detail);
+    let qos_bits = (flags >> 1) & 3;
+    let (qos, exactly_once) = match qos_bits {
+        0 => (QoS::AtMostOnce, false),
+        1 => (QoS::AtLeastOnce, false),
+        2 => (QoS::AtLeastOnce, true),
+        _ => return Err(bad("QoS 3")),
     };
+    let body = bytes.slice(frame.header_len..);
+    let mut r = Reader { buf: &body, at: 0 };
+    let topic = r.string().ok_or_else(|| bad("bad topic name"))?;
+    let packet_id = if qos_bits == 0 {
+        0
+    } else {
+        match r.u16() {
+            Some(0) | None => return Err(bad("packet identifier 0 or missing")),
+            Some(id) => id,
+        }
+    };
+    let (len_len, props_len) = read_varint(&body[r.at..]).ok_or_else(|| bad("property length"))?;
+    r.at += len_len;
+    let end = r.at + props_len;
+    let mut message = Message {
+        topic,
+        qos,
+        ..Message::default()
+    };
+    let mut topic_alias = None;
+    while r.at < end {
+        let id = r.u8().ok_or_else(|| bad("property"))?;
+        let ok = match id {
+            0x01 => r.u8().is_some(),
+            0x02 => r.u32().map(|v| message.message_expiry = Some(v)).is_some(),
+            0x03 => r.string().map(|v| message.content_type = Some(v)).is_some(),
+            0x08 => r
+                .string()
+                .map(|v| message.response_topic = Some(v))
+                .is_some(),
+            0x09 => r
+                .binary()
+                .map(|v| message.correlation_data = Some(v))
+                .is_some(),
+            0x0B => match read_varint(&body[r.at..]) {
+                Some((n, _)) => {
+                    r.at += n;
+                    true
+                }
+                None => false,
+            },
+            0x23 => r.u16().map(|v| topic_alias = Some(v)).is_some(),
+            0x26 => match (r.string(), r.string()) {
+                (Some(k), Some(v)) => {
+                    message.user_properties.push((k, v));
+                    true
+                }
+                _ => false,
+            },
+            _ => return Err(bad("property not allowed in PUBLISH")),
+        };
+        if !ok || r.at > end {
+            return Err(bad("bad property"));
+        }
+    }
+    message.payload = body.slice(end..);
     Ok(Inbound::Publish(InboundPublish {
-        packet_id: publish.pkid,
+        packet_id,
         exactly_once,
-        topic_alias: properties.topic_alias,
-        message: Message {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos,
-            correlation_data: properties.correlation_data,
-            response_topic: properties.response_topic,
-            message_expiry: properties.message_expiry_interval,
-            content_type: properties.content_type,
-            user_properties: properties.user_properties,
-        },
+        topic_alias,
+        message,
     }))
+}
+
+/// Strings that arrive on most state-store messages.
+const KNOWN_STRINGS: [&str; 8] = [
+    "__stat",
+    "__ts",
+    "__protVer",
+    "1.0",
+    "200",
+    "__stMsg",
+    "__srcId",
+    "application/octet-stream",
+];
+
+/// Reads big-endian fields and length-prefixed strings from a packet body without copying.
+struct Reader<'a> {
+    buf: &'a Bytes,
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<std::ops::Range<usize>> {
+        let range = self.at..self.at.checked_add(n)?;
+        if range.end > self.buf.len() {
+            return None;
+        }
+        self.at = range.end;
+        Some(range)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|r| self.buf[r.start])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2)
+            .map(|r| u16::from_be_bytes([self.buf[r.start], self.buf[r.start + 1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let r = self.take(4)?;
+        let b = &self.buf[r];
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn binary(&mut self) -> Option<Bytes> {
+        let len = usize::from(self.u16()?);
+        self.take(len).map(|r| self.buf.slice(r))
+    }
+    fn string(&mut self) -> Option<SharedStr> {
+        let len = usize::from(self.u16()?);
+        let range = self.take(len)?;
+        let bytes = &self.buf[range];
+        if bytes.contains(&0) {
+            return None;
+        }
+        // The protocol's fixed names and values are shared, not allocated, on every message.
+        if let Some(known) = KNOWN_STRINGS.iter().find(|k| k.as_bytes() == bytes) {
+            return Some(SharedStr::from_static(known));
+        }
+        SharedStr::from_utf8(bytes).ok()
+    }
 }
 
 /// Decodes the body of a DISCONNECT or AUTH: an optional reason code (absent = 0x00), then optional
@@ -561,7 +660,7 @@ fn varint_len(value: usize) -> usize {
 
 /// Length of the properties of a PUBLISH (without their own length prefix).
 fn publish_properties_len(message: &Message) -> usize {
-    let string = |s: &Option<String>| s.as_ref().map_or(0, |s| 3 + s.len());
+    let string = |s: &Option<SharedStr>| s.as_ref().map_or(0, |s| 3 + s.len());
     message.message_expiry.map_or(0, |_| 5)
         + string(&message.content_type)
         + string(&message.response_topic)
@@ -578,7 +677,7 @@ fn publish_remaining_len(message: &Message) -> Result<usize, EncodeError> {
     check_field("topic", message.topic.len())?;
     check_field(
         "response topic",
-        message.response_topic.as_ref().map_or(0, String::len),
+        message.response_topic.as_ref().map_or(0, |s| s.len()),
     )?;
     check_field(
         "correlation data",
@@ -586,14 +685,19 @@ fn publish_remaining_len(message: &Message) -> Result<usize, EncodeError> {
     )?;
     check_field(
         "content type",
-        message.content_type.as_ref().map_or(0, String::len),
+        message.content_type.as_ref().map_or(0, |s| s.len()),
     )?;
     for (k, v) in &message.user_properties {
         check_field("user property", k.len().max(v.len()))?;
     }
     let props = publish_properties_len(message);
-    let packet_id = if message.qos == QoS::AtLeastOnce { 2 } else { 0 };
-    let len = 2 + message.topic.len() + packet_id + varint_len(props) + props + message.payload.len();
+    let packet_id = if message.qos == QoS::AtLeastOnce {
+        2
+    } else {
+        0
+    };
+    let len =
+        2 + message.topic.len() + packet_id + varint_len(props) + props + message.payload.len();
     if len > MAX_REMAINING_LENGTH {
         return Err(EncodeError::PacketTooLong);
     }
@@ -1067,7 +1171,7 @@ mod tests {
     #[test]
     fn oversized_fields_are_refused_not_truncated() {
         let message = Message {
-            topic: "t".repeat(70_000),
+            topic: "t".repeat(70_000).into(),
             ..Message::default()
         };
         assert_eq!(

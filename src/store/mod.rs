@@ -1,14 +1,15 @@
 //! The state-store protocol, typed: commands, requests, replies, service errors and notifications
 //! ⇄ [`Message`](crate::Message) (PROTOCOL §1–§6).
 //!
-//! Client side: build a [`Request`] and send [`Request::to_message`]; feed responses to
+//! Client side: build a [`Request`] and send [`Request::to_message`] (with the client's
+//! [`RequestSender`]); feed responses to
 //! [`parse_response`] and notifications to [`parse_notification`]. Server side (an emulator):
 //! [`parse_request`], [`response_message`], [`protocol_error_message`], [`notification_message`].
 //!
 //! ```
 //! use bytes::Bytes;
 //! use leasedlock::hlc::Hlc;
-//! use leasedlock::store::{Command, Request, SetCondition, SetOptions};
+//! use leasedlock::store::{Command, Request, RequestSender, SetCondition, SetOptions};
 //! use std::{num::NonZeroU64, time::Duration};
 //!
 //! let request = Request {
@@ -23,8 +24,9 @@
 //!     timestamp: Hlc::new(1_700_000_000_000, 0, "feas-client"),
 //!     fencing_token: None,
 //! };
+//! let sender = RequestSender::new("feas-client").unwrap(); // once per client
 //! let msg = request
-//!     .to_message("feas-client", Bytes::from_static(&[7; 16]), Duration::from_millis(1500))
+//!     .to_message(&sender, Bytes::from_static(&[7; 16]), Duration::from_millis(1500))
 //!     .unwrap();
 //! assert_eq!(msg.message_expiry, Some(2));
 //! assert_eq!(
@@ -46,9 +48,9 @@ pub use notification::{
     notification_message, parse_notification, Notification, NotificationError, NotificationOp,
 };
 pub use request::{
-    expiry_seconds, parse_request, ParsedRequest, Request, RequestError, CONTENT_TYPE,
-    PROP_FENCING_TOKEN, PROP_HIGH_PRIORITY, PROP_PARTITION, PROP_PROTOCOL_VERSION, PROP_SOURCE_ID,
-    PROP_TIMESTAMP, PROTOCOL_VERSION,
+    expiry_seconds, parse_request, ParsedRequest, Request, RequestError, RequestSender,
+    CONTENT_TYPE, PROP_FENCING_TOKEN, PROP_HIGH_PRIORITY, PROP_PARTITION, PROP_PROTOCOL_VERSION,
+    PROP_SOURCE_ID, PROP_TIMESTAMP, PROTOCOL_VERSION,
 };
 pub use response::{
     parse_response, protocol_error_message, response_message, ProtocolError, Response,

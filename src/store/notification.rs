@@ -6,7 +6,7 @@ use super::request::PROP_TIMESTAMP;
 use super::{notification_topic, parse_notification_topic};
 use crate::hlc::Hlc;
 use crate::resp::{self, DecodeError};
-use crate::{Message, QoS};
+use crate::{Message, QoS, SharedStr};
 
 /// What happened to the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub enum NotificationError {
 /// HLC, `version` is `None`.
 pub fn parse_notification(msg: &Message) -> Result<Notification, NotificationError> {
     let (_client_id, key) = parse_notification_topic(&msg.topic)
-        .ok_or_else(|| NotificationError::BadTopic(msg.topic.clone()))?;
+        .ok_or_else(|| NotificationError::BadTopic(msg.topic.to_string()))?;
     let args = resp::decode_array(&msg.payload)?;
     let is = |a: &Bytes, w: &[u8]| a.eq_ignore_ascii_case(w);
     let op = match args.as_slice() {
@@ -83,13 +83,13 @@ impl Notification {
 /// has a version.
 pub fn notification_message(client_id: &str, n: &Notification) -> Message {
     Message {
-        topic: notification_topic(client_id, &n.key),
+        topic: notification_topic(client_id, &n.key).into(),
         payload: n.to_payload(),
         qos: QoS::AtLeastOnce,
         user_properties: n
             .version
             .iter()
-            .map(|v| (PROP_TIMESTAMP.to_owned(), v.to_string()))
+            .map(|v| (SharedStr::from_static(PROP_TIMESTAMP), v.to_string().into()))
             .collect(),
         ..Message::default()
     }

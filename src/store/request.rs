@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{is_valid_response_topic, response_topic, Command, ServiceError, REQUEST_TOPIC};
 use crate::hlc::{FencingToken, Hlc};
-use crate::{Message, QoS};
+use crate::{Message, QoS, SharedStr};
 
 /// The content type of requests and responses.
 pub const CONTENT_TYPE: &str = "application/octet-stream";
@@ -67,21 +67,53 @@ pub fn expiry_seconds(timeout: Duration) -> u32 {
     u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
 }
 
+/// What every request of one client carries: its client id and response topic, checked and
+/// built once (cloning them later costs no allocation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestSender {
+    client_id: SharedStr,
+    response_topic: SharedStr,
+}
+
+impl RequestSender {
+    /// The sender for `client_id`, whose response topic is [`response_topic`]`(client_id)`.
+    pub fn new(client_id: &str) -> Result<Self, RequestError> {
+        if client_id.is_empty() {
+            return Err(RequestError::EmptyClientId);
+        }
+        let topic = response_topic(client_id);
+        if !is_valid_response_topic(&topic) {
+            return Err(RequestError::InvalidResponseTopic(client_id.to_owned()));
+        }
+        Ok(RequestSender {
+            client_id: client_id.into(),
+            response_topic: topic.into(),
+        })
+    }
+
+    /// The client id (`__srcId`, `$partition`).
+    pub fn client_id(&self) -> &SharedStr {
+        &self.client_id
+    }
+
+    /// The response topic of every request.
+    pub fn response_topic(&self) -> &SharedStr {
+        &self.response_topic
+    }
+}
+
 impl Request {
-    /// The request as an MQTT message from `client_id`, expiring after `timeout` (rounded up to
+    /// The request as an MQTT message from `sender`, expiring after `timeout` (rounded up to
     /// whole seconds; keep a sub-second deadline locally).
     ///
     /// User properties, in order: `__srcId`, `__ts`, `__protVer`, `$partition`, `$high_priority`,
     /// then `__ft` when there is a token.
     pub fn to_message(
         &self,
-        client_id: &str,
+        sender: &RequestSender,
         correlation_data: Bytes,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        if client_id.is_empty() {
-            return Err(RequestError::EmptyClientId);
-        }
         if self.command.key().is_empty() {
             return Err(RequestError::EmptyKey);
         }
@@ -91,31 +123,43 @@ impl Request {
         if correlation_data.is_empty() {
             return Err(RequestError::EmptyCorrelationData);
         }
-        let response_topic = response_topic(client_id);
-        if !is_valid_response_topic(&response_topic) {
-            return Err(RequestError::InvalidResponseTopic(client_id.to_owned()));
-        }
-        let mut user_properties = vec![
-            (PROP_SOURCE_ID.to_owned(), client_id.to_owned()),
-            (PROP_TIMESTAMP.to_owned(), self.timestamp.to_string()),
+        let mut user_properties = Vec::with_capacity(6);
+        user_properties.extend([
             (
-                PROP_PROTOCOL_VERSION.to_owned(),
-                PROTOCOL_VERSION.to_owned(),
+                SharedStr::from_static(PROP_SOURCE_ID),
+                sender.client_id.clone(),
             ),
-            (PROP_PARTITION.to_owned(), client_id.to_owned()),
-            (PROP_HIGH_PRIORITY.to_owned(), String::new()),
-        ];
+            (
+                SharedStr::from_static(PROP_TIMESTAMP),
+                self.timestamp.to_text().into(),
+            ),
+            (
+                SharedStr::from_static(PROP_PROTOCOL_VERSION),
+                SharedStr::from_static(PROTOCOL_VERSION),
+            ),
+            (
+                SharedStr::from_static(PROP_PARTITION),
+                sender.client_id.clone(),
+            ),
+            (
+                SharedStr::from_static(PROP_HIGH_PRIORITY),
+                SharedStr::default(),
+            ),
+        ]);
         if let Some(ft) = &self.fencing_token {
-            user_properties.push((PROP_FENCING_TOKEN.to_owned(), ft.to_string()));
+            user_properties.push((
+                SharedStr::from_static(PROP_FENCING_TOKEN),
+                ft.as_hlc().to_text().into(),
+            ));
         }
         Ok(Message {
-            topic: REQUEST_TOPIC.to_owned(),
+            topic: SharedStr::from_static(REQUEST_TOPIC),
             payload: self.command.to_payload(),
             qos: QoS::AtLeastOnce,
             correlation_data: Some(correlation_data),
-            response_topic: Some(response_topic),
+            response_topic: Some(sender.response_topic.clone()),
             message_expiry: Some(expiry_seconds(timeout)),
-            content_type: Some(CONTENT_TYPE.to_owned()),
+            content_type: Some(SharedStr::from_static(CONTENT_TYPE)),
             user_properties,
         })
     }
@@ -136,7 +180,7 @@ pub struct ParsedRequest {
     /// Correlation Data, if present.
     pub correlation_data: Option<Bytes>,
     /// Response Topic, if present.
-    pub response_topic: Option<String>,
+    pub response_topic: Option<SharedStr>,
     /// `__protVer`, if present (absent means 1.0).
     pub protocol_version: Option<String>,
 }
@@ -207,25 +251,23 @@ mod tests {
     fn to_message_rejects() {
         let cd = Bytes::from_static(b"0123456789abcdef");
         let t = Duration::from_secs(1);
+        assert_eq!(RequestSender::new(""), Err(RequestError::EmptyClientId));
         assert_eq!(
-            req(None).to_message("", cd.clone(), t),
-            Err(RequestError::EmptyClientId)
+            RequestSender::new("a/#"),
+            Err(RequestError::InvalidResponseTopic("a/#".into()))
         );
+        let c = RequestSender::new("c").unwrap();
         assert_eq!(
-            req(None).to_message("c", cd.clone(), Duration::ZERO),
+            req(None).to_message(&c, cd.clone(), Duration::ZERO),
             Err(RequestError::ZeroTimeout)
         );
         assert_eq!(
-            req(None).to_message("c", Bytes::new(), t),
+            req(None).to_message(&c, Bytes::new(), t),
             Err(RequestError::EmptyCorrelationData)
-        );
-        assert_eq!(
-            req(None).to_message("a/#", cd.clone(), t),
-            Err(RequestError::InvalidResponseTopic("a/#".into()))
         );
         let mut empty = req(None);
         empty.command = Command::Del { key: Bytes::new() };
-        assert_eq!(empty.to_message("c", cd, t), Err(RequestError::EmptyKey));
+        assert_eq!(empty.to_message(&c, cd, t), Err(RequestError::EmptyKey));
     }
 
     #[test]
@@ -233,14 +275,18 @@ mod tests {
         let ft: FencingToken = "1:2:n".parse().unwrap();
         let cd = Bytes::from_static(b"0123456789abcdef");
         let msg = req(Some(ft.clone()))
-            .to_message("c", cd.clone(), Duration::from_secs(3))
+            .to_message(
+                &RequestSender::new("c").unwrap(),
+                cd.clone(),
+                Duration::from_secs(3),
+            )
             .unwrap();
         let p = parse_request(&msg);
         assert_eq!(p.client_id.as_deref(), Some("c"));
         assert_eq!(p.timestamp, Ok(Hlc::new(5, 1, "c")));
         assert_eq!(p.fencing_token, Ok(Some(ft.clone())));
         assert_eq!(p.correlation_data, Some(cd));
-        assert_eq!(p.response_topic, Some(response_topic("c")));
+        assert_eq!(p.response_topic, Some(response_topic("c").into()));
         assert_eq!(p.protocol_version.as_deref(), Some("1.0"));
         let (ts, got_ft, cmd) = p.check().unwrap();
         assert_eq!(

@@ -6,7 +6,7 @@ use super::request::{CONTENT_TYPE, PROP_PROTOCOL_VERSION, PROP_TIMESTAMP, PROTOC
 use super::ServiceError;
 use crate::hlc::Hlc;
 use crate::resp::{self, DecodeError, Reply};
-use crate::{Message, QoS};
+use crate::{Message, QoS, SharedStr};
 
 /// User property: HTTP-like status of a response.
 pub const PROP_STATUS: &str = "__stat";
@@ -169,7 +169,7 @@ fn parse_body(msg: &Message) -> Result<ResponseBody, ResponseError> {
     }
     if let Some(ct) = &msg.content_type {
         if ct != CONTENT_TYPE {
-            return Err(ResponseError::BadContentType(ct.clone()));
+            return Err(ResponseError::BadContentType(ct.to_string()));
         }
     }
     let version = msg
@@ -225,18 +225,21 @@ fn response_base(
     payload: Bytes,
 ) -> Message {
     Message {
-        topic: response_topic.to_owned(),
+        topic: response_topic.into(),
         payload,
         qos: QoS::AtLeastOnce,
         correlation_data: Some(correlation_data),
         response_topic: None,
         message_expiry: None,
-        content_type: Some(CONTENT_TYPE.to_owned()),
+        content_type: Some(SharedStr::from_static(CONTENT_TYPE)),
         user_properties: vec![
-            (PROP_STATUS.to_owned(), status.to_string()),
             (
-                PROP_PROTOCOL_VERSION.to_owned(),
-                PROTOCOL_VERSION.to_owned(),
+                SharedStr::from_static(PROP_STATUS),
+                status.to_string().into(),
+            ),
+            (
+                SharedStr::from_static(PROP_PROTOCOL_VERSION),
+                SharedStr::from_static(PROTOCOL_VERSION),
             ),
         ],
     }
@@ -254,7 +257,7 @@ pub fn response_message(
     let mut msg = response_base(response_topic, correlation_data, status, reply.to_payload());
     if let Some(v) = version {
         msg.user_properties
-            .push((PROP_TIMESTAMP.to_owned(), v.to_string()));
+            .push((SharedStr::from_static(PROP_TIMESTAMP), v.to_string().into()));
     }
     msg
 }
@@ -274,7 +277,8 @@ pub fn protocol_error_message(
         (PROP_APPLICATION_ERROR, &error.application_error),
     ] {
         if let Some(v) = value {
-            msg.user_properties.push((name.to_owned(), v.clone()));
+            msg.user_properties
+                .push((SharedStr::from_static(name), v.as_str().into()));
         }
     }
     msg
@@ -295,7 +299,7 @@ mod tests {
             correlation_data: Some(cd()),
             user_properties: props
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
             ..Message::default()
         }
