@@ -12,7 +12,13 @@
 //! | [`hlc`] | hybrid logical clock: text form, order, update rules; [`FencingToken`] |
 //! | [`resp`] | the RESP3 subset of the state store: encode requests, decode replies strictly |
 //! | [`store`] | typed state-store commands, replies, notifications and errors ⇄ [`Message`] |
+//! | [`lock`] | the lock engine: many leased locks over one state-store client ([`lock::Client`]) |
 //! | [`mqtt`] | a sans-IO MQTT v5 client session over bytes |
+//! | [`connection`] | the engine and the MQTT session glued: bytes in, bytes out |
+//!
+//! Start at [`lock`] for the drive loop and the safety rules, or at [`connection`] for a complete
+//! runtime-free driver over a `std::net::TcpStream`. The runtime adapters (`leasedlock-tokio`,
+//! `leasedlock-async-std`) are thin drivers around [`connection::Connection`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
