@@ -1450,6 +1450,15 @@ impl Client {
             _ => None,
         };
         let holder = op.holder.clone();
+        // A lease under another holder value (another session id) is over: the store gave the
+        // lock to this one.
+        if self.locks[lock.0 as usize]
+            .lease
+            .as_ref()
+            .is_some_and(|old| old.holder != holder)
+        {
+            self.lease_lost(now, lock, LossReason::TakenAway);
+        }
         let l = &mut self.locks[lock.0 as usize];
         // Several SETs of one holder may succeed: the newest token and the latest end stand.
         let (token, valid_until, owner) = match l.lease.take() {
