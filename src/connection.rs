@@ -4,7 +4,8 @@
 //!
 //! 1. calls [`Connection::connect`] once its transport (TCP, TLS, …) is up,
 //! 2. writes every buffer from [`Connection::poll_transmit`] to the transport, in order,
-//! 3. hands every event from [`Connection::poll_event`] to the user,
+//! 3. hands every event from [`Connection::poll_event`] to the user, and repeats 2–3 until both
+//!    are empty (handling an event may issue an intent whose bytes must go out),
 //! 4. waits for bytes, an intent or the deadline of [`Connection::poll_timeout`], and calls
 //!    [`Connection::handle_bytes`] or [`Connection::handle_timeout`],
 //! 5. calls [`Connection::handle_transport_closed`] when the transport breaks, and `connect`
@@ -35,11 +36,21 @@
 //! conn.client().try_acquire(now(), lock, Duration::from_secs(10), Options::default()).unwrap();
 //! let mut buf = vec![0u8; 64 * 1024];
 //! loop {
-//!     while let Some(bytes) = conn.poll_transmit() {
-//!         stream.write_all(&bytes).unwrap();
-//!     }
-//!     while let Some(event) = conn.poll_event() {
-//!         println!("{event:?}");
+//!     // Write and handle until both are empty: handling an event may start an intent
+//!     // (`complete_edit` after `EditRequested`, say) whose bytes must go out before we sleep.
+//!     loop {
+//!         let mut busy = false;
+//!         while let Some(bytes) = conn.poll_transmit() {
+//!             stream.write_all(&bytes).unwrap();
+//!             busy = true;
+//!         }
+//!         while let Some(event) = conn.poll_event() {
+//!             println!("{event:?}");
+//!             busy = true;
+//!         }
+//!         if !busy {
+//!             break;
+//!         }
 //!     }
 //!     // Sleep until the next deadline or until bytes arrive.
 //!     let wait = conn
