@@ -51,10 +51,7 @@ pub struct Broker {
 
 #[derive(Debug)]
 enum Kind {
-    Mosquitto {
-        dir: PathBuf,
-        child: Option<Child>,
-    },
+    Mosquitto { dir: PathBuf, child: Option<Child> },
     Embedded(Option<EmbeddedBroker>),
 }
 
@@ -86,10 +83,8 @@ impl Broker {
     /// When mosquitto is missing or does not come up.
     pub fn mosquitto() -> Broker {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "leasedlock-mosquitto-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("leasedlock-mosquitto-{}-{n}", std::process::id()));
         fs::create_dir_all(&dir).expect("create the broker's temporary directory");
         // A port that was free a moment ago can be taken before mosquitto binds it: try again.
         let mut last_error = String::new();
@@ -264,7 +259,9 @@ fn spawn_mosquitto(dir: &Path, addr: SocketAddr) -> Result<Child, String> {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("mosquitto did not accept TCP on {addr} within {READY_TIMEOUT:?}"));
+            return Err(format!(
+                "mosquitto did not accept TCP on {addr} within {READY_TIMEOUT:?}"
+            ));
         }
         thread::sleep(Duration::from_millis(20));
     }

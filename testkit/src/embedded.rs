@@ -171,11 +171,7 @@ fn serve(id: u64, mut stream: TcpStream, shared: Arc<Shared>) {
 }
 
 /// Handles packets until the connection ends; returns the client id once connected.
-fn handle_packets(
-    id: u64,
-    stream: &mut TcpStream,
-    shared: &Shared,
-) -> io::Result<Option<String>> {
+fn handle_packets(id: u64, stream: &mut TcpStream, shared: &Shared) -> io::Result<Option<String>> {
     let mut client_id: Option<String> = None;
     loop {
         let (header, body) = read_packet(stream)?;
@@ -195,8 +191,7 @@ fn handle_packets(
                         .filter(|(k, c)| **k != id && c.client_id.as_deref() == Some(&cid))
                         .map(|(k, _)| *k)
                         .collect();
-                    let old: Vec<Conn> =
-                        old.iter().filter_map(|k| state.conns.remove(k)).collect();
+                    let old: Vec<Conn> = old.iter().filter_map(|k| state.conns.remove(k)).collect();
                     let conn = state.conns.get_mut(&id).ok_or_else(closed)?;
                     conn.client_id = Some(cid.clone());
                     (conn.writer.clone(), old)
@@ -330,7 +325,9 @@ fn route(shared: &Shared, from: Option<u64>, topic: &str, qos: u8, props: &[u8],
                 let granted = c
                     .subs
                     .iter()
-                    .filter(|(f, o)| topic_matches(f, topic) && !(o & 0x04 != 0 && from == Some(*k)))
+                    .filter(|(f, o)| {
+                        topic_matches(f, topic) && !(o & 0x04 != 0 && from == Some(*k))
+                    })
                     .map(|(_, o)| o & 3)
                     .max()?;
                 let q = granted.min(qos);
