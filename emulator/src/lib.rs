@@ -419,15 +419,18 @@ fn show(bytes: &[u8]) -> String {
 fn short_hex(bytes: Option<&leasedlock::bytes::Bytes>) -> String {
     bytes
         .map(|b| {
-            b.iter().take(4).fold(String::new(), |mut s, x| {
-                let _ = write!(s, "{x:02x}");
-                s
-            })
+            b.iter()
+                .skip(b.len().saturating_sub(4))
+                .fold(String::new(), |mut s, x| {
+                    let _ = write!(s, "{x:02x}");
+                    s
+                })
         })
         .unwrap_or_else(|| "-".into())
 }
 
-/// One line describing a request: sender, correlation, command and its fencing token.
+/// One line describing a request: sender, `#` + the last 4 bytes of the correlation data in hex,
+/// command and its fencing token.
 pub fn describe_request(client: &str, msg: &Message) -> String {
     let parsed = store::parse_request(msg);
     let mut line = format!(

@@ -50,6 +50,9 @@ impl Driver {
                     return event;
                 }
             }
+            while let Some(bytes) = self.conn.poll_transmit() {
+                self.stream.write_all(&bytes).unwrap();
+            }
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .expect("timed out waiting for an event");
