@@ -13,11 +13,14 @@
 //! | [`resp`] | the RESP3 subset of the state store: encode requests, decode replies strictly |
 //! | [`store`] | typed state-store commands, replies, notifications and errors ⇄ [`Message`] |
 //! | [`mqtt`] | a sans-IO MQTT v5 client session over bytes |
+//! | `emulator` | (feature `emulator`) a sans-IO model of the state-store server |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod connection;
 mod decimal;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod hlc;
 pub mod lock;
 mod message;
