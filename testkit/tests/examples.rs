@@ -1,6 +1,7 @@
-//! Smoke test: the root crate's `examples/blocking.rs` against a broker and the emulator.
+//! Smoke tests: the runnable examples that take `--broker` against a broker and the emulator —
+//! `examples/blocking.rs` (root crate) and `adapters/tokio/examples/rumqttc.rs`.
 //!
-//! The example is built by a nested `cargo build --example blocking -p leasedlock` (a no-op when
+//! Each example is built by a nested `cargo build --example NAME -p PACKAGE` (a no-op when
 //! `cargo test --workspace` already built it) and its binary run with `--broker`.
 #![allow(clippy::disallowed_methods)] // the test is the driver
 
@@ -9,26 +10,26 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Generous: the example itself needs about 3 s.
+/// Generous: the examples need about 3 s.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn example_binary() -> PathBuf {
+fn example_binary(package: &str, name: &str) -> PathBuf {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--example", "blocking", "-p", "leasedlock"])
+        .args(["build", "-q", "--example", name, "-p", package])
         .current_dir(&workspace)
         .status()
         .expect("run cargo");
-    assert!(status.success(), "building the blocking example failed");
-    // target/debug/deps/<test> → target/debug/examples/blocking
+    assert!(status.success(), "building the example {name} failed");
+    // target/debug/deps/<test> → target/debug/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    dir.join(format!("blocking{}", std::env::consts::EXE_SUFFIX))
+    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
-#[test]
-fn blocking_example_succeeds() {
-    let binary = example_binary();
+/// Runs the example against a fresh broker and emulator; returns its stdout once it exited 0.
+fn run_example(package: &str, name: &str) -> String {
+    let binary = example_binary(package, name);
     let broker = Broker::start();
     let _store = StoreEmulator::start(broker.addr());
     let mut child = Command::new(&binary)
@@ -45,17 +46,30 @@ fn blocking_example_succeeds() {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the blocking example did not finish within {TIMEOUT:?}");
+            panic!("the example {name} did not finish within {TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         status.success(),
-        "exit {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "{name}: exit {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn blocking_example_succeeds() {
+    let stdout = run_example("leasedlock", "blocking");
     assert!(stdout.contains("renewed (2)"), "{stdout}");
+    assert!(stdout.contains("counter written"), "{stdout}");
+}
+
+#[test]
+fn rumqttc_example_succeeds() {
+    let stdout = run_example("leasedlock-tokio", "rumqttc");
+    assert!(stdout.contains("acquired, fencing token"), "{stdout}");
     assert!(stdout.contains("counter written"), "{stdout}");
 }
