@@ -1,5 +1,6 @@
-//! Smoke tests: the runnable examples that take `--broker` against a broker and the emulator —
-//! `examples/blocking.rs` (root crate) and `adapters/tokio/examples/rumqttc.rs`.
+//! Smoke tests of the runnable examples: `examples/blocking.rs` (root crate) and
+//! `adapters/tokio/examples/rumqttc.rs` against a broker and the emulator (`--broker`), and
+//! `examples/demo.rs` in its zero-setup form (embedded broker and emulator in-process).
 //!
 //! Each example is built by a nested `cargo build --example NAME -p PACKAGE` (a no-op when
 //! `cargo test --workspace` already built it) and its binary run with `--broker`.
@@ -29,11 +30,16 @@ fn example_binary(package: &str, name: &str) -> PathBuf {
 
 /// Runs the example against a fresh broker and emulator; returns its stdout once it exited 0.
 fn run_example(package: &str, name: &str) -> String {
-    let binary = example_binary(package, name);
     let broker = Broker::start();
     let _store = StoreEmulator::start(broker.addr());
+    run_binary(package, name, &["--broker", &broker.addr().to_string()])
+}
+
+/// Builds and runs the example with `args`; returns its stdout once it exited 0.
+fn run_binary(package: &str, name: &str, args: &[&str]) -> String {
+    let binary = example_binary(package, name);
     let mut child = Command::new(&binary)
-        .args(["--broker", &broker.addr().to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -72,4 +78,11 @@ fn rumqttc_example_succeeds() {
     let stdout = run_example("leasedlock-tokio", "rumqttc");
     assert!(stdout.contains("acquired, fencing token"), "{stdout}");
     assert!(stdout.contains("counter written"), "{stdout}");
+}
+
+#[test]
+fn demo_runs_with_zero_setup() {
+    let stdout = run_binary("leasedlock", "demo", &["--workers", "3", "--seconds", "1"]);
+    assert!(stdout.contains("final counter = "), "{stdout}");
+    assert!(stdout.contains("ok: "), "{stdout}");
 }
