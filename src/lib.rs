@@ -15,6 +15,7 @@
 //! | [`lock`] | the lock engine: many leased locks over one state-store client ([`lock::Client`]) |
 //! | [`mqtt`] | a sans-IO MQTT v5 client session over bytes |
 //! | [`connection`] | the engine and the MQTT session glued: bytes in, bytes out |
+//! | `emulator` | (feature `emulator`) a sans-IO model of the state-store server |
 //!
 //! Start at [`lock`] for the drive loop and the safety rules, or at [`connection`] for a complete
 //! runtime-free driver over a `std::net::TcpStream`. The runtime adapters (`leasedlock-tokio`,
@@ -24,6 +25,8 @@
 
 pub mod connection;
 mod decimal;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod hlc;
 pub mod lock;
 mod message;

@@ -1,1 +1,57 @@
-//! (being written)
+//! # leasedlock-driver
+//!
+//! Everything the runtime adapters of [`leasedlock`] share, written once and runtime-agnostic:
+//!
+//! - the actor: the state around a [`Connection`](leasedlock::connection::Connection) that
+//!   routes each event to the handle that started its operation (final events complete the
+//!   operation's future, hold events go to the [`Hold`], holder changes to [`Observer`]s, edit
+//!   requests to the user's closure);
+//! - the async API: a cloneable [`Client`] handle, [`Hold`], [`Observer`], [`Lease`], [`Error`],
+//!   over `futures-channel` (dropping a future cancels its operation in the engine);
+//! - the run loop: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
+//!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
+//! - [`Settings`] and the clock reading [`now`].
+//!
+//! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-std` each
+//! implement [`Runtime`] in a few lines. The API is the same through both:
+//!
+//! ```
+//! use leasedlock_driver::{Client, Error};
+//! use leasedlock::lock::{EditAction, Options};
+//! use leasedlock::bytes::Bytes;
+//! use std::time::Duration;
+//!
+//! async fn increment(client: &Client) -> Result<(), Error> {
+//!     let lease = Duration::from_secs(5);
+//!     let opts = Options::default().with_timeout(Duration::from_secs(10));
+//!     client
+//!         .edit("counter-lock", "counter", lease, opts, |current: Option<Bytes>| async move {
+//!             let n: u64 = current
+//!                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+//!                 .unwrap_or(0);
+//!             EditAction::Set(Bytes::from((n + 1).to_string()))
+//!         })
+//!         .await?;
+//!     if let Some(lease) = client.try_acquire("job", lease, Options::default()).await? {
+//!         println!("won with token {}", lease.token);
+//!         client.release("job", Options::default()).await?;
+//!     }
+//!     Ok(())
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod actor;
+mod clock;
+mod driver;
+mod handle;
+mod settings;
+
+pub use clock::now;
+pub use driver::{connect, ConnectFuture, Driver, Runtime};
+pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
+pub use settings::{Backoff, Settings};
+
+/// The core crate, re-exported so that users of an adapter name the same types.
+pub use leasedlock;

@@ -1,0 +1,394 @@
+//! The state around a [`Connection`]: commands from handles in, events routed out to the handle
+//! that started each operation.
+
+use crate::handle::Lease;
+use crate::settings::{Backoff, Settings};
+use futures_channel::{mpsc, oneshot};
+use leasedlock::bytes::Bytes;
+use leasedlock::connection::{Connection, Event as ConnEvent};
+use leasedlock::lock::{
+    ConfigError, EditAction, Event, IntentError, LockId, OpError, OpId, Options,
+};
+use leasedlock::Now;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Names an operation or an observer from the handle side, before the engine has given it an id.
+pub(crate) type Ticket = u64;
+
+/// Where the events of one operation go; an intent error is the first and only item.
+pub(crate) type OpSink = mpsc::UnboundedSender<Result<Event, IntentError>>;
+
+/// Where holder changes of an observed lock go.
+pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Option<Bytes>, OpError>>;
+
+/// The current lease of a hold, written by the actor and read by the hold's handle.
+pub(crate) type HoldState = Arc<Mutex<Option<Lease>>>;
+
+/// What an operation asks of the engine.
+#[derive(Debug)]
+pub(crate) enum Intent {
+    TryAcquire {
+        lease: Duration,
+    },
+    Acquire {
+        lease: Duration,
+    },
+    Release,
+    Holder,
+    Hold {
+        lease: Duration,
+        interval: Duration,
+        state: HoldState,
+    },
+    CloseHold,
+    Edit {
+        key: Bytes,
+        lease: Duration,
+    },
+}
+
+/// A message from a handle to the actor.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Start an operation; its events go to `sink`.
+    Start {
+        ticket: Ticket,
+        name: Bytes,
+        intent: Intent,
+        options: Options,
+        sink: OpSink,
+    },
+    /// Answer the edit's `EditRequested`.
+    CompleteEdit { ticket: Ticket, action: EditAction },
+    /// The handle is gone before the operation ended.
+    Cancel { ticket: Ticket },
+    /// Report holder changes of a lock to `sink`.
+    Observe {
+        ticket: Ticket,
+        name: Bytes,
+        sink: ObserveSink,
+        ack: oneshot::Sender<Result<(), IntentError>>,
+    },
+    /// The observer is gone.
+    Unobserve { ticket: Ticket },
+}
+
+struct Route {
+    ticket: Ticket,
+    sink: OpSink,
+    /// Set for holds: `Acquired` is not final, and the lease is mirrored here.
+    hold: Option<HoldState>,
+}
+
+/// The actor: owns the [`Connection`], the routes of live operations and the observers.
+///
+/// A runtime adapter feeds it commands, bytes, timeouts and transport changes, writes what
+/// [`Actor::poll_transmit`] returns and sleeps until [`Actor::poll_timeout`]. Every event of the
+/// connection is routed as soon as it is produced.
+pub(crate) struct Actor {
+    conn: Connection,
+    ops: BTreeMap<OpId, Route>,
+    tickets: BTreeMap<Ticket, OpId>,
+    observers: BTreeMap<LockId, Vec<(Ticket, ObserveSink)>>,
+    backoff: Backoff,
+    session_ended: bool,
+    connected: bool,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor")
+            .field("operations", &self.ops.len())
+            .field("observed_locks", &self.observers.len())
+            .field("connected", &self.connected)
+            .finish()
+    }
+}
+
+impl Actor {
+    /// An actor for these settings, not connected.
+    pub(crate) fn new(settings: &Settings, now: Now) -> Result<Actor, ConfigError> {
+        let conn = Connection::new(
+            settings.lock.clone(),
+            settings.mqtt.clone(),
+            now,
+            settings.seed,
+        )?;
+        Ok(Actor {
+            conn,
+            ops: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            observers: BTreeMap::new(),
+            backoff: Backoff::new(
+                settings.reconnect_min,
+                settings.reconnect_max,
+                settings.seed.rotate_left(17),
+            ),
+            session_ended: false,
+            connected: false,
+        })
+    }
+
+    /// Whether the broker has accepted the current connection.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// A new transport is up: send CONNECT.
+    pub(crate) fn connect(&mut self, now: Now) {
+        self.session_ended = false;
+        self.conn.connect(now);
+        self.route();
+    }
+
+    /// Bytes read from the transport.
+    pub(crate) fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
+        self.conn.handle_bytes(now, bytes);
+        self.route();
+    }
+
+    /// A deadline may have passed.
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
+        self.conn.handle_timeout(now);
+        self.route();
+    }
+
+    /// The transport broke or was closed by us.
+    pub(crate) fn transport_closed(&mut self, now: Now) {
+        self.conn.handle_transport_closed(now);
+        self.route();
+        self.session_ended = false;
+    }
+
+    /// Send DISCONNECT.
+    pub(crate) fn disconnect(&mut self, now: Now) {
+        self.conn.disconnect(now);
+        self.route();
+    }
+
+    /// Whether the MQTT session ended the connection by itself (keep-alive timeout, refused
+    /// CONNACK, DISCONNECT from the broker): the transport should be closed and a new one opened.
+    pub(crate) fn session_ended(&self) -> bool {
+        self.session_ended
+    }
+
+    /// The delay before the next connection attempt.
+    pub(crate) fn next_backoff(&mut self) -> Duration {
+        self.backoff.next_delay()
+    }
+
+    /// Bytes to write to the transport, in order.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+        let bytes = self.conn.poll_transmit();
+        self.route();
+        bytes
+    }
+
+    /// When [`Actor::handle_timeout`] should be called next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// A command from a handle.
+    pub(crate) fn handle_command(&mut self, now: Now, command: Command) {
+        match command {
+            Command::Start {
+                ticket,
+                name,
+                intent,
+                options,
+                sink,
+            } => self.start(now, ticket, name, intent, options, sink),
+            Command::CompleteEdit { ticket, action } => {
+                if let Some(op) = self.tickets.get(&ticket).copied() {
+                    // The edit may have ended meanwhile (timeout): its final event is on its way.
+                    let _ = self.conn.client().complete_edit(now, op, action);
+                }
+            }
+            Command::Cancel { ticket } => {
+                if let Some(op) = self.tickets.get(&ticket).copied() {
+                    let _ = self.conn.client().cancel(now, op);
+                }
+            }
+            Command::Observe {
+                ticket,
+                name,
+                sink,
+                ack,
+            } => {
+                let result = self.observe(now, ticket, &name, sink);
+                let _ = ack.send(result);
+            }
+            Command::Unobserve { ticket } => self.unobserve(now, ticket),
+        }
+        self.route();
+    }
+
+    fn start(
+        &mut self,
+        now: Now,
+        ticket: Ticket,
+        name: Bytes,
+        intent: Intent,
+        options: Options,
+        sink: OpSink,
+    ) {
+        let client = self.conn.client();
+        let lock = match client.lock(&name) {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = sink.unbounded_send(Err(e));
+                return;
+            }
+        };
+        let mut hold = None;
+        let started = match intent {
+            Intent::TryAcquire { lease } => client.try_acquire(now, lock, lease, options),
+            Intent::Acquire { lease } => client.acquire(now, lock, lease, options),
+            Intent::Release => client.release(now, lock, options),
+            Intent::Holder => client.holder(now, lock, options),
+            Intent::Hold {
+                lease,
+                interval,
+                state,
+            } => {
+                hold = Some(state);
+                client.hold(now, lock, lease, interval, options)
+            }
+            Intent::CloseHold => client.close_hold(now, lock),
+            Intent::Edit { key, lease } => client.edit(now, lock, key, lease, options),
+        };
+        match started {
+            Ok(op) => {
+                self.tickets.insert(ticket, op);
+                self.ops.insert(op, Route { ticket, sink, hold });
+            }
+            Err(e) => {
+                let _ = sink.unbounded_send(Err(e));
+            }
+        }
+    }
+
+    fn observe(
+        &mut self,
+        now: Now,
+        ticket: Ticket,
+        name: &Bytes,
+        sink: ObserveSink,
+    ) -> Result<(), IntentError> {
+        let client = self.conn.client();
+        let lock = client.lock(name)?;
+        let subscribers = self.observers.entry(lock).or_default();
+        if subscribers.is_empty() {
+            if let Err(e) = client.observe(now, lock) {
+                self.observers.remove(&lock);
+                return Err(e);
+            }
+        }
+        self.observers.entry(lock).or_default().push((ticket, sink));
+        Ok(())
+    }
+
+    fn unobserve(&mut self, now: Now, ticket: Ticket) {
+        let Some(lock) = self
+            .observers
+            .iter()
+            .find(|(_, subs)| subs.iter().any(|(t, _)| *t == ticket))
+            .map(|(lock, _)| *lock)
+        else {
+            return;
+        };
+        let subscribers = self.observers.entry(lock).or_default();
+        subscribers.retain(|(t, _)| *t != ticket);
+        if subscribers.is_empty() {
+            self.observers.remove(&lock);
+            let _ = self.conn.client().unobserve(now, lock);
+        }
+    }
+
+    /// Hands every event of the connection to whoever waits for it.
+    fn route(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                ConnEvent::Lock(event) => self.route_lock(event),
+                ConnEvent::Connected { .. } => {
+                    self.connected = true;
+                    self.backoff.reset();
+                }
+                ConnEvent::ConnectFailed(_) | ConnEvent::Disconnected(_) => {
+                    self.connected = false;
+                    self.session_ended = true;
+                }
+                // The engine times the request out and reports it on its operation.
+                ConnEvent::PublishRefused(_) => {}
+            }
+        }
+    }
+
+    fn route_lock(&mut self, event: Event) {
+        match &event {
+            Event::HolderChanged { lock, holder } => {
+                if let Some(subs) = self.observers.get(lock) {
+                    for (_, sink) in subs {
+                        let _ = sink.unbounded_send(Ok(holder.clone()));
+                    }
+                }
+                return;
+            }
+            Event::ObserveFailed { lock, error } => {
+                // The engine stopped observing: tell every observer, whose streams then end.
+                if let Some(subs) = self.observers.remove(lock) {
+                    for (_, sink) in subs {
+                        let _ = sink.unbounded_send(Err(error.clone()));
+                    }
+                }
+                return;
+            }
+            // A lease of try_acquire/acquire ran out: its holder checks `Lease::valid_until`.
+            Event::Expired { .. } => return,
+            _ => {}
+        }
+        let Some(op) = event.op() else { return };
+        let Some(route) = self.ops.get(&op) else {
+            return;
+        };
+        if let Some(state) = &route.hold {
+            let lease = match &event {
+                Event::Acquired {
+                    token, valid_until, ..
+                }
+                | Event::Renewed {
+                    token, valid_until, ..
+                } => Some(Lease {
+                    token: token.clone(),
+                    valid_until: *valid_until,
+                }),
+                _ => None,
+            };
+            *state.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+        }
+        let last = is_final(&event, route.hold.is_some());
+        let _ = route.sink.unbounded_send(Ok(event));
+        if last {
+            if let Some(route) = self.ops.remove(&op) {
+                self.tickets.remove(&route.ticket);
+            }
+        }
+    }
+}
+
+/// Whether the event ends its operation (a hold announces every acquisition).
+fn is_final(event: &Event, hold: bool) -> bool {
+    match event {
+        Event::Acquired { .. } => !hold,
+        Event::Busy { .. }
+        | Event::Released { .. }
+        | Event::HoldEnded { .. }
+        | Event::Holder { .. }
+        | Event::EditDone { .. }
+        | Event::Failed { .. } => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,299 @@
+//! The run loop, written once: a [`Driver`] future that owns the actor and a
+//! transport provided by a [`Runtime`].
+
+use crate::actor::{Actor, Command};
+use crate::clock::now;
+use crate::handle::Client;
+use crate::settings::Settings;
+use futures_channel::mpsc;
+use futures_core::Stream;
+use leasedlock::bytes::Bytes;
+use leasedlock::lock::ConfigError;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// A connection attempt in progress.
+pub type ConnectFuture<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
+
+/// What a runtime adapter provides: a TCP connector (with TCP_NODELAY set), poll-based reads and
+/// writes, and a resettable timer. No protocol logic belongs here.
+pub trait Runtime: 'static {
+    /// A connected byte stream.
+    type Stream: Send + Unpin + 'static;
+    /// A timer that fires at an instant and can be moved.
+    type Timer: Send + Unpin + 'static;
+
+    /// Open a stream to the broker; set TCP_NODELAY on it.
+    fn connect(host: &str, port: u16) -> ConnectFuture<Self::Stream>;
+    /// Read into `buf`; `Ok(0)` is the end of the stream.
+    fn poll_read(
+        stream: &mut Self::Stream,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>>;
+    /// Write some of `buf`.
+    fn poll_write(
+        stream: &mut Self::Stream,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>>;
+    /// A timer firing at `at`.
+    fn timer(at: Instant) -> Self::Timer;
+    /// Move the timer to fire at `at`.
+    fn reset_timer(timer: &mut Self::Timer, at: Instant);
+    /// Ready once the timer's instant has passed.
+    fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+enum Transport<S> {
+    /// Waiting until `retry_at` to connect.
+    Idle {
+        retry_at: Instant,
+    },
+    Connecting(ConnectFuture<S>),
+    Up {
+        stream: S,
+        out: VecDeque<Bytes>,
+        written: usize,
+    },
+    /// Shut down: the future has completed or is completing.
+    Closed,
+}
+
+/// The future that runs a connection: spawn it on the runtime its [`Runtime`] belongs to. It
+/// ends once every [`Client`] handle (and every future, hold and observer made from one) is
+/// dropped, after sending DISCONNECT. Dropping it kills the connection without releasing
+/// anything (leases then expire at the store).
+pub struct Driver<R: Runtime> {
+    actor: Actor,
+    commands: mpsc::UnboundedReceiver<Command>,
+    transport: Transport<R::Stream>,
+    host: String,
+    port: u16,
+    timer: Option<(R::Timer, Instant)>,
+    /// The last engine deadline handled, and when: never spin on a deadline the engine keeps.
+    fired: Option<(Instant, Instant)>,
+    closing: bool,
+    read_buf: Box<[u8]>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Driver<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("actor", &self.actor)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("closing", &self.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client handle and the driver future that serves it; the driver connects at its first poll.
+pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), ConfigError> {
+    let actor = Actor::new(settings, now())?;
+    let (tx, commands) = mpsc::unbounded();
+    let driver = Driver {
+        actor,
+        commands,
+        transport: Transport::Idle {
+            retry_at: now().instant,
+        },
+        host: settings.host.clone(),
+        port: settings.port,
+        timer: None,
+        fired: None,
+        closing: false,
+        read_buf: vec![0; 64 * 1024].into_boxed_slice(),
+    };
+    Ok((Client::new(tx), driver))
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Whether the broker has accepted the current connection.
+    pub fn is_connected(&self) -> bool {
+        self.actor.is_connected()
+    }
+
+    /// One round over commands, transport and timer; `true` when anything moved.
+    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = self.poll_commands(cx);
+        moved |= self.poll_transport(cx);
+        moved |= self.poll_deadline(cx);
+        moved
+    }
+
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        while !self.closing {
+            match Pin::new(&mut self.commands).poll_next(cx) {
+                Poll::Ready(Some(command)) => {
+                    self.actor.handle_command(now(), command);
+                    moved = true;
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: say goodbye and stop.
+                    self.closing = true;
+                    moved = true;
+                    if matches!(self.transport, Transport::Up { .. }) && self.actor.is_connected() {
+                        self.actor.disconnect(now());
+                    } else {
+                        self.transport = Transport::Closed;
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        moved
+    }
+
+    fn poll_transport(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.transport {
+            Transport::Closed => false,
+            Transport::Idle { retry_at } => {
+                if now().instant < *retry_at {
+                    return false;
+                }
+                self.transport = Transport::Connecting(R::connect(&self.host, self.port));
+                true
+            }
+            Transport::Connecting(connecting) => match connecting.as_mut().poll(cx) {
+                Poll::Pending => false,
+                Poll::Ready(Ok(stream)) => {
+                    self.transport = Transport::Up {
+                        stream,
+                        out: VecDeque::new(),
+                        written: 0,
+                    };
+                    self.actor.connect(now());
+                    true
+                }
+                Poll::Ready(Err(_)) => {
+                    self.retry_later();
+                    true
+                }
+            },
+            Transport::Up {
+                stream,
+                out,
+                written,
+            } => {
+                let mut moved = false;
+                let mut broken = false;
+                loop {
+                    match R::poll_read(stream, cx, &mut self.read_buf) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            broken = true;
+                            break;
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.actor.handle_bytes(now(), &self.read_buf[..n]);
+                            moved = true;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                while let Some(bytes) = self.actor.poll_transmit() {
+                    out.push_back(bytes);
+                }
+                while let Some(front) = out.front() {
+                    match R::poll_write(stream, cx, &front[*written..]) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            broken = true;
+                            break;
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            moved = true;
+                            *written += n;
+                            if *written == front.len() {
+                                out.pop_front();
+                                *written = 0;
+                            }
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if self.closing && (out.is_empty() || broken) {
+                    self.transport = Transport::Closed;
+                    return true;
+                }
+                if broken || self.actor.session_ended() {
+                    self.actor.transport_closed(now());
+                    self.retry_later();
+                    moved = true;
+                }
+                moved
+            }
+        }
+    }
+
+    fn retry_later(&mut self) {
+        if self.closing {
+            self.transport = Transport::Closed;
+        } else {
+            let delay = self.actor.next_backoff();
+            self.transport = Transport::Idle {
+                retry_at: now().instant + delay,
+            };
+        }
+    }
+
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let retry = match self.transport {
+            Transport::Idle { retry_at } => Some(retry_at),
+            _ => None,
+        };
+        let deadline = match (self.actor.poll_timeout(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(raw) = deadline else {
+            return false;
+        };
+        let at = match self.fired {
+            // Handled already and kept by the engine: look again a little later, never spin.
+            Some((handled, when)) if handled == raw => when + Duration::from_millis(1),
+            _ => raw,
+        };
+        let timer = match &mut self.timer {
+            Some((timer, set)) => {
+                if *set != at {
+                    R::reset_timer(timer, at);
+                    *set = at;
+                }
+                timer
+            }
+            None => &mut self.timer.insert((R::timer(at), at)).0,
+        };
+        match R::poll_timer(timer, cx) {
+            Poll::Pending => false,
+            Poll::Ready(()) => {
+                let now = now();
+                self.fired = Some((raw, now.instant));
+                self.actor.handle_timeout(now);
+                true
+            }
+        }
+    }
+}
+
+impl<R: Runtime> Future for Driver<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        while this.step(cx) {
+            if matches!(this.transport, Transport::Closed) {
+                return Poll::Ready(());
+            }
+        }
+        if matches!(this.transport, Transport::Closed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}

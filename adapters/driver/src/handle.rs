@@ -1,0 +1,465 @@
+//! The async API: a cloneable [`Client`] handle, [`Hold`] and [`Observer`].
+//!
+//! Every method sends a command to the driver and awaits the events of its operation. Dropping a
+//! future before it completes cancels the operation in the engine (a waiting acquire still sends
+//! KEYNOTIFY STOP; a hold is released).
+
+use crate::actor::{Command, HoldState, Intent, Ticket};
+use futures_channel::{mpsc, oneshot};
+use futures_core::Stream;
+use leasedlock::bytes::Bytes;
+use leasedlock::lock::{EditAction, EditOutcome, Event, IntentError, LossReason, OpError, Options};
+use leasedlock::FencingToken;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The engine refused the intent at once: nothing was sent.
+    #[error(transparent)]
+    Intent(#[from] IntentError),
+    /// The operation failed.
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// The driver has stopped (its task ended or was dropped).
+    #[error("the driver has stopped")]
+    Closed,
+}
+
+/// A lease won: its fencing token and until when it may be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The fencing token of this acquisition (or renewal).
+    pub token: FencingToken,
+    /// The token may be used until this instant (lease minus the safety margin).
+    pub valid_until: Instant,
+}
+
+impl Lease {
+    /// Whether the token may still be used now.
+    pub fn is_valid(&self) -> bool {
+        crate::clock::now().instant < self.valid_until
+    }
+}
+
+/// What happened to a [`Hold`] after it first acquired the lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldEvent {
+    /// The lease was renewed: use the new token from now on.
+    Renewed(Lease),
+    /// The lease was lost; the hold is acquiring again and reports the next [`HoldEvent::Acquired`].
+    Lost(LossReason),
+    /// The lock was won again after a loss.
+    Acquired(Lease),
+}
+
+/// A cloneable handle to a driver: every lock operation, as async methods.
+///
+/// Lock names and keys are bytes; options (timeout, session id) are the core's
+/// [`Options`](leasedlock::lock::Options).
+#[derive(Clone, Debug)]
+pub struct Client {
+    tx: mpsc::UnboundedSender<Command>,
+    tickets: Arc<AtomicU64>,
+}
+
+/// Sends a cancel for its operation when dropped before the operation ended.
+struct Guard {
+    tx: mpsc::UnboundedSender<Command>,
+    ticket: Ticket,
+    armed: bool,
+    observer: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.armed {
+            let ticket = self.ticket;
+            let command = if self.observer {
+                Command::Unobserve { ticket }
+            } else {
+                Command::Cancel { ticket }
+            };
+            let _ = self.tx.unbounded_send(command);
+        }
+    }
+}
+
+/// The handle side of one operation: its events and its drop guard.
+struct Op {
+    rx: mpsc::UnboundedReceiver<Result<Event, IntentError>>,
+    guard: Guard,
+}
+
+impl Op {
+    /// The next event of the operation.
+    async fn next(&mut self) -> Result<Event, Error> {
+        match poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(e)) => {
+                self.guard.armed = false;
+                Err(Error::Intent(e))
+            }
+            None => {
+                self.guard.armed = false;
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    /// The operation ended: nothing to cancel.
+    fn done(&mut self) {
+        self.guard.armed = false;
+    }
+}
+
+impl Client {
+    /// A handle sending to a driver's command channel.
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Command>) -> Client {
+        Client {
+            tx,
+            tickets: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn guard(&self, observer: bool) -> Guard {
+        Guard {
+            tx: self.tx.clone(),
+            ticket: self.tickets.fetch_add(1, Ordering::Relaxed),
+            armed: true,
+            observer,
+        }
+    }
+
+    fn start(&self, name: &[u8], intent: Intent, options: Options) -> Result<Op, Error> {
+        let guard = self.guard(false);
+        let (sink, rx) = mpsc::unbounded();
+        self.tx
+            .unbounded_send(Command::Start {
+                ticket: guard.ticket,
+                name: Bytes::copy_from_slice(name),
+                intent,
+                options,
+                sink,
+            })
+            .map_err(|_| Error::Closed)?;
+        Ok(Op { rx, guard })
+    }
+
+    /// One attempt to take the lock: `Some(lease)` when won, `None` when another holder has it.
+    pub async fn try_acquire(
+        &self,
+        name: impl AsRef<[u8]>,
+        lease: Duration,
+        options: Options,
+    ) -> Result<Option<Lease>, Error> {
+        let mut op = self.start(name.as_ref(), Intent::TryAcquire { lease }, options)?;
+        loop {
+            match op.next().await? {
+                Event::Acquired {
+                    token, valid_until, ..
+                } => {
+                    op.done();
+                    return Ok(Some(Lease { token, valid_until }));
+                }
+                Event::Busy { .. } => {
+                    op.done();
+                    return Ok(None);
+                }
+                Event::Failed { error, .. } => {
+                    op.done();
+                    return Err(Error::Op(error));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Take the lock, waiting as long as needed or until `options.timeout`.
+    pub async fn acquire(
+        &self,
+        name: impl AsRef<[u8]>,
+        lease: Duration,
+        options: Options,
+    ) -> Result<Lease, Error> {
+        let mut op = self.start(name.as_ref(), Intent::Acquire { lease }, options)?;
+        loop {
+            match op.next().await? {
+                Event::Acquired {
+                    token, valid_until, ..
+                } => {
+                    op.done();
+                    return Ok(Lease { token, valid_until });
+                }
+                Event::Failed { error, .. } => {
+                    op.done();
+                    return Err(Error::Op(error));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Release the lock (ending any hold on it); `true` when the store had it under our holder.
+    pub async fn release(&self, name: impl AsRef<[u8]>, options: Options) -> Result<bool, Error> {
+        let op = self.start(name.as_ref(), Intent::Release, options)?;
+        released(op).await
+    }
+
+    /// Who holds the lock: the holder value, `None` when free.
+    pub async fn holder(
+        &self,
+        name: impl AsRef<[u8]>,
+        options: Options,
+    ) -> Result<Option<Bytes>, Error> {
+        let mut op = self.start(name.as_ref(), Intent::Holder, options)?;
+        loop {
+            match op.next().await? {
+                Event::Holder { holder, .. } => {
+                    op.done();
+                    return Ok(holder);
+                }
+                Event::Failed { error, .. } => {
+                    op.done();
+                    return Err(Error::Op(error));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Take the lock and keep it, renewing every `interval`; resolves once it is first acquired
+    /// (`options.timeout` bounds that first acquisition). Dropping the [`Hold`] releases the lock.
+    pub async fn hold(
+        &self,
+        name: impl AsRef<[u8]>,
+        lease: Duration,
+        interval: Duration,
+        options: Options,
+    ) -> Result<Hold, Error> {
+        let state: HoldState = Arc::new(Mutex::new(None));
+        let intent = Intent::Hold {
+            lease,
+            interval,
+            state: state.clone(),
+        };
+        let mut op = self.start(name.as_ref(), intent, options)?;
+        loop {
+            match op.next().await? {
+                Event::Acquired { .. } => {
+                    return Ok(Hold {
+                        name: Bytes::copy_from_slice(name.as_ref()),
+                        client: self.clone(),
+                        op: Some(op),
+                        state,
+                    })
+                }
+                Event::Failed { error, .. } => {
+                    op.done();
+                    return Err(Error::Op(error));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Read-modify-write `key` under the lock: acquire, read the key, let `f` decide from its
+    /// current value (`None` when absent), write with the fencing token, release.
+    pub async fn edit<F, Fut>(
+        &self,
+        name: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        lease: Duration,
+        options: Options,
+        f: F,
+    ) -> Result<EditOutcome, Error>
+    where
+        F: FnOnce(Option<Bytes>) -> Fut,
+        Fut: Future<Output = EditAction>,
+    {
+        let intent = Intent::Edit {
+            key: Bytes::copy_from_slice(key.as_ref()),
+            lease,
+        };
+        let mut op = self.start(name.as_ref(), intent, options)?;
+        let mut f = Some(f);
+        loop {
+            match op.next().await? {
+                Event::EditRequested { current, .. } => {
+                    let action = match f.take() {
+                        Some(f) => f(current).await,
+                        None => EditAction::Abort,
+                    };
+                    self.tx
+                        .unbounded_send(Command::CompleteEdit {
+                            ticket: op.guard.ticket,
+                            action,
+                        })
+                        .map_err(|_| Error::Closed)?;
+                }
+                Event::EditDone { outcome, .. } => {
+                    op.done();
+                    return Ok(outcome);
+                }
+                Event::Failed { error, .. } => {
+                    op.done();
+                    return Err(Error::Op(error));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]
+    /// is dropped.
+    pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
+        let mut guard = self.guard(true);
+        let (sink, rx) = mpsc::unbounded();
+        let (ack, acked) = oneshot::channel();
+        self.tx
+            .unbounded_send(Command::Observe {
+                ticket: guard.ticket,
+                name: Bytes::copy_from_slice(name.as_ref()),
+                sink,
+                ack,
+            })
+            .map_err(|_| Error::Closed)?;
+        match acked.await {
+            Ok(Ok(())) => Ok(Observer { rx, _guard: guard }),
+            Ok(Err(e)) => {
+                guard.armed = false;
+                Err(Error::Intent(e))
+            }
+            Err(_) => {
+                guard.armed = false;
+                Err(Error::Closed)
+            }
+        }
+    }
+}
+
+async fn released(mut op: Op) -> Result<bool, Error> {
+    loop {
+        match op.next().await? {
+            Event::Released { was_held, .. } => {
+                op.done();
+                return Ok(was_held);
+            }
+            Event::Failed { error, .. } => {
+                op.done();
+                return Err(Error::Op(error));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A lock kept by renewals. Dropping it ends the hold and releases the lock.
+pub struct Hold {
+    name: Bytes,
+    client: Client,
+    /// `None` once the hold has ended.
+    op: Option<Op>,
+    state: HoldState,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("name", &self.name)
+            .field("lease", &self.lease())
+            .finish()
+    }
+}
+
+impl Hold {
+    /// The current lease, while its token may be used (checked against the clock now).
+    pub fn lease(&self) -> Option<Lease> {
+        let lease = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        lease.filter(Lease::is_valid)
+    }
+
+    /// The current fencing token, while it may be used.
+    pub fn token(&self) -> Option<FencingToken> {
+        self.lease().map(|l| l.token)
+    }
+
+    /// The next renewal, loss or re-acquisition; `None` once the hold has ended (an error of the
+    /// hold, or the driver stopped).
+    pub async fn next_event(&mut self) -> Option<HoldEvent> {
+        let op = self.op.as_mut()?;
+        loop {
+            let event = match op.next().await {
+                Ok(event) => event,
+                Err(_) => {
+                    self.op = None;
+                    return None;
+                }
+            };
+            let lease = |token, valid_until| Lease { token, valid_until };
+            match event {
+                Event::Renewed {
+                    token, valid_until, ..
+                } => return Some(HoldEvent::Renewed(lease(token, valid_until))),
+                Event::Acquired {
+                    token, valid_until, ..
+                } => return Some(HoldEvent::Acquired(lease(token, valid_until))),
+                Event::Lost { reason, .. } => return Some(HoldEvent::Lost(reason)),
+                Event::HoldEnded { .. } | Event::Failed { .. } => {
+                    op.done();
+                    self.op = None;
+                    return None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stop renewing and release the lock; `true` when the store still had it under our holder.
+    pub async fn close(mut self) -> Result<bool, Error> {
+        let Some(mut hold) = self.op.take() else {
+            return Err(Error::Intent(IntentError::NoHold));
+        };
+        let op = self
+            .client
+            .start(&self.name, Intent::CloseHold, Options::default());
+        // The release ends the hold; the hold's own drop guard has nothing left to cancel.
+        hold.done();
+        released(op?).await
+    }
+}
+
+/// Holder changes of one lock: `Ok(Some(holder))`, `Ok(None)` when released or expired, `Err`
+/// when the broker refused the notification registration (the stream then ends).
+///
+/// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
+pub struct Observer {
+    rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
+    _guard: Guard,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// The next holder change; `None` when the driver stopped or observing failed.
+    pub async fn next(&mut self) -> Option<Result<Option<Bytes>, OpError>> {
+        poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
+    }
+}
+
+impl Stream for Observer {
+    type Item = Result<Option<Bytes>, OpError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}

@@ -1,0 +1,121 @@
+//! What a driver needs to know: where the broker is, who we are, and how to reconnect.
+
+use leasedlock::{lock, mqtt};
+use std::time::Duration;
+
+/// Everything a driver needs to connect and run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker TCP port.
+    pub port: u16,
+    /// The lock engine's configuration; its `client_id` is also the MQTT client id.
+    pub lock: lock::Config,
+    /// MQTT session options (keep-alive, session expiry, credentials…); the client id is
+    /// replaced by `lock.client_id`.
+    pub mqtt: mqtt::Options,
+    /// First delay before reconnecting after the transport broke.
+    pub reconnect_min: Duration,
+    /// Largest delay between two connection attempts.
+    pub reconnect_max: Duration,
+    /// Seed of the engine (correlation ids, retry jitter) and of the reconnect jitter.
+    pub seed: u64,
+}
+
+impl Settings {
+    /// Defaults for a broker address and a client id: keep-alive 10 s, reconnect after 50 ms
+    /// doubling up to 2 s, a seed drawn from the client id and the wall clock.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        let client_id = client_id.into();
+        let mut mqtt = mqtt::Options::new(client_id.clone());
+        mqtt.keep_alive = Duration::from_secs(10);
+        let seed = fnv1a(client_id.as_bytes()) ^ crate::clock::now().wall_ms;
+        Settings {
+            host: host.into(),
+            port,
+            lock: lock::Config::new(client_id),
+            mqtt,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            seed,
+        }
+    }
+
+    /// The same settings with another seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Exponential reconnect backoff with a cap and a seeded jitter: the `n`-th delay is drawn from
+/// `[d/2, d]` with `d = min(min · 2ⁿ, max)`.
+///
+/// ```
+/// use leasedlock_driver::Backoff;
+/// use std::time::Duration;
+///
+/// let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 7);
+/// let first = b.next_delay();
+/// assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+/// for _ in 0..10 {
+///     assert!(b.next_delay() <= Duration::from_secs(1));
+/// }
+/// b.reset();
+/// assert!(b.next_delay() <= Duration::from_millis(100));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A backoff starting at `min`, capped at `max` (at least `min`), with jitter from `seed`.
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            attempt: 0,
+            rng: seed,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the next one, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32 << self.attempt.min(20);
+        let full = self.min.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = full / 2;
+        let span = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.random() % (span + 1)
+        };
+        half + Duration::from_nanos(jitter)
+    }
+
+    /// A connection succeeded: start again from `min`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// SplitMix64.
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

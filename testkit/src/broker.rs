@@ -1,0 +1,268 @@
+//! [`Broker`]: an MQTT v5 broker on a free loopback port for tests — mosquitto when installed,
+//! else the embedded broker of [`crate::embedded`].
+
+use crate::embedded::EmbeddedBroker;
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Where mosquitto is looked for (the Debian package installs it there).
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// Set to `1` to make a missing mosquitto an error instead of a fallback to the embedded broker
+/// (CI sets it).
+pub const REQUIRE_MOSQUITTO_ENV: &str = "LEASEDLOCK_REQUIRE_MOSQUITTO";
+
+/// How long a broker may take to accept TCP after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// An MQTT v5 broker listening on `127.0.0.1` on a free port, stopped when dropped.
+///
+/// [`Broker::start`] runs mosquitto ([`MOSQUITTO`]) with a generated configuration:
+///
+/// ```text
+/// listener <port> 127.0.0.1
+/// allow_anonymous true
+/// set_tcp_nodelay true
+/// persistence false
+/// log_dest file <dir>/mosquitto.log
+/// log_dest topic
+/// ```
+///
+/// `log_dest topic` publishes the broker's log on `$SYS/broker/log/<level>`; the state-store
+/// emulator reads "Client X disconnected" lines from it to drop that client's KEYNOTIFY
+/// registrations, as the real service does.
+///
+/// When mosquitto is not installed, an in-process broker ([`crate::embedded`]) is used instead
+/// (and a line says so on stderr); it cannot be restarted ([`Broker::can_restart`] is false).
+/// With `LEASEDLOCK_REQUIRE_MOSQUITTO=1` a missing mosquitto panics instead.
+#[derive(Debug)]
+pub struct Broker {
+    addr: SocketAddr,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Mosquitto { dir: PathBuf, child: Option<Child> },
+    Embedded(Option<EmbeddedBroker>),
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it accepts TCP connections.
+    ///
+    /// # Panics
+    ///
+    /// When the broker cannot be started, or when mosquitto is missing and
+    /// `LEASEDLOCK_REQUIRE_MOSQUITTO=1` is set.
+    pub fn start() -> Broker {
+        if Path::new(MOSQUITTO).exists() {
+            return Broker::mosquitto();
+        }
+        if std::env::var(REQUIRE_MOSQUITTO_ENV).as_deref() == Ok("1") {
+            panic!(
+                "{REQUIRE_MOSQUITTO_ENV}=1 but {MOSQUITTO} is not installed \
+                 (apt-get install mosquitto)"
+            );
+        }
+        eprintln!("leasedlock-testkit: {MOSQUITTO} not found, using the embedded MQTT broker");
+        Broker::embedded()
+    }
+
+    /// Starts mosquitto ([`MOSQUITTO`]) on a free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// When mosquitto is missing or does not come up.
+    pub fn mosquitto() -> Broker {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("leasedlock-mosquitto-{}-{n}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create the broker's temporary directory");
+        // A port that was free a moment ago can be taken before mosquitto binds it: try again.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            match spawn_mosquitto(&dir, addr) {
+                Ok(child) => {
+                    return Broker {
+                        addr,
+                        kind: Kind::Mosquitto {
+                            dir,
+                            child: Some(child),
+                        },
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("mosquitto did not start: {last_error}");
+    }
+
+    /// Starts the embedded in-process broker ([`crate::embedded`]) on a free loopback port.
+    pub fn embedded() -> Broker {
+        let broker = EmbeddedBroker::start().expect("start the embedded MQTT broker");
+        Broker {
+            addr: broker.addr(),
+            kind: Kind::Embedded(Some(broker)),
+        }
+    }
+
+    /// The address clients connect to (`127.0.0.1:<port>`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether this broker is mosquitto (else the embedded broker).
+    pub fn is_mosquitto(&self) -> bool {
+        matches!(self.kind, Kind::Mosquitto { .. })
+    }
+
+    /// Whether [`Broker::restart`] works (mosquitto only).
+    pub fn can_restart(&self) -> bool {
+        self.is_mosquitto()
+    }
+
+    /// Stops the broker (kills it by PID; every client connection breaks) and starts it again on
+    /// the same port, waiting until it accepts TCP.
+    ///
+    /// # Panics
+    ///
+    /// On the embedded broker (see [`Broker::can_restart`]) or when mosquitto does not come back.
+    pub fn restart(&mut self) {
+        self.stop();
+        match &mut self.kind {
+            Kind::Mosquitto { dir, child } => {
+                // The port was ours a moment ago; mosquitto binds with SO_REUSEADDR, but give a
+                // slow system a few tries.
+                let deadline = Instant::now() + READY_TIMEOUT;
+                loop {
+                    match spawn_mosquitto(dir, self.addr) {
+                        Ok(c) => {
+                            *child = Some(c);
+                            return;
+                        }
+                        Err(e) if Instant::now() >= deadline => {
+                            panic!("mosquitto did not restart on {}: {e}", self.addr)
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            }
+            Kind::Embedded(_) => panic!("the embedded broker cannot be restarted"),
+        }
+    }
+
+    /// Stops the broker (idempotent). Clients see their connections break.
+    pub fn stop(&mut self) {
+        match &mut self.kind {
+            Kind::Mosquitto { child, .. } => {
+                if let Some(mut c) = child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            Kind::Embedded(broker) => {
+                if let Some(b) = broker.take() {
+                    b.stop();
+                }
+            }
+        }
+    }
+
+    /// Whether the broker is running (not stopped).
+    pub fn is_running(&self) -> bool {
+        match &self.kind {
+            Kind::Mosquitto { child, .. } => child.is_some(),
+            Kind::Embedded(b) => b.is_some(),
+        }
+    }
+
+    /// The mosquitto log so far (empty for the embedded broker): for failure messages.
+    pub fn log(&self) -> String {
+        match &self.kind {
+            Kind::Mosquitto { dir, .. } => {
+                fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+            }
+            Kind::Embedded(_) => String::new(),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+        if let Kind::Mosquitto { dir, .. } = &self.kind {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A loopback port that was free when asked.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// Writes the configuration, starts mosquitto and waits until it accepts TCP on `addr`.
+fn spawn_mosquitto(dir: &Path, addr: SocketAddr) -> Result<Child, String> {
+    let config = dir.join("mosquitto.conf");
+    let log = dir.join("mosquitto.log");
+    let text = format!(
+        "listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         set_tcp_nodelay true\n\
+         persistence false\n\
+         log_dest file {log}\n\
+         log_dest topic\n\
+         log_type error\n\
+         log_type warning\n\
+         log_type notice\n\
+         log_type information\n\
+         connection_messages true\n\
+         log_timestamp true\n",
+        port = addr.port(),
+        log = log.display(),
+    );
+    fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
+    let mut child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {MOSQUITTO}: {e}"))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut stderr);
+            }
+            let log = fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("mosquitto exited ({status}): {stderr}{log}"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "mosquitto did not accept TCP on {addr} within {READY_TIMEOUT:?}"
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
