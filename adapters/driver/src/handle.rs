@@ -463,3 +463,71 @@ impl Stream for Observer {
         Pin::new(&mut self.rx).poll_next(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasedlock::lock::{LockId, OpId};
+    use std::task::Waker;
+
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_dropped_operation_future_cancels_its_operation() {
+        let (tx, mut rx) = mpsc::unbounded();
+        let client = Client::new(tx);
+        let mut fut = Box::pin(client.acquire("L", Duration::from_secs(5), Options::default()));
+        assert!(poll_once(fut.as_mut()).is_pending());
+        drop(fut);
+        let started = match rx.try_recv() {
+            Ok(Command::Start { ticket, .. }) => ticket,
+            other => panic!("expected Start, got {other:?}"),
+        };
+        match rx.try_recv() {
+            Ok(Command::Cancel { ticket }) => assert_eq!(ticket, started),
+            other => panic!("expected Cancel, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_finished_operation_sends_no_cancel() {
+        let (tx, mut rx) = mpsc::unbounded();
+        let client = Client::new(tx);
+        let mut fut = Box::pin(client.holder("L", Options::default()));
+        assert!(poll_once(fut.as_mut()).is_pending());
+        let Ok(Command::Start { sink, .. }) = rx.try_recv() else {
+            panic!("expected Start");
+        };
+        let (op, lock) = ids();
+        sink.unbounded_send(Ok(Event::Holder {
+            op,
+            lock,
+            holder: None,
+        }))
+        .unwrap();
+        assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Ok(None)));
+        drop(fut);
+        assert!(rx.try_recv().is_err(), "nothing more was sent");
+    }
+
+    #[test]
+    fn a_stopped_driver_is_reported_as_closed() {
+        let (tx, rx) = mpsc::unbounded();
+        drop(rx);
+        let client = Client::new(tx);
+        let mut fut = Box::pin(client.release("L", Options::default()));
+        assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Err(Error::Closed)));
+    }
+
+    /// Ids of a real engine (their constructors are private to the core).
+    fn ids() -> (OpId, LockId) {
+        let now = crate::clock::now();
+        let mut c =
+            leasedlock::lock::Client::new(leasedlock::lock::Config::new("t"), now, 1).unwrap();
+        let lock = c.lock("L").unwrap();
+        let op = c.holder(now, lock, Options::default()).unwrap();
+        (op, lock)
+    }
+}

@@ -1,0 +1,607 @@
+//! Real-broker scenarios run by every adapter: mosquitto (or the test kit's embedded broker), the
+//! state-store emulator connected to it, and lock clients through the adapter under test.
+//!
+//! The including test crate names its adapter `crate::adapter` and implements [`Rt`] for each
+//! runtime, then expands `scenarios!(RtType)`. No scenario relies on a sleep to pass: each waits
+//! for events, bounded by a generous [`WAIT`].
+
+use crate::adapter::leasedlock::bytes::Bytes;
+use crate::adapter::leasedlock::lock::{EditAction, EditOutcome, OpError, Options};
+use crate::adapter::leasedlock::store::StoreReply;
+use crate::adapter::leasedlock::FencingToken;
+use crate::adapter::{Client, Error, HoldEvent, Settings};
+use leasedlock_testkit::{Broker, StoreEmulator};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+/// Bound on any single wait; reaching it fails the test.
+pub const WAIT: Duration = Duration::from_secs(20);
+const LEASE: Duration = Duration::from_secs(10);
+
+/// What a scenario needs from a runtime.
+pub trait Rt: 'static {
+    /// A running driver.
+    type Task;
+    /// Run a future to completion on this runtime.
+    fn block_on<F: Future>(f: F) -> F::Output;
+    /// Connect a client; its driver runs as `Task`.
+    fn connect(settings: &Settings) -> (Client, Self::Task);
+    /// Kill a driver without releasing anything.
+    fn kill(task: Self::Task) -> impl Future<Output = ()>;
+    /// Sleep (only to hold a lock for a moment, never to wait for an outcome).
+    fn sleep(d: Duration) -> impl Future<Output = ()>;
+    /// Run blocking code off the runtime's threads.
+    fn unblock<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T>;
+}
+
+/// A broker and a store emulator for one test.
+pub struct Env {
+    broker: Arc<Mutex<Broker>>,
+    _store: StoreEmulator,
+    port: u16,
+    test: &'static str,
+}
+
+static NEXT_CLIENT: AtomicU32 = AtomicU32::new(0);
+
+impl Env {
+    pub fn start(test: &'static str) -> Env {
+        let broker = Broker::start();
+        let store = StoreEmulator::start(broker.addr());
+        Env {
+            port: broker.addr().port(),
+            broker: Arc::new(Mutex::new(broker)),
+            _store: store,
+            test,
+        }
+    }
+
+    fn can_restart(&self) -> bool {
+        self.broker.lock().unwrap().can_restart()
+    }
+
+    fn settings(&self, name: &str) -> Settings {
+        let id = format!(
+            "{}-{name}-{}",
+            self.test,
+            NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut s = Settings::new("127.0.0.1", self.port, id);
+        s.reconnect_max = Duration::from_millis(300);
+        // After a broker restart the clients may reconnect before the store emulator has
+        // resubscribed: their first requests find no subscriber and are retried only when they
+        // time out.
+        s.lock.request_timeout = Duration::from_secs(2);
+        s
+    }
+
+    fn client<R: Rt>(&self, name: &str) -> (Client, R::Task, String) {
+        let s = self.settings(name);
+        let (client, task) = R::connect(&s);
+        (client, task, s.lock.client_id)
+    }
+
+    async fn restart_broker<R: Rt>(&self) {
+        let broker = self.broker.clone();
+        R::unblock(move || broker.lock().unwrap().restart()).await;
+    }
+}
+
+/// `f`, or a panic after [`WAIT`].
+pub async fn within<R: Rt, F: Future>(f: F) -> F::Output {
+    bounded::<R, F>(WAIT, f)
+        .await
+        .unwrap_or_else(|| panic!("no outcome within {WAIT:?}"))
+}
+
+/// `f`, or `None` (and `f` dropped) after `d`.
+pub async fn bounded<R: Rt, F: Future>(d: Duration, f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut sleep = std::pin::pin!(R::sleep(d));
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Runs all futures concurrently to completion.
+pub async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec<T> {
+    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, result) in futures.iter_mut().zip(out.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *result = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+fn timeout(d: Duration) -> Options {
+    Options::default().with_timeout(d)
+}
+
+// ----- scenarios ---------------------------------------------------------------------------------
+
+/// Three clients take turns on one lock: never two holders at once, tokens only increase, every
+/// release finds the lock ours.
+pub async fn three_clients_contend<R: Rt>(env: Env) {
+    let clients: Vec<_> = (0..3).map(|i| env.client::<R>(&format!("c{i}"))).collect();
+    let busy = AtomicBool::new(false);
+    let tokens = Mutex::new(Vec::new());
+    let work = clients
+        .iter()
+        .map(|(client, _, _)| {
+            let (busy, tokens) = (&busy, &tokens);
+            Box::pin(async move {
+                for _ in 0..4 {
+                    let lease = within::<R, _>(client.acquire("L", LEASE, timeout(WAIT)))
+                        .await
+                        .unwrap();
+                    assert!(!busy.swap(true, Ordering::SeqCst), "two holders at once");
+                    tokens.lock().unwrap().push(lease.token);
+                    R::sleep(Duration::from_millis(2)).await;
+                    busy.store(false, Ordering::SeqCst);
+                    assert!(client.release("L", Options::default()).await.unwrap());
+                }
+            }) as Pin<Box<dyn Future<Output = ()>>>
+        })
+        .collect();
+    join_all(work).await;
+    let tokens = tokens.into_inner().unwrap();
+    assert_eq!(tokens.len(), 12);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
+
+/// A waiter gets the lock when the holder releases it.
+pub async fn handoff_on_release<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, b_id) = env.client::<R>("b");
+    let first = a.acquire("L", LEASE, timeout(WAIT)).await.unwrap();
+    assert_eq!(
+        b.try_acquire("L", LEASE, Options::default()).await,
+        Ok(None)
+    );
+    let waiter = b.acquire("L", LEASE, timeout(WAIT));
+    let releaser = async {
+        R::sleep(Duration::from_millis(50)).await;
+        assert!(a.release("L", Options::default()).await.unwrap());
+    };
+    let (second, ()) = within::<R, _>(join2(waiter, releaser)).await;
+    let second = second.unwrap();
+    assert!(second.token > first.token);
+    let holder = a.holder("L", Options::default()).await.unwrap();
+    assert_eq!(holder.as_deref(), Some(b_id.as_bytes()));
+}
+
+/// A holder killed without releasing: the waiter gets the lock once the lease expires.
+pub async fn handoff_on_expiry_after_kill<R: Rt>(env: Env) {
+    let (a, ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let first = a
+        .acquire("L", Duration::from_millis(800), timeout(WAIT))
+        .await
+        .unwrap();
+    R::kill(ta).await;
+    let second = within::<R, _>(b.acquire("L", LEASE, timeout(WAIT)))
+        .await
+        .unwrap();
+    assert!(second.token > first.token);
+    // The killed client's handle reports its driver gone.
+    assert_eq!(a.holder("L", Options::default()).await, Err(Error::Closed));
+}
+
+/// A hold renews with ever newer tokens, then closes and frees the lock.
+pub async fn hold_renews_with_newer_tokens<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let mut hold = a
+        .hold(
+            "L",
+            Duration::from_secs(2),
+            Duration::from_millis(150),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    let mut last = hold.token().expect("a fresh hold has a token");
+    for _ in 0..3 {
+        match within::<R, _>(hold.next_event()).await {
+            Some(HoldEvent::Renewed(lease)) => {
+                assert!(lease.token > last);
+                last = lease.token;
+            }
+            other => panic!("expected a renewal, got {other:?}"),
+        }
+    }
+    assert!(hold.token().is_some_and(|t| t >= last));
+    assert!(hold.close().await.unwrap());
+    assert_eq!(a.holder("L", Options::default()).await, Ok(None));
+}
+
+fn parse(value: Option<Bytes>) -> u64 {
+    value.map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap())
+}
+
+/// Several clients increment one counter by edits: no increment is lost.
+pub async fn edits_count_exactly<R: Rt>(env: Env) {
+    let clients: Vec<_> = (0..3).map(|i| env.client::<R>(&format!("e{i}"))).collect();
+    let work = clients
+        .iter()
+        .map(|(client, _, _)| {
+            Box::pin(async move {
+                for _ in 0..5 {
+                    let outcome = within::<R, _>(client.edit(
+                        "L",
+                        "counter",
+                        LEASE,
+                        timeout(WAIT),
+                        |current| async move {
+                            EditAction::Set(Bytes::from((parse(current) + 1).to_string()))
+                        },
+                    ))
+                    .await
+                    .unwrap();
+                    assert_eq!(outcome, EditOutcome::Written);
+                }
+            }) as Pin<Box<dyn Future<Output = ()>>>
+        })
+        .collect();
+    join_all(work).await;
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let outcome = clients[0]
+        .0
+        .edit(
+            "L",
+            "counter",
+            LEASE,
+            Options::default(),
+            |current| async move {
+                *s.lock().unwrap() = Some(parse(current));
+                EditAction::Abort
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, EditOutcome::Unchanged);
+    assert_eq!(*seen.lock().unwrap(), Some(15));
+}
+
+/// The holder value carries the session id; another session of the same client is another
+/// holder.
+pub async fn session_ids_make_distinct_holders<R: Rt>(env: Env) {
+    let (a, _ta, a_id) = env.client::<R>("a");
+    let s1 = Options::default().with_session_id("s1");
+    let s2 = Options::default().with_session_id("s2");
+    a.acquire("L", LEASE, s1.clone()).await.unwrap();
+    let holder = a.holder("L", Options::default()).await.unwrap();
+    assert_eq!(holder, Some(Bytes::from(format!("{a_id}:s1"))));
+    assert_eq!(a.release("L", s2.clone()).await, Ok(false));
+    assert!(a.release("L", s1).await.unwrap());
+    assert!(a.try_acquire("L", LEASE, s2).await.unwrap().is_some());
+}
+
+/// `holder` reads the lock; an observer sees it taken and released.
+pub async fn holder_and_observe<R: Rt>(env: Env) {
+    let (a, _ta, a_id) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    assert_eq!(b.holder("L", Options::default()).await, Ok(None));
+    let mut observer = b.observe("L").await.unwrap();
+    // The KEYNOTIFY registration may reach the store after a first change: take the lock until
+    // the observer has seen it taken (each round waits for an event, none relies on a sleep).
+    loop {
+        a.acquire("L", LEASE, timeout(WAIT)).await.unwrap();
+        let seen = bounded::<R, _>(Duration::from_millis(500), async {
+            loop {
+                match observer.next().await {
+                    Some(Ok(Some(h))) if h == a_id.as_bytes() => return,
+                    Some(Ok(_)) => {}
+                    other => panic!("observer ended: {other:?}"),
+                }
+            }
+        })
+        .await;
+        if seen.is_some() {
+            break;
+        }
+        a.release("L", Options::default()).await.unwrap();
+    }
+    let holder = b.holder("L", Options::default()).await.unwrap();
+    assert_eq!(holder.as_deref(), Some(a_id.as_bytes()));
+    assert!(a.release("L", Options::default()).await.unwrap());
+    assert_eq!(within::<R, _>(observer.next()).await, Some(Ok(None)));
+}
+
+/// Operation timeouts end the wait with `Timeout`.
+pub async fn timeouts<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    let waited = within::<R, _>(b.acquire("L", LEASE, timeout(Duration::from_millis(300)))).await;
+    assert_eq!(waited, Err(Error::Op(OpError::Timeout)));
+    let held = within::<R, _>(b.hold(
+        "L",
+        LEASE,
+        Duration::from_secs(1),
+        timeout(Duration::from_millis(300)),
+    ))
+    .await;
+    assert_eq!(held.unwrap_err(), Error::Op(OpError::Timeout));
+    // Misuse is refused at once.
+    assert!(matches!(
+        b.acquire("L", LEASE, timeout(Duration::ZERO)).await,
+        Err(Error::Intent(_))
+    ));
+}
+
+/// Dropping a waiting acquire cancels it: it never takes the lock later. Dropping a hold
+/// releases the lock.
+pub async fn cancel_by_drop<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let (c, _tc, c_id) = env.client::<R>("c");
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    // b waits, then gives up by dropping its future.
+    let gave_up = bounded::<R, _>(
+        Duration::from_millis(300),
+        b.acquire("L", Duration::from_secs(60), Options::default()),
+    )
+    .await;
+    assert!(gave_up.is_none());
+    assert!(a.release("L", Options::default()).await.unwrap());
+    // Had b's waiter survived, it would hold the lock for a minute and c would time out.
+    within::<R, _>(c.acquire("L", LEASE, timeout(Duration::from_secs(5))))
+        .await
+        .unwrap();
+    let holder = b.holder("L", Options::default()).await.unwrap();
+    assert_eq!(holder.as_deref(), Some(c_id.as_bytes()));
+    assert!(c.release("L", Options::default()).await.unwrap());
+
+    // A dropped hold releases the lock.
+    let hold = b
+        .hold(
+            "H",
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    drop(hold);
+    within::<R, _>(c.acquire("H", LEASE, timeout(Duration::from_secs(5))))
+        .await
+        .unwrap();
+}
+
+/// The broker restarts during a hold: the hold reports a renewal (or a loss and a new
+/// acquisition) after reconnecting, and has a token again.
+pub async fn broker_restart_during_hold<R: Rt>(env: Env) {
+    if !env.can_restart() {
+        eprintln!("skipped: the broker cannot restart");
+        return;
+    }
+    let (a, _ta, _) = env.client::<R>("a");
+    let mut hold = a
+        .hold(
+            "L",
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    env.restart_broker::<R>().await;
+    loop {
+        match within::<R, _>(hold.next_event()).await {
+            Some(HoldEvent::Renewed(_) | HoldEvent::Acquired(_)) => break,
+            Some(HoldEvent::Lost(_)) => {}
+            None => panic!("the hold ended"),
+        }
+    }
+    assert!(hold.token().is_some());
+    assert!(within::<R, _>(hold.close()).await.unwrap());
+}
+
+/// The broker restarts while a client waits: the waiter still gets the lock.
+pub async fn broker_restart_during_wait<R: Rt>(env: Env) {
+    if !env.can_restart() {
+        eprintln!("skipped: the broker cannot restart");
+        return;
+    }
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    a.acquire("L", Duration::from_secs(2), Options::default())
+        .await
+        .unwrap();
+    let waiter = b.acquire("L", LEASE, timeout(WAIT));
+    let restart = async {
+        // Let the waiter register first; the outcome does not depend on it.
+        R::sleep(Duration::from_millis(100)).await;
+        env.restart_broker::<R>().await;
+        // The release may or may not reach the store; the lease expires anyway.
+        let _ = a.release("L", timeout(Duration::from_secs(5))).await;
+    };
+    let (won, ()) = within::<R, _>(join2(waiter, restart)).await;
+    won.unwrap();
+}
+
+/// A stale fencing token is refused by the store: a write guarded by the token of an earlier
+/// lease fails once an edit has written the key under a newer one.
+pub async fn stale_token_is_fenced<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let old = a.acquire("L", LEASE, Options::default()).await.unwrap();
+    assert!(a.release("L", Options::default()).await.unwrap());
+    let outcome = b
+        .edit("L", "K", LEASE, Options::default(), |_| async {
+            EditAction::Set(Bytes::from_static(b"fresh"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, EditOutcome::Written);
+    let port = env.port;
+    let reply = R::unblock(move || raw_set(port, "K", "stale", old.token)).await;
+    assert!(matches!(reply, StoreReply::Error(_)), "{reply:?}");
+    // The same raw write with the token of a newer lease goes through.
+    let newer = a.acquire("L", LEASE, Options::default()).await.unwrap();
+    let reply = R::unblock(move || raw_set(port, "K", "newer", newer.token)).await;
+    assert_eq!(reply, StoreReply::Ok);
+    assert!(a.release("L", Options::default()).await.unwrap());
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    b.edit("L", "K", LEASE, Options::default(), |current| async move {
+        *s.lock().unwrap() = current;
+        EditAction::Abort
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(&b"newer"[..]));
+}
+
+/// `SET key value` guarded by `token`, sent through the core's store and MQTT layers over a
+/// blocking socket; returns the store's reply.
+fn raw_set(port: u16, key: &str, value: &str, token: FencingToken) -> StoreReply {
+    use crate::adapter::leasedlock::hlc::Hlc;
+    use crate::adapter::leasedlock::mqtt::{self, Session};
+    use crate::adapter::leasedlock::store::{self, Command, Request};
+    use crate::adapter::leasedlock::QoS;
+    use std::io::{Read, Write};
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    let id = format!("raw-writer-{}", NEXT_CLIENT.fetch_add(1, Ordering::Relaxed));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut session = Session::new(mqtt::Options::new(id.clone()));
+    session.connect(Instant::now());
+    let deadline = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 65536];
+    let mut step = |session: &mut Session| -> Vec<mqtt::Event> {
+        assert!(Instant::now() < deadline, "raw writer timed out");
+        while let Some(bytes) = session.poll_transmit() {
+            stream.write_all(&bytes).unwrap();
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("broker closed the raw writer's connection"),
+            Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
+            Err(_) => session.handle_timeout(Instant::now()),
+        }
+        std::iter::from_fn(|| session.poll_event()).collect()
+    };
+    while !step(&mut session)
+        .iter()
+        .any(|e| matches!(e, mqtt::Event::Connected { .. }))
+    {}
+    session
+        .subscribe(
+            Instant::now(),
+            &[(&store::response_topic(&id), QoS::AtLeastOnce)],
+        )
+        .unwrap();
+    while !step(&mut session)
+        .iter()
+        .any(|e| matches!(e, mqtt::Event::Subscribed { .. }))
+    {}
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let request = Request {
+        command: Command::Set {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            options: Default::default(),
+        },
+        timestamp: Hlc::new(wall.as_millis() as u64, 0, id.clone()),
+        fencing_token: Some(token),
+    };
+    let message = request
+        .to_message(&id, Bytes::from_static(b"raw-1"), Duration::from_secs(5))
+        .unwrap();
+    session.publish(Instant::now(), message).unwrap();
+    loop {
+        for event in step(&mut session) {
+            if let mqtt::Event::Message(m) = event {
+                let response = store::parse_response(&m).unwrap();
+                return response.outcome.unwrap().reply;
+            }
+        }
+    }
+}
+
+async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (ra.unwrap(), rb.unwrap())
+}
+
+/// One `#[test]` per scenario, on runtime `$rt`.
+#[macro_export]
+macro_rules! scenarios {
+    ($rt:ty) => {
+        $crate::scenarios!(@each $rt;
+            three_clients_contend,
+            handoff_on_release,
+            handoff_on_expiry_after_kill,
+            hold_renews_with_newer_tokens,
+            edits_count_exactly,
+            session_ids_make_distinct_holders,
+            holder_and_observe,
+            timeouts,
+            cancel_by_drop,
+            broker_restart_during_hold,
+            broker_restart_during_wait,
+            stale_token_is_fenced,
+        );
+    };
+    (@each $rt:ty; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let env = $crate::scenarios::Env::start(stringify!($name));
+                <$rt as $crate::scenarios::Rt>::block_on($crate::scenarios::$name::<$rt>(env));
+            }
+        )*
+    };
+}
