@@ -538,7 +538,11 @@ fn raw_set(port: u16, key: &str, value: &str, token: FencingToken) -> StoreReply
         fencing_token: Some(token),
     };
     let message = request
-        .to_message(&id, Bytes::from_static(b"raw-1"), Duration::from_secs(5))
+        .to_message(
+            &store::RequestSender::new(&id).unwrap(),
+            Bytes::from_static(b"raw-1"),
+            Duration::from_secs(5),
+        )
         .unwrap();
     session.publish(Instant::now(), message).unwrap();
     loop {
