@@ -29,7 +29,8 @@
 //!     timestamp: Hlc::new(now.wall_ms, 0, "c1"),
 //!     fencing_token: None,
 //! };
-//! let msg = request.to_message("c1", Bytes::from_static(&[1; 16]), Duration::from_secs(1)).unwrap();
+//! let sender = store::RequestSender::new("c1").unwrap();
+//! let msg = request.to_message(&sender, Bytes::from_static(&[1; 16]), Duration::from_secs(1)).unwrap();
 //! store.handle_request(now, "c1", &msg);
 //! let response = store.poll_message().unwrap();
 //! let body = store::parse_response(&response).unwrap().outcome.unwrap();
