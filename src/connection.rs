@@ -65,8 +65,11 @@
 //! }
 //! ```
 
-use crate::lock::{self, Client, ConfigError};
-use crate::mqtt::{self, ConnectReason, DisconnectCause, PublishError, Session, SubscribeId};
+use crate::lock::{self, Client, ConfigError, NotDelivered};
+use crate::mqtt::{
+    self, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId, Session,
+    SubscribeId,
+};
 use crate::{Now, QoS};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -96,6 +99,8 @@ pub struct Connection {
     mqtt: Session,
     client: Client,
     subscribes: BTreeMap<SubscribeId, String>,
+    /// Correlation data of the requests awaiting their PUBACK.
+    requests: BTreeMap<PublishId, Bytes>,
     events: VecDeque<Event>,
     last_now: Now,
 }
@@ -113,6 +118,7 @@ impl Connection {
             client: Client::new(config, now, seed)?,
             mqtt: Session::new(mqtt_options),
             subscribes: BTreeMap::new(),
+            requests: BTreeMap::new(),
             events: VecDeque::new(),
             last_now: now,
         })
@@ -199,8 +205,14 @@ impl Connection {
                 moved = true;
                 match output {
                     lock::Output::Publish(message) => {
-                        if let Err(e) = self.mqtt.publish(now.instant, message) {
-                            self.events.push_back(Event::PublishRefused(e));
+                        let correlation = message.correlation_data.clone();
+                        match self.mqtt.publish(now.instant, message) {
+                            Ok(id) => {
+                                if let Some(c) = correlation {
+                                    self.requests.insert(id, c);
+                                }
+                            }
+                            Err(e) => self.events.push_back(Event::PublishRefused(e)),
                         }
                     }
                     lock::Output::Subscribe(filter) => {
@@ -240,12 +252,26 @@ impl Connection {
             mqtt::Event::Message(message) => self.client.handle_message(now, &message),
             mqtt::Event::Disconnected(cause) => {
                 self.subscribes.clear();
+                self.requests.clear();
                 self.client.handle_disconnected(now);
                 self.events.push_back(Event::Disconnected(cause));
             }
-            // The engine times requests out itself; a refused or dropped publish is one that
-            // gets no response.
-            mqtt::Event::PublishAcked { .. } | mqtt::Event::PublishDropped { .. } => {}
+            mqtt::Event::PublishAcked { id, reason } => {
+                let Some(correlation) = self.requests.remove(&id) else {
+                    return;
+                };
+                let why = match reason {
+                    PubAckReason::Success => return,
+                    PubAckReason::NoMatchingSubscribers => NotDelivered::NoSubscribers,
+                    other => NotDelivered::Refused(format!("{other:?}")),
+                };
+                self.client.handle_not_delivered(now, &correlation, why);
+            }
+            // A publish of a session the broker did not resume: the engine has given up its
+            // requests at the disconnection already.
+            mqtt::Event::PublishDropped { id } => {
+                self.requests.remove(&id);
+            }
         }
     }
 }

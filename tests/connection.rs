@@ -22,6 +22,8 @@ struct ScriptedBroker {
     version: u64,
     requests: Vec<Command>,
     holder: Option<Bytes>,
+    /// The next this many requests reach no subscriber (the store is not connected yet).
+    unrouted: usize,
 }
 
 impl ScriptedBroker {
@@ -31,6 +33,7 @@ impl ScriptedBroker {
             version: 1_800_000_000_000,
             requests: Vec::new(),
             holder: None,
+            unrouted: 0,
         }
     }
 
@@ -60,6 +63,13 @@ impl ScriptedBroker {
                 }
                 Packet::Publish(p) => {
                     assert_eq!(p.qos, mqttbytes::QoS::AtLeastOnce);
+                    if self.unrouted > 0 {
+                        // PUBACK 0x10: accepted, but nobody is subscribed.
+                        self.unrouted -= 1;
+                        let [hi, lo] = p.pkid.to_be_bytes();
+                        out.extend_from_slice(&[0x40, 0x03, hi, lo, 0x10]);
+                        continue;
+                    }
                     wire::PubAck::new(p.pkid).write(&mut out).unwrap();
                     let props = p.properties.unwrap();
                     let request = Message {
@@ -252,4 +262,64 @@ fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
     assert!(conn.client().is_held(later, lock));
     // Keep-alive: nothing to do but ping until the next renewal.
     assert!(conn.poll_timeout().is_some());
+}
+
+#[test]
+fn a_request_that_reached_no_store_is_repeated_soon_not_after_the_timeout() {
+    let now = start_now();
+    let mut conn =
+        Connection::new(Config::new("dev-3"), mqtt::Options::new("dev-3"), now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.client().lock("L").unwrap();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    broker.unrouted = 1;
+    let op = conn
+        .client()
+        .try_acquire(now, lock, Duration::from_secs(5), Options::default())
+        .unwrap();
+    assert!(run(&mut conn, &mut broker, now).is_empty());
+    assert_eq!(broker.requests.len(), 0, "the store never saw it");
+    // The retry is due well before the 10 s request timeout.
+    let retry_at = conn.poll_timeout().unwrap();
+    assert!(retry_at < now.instant + Duration::from_secs(1));
+    let later = now + retry_at.saturating_duration_since(now.instant);
+    conn.handle_timeout(later);
+    let events = run(&mut conn, &mut broker, later);
+    assert!(
+        matches!(&events[..], [Event::Lock(lock::Event::Acquired { op: o, .. })] if *o == op),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_request_the_broker_refuses_fails_with_its_reason() {
+    let now = start_now();
+    let mut conn =
+        Connection::new(Config::new("dev-4"), mqtt::Options::new("dev-4"), now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.client().lock("L").unwrap();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    let op = conn.client().holder(now, lock, Options::default()).unwrap();
+    let bytes = conn.poll_transmit().unwrap();
+    // Answer the PUBLISH with PUBACK 0x87 (not authorized) instead of forwarding it.
+    let pid = {
+        let mut buf = BytesMut::from(&bytes[..]);
+        match wire::read(&mut buf, 1 << 20).unwrap() {
+            Packet::Publish(p) => p.pkid,
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    };
+    let [hi, lo] = pid.to_be_bytes();
+    conn.handle_bytes(now, &[0x40, 0x03, hi, lo, 0x87]);
+    let events: Vec<Event> = std::iter::from_fn(|| conn.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![Event::Lock(lock::Event::Failed {
+            op,
+            lock,
+            error: lock::OpError::NotDelivered("NotAuthorized".into())
+        })]
+    );
 }

@@ -3,8 +3,8 @@
 use super::rng::SplitMix64;
 use super::timer::{TimerKey, Timers};
 use super::{
-    Config, ConfigError, EditAction, EditOutcome, Event, IntentError, LockId, LossReason, OpError,
-    OpId, Options, Output,
+    Config, ConfigError, EditAction, EditOutcome, Event, IntentError, LockId, LossReason,
+    NotDelivered, OpError, OpId, Options, Output,
 };
 use crate::hlc::{FencingToken, HlcClock};
 use crate::store::{
@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// Longest lease or timeout accepted: anything longer is surely a unit mistake.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Delay before repeating a request that reached no state store.
+const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 /// Shortest fallback re-check of a waiting acquire.
 const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
@@ -648,6 +650,51 @@ impl Client {
             match store::parse_notification(message) {
                 Ok(n) => self.on_notification(now, n),
                 Err(_) => self.stats.malformed_messages += 1,
+            }
+        }
+    }
+
+    /// The broker did not deliver the request with this correlation data (a PUBACK with a failure
+    /// reason, or "no matching subscribers"). A request the state store never saw is repeated
+    /// after a short delay; a refused one fails its operation. Unknown correlation data is ignored.
+    pub fn handle_not_delivered(&mut self, now: Now, correlation_data: &[u8], why: NotDelivered) {
+        let Ok(bytes) = <[u8; 16]>::try_from(correlation_data) else {
+            return;
+        };
+        let corr = u128::from_be_bytes(bytes);
+        let Some(Pending {
+            owner: Owner::Op(id),
+            ..
+        }) = self.pending.get(&corr)
+        else {
+            // Registrations and releases of the engine itself wait for their timeout.
+            return;
+        };
+        let id = *id;
+        let Some(p) = self.pending.remove(&corr) else {
+            return;
+        };
+        self.timers.cancel(Some(p.timer));
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        op.req = None;
+        let lock = op.lock;
+        // The store never saw it: a write not delivered was not applied.
+        if let Kind::Edit {
+            phase: EditPhase::Writing { attempts, .. },
+            ..
+        } = &mut op.kind
+        {
+            *attempts = attempts.saturating_sub(1);
+        }
+        match why {
+            NotDelivered::NoSubscribers => {
+                let delay = NOT_DELIVERED_RETRY + self.jitter();
+                self.retry_after(now, id, delay);
+            }
+            NotDelivered::Refused(reason) => {
+                self.fail(now, id, lock, OpError::NotDelivered(reason));
             }
         }
     }

@@ -204,6 +204,17 @@ pub enum LossReason {
     TakenAway,
 }
 
+/// Why the broker did not deliver a request (from its PUBACK).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotDelivered {
+    /// Nobody is subscribed to the request topic: the state store is not connected (yet). The
+    /// request is repeated after a short delay.
+    NoSubscribers,
+    /// The broker refused the request (the PUBACK reason, e.g. "not authorized"); the operation
+    /// fails with [`OpError::NotDelivered`].
+    Refused(String),
+}
+
 /// Why an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
@@ -234,6 +245,9 @@ pub enum OpError {
     /// A write under the lock was sent but its outcome is unknown: it may have been applied.
     #[error("the write was sent but its outcome is unknown (it may have been applied)")]
     Indeterminate,
+    /// The broker refused to deliver the request (its PUBACK reason).
+    #[error("the broker refused the request: {0}")]
+    NotDelivered(String),
     /// The MQTT subscription the engine needs was refused by the broker.
     #[error("the broker refused the subscription to {0}")]
     SubscriptionRefused(String),
