@@ -74,10 +74,6 @@ impl Env {
         );
         let mut s = Settings::new("127.0.0.1", self.port, id);
         s.reconnect_max = Duration::from_millis(300);
-        // After a broker restart the clients may reconnect before the store emulator has
-        // resubscribed: their first requests find no subscriber and are retried only when they
-        // time out.
-        s.lock.request_timeout = Duration::from_secs(2);
         s
     }
 
