@@ -1032,3 +1032,76 @@ fn a_lease_taken_away_at_the_store_is_reported_at_once() {
     );
     assert!(!t.client.is_held(t.now, lock));
 }
+
+#[test]
+fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_first() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    // Uncontended: acquire, release, acquire again: the SET goes out at once.
+    let a = t
+        .client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    acquired(&t.take_events(), a);
+    t.client.release(t.now, lock, Options::default()).unwrap();
+    let sent = t.take_sent();
+    let vdel = sent.iter().find(|s| s.verb() == "VDEL").unwrap();
+    t.reply(vdel, StoreReply::Integer(1), None);
+    t.client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    assert!(
+        sent.iter().any(|s| s.verb() == "SET"),
+        "no contention seen: no delay"
+    );
+    let set = sent.into_iter().find(|s| s.verb() == "SET").unwrap();
+    t.ok(&set);
+    t.take_events();
+    t.take_sent();
+
+    // Contended: the lock was busy once before we won it.
+    t.client.release(t.now, lock, Options::default()).unwrap();
+    let vdel = t
+        .take_sent()
+        .into_iter()
+        .find(|s| s.verb() == "VDEL")
+        .unwrap();
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    let b = t
+        .client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    let set = sent.into_iter().find(|s| s.verb() == "SET").unwrap();
+    t.reply(&set, StoreReply::Integer(-1), None);
+    t.notify("L", NotificationOp::Delete, None);
+    t.run_to_timeout();
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), b);
+    t.take_sent();
+    let released_at = t.now.instant;
+    t.client.release(t.now, lock, Options::default()).unwrap();
+    let vdel = t
+        .take_sent()
+        .into_iter()
+        .find(|s| s.verb() == "VDEL")
+        .unwrap();
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    t.client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    assert!(
+        sent.iter().all(|s| s.verb() != "SET"),
+        "the next try waits for the herd window"
+    );
+    // It goes out within the jitter bound.
+    t.run_to_timeout();
+    assert!(t.now.instant <= released_at + 50 * MS);
+    assert!(t.take_sent().iter().any(|s| s.verb() == "SET"));
+}

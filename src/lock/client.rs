@@ -84,6 +84,12 @@ struct Lock {
     releasing: u32,
     /// Bumped by every release: a SET sent before it cannot give a lease (the VDEL follows it).
     epoch: u64,
+    /// Whether our last acquisition of the lock had to wait for another holder.
+    contended: bool,
+    /// After releasing a contended lock, this client's next waiting acquisition holds back until
+    /// then, so that the waiters woken by the DELETE get a fair chance (the release's own next SET
+    /// would otherwise always arrive first, right behind the VDEL).
+    reacquire_after: Option<Instant>,
 }
 
 impl Lock {
@@ -135,6 +141,8 @@ struct Op {
     req: Option<Corr>,
     /// Retry, fallback re-check or renewal.
     retry_timer: Option<TimerKey>,
+    /// The lock was busy at one of this operation's attempts.
+    saw_busy: bool,
     kind: Kind,
 }
 
@@ -312,6 +320,8 @@ impl Client {
             notify: Notify::Off,
             releasing: 0,
             epoch: 0,
+            contended: false,
+            reacquire_after: None,
         });
         self.lock_by_name.insert(name, id);
         Ok(id)
@@ -819,6 +829,7 @@ impl Client {
                 deadline_timer,
                 req: None,
                 retry_timer: None,
+                saw_busy: false,
                 kind,
             },
         );
@@ -849,6 +860,10 @@ impl Client {
         }
         l.releasing += 1;
         l.epoch += 1;
+        if l.contended {
+            let delay = self.jitter();
+            self.locks[lock.0 as usize].reacquire_after = Some(add(now.instant, delay));
+        }
         self.start(now, lock, holder, deadline, Kind::Release { silent })
     }
 
@@ -1122,6 +1137,13 @@ impl Client {
                 };
                 if l.releasing > 0 {
                     return; // after the release: see `Lock::releasing`
+                }
+                if let (Some(at), false) = (
+                    l.reacquire_after.filter(|at| now.instant < *at),
+                    matches!(op.kind, Kind::TryAcquire { .. }),
+                ) {
+                    self.retry_at(id, at);
+                    return;
                 }
                 (set(lease), ReqKind::Set { epoch: l.epoch }, None)
             }
@@ -1468,6 +1490,10 @@ impl Client {
                     self.lease_lost(now, lock, LossReason::RenewalRefused);
                     return;
                 }
+                self.locks[lock.0 as usize].contended = true;
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.saw_busy = true;
+                }
                 if matches!(self.ops[&id].kind, Kind::TryAcquire { .. }) {
                     self.finish(now, id, Some(Event::Busy { op: id, lock }));
                 } else {
@@ -1497,6 +1523,10 @@ impl Client {
             _ => None,
         };
         let holder = op.holder.clone();
+        let l = &mut self.locks[lock.0 as usize];
+        if !matches!(op.kind, Kind::Hold { held: true, .. }) {
+            l.contended = op.saw_busy;
+        }
         // A lease under another holder value (another session id) is over: the store gave the
         // lock to this one.
         if self.locks[lock.0 as usize]
