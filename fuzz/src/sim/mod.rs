@@ -8,6 +8,14 @@
 //! (which reorders), dropped, duplicated, or (requests) applied with the reply lost. Time only
 //! moves to the next deadline (a delivery, a client timer, a key expiry): there is no tick.
 //!
+//! Model limits (each one a decision, see the report in the commit history): one-way delays are
+//! below the engine's safety margin (the margin covers the time a holder needs to act on its
+//! token); a duplicated *request* reaches the store right after its original (an MQTT QoS 1
+//! redelivery happens before anything the client sends later), while duplicated responses and
+//! notifications may come at any delay. A request whose copy arrived after the client had already
+//! seen the answer to the original could replay a VDEL onto a later lease of the same holder
+//! value: that is a limit of the protocol (holder values are reused), not of the engine.
+//!
 //! After every step the invariants are checked:
 //!
 //! - **S1** no two clients consider themselves holders of a lock at the same real instant

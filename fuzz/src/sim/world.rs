@@ -814,6 +814,9 @@ impl<'a> World<'a> {
         if self.cfg.loss_mod != 0 {
             match b % self.cfg.loss_mod {
                 0 => return Fate::Drop,
+                // A request's copy reaches the store right after the original (a redelivery
+                // before anything the client sent later); other copies come at any delay.
+                1 if request => return Fate::Duplicate(delay(b), delay(b)),
                 1 => return Fate::Duplicate(delay(b), delay(b.rotate_left(4))),
                 2 if request => return Fate::LoseReply(delay(b)),
                 _ => {}
