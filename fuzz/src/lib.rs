@@ -2,4 +2,5 @@
 //! targets in `fuzz_targets/` call it, and `tests/replay.rs` runs it over the checked-in corpus.
 
 pub mod mqtt;
+pub mod sim;
 pub mod wire;

@@ -989,11 +989,19 @@ impl Client {
         self.timers.cancel(op.retry_timer);
         // An acquiring SET still in flight may yet take the lock for us: release it after.
         let mut undo_set = false;
+        // A VDEL still in flight keeps the release barrier up until it is answered or lost.
+        let mut vdel_in_flight = false;
         if let Some(corr) = op.req {
-            if let Some(p) = self.pending.remove(&corr) {
-                self.timers.cancel(Some(p.timer));
-                undo_set = matches!(p.kind, ReqKind::Set { .. })
-                    && !matches!(op.kind, Kind::Hold { held: true, .. });
+            if let Some(mut p) = self.pending.remove(&corr) {
+                if p.kind == ReqKind::VDel {
+                    p.owner = Owner::Lock(op.lock);
+                    self.pending.insert(corr, p);
+                    vdel_in_flight = true;
+                } else {
+                    self.timers.cancel(Some(p.timer));
+                    undo_set = matches!(p.kind, ReqKind::Set { .. })
+                        && !matches!(op.kind, Kind::Hold { held: true, .. });
+                }
             }
         }
         let lock = op.lock;
@@ -1015,10 +1023,7 @@ impl Client {
                 self.timers.cancel(Some(lease.timer));
             }
         }
-        let released = matches!(op.kind, Kind::Release { .. });
-        if released {
-            l.releasing = l.releasing.saturating_sub(1);
-        }
+        let released = matches!(op.kind, Kind::Release { .. }) && !vdel_in_flight;
         if let Some(event) = event {
             self.out.push_back(Output::Event(event));
         }
@@ -1029,8 +1034,18 @@ impl Client {
             let deadline = Some(add(now.instant, self.config.request_timeout));
             self.start_release(now, lock, op.holder, deadline, true);
         }
-        if released && self.locks[lock.0 as usize].releasing == 0 {
-            let waiting: Vec<OpId> = self.locks[lock.0 as usize].ops.iter().copied().collect();
+        if released {
+            self.release_settled(now, lock);
+        }
+    }
+
+    /// A release's VDEL was answered or given up: once no release is in progress, the lock's
+    /// waiting operations go on.
+    fn release_settled(&mut self, now: Now, lock: LockId) {
+        let l = &mut self.locks[lock.0 as usize];
+        l.releasing = l.releasing.saturating_sub(1);
+        if l.releasing == 0 {
+            let waiting: Vec<OpId> = l.ops.iter().copied().collect();
             for w in waiting {
                 self.step(now, w);
             }
@@ -1280,6 +1295,7 @@ impl Client {
 
     fn request_lost(&mut self, now: Now, p: Pending, why: Lost) {
         match p.owner {
+            Owner::Lock(lock) if p.kind == ReqKind::VDel => self.release_settled(now, lock),
             Owner::Lock(lock) => {
                 let l = &mut self.locks[lock.0 as usize];
                 if p.kind == ReqKind::KeyNotify && matches!(l.notify, Notify::Pending(_)) {
@@ -1344,6 +1360,7 @@ impl Client {
             }
         }
         match p.owner {
+            Owner::Lock(lock) if p.kind == ReqKind::VDel => self.release_settled(now, lock),
             Owner::Lock(lock) => self.on_notify_reply(now, lock, corr, p.kind, response.outcome),
             Owner::Op(id) => {
                 let Some(op) = self.ops.get_mut(&id) else {
@@ -1471,7 +1488,10 @@ impl Client {
                     self.fail(now, id, lock, error);
                     return;
                 };
+                #[cfg(not(feature = "canary"))]
                 let valid_until = add(p.sent, lease - self.config.margin(lease));
+                #[cfg(feature = "canary")] // planted bug for the simulator: no safety margin
+                let valid_until = add(p.sent, lease);
                 let undone = self.locks[lock.0 as usize].epoch != epoch;
                 if undone || valid_until <= now.instant {
                     // Released since, or the reply came too late to be trusted.

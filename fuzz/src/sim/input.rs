@@ -1,0 +1,62 @@
+//! The input bytes as a source of choices, and seed expansion.
+
+/// Reads choices from the fuzz input; `None` once it is used up.
+pub(crate) struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Input { data, pos: 0 }
+    }
+
+    pub(crate) fn byte(&mut self) -> Option<u8> {
+        let b = *self.data.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    /// A byte, or 0 when the input is used up (for configuration, read before any step).
+    pub(crate) fn byte_or_zero(&mut self) -> u8 {
+        self.byte().unwrap_or(0)
+    }
+
+    /// One of `n` choices (`n` ≥ 1).
+    pub(crate) fn choose(&mut self, n: usize) -> Option<usize> {
+        self.byte().map(|b| usize::from(b) % n.max(1))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+}
+
+/// SplitMix64: seeds for the engines and the expansion of a seed into input bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The input bytes a seed stands for: `len` bytes of SplitMix64 output.
+pub fn seed_input(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
