@@ -1215,7 +1215,16 @@ impl Client {
                 timeout,
             )
             .map_err(|e| OpError::UnexpectedReply(e.to_string()))?;
-        let timer = self.timers.schedule(req_deadline, Timer::Request(corr));
+        // A VDEL may be applied until the broker lets its message expire (whole seconds, rounded
+        // up): until then it counts as in flight, and the lock's release barrier stays up.
+        let lost_at = match kind {
+            ReqKind::VDel => add(
+                now.instant,
+                Duration::from_secs(u64::from(store::expiry_seconds(timeout))),
+            ),
+            _ => req_deadline,
+        };
+        let timer = self.timers.schedule(lost_at, Timer::Request(corr));
         self.pending.insert(
             corr,
             Pending {
