@@ -1105,3 +1105,58 @@ fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_firs
     assert!(t.now.instant <= released_at + 50 * MS);
     assert!(t.take_sent().iter().any(|s| s.verb() == "SET"));
 }
+
+#[test]
+fn a_cancelled_release_still_keeps_sets_behind_its_vdel() {
+    // Simulator seed 3075: the SET overtook the VDEL of a cancelled release, the VDEL deleted the
+    // new lease, and another client acquired while this one believed it held the lock.
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let rel = t.client.release(t.now, lock, Options::default()).unwrap();
+    let vdel = t.take_one("VDEL");
+    t.client.cancel(t.now, rel).unwrap();
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op: rel,
+            lock,
+            error: OpError::Cancelled
+        }]
+    );
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    assert!(
+        t.take_sent().is_empty(),
+        "no SET while the VDEL is in flight"
+    );
+    let v = t.next_version();
+    t.reply(&vdel, StoreReply::Integer(1), Some(v));
+    assert!(
+        t.take_events().is_empty(),
+        "the cancelled release stays silent"
+    );
+    let set = t.take_one("SET");
+    lease_set(&set, "L", "c1", 10_000);
+    t.ok(&set);
+    acquired(&t.take_events(), op);
+}
+
+#[test]
+fn a_lost_vdel_of_a_cancelled_release_lifts_the_barrier_at_its_timeout() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let rel = t.client.release(t.now, lock, Options::default()).unwrap();
+    let _vdel = t.take_one("VDEL");
+    t.client.cancel(t.now, rel).unwrap();
+    t.take_events();
+    let options = Options::default().with_timeout(60 * SEC);
+    t.client
+        .try_acquire(t.now, lock, 10 * SEC, options)
+        .unwrap();
+    assert!(t.take_sent().is_empty());
+    t.run_to_timeout(); // the VDEL's request timeout
+    let set = t.take_one("SET");
+    lease_set(&set, "L", "c1", 10_000);
+}

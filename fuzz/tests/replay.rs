@@ -48,11 +48,10 @@ fn store_decode() {
     assert!(replay("store_decode", wire::store_decode) > 0);
 }
 
-// merged later: `leasedlock_fuzz::mqtt::mqtt_session` is written on the `mqtt` branch.
-// #[test]
-// fn mqtt_session() {
-//     replay("mqtt_session", leasedlock_fuzz::mqtt::mqtt_session);
-// }
+#[test]
+fn mqtt_session() {
+    replay("mqtt_session", leasedlock_fuzz::mqtt::mqtt_session);
+}
 
 #[test]
 fn simulator() {

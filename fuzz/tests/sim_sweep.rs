@@ -1,13 +1,16 @@
 //! Sweeps the simulator over a range of seeds: `SIM_SEED .. SIM_SEED + SIM_SEEDS - 1`
 //! (defaults 0 and 2000). Each seed expands into input bytes (`sim::seed_input`).
 //!
+//! `SIM_LEN` sets the input length per seed (default 600 bytes: a few hundred steps).
+//!
 //! Rerun one seed: `SIM_SEED=123 SIM_SEEDS=1 cargo test -p leasedlock-fuzz --test sim_sweep -- --nocapture`
+//! (prints its trace).
 
 use leasedlock_fuzz::sim;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Input length of one seed-expanded schedule.
-const INPUT_LEN: usize = 600;
+/// Default input length of one seed-expanded schedule.
+const INPUT_LEN: u64 = 600;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -20,13 +23,19 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn sweep_seeds() {
     let first = env_u64("SIM_SEED", 0);
     let count = env_u64("SIM_SEEDS", 2000);
+    let len = usize::try_from(env_u64("SIM_LEN", INPUT_LEN)).unwrap_or(600);
     let mut steps = 0u64;
     let mut acquisitions = 0u64;
     let mut edits = 0u64;
     for seed in first..first.saturating_add(count) {
-        let input = sim::seed_input(seed, INPUT_LEN);
+        let input = sim::seed_input(seed, len);
+        let len_var = if len == 600 {
+            String::new()
+        } else {
+            format!("SIM_LEN={len} ")
+        };
         let rerun = format!(
-            "SIM_SEED={seed} SIM_SEEDS=1 cargo test -p leasedlock-fuzz --test sim_sweep -- --nocapture"
+            "{len_var}SIM_SEED={seed} SIM_SEEDS=1 cargo test -p leasedlock-fuzz --test sim_sweep -- --nocapture"
         );
         match catch_unwind(AssertUnwindSafe(|| sim::simulate(&input))) {
             Ok(Ok(summary)) => {
@@ -59,7 +68,7 @@ fn sweep_seeds() {
 #[test]
 fn same_input_same_trace() {
     for seed in [1u64, 7, 42, 1234] {
-        let input = sim::seed_input(seed, INPUT_LEN);
+        let input = sim::seed_input(seed, 600);
         let a = sim::simulate(&input).map(|s| (s.trace_hash, s.steps));
         let b = sim::simulate(&input).map(|s| (s.trace_hash, s.steps));
         match (a, b) {

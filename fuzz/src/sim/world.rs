@@ -416,9 +416,8 @@ impl<'a> World<'a> {
             self.clients[c].id
         ));
         self.drain(c)?;
-        let limit = self.t_ns
-            + ns(self.cfg.lease * 4 + self.cfg.request_timeout * 4)
-            + ns(Duration::from_secs(30));
+        let bound = self.cfg.lease * 4 + self.cfg.request_timeout * 4 + Duration::from_secs(30);
+        let limit = self.t_ns + ns(bound);
         while self.clients[c].ops.get(&op).is_some_and(|t| !t.ended) && self.t_ns < limit {
             if !self.advance_checked()? {
                 break;
@@ -427,9 +426,8 @@ impl<'a> World<'a> {
         let now = self.client_now(c);
         if !self.clients[c].engine.is_held(now, lock) {
             return Err(format!(
-                "L2: a fresh acquire by {} did not get the free lock within {} ms",
+                "L2: a fresh acquire by {} did not get the free lock within {bound:?}",
                 self.clients[c].id,
-                (limit - self.t_ns.min(limit)) / NS_PER_MS
             ));
         }
         Ok(())
