@@ -126,27 +126,7 @@ fn engine(c: &mut Criterion) {
     g.bench_function("renew_10k_held_locks", |b| {
         b.iter_batched_ref(
             || {
-                let t = now();
-                let mut conn =
-                    Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2)
-                        .unwrap();
-                let mut broker = Broker::new("holder");
-                let mut scratch = BytesMut::with_capacity(1 << 20);
-                conn.connect(t);
-                pump(&mut conn, &mut broker, t, &mut scratch);
-                for i in 0..LOCKS {
-                    let lock = conn.client().lock(format!("lock-{i}")).unwrap();
-                    conn.client()
-                        .hold(
-                            t,
-                            lock,
-                            Duration::from_secs(30),
-                            Duration::from_secs(10),
-                            Options::default(),
-                        )
-                        .unwrap();
-                    pump(&mut conn, &mut broker, t, &mut scratch);
-                }
+                let (conn, broker, scratch, t) = support::holding("holder", LOCKS as usize);
                 (conn, broker, scratch, t + Duration::from_secs(10))
             },
             |(conn, broker, scratch, at)| {

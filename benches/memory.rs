@@ -73,26 +73,7 @@ fn cycles() {
 fn held_locks() {
     const LOCKS: usize = 10_000;
     let before = live();
-    let t = now();
-    let mut conn =
-        Connection::new(Config::new("holder"), mqtt::Options::new("holder"), t, 2).unwrap();
-    let mut broker = Broker::new("holder");
-    let mut scratch = BytesMut::with_capacity(1 << 16);
-    conn.connect(t);
-    pump(&mut conn, &mut broker, t, &mut scratch);
-    for i in 0..LOCKS {
-        let lock = conn.client().lock(format!("lock-{i:05}")).unwrap();
-        conn.client()
-            .hold(
-                t,
-                lock,
-                Duration::from_secs(30),
-                Duration::from_secs(10),
-                Options::default(),
-            )
-            .unwrap();
-        pump(&mut conn, &mut broker, t, &mut scratch);
-    }
+    let (mut conn, mut broker, mut scratch, t) = support::holding("holder", LOCKS);
     let held = live() - before;
     let at = t + Duration::from_secs(10);
     let started = Instant::now();

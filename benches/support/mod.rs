@@ -3,9 +3,12 @@
 #![allow(dead_code, clippy::disallowed_methods)]
 
 use bytes::{BufMut, Bytes, BytesMut};
-use leasedlock::Now;
+use leasedlock::connection::Connection;
+use leasedlock::lock::{Config, Options};
+use leasedlock::{mqtt, Now};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The benchmark is the driver: it reads the clock.
@@ -225,4 +228,29 @@ unsafe impl GlobalAlloc for Counting {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+/// A connected `Connection` holding `n` locks (30 s lease, renewed every 10 s), with its broker.
+pub fn holding(client_id: &str, n: usize) -> (Connection, Broker, BytesMut, Now) {
+    let t = now();
+    let mut conn = Connection::new(Config::new(client_id), mqtt::Options::new(client_id), t, 2)
+        .expect("a valid client id");
+    let mut broker = Broker::new(client_id);
+    let mut scratch = BytesMut::with_capacity(1 << 16);
+    conn.connect(t);
+    pump(&mut conn, &mut broker, t, &mut scratch);
+    for i in 0..n {
+        let lock = conn.client().lock(format!("lock-{i:05}")).expect("a name");
+        conn.client()
+            .hold(
+                t,
+                lock,
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Options::default(),
+            )
+            .expect("a valid hold");
+        pump(&mut conn, &mut broker, t, &mut scratch);
+    }
+    (conn, broker, scratch, t)
 }

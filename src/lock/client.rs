@@ -372,10 +372,7 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
-        self.check_exclusive(lock)?;
-        self.check_lease(lease)?;
-        let deadline = self.deadline(now, &options, true)?;
-        let holder = self.holder_value(&options)?;
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, true)?;
         Ok(self.start(now, lock, holder, deadline, Kind::TryAcquire { lease }))
     }
 
@@ -387,10 +384,7 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
-        self.check_exclusive(lock)?;
-        self.check_lease(lease)?;
-        let deadline = self.deadline(now, &options, false)?;
-        let holder = self.holder_value(&options)?;
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
         Ok(self.start(now, lock, holder, deadline, Kind::Acquire { lease }))
     }
 
@@ -402,9 +396,7 @@ impl Client {
         lock: LockId,
         options: Options,
     ) -> Result<OpId, IntentError> {
-        self.check_exclusive(lock)?;
-        let deadline = self.deadline(now, &options, true)?;
-        let holder = self.holder_value(&options)?;
+        let (holder, deadline) = self.admit(now, lock, None, &options, true)?;
         Ok(self.start_release(now, lock, holder, deadline, false))
     }
 
@@ -433,17 +425,14 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
-        self.check_exclusive(lock)?;
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
         if let Some(h) = self.locks[lock.0 as usize].hold {
             return Err(IntentError::LockInUse(h));
         }
-        self.check_lease(lease)?;
         let usable = lease - self.config.margin(lease);
         if interval.is_zero() || interval >= usable {
             return Err(IntentError::BadInterval { interval, usable });
         }
-        let deadline = self.deadline(now, &options, false)?;
-        let holder = self.holder_value(&options)?;
         let kind = Kind::Hold {
             lease,
             interval,
@@ -761,6 +750,25 @@ impl Client {
         self.locks
             .get_mut(lock.0 as usize)
             .ok_or(IntentError::UnknownLock)
+    }
+
+    /// The checks every acquiring or releasing intent makes: the lock is not in an edit's hands,
+    /// the lease (if any) is usable, the options are valid. Returns the holder value and deadline
+    /// (`bounded`: without a timeout, the request timeout bounds the operation).
+    fn admit(
+        &self,
+        now: Now,
+        lock: LockId,
+        lease: Option<Duration>,
+        options: &Options,
+        bounded: bool,
+    ) -> Result<(Bytes, Option<Instant>), IntentError> {
+        self.check_exclusive(lock)?;
+        if let Some(lease) = lease {
+            self.check_lease(lease)?;
+        }
+        let deadline = self.deadline(now, options, bounded)?;
+        Ok((self.holder_value(options)?, deadline))
     }
 
     /// Acquiring, holding and releasing cannot run beside an edit of the same lock.
