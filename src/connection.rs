@@ -66,7 +66,9 @@
 //! ```
 
 use crate::lock::{self, Client, ConfigError};
-use crate::mqtt::{self, ConnectReason, DisconnectCause, PublishError, Session, SubscribeId};
+use crate::mqtt::{
+    self, AuthError, ConnectReason, DisconnectCause, PublishError, Session, SubscribeId,
+};
 use crate::{Now, QoS};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -88,6 +90,14 @@ pub enum Event {
     Disconnected(DisconnectCause),
     /// The MQTT session refused a request the engine wanted to publish; the request will time out.
     PublishRefused(PublishError),
+    /// The broker continues an enhanced authentication (AUTH 0x18); answer with
+    /// [`Connection::continue_authentication`].
+    AuthenticationChallenge {
+        /// The broker's Authentication Data.
+        data: Option<Bytes>,
+    },
+    /// The broker accepted a re-authentication ([`Connection::reauthenticate`]).
+    Reauthenticated,
 }
 
 /// The lock engine over a sans-IO MQTT v5 session: bytes in, bytes out.
@@ -165,6 +175,23 @@ impl Connection {
         self.pump();
     }
 
+    /// New authentication data (a rotated token): sent at once in AUTH 0x19 while connected (the
+    /// result is `true`), and in every later CONNECT. See [`Session::reauthenticate`].
+    pub fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
+        self.last_now = now;
+        let sent = self.mqtt.reauthenticate(now.instant, data);
+        self.pump();
+        sent
+    }
+
+    /// Answers an [`Event::AuthenticationChallenge`]. See [`Session::continue_authentication`].
+    pub fn continue_authentication(&mut self, now: Now, data: Bytes) -> Result<(), AuthError> {
+        self.last_now = now;
+        let sent = self.mqtt.continue_authentication(now.instant, data);
+        self.pump();
+        sent
+    }
+
     /// Bytes to write to the transport, in order.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.pump();
@@ -238,6 +265,11 @@ impl Connection {
                 }
             }
             mqtt::Event::Message(message) => self.client.handle_message(now, &message),
+            mqtt::Event::AuthenticationChallenge { data } => {
+                self.events
+                    .push_back(Event::AuthenticationChallenge { data });
+            }
+            mqtt::Event::Reauthenticated => self.events.push_back(Event::Reauthenticated),
             mqtt::Event::Disconnected(cause) => {
                 self.subscribes.clear();
                 self.client.handle_disconnected(now);

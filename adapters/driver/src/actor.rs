@@ -323,6 +323,9 @@ impl Actor {
                 }
                 // The engine times the request out and reports it on its operation.
                 ConnEvent::PublishRefused(_) => {}
+                // K8S-SAT needs no challenge round; a broker that sends one is not answered and
+                // its connect times out.
+                ConnEvent::AuthenticationChallenge { .. } | ConnEvent::Reauthenticated => {}
             }
         }
     }
