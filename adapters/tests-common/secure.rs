@@ -169,6 +169,7 @@ macro_rules! secure_scenarios {
             tls_with_client_certificate,
             password,
             password_over_tls,
+            sat_reauthentication,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {
@@ -179,4 +180,127 @@ macro_rules! secure_scenarios {
             }
         )*
     };
+}
+
+/// A fake broker on a loopback port that speaks just enough MQTT for enhanced authentication:
+/// it accepts every CONNECT, answers PINGREQ, and reports CONNECT and AUTH packets (their first
+/// byte and body) on a channel; the test answers through the connection it is handed.
+mod fake_broker {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+
+    /// A packet received: the connection it came on, its first byte and its body.
+    pub type Received = (TcpStream, u8, Vec<u8>);
+
+    pub fn start() -> (u16, mpsc::Receiver<Received>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || serve(stream, tx));
+            }
+        });
+        (port, rx)
+    }
+
+    fn serve(mut stream: TcpStream, tx: mpsc::Sender<Received>) {
+        while let Some((first, body)) = read_packet(&mut stream) {
+            match first >> 4 {
+                1 => {
+                    let _ = stream.write_all(&[0x20, 0x03, 0, 0, 0]);
+                    let _ = tx.send((stream.try_clone().unwrap(), first, body));
+                }
+                12 => {
+                    let _ = stream.write_all(&[0xD0, 0x00]);
+                }
+                15 => {
+                    let _ = tx.send((stream.try_clone().unwrap(), first, body));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).ok()?;
+        let first = byte[0];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            stream.read_exact(&mut byte).ok()?;
+            len |= usize::from(byte[0] & 0x7F) << shift;
+            shift += 7;
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).ok()?;
+        Some((first, body))
+    }
+
+    /// Whether `body` holds the Authentication Data property with `data`.
+    pub fn has_auth_data(body: &[u8], data: &[u8]) -> bool {
+        let mut property = vec![0x16, 0, data.len() as u8];
+        property.extend_from_slice(data);
+        body.windows(property.len()).any(|w| w == property)
+    }
+
+    /// AUTH 0x00 (success) with the K8S-SAT method.
+    pub const AUTH_SUCCESS: [u8; 14] = [
+        0xF0, 0x0C, 0x00, 0x0A, 0x15, 0x00, 0x07, b'K', b'8', b'S', b'-', b'S', b'A', b'T',
+    ];
+}
+
+/// K8S-SAT: the token file's contents go in the CONNECT; when the file changes the driver
+/// re-authenticates (AUTH 0x19) with the new token; a refused re-authentication (DISCONNECT 0x87)
+/// leads to a new CONNECT that carries the newest token.
+pub async fn sat_reauthentication<R: Rt>() {
+    use std::io::Write;
+    let (port, packets) = fake_broker::start();
+    let token_file = std::env::temp_dir().join(format!(
+        "leasedlock-sat-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&token_file, b"token-1").unwrap();
+    let mut settings = Settings::new("127.0.0.1", port, "sat-client").with_sat_file(&token_file);
+    settings.sat_poll_interval = Duration::from_millis(50);
+    let (client, _task) = R::connect(&settings);
+    assert_eq!(within::<R, _>(client.connected()).await, Ok(()));
+
+    // Waits (off the runtime's threads) for the next packet of the fake broker.
+    let next = |packets: std::sync::mpsc::Receiver<fake_broker::Received>| async {
+        R::unblock(move || {
+            let got = packets
+                .recv_timeout(crate::scenarios::WAIT)
+                .expect("a packet in time");
+            (got, packets)
+        })
+        .await
+    };
+    let ((_, first, connect), packets) = next(packets).await;
+    assert_eq!(first, 0x10);
+    assert!(fake_broker::has_auth_data(&connect, b"token-1"));
+
+    std::fs::write(&token_file, b"token-2").unwrap();
+    let ((mut conn, first, auth), packets) = next(packets).await;
+    assert_eq!((first, auth[0]), (0xF0, 0x19), "AUTH re-authenticate");
+    assert!(fake_broker::has_auth_data(&auth, b"token-2"));
+    conn.write_all(&fake_broker::AUTH_SUCCESS).unwrap();
+
+    std::fs::write(&token_file, b"token-3").unwrap();
+    let ((mut conn, first, auth), packets) = next(packets).await;
+    assert_eq!((first, auth[0]), (0xF0, 0x19));
+    assert!(fake_broker::has_auth_data(&auth, b"token-3"));
+    conn.write_all(&[0xE0, 0x01, 0x87]).unwrap(); // DISCONNECT: not authorized
+
+    let ((_, first, connect), _packets) = next(packets).await;
+    assert_eq!(first, 0x10, "a new CONNECT after the refusal");
+    assert!(fake_broker::has_auth_data(&connect, b"token-3"));
+    let _ = std::fs::remove_file(&token_file);
 }
