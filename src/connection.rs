@@ -176,7 +176,8 @@ impl Connection {
     }
 
     /// New authentication data (a rotated token): sent at once in AUTH 0x19 while connected (the
-    /// result is `true`), and in every later CONNECT. See [`Session::reauthenticate`].
+    /// result is `true`), right after the CONNACK while connecting, and in every later CONNECT.
+    /// See [`Session::reauthenticate`].
     pub fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
         self.last_now = now;
         let sent = self.mqtt.reauthenticate(now.instant, data);

@@ -307,6 +307,9 @@ pub struct Session {
     ping_deadline: Option<Instant>,
     /// Where the enhanced authentication exchange stands on this connection.
     auth: AuthExchange,
+    /// New authentication data arrived after the CONNECT went out: re-authenticate once the
+    /// CONNACK arrives.
+    reauthenticate_after_connack: bool,
 }
 
 /// The enhanced authentication exchange on the current connection.
@@ -348,6 +351,7 @@ impl Session {
             last_sent: None,
             ping_deadline: None,
             auth: AuthExchange::Idle,
+            reauthenticate_after_connack: false,
         }
     }
 
@@ -359,6 +363,7 @@ impl Session {
         self.clear_subscribes();
         self.ping_deadline = None;
         self.auth = AuthExchange::Idle;
+        self.reauthenticate_after_connack = false;
         let keep_alive = whole_secs(self.options.keep_alive);
         self.limits.keep_alive = keep_alive;
         self.clean_start_sent = self.options.clean_start && !self.connected_before;
@@ -561,28 +566,45 @@ impl Session {
     /// New Authentication Data (a rotated token, say): kept for every later CONNECT and, while
     /// connected, sent at once in AUTH 0x19 (re-authenticate) with [`Options::authentication_method`].
     /// Returns whether AUTH went out; the server answers [`Event::Reauthenticated`], an
-    /// [`Event::AuthenticationChallenge`], or DISCONNECT. While not connected the data only waits
-    /// for the next CONNECT.
+    /// [`Event::AuthenticationChallenge`], or DISCONNECT. While not connected the data waits for
+    /// the next CONNECT; while connecting (CONNECT sent with older data) AUTH 0x19 goes out right
+    /// after the CONNACK.
     pub fn reauthenticate(&mut self, now: Instant, data: Bytes) -> Result<bool, AuthError> {
-        let Some(method) = self.options.authentication_method.as_deref() else {
+        if self.options.authentication_method.is_none() {
             return Err(AuthError::NoMethod);
-        };
+        }
         if data.len() > usize::from(u16::MAX) {
             return Err(AuthError::FieldTooLong("authentication data"));
         }
-        if self.state != State::Connected {
-            self.options.authentication_data = Some(data);
-            return Ok(false);
+        match self.state {
+            State::Idle => {}
+            State::Connecting { .. } => self.reauthenticate_after_connack = true,
+            State::Connected if self.auth != AuthExchange::Idle => {
+                return Err(AuthError::InProgress)
+            }
+            State::Connected => {
+                self.options.authentication_data = Some(data);
+                self.send_reauthenticate(now);
+                return Ok(true);
+            }
         }
-        if self.auth != AuthExchange::Idle {
-            return Err(AuthError::InProgress);
-        }
-        // Lengths checked above: this cannot fail.
-        let _ = codec::encode_auth(&mut self.tx, REAUTHENTICATE, method, Some(&data));
-        self.last_sent = Some(now);
         self.options.authentication_data = Some(data);
-        self.auth = AuthExchange::AwaitingServer;
-        Ok(true)
+        Ok(false)
+    }
+
+    /// Sends AUTH 0x19 with the method and the current authentication data.
+    fn send_reauthenticate(&mut self, now: Instant) {
+        if let Some(method) = self.options.authentication_method.as_deref() {
+            // Lengths were checked when the data was given: this cannot fail.
+            let _ = codec::encode_auth(
+                &mut self.tx,
+                REAUTHENTICATE,
+                method,
+                self.options.authentication_data.as_deref(),
+            );
+            self.last_sent = Some(now);
+            self.auth = AuthExchange::AwaitingServer;
+        }
     }
 
     /// Answers the server's [`Event::AuthenticationChallenge`] with AUTH 0x18 (continue
@@ -761,6 +783,9 @@ impl Session {
         self.state = State::Connected;
         self.auth = AuthExchange::Idle;
         self.connected_before = true;
+        if std::mem::take(&mut self.reauthenticate_after_connack) {
+            self.send_reauthenticate(now);
+        }
         self.events.push_back(Event::Connected {
             session_present: ack.session_present,
         });
@@ -928,6 +953,7 @@ impl Session {
         self.clear_subscribes();
         self.ping_deadline = None;
         self.auth = AuthExchange::Idle;
+        self.reauthenticate_after_connack = false;
         self.events.push_back(Event::Disconnected(cause));
     }
 }
@@ -1753,6 +1779,26 @@ mod tests {
         assert!(tx(&mut s)
             .windows(6)
             .any(|w| w == [0x16, 0, 3, b'n', b'e', b'w']));
+    }
+
+    #[test]
+    fn new_data_while_connecting_reauthenticates_after_the_connack() {
+        let now = t0();
+        let mut s = Session::new(sat_options(b"old"));
+        s.connect(now);
+        tx(&mut s);
+        assert_eq!(s.reauthenticate(now, Bytes::from_static(b"new")), Ok(false));
+        assert_eq!(tx(&mut s), []);
+        s.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert_eq!(tx(&mut s), auth(0x19, Some(b"new")));
+        s.handle_bytes(now, &auth(0x00, None));
+        assert_eq!(events(&mut s), [Event::Reauthenticated]);
     }
 
     #[test]
