@@ -33,6 +33,9 @@ pub enum TlsError {
     /// rustls refused the client certificate and key.
     #[error("client certificate or key refused: {0}")]
     ClientCertificate(rustls::Error),
+    /// rustls refused the protocol versions of its crypto provider.
+    #[error("TLS configuration refused: {0}")]
+    Config(rustls::Error),
 }
 
 /// A TLS client configuration and the name the broker's certificate must carry.
@@ -65,7 +68,7 @@ impl TlsConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(TlsError::ClientCertificate)?
+            .map_err(TlsError::Config)?
             .with_root_certificates(roots);
         let config = match &tls.client_certificate {
             None => builder.with_no_client_auth(),
