@@ -67,8 +67,8 @@
 
 use crate::lock::{self, Client, ConfigError, NotDelivered};
 use crate::mqtt::{
-    self, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId, Session,
-    SubscribeId,
+    self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId,
+    Session, SubscribeId,
 };
 use crate::{Now, QoS};
 use bytes::Bytes;
@@ -91,6 +91,14 @@ pub enum Event {
     Disconnected(DisconnectCause),
     /// The MQTT session refused a request the engine wanted to publish; the request will time out.
     PublishRefused(PublishError),
+    /// The broker continues an enhanced authentication (AUTH 0x18); answer with
+    /// [`Connection::continue_authentication`].
+    AuthenticationChallenge {
+        /// The broker's Authentication Data.
+        data: Option<Bytes>,
+    },
+    /// The broker accepted a re-authentication ([`Connection::reauthenticate`]).
+    Reauthenticated,
 }
 
 /// The lock engine over a sans-IO MQTT v5 session: bytes in, bytes out.
@@ -169,6 +177,24 @@ impl Connection {
         self.mqtt
             .disconnect(now.instant, mqtt::DisconnectReason::NormalDisconnection);
         self.pump();
+    }
+
+    /// New authentication data (a rotated token): sent at once in AUTH 0x19 while connected (the
+    /// result is `true`), right after the CONNACK while connecting, and in every later CONNECT.
+    /// See [`Session::reauthenticate`].
+    pub fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
+        self.last_now = now;
+        let sent = self.mqtt.reauthenticate(now.instant, data);
+        self.pump();
+        sent
+    }
+
+    /// Answers an [`Event::AuthenticationChallenge`]. See [`Session::continue_authentication`].
+    pub fn continue_authentication(&mut self, now: Now, data: Bytes) -> Result<(), AuthError> {
+        self.last_now = now;
+        let sent = self.mqtt.continue_authentication(now.instant, data);
+        self.pump();
+        sent
     }
 
     /// Bytes to write to the transport, in order.
@@ -250,6 +276,11 @@ impl Connection {
                 }
             }
             mqtt::Event::Message(message) => self.client.handle_message(now, &message),
+            mqtt::Event::AuthenticationChallenge { data } => {
+                self.events
+                    .push_back(Event::AuthenticationChallenge { data });
+            }
+            mqtt::Event::Reauthenticated => self.events.push_back(Event::Reauthenticated),
             mqtt::Event::Disconnected(cause) => {
                 self.subscribes.clear();
                 self.requests.clear();

@@ -323,3 +323,37 @@ fn a_request_the_broker_refuses_fails_with_its_reason() {
         })]
     );
 }
+
+#[test]
+fn reauthentication_passes_through_the_connection() {
+    let now = start_now();
+    let mut options = mqtt::Options::new("dev-3");
+    options.authentication_method = Some("K8S-SAT".into());
+    options.authentication_data = Some(Bytes::from_static(b"token-1"));
+    let mut conn = Connection::new(Config::new("dev-3"), options, now, 3).unwrap();
+    conn.connect(now);
+    let connect: Vec<u8> = std::iter::from_fn(|| conn.poll_transmit())
+        .flatten()
+        .collect();
+    assert!(connect.ends_with(b"\x16\x00\x07token-1\x00\x05dev-3"));
+    conn.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]);
+    assert!(std::iter::from_fn(|| conn.poll_event()).any(|e| matches!(e, Event::Connected { .. })));
+    std::iter::from_fn(|| conn.poll_transmit()).for_each(drop);
+
+    assert_eq!(
+        conn.reauthenticate(now, Bytes::from_static(b"token-2")),
+        Ok(true)
+    );
+    let auth: Vec<u8> = std::iter::from_fn(|| conn.poll_transmit())
+        .flatten()
+        .collect();
+    assert_eq!(&auth[..4], [0xF0, 0x16, 0x19, 0x14]);
+    assert!(auth.ends_with(b"\x16\x00\x07token-2"));
+    conn.handle_bytes(
+        now,
+        &[
+            0xF0, 0x0C, 0x00, 0x0A, 0x15, 0x00, 0x07, b'K', b'8', b'S', b'-', b'S', b'A', b'T',
+        ],
+    );
+    assert_eq!(conn.poll_event(), Some(Event::Reauthenticated));
+}

@@ -333,7 +333,9 @@ impl Server<'_> {
                 mqtt::Event::Disconnected(cause) => return Some(format!("{cause:?}")),
                 mqtt::Event::Subscribed { .. }
                 | mqtt::Event::PublishAcked { .. }
-                | mqtt::Event::PublishDropped { .. } => {}
+                | mqtt::Event::PublishDropped { .. }
+                | mqtt::Event::AuthenticationChallenge { .. }
+                | mqtt::Event::Reauthenticated => {}
             }
         }
         None

@@ -152,6 +152,17 @@ pub(crate) struct InboundPublish {
     pub message: Message,
 }
 
+/// An AUTH packet (enhanced authentication): its reason code and the properties we act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Auth {
+    /// Reason code: 0x00 success, 0x18 continue authentication, 0x19 re-authenticate.
+    pub reason: u8,
+    /// Authentication Method property.
+    pub method: Option<String>,
+    /// Authentication Data property.
+    pub data: Option<Bytes>,
+}
+
 /// A decoded packet from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Inbound {
@@ -179,8 +190,8 @@ pub(crate) enum Inbound {
     PingResp,
     /// DISCONNECT.
     Disconnect(DisconnectReason),
-    /// AUTH, with its reason code.
-    Auth(u8),
+    /// AUTH.
+    Auth(Auth),
     /// A packet a client never receives or that we never solicit (its packet type).
     Unexpected(u8),
 }
@@ -271,7 +282,7 @@ pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError>
         }
         15 => {
             check_flags()?;
-            decode_reason_only("AUTH", body).map(Inbound::Auth)
+            decode_auth(body).map(Inbound::Auth)
         }
         0 => Err(DecodeError::PacketType),
         other => Ok(Inbound::Unexpected(other)),
@@ -452,7 +463,7 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes the body of a DISCONNECT or AUTH: an optional reason code (absent = 0x00), then optional
+/// Decodes the body of a DISCONNECT: an optional reason code (absent = 0x00), then optional
 /// properties that must fill the rest of the body exactly. The properties are not surfaced.
 fn decode_reason_only(packet: &'static str, body: &[u8]) -> Result<u8, DecodeError> {
     let Some((&code, rest)) = body.split_first() else {
@@ -470,6 +481,52 @@ fn decode_reason_only(packet: &'static str, body: &[u8]) -> Result<u8, DecodeErr
         ));
     }
     Ok(code)
+}
+
+/// Decodes the body of an AUTH: an optional reason code (absent = success, and then no
+/// properties), then a property block that must fill the rest of the body exactly and may hold
+/// the Authentication Method and Data (once each), a Reason String and User Properties.
+fn decode_auth(body: &[u8]) -> Result<Auth, DecodeError> {
+    let bad = |detail: &str| Err(malformed("AUTH", detail));
+    let mut auth = Auth {
+        reason: 0,
+        method: None,
+        data: None,
+    };
+    let Some((&reason, rest)) = body.split_first() else {
+        return Ok(auth);
+    };
+    auth.reason = reason;
+    if rest.is_empty() {
+        return Ok(auth);
+    }
+    let Some((len_len, len)) = read_varint(rest) else {
+        return bad("bad property length");
+    };
+    if len_len + len != rest.len() {
+        return bad("property length does not match the packet");
+    }
+    let mut block = &rest[len_len..];
+    while let Some((&id, tail)) = block.split_first() {
+        let Some(size) = prefixed(tail, if id == 0x26 { 2 } else { 1 }) else {
+            return bad("property runs past the packet");
+        };
+        let Some(value) = tail.get(2..size) else {
+            return bad("property runs past the packet");
+        };
+        match id {
+            0x15 if auth.method.is_none() => match std::str::from_utf8(value) {
+                Ok(method) => auth.method = Some(method.to_owned()),
+                Err(_) => return bad("authentication method is not UTF-8"),
+            },
+            0x16 if auth.data.is_none() => auth.data = Some(Bytes::copy_from_slice(value)),
+            0x15 | 0x16 => return bad("authentication method or data repeated"),
+            0x1F | 0x26 => {}
+            _ => return bad("unknown or unexpected property"),
+        }
+        block = &tail[size..];
+    }
+    Ok(auth)
 }
 
 /// Walks the property block starting at `body[at..]` (its length, then the properties) and checks
@@ -777,6 +834,30 @@ pub(crate) fn encode_subscribe(
         .write(&mut out)
         .map_err(|_| EncodeError::PacketTooLong)?;
     Ok(out)
+}
+
+/// Appends an AUTH with a reason code (0x18 continue, 0x19 re-authenticate), the Authentication
+/// Method and, when given, the Authentication Data.
+pub(crate) fn encode_auth(
+    out: &mut BytesMut,
+    reason: u8,
+    method: &str,
+    data: Option<&[u8]>,
+) -> Result<(), EncodeError> {
+    check_field("authentication method", method.len())?;
+    check_field("authentication data", data.map_or(0, <[u8]>::len))?;
+    let mut props = BytesMut::new();
+    props.put_u8(0x15);
+    put_str(&mut props, method.as_bytes());
+    if let Some(data) = data {
+        props.put_u8(0x16);
+        put_str(&mut props, data);
+    }
+    let mut body = BytesMut::with_capacity(props.len() + 5);
+    body.put_u8(reason);
+    put_varint(&mut body, props.len());
+    body.put_slice(&props);
+    put_packet(out, 0xF0, &body)
 }
 
 /// Appends a successful PUBACK (remaining length 2: reason code and properties omitted).

@@ -14,5 +14,6 @@ mod session;
 pub use codec::DecodeError;
 pub use reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
 pub use session::{
-    DisconnectCause, Event, Options, PublishError, PublishId, Session, SubscribeError, SubscribeId,
+    AuthError, DisconnectCause, Event, Options, PublishError, PublishId, Session, SubscribeError,
+    SubscribeId,
 };

@@ -9,6 +9,12 @@
 //!      malformed packet, protocol violation, transport closed
 //! ```
 //!
+//! Enhanced authentication (MQTT v5 AUTH): with [`Options::authentication_method`] set, the server
+//! may answer the CONNECT with AUTH 0x18 (continue) before its CONNACK; each such challenge is an
+//! [`Event::AuthenticationChallenge`], answered with [`Session::continue_authentication`]. Once
+//! connected, [`Session::reauthenticate`] sends AUTH 0x19 with fresh data (a rotated token, say);
+//! the server answers AUTH 0x00 ([`Event::Reauthenticated`]), another challenge, or DISCONNECT.
+//!
 //! Unacknowledged QoS 1 publishes survive the trip back to `Idle`: after the next CONNACK they are
 //! re-sent with DUP=1 if the broker resumed the session, or reported as [`Event::PublishDropped`] if
 //! it did not.
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::codec::{
-    self, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, InboundPublish,
+    self, Auth, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, InboundPublish,
 };
 use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
 use crate::{Message, QoS};
@@ -131,6 +137,23 @@ pub enum SubscribeError {
     NoPacketId,
 }
 
+/// Why [`Session::reauthenticate`] or [`Session::continue_authentication`] refused to send AUTH.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// [`Options::authentication_method`] is not set: there is no enhanced authentication.
+    #[error("no authentication method configured")]
+    NoMethod,
+    /// A re-authentication is already waiting for the server's answer.
+    #[error("a re-authentication is already in progress")]
+    InProgress,
+    /// The server has sent no challenge (AUTH 0x18) that waits for an answer.
+    #[error("no authentication challenge to answer")]
+    NoChallenge,
+    /// The authentication data is longer than 65 535 bytes.
+    #[error("{0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+}
+
 /// Why the session left the connected (or connecting) state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DisconnectCause {
@@ -185,6 +208,15 @@ pub enum Event {
     },
     /// An application message from the server (already acknowledged if QoS 1).
     Message(Message),
+    /// The server continues an enhanced authentication (AUTH 0x18, before the CONNACK or during
+    /// a re-authentication) with this Authentication Data; answer with
+    /// [`Session::continue_authentication`].
+    AuthenticationChallenge {
+        /// The server's Authentication Data.
+        data: Option<Bytes>,
+    },
+    /// The server accepted a re-authentication (AUTH 0x00).
+    Reauthenticated,
     /// The connection is over. Subscribes without a SUBACK are void. No further event comes until
     /// the next [`Session::connect`].
     Disconnected(DisconnectCause),
@@ -273,6 +305,22 @@ pub struct Session {
     used_packet_ids: BTreeSet<u16>,
     last_sent: Option<Instant>,
     ping_deadline: Option<Instant>,
+    /// Where the enhanced authentication exchange stands on this connection.
+    auth: AuthExchange,
+    /// New authentication data arrived after the CONNECT went out: re-authenticate once the
+    /// CONNACK arrives.
+    reauthenticate_after_connack: bool,
+}
+
+/// The enhanced authentication exchange on the current connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthExchange {
+    /// Nothing under way.
+    Idle,
+    /// We sent AUTH (0x19, or 0x18 answering a challenge); the server has not decided yet.
+    AwaitingServer,
+    /// The server sent AUTH 0x18; we have not answered yet.
+    Challenged,
 }
 
 impl Session {
@@ -302,6 +350,8 @@ impl Session {
             used_packet_ids: BTreeSet::new(),
             last_sent: None,
             ping_deadline: None,
+            auth: AuthExchange::Idle,
+            reauthenticate_after_connack: false,
         }
     }
 
@@ -312,6 +362,8 @@ impl Session {
         self.tx.clear();
         self.clear_subscribes();
         self.ping_deadline = None;
+        self.auth = AuthExchange::Idle;
+        self.reauthenticate_after_connack = false;
         let keep_alive = whole_secs(self.options.keep_alive);
         self.limits.keep_alive = keep_alive;
         self.clean_start_sent = self.options.clean_start && !self.connected_before;
@@ -511,6 +563,66 @@ impl Session {
         Ok(id)
     }
 
+    /// New Authentication Data (a rotated token, say): kept for every later CONNECT and, while
+    /// connected, sent at once in AUTH 0x19 (re-authenticate) with [`Options::authentication_method`].
+    /// Returns whether AUTH went out; the server answers [`Event::Reauthenticated`], an
+    /// [`Event::AuthenticationChallenge`], or DISCONNECT. While not connected the data waits for
+    /// the next CONNECT; while connecting (CONNECT sent with older data) AUTH 0x19 goes out right
+    /// after the CONNACK.
+    pub fn reauthenticate(&mut self, now: Instant, data: Bytes) -> Result<bool, AuthError> {
+        if self.options.authentication_method.is_none() {
+            return Err(AuthError::NoMethod);
+        }
+        if data.len() > usize::from(u16::MAX) {
+            return Err(AuthError::FieldTooLong("authentication data"));
+        }
+        match self.state {
+            State::Idle => {}
+            State::Connecting { .. } => self.reauthenticate_after_connack = true,
+            State::Connected if self.auth != AuthExchange::Idle => {
+                return Err(AuthError::InProgress)
+            }
+            State::Connected => {
+                self.options.authentication_data = Some(data);
+                self.send_reauthenticate(now);
+                return Ok(true);
+            }
+        }
+        self.options.authentication_data = Some(data);
+        Ok(false)
+    }
+
+    /// Sends AUTH 0x19 with the method and the current authentication data.
+    fn send_reauthenticate(&mut self, now: Instant) {
+        if let Some(method) = self.options.authentication_method.as_deref() {
+            // Lengths were checked when the data was given: this cannot fail.
+            let _ = codec::encode_auth(
+                &mut self.tx,
+                REAUTHENTICATE,
+                method,
+                self.options.authentication_data.as_deref(),
+            );
+            self.last_sent = Some(now);
+            self.auth = AuthExchange::AwaitingServer;
+        }
+    }
+
+    /// Answers the server's [`Event::AuthenticationChallenge`] with AUTH 0x18 (continue
+    /// authentication) carrying `data`.
+    pub fn continue_authentication(&mut self, now: Instant, data: Bytes) -> Result<(), AuthError> {
+        let Some(method) = self.options.authentication_method.as_deref() else {
+            return Err(AuthError::NoMethod);
+        };
+        if self.auth != AuthExchange::Challenged || self.state == State::Idle {
+            return Err(AuthError::NoChallenge);
+        }
+        codec::encode_auth(&mut self.tx, CONTINUE_AUTHENTICATION, method, Some(&data))
+            .map_err(|_| AuthError::FieldTooLong("authentication data"))?;
+        self.last_sent = Some(now);
+        self.auth = AuthExchange::AwaitingServer;
+        Ok(())
+    }
+
     /// Sends DISCONNECT with `reason` and ends the connection ([`DisconnectCause::ByClient`]).
     /// Unacknowledged publishes are kept for the next connection.
     pub fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
@@ -549,10 +661,7 @@ impl Session {
         if let State::Connecting { .. } = self.state {
             return match inbound {
                 Inbound::ConnAck(ack) => self.handle_connack(now, ack),
-                Inbound::Auth(_) => self.violation(
-                    "enhanced authentication challenges (AUTH) are not supported",
-                    DisconnectReason::ImplementationSpecificError,
-                ),
+                Inbound::Auth(auth) => self.handle_auth(auth),
                 Inbound::Disconnect(reason) => self.end(DisconnectCause::ByServer(reason), None),
                 _ => self.violation("packet before CONNACK", DisconnectReason::ProtocolError),
             };
@@ -596,15 +705,49 @@ impl Session {
             }
             Inbound::PingResp => self.ping_deadline = None,
             Inbound::Disconnect(reason) => self.end(DisconnectCause::ByServer(reason), None),
-            Inbound::Auth(_) => self.violation(
-                "re-authentication (AUTH) is not supported",
-                DisconnectReason::ImplementationSpecificError,
-            ),
+            Inbound::Auth(auth) => self.handle_auth(auth),
             Inbound::Unexpected(packet_type) => self.violation(
                 &format!("unexpected packet type {packet_type}"),
                 DisconnectReason::ProtocolError,
             ),
         }
+    }
+
+    /// A server AUTH: a challenge (0x18) while connecting with a method or while
+    /// re-authenticating, or success (0x00) ending a re-authentication. Anything else, or another
+    /// method than ours, breaks the protocol.
+    fn handle_auth(&mut self, auth: Auth) {
+        let Some(method) = self.options.authentication_method.as_deref() else {
+            return self.violation(
+                "AUTH without enhanced authentication",
+                DisconnectReason::ProtocolError,
+            );
+        };
+        if auth.method.as_deref() != Some(method) {
+            return self.violation(
+                "AUTH with another authentication method",
+                DisconnectReason::ProtocolError,
+            );
+        }
+        let connecting = matches!(self.state, State::Connecting { .. });
+        match (auth.reason, self.auth) {
+            (CONTINUE_AUTHENTICATION, AuthExchange::Idle) if connecting => {}
+            (CONTINUE_AUTHENTICATION, AuthExchange::AwaitingServer) => {}
+            (SUCCESS, AuthExchange::AwaitingServer) if !connecting => {
+                self.auth = AuthExchange::Idle;
+                self.events.push_back(Event::Reauthenticated);
+                return;
+            }
+            _ => {
+                return self.violation(
+                    "unexpected AUTH reason code",
+                    DisconnectReason::ProtocolError,
+                )
+            }
+        }
+        self.auth = AuthExchange::Challenged;
+        self.events
+            .push_back(Event::AuthenticationChallenge { data: auth.data });
     }
 
     fn handle_connack(&mut self, now: Instant, ack: ConnAck) {
@@ -638,7 +781,11 @@ impl Session {
             }),
         };
         self.state = State::Connected;
+        self.auth = AuthExchange::Idle;
         self.connected_before = true;
+        if std::mem::take(&mut self.reauthenticate_after_connack) {
+            self.send_reauthenticate(now);
+        }
         self.events.push_back(Event::Connected {
             session_present: ack.session_present,
         });
@@ -805,9 +952,16 @@ impl Session {
         self.rx.clear();
         self.clear_subscribes();
         self.ping_deadline = None;
+        self.auth = AuthExchange::Idle;
+        self.reauthenticate_after_connack = false;
         self.events.push_back(Event::Disconnected(cause));
     }
 }
+
+/// AUTH reason codes.
+const SUCCESS: u8 = 0x00;
+const CONTINUE_AUTHENTICATION: u8 = 0x18;
+const REAUTHENTICATE: u8 = 0x19;
 
 /// A keep-alive interval in whole seconds that fits the 16-bit CONNECT field.
 fn whole_secs(d: Duration) -> Duration {
@@ -1508,5 +1662,247 @@ mod tests {
         s.handle_bytes(now, &bytes);
         assert_eq!(tx(&mut s), [0x40, 0x02, 0, 1]);
         assert_eq!(events(&mut s), [Event::Message(sent)]);
+    }
+
+    // Enhanced authentication transcripts: every byte we send and receive.
+
+    const METHOD: &[u8] = b"K8S-SAT";
+
+    fn sat_options(token: &'static [u8]) -> Options {
+        let mut options = Options::new("c");
+        options.authentication_method = Some("K8S-SAT".into());
+        options.authentication_data = Some(Bytes::from_static(token));
+        options
+    }
+
+    /// An AUTH packet: reason code, Authentication Method K8S-SAT, optional data.
+    fn auth(reason: u8, data: Option<&[u8]>) -> Vec<u8> {
+        let mut props = vec![0x15, 0, METHOD.len() as u8];
+        props.extend_from_slice(METHOD);
+        if let Some(data) = data {
+            props.extend_from_slice(&[0x16, 0, data.len() as u8]);
+            props.extend_from_slice(data);
+        }
+        let mut packet = vec![0xF0, (props.len() + 2) as u8, reason, props.len() as u8];
+        packet.extend_from_slice(&props);
+        packet
+    }
+
+    /// A session that sent CONNECT with a SAT and got its CONNACK.
+    fn connected_with_sat(now: Instant) -> Session {
+        let mut s = Session::new(sat_options(b"tok"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        s
+    }
+
+    #[test]
+    fn connect_carries_method_and_data() {
+        let mut s = Session::new(sat_options(b"tok"));
+        s.connect(t0());
+        #[rustfmt::skip]
+        let expected = [
+            0x10, 0x30,                                 // CONNECT, 48 bytes
+            0, 4, b'M', b'Q', b'T', b'T', 5, 0x02,      // MQTT 5, Clean Start
+            0, 60,                                      // keep-alive
+            0x22,                                       // 34 bytes of properties:
+            0x11, 0, 0, 0x0E, 0x10,                     //   Session Expiry 3600
+            0x21, 0xFF, 0xFF,                           //   Receive Maximum
+            0x27, 0, 0x10, 0, 0,                        //   Maximum Packet Size 1 MiB
+            0x22, 0, 0,                                 //   Topic Alias Maximum 0
+            0x17, 1,                                    //   Request Problem Information
+            0x15, 0, 7, b'K', b'8', b'S', b'-', b'S', b'A', b'T', // Authentication Method
+            0x16, 0, 3, b't', b'o', b'k',               //   Authentication Data
+            0, 1, b'c',                                 // client id
+        ];
+        assert_eq!(tx(&mut s), expected);
+    }
+
+    #[test]
+    fn challenge_before_connack_is_answered_then_connack() {
+        let now = t0();
+        let mut s = Session::new(sat_options(b"tok"));
+        s.connect(now);
+        tx(&mut s);
+        assert_eq!(
+            s.continue_authentication(now, Bytes::from_static(b"x")),
+            Err(AuthError::NoChallenge)
+        );
+        s.handle_bytes(now, &auth(0x18, Some(b"ch")));
+        assert_eq!(
+            events(&mut s),
+            [Event::AuthenticationChallenge {
+                data: Some(Bytes::from_static(b"ch"))
+            }]
+        );
+        assert!(!s.is_connected());
+        s.continue_authentication(now, Bytes::from_static(b"resp"))
+            .unwrap();
+        assert_eq!(tx(&mut s), auth(0x18, Some(b"resp")));
+        s.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert_eq!(
+            s.continue_authentication(now, Bytes::new()),
+            Err(AuthError::NoChallenge)
+        );
+    }
+
+    #[test]
+    fn reauthentication_succeeds_with_auth_success() {
+        let now = t0();
+        let mut s = connected_with_sat(now);
+        assert_eq!(s.reauthenticate(now, Bytes::from_static(b"new")), Ok(true));
+        assert_eq!(tx(&mut s), auth(0x19, Some(b"new")));
+        assert_eq!(
+            s.reauthenticate(now, Bytes::from_static(b"newer")),
+            Err(AuthError::InProgress)
+        );
+        s.handle_bytes(now, &auth(0x00, None));
+        assert_eq!(events(&mut s), [Event::Reauthenticated]);
+        assert!(s.is_connected());
+        // The new token is the one the next CONNECT carries.
+        s.handle_transport_closed(now);
+        events(&mut s);
+        s.connect(now);
+        assert!(tx(&mut s)
+            .windows(6)
+            .any(|w| w == [0x16, 0, 3, b'n', b'e', b'w']));
+    }
+
+    #[test]
+    fn new_data_while_connecting_reauthenticates_after_the_connack() {
+        let now = t0();
+        let mut s = Session::new(sat_options(b"old"));
+        s.connect(now);
+        tx(&mut s);
+        assert_eq!(s.reauthenticate(now, Bytes::from_static(b"new")), Ok(false));
+        assert_eq!(tx(&mut s), []);
+        s.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert_eq!(tx(&mut s), auth(0x19, Some(b"new")));
+        s.handle_bytes(now, &auth(0x00, None));
+        assert_eq!(events(&mut s), [Event::Reauthenticated]);
+    }
+
+    #[test]
+    fn reauthentication_with_a_challenge_in_between() {
+        let now = t0();
+        let mut s = connected_with_sat(now);
+        s.reauthenticate(now, Bytes::from_static(b"new")).unwrap();
+        tx(&mut s);
+        s.handle_bytes(now, &auth(0x18, Some(b"more")));
+        assert_eq!(
+            events(&mut s),
+            [Event::AuthenticationChallenge {
+                data: Some(Bytes::from_static(b"more"))
+            }]
+        );
+        s.continue_authentication(now, Bytes::from_static(b"ok"))
+            .unwrap();
+        assert_eq!(tx(&mut s), auth(0x18, Some(b"ok")));
+        s.handle_bytes(now, &auth(0x00, None));
+        assert_eq!(events(&mut s), [Event::Reauthenticated]);
+    }
+
+    #[test]
+    fn reauthentication_refused_by_disconnect() {
+        let now = t0();
+        let mut s = connected_with_sat(now);
+        s.reauthenticate(now, Bytes::from_static(b"bad")).unwrap();
+        assert_eq!(tx(&mut s), auth(0x19, Some(b"bad")));
+        s.handle_bytes(now, &[0xE0, 0x01, 0x87]);
+        assert_eq!(
+            events(&mut s),
+            [Event::Disconnected(DisconnectCause::ByServer(
+                DisconnectReason::NotAuthorized
+            ))]
+        );
+        assert_eq!(tx(&mut s), []);
+        assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn reauthenticate_while_disconnected_waits_for_the_next_connect() {
+        let now = t0();
+        let mut s = Session::new(sat_options(b"old"));
+        assert_eq!(
+            s.reauthenticate(now, Bytes::from_static(b"fresh")),
+            Ok(false)
+        );
+        assert_eq!(tx(&mut s), []);
+        s.connect(now);
+        assert!(tx(&mut s).ends_with(&[0x16, 0, 5, b'f', b'r', b'e', b's', b'h', 0, 1, b'c']));
+        let mut plain = Session::new(Options::new("c"));
+        assert_eq!(
+            plain.reauthenticate(now, Bytes::new()),
+            Err(AuthError::NoMethod)
+        );
+    }
+
+    #[test]
+    fn unsolicited_or_foreign_auth_is_a_protocol_error() {
+        let now = t0();
+        // AUTH success without a re-authentication in progress.
+        let mut s = connected_with_sat(now);
+        s.handle_bytes(now, &auth(0x00, None));
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        assert_eq!(tx(&mut s), [0xE0, 0x01, 0x82]);
+        // AUTH success instead of a CONNACK.
+        let mut s = Session::new(sat_options(b"tok"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &auth(0x00, None));
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        // Another method.
+        let mut s = connected_with_sat(now);
+        s.reauthenticate(now, Bytes::from_static(b"new")).unwrap();
+        tx(&mut s);
+        s.handle_bytes(
+            now,
+            &[0xF0, 0x08, 0x00, 0x06, 0x15, 0x00, 0x03, b'F', b'O', b'O'],
+        );
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        // No enhanced authentication configured at all.
+        let mut s = Session::new(Options::new("c"));
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &auth(0x18, Some(b"ch")));
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::ProtocolViolation(_))]
+        ));
+        // A malformed AUTH (property length past the packet).
+        let mut s = connected_with_sat(now);
+        s.handle_bytes(now, &[0xF0, 0x02, 0x18, 0x05]);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Disconnected(DisconnectCause::Malformed(_))]
+        ));
     }
 }

@@ -43,6 +43,10 @@ static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 /// When mosquitto is not installed, an in-process broker ([`crate::embedded`]) is used instead
 /// (and a line says so on stderr); it cannot be restarted ([`Broker::can_restart`] is false).
 /// With `LEASEDLOCK_REQUIRE_MOSQUITTO=1` a missing mosquitto panics instead.
+///
+/// [`Broker::builder`] adds a second, secured listener ([`Broker::secure_addr`]) with TLS and/or
+/// user names and passwords, while [`Broker::addr`] stays open to anonymous plain TCP (for the
+/// state-store emulator).
 #[derive(Debug)]
 pub struct Broker {
     addr: SocketAddr,
@@ -51,8 +55,98 @@ pub struct Broker {
 
 #[derive(Debug)]
 enum Kind {
-    Mosquitto { dir: PathBuf, child: Option<Child> },
+    Mosquitto {
+        dir: PathBuf,
+        child: Option<Child>,
+        secure: Option<Secure>,
+    },
     Embedded(Option<EmbeddedBroker>),
+}
+
+/// The secured listener of a mosquitto broker.
+#[derive(Clone, Debug)]
+struct Secure {
+    addr: SocketAddr,
+    tls: Option<BrokerTls>,
+    require_certificate: bool,
+    /// Whether a password file is used (anonymous clients refused).
+    passwords: bool,
+}
+
+/// The broker's side of TLS: PEM files (see [`crate::TestPki`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerTls {
+    /// CA certificate(s) that sign client certificates.
+    pub ca_file: String,
+    /// The broker's certificate.
+    pub cert_file: String,
+    /// The broker's key.
+    pub key_file: String,
+}
+
+/// Where mosquitto_passwd is looked for (the Debian package installs it there).
+pub const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
+
+/// Options of a mosquitto broker with a secured listener, from [`Broker::builder`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct BrokerBuilder {
+    tls: Option<BrokerTls>,
+    require_certificate: bool,
+    users: Vec<(String, String)>,
+}
+
+impl BrokerBuilder {
+    /// TLS on the secured listener.
+    pub fn tls(mut self, tls: BrokerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Clients of the secured listener must present a certificate signed by the CA (needs
+    /// [`BrokerBuilder::tls`]).
+    pub fn require_certificate(mut self) -> Self {
+        self.require_certificate = true;
+        self
+    }
+
+    /// A user of the secured listener; once any is added, anonymous clients are refused there.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+
+    /// Starts mosquitto with the plain anonymous listener ([`Broker::addr`]) and the secured one
+    /// ([`Broker::secure_addr`]), and waits until both accept TCP.
+    ///
+    /// # Panics
+    ///
+    /// When mosquitto (or mosquitto_passwd) is missing or does not come up.
+    pub fn start(self) -> Broker {
+        let dir = broker_dir();
+        for (i, (name, password)) in self.users.iter().enumerate() {
+            let mut command = Command::new(MOSQUITTO_PASSWD);
+            if i == 0 {
+                command.arg("-c");
+            }
+            let status = command
+                .arg("-b")
+                .arg(dir.join("passwords"))
+                .arg(name)
+                .arg(password)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("run {MOSQUITTO_PASSWD}: {e}"));
+            assert!(status.success(), "{MOSQUITTO_PASSWD} failed: {status}");
+        }
+        let secure = Secure {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            tls: self.tls,
+            require_certificate: self.require_certificate,
+            passwords: !self.users.is_empty(),
+        };
+        Broker::mosquitto_in(dir, Some(secure))
+    }
 }
 
 impl Broker {
@@ -82,22 +176,31 @@ impl Broker {
     ///
     /// When mosquitto is missing or does not come up.
     pub fn mosquitto() -> Broker {
-        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("leasedlock-mosquitto-{}-{n}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create the broker's temporary directory");
+        Broker::mosquitto_in(broker_dir(), None)
+    }
+
+    /// A mosquitto broker with a secured listener (TLS, client certificates, passwords): see
+    /// [`BrokerBuilder`]. Always mosquitto, never the embedded broker.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    fn mosquitto_in(dir: PathBuf, mut secure: Option<Secure>) -> Broker {
         // A port that was free a moment ago can be taken before mosquitto binds it: try again.
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            match spawn_mosquitto(&dir, addr) {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            if let Some(secure) = &mut secure {
+                secure.addr.set_port(free_port());
+            }
+            match spawn_mosquitto(&dir, addr, secure.as_ref()) {
                 Ok(child) => {
                     return Broker {
                         addr,
                         kind: Kind::Mosquitto {
                             dir,
                             child: Some(child),
+                            secure,
                         },
                     }
                 }
@@ -116,9 +219,17 @@ impl Broker {
         }
     }
 
-    /// The address clients connect to (`127.0.0.1:<port>`).
+    /// The address clients connect to (`127.0.0.1:<port>`): plain TCP, anonymous.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The secured listener of a broker from [`Broker::builder`] (TLS and/or passwords).
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        match &self.kind {
+            Kind::Mosquitto { secure, .. } => secure.as_ref().map(|s| s.addr),
+            Kind::Embedded(_) => None,
+        }
     }
 
     /// Whether this broker is mosquitto (else the embedded broker).
@@ -140,12 +251,12 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         match &mut self.kind {
-            Kind::Mosquitto { dir, child } => {
+            Kind::Mosquitto { dir, child, secure } => {
                 // The port was ours a moment ago; mosquitto binds with SO_REUSEADDR, but give a
                 // slow system a few tries.
                 let deadline = Instant::now() + READY_TIMEOUT;
                 loop {
-                    match spawn_mosquitto(dir, self.addr) {
+                    match spawn_mosquitto(dir, self.addr, secure.as_ref()) {
                         Ok(c) => {
                             *child = Some(c);
                             return;
@@ -206,6 +317,14 @@ impl Drop for Broker {
     }
 }
 
+/// A fresh temporary directory for one broker.
+fn broker_dir() -> PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("leasedlock-mosquitto-{}-{n}", std::process::id()));
+    fs::create_dir_all(&dir).expect("create the broker's temporary directory");
+    dir
+}
+
 /// A loopback port that was free when asked.
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -214,12 +333,14 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// Writes the configuration, starts mosquitto and waits until it accepts TCP on `addr`.
-fn spawn_mosquitto(dir: &Path, addr: SocketAddr) -> Result<Child, String> {
+/// Writes the configuration, starts mosquitto and waits until it accepts TCP on `addr` (and on
+/// the secured listener).
+fn spawn_mosquitto(dir: &Path, addr: SocketAddr, secure: Option<&Secure>) -> Result<Child, String> {
     let config = dir.join("mosquitto.conf");
     let log = dir.join("mosquitto.log");
-    let text = format!(
-        "listener {port} 127.0.0.1\n\
+    let mut text = format!(
+        "per_listener_settings {per_listener}\n\
+         listener {port} 127.0.0.1\n\
          allow_anonymous true\n\
          set_tcp_nodelay true\n\
          persistence false\n\
@@ -231,9 +352,30 @@ fn spawn_mosquitto(dir: &Path, addr: SocketAddr) -> Result<Child, String> {
          log_type information\n\
          connection_messages true\n\
          log_timestamp true\n",
+        per_listener = secure.is_some(),
         port = addr.port(),
         log = log.display(),
     );
+    if let Some(secure) = secure {
+        text += &format!(
+            "listener {} 127.0.0.1\nset_tcp_nodelay true\n",
+            secure.addr.port()
+        );
+        if secure.passwords {
+            text += &format!(
+                "allow_anonymous false\npassword_file {}\n",
+                dir.join("passwords").display()
+            );
+        } else {
+            text += "allow_anonymous true\n";
+        }
+        if let Some(tls) = &secure.tls {
+            text += &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                tls.ca_file, tls.cert_file, tls.key_file, secure.require_certificate
+            );
+        }
+    }
     fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
     let mut child = Command::new(MOSQUITTO)
         .arg("-c")
@@ -253,7 +395,8 @@ fn spawn_mosquitto(dir: &Path, addr: SocketAddr) -> Result<Child, String> {
             let log = fs::read_to_string(&log).unwrap_or_default();
             return Err(format!("mosquitto exited ({status}): {stderr}{log}"));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        let accepts = |addr| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        if accepts(addr) && secure.is_none_or(|s| accepts(s.addr)) {
             return Ok(child);
         }
         if Instant::now() >= deadline {

@@ -19,8 +19,12 @@
 
 mod broker;
 pub mod embedded;
+mod pki;
 mod store;
 
-pub use broker::{Broker, MOSQUITTO, REQUIRE_MOSQUITTO_ENV};
+pub use broker::{
+    Broker, BrokerBuilder, BrokerTls, MOSQUITTO, MOSQUITTO_PASSWD, REQUIRE_MOSQUITTO_ENV,
+};
+pub use pki::{TestPki, OPENSSL};
 pub use statestore_emulator::Status;
 pub use store::{StoreEmulator, EMULATOR_LOG_ENV};

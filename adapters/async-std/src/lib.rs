@@ -1,6 +1,7 @@
 //! # leasedlock-async-std
 //!
-//! [`leasedlock`] on `async-io`: `Async<TcpStream>` (TCP_NODELAY set) and `async_io::Timer`.
+//! [`leasedlock`] on `async-io`: `Async<TcpStream>` (TCP_NODELAY set), with TLS from
+//! `futures-rustls` when [`Settings::tls`] is set, and `async_io::Timer`.
 //! async-io has no executor, so [`connect`] returns the [`Client`] handle and a [`Driver`] future
 //! to spawn on whatever runs futures — async-std, smol, or any other executor (async-io runs its
 //! own reactor thread). The API is the same as `leasedlock-tokio`'s.
@@ -28,7 +29,9 @@
 
 use async_io::{Async, Timer};
 use futures_io::{AsyncRead, AsyncWrite};
-use leasedlock_driver::ConnectFuture;
+use futures_rustls::client::TlsStream;
+use futures_rustls::TlsConnector;
+use leasedlock_driver::{ConnectFuture, Target};
 use std::future::Future;
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -37,50 +40,87 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, Error, Hold, HoldEvent, Lease, Observer, Settings,
+    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
+    Observer, Settings, SetupError, TlsSettings,
 };
 
-/// The async-io [`Runtime`](leasedlock_driver::Runtime): `Async<TcpStream>` and `Timer`.
+/// The async-io [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `Timer`.
 #[derive(Debug)]
 pub enum AsyncIo {}
 
+/// A connection to the broker: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(Async<TcpStream>),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<Async<TcpStream>>>),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+impl Stream {
+    fn io(&mut self) -> Pin<&mut dyn Io> {
+        match self {
+            Stream::Plain(s) => Pin::new(s),
+            Stream::Tls(s) => Pin::new(s.as_mut()),
+        }
+    }
+}
+
+/// A TCP connection to the first address of `host` that accepts, TCP_NODELAY set. Host names are
+/// resolved with the system resolver before connecting (IP literals need no lookup).
+async fn tcp(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
+    for addr in (host, port).to_socket_addrs()? {
+        match Async::<TcpStream>::connect(addr).await {
+            Ok(stream) => {
+                stream.get_ref().set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl leasedlock_driver::Runtime for AsyncIo {
-    type Stream = Async<TcpStream>;
+    type Stream = Stream;
     type Timer = Timer;
 
-    /// Host names are resolved with the system resolver before connecting (IP literals need no
-    /// lookup).
-    fn connect(host: &str, port: u16) -> ConnectFuture<Async<TcpStream>> {
-        let addrs = (host, port).to_socket_addrs().map(Vec::from_iter);
+    fn connect(target: &Target) -> ConnectFuture<Stream> {
+        let target = target.clone();
         Box::pin(async move {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
-            for addr in addrs? {
-                match Async::<TcpStream>::connect(addr).await {
-                    Ok(stream) => {
-                        stream.get_ref().set_nodelay(true)?;
-                        return Ok(stream);
-                    }
-                    Err(e) => last = e,
+            let tcp = tcp(&target.host, target.port).await?;
+            Ok(match target.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    let connector = TlsConnector::from(tls.config);
+                    Stream::Tls(Box::new(connector.connect(tls.server_name, tcp).await?))
                 }
-            }
-            Err(last)
+            })
         })
     }
 
     fn poll_read(
-        stream: &mut Async<TcpStream>,
+        stream: &mut Stream,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(stream).poll_read(cx, buf)
+        stream.io().poll_read(cx, buf)
     }
 
     fn poll_write(
-        stream: &mut Async<TcpStream>,
+        stream: &mut Stream,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(stream).poll_write(cx, buf)
+        stream.io().poll_write(cx, buf)
+    }
+
+    fn poll_flush(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        stream.io().poll_flush(cx)
     }
 
     fn timer(at: Instant) -> Timer {
@@ -99,9 +139,10 @@ impl leasedlock_driver::Runtime for AsyncIo {
 /// The driver future on async-io: spawn it on any executor.
 pub type Driver = leasedlock_driver::Driver<AsyncIo>;
 
-/// A client handle for the broker of `settings`, and the driver future to spawn (it connects at
+/// A client handle for the broker of `settings` (the TLS files are read here), and the driver
+/// future to spawn (it connects at
 /// its first poll). The driver ends once every handle is dropped, after sending DISCONNECT;
 /// dropping it kills the connection without releasing anything (leases then expire at the store).
-pub fn connect(settings: &Settings) -> Result<(Client, Driver), leasedlock::lock::ConfigError> {
+pub fn connect(settings: &Settings) -> Result<(Client, Driver), SetupError> {
     leasedlock_driver::connect::<AsyncIo>(settings)
 }

@@ -7,6 +7,10 @@ use leasedlock_async_std as adapter;
 #[macro_use]
 mod scenarios;
 
+#[path = "../../tests-common/secure.rs"]
+#[macro_use]
+mod secure;
+
 use adapter::{Client, Settings};
 use std::future::Future;
 use std::time::Duration;
@@ -69,8 +73,10 @@ impl scenarios::Rt for Smol {
 
 mod on_async_std {
     scenarios!(super::AsyncStd);
+    secure_scenarios!(super::AsyncStd);
 }
 
 mod on_smol {
     scenarios!(super::Smol);
+    secure_scenarios!(super::Smol);
 }

@@ -1,7 +1,7 @@
 //! The state around a [`Connection`]: commands from handles in, events routed out to the handle
 //! that started each operation.
 
-use crate::handle::Lease;
+use crate::handle::{Error, Lease};
 use crate::settings::{Backoff, Settings};
 use futures_channel::{mpsc, oneshot};
 use leasedlock::bytes::Bytes;
@@ -9,6 +9,7 @@ use leasedlock::connection::{Connection, Event as ConnEvent};
 use leasedlock::lock::{
     ConfigError, EditAction, Event, IntentError, LockId, OpError, OpId, Options,
 };
+use leasedlock::mqtt::AuthError;
 use leasedlock::Now;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,8 @@ pub(crate) enum Command {
     },
     /// The observer is gone.
     Unobserve { ticket: Ticket },
+    /// Report when the broker accepts a connection, or why an attempt failed.
+    WatchConnection(oneshot::Sender<Result<(), Error>>),
 }
 
 struct Route {
@@ -95,6 +98,8 @@ pub(crate) struct Actor {
     backoff: Backoff,
     session_ended: bool,
     connected: bool,
+    /// Handles waiting for the outcome of a connection attempt.
+    watchers: Vec<oneshot::Sender<Result<(), Error>>>,
 }
 
 impl std::fmt::Debug for Actor {
@@ -128,6 +133,7 @@ impl Actor {
             ),
             session_ended: false,
             connected: false,
+            watchers: Vec::new(),
         })
     }
 
@@ -160,6 +166,28 @@ impl Actor {
         self.conn.handle_transport_closed(now);
         self.route();
         self.session_ended = false;
+    }
+
+    /// The transport could not be opened (TCP or TLS).
+    pub(crate) fn connect_failed(&mut self, error: &std::io::Error) {
+        self.notify_watchers(Err(Error::Transport {
+            kind: error.kind(),
+            message: error.to_string(),
+        }));
+    }
+
+    /// New authentication data (a rotated token): see
+    /// [`Connection::reauthenticate`](leasedlock::connection::Connection::reauthenticate).
+    pub(crate) fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
+        let result = self.conn.reauthenticate(now, data);
+        self.route();
+        result
+    }
+
+    fn notify_watchers(&mut self, outcome: Result<(), Error>) {
+        for watcher in self.watchers.drain(..) {
+            let _ = watcher.send(outcome.clone());
+        }
     }
 
     /// Send DISCONNECT.
@@ -222,6 +250,13 @@ impl Actor {
                 let _ = ack.send(result);
             }
             Command::Unobserve { ticket } => self.unobserve(now, ticket),
+            Command::WatchConnection(watcher) => {
+                if self.connected {
+                    let _ = watcher.send(Ok(()));
+                } else {
+                    self.watchers.push(watcher);
+                }
+            }
         }
         self.route();
     }
@@ -316,13 +351,25 @@ impl Actor {
                 ConnEvent::Connected { .. } => {
                     self.connected = true;
                     self.backoff.reset();
+                    self.notify_watchers(Ok(()));
                 }
-                ConnEvent::ConnectFailed(_) | ConnEvent::Disconnected(_) => {
+                ConnEvent::ConnectFailed(reason) => {
+                    self.connected = false;
+                    self.session_ended = true;
+                    self.notify_watchers(Err(Error::Refused(reason)));
+                }
+                ConnEvent::Disconnected(cause) => {
+                    if !self.connected {
+                        self.notify_watchers(Err(Error::NotAccepted(cause)));
+                    }
                     self.connected = false;
                     self.session_ended = true;
                 }
                 // The engine times the request out and reports it on its operation.
                 ConnEvent::PublishRefused(_) => {}
+                // K8S-SAT needs no challenge round; a broker that sends one is not answered and
+                // its connect times out.
+                ConnEvent::AuthenticationChallenge { .. } | ConnEvent::Reauthenticated => {}
             }
         }
     }

@@ -5,6 +5,7 @@ use crate::actor::{Actor, Command};
 use crate::clock::now;
 use crate::handle::Client;
 use crate::settings::Settings;
+use crate::tls::{TlsConfig, TlsError};
 use futures_channel::mpsc;
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
@@ -12,6 +13,7 @@ use leasedlock::lock::ConfigError;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,16 +21,40 @@ use std::time::{Duration, Instant};
 /// A connection attempt in progress.
 pub type ConnectFuture<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
 
-/// What a runtime adapter provides: a TCP connector (with TCP_NODELAY set), poll-based reads and
-/// writes, and a resettable timer. No protocol logic belongs here.
+/// Where a [`Runtime`] connects, and whether over TLS.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker TCP port.
+    pub port: u16,
+    /// TLS over the TCP stream, or plain TCP when `None`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Why [`connect`] could not set up a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The lock engine's configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS settings cannot be used (a file is missing or unreadable, say).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// What a runtime adapter provides: a TCP connector (with TCP_NODELAY set) that adds TLS when
+/// the [`Target`] asks for it, poll-based reads, writes and flushes, and a resettable timer. No
+/// protocol logic belongs here.
 pub trait Runtime: 'static {
-    /// A connected byte stream.
+    /// A connected byte stream: plain TCP or TLS over TCP.
     type Stream: Send + Unpin + 'static;
     /// A timer that fires at an instant and can be moved.
     type Timer: Send + Unpin + 'static;
 
-    /// Open a stream to the broker; set TCP_NODELAY on it.
-    fn connect(host: &str, port: u16) -> ConnectFuture<Self::Stream>;
+    /// Open a stream to the broker (TCP_NODELAY set) and complete the TLS handshake if
+    /// `target.tls` is set.
+    fn connect(target: &Target) -> ConnectFuture<Self::Stream>;
     /// Read into `buf`; `Ok(0)` is the end of the stream.
     fn poll_read(
         stream: &mut Self::Stream,
@@ -41,6 +67,8 @@ pub trait Runtime: 'static {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>>;
+    /// Push out what the stream buffered (TLS records).
+    fn poll_flush(stream: &mut Self::Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// A timer firing at `at`.
     fn timer(at: Instant) -> Self::Timer;
     /// Move the timer to fire at `at`.
@@ -59,6 +87,8 @@ enum Transport<S> {
         stream: S,
         out: VecDeque<Bytes>,
         written: usize,
+        /// Bytes were written since the last completed flush.
+        unflushed: bool,
     },
     /// Shut down: the future has completed or is completing.
     Closed,
@@ -72,9 +102,9 @@ pub struct Driver<R: Runtime> {
     actor: Actor,
     commands: mpsc::UnboundedReceiver<Command>,
     transport: Transport<R::Stream>,
-    host: String,
-    port: u16,
+    target: Target,
     timer: Option<(R::Timer, Instant)>,
+    sat: Option<SatWatch<R::Timer>>,
     /// The last engine deadline handled, and when: never spin on a deadline the engine keeps.
     fired: Option<(Instant, Instant)>,
     closing: bool,
@@ -85,16 +115,42 @@ impl<R: Runtime> std::fmt::Debug for Driver<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("actor", &self.actor)
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("host", &self.target.host)
+            .field("port", &self.target.port)
+            .field("tls", &self.target.tls.is_some())
             .field("closing", &self.closing)
             .finish_non_exhaustive()
     }
 }
 
+/// The service account token file, read every `interval`.
+struct SatWatch<T> {
+    path: PathBuf,
+    interval: Duration,
+    timer: T,
+    next: Instant,
+    /// The token last handed to the session.
+    token: Option<Bytes>,
+}
+
 /// A client handle and the driver future that serves it; the driver connects at its first poll.
-pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), ConfigError> {
+/// The TLS files are read here, once.
+pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), SetupError> {
+    let tls = match &settings.tls {
+        Some(tls) => Some(TlsConfig::new(tls, &settings.host)?),
+        None => None,
+    };
     let actor = Actor::new(settings, now())?;
+    let sat = settings.sat_file.as_ref().map(|path| {
+        let next = now().instant + settings.sat_poll_interval;
+        SatWatch {
+            path: path.clone(),
+            interval: settings.sat_poll_interval,
+            timer: R::timer(next),
+            next,
+            token: None,
+        }
+    });
     let (tx, commands) = mpsc::unbounded();
     let driver = Driver {
         actor,
@@ -102,9 +158,13 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), C
         transport: Transport::Idle {
             retry_at: now().instant,
         },
-        host: settings.host.clone(),
-        port: settings.port,
+        target: Target {
+            host: settings.host.clone(),
+            port: settings.port,
+            tls,
+        },
         timer: None,
+        sat,
         fired: None,
         closing: false,
         read_buf: vec![0; 64 * 1024].into_boxed_slice(),
@@ -123,7 +183,41 @@ impl<R: Runtime> Driver<R> {
         let mut moved = self.poll_commands(cx);
         moved |= self.poll_transport(cx);
         moved |= self.poll_deadline(cx);
+        moved |= self.poll_sat(cx);
         moved
+    }
+
+    /// Reads the token file when its timer fires; a new token re-authenticates the live
+    /// connection (or waits for the next CONNECT).
+    fn poll_sat(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(sat) = &mut self.sat else {
+            return false;
+        };
+        if R::poll_timer(&mut sat.timer, cx).is_pending() {
+            return false;
+        }
+        sat.next = now().instant + sat.interval;
+        R::reset_timer(&mut sat.timer, sat.next);
+        self.refresh_token();
+        true
+    }
+
+    /// Hands the token file's contents to the session if they changed. A file that cannot be
+    /// read keeps the last token; a re-authentication still in progress is retried at the next
+    /// look.
+    fn refresh_token(&mut self) {
+        let Some(sat) = &mut self.sat else {
+            return;
+        };
+        // A token file is small (about a kilobyte, on tmpfs): a blocking read is harmless.
+        let Ok(token) = std::fs::read(&sat.path).map(Bytes::from) else {
+            return;
+        };
+        if sat.token.as_ref() != Some(&token)
+            && self.actor.reauthenticate(now(), token.clone()).is_ok()
+        {
+            sat.token = Some(token);
+        }
     }
 
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
@@ -157,7 +251,7 @@ impl<R: Runtime> Driver<R> {
                 if now().instant < *retry_at {
                     return false;
                 }
-                self.transport = Transport::Connecting(R::connect(&self.host, self.port));
+                self.transport = Transport::Connecting(R::connect(&self.target));
                 true
             }
             Transport::Connecting(connecting) => match connecting.as_mut().poll(cx) {
@@ -167,11 +261,15 @@ impl<R: Runtime> Driver<R> {
                         stream,
                         out: VecDeque::new(),
                         written: 0,
+                        unflushed: false,
                     };
+                    // The CONNECT carries the token as the file holds it now.
+                    self.refresh_token();
                     self.actor.connect(now());
                     true
                 }
-                Poll::Ready(Err(_)) => {
+                Poll::Ready(Err(e)) => {
+                    self.actor.connect_failed(&e);
                     self.retry_later();
                     true
                 }
@@ -180,6 +278,7 @@ impl<R: Runtime> Driver<R> {
                 stream,
                 out,
                 written,
+                unflushed,
             } => {
                 let mut moved = false;
                 let mut broken = false;
@@ -207,6 +306,7 @@ impl<R: Runtime> Driver<R> {
                         }
                         Poll::Ready(Ok(n)) => {
                             moved = true;
+                            *unflushed = true;
                             *written += n;
                             if *written == front.len() {
                                 out.pop_front();
@@ -216,7 +316,14 @@ impl<R: Runtime> Driver<R> {
                         Poll::Pending => break,
                     }
                 }
-                if self.closing && (out.is_empty() || broken) {
+                if *unflushed && !broken {
+                    match R::poll_flush(stream, cx) {
+                        Poll::Ready(Ok(())) => *unflushed = false,
+                        Poll::Ready(Err(_)) => broken = true,
+                        Poll::Pending => {}
+                    }
+                }
+                if self.closing && ((out.is_empty() && !*unflushed) || broken) {
                     self.transport = Transport::Closed;
                     return true;
                 }

@@ -9,6 +9,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{EditAction, EditOutcome, Event, IntentError, LossReason, OpError, Options};
+use leasedlock::mqtt::{ConnectReason, DisconnectCause};
 use leasedlock::FencingToken;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -29,6 +30,22 @@ pub enum Error {
     /// The driver has stopped (its task ended or was dropped).
     #[error("the driver has stopped")]
     Closed,
+    /// The broker refused the connection (CONNACK reason code: bad user name or password, not
+    /// authorized, …). The driver keeps trying with backoff.
+    #[error("the broker refused the connection: {0:?}")]
+    Refused(ConnectReason),
+    /// The connection attempt ended before the broker accepted it (DISCONNECT, connect timeout,
+    /// transport closed). The driver keeps trying with backoff.
+    #[error("the connection ended before it was accepted: {0:?}")]
+    NotAccepted(DisconnectCause),
+    /// The TCP connection or the TLS handshake failed. The driver keeps trying with backoff.
+    #[error("cannot reach the broker ({kind:?}): {message}")]
+    Transport {
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+        /// Its text (for TLS, rustls' reason).
+        message: String,
+    },
 }
 
 /// A lease won: its fencing token and until when it may be used.
@@ -313,6 +330,18 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// Waits until the broker has accepted a connection: at once if it has, else the outcome
+    /// of the attempt in progress or the next one — [`Error::Refused`] (a wrong password, say),
+    /// [`Error::NotAccepted`] or [`Error::Transport`] (a TLS handshake refused, say). The driver
+    /// keeps reconnecting after a failure; call again to wait for a later attempt.
+    pub async fn connected(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .unbounded_send(Command::WatchConnection(tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]

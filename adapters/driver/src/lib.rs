@@ -10,7 +10,8 @@
 //!   over `futures-channel` (dropping a future cancels its operation in the engine);
 //! - the run loop: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
 //!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
-//! - [`Settings`] and the clock reading [`now`].
+//! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
+//!   the rustls configuration of TLS to the broker ([`TlsConfig`]), and the clock reading [`now`].
 //!
 //! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-std` each
 //! implement [`Runtime`] in a few lines. The API is the same through both:
@@ -45,13 +46,20 @@
 mod actor;
 mod clock;
 mod driver;
+mod env;
 mod handle;
 mod settings;
+mod tls;
 
 pub use clock::now;
-pub use driver::{connect, ConnectFuture, Driver, Runtime};
+pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
+pub use env::{EnvError, ENV_VARS};
 pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
-pub use settings::{Backoff, Settings};
+pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
+pub use tls::{TlsConfig, TlsError};
+
+/// rustls, re-exported for the adapters' TLS streams.
+pub use rustls;
 
 /// The core crate, re-exported so that users of an adapter name the same types.
 pub use leasedlock;

@@ -1,7 +1,60 @@
-//! What a driver needs to know: where the broker is, who we are, and how to reconnect.
+//! What a driver needs to know: where the broker is, how to secure and authenticate the
+//! connection, who we are, and how to reconnect — from code or from the environment variables of
+//! the Azure IoT Operations SDKs.
 
+use leasedlock::bytes::Bytes;
 use leasedlock::{lock, mqtt};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The Authentication Method of Kubernetes service account tokens on the AIO broker.
+pub const SAT_METHOD: &str = "K8S-SAT";
+
+/// TLS to the broker (rustls with the ring provider; TLS 1.2 and 1.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file with the CA certificate(s) that sign the broker's certificate; `None` trusts the
+    /// system's store.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key for X.509 client authentication.
+    pub client_certificate: Option<ClientCertificate>,
+    /// The name the broker's certificate must carry (DNS name or IP address); `None` uses
+    /// [`Settings::host`].
+    pub server_name: Option<String>,
+}
+
+impl TlsSettings {
+    /// TLS trusting the CA certificates of a PEM file.
+    pub fn with_ca_file(ca_file: impl Into<PathBuf>) -> Self {
+        TlsSettings {
+            ca_file: Some(ca_file.into()),
+            ..TlsSettings::default()
+        }
+    }
+
+    /// The same settings with a client certificate chain and its key (PEM files; the key in
+    /// PKCS#8, PKCS#1 or SEC1 form, not encrypted).
+    pub fn with_client_certificate(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.client_certificate = Some(ClientCertificate {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+        });
+        self
+    }
+}
+
+/// A client certificate for X.509 authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key (not encrypted).
+    pub key_file: PathBuf,
+}
 
 /// Everything a driver needs to connect and run.
 #[derive(Clone, Debug)]
@@ -21,6 +74,14 @@ pub struct Settings {
     pub reconnect_max: Duration,
     /// Seed of the engine (correlation ids, retry jitter) and of the reconnect jitter.
     pub seed: u64,
+    /// TLS, or plain TCP when `None`.
+    pub tls: Option<TlsSettings>,
+    /// A Kubernetes service account token file: its contents are the Authentication Data of
+    /// every CONNECT (method [`SAT_METHOD`], set by [`Settings::with_sat_file`]), and when they
+    /// change the driver re-authenticates (AUTH 0x19) on the live connection.
+    pub sat_file: Option<PathBuf>,
+    /// How often the driver reads [`Settings::sat_file`] for a new token.
+    pub sat_poll_interval: Duration,
 }
 
 impl Settings {
@@ -39,7 +100,36 @@ impl Settings {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             seed,
+            tls: None,
+            sat_file: None,
+            sat_poll_interval: Duration::from_secs(5),
         }
+    }
+
+    /// The same settings over TLS.
+    pub fn with_tls(mut self, tls: TlsSettings) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The same settings with a user name and password in the CONNECT.
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<Bytes>,
+    ) -> Self {
+        self.mqtt.username = Some(username.into());
+        self.mqtt.password = Some(password.into());
+        self
+    }
+
+    /// The same settings authenticating with the Kubernetes service account token in `path`
+    /// (enhanced authentication, method [`SAT_METHOD`]), re-read every
+    /// [`Settings::sat_poll_interval`].
+    pub fn with_sat_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mqtt.authentication_method = Some(SAT_METHOD.to_owned());
+        self.sat_file = Some(path.into());
+        self
     }
 
     /// The same settings with another seed.

@@ -1,7 +1,8 @@
 //! # leasedlock-tokio
 //!
 //! [`leasedlock`] on tokio: one task owns the connection over a `TcpStream` (TCP_NODELAY set),
-//! reads, writes, sleeps until the engine's next deadline and reconnects with backoff. The
+//! with TLS from `tokio-rustls` when [`Settings::tls`] is set, reads, writes, sleeps until the
+//! engine's next deadline and reconnects with backoff. The
 //! [`Client`] handle is cloneable and offers the whole lock API as async methods; dropping a
 //! future cancels its operation cleanly.
 //!
@@ -26,7 +27,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use leasedlock_driver::ConnectFuture;
+use leasedlock_driver::{ConnectFuture, Target};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -34,35 +35,65 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, Error, Hold, HoldEvent, Lease, Observer, Settings,
+    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
+    Observer, Settings, SetupError, TlsSettings,
 };
 
-/// The tokio [`Runtime`](leasedlock_driver::Runtime): `TcpStream` and `tokio::time::Sleep`.
+/// The tokio [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `tokio::time::Sleep`.
 #[derive(Debug)]
 pub enum Tokio {}
 
+/// A connection to the broker: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+impl Stream {
+    fn io(&mut self) -> Pin<&mut dyn Io> {
+        match self {
+            Stream::Plain(s) => Pin::new(s),
+            Stream::Tls(s) => Pin::new(s.as_mut()),
+        }
+    }
+}
+
 impl leasedlock_driver::Runtime for Tokio {
-    type Stream = TcpStream;
+    type Stream = Stream;
     type Timer = Pin<Box<tokio::time::Sleep>>;
 
-    fn connect(host: &str, port: u16) -> ConnectFuture<TcpStream> {
-        let host = host.to_owned();
+    fn connect(target: &Target) -> ConnectFuture<Stream> {
+        let target = target.clone();
         Box::pin(async move {
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
-            stream.set_nodelay(true)?;
-            Ok(stream)
+            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(match target.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    let connector = TlsConnector::from(tls.config);
+                    Stream::Tls(Box::new(connector.connect(tls.server_name, tcp).await?))
+                }
+            })
         })
     }
 
     fn poll_read(
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let mut buf = ReadBuf::new(buf);
-        match Pin::new(stream).poll_read(cx, &mut buf) {
+        match stream.io().poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -70,11 +101,15 @@ impl leasedlock_driver::Runtime for Tokio {
     }
 
     fn poll_write(
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(stream).poll_write(cx, buf)
+        stream.io().poll_write(cx, buf)
+    }
+
+    fn poll_flush(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        stream.io().poll_flush(cx)
     }
 
     fn timer(at: Instant) -> Self::Timer {
@@ -93,7 +128,7 @@ impl leasedlock_driver::Runtime for Tokio {
 /// The driver future on tokio (spawned by [`connect`]).
 pub type Driver = leasedlock_driver::Driver<Tokio>;
 
-/// Connect to the broker of `settings`: spawns the task that owns the connection on the current
+/// Connect to the broker of `settings` (the TLS files are read here): spawns the task that owns the connection on the current
 /// tokio runtime (it needs the time and I/O drivers enabled) and returns the client handle and
 /// the task. The task ends once every handle is dropped, after sending DISCONNECT; aborting it
 /// kills the connection without releasing anything (leases then expire at the store).
@@ -101,9 +136,7 @@ pub type Driver = leasedlock_driver::Driver<Tokio>;
 /// # Panics
 ///
 /// Outside a tokio runtime.
-pub fn connect(
-    settings: &Settings,
-) -> Result<(Client, tokio::task::JoinHandle<()>), leasedlock::lock::ConfigError> {
+pub fn connect(settings: &Settings) -> Result<(Client, tokio::task::JoinHandle<()>), SetupError> {
     let (client, driver) = leasedlock_driver::connect::<Tokio>(settings)?;
     Ok((client, tokio::spawn(driver)))
 }

@@ -7,6 +7,10 @@ use leasedlock_tokio as adapter;
 #[macro_use]
 mod scenarios;
 
+#[path = "../../tests-common/secure.rs"]
+#[macro_use]
+mod secure;
+
 use adapter::{Client, Settings};
 use std::future::Future;
 use std::time::Duration;
@@ -44,3 +48,7 @@ impl scenarios::Rt for Tokio {
 }
 
 scenarios!(Tokio);
+
+mod secured {
+    secure_scenarios!(super::Tokio);
+}
