@@ -243,7 +243,7 @@ impl Client {
     /// A client with no locks, not connected. `seed` drives correlation ids and retry jitter.
     pub fn new(config: Config, now: Now, seed: u64) -> Result<Client, ConfigError> {
         config.validate()?;
-        let _ = now;
+        let _ = now; // nothing is scheduled yet; taken like every other call, for one contract
         let mut rng = SplitMix64::new(seed);
         let corr_prefix = rng.next_u64();
         let sender = RequestSender::new(&config.client_id)
@@ -1378,7 +1378,7 @@ impl Client {
         }
         match p.owner {
             Owner::Lock(lock) if p.kind == ReqKind::VDel => self.release_settled(now, lock),
-            Owner::Lock(lock) => self.on_notify_reply(now, lock, corr, p.kind, response.outcome),
+            Owner::Lock(lock) => self.on_notify_reply(lock, corr, p.kind, response.outcome),
             Owner::Op(id) => {
                 let Some(op) = self.ops.get_mut(&id) else {
                     self.stats.unmatched_responses += 1;
@@ -1436,7 +1436,6 @@ impl Client {
 
     fn on_notify_reply(
         &mut self,
-        now: Now,
         lock: LockId,
         corr: Corr,
         kind: ReqKind,
@@ -1468,7 +1467,6 @@ impl Client {
             self.out
                 .push_back(Output::Event(Event::ObserveFailed { lock, error }));
         }
-        let _ = now;
     }
 
     /// A request of an operation got an error reply.
