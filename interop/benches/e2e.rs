@@ -8,11 +8,18 @@
 //! Progress goes to stderr; the result table (markdown) to stdout. Knobs (environment):
 //! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale`), `E2E_GETS` (2000),
 //! `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8), `E2E_SECONDS` (10),
-//! `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30).
+//! `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT` (100: first
+//! acquisitions in flight at once in the scale test), `E2E_CONTENDED_JITTER_US` (3000: the tuned
+//! retry jitter bound of the contended test).
 //!
 //! The scale measurement runs each client in a child process (this binary with `--scale-child`)
 //! so that its CPU time and resident memory are the client's alone: the broker is another
 //! process and the emulator a thread of this one.
+//!
+//! For profiling one client alone (heaptrack, perf, strace): `e2e --serve` starts a broker and
+//! the emulator and prints `PORT <port>` (it runs until its stdin closes), and
+//! `e2e --cycles-child <ours|sdk> <port> <cycles>` runs that many uncontended acquire + release
+//! cycles against it.
 
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{EditAction, EditOutcome, Options};
@@ -34,6 +41,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--scale-child") {
         scale_child(&args[i + 1..]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--cycles-child") {
+        cycles_child(&args[i + 1..]);
+        return;
+    }
+    if args.iter().any(|a| a == "--serve") {
+        serve();
         return;
     }
     let knobs = Knobs::from_env();
@@ -59,6 +74,8 @@ struct Knobs {
     seconds: Duration,
     locks: usize,
     window: Duration,
+    contended_jitter: Duration,
+    in_flight: usize,
 }
 
 impl Knobs {
@@ -83,6 +100,8 @@ impl Knobs {
             seconds: Duration::from_secs(num("E2E_SECONDS", 10)),
             locks: num("E2E_LOCKS", 10_000) as usize,
             window: Duration::from_secs(num("E2E_SCALE_WINDOW_SECS", 30)),
+            contended_jitter: Duration::from_micros(num("E2E_CONTENDED_JITTER_US", 3000)),
+            in_flight: num("E2E_SCALE_IN_FLIGHT", 100) as usize,
         }
     }
 
@@ -230,7 +249,10 @@ async fn run(env: &Env, k: &Knobs) -> String {
         let s = contended_sdk(env, &sdk, k.workers, k.seconds).await;
         for (label, jitter) in [
             (format!("default jitter 0..{}", ms(default_jitter)), None),
-            ("tuned: jitter 0".to_owned(), Some(Duration::ZERO)),
+            (
+                format!("tuned: jitter 0..{}", ms(k.contended_jitter)),
+                Some(k.contended_jitter),
+            ),
         ] {
             let o = contended_ours(env, &sdk, k.workers, k.seconds, jitter).await;
             row(
@@ -269,20 +291,19 @@ async fn run(env: &Env, k: &Knobs) -> String {
             "scale: {} locks, lease {:?}, renewed every {:?}, window {:?}",
             k.locks, SCALE_LEASE, SCALE_INTERVAL, k.window
         );
-        let o = scale(env, "ours", k);
-        let s = scale(env, "sdk", k);
-        let label = |what: &str| {
-            format!(
-                "{} locks held (lease {:?}, renewed every {:?}): {what}",
-                k.locks, SCALE_LEASE, SCALE_INTERVAL
-            )
-        };
+        let o = scale(env, "ours", k.in_flight, k);
+        let s = scale(env, "sdk", k.in_flight, k);
+        let burst = scale(env, "ours", 0, k);
         row(
             &mut out,
             "5",
-            &label("resident memory (VmRSS; peak VmHWM)"),
-            &format!("{} (peak {})", mib(o.rss_kib), mib(o.hwm_kib)),
-            &format!("{} (peak {})", mib(s.rss_kib), mib(s.hwm_kib)),
+            &format!(
+                "{} locks held (lease {:?}, renewed every {:?}; first acquisitions {} at a time): \
+                 resident memory VmRSS (peak VmHWM)",
+                k.locks, SCALE_LEASE, SCALE_INTERVAL, k.in_flight
+            ),
+            &format!("{} ({})", mib(o.rss_kib), mib(o.hwm_kib)),
+            &format!("{} ({})", mib(s.rss_kib), mib(s.hwm_kib)),
             &ratio(s.rss_kib as f64, o.rss_kib as f64),
         );
         row(
@@ -327,6 +348,20 @@ async fn run(env: &Env, k: &Knobs) -> String {
             &format!("{:.2} s", o.acquire_secs),
             &format!("{:.2} s", s.acquire_secs),
             &ratio(s.acquire_secs, o.acquire_secs),
+        );
+        row(
+            &mut out,
+            "5",
+            "… ours with all first acquisitions at once: VmRSS (peak) / CPU share / time to acquire",
+            &format!(
+                "{} ({}) / {:.1} % / {:.2} s",
+                mib(burst.rss_kib),
+                mib(burst.hwm_kib),
+                burst.cpu_share * 100.0,
+                burst.acquire_secs
+            ),
+            "(times out: see BENCHMARKS.md)",
+            "",
         );
     }
     sdk.close().await;
@@ -729,7 +764,7 @@ impl Scale {
 
 /// Runs the client of `kind` in a child process; the store's request count over the child's
 /// measurement window gives the renewal rate.
-fn scale(env: &Env, kind: &str, k: &Knobs) -> Scale {
+fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let mut child = Command::new(exe)
         .args([
@@ -737,6 +772,7 @@ fn scale(env: &Env, kind: &str, k: &Knobs) -> Scale {
             kind,
             &env.port().to_string(),
             &k.locks.to_string(),
+            &in_flight.to_string(),
             &k.window.as_millis().to_string(),
         ])
         .stdout(Stdio::piped())
@@ -774,13 +810,19 @@ fn scale(env: &Env, kind: &str, k: &Knobs) -> Scale {
     result
 }
 
-/// The child: `--scale-child <ours|sdk> <port> <locks> <window_ms>`.
+/// The child: `--scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms>`; `in_flight`
+/// bounds the first acquisitions in flight at once (0: no bound).
 fn scale_child(args: &[String]) {
-    let [kind, port, locks, window_ms] = args else {
-        panic!("usage: --scale-child <ours|sdk> <port> <locks> <window_ms>");
+    let [kind, port, locks, in_flight, window_ms] = args else {
+        panic!("usage: --scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms>");
     };
     let port: u16 = port.parse().expect("a port");
     let locks: usize = locks.parse().expect("a lock count");
+    let in_flight: usize = in_flight.parse().expect("a bound");
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(match in_flight {
+        0 => tokio::sync::Semaphore::MAX_PERMITS,
+        n => n,
+    }));
     let window = Duration::from_millis(window_ms.parse().expect("a window in ms"));
     let runtime = runtime();
     runtime.block_on(async move {
@@ -801,12 +843,14 @@ fn scale_child(args: &[String]) {
                 let holds: Vec<_> = (0..locks)
                     .map(|i| {
                         let (client, ready) = (client.clone(), ready.clone());
-                        let renewed = renewed.clone();
+                        let (renewed, in_flight) = (renewed.clone(), in_flight.clone());
                         tokio::spawn(async move {
                             let options = Options::default().with_timeout(WAIT * 2);
                             let name = format!("scale-ours-{i}");
+                            let permit = in_flight.acquire().await.unwrap();
                             let hold = client.hold(name, SCALE_LEASE, SCALE_INTERVAL, options);
                             let mut hold = hold.await.unwrap();
+                            drop(permit);
                             ready.fetch_add(1, Ordering::Relaxed);
                             // Drain the hold's events (a real user reads them).
                             while let Some(event) = hold.next_event().await {
@@ -826,15 +870,19 @@ fn scale_child(args: &[String]) {
                 let sdk = Sdk::connect(port, id.clone()).await;
                 base_kib = proc_status("VmRSS:");
                 t0 = Instant::now();
+                // With all 10 000 first acquisitions in flight at once, most of them time out in
+                // the SDK (its invoker does not get them out within the 10 s request timeout).
                 let leases: Vec<_> = (0..locks)
                     .map(|i| {
                         let lease = sdk.lease(&format!("scale-sdk-{i}"));
-                        let ready = ready.clone();
+                        let (ready, in_flight) = (ready.clone(), in_flight.clone());
                         tokio::spawn(async move {
+                            let permit = in_flight.acquire().await.unwrap();
                             lease
                                 .acquire(SCALE_LEASE, T, Some(SCALE_INTERVAL))
                                 .await
                                 .unwrap();
+                            drop(permit);
                             ready.fetch_add(1, Ordering::Relaxed);
                             lease
                         })
@@ -902,4 +950,61 @@ fn clock_ticks_per_sec() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+// ----- profiling helpers ----------------------------------------------------------------------
+
+/// `--serve`: a broker and the emulator until stdin closes; prints `PORT <port>`.
+fn serve() {
+    let env = Env::start("serve");
+    println!("PORT {}", env.port());
+    std::io::stdout().flush().unwrap();
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+        sink.clear();
+    }
+}
+
+/// `--cycles-child <ours|sdk> <port> <cycles>`: uncontended acquire + release cycles by one
+/// client in this process.
+fn cycles_child(args: &[String]) {
+    let [kind, port, cycles] = args else {
+        panic!("usage: --cycles-child <ours|sdk> <port> <cycles>");
+    };
+    let port: u16 = port.parse().expect("a port");
+    let cycles: u64 = cycles.parse().expect("a cycle count");
+    runtime().block_on(async move {
+        let id = format!("cycles-{kind}-{}", std::process::id());
+        let t0;
+        match kind.as_str() {
+            "ours" => {
+                let (client, _task) =
+                    leasedlock_tokio::connect(&Settings::new("127.0.0.1", port, id))
+                        .expect("valid settings");
+                client.holder("connected", wait()).await.unwrap();
+                t0 = Instant::now();
+                for _ in 0..cycles {
+                    let won = client.try_acquire("cycles", LEASE, Options::default());
+                    assert!(won.await.unwrap().is_some());
+                    assert!(client.release("cycles", Options::default()).await.unwrap());
+                }
+            }
+            "sdk" => {
+                let sdk = Sdk::connect(port, id).await;
+                let lease = sdk.lease("cycles");
+                t0 = Instant::now();
+                for _ in 0..cycles {
+                    lease.acquire(LEASE, T, None).await.unwrap();
+                    lease.release(T).await.unwrap();
+                }
+            }
+            other => panic!("unknown kind {other}"),
+        }
+        let elapsed = t0.elapsed();
+        println!(
+            "{cycles} cycles in {elapsed:?}: {:.0}/s",
+            cycles as f64 / elapsed.as_secs_f64()
+        );
+        std::process::exit(0);
+    });
 }
