@@ -18,8 +18,8 @@
 //!
 //! For profiling one client alone (heaptrack, perf, strace): `e2e --serve` starts a broker and
 //! the emulator and prints `PORT <port>` (it runs until its stdin closes), and
-//! `e2e --cycles-child <ours|sdk> <port> <cycles>` runs that many uncontended acquire + release
-//! cycles against it.
+//! `e2e --cycles-child <ours|sdk> <port> <cycles> [current]` runs that many uncontended acquire +
+//! release cycles against it (on a current-thread runtime with `current`).
 
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{EditAction, EditOutcome, Options};
@@ -965,15 +965,25 @@ fn serve() {
     }
 }
 
-/// `--cycles-child <ours|sdk> <port> <cycles>`: uncontended acquire + release cycles by one
-/// client in this process.
+/// `--cycles-child <ours|sdk> <port> <cycles> [current]`: uncontended acquire + release cycles by
+/// one client in this process (on a current-thread runtime with `current`).
 fn cycles_child(args: &[String]) {
-    let [kind, port, cycles] = args else {
-        panic!("usage: --cycles-child <ours|sdk> <port> <cycles>");
+    let (kind, port, cycles, current) = match args {
+        [kind, port, cycles] => (kind, port, cycles, false),
+        [kind, port, cycles, flavor] if flavor == "current" => (kind, port, cycles, true),
+        _ => panic!("usage: --cycles-child <ours|sdk> <port> <cycles> [current]"),
     };
     let port: u16 = port.parse().expect("a port");
     let cycles: u64 = cycles.parse().expect("a cycle count");
-    runtime().block_on(async move {
+    let runtime = if current {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    } else {
+        runtime()
+    };
+    runtime.block_on(async move {
         let id = format!("cycles-{kind}-{}", std::process::id());
         let t0;
         match kind.as_str() {
