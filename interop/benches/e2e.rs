@@ -1,0 +1,1020 @@
+//! End-to-end benchmark: `leasedlock` (tokio adapter) side by side with the official AIO Rust SDK,
+//! both over one mosquitto (`set_tcp_nodelay true`) and the state-store emulator on loopback.
+//!
+//! ```text
+//! cargo bench --manifest-path interop/Cargo.toml --bench e2e
+//! ```
+//!
+//! Progress goes to stderr; the result table (markdown) to stdout. Knobs (environment):
+//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale`), `E2E_GETS` (2000),
+//! `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8), `E2E_SECONDS` (10),
+//! `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT` (100: first
+//! acquisitions in flight at once in the scale test), `E2E_CONTENDED_JITTER_US` (3000: the tuned
+//! retry jitter bound of the contended test).
+//!
+//! The scale measurement runs each client in a child process (this binary with `--scale-child`)
+//! so that its CPU time and resident memory are the client's alone: the broker is another
+//! process and the emulator a thread of this one.
+//!
+//! For profiling one client alone (heaptrack, perf, strace): `e2e --serve` starts a broker and
+//! the emulator and prints `PORT <port>` (it runs until its stdin closes), and
+//! `e2e --cycles-child <ours|sdk> <port> <cycles> [current]` runs that many uncontended acquire +
+//! release cycles against it (on a current-thread runtime with `current`).
+
+use leasedlock::bytes::Bytes;
+use leasedlock::lock::{EditAction, EditOutcome, Options};
+use leasedlock_interop::leasedlock_tokio::{self, Client, HoldEvent, Settings};
+use leasedlock_interop::sdk::state_store::SetOptions;
+use leasedlock_interop::{within, Env, Sdk, SDK_REQUEST_TIMEOUT as T, WAIT};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LEASE: Duration = Duration::from_secs(10);
+const SCALE_LEASE: Duration = Duration::from_secs(30);
+const SCALE_INTERVAL: Duration = Duration::from_secs(10);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--scale-child") {
+        scale_child(&args[i + 1..]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--cycles-child") {
+        cycles_child(&args[i + 1..]);
+        return;
+    }
+    if args.iter().any(|a| a == "--serve") {
+        serve();
+        return;
+    }
+    let knobs = Knobs::from_env();
+    let env = Env::start("e2e");
+    let runtime = runtime();
+    let table = runtime.block_on(run(&env, &knobs));
+    println!("{table}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+struct Knobs {
+    only: Option<Vec<String>>,
+    gets: usize,
+    uncontended: Duration,
+    rounds: usize,
+    workers: usize,
+    seconds: Duration,
+    locks: usize,
+    window: Duration,
+    contended_jitter: Duration,
+    in_flight: usize,
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let num = |name: &str, default: u64| -> u64 {
+            std::env::var(name)
+                .ok()
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+                })
+                .unwrap_or(default)
+        };
+        Knobs {
+            only: std::env::var("E2E_ONLY")
+                .ok()
+                .map(|v| v.split(',').map(str::to_owned).collect()),
+            gets: num("E2E_GETS", 2000) as usize,
+            uncontended: Duration::from_secs(num("E2E_UNCONTENDED_SECS", 6)),
+            rounds: num("E2E_ROUNDS", 200) as usize,
+            workers: num("E2E_WORKERS", 8) as usize,
+            seconds: Duration::from_secs(num("E2E_SECONDS", 10)),
+            locks: num("E2E_LOCKS", 10_000) as usize,
+            window: Duration::from_secs(num("E2E_SCALE_WINDOW_SECS", 30)),
+            contended_jitter: Duration::from_micros(num("E2E_CONTENDED_JITTER_US", 3000)),
+            in_flight: num("E2E_SCALE_IN_FLIGHT", 100) as usize,
+        }
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == section))
+    }
+}
+
+/// The settings of our client with the retry jitter after a DELETE set to `0..=max`.
+fn tuned(env: &Env, name: &str, jitter_max: Duration) -> Settings {
+    let mut s = env.settings(name);
+    s.lock.retry_jitter_min = Duration::ZERO;
+    s.lock.retry_jitter_max = jitter_max;
+    s
+}
+
+fn wait() -> Options {
+    Options::default().with_timeout(WAIT)
+}
+
+async fn run(env: &Env, k: &Knobs) -> String {
+    let mut out = String::new();
+    let default_jitter = leasedlock::lock::Config::new("x").retry_jitter_max;
+    let _ = writeln!(
+        out,
+        "| # | measure | leasedlock | SDK | leasedlock / SDK |\n|---|---|---|---|---|"
+    );
+    let ours = env.ours("floor-ours");
+    let sdk = env.sdk("floor-sdk").await;
+
+    // (1) The floor: one GET round trip.
+    let mut rt = Duration::from_micros(600);
+    if k.wants("floor") {
+        eprintln!("floor: {} GETs each", k.gets);
+        let (o, s) = floor(&ours.client, &sdk, k.gets).await;
+        rt = o.p50.min(s.p50);
+        row(
+            &mut out,
+            "1",
+            "GET round trip p50 / p99 (**RT** = the smaller p50)",
+            &format!("{} / {}", ms(o.p50), ms(o.p99)),
+            &format!("{} / {}", ms(s.p50), ms(s.p99)),
+            &ratio(s.p50.as_secs_f64(), o.p50.as_secs_f64()),
+        );
+    }
+    let in_rt = |d: Duration| format!("{:.1} RT", d.as_secs_f64() / rt.as_secs_f64());
+
+    // (2) Uncontended cycles: try_acquire + release vs the SDK lease acquire + release.
+    if k.wants("uncontended") {
+        eprintln!("uncontended: {:?} each, interleaved", k.uncontended);
+        let (o, s) = uncontended(env, &ours.client, &sdk, k.uncontended).await;
+        row(
+            &mut out,
+            "2",
+            "uncontended acquire + release: cycles/s",
+            &format!("{:.0}", o.per_sec()),
+            &format!("{:.0}", s.per_sec()),
+            &format!("**{:.2}×**", o.per_sec() / s.per_sec()),
+        );
+        let (oa, or) = (latencies(o.acquire.clone()), latencies(o.release.clone()));
+        let (sa, sr) = (latencies(s.acquire.clone()), latencies(s.release.clone()));
+        row(
+            &mut out,
+            "2",
+            "… acquire (one SET) p50 / release (one VDEL) p50",
+            &format!("{} / {}", in_rt(oa.p50), in_rt(or.p50)),
+            &format!("{} / {}", in_rt(sa.p50), in_rt(sr.p50)),
+            "",
+        );
+        row(
+            &mut out,
+            "2",
+            "… one cycle (mean) / requests per cycle",
+            &format!("{} / {:.2}", in_rt(o.mean()), o.requests_per_cycle()),
+            &format!("{} / {:.2}", in_rt(s.mean()), s.requests_per_cycle()),
+            "",
+        );
+    }
+
+    // (3) Handoff: the holder releases, a waiter holds.
+    if k.wants("handoff") {
+        eprintln!("handoff: {} rounds each", k.rounds);
+        let limit = rt * 3;
+        let mut lines = Vec::new();
+        for (label, jitter) in [
+            (format!("default jitter 0..{}", ms(default_jitter)), None),
+            ("tuned: jitter 0".to_owned(), Some(Duration::ZERO)),
+        ] {
+            let holder = env.ours("handoff-holder");
+            let settings = match jitter {
+                Some(j) => tuned(env, "handoff-waiter", j),
+                None => env.settings("handoff-waiter"),
+            };
+            let waiter = env.ours_with(&settings);
+            let lock = format!("handoff-{}", lines.len());
+            let st = handoff_ours(env, &holder.client, &waiter.client, &lock, k.rounds).await;
+            lines.push((label, st));
+        }
+        let s = handoff_sdk(env, k.rounds).await;
+        let timer = timer_floor(k.rounds).await;
+        for (label, o) in &lines {
+            row(
+                &mut out,
+                "3",
+                &format!(
+                    "handoff p50 / p99, ours with {label} (limit 3 RT = {})",
+                    ms(limit)
+                ),
+                &format!(
+                    "{} / {} ({} / {})",
+                    ms(o.p50),
+                    ms(o.p99),
+                    in_rt(o.p50),
+                    in_rt(o.p99)
+                ),
+                &format!(
+                    "{} / {} ({} / {})",
+                    ms(s.p50),
+                    ms(s.p99),
+                    in_rt(s.p50),
+                    in_rt(s.p99)
+                ),
+                &format!(
+                    "{} (p50 = {:.2}× the limit)",
+                    ratio(s.p50.as_secs_f64(), o.p50.as_secs_f64()),
+                    o.p50.as_secs_f64() / limit.as_secs_f64()
+                ),
+            );
+        }
+        row(
+            &mut out,
+            "3",
+            "… diagnostic: a tokio timer set to fire at once (`sleep_until(now)`) p50 / p99",
+            &format!("{} / {}", ms(timer.p50), ms(timer.p99)),
+            "",
+            "",
+        );
+    }
+
+    // (4) Contended read-modify-write of one counter.
+    if k.wants("contended") {
+        eprintln!("contended: {} workers for {:?} each", k.workers, k.seconds);
+        let s = contended_sdk(env, &sdk, k.workers, k.seconds).await;
+        for (label, jitter) in [
+            (format!("default jitter 0..{}", ms(default_jitter)), None),
+            (
+                format!("tuned: jitter 0..{}", ms(k.contended_jitter)),
+                Some(k.contended_jitter),
+            ),
+        ] {
+            let o = contended_ours(env, &sdk, k.workers, k.seconds, jitter).await;
+            row(
+                &mut out,
+                "4",
+                &format!(
+                    "{} workers × {:?} of edit(counter + 1), ours with {label}: edits/s",
+                    k.workers, k.seconds
+                ),
+                &format!("{:.0}", o.per_sec()),
+                &format!("{:.0}", s.per_sec()),
+                &format!("**{:.2}×**", o.per_sec() / s.per_sec()),
+            );
+            row(
+                &mut out,
+                "4",
+                "… final counter (= edits counted) / failed edits / requests per edit",
+                &o.exactness(),
+                &s.exactness(),
+                "",
+            );
+            row(
+                &mut out,
+                "4",
+                "… fairness: most / fewest edits of one worker (per-worker counts)",
+                &o.fairness(),
+                &s.fairness(),
+                "",
+            );
+        }
+    }
+
+    // (5) Scale: one client holding and renewing many locks.
+    if k.wants("scale") {
+        eprintln!(
+            "scale: {} locks, lease {:?}, renewed every {:?}, window {:?}",
+            k.locks, SCALE_LEASE, SCALE_INTERVAL, k.window
+        );
+        let o = scale(env, "ours", k.in_flight, k);
+        let s = scale(env, "sdk", k.in_flight, k);
+        let burst = scale(env, "ours", 0, k);
+        row(
+            &mut out,
+            "5",
+            &format!(
+                "{} locks held (lease {:?}, renewed every {:?}; first acquisitions {} at a time): \
+                 resident memory VmRSS (peak VmHWM)",
+                k.locks, SCALE_LEASE, SCALE_INTERVAL, k.in_flight
+            ),
+            &format!("{} ({})", mib(o.rss_kib), mib(o.hwm_kib)),
+            &format!("{} ({})", mib(s.rss_kib), mib(s.hwm_kib)),
+            &ratio(s.rss_kib as f64, o.rss_kib as f64),
+        );
+        row(
+            &mut out,
+            "5",
+            "… resident memory of the same process connected, before any lock",
+            &mib(o.base_kib),
+            &mib(s.base_kib),
+            "",
+        );
+        row(
+            &mut out,
+            "5",
+            &format!(
+                "… client CPU while renewing (share of one core over {:?})",
+                k.window
+            ),
+            &format!("{:.1} %", o.cpu_share * 100.0),
+            &format!("{:.1} %", s.cpu_share * 100.0),
+            &ratio(s.cpu_share, o.cpu_share),
+        );
+        row(
+            &mut out,
+            "5",
+            "… CPU per renewal / renewals per second seen by the store",
+            &format!(
+                "{:.0} µs / {:.0}",
+                o.cpu_per_renewal_us(),
+                o.renewals_per_sec
+            ),
+            &format!(
+                "{:.0} µs / {:.0}",
+                s.cpu_per_renewal_us(),
+                s.renewals_per_sec
+            ),
+            &ratio(s.cpu_per_renewal_us(), o.cpu_per_renewal_us()),
+        );
+        row(
+            &mut out,
+            "5",
+            "… time to acquire all of them",
+            &format!("{:.2} s", o.acquire_secs),
+            &format!("{:.2} s", s.acquire_secs),
+            &ratio(s.acquire_secs, o.acquire_secs),
+        );
+        row(
+            &mut out,
+            "5",
+            "… ours with all first acquisitions at once: VmRSS (peak) / CPU share / time to acquire",
+            &format!(
+                "{} ({}) / {:.1} % / {:.2} s",
+                mib(burst.rss_kib),
+                mib(burst.hwm_kib),
+                burst.cpu_share * 100.0,
+                burst.acquire_secs
+            ),
+            "(times out: see BENCHMARKS.md)",
+            "",
+        );
+    }
+    sdk.close().await;
+    let _ = writeln!(out, "\nRT = {} (one GET round trip).", ms(rt));
+    out
+}
+
+fn row(out: &mut String, n: &str, what: &str, ours: &str, sdk: &str, ratio: &str) {
+    let _ = writeln!(out, "| {n} | {what} | {ours} | {sdk} | {ratio} |");
+    eprintln!("  {what}: ours {ours}; sdk {sdk}; {ratio}");
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// How many times better ours is when smaller is better.
+fn ratio(sdk: f64, ours: f64) -> String {
+    format!("{:.2}× better", sdk / ours)
+}
+
+// ----- statistics ---------------------------------------------------------------------------
+
+struct Latencies {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn latencies(mut v: Vec<Duration>) -> Latencies {
+    assert!(!v.is_empty());
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    Latencies {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+// ----- (1) floor ------------------------------------------------------------------------------
+
+async fn floor(ours: &Client, sdk: &Sdk, n: usize) -> (Latencies, Latencies) {
+    let (mut o, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Warm both paths up, then alternate so that both see the same machine.
+    for _ in 0..100 {
+        ours.holder("floor", Options::default()).await.unwrap();
+        sdk.store.get(b"floor".to_vec(), T).await.unwrap();
+    }
+    for _ in 0..n {
+        let t = Instant::now();
+        ours.holder("floor", Options::default()).await.unwrap();
+        o.push(t.elapsed());
+        let t = Instant::now();
+        sdk.store.get(b"floor".to_vec(), T).await.unwrap();
+        s.push(t.elapsed());
+    }
+    (latencies(o), latencies(s))
+}
+
+// ----- (2) uncontended ------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Cycles {
+    cycles: u64,
+    elapsed: Duration,
+    requests: u64,
+    acquire: Vec<Duration>,
+    release: Vec<Duration>,
+}
+
+impl Cycles {
+    fn per_sec(&self) -> f64 {
+        self.cycles as f64 / self.elapsed.as_secs_f64()
+    }
+    fn mean(&self) -> Duration {
+        self.elapsed / self.cycles.max(1) as u32
+    }
+    fn requests_per_cycle(&self) -> f64 {
+        self.requests as f64 / self.cycles.max(1) as f64
+    }
+}
+
+async fn uncontended(env: &Env, ours: &Client, sdk: &Sdk, total: Duration) -> (Cycles, Cycles) {
+    let (mut o, mut s) = (Cycles::default(), Cycles::default());
+    let lease = sdk.lease("uncontended-sdk");
+    let slice = total / 4;
+    for _ in 0..4 {
+        let (r0, t0) = (env.requests(), Instant::now());
+        while t0.elapsed() < slice {
+            let t = Instant::now();
+            let won = ours.try_acquire("uncontended-ours", LEASE, Options::default());
+            assert!(won.await.unwrap().is_some());
+            let between = Instant::now();
+            let released = ours.release("uncontended-ours", Options::default());
+            assert!(released.await.unwrap());
+            o.acquire.push(between - t);
+            o.release.push(between.elapsed());
+            o.cycles += 1;
+        }
+        o.elapsed += t0.elapsed();
+        o.requests += env.requests() - r0;
+        let (r0, t0) = (env.requests(), Instant::now());
+        while t0.elapsed() < slice {
+            let t = Instant::now();
+            lease.acquire(LEASE, T, None).await.unwrap();
+            let between = Instant::now();
+            lease.release(T).await.unwrap();
+            s.acquire.push(between - t);
+            s.release.push(between.elapsed());
+            s.cycles += 1;
+        }
+        s.elapsed += t0.elapsed();
+        s.requests += env.requests() - r0;
+    }
+    (o, s)
+}
+
+// ----- (3) handoff ----------------------------------------------------------------------------
+
+/// Rounds of: `holder` takes the lock, `waiter` starts waiting for it (its KEYNOTIFY and its
+/// refused SET have reached the store), then the clock starts and `holder` releases; the clock
+/// stops when the waiter's `acquire` returns.
+async fn handoff_ours(
+    env: &Env,
+    holder: &Client,
+    waiter: &Client,
+    lock: &str,
+    rounds: usize,
+) -> Latencies {
+    let mut v = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let won = holder.try_acquire(lock, LEASE, Options::default()).await;
+        assert!(won.unwrap().is_some());
+        let before = env.requests();
+        let task = tokio::spawn({
+            let (waiter, lock) = (waiter.clone(), lock.to_owned());
+            async move {
+                let lease = waiter.acquire(lock, LEASE, wait()).await;
+                (lease, Instant::now())
+            }
+        });
+        env.wait_requests(before + 2).await;
+        let t0 = Instant::now();
+        assert!(holder.release(lock, Options::default()).await.unwrap());
+        let (lease, t1) = within("our waiter", task).await.unwrap();
+        lease.unwrap();
+        v.push(t1 - t0);
+        assert!(waiter.release(lock, Options::default()).await.unwrap());
+    }
+    latencies(v)
+}
+
+/// The same rounds with SDK clients: the holder takes the lock with the lease client's single
+/// try, the waiter waits in the lock client's `lock()`.
+async fn handoff_sdk(env: &Env, rounds: usize) -> Latencies {
+    let holder = env.sdk("handoff-sdk-holder").await;
+    let waiter = env.sdk("handoff-sdk-waiter").await;
+    let lease = holder.lease("handoff-sdk");
+    let mut v = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        lease.acquire(LEASE, T, None).await.unwrap();
+        let before = env.requests();
+        let task = tokio::spawn({
+            let lock = waiter.lock("handoff-sdk");
+            async move {
+                let token = lock.lock(LEASE, T, None).await;
+                (token, Instant::now(), lock)
+            }
+        });
+        env.wait_requests(before + 2).await;
+        let t0 = Instant::now();
+        lease.release(T).await.unwrap();
+        let (token, t1, lock) = within("the SDK waiter", task).await.unwrap();
+        token.unwrap();
+        v.push(t1 - t0);
+        lock.unlock(T).await.unwrap();
+    }
+    holder.close().await;
+    waiter.close().await;
+    latencies(v)
+}
+
+/// How late a tokio timer set to fire at once fires: the engine's retry after a DELETE is such
+/// a timer when the jitter is zero.
+async fn timer_floor(n: usize) -> Latencies {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        tokio::time::sleep_until(t.into()).await;
+        v.push(t.elapsed());
+    }
+    latencies(v)
+}
+
+// ----- (4) contended --------------------------------------------------------------------------
+
+struct Contended {
+    per_worker: Vec<u64>,
+    failed: u64,
+    elapsed: Duration,
+    counter: u64,
+    requests: u64,
+}
+
+impl Contended {
+    fn total(&self) -> u64 {
+        self.per_worker.iter().sum()
+    }
+    fn per_sec(&self) -> f64 {
+        self.total() as f64 / self.elapsed.as_secs_f64()
+    }
+    fn exactness(&self) -> String {
+        let mark = if self.counter == self.total() {
+            "exact"
+        } else {
+            "**MISMATCH**"
+        };
+        format!(
+            "{} ({mark}) / {} / {:.2}",
+            self.counter,
+            self.failed,
+            self.requests as f64 / self.total().max(1) as f64
+        )
+    }
+    fn fairness(&self) -> String {
+        let max = self.per_worker.iter().max().copied().unwrap_or(0);
+        let min = self.per_worker.iter().min().copied().unwrap_or(0);
+        let spread = if min == 0 {
+            "∞".to_owned()
+        } else {
+            format!("{:.1}×", max as f64 / min as f64)
+        };
+        format!("{spread} ({:?})", self.per_worker)
+    }
+}
+
+fn parse(value: Option<&[u8]>) -> u64 {
+    value.map_or(0, |v| {
+        std::str::from_utf8(v)
+            .expect("a decimal counter")
+            .parse()
+            .expect("a decimal counter")
+    })
+}
+
+async fn read_counter(sdk: &Sdk, key: &str) -> u64 {
+    let value = sdk.store.get(key.as_bytes().to_vec(), T).await.unwrap();
+    parse(value.response.as_deref())
+}
+
+async fn contended_ours(
+    env: &Env,
+    reader: &Sdk,
+    workers: usize,
+    seconds: Duration,
+    jitter: Option<Duration>,
+) -> Contended {
+    let tag = format!("ours-{}", jitter.map_or(-1, |j| j.as_micros() as i64));
+    let (lock, key) = (format!("contended-{tag}"), format!("counter-{tag}"));
+    let clients: Vec<_> = (0..workers)
+        .map(|i| {
+            let name = format!("worker{i}");
+            let settings = match jitter {
+                Some(j) => tuned(env, &name, j),
+                None => env.settings(&name),
+            };
+            env.ours_with(&settings)
+        })
+        .collect();
+    // Every client is connected and subscribed before the clock starts.
+    for c in &clients {
+        c.client.holder(&lock, wait()).await.unwrap();
+    }
+    let (r0, t0) = (env.requests(), Instant::now());
+    let deadline = t0 + seconds;
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let (client, lock, key) = (c.client.clone(), lock.clone(), key.clone());
+            tokio::spawn(async move {
+                let (mut written, mut failed) = (0, 0);
+                while Instant::now() < deadline {
+                    let edit = client.edit(&lock, &key, LEASE, wait(), |current| async move {
+                        let next = parse(current.as_deref()) + 1;
+                        EditAction::Set(Bytes::from(next.to_string()))
+                    });
+                    match edit.await {
+                        Ok(EditOutcome::Written) => written += 1,
+                        other => {
+                            eprintln!("  edit failed: {other:?}");
+                            failed += 1;
+                        }
+                    }
+                }
+                (written, failed)
+            })
+        })
+        .collect();
+    let mut result = Contended {
+        per_worker: Vec::new(),
+        failed: 0,
+        elapsed: Duration::ZERO,
+        counter: 0,
+        requests: 0,
+    };
+    for task in tasks {
+        let (written, failed) = within("a contending worker", task).await.unwrap();
+        result.per_worker.push(written);
+        result.failed += failed;
+    }
+    result.elapsed = t0.elapsed();
+    result.requests = env.requests() - r0;
+    result.counter = read_counter(reader, &key).await;
+    result
+}
+
+async fn contended_sdk(env: &Env, reader: &Sdk, workers: usize, seconds: Duration) -> Contended {
+    let (lock, key) = ("contended-sdk", "counter-sdk");
+    let mut clients = Vec::new();
+    for i in 0..workers {
+        clients.push(env.sdk(&format!("sdk-worker{i}")).await);
+    }
+    let (r0, t0) = (env.requests(), Instant::now());
+    let deadline = t0 + seconds;
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let (lock, store) = (c.lock(lock), c.store.clone());
+            tokio::spawn(async move {
+                let (mut written, mut failed) = (0, 0);
+                while Instant::now() < deadline {
+                    let token = lock.lock(LEASE, T, None).await.unwrap();
+                    let current = store.get(key.into(), T).await.unwrap().response;
+                    let next = parse(current.as_deref()) + 1;
+                    let set = store
+                        .set(
+                            key.into(),
+                            next.to_string().into_bytes(),
+                            T,
+                            Some(token),
+                            SetOptions::default(),
+                        )
+                        .await;
+                    lock.unlock(T).await.unwrap();
+                    match set {
+                        Ok(r) if r.response => written += 1,
+                        other => {
+                            eprintln!("  sdk edit failed: {other:?}");
+                            failed += 1;
+                        }
+                    }
+                }
+                (written, failed)
+            })
+        })
+        .collect();
+    let mut result = Contended {
+        per_worker: Vec::new(),
+        failed: 0,
+        elapsed: Duration::ZERO,
+        counter: 0,
+        requests: 0,
+    };
+    for task in tasks {
+        let (written, failed) = within("a contending SDK worker", task).await.unwrap();
+        result.per_worker.push(written);
+        result.failed += failed;
+    }
+    result.elapsed = t0.elapsed();
+    result.requests = env.requests() - r0;
+    result.counter = read_counter(reader, key).await;
+    for c in clients {
+        c.close().await;
+    }
+    result
+}
+
+// ----- (5) scale ------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Scale {
+    base_kib: u64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    acquire_secs: f64,
+    cpu_secs: f64,
+    window_secs: f64,
+    cpu_share: f64,
+    renewals_per_sec: f64,
+}
+
+impl Scale {
+    fn cpu_per_renewal_us(&self) -> f64 {
+        self.cpu_secs * 1e6 / (self.renewals_per_sec * self.window_secs).max(1.0)
+    }
+}
+
+/// Runs the client of `kind` in a child process; the store's request count over the child's
+/// measurement window gives the renewal rate.
+fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let mut child = Command::new(exe)
+        .args([
+            "--scale-child",
+            kind,
+            &env.port().to_string(),
+            &k.locks.to_string(),
+            &in_flight.to_string(),
+            &k.window.as_millis().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the scale child");
+    let stdout = BufReader::new(child.stdout.take().expect("the child's stdout"));
+    let mut result = Scale::default();
+    let mut window_start = None;
+    for line in stdout.lines() {
+        let line = line.expect("read the child's stdout");
+        if line == "WINDOW" {
+            window_start = Some((env.requests(), Instant::now()));
+        } else if let Some(fields) = line.strip_prefix("RESULT ") {
+            let (r0, t0) = window_start.expect("the window started before the result");
+            let renewals = env.requests() - r0;
+            result.renewals_per_sec = renewals as f64 / t0.elapsed().as_secs_f64();
+            for field in fields.split(' ') {
+                let (name, value) = field.split_once('=').expect("name=value");
+                let value: f64 = value.parse().expect("a number");
+                match name {
+                    "base_kib" => result.base_kib = value as u64,
+                    "rss_kib" => result.rss_kib = value as u64,
+                    "hwm_kib" => result.hwm_kib = value as u64,
+                    "acquire_secs" => result.acquire_secs = value,
+                    "cpu_secs" => result.cpu_secs = value,
+                    "window_secs" => result.window_secs = value,
+                    _ => panic!("unknown field {name}"),
+                }
+            }
+        }
+    }
+    let status = child.wait().expect("wait for the scale child");
+    assert!(status.success(), "the scale child failed: {status}");
+    result.cpu_share = result.cpu_secs / result.window_secs;
+    result
+}
+
+/// The child: `--scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms>`; `in_flight`
+/// bounds the first acquisitions in flight at once (0: no bound).
+fn scale_child(args: &[String]) {
+    let [kind, port, locks, in_flight, window_ms] = args else {
+        panic!("usage: --scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms>");
+    };
+    let port: u16 = port.parse().expect("a port");
+    let locks: usize = locks.parse().expect("a lock count");
+    let in_flight: usize = in_flight.parse().expect("a bound");
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(match in_flight {
+        0 => tokio::sync::Semaphore::MAX_PERMITS,
+        n => n,
+    }));
+    let window = Duration::from_millis(window_ms.parse().expect("a window in ms"));
+    let runtime = runtime();
+    runtime.block_on(async move {
+        let id = format!("scale-{kind}-{}", std::process::id());
+        let ready = Arc::new(AtomicU64::new(0));
+        let t0;
+        // Each kind keeps its handles alive in `_keep` until the process exits.
+        let base_kib;
+        let _keep: Box<dyn std::any::Any> = match kind.as_str() {
+            "ours" => {
+                let (client, task) =
+                    leasedlock_tokio::connect(&Settings::new("127.0.0.1", port, id.clone()))
+                        .expect("valid settings");
+                client.holder("connected", wait()).await.unwrap();
+                base_kib = proc_status("VmRSS:");
+                t0 = Instant::now();
+                let renewed = Arc::new(AtomicU64::new(0));
+                let holds: Vec<_> = (0..locks)
+                    .map(|i| {
+                        let (client, ready) = (client.clone(), ready.clone());
+                        let (renewed, in_flight) = (renewed.clone(), in_flight.clone());
+                        tokio::spawn(async move {
+                            let options = Options::default().with_timeout(WAIT * 2);
+                            let name = format!("scale-ours-{i}");
+                            let permit = in_flight.acquire().await.unwrap();
+                            let hold = client.hold(name, SCALE_LEASE, SCALE_INTERVAL, options);
+                            let mut hold = hold.await.unwrap();
+                            drop(permit);
+                            ready.fetch_add(1, Ordering::Relaxed);
+                            // Drain the hold's events (a real user reads them).
+                            while let Some(event) = hold.next_event().await {
+                                match event {
+                                    HoldEvent::Renewed(_) => {
+                                        renewed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    other => panic!("lock {i}: {other:?}"),
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                Box::new((client, task, holds))
+            }
+            "sdk" => {
+                let sdk = Sdk::connect(port, id.clone()).await;
+                base_kib = proc_status("VmRSS:");
+                t0 = Instant::now();
+                // With all 10 000 first acquisitions in flight at once, most of them time out in
+                // the SDK (its invoker does not get them out within the 10 s request timeout).
+                let leases: Vec<_> = (0..locks)
+                    .map(|i| {
+                        let lease = sdk.lease(&format!("scale-sdk-{i}"));
+                        let (ready, in_flight) = (ready.clone(), in_flight.clone());
+                        tokio::spawn(async move {
+                            let permit = in_flight.acquire().await.unwrap();
+                            lease
+                                .acquire(SCALE_LEASE, T, Some(SCALE_INTERVAL))
+                                .await
+                                .unwrap();
+                            drop(permit);
+                            ready.fetch_add(1, Ordering::Relaxed);
+                            lease
+                        })
+                    })
+                    .collect();
+                Box::new((sdk, leases))
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        within("every lock to be acquired", async {
+            while ready.load(Ordering::Relaxed) < locks as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let acquire_secs = t0.elapsed().as_secs_f64();
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "WINDOW").unwrap();
+        stdout.flush().unwrap();
+        let hz = clock_ticks_per_sec();
+        let (cpu0, w0) = (cpu_secs(hz), Instant::now());
+        tokio::time::sleep(window).await;
+        let (cpu1, window_secs) = (cpu_secs(hz), w0.elapsed().as_secs_f64());
+        writeln!(
+            stdout,
+            "RESULT base_kib={base_kib} rss_kib={} hwm_kib={} acquire_secs={acquire_secs:.3} \
+             cpu_secs={:.3} window_secs={window_secs:.3}",
+            proc_status("VmRSS:"),
+            proc_status("VmHWM:"),
+            cpu1 - cpu0,
+        )
+        .unwrap();
+        stdout.flush().unwrap();
+        // Exit without releasing: the leases expire at the store.
+        std::process::exit(0);
+    });
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+}
+
+/// User + system CPU time of this process (all threads), from `/proc/self/stat`.
+fn cpu_secs(ticks_per_sec: f64) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / ticks_per_sec
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// ----- profiling helpers ----------------------------------------------------------------------
+
+/// `--serve`: a broker and the emulator until stdin closes; prints `PORT <port>`.
+fn serve() {
+    let env = Env::start("serve");
+    println!("PORT {}", env.port());
+    std::io::stdout().flush().unwrap();
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+        sink.clear();
+    }
+}
+
+/// `--cycles-child <ours|sdk> <port> <cycles> [current]`: uncontended acquire + release cycles by
+/// one client in this process (on a current-thread runtime with `current`).
+fn cycles_child(args: &[String]) {
+    let (kind, port, cycles, current) = match args {
+        [kind, port, cycles] => (kind, port, cycles, false),
+        [kind, port, cycles, flavor] if flavor == "current" => (kind, port, cycles, true),
+        _ => panic!("usage: --cycles-child <ours|sdk> <port> <cycles> [current]"),
+    };
+    let port: u16 = port.parse().expect("a port");
+    let cycles: u64 = cycles.parse().expect("a cycle count");
+    let runtime = if current {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    } else {
+        runtime()
+    };
+    runtime.block_on(async move {
+        let id = format!("cycles-{kind}-{}", std::process::id());
+        let t0;
+        match kind.as_str() {
+            "ours" => {
+                let (client, _task) =
+                    leasedlock_tokio::connect(&Settings::new("127.0.0.1", port, id))
+                        .expect("valid settings");
+                client.holder("connected", wait()).await.unwrap();
+                t0 = Instant::now();
+                for _ in 0..cycles {
+                    let won = client.try_acquire("cycles", LEASE, Options::default());
+                    assert!(won.await.unwrap().is_some());
+                    assert!(client.release("cycles", Options::default()).await.unwrap());
+                }
+            }
+            "sdk" => {
+                let sdk = Sdk::connect(port, id).await;
+                let lease = sdk.lease("cycles");
+                t0 = Instant::now();
+                for _ in 0..cycles {
+                    lease.acquire(LEASE, T, None).await.unwrap();
+                    lease.release(T).await.unwrap();
+                }
+            }
+            other => panic!("unknown kind {other}"),
+        }
+        let elapsed = t0.elapsed();
+        println!(
+            "{cycles} cycles in {elapsed:?}: {:.0}/s",
+            cycles as f64 / elapsed.as_secs_f64()
+        );
+        std::process::exit(0);
+    });
+}
