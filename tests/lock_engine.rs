@@ -1102,7 +1102,7 @@ fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_firs
     );
     // It goes out within the jitter bound.
     t.run_to_timeout();
-    assert!(t.now.instant <= released_at + 50 * MS);
+    assert!(t.now.instant <= released_at + 2 * MS);
     assert!(t.take_sent().iter().any(|s| s.verb() == "SET"));
 }
 

@@ -13,7 +13,7 @@ use crate::store::{
 };
 use crate::{Message, Now};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,13 @@ const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
 type Corr = u128;
+
+/// Gives back the memory of a queue that a burst (thousands of locks at once) left large.
+pub(crate) fn shrink_after_burst<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 1024 {
+        queue.shrink_to(64);
+    }
+}
 
 /// `at + d`, saturating far in the future instead of overflowing.
 fn add(at: Instant, d: Duration) -> Instant {
@@ -65,6 +72,38 @@ enum Notify {
     On,
 }
 
+/// A few operation ids in ascending order: a lock rarely has more than two operations, and a
+/// set of them costs one small allocation instead of a tree node.
+#[derive(Debug, Default)]
+struct IdSet(Vec<OpId>);
+
+impl IdSet {
+    fn insert(&mut self, id: OpId) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+        }
+    }
+
+    /// Whether `id` was there.
+    fn remove(&mut self, id: &OpId) -> bool {
+        match self.0.binary_search(id) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = OpId> + '_ {
+        self.0.iter().copied()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 #[derive(Debug)]
 struct Lock {
     name: Bytes,
@@ -74,9 +113,9 @@ struct Lock {
     edit: Option<OpId>,
     edit_queue: VecDeque<OpId>,
     /// Operations on this lock (all kinds).
-    ops: BTreeSet<OpId>,
+    ops: IdSet,
     /// Operations that need KEYNOTIFY on this lock.
-    watchers: BTreeSet<OpId>,
+    watchers: IdSet,
     observed: bool,
     notify: Notify,
     /// Releases in progress: while any is, no SET is sent for the lock (a VDEL retried later
@@ -314,8 +353,8 @@ impl Client {
             hold: None,
             edit: None,
             edit_queue: VecDeque::new(),
-            ops: BTreeSet::new(),
-            watchers: BTreeSet::new(),
+            ops: IdSet::default(),
+            watchers: IdSet::default(),
             observed: false,
             notify: Notify::Off,
             releasing: 0,
@@ -354,7 +393,11 @@ impl Client {
 
     /// The next thing to do: drain until `None` after every call.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let output = self.out.pop_front();
+        if output.is_none() {
+            shrink_after_burst(&mut self.out);
+        }
+        output
     }
 
     /// When [`Client::handle_timeout`] should be called next.
@@ -474,7 +517,7 @@ impl Client {
                 Kind::Edit { .. } | Kind::Holder | Kind::Release { .. }
             )
         }) {
-            return Err(IntentError::LockInUse(*other));
+            return Err(IntentError::LockInUse(other));
         }
         if self.is_held(now, lock) {
             return Err(IntentError::HeldLocally);
@@ -869,7 +912,7 @@ impl Client {
         l.releasing += 1;
         l.epoch += 1;
         if l.contended {
-            let delay = self.jitter();
+            let delay = self.config.retry_jitter_max + self.jitter();
             self.locks[lock.0 as usize].reacquire_after = Some(add(now.instant, delay));
         }
         self.start(now, lock, holder, deadline, Kind::Release { silent })
@@ -1053,7 +1096,7 @@ impl Client {
         let l = &mut self.locks[lock.0 as usize];
         l.releasing = l.releasing.saturating_sub(1);
         if l.releasing == 0 {
-            let waiting: Vec<OpId> = l.ops.iter().copied().collect();
+            let waiting: Vec<OpId> = l.ops.iter().collect();
             for w in waiting {
                 self.step(now, w);
             }
@@ -1734,7 +1777,6 @@ impl Client {
             let waiting: Vec<OpId> = self.locks[lock.0 as usize]
                 .watchers
                 .iter()
-                .copied()
                 .filter(|id| {
                     let op = &self.ops[id];
                     op.req.is_none() && op.retry_timer.is_some() && op.acquiring_lease().is_some()
@@ -1742,7 +1784,16 @@ impl Client {
                 .collect();
             for id in waiting {
                 let delay = self.jitter();
-                self.retry_after(now, id, delay);
+                if delay.is_zero() {
+                    // No timer round trip: a driver's timer may only fire on its next tick.
+                    if let Some(op) = self.ops.get_mut(&id) {
+                        let t = op.retry_timer.take();
+                        self.timers.cancel(t);
+                    }
+                    self.step(now, id);
+                } else {
+                    self.retry_after(now, id, delay);
+                }
             }
         }
     }

@@ -853,6 +853,7 @@ impl Session {
         );
         while self.inflight.len() < limit {
             let Some(next) = self.waiting.pop_front() else {
+                crate::lock::shrink_after_burst(&mut self.waiting);
                 return;
             };
             let (packet_id, dup) = match next.packet_id {
