@@ -912,7 +912,7 @@ impl Client {
         l.releasing += 1;
         l.epoch += 1;
         if l.contended {
-            let delay = self.config.retry_jitter_max + self.jitter();
+            let delay = self.config.release_holdback + self.jitter();
             self.locks[lock.0 as usize].reacquire_after = Some(add(now.instant, delay));
         }
         self.start(now, lock, holder, deadline, Kind::Release { silent })
