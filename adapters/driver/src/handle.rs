@@ -133,6 +133,22 @@ impl Op {
     fn done(&mut self) {
         self.guard.armed = false;
     }
+
+    /// Waits for the operation's final event: `outcome` maps it to the result (`None` for events
+    /// that are not final); a failure is the operation's error.
+    async fn outcome<T>(mut self, outcome: impl Fn(Event) -> Option<T>) -> Result<T, Error> {
+        loop {
+            let event = self.next().await?;
+            if let Event::Failed { error, .. } = event {
+                self.done();
+                return Err(Error::Op(error));
+            }
+            if let Some(result) = outcome(event) {
+                self.done();
+                return Ok(result);
+            }
+        }
+    }
 }
 
 impl Client {
@@ -175,26 +191,15 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<Option<Lease>, Error> {
-        let mut op = self.start(name.as_ref(), Intent::TryAcquire { lease }, options)?;
-        loop {
-            match op.next().await? {
-                Event::Acquired {
-                    token, valid_until, ..
-                } => {
-                    op.done();
-                    return Ok(Some(Lease { token, valid_until }));
-                }
-                Event::Busy { .. } => {
-                    op.done();
-                    return Ok(None);
-                }
-                Event::Failed { error, .. } => {
-                    op.done();
-                    return Err(Error::Op(error));
-                }
-                _ => {}
-            }
-        }
+        let op = self.start(name.as_ref(), Intent::TryAcquire { lease }, options)?;
+        op.outcome(|event| match event {
+            Event::Acquired {
+                token, valid_until, ..
+            } => Some(Some(Lease { token, valid_until })),
+            Event::Busy { .. } => Some(None),
+            _ => None,
+        })
+        .await
     }
 
     /// Take the lock, waiting as long as needed or until `options.timeout`.
@@ -204,22 +209,14 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<Lease, Error> {
-        let mut op = self.start(name.as_ref(), Intent::Acquire { lease }, options)?;
-        loop {
-            match op.next().await? {
-                Event::Acquired {
-                    token, valid_until, ..
-                } => {
-                    op.done();
-                    return Ok(Lease { token, valid_until });
-                }
-                Event::Failed { error, .. } => {
-                    op.done();
-                    return Err(Error::Op(error));
-                }
-                _ => {}
-            }
-        }
+        let op = self.start(name.as_ref(), Intent::Acquire { lease }, options)?;
+        op.outcome(|event| match event {
+            Event::Acquired {
+                token, valid_until, ..
+            } => Some(Lease { token, valid_until }),
+            _ => None,
+        })
+        .await
     }
 
     /// Release the lock (ending any hold on it); `true` when the store had it under our holder.
@@ -234,20 +231,12 @@ impl Client {
         name: impl AsRef<[u8]>,
         options: Options,
     ) -> Result<Option<Bytes>, Error> {
-        let mut op = self.start(name.as_ref(), Intent::Holder, options)?;
-        loop {
-            match op.next().await? {
-                Event::Holder { holder, .. } => {
-                    op.done();
-                    return Ok(holder);
-                }
-                Event::Failed { error, .. } => {
-                    op.done();
-                    return Err(Error::Op(error));
-                }
-                _ => {}
-            }
-        }
+        let op = self.start(name.as_ref(), Intent::Holder, options)?;
+        op.outcome(|event| match event {
+            Event::Holder { holder, .. } => Some(holder),
+            _ => None,
+        })
+        .await
     }
 
     /// Take the lock and keep it, renewing every `interval`; resolves once it is first acquired
@@ -372,20 +361,12 @@ impl Client {
     }
 }
 
-async fn released(mut op: Op) -> Result<bool, Error> {
-    loop {
-        match op.next().await? {
-            Event::Released { was_held, .. } => {
-                op.done();
-                return Ok(was_held);
-            }
-            Event::Failed { error, .. } => {
-                op.done();
-                return Err(Error::Op(error));
-            }
-            _ => {}
-        }
-    }
+async fn released(op: Op) -> Result<bool, Error> {
+    op.outcome(|event| match event {
+        Event::Released { was_held, .. } => Some(was_held),
+        _ => None,
+    })
+    .await
 }
 
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
