@@ -288,7 +288,13 @@ pub async fn sat_reauthentication<R: Rt>() {
         std::process::id(),
         std::thread::current().id()
     ));
-    std::fs::write(&token_file, b"token-1").unwrap();
+    // Kubernetes swaps a projected token file atomically; so does the test (write, then rename).
+    let replace_token = |token: &[u8]| {
+        let staged = token_file.with_extension("new");
+        std::fs::write(&staged, token).unwrap();
+        std::fs::rename(&staged, &token_file).unwrap();
+    };
+    replace_token(b"token-1");
     let mut settings = Settings::new("127.0.0.1", port, "sat-client").with_sat_file(&token_file);
     settings.sat_poll_interval = Duration::from_millis(50);
     let (client, _task) = R::connect(&settings);
@@ -308,13 +314,13 @@ pub async fn sat_reauthentication<R: Rt>() {
     assert_eq!(first, 0x10);
     assert!(fake_broker::has_auth_data(&connect, b"token-1"));
 
-    std::fs::write(&token_file, b"token-2").unwrap();
+    replace_token(b"token-2");
     let ((mut conn, first, auth), packets) = next(packets).await;
     assert_eq!((first, auth[0]), (0xF0, 0x19), "AUTH re-authenticate");
     assert!(fake_broker::has_auth_data(&auth, b"token-2"));
     conn.write_all(&fake_broker::AUTH_SUCCESS).unwrap();
 
-    std::fs::write(&token_file, b"token-3").unwrap();
+    replace_token(b"token-3");
     let ((mut conn, first, auth), packets) = next(packets).await;
     assert_eq!((first, auth[0]), (0xF0, 0x19));
     assert!(fake_broker::has_auth_data(&auth, b"token-3"));

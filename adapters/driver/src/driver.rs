@@ -209,10 +209,14 @@ impl<R: Runtime> Driver<R> {
         let Some(sat) = &mut self.sat else {
             return;
         };
-        // A token file is small (about a kilobyte, on tmpfs): a blocking read is harmless.
+        // A token file is small (about a kilobyte, on tmpfs): a blocking read is harmless. An
+        // empty read is a file being rewritten in place (truncated, not yet written): no token.
         let Ok(token) = std::fs::read(&sat.path).map(Bytes::from) else {
             return;
         };
+        if token.is_empty() {
+            return;
+        }
         if sat.token.as_ref() != Some(&token)
             && self.actor.reauthenticate(now(), token.clone()).is_ok()
         {
