@@ -67,8 +67,8 @@
 
 use crate::lock::{self, Client, ConfigError, NotDelivered};
 use crate::mqtt::{
-    self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId,
-    Session, SubscribeId,
+    self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, Session,
+    SubscribeId,
 };
 use crate::{Now, QoS};
 use bytes::Bytes;
@@ -107,8 +107,6 @@ pub struct Connection {
     mqtt: Session,
     client: Client,
     subscribes: BTreeMap<SubscribeId, String>,
-    /// Correlation data of the requests awaiting their PUBACK.
-    requests: BTreeMap<PublishId, Bytes>,
     events: VecDeque<Event>,
     last_now: Now,
 }
@@ -126,7 +124,6 @@ impl Connection {
             client: Client::new(config, now, seed)?,
             mqtt: Session::new(mqtt_options),
             subscribes: BTreeMap::new(),
-            requests: BTreeMap::new(),
             events: VecDeque::new(),
             last_now: now,
         })
@@ -231,14 +228,8 @@ impl Connection {
                 moved = true;
                 match output {
                     lock::Output::Publish(message) => {
-                        let correlation = message.correlation_data.clone();
-                        match self.mqtt.publish(now.instant, message) {
-                            Ok(id) => {
-                                if let Some(c) = correlation {
-                                    self.requests.insert(id, c);
-                                }
-                            }
-                            Err(e) => self.events.push_back(Event::PublishRefused(e)),
+                        if let Err(e) = self.mqtt.publish(now.instant, message) {
+                            self.events.push_back(Event::PublishRefused(e));
                         }
                     }
                     lock::Output::Subscribe(filter) => {
@@ -283,12 +274,13 @@ impl Connection {
             mqtt::Event::Reauthenticated => self.events.push_back(Event::Reauthenticated),
             mqtt::Event::Disconnected(cause) => {
                 self.subscribes.clear();
-                self.requests.clear();
                 self.client.handle_disconnected(now);
                 self.events.push_back(Event::Disconnected(cause));
             }
-            mqtt::Event::PublishAcked { id, reason } => {
-                let Some(correlation) = self.requests.remove(&id) else {
+            mqtt::Event::PublishAcked {
+                reason, message, ..
+            } => {
+                let Some(correlation) = message.correlation_data else {
                     return;
                 };
                 let why = match reason {
@@ -300,9 +292,7 @@ impl Connection {
             }
             // A publish of a session the broker did not resume: the engine has given up its
             // requests at the disconnection already.
-            mqtt::Event::PublishDropped { id } => {
-                self.requests.remove(&id);
-            }
+            mqtt::Event::PublishDropped { .. } => {}
         }
     }
 }

@@ -17,6 +17,7 @@
 //! assert_eq!(parsed, again);
 //! ```
 
+use crate::SharedStr;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,13 +34,14 @@ pub struct Hlc {
     pub wall_ms: u64,
     /// Logical counter, ordering timestamps with the same wall ms.
     pub counter: u64,
-    /// Id of the node that made the timestamp; never contains `:` (may be empty).
-    pub node_id: String,
+    /// Id of the node that made the timestamp; never contains `:` (may be empty). Shared: copies
+    /// of a timestamp (tokens, the clock's own `__ts`) do not copy the id.
+    pub node_id: SharedStr,
 }
 
 impl Hlc {
     /// A timestamp from its three parts.
-    pub fn new(wall_ms: u64, counter: u64, node_id: impl Into<String>) -> Self {
+    pub fn new(wall_ms: u64, counter: u64, node_id: impl Into<SharedStr>) -> Self {
         Hlc {
             wall_ms,
             counter,
@@ -52,25 +54,95 @@ impl Hlc {
     /// The text form, `{wall_ms:015}:{counter:05}:{node_id}`, built without the formatting
     /// machinery (it is written on every request).
     pub fn to_text(&self) -> String {
-        let mut out = String::with_capacity(22 + self.node_id.len());
-        push_padded(&mut out, self.wall_ms, 15);
-        out.push(':');
-        push_padded(&mut out, self.counter, 5);
-        out.push(':');
+        let (prefix, len) = self.text_prefix();
+        let mut out = String::with_capacity(len + self.node_id.len());
+        // Digits and ':' only.
+        out.push_str(std::str::from_utf8(&prefix[..len]).unwrap_or_default());
         out.push_str(&self.node_id);
         out
     }
+
+    /// The text form as a [`SharedStr`] (one allocation: the shared string itself).
+    pub fn to_shared_text(&self) -> SharedStr {
+        let (prefix, len) = self.text_prefix();
+        let mut stack = [0u8; 128];
+        let total = len + self.node_id.len();
+        let Some(buf) = stack.get_mut(..total) else {
+            return self.to_text().into();
+        };
+        buf[..len].copy_from_slice(&prefix[..len]);
+        buf[len..].copy_from_slice(self.node_id.as_bytes());
+        // Digits, ':' and a `str` node id: always UTF-8.
+        std::str::from_utf8(buf)
+            .map(SharedStr::from)
+            .unwrap_or_default()
+    }
+
+    /// `{wall_ms:015}:{counter:05}:` and its length.
+    fn text_prefix(&self) -> ([u8; 48], usize) {
+        let mut buf = [0; 48];
+        let at = write_padded(&mut buf, 0, self.wall_ms, 15);
+        buf[at] = b':';
+        let at = write_padded(&mut buf, at + 1, self.counter, 5);
+        buf[at] = b':';
+        (buf, at + 1)
+    }
+
+    /// Parses the text form like [`str::parse`], reusing `known` as the node id when it is the
+    /// same (no allocation for the timestamps of a peer whose id is already known).
+    pub fn parse_with_node(text: &str, known: &SharedStr) -> Result<Hlc, HlcParseError> {
+        let (wall_ms, counter, node) = split_text(text)?;
+        let node_id = if node == known.as_str() {
+            known.clone()
+        } else {
+            SharedStr::from(node)
+        };
+        Ok(Hlc {
+            wall_ms,
+            counter,
+            node_id,
+        })
+    }
 }
 
-/// Appends `n` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, n: u64, width: usize) {
-    let mut buf = [0; 20];
-    let digits = crate::decimal::write(n, &mut buf);
-    for _ in digits.len()..width {
-        out.push('0');
+/// Writes `n` zero-padded to at least `width` digits into `buf` at `at`; returns the end.
+fn write_padded(buf: &mut [u8; 48], at: usize, n: u64, width: usize) -> usize {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
-    // Decimal digits are ASCII.
-    out.extend(digits.iter().map(|&d| char::from(d)));
+    // Zero padding: the digits array is '0'-filled already.
+    let start = i.min(digits.len() - width.min(digits.len()));
+    let len = digits.len() - start;
+    buf[at..at + len].copy_from_slice(&digits[start..]);
+    at + len
+}
+
+/// The wall clock, counter and node id of an HLC text.
+fn split_text(s: &str) -> Result<(u64, u64, &str), HlcParseError> {
+    let b = s.as_bytes();
+    let colon = |from: usize| b[from..].iter().position(|&c| c == b':').map(|i| from + i);
+    let (Some(first), Some(second)) = (colon(0), colon(0).and_then(|i| colon(i + 1))) else {
+        return Err(HlcParseError::WrongPartCount {
+            found: s.split(':').count(),
+        });
+    };
+    if colon(second + 1).is_some() {
+        return Err(HlcParseError::WrongPartCount {
+            found: s.split(':').count(),
+        });
+    }
+    let wall_ms = crate::decimal::parse(&b[..first]).ok_or(HlcParseError::BadWallClock)?;
+    let counter =
+        crate::decimal::parse(&b[first + 1..second]).ok_or(HlcParseError::BadCounter)?;
+    Ok((wall_ms, counter, &s[second + 1..]))
 }
 
 impl fmt::Display for Hlc {
@@ -102,16 +174,7 @@ impl FromStr for Hlc {
     /// Parses the text form. The node id may be empty (the SDKs accept it too); it never contains
     /// `:`. Wall and counter are digits only (no sign, no space), any number of them up to `u64::MAX`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut parts = s.split(':');
-        let (Some(wall), Some(counter), Some(node_id), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(HlcParseError::WrongPartCount {
-                found: s.split(':').count(),
-            });
-        };
-        let wall_ms = crate::decimal::parse(wall.as_bytes()).ok_or(HlcParseError::BadWallClock)?;
-        let counter = crate::decimal::parse(counter.as_bytes()).ok_or(HlcParseError::BadCounter)?;
+        let (wall_ms, counter, node_id) = split_text(s)?;
         Ok(Hlc::new(wall_ms, counter, node_id))
     }
 }
@@ -183,7 +246,7 @@ pub struct HlcClock {
 impl HlcClock {
     /// A clock for `node_id`, starting at `(0, 0, node_id)`, allowed to run at most `max_drift`
     /// ahead of the local wall clock.
-    pub fn new(node_id: impl Into<String>, max_drift: Duration) -> Self {
+    pub fn new(node_id: impl Into<SharedStr>, max_drift: Duration) -> Self {
         HlcClock {
             ts: Hlc::new(0, 0, node_id),
             max_drift,

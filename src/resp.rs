@@ -21,8 +21,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::decimal;
 
-fn put_decimal(out: &mut BytesMut, n: u64) {
-    out.put_slice(decimal::write(n, &mut [0; 20]));
+fn put_decimal(out: &mut impl BufMut, n: u64) {
+    if n < 10 {
+        out.put_u8(b'0' + n as u8);
+    } else {
+        out.put_slice(decimal::write(n, &mut [0; 20]));
+    }
 }
 
 /// Number of decimal digits of `n`.
@@ -36,14 +40,14 @@ fn decimal_len(n: usize) -> usize {
     len
 }
 
-fn put_len_line(out: &mut BytesMut, tag: u8, n: usize) {
+fn put_len_line(out: &mut impl BufMut, tag: u8, n: usize) {
     out.put_u8(tag);
     put_decimal(out, n as u64);
     out.put_slice(b"\r\n");
 }
 
 /// Appends `args` as a RESP3 array of blob strings: `*<n>\r\n` then `$<len>\r\n<bytes>\r\n` each.
-pub fn encode_array<'a, I>(args: I, out: &mut BytesMut)
+pub fn encode_array<'a, I>(args: I, out: &mut impl BufMut)
 where
     I: IntoIterator<Item = &'a [u8]>,
     I::IntoIter: ExactSizeIterator,

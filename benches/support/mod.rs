@@ -2,7 +2,7 @@
 //! mosquitto and the state store would, at the lowest cost we can make it, and a counting allocator.
 #![allow(dead_code, clippy::disallowed_methods)]
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use leasedlock::connection::Connection;
 use leasedlock::lock::{Config, Options};
 use leasedlock::{mqtt, Now};
@@ -24,6 +24,8 @@ pub fn now() -> Now {
 /// request (SET → +OK, VDEL/DEL → :1, GET → $-1, KEYNOTIFY → +OK).
 pub struct Broker {
     response_topic: Vec<u8>,
+    /// The properties of the response being written (reused).
+    props: BytesMut,
     version: u64,
     pub requests: u64,
 }
@@ -32,6 +34,7 @@ impl Broker {
     pub fn new(client_id: &str) -> Self {
         Broker {
             response_topic: leasedlock::store::response_topic(client_id).into_bytes(),
+            props: BytesMut::with_capacity(128),
             version: 1_800_000_000_000,
             requests: 0,
         }
@@ -86,7 +89,8 @@ impl Broker {
             v /= 10;
         }
         let ts = std::str::from_utf8(&ts_buf).unwrap_or_default();
-        let mut p = BytesMut::with_capacity(64);
+        let p = &mut self.props;
+        p.clear();
         p.put_u8(0x09);
         p.put_u16(corr.len() as u16);
         p.extend_from_slice(corr);
@@ -97,15 +101,14 @@ impl Broker {
             p.put_u16(v.len() as u16);
             p.extend_from_slice(v.as_bytes());
         }
-        let mut props_hdr = BytesMut::new();
-        put_varint(&mut props_hdr, p.len());
-        let remaining = 2 + self.response_topic.len() + props_hdr.len() + p.len() + reply.len();
+        let props_hdr = varint_len(p.len());
+        let remaining = 2 + self.response_topic.len() + props_hdr + p.len() + reply.len();
         out.put_u8(0x30);
         put_varint(out, remaining);
         out.put_u16(self.response_topic.len() as u16);
         out.extend_from_slice(&self.response_topic);
-        out.extend_from_slice(&props_hdr);
-        out.extend_from_slice(&p);
+        put_varint(out, p.len());
+        out.extend_from_slice(p);
         out.extend_from_slice(reply);
     }
 }
@@ -160,6 +163,15 @@ fn varint(b: &[u8]) -> (usize, usize) {
     (value, 4)
 }
 
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..128 => 1,
+        128..16_384 => 2,
+        16_384..2_097_152 => 3,
+        _ => 4,
+    }
+}
+
 fn put_varint(out: &mut BytesMut, mut v: usize) {
     loop {
         let mut byte = (v % 128) as u8;
@@ -191,8 +203,8 @@ pub fn pump(
         }
         if !scratch.is_empty() {
             moved = true;
-            let answer: Bytes = scratch.split().freeze();
-            conn.handle_bytes(now, &answer);
+            conn.handle_bytes(now, scratch);
+            scratch.clear();
         }
         while conn.poll_event().is_some() {
             moved = true;

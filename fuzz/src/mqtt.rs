@@ -177,7 +177,7 @@ fn drain(session: &mut Session, checker: &mut Checker) {
                 checker.ended = true;
                 assert!(!session.is_connected());
             }
-            Event::PublishAcked { id, .. } | Event::PublishDropped { id } => {
+            Event::PublishAcked { id, .. } | Event::PublishDropped { id, .. } => {
                 assert!(
                     checker.open_publishes.remove(&id),
                     "publish {id:?} ended twice"

@@ -1,6 +1,7 @@
 //! The lock engine proper: operations, pending requests, timers and per-lock state.
 
 use super::rng::SplitMix64;
+use super::slab::{Slab, SlabKey};
 use super::timer::{TimerKey, Timers};
 use super::{
     Config, ConfigError, EditAction, EditOutcome, Event, IntentError, LockId, LossReason,
@@ -11,7 +12,7 @@ use crate::store::{
     self, Command, NotificationOp, Request, RequestSender, ResponseBody, ResponseError,
     SetCondition, SetOptions, StoreReply,
 };
-use crate::{Message, Now};
+use crate::{Message, Now, SharedStr};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU64;
@@ -25,6 +26,80 @@ const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
 type Corr = u128;
+
+/// The slot of a pending request (the low half of its correlation data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReqKey(u64);
+
+impl SlabKey for ReqKey {
+    fn from_raw(raw: u64) -> Self {
+        ReqKey(raw)
+    }
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl SlabKey for OpId {
+    fn from_raw(raw: u64) -> Self {
+        OpId(raw)
+    }
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// Requests awaiting their response, by correlation data: this client's prefix (high half) and a
+/// slot of the slab (low half), so a response is matched without a search.
+#[derive(Debug)]
+struct PendingRequests {
+    prefix: u64,
+    slab: Slab<ReqKey, Pending>,
+}
+
+impl PendingRequests {
+    fn key(&self, corr: Corr) -> Option<ReqKey> {
+        ((corr >> 64) as u64 == self.prefix).then_some(ReqKey(corr as u64))
+    }
+
+    /// The correlation data the next [`PendingRequests::insert`] uses.
+    fn next_corr(&self) -> Corr {
+        (u128::from(self.prefix) << 64) | u128::from(self.slab.next_key().raw())
+    }
+
+    fn insert(&mut self, p: Pending) -> Corr {
+        let key = self.slab.insert(p);
+        (u128::from(self.prefix) << 64) | u128::from(key.raw())
+    }
+
+    fn get(&self, corr: &Corr) -> Option<&Pending> {
+        self.slab.get(&self.key(*corr)?)
+    }
+
+    fn get_mut(&mut self, corr: &Corr) -> Option<&mut Pending> {
+        let key = self.key(*corr)?;
+        self.slab.get_mut(&key)
+    }
+
+    fn remove(&mut self, corr: &Corr) -> Option<Pending> {
+        let key = self.key(*corr)?;
+        self.slab.remove(&key)
+    }
+
+    /// The correlation data of every pending request, in the order they were sent.
+    fn corrs_in_order(&self) -> Vec<Corr> {
+        let mut all: Vec<(u64, Corr)> = self
+            .slab
+            .keys()
+            .map(|k| {
+                let corr = (u128::from(self.prefix) << 64) | u128::from(k.raw());
+                (self.slab[&k].seq, corr)
+            })
+            .collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, corr)| corr).collect()
+    }
+}
 
 /// Gives back the memory of a queue that a burst (thousands of locks at once) left large.
 pub(crate) fn shrink_after_burst<T>(queue: &mut VecDeque<T>) {
@@ -72,26 +147,26 @@ enum Notify {
     On,
 }
 
-/// A few operation ids in ascending order: a lock rarely has more than two operations, and a
-/// set of them costs one small allocation instead of a tree node.
+/// A few operation ids in the order they were added (their order of creation): a lock rarely has
+/// more than two operations, and a set of them costs one small allocation instead of a tree node.
 #[derive(Debug, Default)]
 struct IdSet(Vec<OpId>);
 
 impl IdSet {
     fn insert(&mut self, id: OpId) {
-        if let Err(at) = self.0.binary_search(&id) {
-            self.0.insert(at, id);
+        if !self.0.contains(&id) {
+            self.0.push(id);
         }
     }
 
     /// Whether `id` was there.
     fn remove(&mut self, id: &OpId) -> bool {
-        match self.0.binary_search(id) {
-            Ok(at) => {
+        match self.0.iter().position(|x| x == id) {
+            Some(at) => {
                 self.0.remove(at);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -172,6 +247,8 @@ enum Kind {
 
 #[derive(Debug)]
 struct Op {
+    /// Order of creation.
+    seq: u64,
     lock: LockId,
     holder: Bytes,
     deadline: Option<Instant>,
@@ -224,6 +301,8 @@ enum Owner {
 
 #[derive(Debug)]
 struct Pending {
+    /// Order of sending.
+    seq: u64,
     owner: Owner,
     kind: ReqKind,
     sent: Instant,
@@ -262,17 +341,18 @@ pub struct Client {
     response_topic: String,
     notify_filter: String,
     clock: HlcClock,
+    /// The node id of the store's latest version, shared by the versions parsed after it.
+    store_node: SharedStr,
     rng: SplitMix64,
-    corr_prefix: u64,
-    corr_next: u64,
     connected: bool,
     sub_response: Sub,
     sub_notify: Sub,
     locks: Vec<Lock>,
     lock_by_name: BTreeMap<Bytes, LockId>,
-    ops: BTreeMap<OpId, Op>,
-    next_op: u64,
-    pending: BTreeMap<Corr, Pending>,
+    /// Counts operations and requests: their order of creation.
+    next_seq: u64,
+    ops: Slab<OpId, Op>,
+    pending: PendingRequests,
     timers: Timers<Timer>,
     out: VecDeque<Output>,
     stats: Stats,
@@ -288,22 +368,24 @@ impl Client {
         let sender = RequestSender::new(&config.client_id)
             .map_err(|_| ConfigError::InvalidClientId(config.client_id.clone()))?;
         Ok(Client {
+            clock: HlcClock::new(sender.client_id().clone(), config.max_clock_drift),
             holder: Bytes::from(config.client_id.clone()),
             sender,
             response_topic: store::response_topic(&config.client_id),
             notify_filter: store::notification_filter(&config.client_id),
-            clock: HlcClock::new(config.client_id.clone(), config.max_clock_drift),
+            store_node: SharedStr::default(),
             rng,
-            corr_prefix,
-            corr_next: 0,
             connected: false,
             sub_response: Sub::Waiting,
             sub_notify: Sub::Waiting,
             locks: Vec::new(),
             lock_by_name: BTreeMap::new(),
-            ops: BTreeMap::new(),
-            next_op: 0,
-            pending: BTreeMap::new(),
+            next_seq: 0,
+            ops: Slab::new(),
+            pending: PendingRequests {
+                prefix: corr_prefix,
+                slab: Slab::new(),
+            },
             timers: Timers::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
@@ -654,7 +736,7 @@ impl Client {
             return;
         }
         if !granted {
-            let ids: Vec<OpId> = self.ops.keys().copied().collect();
+            let ids = self.op_ids_in_order();
             for id in ids {
                 let lock = self.ops[&id].lock;
                 let error = OpError::SubscriptionRefused(filter.to_string());
@@ -674,7 +756,7 @@ impl Client {
         for l in &mut self.locks {
             l.notify = Notify::Off;
         }
-        let corrs: Vec<Corr> = self.pending.keys().copied().collect();
+        let corrs = self.pending.corrs_in_order();
         for corr in corrs {
             if let Some(p) = self.pending.remove(&corr) {
                 self.timers.cancel(Some(p.timer));
@@ -856,6 +938,13 @@ impl Client {
         self.connected && self.sub_response == Sub::Granted && self.sub_notify == Sub::Granted
     }
 
+    /// Every live operation, oldest first.
+    fn op_ids_in_order(&self) -> Vec<OpId> {
+        let mut all: Vec<(u64, OpId)> = self.ops.keys().map(|id| (self.ops[&id].seq, id)).collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, id)| id).collect()
+    }
+
     fn start(
         &mut self,
         now: Now,
@@ -864,26 +953,24 @@ impl Client {
         deadline: Option<Instant>,
         kind: Kind,
     ) -> OpId {
-        self.next_op += 1;
-        let id = OpId(self.next_op);
+        self.next_seq += 1;
+        let id = self.ops.next_key();
         let watches = matches!(
             kind,
             Kind::Acquire { .. } | Kind::Hold { .. } | Kind::Edit { .. }
         );
         let deadline_timer = deadline.map(|d| self.timers.schedule(d, Timer::OpDeadline(id)));
-        self.ops.insert(
-            id,
-            Op {
-                lock,
-                holder,
-                deadline,
-                deadline_timer,
-                req: None,
-                retry_timer: None,
-                saw_busy: false,
-                kind,
-            },
-        );
+        self.ops.insert(Op {
+            seq: self.next_seq,
+            lock,
+            holder,
+            deadline,
+            deadline_timer,
+            req: None,
+            retry_timer: None,
+            saw_busy: false,
+            kind,
+        });
         let l = &mut self.locks[lock.0 as usize];
         l.ops.insert(id);
         if watches {
@@ -1043,12 +1130,11 @@ impl Client {
         // A VDEL still in flight keeps the release barrier up until it is answered or lost.
         let mut vdel_in_flight = false;
         if let Some(corr) = op.req {
-            if let Some(mut p) = self.pending.remove(&corr) {
+            if let Some(p) = self.pending.get_mut(&corr) {
                 if p.kind == ReqKind::VDel {
                     p.owner = Owner::Lock(op.lock);
-                    self.pending.insert(corr, p);
                     vdel_in_flight = true;
-                } else {
+                } else if let Some(p) = self.pending.remove(&corr) {
                     self.timers.cancel(Some(p.timer));
                     undo_set = matches!(p.kind, ReqKind::Set { .. })
                         && !matches!(op.kind, Kind::Hold { held: true, .. });
@@ -1252,8 +1338,7 @@ impl Client {
         let timeout = req_deadline
             .saturating_duration_since(now.instant)
             .max(Duration::from_millis(1));
-        self.corr_next += 1;
-        let corr = (u128::from(self.corr_prefix) << 64) | u128::from(self.corr_next);
+        let corr = self.pending.next_corr();
         let request = Request {
             command,
             timestamp,
@@ -1276,15 +1361,14 @@ impl Client {
             _ => req_deadline,
         };
         let timer = self.timers.schedule(lost_at, Timer::Request(corr));
-        self.pending.insert(
-            corr,
-            Pending {
-                owner,
-                kind,
-                sent: now.instant,
-                timer,
-            },
-        );
+        self.next_seq += 1;
+        self.pending.insert(Pending {
+            seq: self.next_seq,
+            owner,
+            kind,
+            sent: now.instant,
+            timer,
+        });
         self.stats.requests_sent += 1;
         self.out.push_back(Output::Publish(message));
         Ok(corr)
@@ -1306,8 +1390,8 @@ impl Client {
         }
         // Releases first: a VDEL must reach the store before any SET of the same lock.
         let (releases, others): (Vec<OpId>, Vec<OpId>) = self
-            .ops
-            .keys()
+            .op_ids_in_order()
+            .into_iter()
             .partition(|id| matches!(self.ops[id].kind, Kind::Release { .. }));
         for id in releases.into_iter().chain(others) {
             self.step(now, id);
@@ -1389,7 +1473,7 @@ impl Client {
     }
 
     fn on_response_message(&mut self, now: Now, message: &Message) {
-        let response = match store::parse_response(message) {
+        let response = match store::parse_response_known(message, &self.store_node) {
             Ok(r) => r,
             Err(_) => {
                 self.stats.malformed_messages += 1;
@@ -1414,6 +1498,9 @@ impl Client {
             version: Some(v), ..
         }) = &response.outcome
         {
+            if v.node_id != self.store_node {
+                self.store_node = v.node_id.clone();
+            }
             if let Err(e) = self.clock.receive(v, now.wall_ms) {
                 self.stats.clock_errors += 1;
                 clock_error = Some(e);

@@ -44,6 +44,7 @@
 
 mod client;
 mod rng;
+mod slab;
 mod timer;
 
 pub(crate) use client::shrink_after_burst;

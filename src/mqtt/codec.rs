@@ -197,7 +197,11 @@ pub(crate) enum Inbound {
 }
 
 /// Decodes one complete frame located by [`frame`].
-pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError> {
+pub(crate) fn decode(
+    bytes: Bytes,
+    frame: Frame,
+    topic_cache: &mut SharedStr,
+) -> Result<Inbound, DecodeError> {
     debug_assert_eq!(bytes.len(), frame.len);
     let first = bytes[0];
     let packet_type = first >> 4;
@@ -224,21 +228,11 @@ pub(crate) fn decode(bytes: Bytes, frame: Frame) -> Result<Inbound, DecodeError>
             let topic_end = prefixed(body, 1).unwrap_or(usize::MAX);
             let id_len = if qos == 0 { 0 } else { 2 };
             check_properties("PUBLISH", body, topic_end.saturating_add(id_len))?;
-            decode_publish(bytes, frame, flags)
+            decode_publish(bytes, frame, flags, topic_cache)
         }
         4 => {
             check_flags()?;
-            if body.len() >= 4 && check_properties("PUBACK", body, 3)? != body.len() {
-                return Err(malformed("PUBACK", "bytes after the properties"));
-            }
-            let ack = mb::PubAck::read(header, bytes).map_err(|e| from_mb("PUBACK", e))?;
-            if ack.pkid == 0 {
-                return Err(malformed("PUBACK", "packet identifier 0"));
-            }
-            Ok(Inbound::PubAck {
-                packet_id: ack.pkid,
-                reason: PubAckReason::from_code(ack.reason as u8),
-            })
+            decode_puback(body)
         }
         9 => {
             check_flags()?;
@@ -332,7 +326,14 @@ fn decode_connack(
 
 /// Decodes a PUBLISH without copying: topic, property strings and payload are slices of `bytes`.
 /// The property block's structure was checked by [`check_properties`] before.
-fn decode_publish(bytes: Bytes, frame: Frame, flags: u8) -> Result<Inbound, DecodeError> {
+/// `topic_cache` holds the topic of the previous PUBLISH: the same topic again (every response
+/// comes on one) is shared, not allocated.
+fn decode_publish(
+    bytes: Bytes,
+    frame: Frame,
+    flags: u8,
+    topic_cache: &mut SharedStr,
+) -> Result<Inbound, DecodeError> {
     let bad = |detail: &str| malformed("PUBLISH", detail);
     let qos_bits = (flags >> 1) & 3;
     let (qos, exactly_once) = match qos_bits {
@@ -343,7 +344,9 @@ fn decode_publish(bytes: Bytes, frame: Frame, flags: u8) -> Result<Inbound, Deco
     };
     let body = bytes.slice(frame.header_len..);
     let mut r = Reader { buf: &body, at: 0 };
-    let topic = r.string().ok_or_else(|| bad("bad topic name"))?;
+    let topic = r
+        .string_cached(topic_cache)
+        .ok_or_else(|| bad("bad topic name"))?;
     let packet_id = if qos_bits == 0 {
         0
     } else {
@@ -405,6 +408,32 @@ fn decode_publish(bytes: Bytes, frame: Frame, flags: u8) -> Result<Inbound, Deco
     }))
 }
 
+/// A PUBACK from its body (the bytes after the fixed header).
+pub(crate) fn decode_puback(body: &[u8]) -> Result<Inbound, DecodeError> {
+    let Some((id, rest)) = body.split_first_chunk::<2>() else {
+        return Err(malformed("PUBACK", "shorter than a packet identifier"));
+    };
+    if rest.len() >= 2 && check_properties("PUBACK", body, 3)? != body.len() {
+        return Err(malformed("PUBACK", "bytes after the properties"));
+    }
+    let packet_id = u16::from_be_bytes(*id);
+    if packet_id == 0 {
+        return Err(malformed("PUBACK", "packet identifier 0"));
+    }
+    // The reason codes MQTT v5 allows in a PUBACK (§3.4.2.1).
+    let code = rest.first().copied().unwrap_or(0);
+    if !matches!(
+        code,
+        0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+    ) {
+        return Err(malformed("PUBACK", "reason code not allowed in a PUBACK"));
+    }
+    Ok(Inbound::PubAck {
+        packet_id,
+        reason: PubAckReason::from_code(code),
+    })
+}
+
 /// Strings that arrive on most state-store messages.
 const KNOWN_STRINGS: [&str; 8] = [
     "__stat",
@@ -448,6 +477,20 @@ impl Reader<'_> {
         let len = usize::from(self.u16()?);
         self.take(len).map(|r| self.buf.slice(r))
     }
+    /// A string that is probably `cache`: shared if it is, else read and kept in `cache`.
+    fn string_cached(&mut self, cache: &mut SharedStr) -> Option<SharedStr> {
+        let at = self.at;
+        let len = usize::from(self.u16()?);
+        if self.buf.get(self.at..self.at + len) == Some(cache.as_bytes()) {
+            self.at += len;
+            return Some(cache.clone());
+        }
+        self.at = at;
+        let s = self.string()?;
+        *cache = s.clone();
+        Some(s)
+    }
+
     fn string(&mut self) -> Option<SharedStr> {
         let len = usize::from(self.u16()?);
         let range = self.take(len)?;
@@ -897,7 +940,35 @@ mod tests {
     fn decode_all(bytes: &[u8]) -> Result<Inbound, DecodeError> {
         let frame = frame(bytes, 1 << 20)?.expect("complete frame");
         assert_eq!(frame.len, bytes.len());
-        decode(Bytes::copy_from_slice(bytes), frame)
+        decode(
+            Bytes::copy_from_slice(bytes),
+            frame,
+            &mut SharedStr::default(),
+        )
+    }
+
+    #[test]
+    fn the_topic_of_the_previous_publish_is_reused() {
+        let decode_with = |bytes: &[u8], cache: &mut SharedStr| {
+            let frame = frame(bytes, 1 << 20).unwrap().unwrap();
+            match decode(Bytes::copy_from_slice(bytes), frame, cache) {
+                Ok(Inbound::Publish(p)) => p.message.topic,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a_b = [0x30, 0x07, 0, 3, b'a', b'/', b'b', 0, b'x'];
+        let a_c = [0x30, 0x07, 0, 3, b'a', b'/', b'c', 0, b'x'];
+        let mut cache = SharedStr::default();
+        assert_eq!(decode_with(&a_b, &mut cache), "a/b");
+        assert_eq!(cache, "a/b");
+        assert_eq!(decode_with(&a_b, &mut cache), "a/b");
+        assert_eq!(decode_with(&a_c, &mut cache), "a/c");
+        assert_eq!(cache, "a/c");
+        // A topic that is not valid is refused whatever the cache holds.
+        let mut nul = a_b;
+        nul[5] = 0;
+        let frame = frame(&nul, 1 << 20).unwrap().unwrap();
+        assert!(decode(Bytes::copy_from_slice(&nul), frame, &mut cache).is_err());
     }
 
     /// mqttbytes' own decoder, for showing its defects.
@@ -1100,7 +1171,7 @@ mod tests {
             // Mostly well-formed starts: a plausible property length after the usual fields.
             bytes.extend((0..len).map(|i| if i < 6 && next() % 2 == 0 { 0 } else { next() }));
             if let Ok(Some(frame)) = frame(&bytes, 1 << 20) {
-                let _ = decode(Bytes::from(bytes), frame);
+                let _ = decode(Bytes::from(bytes), frame, &mut SharedStr::default());
             }
         }
     }

@@ -19,7 +19,7 @@
 //! re-sent with DUP=1 if the broker resumed the session, or reported as [`Event::PublishDropped`] if
 //! it did not.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -28,7 +28,7 @@ use super::codec::{
     self, Auth, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, InboundPublish,
 };
 use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
-use crate::{Message, QoS};
+use crate::{Message, QoS, SharedStr};
 
 /// Configuration of a [`Session`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +198,8 @@ pub enum Event {
         id: PublishId,
         /// The server's verdict.
         reason: PubAckReason,
+        /// The message, handed back (its correlation data names the request it carried).
+        message: Message,
     },
     /// A QoS 1 publish that was sent but will never be acknowledged: the broker did not resume our
     /// session (or its new Maximum Packet Size is below the packet's size). The caller decides
@@ -205,6 +207,8 @@ pub enum Event {
     PublishDropped {
         /// The publish.
         id: PublishId,
+        /// The message, handed back to be published again if the caller wants.
+        message: Message,
     },
     /// An application message from the server (already acknowledged if QoS 1).
     Message(Message),
@@ -248,6 +252,28 @@ struct Waiting {
     id: PublishId,
     packet_id: Option<u16>,
     message: Message,
+}
+
+/// The packet identifiers in use, one bit each.
+#[derive(Debug)]
+struct PacketIds(Vec<u64>);
+
+impl PacketIds {
+    fn new() -> Self {
+        PacketIds(vec![0; 1024])
+    }
+
+    /// Marks `id` used; `false` if it already was.
+    fn insert(&mut self, id: u16) -> bool {
+        let (word, bit) = (usize::from(id >> 6), 1u64 << (id & 63));
+        let free = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        free
+    }
+
+    fn remove(&mut self, id: &u16) {
+        self.0[usize::from(*id >> 6)] &= !(1u64 << (*id & 63));
+    }
 }
 
 /// Limits learnt from the last CONNACK.
@@ -302,7 +328,9 @@ pub struct Session {
     waiting: VecDeque<Waiting>,
     subscribes: VecDeque<(u16, SubscribeId, usize)>,
     /// Packet identifiers of `inflight`, of previously sent `waiting` entries and of `subscribes`.
-    used_packet_ids: BTreeSet<u16>,
+    used_packet_ids: PacketIds,
+    /// The topic of the last inbound PUBLISH (see `codec::decode`).
+    topic_cache: SharedStr,
     last_sent: Option<Instant>,
     ping_deadline: Option<Instant>,
     /// Where the enhanced authentication exchange stands on this connection.
@@ -347,7 +375,8 @@ impl Session {
             inflight: VecDeque::new(),
             waiting: VecDeque::new(),
             subscribes: VecDeque::new(),
-            used_packet_ids: BTreeSet::new(),
+            used_packet_ids: PacketIds::new(),
+            topic_cache: SharedStr::default(),
             last_sent: None,
             ping_deadline: None,
             auth: AuthExchange::Idle,
@@ -403,6 +432,26 @@ impl Session {
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         let mut bytes = bytes;
         let max = self.max_inbound() as usize;
+        // Whole packets straight from the input while nothing is buffered: a PUBACK is read in
+        // place, any other packet copied once into a buffer of its own.
+        while self.rx.is_empty() && self.state != State::Idle {
+            let frame = match codec::frame(bytes, max) {
+                Err(e) => return self.fail_malformed(e),
+                Ok(Some(frame)) if bytes.len() >= frame.len => frame,
+                Ok(_) => break,
+            };
+            let (packet, rest) = bytes.split_at(frame.len);
+            bytes = rest;
+            let inbound = if packet[0] == 0x40 {
+                codec::decode_puback(&packet[frame.header_len..])
+            } else {
+                codec::decode(Bytes::copy_from_slice(packet), frame, &mut self.topic_cache)
+            };
+            match inbound {
+                Ok(inbound) => self.handle_packet(now, inbound),
+                Err(e) => return self.fail_malformed(e),
+            }
+        }
         while self.state != State::Idle {
             // Buffer no more than the rest of the current frame, so that the buffer stays bounded
             // by the maximum packet size and the fixed header is checked before the body arrives.
@@ -410,7 +459,7 @@ impl Session {
                 Err(e) => return self.fail_malformed(e),
                 Ok(Some(frame)) if self.rx.len() >= frame.len => {
                     let packet = self.rx.split_to(frame.len).freeze();
-                    match codec::decode(packet, frame) {
+                    match codec::decode(packet, frame, &mut self.topic_cache) {
                         Ok(inbound) => self.handle_packet(now, inbound),
                         Err(e) => return self.fail_malformed(e),
                     }
@@ -479,7 +528,8 @@ impl Session {
     /// and sent as soon as connected with room in flight; its outcome arrives as
     /// [`Event::PublishAcked`] or [`Event::PublishDropped`].
     pub fn publish(&mut self, now: Instant, message: Message) -> Result<PublishId, PublishError> {
-        if message.topic.is_empty() || message.topic.contains(['+', '#', '\0']) {
+        let topic = message.topic.as_bytes();
+        if topic.is_empty() || topic.iter().any(|&b| matches!(b, b'+' | b'#' | 0)) {
             return Err(PublishError::InvalidTopic);
         }
         if message.qos == QoS::AtLeastOnce && !self.limits.qos1 {
@@ -508,6 +558,22 @@ impl Session {
                 self.last_sent = Some(now);
             }
             QoS::AtLeastOnce => {
+                // Nothing queued before it and room in flight: straight out (the common case).
+                if self.waiting.is_empty()
+                    && self.state == State::Connected
+                    && self.inflight.len() < self.inflight_limit()
+                {
+                    if let Some(packet_id) = self.take_packet_id() {
+                        let _ = codec::encode_publish(&mut self.tx, &message, packet_id, false);
+                        self.last_sent = Some(now);
+                        self.inflight.push_back(Inflight {
+                            id,
+                            packet_id,
+                            message,
+                        });
+                        return Ok(id);
+                    }
+                }
                 self.waiting.push_back(Waiting {
                     id,
                     packet_id: None,
@@ -678,6 +744,7 @@ impl Session {
                         self.events.push_back(Event::PublishAcked {
                             id: done.id,
                             reason,
+                            message: done.message,
                         });
                     }
                     self.drain_waiting(now);
@@ -803,8 +870,10 @@ impl Session {
             for waiting in self.waiting.drain(..) {
                 if let Some(packet_id) = waiting.packet_id {
                     self.used_packet_ids.remove(&packet_id);
-                    self.events
-                        .push_back(Event::PublishDropped { id: waiting.id });
+                    self.events.push_back(Event::PublishDropped {
+                        id: waiting.id,
+                        message: waiting.message,
+                    });
                 } else {
                     kept.push_back(waiting);
                 }
@@ -845,12 +914,7 @@ impl Session {
         if self.state != State::Connected {
             return;
         }
-        let limit = usize::from(
-            self.options
-                .max_inflight
-                .min(self.limits.receive_maximum)
-                .max(1),
-        );
+        let limit = self.inflight_limit();
         while self.inflight.len() < limit {
             let Some(next) = self.waiting.pop_front() else {
                 crate::lock::shrink_after_burst(&mut self.waiting);
@@ -880,10 +944,23 @@ impl Session {
                 // Only possible when a new CONNACK lowered the server's Maximum Packet Size.
                 _ => {
                     self.used_packet_ids.remove(&packet_id);
-                    self.events.push_back(Event::PublishDropped { id: next.id });
+                    self.events.push_back(Event::PublishDropped {
+                        id: next.id,
+                        message: next.message,
+                    });
                 }
             }
         }
+    }
+
+    /// How many QoS 1 publishes may await their PUBACK at once.
+    fn inflight_limit(&self) -> usize {
+        usize::from(
+            self.options
+                .max_inflight
+                .min(self.limits.receive_maximum)
+                .max(1),
+        )
     }
 
     /// Takes a packet identifier not used by any publish or subscribe awaiting its
@@ -1196,15 +1273,18 @@ mod tests {
             [
                 Event::PublishAcked {
                     id: b,
-                    reason: PubAckReason::Success
+                    reason: PubAckReason::Success,
+                    message: message("t", b"x"),
                 },
                 Event::PublishAcked {
                     id: a,
-                    reason: PubAckReason::NoMatchingSubscribers
+                    reason: PubAckReason::NoMatchingSubscribers,
+                    message: message("t", b"x"),
                 },
                 Event::PublishAcked {
                     id: c,
-                    reason: PubAckReason::NotAuthorized
+                    reason: PubAckReason::NotAuthorized,
+                    message: message("t", b"x"),
                 },
             ]
         );
@@ -1246,7 +1326,8 @@ mod tests {
             events(&mut s)[1],
             Event::PublishAcked {
                 id,
-                reason: PubAckReason::Success
+                reason: PubAckReason::Success,
+                message: message("t", b"x"),
             }
         );
     }
@@ -1318,8 +1399,14 @@ mod tests {
                 Event::Connected {
                     session_present: false
                 },
-                Event::PublishDropped { id: a },
-                Event::PublishDropped { id: b },
+                Event::PublishDropped {
+                    id: a,
+                    message: message("t", b"x")
+                },
+                Event::PublishDropped {
+                    id: b,
+                    message: message("t", b"x")
+                },
             ]
         );
         // The one never sent goes out normally, with a fresh packet id.
@@ -1329,7 +1416,8 @@ mod tests {
             events(&mut s),
             [Event::PublishAcked {
                 id: c,
-                reason: PubAckReason::Success
+                reason: PubAckReason::Success,
+                message: message("t", b"x"),
             }]
         );
     }
@@ -1594,8 +1682,10 @@ mod tests {
         };
         let whole = run(5); // the CONNACK alone first, then everything
         assert_eq!(whole.1.len(), 5, "{:?}", whole.1);
-        assert_eq!(run(1), whole);
-        assert_eq!(run(3), whole);
+        // Packets whole or cut anywhere: read in place, or buffered until complete.
+        for chunk in [1, 2, 3, 4, 6, 7] {
+            assert_eq!(run(chunk), whole, "chunks of {chunk}");
+        }
     }
 
     #[test]

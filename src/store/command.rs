@@ -127,9 +127,12 @@ impl Command {
 
     /// The RESP payload of the command.
     pub fn to_payload(&self) -> Bytes {
-        let mut out = BytesMut::new();
-        self.encode(&mut out);
-        out.freeze()
+        self.with_args(|args| {
+            // Exactly the encoded size: the vector becomes the payload without another allocation.
+            let mut out = Vec::with_capacity(resp::encoded_array_len(args));
+            resp::encode_array(args.iter().copied(), &mut out);
+            Bytes::from(out)
+        })
     }
 
     /// Decodes a request payload the way the service does (for an emulator).

@@ -131,7 +131,7 @@ impl Request {
             ),
             (
                 SharedStr::from_static(PROP_TIMESTAMP),
-                self.timestamp.to_text().into(),
+                self.timestamp.to_shared_text(),
             ),
             (
                 SharedStr::from_static(PROP_PROTOCOL_VERSION),
@@ -149,7 +149,7 @@ impl Request {
         if let Some(ft) = &self.fencing_token {
             user_properties.push((
                 SharedStr::from_static(PROP_FENCING_TOKEN),
-                ft.as_hlc().to_text().into(),
+                ft.as_hlc().to_shared_text(),
             ));
         }
         Ok(Message {

@@ -150,7 +150,7 @@ fn parse_status(msg: &Message) -> Result<u16, ResponseError> {
         .ok_or_else(|| ResponseError::BadStatus(text.to_owned()))
 }
 
-fn parse_body(msg: &Message) -> Result<ResponseBody, ResponseError> {
+fn parse_body(msg: &Message, store_node: &SharedStr) -> Result<ResponseBody, ResponseError> {
     let status = parse_status(msg)?;
     if status >= 400 {
         let prop = |name| msg.user_property(name).map(str::to_owned);
@@ -175,7 +175,7 @@ fn parse_body(msg: &Message) -> Result<ResponseBody, ResponseError> {
     let version = msg
         .user_property(PROP_TIMESTAMP)
         .map(|ts| {
-            ts.parse::<Hlc>()
+            Hlc::parse_with_node(ts, store_node)
                 .map_err(|_| ResponseError::BadTimestamp(ts.to_owned()))
         })
         .transpose()?;
@@ -208,13 +208,21 @@ fn parse_body(msg: &Message) -> Result<ResponseBody, ResponseError> {
 /// reply maps to [`ServiceError::from_text`]; an error line without the `ERR ` prefix is kept
 /// whole as [`ServiceError::Unknown`].
 pub fn parse_response(msg: &Message) -> Result<Response, ResponseError> {
+    parse_response_known(msg, &SharedStr::default())
+}
+
+/// [`parse_response`], reusing `store_node` as the node id of `__ts` when it is the same.
+pub(crate) fn parse_response_known(
+    msg: &Message,
+    store_node: &SharedStr,
+) -> Result<Response, ResponseError> {
     let correlation_data = msg
         .correlation_data
         .clone()
         .ok_or(ResponseError::MissingCorrelationData)?;
     Ok(Response {
         correlation_data,
-        outcome: parse_body(msg),
+        outcome: parse_body(msg, store_node),
     })
 }
 
