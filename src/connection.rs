@@ -65,13 +65,15 @@
 //! }
 //! ```
 
+use crate::lock::client::{Queued, QueuedRequest};
 use crate::lock::{self, Client, ConfigError, NotDelivered};
 use crate::mqtt::{
-    self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, Session,
-    SubscribeId,
+    self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId,
+    Session, SubscribeId,
 };
+use crate::request_packet::{RequestTemplate, TooLarge};
 use crate::{Now, QoS};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
@@ -109,7 +111,20 @@ pub struct Connection {
     subscribes: BTreeMap<SubscribeId, String>,
     events: VecDeque<Event>,
     last_now: Now,
+    /// Writes the PUBLISH packets of requests (`None`: a client id too long for the template;
+    /// requests then go out as messages).
+    template: Option<RequestTemplate>,
+    /// The block request packets are written into (one allocation for many packets).
+    block: BytesMut,
+    /// The correlation data of requests sent as packets, until their PUBACK.
+    requests: VecDeque<(PublishId, u128)>,
 }
+
+/// The size of the blocks request packets are written into.
+const BLOCK_SIZE: usize = 8192;
+
+/// The largest MQTT packet (a remaining length of 268 435 455 and its 5-byte header).
+const MAX_PACKET: usize = 268_435_460;
 
 impl Connection {
     /// A connection for `config.client_id`; the MQTT client id is set to the same value.
@@ -120,12 +135,16 @@ impl Connection {
         seed: u64,
     ) -> Result<Connection, ConfigError> {
         mqtt_options.client_id = config.client_id.clone();
+        let client = Client::new(config, now, seed)?;
         Ok(Connection {
-            client: Client::new(config, now, seed)?,
+            template: RequestTemplate::new(client.sender()),
+            client,
             mqtt: Session::new(mqtt_options),
             subscribes: BTreeMap::new(),
             events: VecDeque::new(),
             last_now: now,
+            block: BytesMut::new(),
+            requests: VecDeque::new(),
         })
     }
 
@@ -224,8 +243,15 @@ impl Connection {
                 moved = true;
                 self.on_mqtt_event(now, event);
             }
-            while let Some(output) = self.client.poll_output() {
+            while let Some(queued) = self.client.poll_queued() {
                 moved = true;
+                let output = match queued {
+                    Queued::Request(r) => {
+                        self.send_request(now, r);
+                        continue;
+                    }
+                    Queued::Ready(output) => output,
+                };
                 match output {
                     lock::Output::Publish(message) => {
                         if let Err(e) = self.mqtt.publish(now.instant, message) {
@@ -247,6 +273,34 @@ impl Connection {
             if !moved {
                 return;
             }
+        }
+    }
+
+    /// Writes a request's PUBLISH from the template and hands it to the session.
+    fn send_request(&mut self, now: Now, r: QueuedRequest) {
+        let Some(template) = &self.template else {
+            let message = self.client.message_of(r);
+            if let Err(e) = self.mqtt.publish(now.instant, message) {
+                self.events.push_back(Event::PublishRefused(e));
+            }
+            return;
+        };
+        let expiry = crate::store::expiry_seconds(r.timeout);
+        if self.block.capacity() - self.block.len() < 512 {
+            self.block = BytesMut::with_capacity(BLOCK_SIZE);
+        }
+        let written = template.write(&r.request, r.corr, expiry, &mut self.block);
+        let packet = self.block.split().freeze();
+        let result = match written {
+            Ok(id_at) => self.mqtt.publish_packet(now.instant, packet, id_at),
+            Err(TooLarge { size }) => Err(mqtt::PublishError::TooLarge {
+                size,
+                max: MAX_PACKET,
+            }),
+        };
+        match result {
+            Ok(id) => self.requests.push_back((id, r.corr)),
+            Err(e) => self.events.push_back(Event::PublishRefused(e)),
         }
     }
 
@@ -278,21 +332,30 @@ impl Connection {
                 self.events.push_back(Event::Disconnected(cause));
             }
             mqtt::Event::PublishAcked {
-                reason, message, ..
+                id,
+                reason,
+                message,
             } => {
-                let Some(correlation) = message.correlation_data else {
-                    return;
-                };
+                // PUBACKs come in the order of the publishes, nearly always.
+                let at = self.requests.iter().position(|(p, _)| *p == id);
+                let correlation = at.and_then(|at| self.requests.remove(at)).map(|(_, c)| c);
+                crate::lock::shrink_after_burst(&mut self.requests);
                 let why = match reason {
                     PubAckReason::Success => return,
                     PubAckReason::NoMatchingSubscribers => NotDelivered::NoSubscribers,
                     other => NotDelivered::Refused(format!("{other:?}")),
                 };
-                self.client.handle_not_delivered(now, &correlation, why);
+                match (correlation, message.and_then(|m| m.correlation_data)) {
+                    (Some(c), _) => self.client.handle_not_delivered(now, &c.to_be_bytes(), why),
+                    (None, Some(c)) => self.client.handle_not_delivered(now, &c, why),
+                    (None, None) => {}
+                }
             }
             // A publish of a session the broker did not resume: the engine has given up its
             // requests at the disconnection already.
-            mqtt::Event::PublishDropped { .. } => {}
+            mqtt::Event::PublishDropped { id, .. } => {
+                self.requests.retain(|(p, _)| *p != id);
+            }
         }
     }
 }

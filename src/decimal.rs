@@ -20,6 +20,18 @@ pub(crate) fn parse(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
+    // Up to 19 digits cannot overflow: no checked arithmetic needed.
+    if digits.len() <= 19 {
+        let mut n = 0u64;
+        for &b in digits {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return Some(n);
+    }
     digits.iter().try_fold(0u64, |acc, &b| {
         if !b.is_ascii_digit() {
             return None;

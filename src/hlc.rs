@@ -78,16 +78,17 @@ impl Hlc {
             .unwrap_or_default()
     }
 
-    /// `{wall_ms:015}:{counter:05}:` and its length.
-    fn text_prefix(&self) -> ([u8; 48], usize) {
-        let mut buf = [0; 48];
-        let at = write_padded(&mut buf, 0, self.wall_ms, 15);
-        buf[at] = b':';
-        let at = write_padded(&mut buf, at + 1, self.counter, 5);
-        buf[at] = b':';
-        (buf, at + 1)
+    /// `{wall_ms:015}:{counter:05}:` and its length: the text form is this, then the node id.
+    pub(crate) fn text_prefix(&self) -> ([u8; 48], usize) {
+        let mut buf = [b'0'; 48];
+        let wall = digits(self.wall_ms).max(15);
+        fill_decimal(&mut buf[..wall], self.wall_ms);
+        buf[wall] = b':';
+        let counter = digits(self.counter).max(5);
+        fill_decimal(&mut buf[wall + 1..wall + 1 + counter], self.counter);
+        buf[wall + 1 + counter] = b':';
+        (buf, wall + counter + 2)
     }
-
     /// Parses the text form like [`str::parse`], reusing `known` as the node id when it is the
     /// same (no allocation for the timestamps of a peer whose id is already known).
     pub fn parse_with_node(text: &str, known: &SharedStr) -> Result<Hlc, HlcParseError> {
@@ -105,43 +106,51 @@ impl Hlc {
     }
 }
 
-/// Writes `n` zero-padded to at least `width` digits into `buf` at `at`; returns the end.
-fn write_padded(buf: &mut [u8; 48], at: usize, n: u64, width: usize) -> usize {
-    let mut digits = [b'0'; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// The number of decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// "00", "01", … "99".
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `n` right-aligned into `slot` (which is '0'-filled and at least `digits(n)` long), two
+/// digits at a time.
+fn fill_decimal(slot: &mut [u8], mut n: u64) {
+    let mut end = slot.len();
+    while n >= 10 && end >= 2 {
+        let pair = (n % 100) as usize * 2;
+        slot[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        n /= 100;
+        end -= 2;
     }
-    // Zero padding: the digits array is '0'-filled already.
-    let start = i.min(digits.len() - width.min(digits.len()));
-    let len = digits.len() - start;
-    buf[at..at + len].copy_from_slice(&digits[start..]);
-    at + len
+    if n > 0 && end >= 1 {
+        slot[end - 1] = b'0' + n as u8;
+    }
 }
 
 /// The wall clock, counter and node id of an HLC text.
 fn split_text(s: &str) -> Result<(u64, u64, &str), HlcParseError> {
     let b = s.as_bytes();
-    let colon = |from: usize| b[from..].iter().position(|&c| c == b':').map(|i| from + i);
-    let (Some(first), Some(second)) = (colon(0), colon(0).and_then(|i| colon(i + 1))) else {
-        return Err(HlcParseError::WrongPartCount {
-            found: s.split(':').count(),
-        });
+    let wrong = || HlcParseError::WrongPartCount {
+        found: s.split(':').count(),
     };
-    if colon(second + 1).is_some() {
-        return Err(HlcParseError::WrongPartCount {
-            found: s.split(':').count(),
-        });
+    let first = b.iter().position(|&c| c == b':').ok_or_else(wrong)?;
+    let second = b[first + 1..]
+        .iter()
+        .position(|&c| c == b':')
+        .map(|i| first + 1 + i)
+        .ok_or_else(wrong)?;
+    let node = &b[second + 1..];
+    if node.contains(&b':') {
+        return Err(wrong());
     }
     let wall_ms = crate::decimal::parse(&b[..first]).ok_or(HlcParseError::BadWallClock)?;
-    let counter =
-        crate::decimal::parse(&b[first + 1..second]).ok_or(HlcParseError::BadCounter)?;
+    let counter = crate::decimal::parse(&b[first + 1..second]).ok_or(HlcParseError::BadCounter)?;
     Ok((wall_ms, counter, &s[second + 1..]))
 }
 
@@ -359,6 +368,17 @@ mod tests {
         );
         for h in [Hlc::new(u64::MAX, u64::MAX, "x-y"), Hlc::new(7, 99_999, "")] {
             assert_eq!(h.to_string().parse::<Hlc>().unwrap(), h);
+        }
+        // Every digit count, against the formatting machinery.
+        let mut n = 1u64;
+        for _ in 0..20 {
+            for v in [n - 1, n, n + 1, n.saturating_mul(7) / 3] {
+                let h = Hlc::new(v, v % 1_000_003, "node");
+                let expected = format!("{v:015}:{:05}:node", v % 1_000_003);
+                assert_eq!(h.to_text(), expected);
+                assert_eq!(h.to_shared_text(), expected.as_str());
+            }
+            n = n.saturating_mul(10);
         }
     }
 

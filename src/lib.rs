@@ -31,6 +31,7 @@ pub mod hlc;
 pub mod lock;
 mod message;
 pub mod mqtt;
+mod request_packet;
 pub mod resp;
 pub mod store;
 mod time;

@@ -24,6 +24,8 @@ use crate::decimal;
 fn put_decimal(out: &mut impl BufMut, n: u64) {
     if n < 10 {
         out.put_u8(b'0' + n as u8);
+    } else if n < 100 {
+        out.put_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
     } else {
         out.put_slice(decimal::write(n, &mut [0; 20]));
     }

@@ -9,11 +9,11 @@ use super::{
 };
 use crate::hlc::{FencingToken, HlcClock};
 use crate::store::{
-    self, Command, NotificationOp, Request, RequestSender, ResponseBody, ResponseError,
-    SetCondition, SetOptions, StoreReply,
+    self, Command, NotificationOp, Request, RequestError, RequestSender, ResponseBody,
+    ResponseError, SetCondition, SetOptions, StoreReply,
 };
 use crate::{Message, Now, SharedStr};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
@@ -354,9 +354,30 @@ pub struct Client {
     ops: Slab<OpId, Op>,
     pending: PendingRequests,
     timers: Timers<Timer>,
-    out: VecDeque<Output>,
+    out: VecDeque<Queued>,
+    /// Where the correlation data and payloads of requests are written (see `Client::cut`).
+    block: BytesMut,
     stats: Stats,
 }
+
+/// A request waiting in the output queue, before it becomes a message (or, in
+/// [`Connection`](crate::connection::Connection), a PUBLISH packet written without one).
+#[derive(Debug)]
+pub(crate) struct QueuedRequest {
+    pub(crate) request: Request,
+    pub(crate) corr: Corr,
+    pub(crate) timeout: Duration,
+}
+
+/// An entry of the output queue.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Request(QueuedRequest),
+    Ready(Output),
+}
+
+/// The size of the blocks that requests' bytes are cut from.
+const BLOCK_SIZE: usize = 4096;
 
 impl Client {
     /// A client with no locks, not connected. `seed` drives correlation ids and retry jitter.
@@ -388,6 +409,7 @@ impl Client {
             },
             timers: Timers::new(),
             out: VecDeque::new(),
+            block: BytesMut::new(),
             stats: Stats::default(),
             config,
         })
@@ -475,11 +497,39 @@ impl Client {
 
     /// The next thing to do: drain until `None` after every call.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let output = self.out.pop_front();
-        if output.is_none() {
+        Some(match self.poll_queued()? {
+            Queued::Ready(output) => output,
+            Queued::Request(r) => Output::Publish(self.message_of(r)),
+        })
+    }
+
+    /// The next entry of the output queue, a request still unencoded.
+    pub(crate) fn poll_queued(&mut self) -> Option<Queued> {
+        let queued = self.out.pop_front();
+        if queued.is_none() {
             shrink_after_burst(&mut self.out);
         }
-        output
+        queued
+    }
+
+    /// What every request carries: the client id and response topic.
+    pub(crate) fn sender(&self) -> &RequestSender {
+        &self.sender
+    }
+
+    /// The message of a queued request.
+    pub(crate) fn message_of(&mut self, r: QueuedRequest) -> Message {
+        // The correlation data and the payload are cut from one block (few allocations): both
+        // live only until the broker acknowledges the request.
+        let corr = self.cut(16, |out| out.extend_from_slice(&r.corr.to_be_bytes()));
+        let payload = self.cut(r.request.command.encoded_len(), |out| {
+            r.request.command.encode(out)
+        });
+        // Checked in `send`: the key is not empty, the timeout at least 1 ms, the correlation
+        // data 16 bytes; nothing else can fail.
+        r.request
+            .to_message_with_payload(&self.sender, corr, r.timeout, payload)
+            .unwrap_or_default()
     }
 
     /// When [`Client::handle_timeout`] should be called next.
@@ -718,10 +768,8 @@ impl Client {
         self.connected = true;
         self.sub_response = Sub::Waiting;
         self.sub_notify = Sub::Waiting;
-        self.out
-            .push_back(Output::Subscribe(self.response_topic.clone()));
-        self.out
-            .push_back(Output::Subscribe(self.notify_filter.clone()));
+        self.emit(Output::Subscribe(self.response_topic.clone()));
+        self.emit(Output::Subscribe(self.notify_filter.clone()));
     }
 
     /// The SUBACK for a filter the client asked for.
@@ -1162,7 +1210,7 @@ impl Client {
         }
         let released = matches!(op.kind, Kind::Release { .. }) && !vdel_in_flight;
         if let Some(event) = event {
-            self.out.push_back(Output::Event(event));
+            self.emit(Output::Event(event));
         }
         if watched {
             self.maybe_stop_notify(now, lock);
@@ -1344,13 +1392,9 @@ impl Client {
             timestamp,
             fencing_token,
         };
-        let message = request
-            .to_message(
-                &self.sender,
-                Bytes::copy_from_slice(&corr.to_be_bytes()),
-                timeout,
-            )
-            .map_err(|e| OpError::UnexpectedReply(e.to_string()))?;
+        if request.command.key().is_empty() {
+            return Err(OpError::UnexpectedReply(RequestError::EmptyKey.to_string()));
+        }
         // A VDEL may be applied until the broker lets its message expire (whole seconds, rounded
         // up): until then it counts as in flight, and the lock's release barrier stays up.
         let lost_at = match kind {
@@ -1370,8 +1414,25 @@ impl Client {
             timer,
         });
         self.stats.requests_sent += 1;
-        self.out.push_back(Output::Publish(message));
+        self.out.push_back(Queued::Request(QueuedRequest {
+            request,
+            corr,
+            timeout,
+        }));
         Ok(corr)
+    }
+
+    fn emit(&mut self, output: Output) {
+        self.out.push_back(Queued::Ready(output));
+    }
+
+    /// `len` bytes written by `write`, cut from the current block of `self.block`.
+    fn cut(&mut self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+        if self.block.capacity() - self.block.len() < len {
+            self.block = BytesMut::with_capacity(len.max(BLOCK_SIZE));
+        }
+        write(&mut self.block);
+        self.block.split().freeze()
     }
 
     fn on_ready(&mut self, now: Now) {
@@ -1594,8 +1655,7 @@ impl Client {
         l.notify = Notify::Off;
         if l.observed {
             l.observed = false;
-            self.out
-                .push_back(Output::Event(Event::ObserveFailed { lock, error }));
+            self.emit(Output::Event(Event::ObserveFailed { lock, error }));
         }
     }
 
@@ -1749,7 +1809,7 @@ impl Client {
                         valid_until,
                     }
                 };
-                self.out.push_back(Output::Event(event));
+                self.emit(Output::Event(event));
                 self.retry_at(id, next);
             }
             Kind::Edit { phase, .. } => {
@@ -1802,7 +1862,7 @@ impl Client {
                 {
                     *phase = EditPhase::AwaitingUser;
                 }
-                self.out.push_back(Output::Event(Event::EditRequested {
+                self.emit(Output::Event(Event::EditRequested {
                     op: id,
                     lock,
                     current: value,
@@ -1847,10 +1907,11 @@ impl Client {
             NotificationOp::Delete => None,
         };
         if l.observed {
-            self.out.push_back(Output::Event(Event::HolderChanged {
-                lock,
-                holder: holder.clone(),
-            }));
+            self.out
+                .push_back(Queued::Ready(Output::Event(Event::HolderChanged {
+                    lock,
+                    holder: holder.clone(),
+                })));
         }
         // A change newer than our lease that leaves the lock to someone else: the lease is gone.
         if let Some(lease) = &l.lease {
@@ -1893,9 +1954,7 @@ impl Client {
         };
         self.timers.cancel(Some(lease.timer));
         match lease.owner {
-            None => self
-                .out
-                .push_back(Output::Event(Event::Expired { lock, reason })),
+            None => self.emit(Output::Event(Event::Expired { lock, reason })),
             Some(owner) => match self.ops.get(&owner).map(|o| &o.kind) {
                 Some(Kind::Hold { .. }) => {
                     let op = self.ops.get_mut(&owner).expect("hold exists");
@@ -1909,7 +1968,7 @@ impl Client {
                         self.timers.cancel(Some(p.timer));
                     }
                     self.timers.cancel(timer);
-                    self.out.push_back(Output::Event(Event::Lost {
+                    self.emit(Output::Event(Event::Lost {
                         op: owner,
                         lock,
                         reason,

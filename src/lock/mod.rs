@@ -42,7 +42,7 @@
 //! - A release ends any hold on the lock first: no renewal response that arrives later is used.
 //! - Every loss of a lease is reported ([`Event::Lost`] for holds, [`Event::Expired`] otherwise).
 
-mod client;
+pub(crate) mod client;
 mod rng;
 mod slab;
 mod timer;

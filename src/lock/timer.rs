@@ -1,68 +1,162 @@
-//! A deadline queue with exact removal: O(log n) insert, cancel and earliest.
+//! A deadline queue with exact removal: an indexed binary heap. O(log n) insert, cancel and
+//! pop, O(1) earliest; no allocation per deadline once the queue has grown to its working size.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// Identifies one scheduled deadline; used to cancel it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TimerKey(Instant, u64);
+use super::slab::{Slab, SlabKey};
 
-impl TimerKey {
-    pub(crate) fn at(&self) -> Instant {
+/// Identifies one scheduled deadline; used to cancel it. A key whose deadline has fired or been
+/// cancelled never cancels a later one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TimerKey(u64);
+
+impl SlabKey for TimerKey {
+    fn from_raw(raw: u64) -> Self {
+        TimerKey(raw)
+    }
+    fn raw(self) -> u64 {
         self.0
     }
+}
+
+/// A scheduled deadline: its payload and where it sits in the heap.
+#[derive(Debug)]
+struct Entry<T> {
+    what: T,
+    at: Instant,
+    /// Order of scheduling: equal deadlines fire in the order they were set.
+    seq: u64,
+    /// Index in `heap`.
+    pos: usize,
 }
 
 /// Deadlines in order of time, then of scheduling.
 #[derive(Debug)]
 pub(crate) struct Timers<T> {
-    queue: BTreeMap<TimerKey, T>,
+    entries: Slab<TimerKey, Entry<T>>,
+    /// A binary min-heap of keys, ordered by (`at`, `seq`) of their entries.
+    heap: Vec<TimerKey>,
     seq: u64,
 }
 
 impl<T> Timers<T> {
     pub(crate) fn new() -> Self {
         Timers {
-            queue: BTreeMap::new(),
+            entries: Slab::new(),
+            heap: Vec::new(),
             seq: 0,
         }
     }
 
     pub(crate) fn schedule(&mut self, at: Instant, what: T) -> TimerKey {
         self.seq += 1;
-        let key = TimerKey(at, self.seq);
-        self.queue.insert(key, what);
+        let pos = self.heap.len();
+        let key = self.entries.insert(Entry {
+            what,
+            at,
+            seq: self.seq,
+            pos,
+        });
+        self.heap.push(key);
+        self.sift_up(pos);
         key
     }
 
     pub(crate) fn cancel(&mut self, key: Option<TimerKey>) {
         if let Some(key) = key {
-            self.queue.remove(&key);
+            self.remove(key);
         }
     }
 
     pub(crate) fn earliest(&self) -> Option<Instant> {
-        self.queue.keys().next().map(TimerKey::at)
+        let first = self.heap.first()?;
+        Some(self.entries[first].at)
     }
 
     /// Removes and returns the earliest deadline that is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, T)> {
-        let first = *self.queue.keys().next()?;
-        if first.0 > now {
+        let first = *self.heap.first()?;
+        if self.entries[&first].at > now {
             return None;
         }
-        self.queue.remove(&first).map(|t| (first, t))
+        self.remove(first).map(|what| (first, what))
+    }
+
+    fn remove(&mut self, key: TimerKey) -> Option<T> {
+        let entry = self.entries.remove(&key)?;
+        let last = self.heap.len() - 1;
+        self.heap.swap(entry.pos, last);
+        self.heap.pop();
+        if entry.pos < self.heap.len() {
+            self.set_pos(entry.pos);
+            // The entry moved into the hole may belong above or below it.
+            let pos = self.sift_up(entry.pos);
+            self.sift_down(pos);
+        }
+        if self.heap.is_empty() && self.heap.capacity() > 1024 {
+            self.heap = Vec::new(); // a burst is over: give its memory back
+        }
+        Some(entry.what)
+    }
+
+    fn order(&self, pos: usize) -> (Instant, u64) {
+        let e = &self.entries[&self.heap[pos]];
+        (e.at, e.seq)
+    }
+
+    fn set_pos(&mut self, pos: usize) {
+        let key = self.heap[pos];
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.pos = pos;
+        }
+    }
+
+    /// Moves the key at `pos` up while it is earlier than its parent; returns where it ends.
+    fn sift_up(&mut self, mut pos: usize) -> usize {
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if self.order(pos) >= self.order(parent) {
+                break;
+            }
+            self.heap.swap(pos, parent);
+            self.set_pos(pos);
+            pos = parent;
+        }
+        self.set_pos(pos);
+        pos
+    }
+
+    fn sift_down(&mut self, mut pos: usize) {
+        loop {
+            let (left, right) = (2 * pos + 1, 2 * pos + 2);
+            let mut smallest = pos;
+            if left < self.heap.len() && self.order(left) < self.order(smallest) {
+                smallest = left;
+            }
+            if right < self.heap.len() && self.order(right) < self.order(smallest) {
+                smallest = right;
+            }
+            if smallest == pos {
+                break;
+            }
+            self.heap.swap(pos, smallest);
+            self.set_pos(pos);
+            pos = smallest;
+        }
+        self.set_pos(pos);
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.queue.len()
+        self.heap.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lock::rng::SplitMix64;
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     #[test]
@@ -74,11 +168,54 @@ mod tests {
         let _b = timers.schedule(t0 + Duration::from_secs(1), "b");
         let _c = timers.schedule(t0 + Duration::from_secs(1), "c");
         timers.cancel(Some(a));
+        timers.cancel(Some(a)); // a dead key cancels nothing
         assert_eq!(timers.earliest(), Some(t0 + Duration::from_secs(1)));
         assert!(timers.pop_due(t0).is_none());
         let later = t0 + Duration::from_secs(5);
         let fired: Vec<_> = std::iter::from_fn(|| timers.pop_due(later).map(|(_, v)| v)).collect();
         assert_eq!(fired, vec!["b", "c"]);
         assert_eq!(timers.len(), 0);
+    }
+
+    /// Random schedules and cancels against a B-tree model: the same deadlines fire, in the same
+    /// order, and cancelled ones never do.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test is the driver
+    fn agrees_with_an_ordered_map() {
+        let t0 = Instant::now();
+        let mut rng = SplitMix64::new(7);
+        let mut timers = Timers::new();
+        let mut model: BTreeMap<(Instant, u64), u64> = BTreeMap::new();
+        let mut live: Vec<(TimerKey, (Instant, u64))> = Vec::new();
+        let mut now = t0;
+        for step in 0..20_000u64 {
+            match rng.next_u64() % 4 {
+                0 | 1 => {
+                    let at = now + Duration::from_millis(rng.next_u64() % 50);
+                    let key = timers.schedule(at, step);
+                    model.insert((at, step), step);
+                    live.push((key, (at, step)));
+                }
+                2 if !live.is_empty() => {
+                    let i = (rng.next_u64() % live.len() as u64) as usize;
+                    let (key, id) = live.swap_remove(i);
+                    timers.cancel(Some(key));
+                    model.remove(&id);
+                }
+                _ => {
+                    now += Duration::from_millis(rng.next_u64() % 5);
+                    while let Some((key, what)) = timers.pop_due(now) {
+                        let (&id, &expected) = model.iter().next().expect("the model has it");
+                        assert!(id.0 <= now);
+                        assert_eq!(what, expected);
+                        model.remove(&id);
+                        live.retain(|(k, _)| *k != key);
+                    }
+                    assert!(model.keys().next().is_none_or(|(at, _)| *at > now));
+                }
+            }
+            assert_eq!(timers.earliest(), model.keys().next().map(|(at, _)| *at));
+            assert_eq!(timers.len(), model.len());
+        }
     }
 }

@@ -28,7 +28,7 @@ use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFail
 use crate::{Message, QoS, SharedStr};
 
 /// The largest remaining length a fixed header can express.
-const MAX_REMAINING_LENGTH: usize = 268_435_455;
+pub(crate) const MAX_REMAINING_LENGTH: usize = 268_435_455;
 /// The Receive Maximum we advertise: we acknowledge every inbound QoS 1 PUBLISH at once.
 pub(crate) const RECEIVE_MAXIMUM: u16 = u16::MAX;
 
@@ -434,18 +434,19 @@ pub(crate) fn decode_puback(body: &[u8]) -> Result<Inbound, DecodeError> {
     })
 }
 
-/// Strings that arrive on most state-store messages.
-const KNOWN_STRINGS: [&str; 8] = [
-    "__stat",
-    "__ts",
-    "__protVer",
-    "1.0",
-    "200",
-    "__stMsg",
-    "__srcId",
-    "application/octet-stream",
-];
-
+/// The strings that arrive on most state-store messages (shared, not allocated).
+fn known_string(bytes: &[u8]) -> Option<&'static str> {
+    let candidates: &[&'static str] = match bytes.len() {
+        3 => &["200", "1.0"],
+        4 => &["__ts"],
+        6 => &["__stat"],
+        7 => &["__stMsg", "__srcId"],
+        9 => &["__protVer"],
+        24 => &["application/octet-stream"],
+        _ => return None,
+    };
+    candidates.iter().copied().find(|k| k.as_bytes() == bytes)
+}
 /// Reads big-endian fields and length-prefixed strings from a packet body without copying.
 struct Reader<'a> {
     buf: &'a Bytes,
@@ -499,7 +500,7 @@ impl Reader<'_> {
             return None;
         }
         // The protocol's fixed names and values are shared, not allocated, on every message.
-        if let Some(known) = KNOWN_STRINGS.iter().find(|k| k.as_bytes() == bytes) {
+        if let Some(known) = known_string(bytes) {
             return Some(SharedStr::from_static(known));
         }
         SharedStr::from_utf8(bytes).ok()
@@ -642,7 +643,7 @@ fn check_field(name: &'static str, len: usize) -> Result<(), EncodeError> {
     }
 }
 
-fn put_varint(buf: &mut BytesMut, mut value: usize) {
+pub(crate) fn put_varint(buf: &mut BytesMut, mut value: usize) {
     loop {
         let byte = (value % 128) as u8;
         value /= 128;
@@ -651,6 +652,17 @@ fn put_varint(buf: &mut BytesMut, mut value: usize) {
             return;
         }
         buf.put_u8(byte | 0x80);
+    }
+}
+
+/// The size of the blocks outgoing packets are written into: each `poll_transmit` hands out the
+/// filled part and the next packets go into the rest of the block, one allocation for many.
+const TX_BLOCK: usize = 8192;
+
+/// Makes room for `len` more bytes in `out`, a new block at a time.
+pub(crate) fn reserve_block(out: &mut BytesMut, len: usize) {
+    if out.capacity() - out.len() < len {
+        out.reserve(len.max(TX_BLOCK));
     }
 }
 
@@ -749,7 +761,7 @@ pub(crate) fn encode_connect(out: &mut BytesMut, c: &ConnectFields<'_>) -> Resul
     put_packet(out, 0x10, &body)
 }
 
-fn varint_len(value: usize) -> usize {
+pub(crate) fn varint_len(value: usize) -> usize {
     match value {
         0..=127 => 1,
         128..=16_383 => 2,
@@ -819,7 +831,7 @@ pub(crate) fn encode_publish(
 ) -> Result<(), EncodeError> {
     let remaining = publish_remaining_len(message)?;
     let qos1 = message.qos == QoS::AtLeastOnce;
-    out.reserve(1 + varint_len(remaining) + remaining);
+    reserve_block(out, 1 + varint_len(remaining) + remaining);
     out.put_u8(0x30 | (u8::from(dup && qos1) << 3) | (u8::from(qos1) << 1));
     put_varint(out, remaining);
     put_str(out, message.topic.as_bytes());
@@ -905,6 +917,7 @@ pub(crate) fn encode_auth(
 
 /// Appends a successful PUBACK (remaining length 2: reason code and properties omitted).
 pub(crate) fn encode_puback(out: &mut BytesMut, packet_id: u16) {
+    reserve_block(out, 4);
     out.put_u8(0x40);
     out.put_u8(2);
     out.put_u16(packet_id);

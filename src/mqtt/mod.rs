@@ -7,7 +7,7 @@
 //! [`Session::poll_transmit`] and [`Session::poll_event`] and sleep until [`Session::poll_timeout`].
 //! Messages are [`crate::Message`]; the codec behind this module is private.
 
-mod codec;
+pub(crate) mod codec;
 mod reason;
 mod session;
 

@@ -198,8 +198,9 @@ pub enum Event {
         id: PublishId,
         /// The server's verdict.
         reason: PubAckReason,
-        /// The message, handed back (its correlation data names the request it carried).
-        message: Message,
+        /// The message, handed back (its correlation data names the request it carried); `None`
+        /// for a packet the caller encoded itself.
+        message: Option<Message>,
     },
     /// A QoS 1 publish that was sent but will never be acknowledged: the broker did not resume our
     /// session (or its new Maximum Packet Size is below the packet's size). The caller decides
@@ -207,8 +208,9 @@ pub enum Event {
     PublishDropped {
         /// The publish.
         id: PublishId,
-        /// The message, handed back to be published again if the caller wants.
-        message: Message,
+        /// The message, handed back to be published again if the caller wants; `None` for a
+        /// packet the caller encoded itself.
+        message: Option<Message>,
     },
     /// An application message from the server (already acknowledged if QoS 1).
     Message(Message),
@@ -242,7 +244,7 @@ enum State {
 struct Inflight {
     id: PublishId,
     packet_id: u16,
-    message: Message,
+    message: Outgoing,
 }
 
 /// A QoS 1 publish waiting for room in flight. `packet_id` is set when it was already sent on an
@@ -251,7 +253,51 @@ struct Inflight {
 struct Waiting {
     id: PublishId,
     packet_id: Option<u16>,
-    message: Message,
+    message: Outgoing,
+}
+
+/// What a QoS 1 publish sends: a message, or a whole PUBLISH packet encoded by the caller.
+#[derive(Clone, Debug)]
+enum Outgoing {
+    Message(Message),
+    /// A QoS 1 PUBLISH (DUP=0, RETAIN=0) whose packet identifier, two bytes at `id_at`, is filled
+    /// in when it is sent.
+    Packet {
+        bytes: Bytes,
+        id_at: usize,
+    },
+}
+
+impl Outgoing {
+    fn len(&self) -> Result<usize, EncodeError> {
+        match self {
+            Outgoing::Message(m) => codec::publish_len(m),
+            Outgoing::Packet { bytes, .. } => Ok(bytes.len()),
+        }
+    }
+
+    fn write(&self, tx: &mut BytesMut, packet_id: u16, dup: bool) {
+        match self {
+            // Checked when published: the message encodes.
+            Outgoing::Message(m) => {
+                let _ = codec::encode_publish(tx, m, packet_id, dup);
+            }
+            Outgoing::Packet { bytes, id_at } => {
+                let start = tx.len();
+                codec::reserve_block(tx, bytes.len());
+                tx.extend_from_slice(bytes);
+                tx[start] |= u8::from(dup) << 3;
+                tx[start + id_at..start + id_at + 2].copy_from_slice(&packet_id.to_be_bytes());
+            }
+        }
+    }
+
+    fn into_message(self) -> Option<Message> {
+        match self {
+            Outgoing::Message(m) => Some(m),
+            Outgoing::Packet { .. } => None,
+        }
+    }
 }
 
 /// The packet identifiers in use, one bit each.
@@ -331,6 +377,8 @@ pub struct Session {
     used_packet_ids: PacketIds,
     /// The topic of the last inbound PUBLISH (see `codec::decode`).
     topic_cache: SharedStr,
+    /// The topic of the last outbound PUBLISH, known to be valid.
+    checked_topic: SharedStr,
     last_sent: Option<Instant>,
     ping_deadline: Option<Instant>,
     /// Where the enhanced authentication exchange stands on this connection.
@@ -377,6 +425,7 @@ impl Session {
             subscribes: VecDeque::new(),
             used_packet_ids: PacketIds::new(),
             topic_cache: SharedStr::default(),
+            checked_topic: SharedStr::from_static("/"),
             last_sent: None,
             ping_deadline: None,
             auth: AuthExchange::Idle,
@@ -528,9 +577,14 @@ impl Session {
     /// and sent as soon as connected with room in flight; its outcome arrives as
     /// [`Event::PublishAcked`] or [`Event::PublishDropped`].
     pub fn publish(&mut self, now: Instant, message: Message) -> Result<PublishId, PublishError> {
+        // The same topic as the previous publish (the same memory: the request topic is one
+        // shared string) was checked already.
         let topic = message.topic.as_bytes();
-        if topic.is_empty() || topic.iter().any(|&b| matches!(b, b'+' | b'#' | 0)) {
-            return Err(PublishError::InvalidTopic);
+        if !std::ptr::eq(topic, self.checked_topic.as_bytes()) {
+            if topic.is_empty() || topic.iter().any(|&b| matches!(b, b'+' | b'#' | 0)) {
+                return Err(PublishError::InvalidTopic);
+            }
+            self.checked_topic = message.topic.clone();
         }
         if message.qos == QoS::AtLeastOnce && !self.limits.qos1 {
             return Err(PublishError::QoSNotSupported);
@@ -549,40 +603,65 @@ impl Session {
         if size > max {
             return Err(PublishError::TooLarge { size, max });
         }
-        let id = PublishId(self.next_id);
-        self.next_id += 1;
         match message.qos {
             QoS::AtMostOnce => {
+                let id = PublishId(self.next_id);
+                self.next_id += 1;
                 // Checked above: the message encodes.
                 let _ = codec::encode_publish(&mut self.tx, &message, 0, false);
                 self.last_sent = Some(now);
+                Ok(id)
             }
-            QoS::AtLeastOnce => {
-                // Nothing queued before it and room in flight: straight out (the common case).
-                if self.waiting.is_empty()
-                    && self.state == State::Connected
-                    && self.inflight.len() < self.inflight_limit()
-                {
-                    if let Some(packet_id) = self.take_packet_id() {
-                        let _ = codec::encode_publish(&mut self.tx, &message, packet_id, false);
-                        self.last_sent = Some(now);
-                        self.inflight.push_back(Inflight {
-                            id,
-                            packet_id,
-                            message,
-                        });
-                        return Ok(id);
-                    }
-                }
-                self.waiting.push_back(Waiting {
+            QoS::AtLeastOnce => Ok(self.publish_qos1(now, Outgoing::Message(message))),
+        }
+    }
+
+    /// Publishes a QoS 1 PUBLISH packet encoded by the caller (DUP=0, RETAIN=0, the two bytes at
+    /// `id_at` left for the packet identifier), like [`Session::publish`].
+    pub(crate) fn publish_packet(
+        &mut self,
+        now: Instant,
+        bytes: Bytes,
+        id_at: usize,
+    ) -> Result<PublishId, PublishError> {
+        debug_assert_eq!(bytes.first(), Some(&0x32));
+        debug_assert!(id_at + 2 <= bytes.len());
+        if !self.limits.qos1 {
+            return Err(PublishError::QoSNotSupported);
+        }
+        let (size, max) = (bytes.len(), self.max_outbound());
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
+        }
+        Ok(self.publish_qos1(now, Outgoing::Packet { bytes, id_at }))
+    }
+
+    fn publish_qos1(&mut self, now: Instant, message: Outgoing) -> PublishId {
+        let id = PublishId(self.next_id);
+        self.next_id += 1;
+        // Nothing queued before it and room in flight: straight out (the common case).
+        if self.waiting.is_empty()
+            && self.state == State::Connected
+            && self.inflight.len() < self.inflight_limit()
+        {
+            if let Some(packet_id) = self.take_packet_id() {
+                message.write(&mut self.tx, packet_id, false);
+                self.last_sent = Some(now);
+                self.inflight.push_back(Inflight {
                     id,
-                    packet_id: None,
+                    packet_id,
                     message,
                 });
-                self.drain_waiting(now);
+                return id;
             }
         }
-        Ok(id)
+        self.waiting.push_back(Waiting {
+            id,
+            packet_id: None,
+            message,
+        });
+        self.drain_waiting(now);
+        id
     }
 
     /// Subscribes to topic filters; the SUBACK arrives as [`Event::Subscribed`]. Only while
@@ -744,7 +823,7 @@ impl Session {
                         self.events.push_back(Event::PublishAcked {
                             id: done.id,
                             reason,
-                            message: done.message,
+                            message: done.message.into_message(),
                         });
                     }
                     self.drain_waiting(now);
@@ -872,7 +951,7 @@ impl Session {
                     self.used_packet_ids.remove(&packet_id);
                     self.events.push_back(Event::PublishDropped {
                         id: waiting.id,
-                        message: waiting.message,
+                        message: waiting.message.into_message(),
                     });
                 } else {
                     kept.push_back(waiting);
@@ -930,10 +1009,10 @@ impl Session {
                     }
                 },
             };
-            let fits = codec::publish_len(&next.message).is_ok_and(|n| n <= self.max_outbound());
+            let fits = next.message.len().is_ok_and(|n| n <= self.max_outbound());
             match fits {
                 true => {
-                    let _ = codec::encode_publish(&mut self.tx, &next.message, packet_id, dup);
+                    next.message.write(&mut self.tx, packet_id, dup);
                     self.last_sent = Some(now);
                     self.inflight.push_back(Inflight {
                         id: next.id,
@@ -946,7 +1025,7 @@ impl Session {
                     self.used_packet_ids.remove(&packet_id);
                     self.events.push_back(Event::PublishDropped {
                         id: next.id,
-                        message: next.message,
+                        message: next.message.into_message(),
                     });
                 }
             }
@@ -1274,17 +1353,17 @@ mod tests {
                 Event::PublishAcked {
                     id: b,
                     reason: PubAckReason::Success,
-                    message: message("t", b"x"),
+                    message: Some(message("t", b"x")),
                 },
                 Event::PublishAcked {
                     id: a,
                     reason: PubAckReason::NoMatchingSubscribers,
-                    message: message("t", b"x"),
+                    message: Some(message("t", b"x")),
                 },
                 Event::PublishAcked {
                     id: c,
                     reason: PubAckReason::NotAuthorized,
-                    message: message("t", b"x"),
+                    message: Some(message("t", b"x")),
                 },
             ]
         );
@@ -1327,8 +1406,67 @@ mod tests {
             Event::PublishAcked {
                 id,
                 reason: PubAckReason::Success,
-                message: message("t", b"x"),
+                message: Some(message("t", b"x")),
             }
+        );
+    }
+
+    #[test]
+    fn encoded_packets_get_their_packet_id_and_dup_when_sent_again() {
+        let now = t0();
+        let mut s = connected(Options::new("c"), now);
+        let packet = || Bytes::from_static(&[0x32, 7, 0, 1, b't', 0, 0, 0, b'x']);
+        let a = s.publish_packet(now, packet(), 5).unwrap();
+        let b = s.publish(now, message("t", b"x")).unwrap();
+        assert_eq!(
+            tx(&mut s),
+            [publish_t_x(1, false), publish_t_x(2, false)].concat()
+        );
+        s.handle_transport_closed(now);
+        events(&mut s);
+        let c = s.publish_packet(now, packet(), 5).unwrap(); // queued while disconnected
+        s.connect(now);
+        tx(&mut s);
+        s.handle_bytes(now, &CONNACK_RESUMED);
+        events(&mut s);
+        assert_eq!(
+            tx(&mut s),
+            [
+                publish_t_x(1, true),
+                publish_t_x(2, true),
+                publish_t_x(3, false)
+            ]
+            .concat()
+        );
+        s.handle_bytes(
+            now,
+            &[0x40, 0x02, 0, 1, 0x40, 0x02, 0, 2, 0x40, 0x03, 0, 3, 0x10],
+        );
+        assert_eq!(
+            events(&mut s),
+            [
+                Event::PublishAcked {
+                    id: a,
+                    reason: PubAckReason::Success,
+                    message: None
+                },
+                Event::PublishAcked {
+                    id: b,
+                    reason: PubAckReason::Success,
+                    message: Some(message("t", b"x"))
+                },
+                Event::PublishAcked {
+                    id: c,
+                    reason: PubAckReason::NoMatchingSubscribers,
+                    message: None
+                },
+            ]
+        );
+        // A packet over the server's maximum packet size is refused before it takes an id.
+        s.limits.maximum_packet_size = Some(8);
+        assert_eq!(
+            s.publish_packet(now, packet(), 5),
+            Err(PublishError::TooLarge { size: 9, max: 8 })
         );
     }
 
@@ -1401,11 +1539,11 @@ mod tests {
                 },
                 Event::PublishDropped {
                     id: a,
-                    message: message("t", b"x")
+                    message: Some(message("t", b"x"))
                 },
                 Event::PublishDropped {
                     id: b,
-                    message: message("t", b"x")
+                    message: Some(message("t", b"x"))
                 },
             ]
         );
@@ -1417,7 +1555,7 @@ mod tests {
             [Event::PublishAcked {
                 id: c,
                 reason: PubAckReason::Success,
-                message: message("t", b"x"),
+                message: Some(message("t", b"x")),
             }]
         );
     }

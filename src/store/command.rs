@@ -125,6 +125,11 @@ impl Command {
         });
     }
 
+    /// The size of the RESP payload of the command.
+    pub fn encoded_len(&self) -> usize {
+        self.with_args(resp::encoded_array_len)
+    }
+
     /// The RESP payload of the command.
     pub fn to_payload(&self) -> Bytes {
         self.with_args(|args| {
@@ -298,6 +303,7 @@ mod tests {
         ];
         for (cmd, bytes) in cases {
             assert_eq!(cmd.to_payload(), bytes.as_bytes());
+            assert_eq!(cmd.encoded_len(), bytes.len());
             assert_eq!(Command::decode(&cmd.to_payload()), Ok(cmd.clone()));
             assert_eq!(cmd.key(), &b("k"));
         }

@@ -114,6 +114,18 @@ impl Request {
         correlation_data: Bytes,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
+        self.to_message_with_payload(sender, correlation_data, timeout, self.command.to_payload())
+    }
+
+    /// [`Request::to_message`] with the command's payload already encoded (by
+    /// [`Command::encode`], into a buffer of the caller's choice).
+    pub fn to_message_with_payload(
+        &self,
+        sender: &RequestSender,
+        correlation_data: Bytes,
+        timeout: Duration,
+        payload: Bytes,
+    ) -> Result<Message, RequestError> {
         if self.command.key().is_empty() {
             return Err(RequestError::EmptyKey);
         }
@@ -154,7 +166,7 @@ impl Request {
         }
         Ok(Message {
             topic: SharedStr::from_static(REQUEST_TOPIC),
-            payload: self.command.to_payload(),
+            payload,
             qos: QoS::AtLeastOnce,
             correlation_data: Some(correlation_data),
             response_topic: Some(sender.response_topic.clone()),
