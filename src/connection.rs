@@ -136,10 +136,13 @@ impl Connection {
     ) -> Result<Connection, ConfigError> {
         mqtt_options.client_id = config.client_id.clone();
         let client = Client::new(config, now, seed)?;
+        let mut mqtt = Session::new(mqtt_options);
+        // Responses are read straight from their property bytes.
+        mqtt.set_raw_topic(client.response_topic_shared());
         Ok(Connection {
             template: RequestTemplate::new(client.sender()),
             client,
-            mqtt: Session::new(mqtt_options),
+            mqtt,
             subscribes: BTreeMap::new(),
             events: VecDeque::new(),
             last_now: now,
@@ -236,12 +239,22 @@ impl Connection {
     /// Moves the engine's outputs into the session and the session's events into the engine,
     /// until neither has anything left.
     fn pump(&mut self) {
+        // Called by every poll: most of the time there is nothing to move.
+        if !self.mqtt.has_events() && !self.client.has_queued() {
+            return;
+        }
         let now = self.last_now;
         loop {
             let mut moved = false;
-            while let Some(event) = self.mqtt.poll_event() {
+            while let Some(queued) = self.mqtt.poll_queued() {
                 moved = true;
-                self.on_mqtt_event(now, event);
+                match queued {
+                    mqtt::session::Queued::Event(event) => self.on_mqtt_event(now, event),
+                    mqtt::session::Queued::Raw(raw) => {
+                        self.client
+                            .handle_raw_response(now, &raw.props, &raw.payload)
+                    }
+                }
             }
             while let Some(queued) = self.client.poll_queued() {
                 moved = true;

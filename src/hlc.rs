@@ -136,6 +136,19 @@ fn fill_decimal(slot: &mut [u8], mut n: u64) {
 /// The wall clock, counter and node id of an HLC text.
 fn split_text(s: &str) -> Result<(u64, u64, &str), HlcParseError> {
     let b = s.as_bytes();
+    // The canonical widths (15 and 5 digits), as every peer writes them.
+    if let (Some(wall), Some(b':'), Some(counter), Some(b':')) =
+        (b.get(..15), b.get(15), b.get(16..21), b.get(21))
+    {
+        if let (Some(wall_ms), Some(counter)) =
+            (crate::decimal::parse(wall), crate::decimal::parse(counter))
+        {
+            let node = &s[22..];
+            if !node.as_bytes().contains(&b':') {
+                return Ok((wall_ms, counter, node));
+            }
+        }
+    }
     let wrong = || HlcParseError::WrongPartCount {
         found: s.split(':').count(),
     };

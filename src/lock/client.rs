@@ -503,6 +503,11 @@ impl Client {
         })
     }
 
+    /// Whether the output queue has something.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// The next entry of the output queue, a request still unencoded.
     pub(crate) fn poll_queued(&mut self) -> Option<Queued> {
         let queued = self.out.pop_front();
@@ -510,6 +515,11 @@ impl Client {
             shrink_after_burst(&mut self.out);
         }
         queued
+    }
+
+    /// The response topic, shared.
+    pub(crate) fn response_topic_shared(&self) -> SharedStr {
+        self.sender.response_topic().clone()
     }
 
     /// What every request carries: the client id and response topic.
@@ -1534,7 +1544,19 @@ impl Client {
     }
 
     fn on_response_message(&mut self, now: Now, message: &Message) {
-        let response = match store::parse_response_known(message, &self.store_node) {
+        let response = store::parse_response_known(message, &self.store_node);
+        self.on_response(now, response);
+    }
+
+    /// A message on the response topic whose properties are still bytes, checked by the MQTT
+    /// codec (see [`Connection`](crate::connection::Connection)).
+    pub(crate) fn handle_raw_response(&mut self, now: Now, props: &Bytes, payload: &Bytes) {
+        let response = store::parse_raw_response(props, payload, &self.store_node);
+        self.on_response(now, response);
+    }
+
+    fn on_response(&mut self, now: Now, response: Result<store::Response, ResponseError>) {
+        let response = match response {
             Ok(r) => r,
             Err(_) => {
                 self.stats.malformed_messages += 1;

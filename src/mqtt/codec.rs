@@ -170,6 +170,8 @@ pub(crate) enum Inbound {
     ConnAck(ConnAck),
     /// PUBLISH.
     Publish(InboundPublish),
+    /// PUBLISH on the raw topic.
+    RawPublish(RawPublish),
     /// PUBACK.
     PubAck {
         /// Packet identifier.
@@ -201,6 +203,7 @@ pub(crate) fn decode(
     bytes: Bytes,
     frame: Frame,
     topic_cache: &mut SharedStr,
+    raw_topic: Option<&SharedStr>,
 ) -> Result<Inbound, DecodeError> {
     debug_assert_eq!(bytes.len(), frame.len);
     let first = bytes[0];
@@ -228,7 +231,7 @@ pub(crate) fn decode(
             let topic_end = prefixed(body, 1).unwrap_or(usize::MAX);
             let id_len = if qos == 0 { 0 } else { 2 };
             check_properties("PUBLISH", body, topic_end.saturating_add(id_len))?;
-            decode_publish(bytes, frame, flags, topic_cache)
+            decode_publish(bytes, frame, flags, topic_cache, raw_topic)
         }
         4 => {
             check_flags()?;
@@ -327,12 +330,14 @@ fn decode_connack(
 /// Decodes a PUBLISH without copying: topic, property strings and payload are slices of `bytes`.
 /// The property block's structure was checked by [`check_properties`] before.
 /// `topic_cache` holds the topic of the previous PUBLISH: the same topic again (every response
-/// comes on one) is shared, not allocated.
+/// comes on one) is shared, not allocated. A PUBLISH on `raw_topic` is checked the same way but
+/// left as bytes ([`Inbound::RawPublish`]).
 fn decode_publish(
     bytes: Bytes,
     frame: Frame,
     flags: u8,
     topic_cache: &mut SharedStr,
+    raw_topic: Option<&SharedStr>,
 ) -> Result<Inbound, DecodeError> {
     let bad = |detail: &str| malformed("PUBLISH", detail);
     let qos_bits = (flags >> 1) & 3;
@@ -357,28 +362,85 @@ fn decode_publish(
     };
     let (len_len, props_len) = read_varint(&body[r.at..]).ok_or_else(|| bad("property length"))?;
     r.at += len_len;
-    let end = r.at + props_len;
+    let (start, end) = (r.at, r.at + props_len);
+    let raw = raw_topic.is_some_and(|t| {
+        std::ptr::eq(t.as_bytes(), topic.as_bytes()) || t.as_bytes() == topic.as_bytes()
+    });
     let mut message = Message {
         topic,
         qos,
         ..Message::default()
     };
+    let topic_alias = read_publish_properties(&mut r, end, (!raw).then_some(&mut message))?;
+    let payload = body.slice(end..);
+    if raw {
+        return Ok(Inbound::RawPublish(RawPublish {
+            packet_id,
+            exactly_once,
+            topic_alias,
+            qos,
+            topic: message.topic,
+            props: body.slice(start..end),
+            payload,
+        }));
+    }
+    message.payload = payload;
+    Ok(Inbound::Publish(InboundPublish {
+        packet_id,
+        exactly_once,
+        topic_alias,
+        message,
+    }))
+}
+
+/// Reads the properties of a PUBLISH up to `end` into `message` (or only checks them, when there
+/// is no message); returns the Topic Alias, if any.
+fn read_publish_properties(
+    r: &mut Reader<'_>,
+    end: usize,
+    mut message: Option<&mut Message>,
+) -> Result<Option<u16>, DecodeError> {
+    let bad = |detail: &str| malformed("PUBLISH", detail);
     let mut topic_alias = None;
+    // A string property: kept in the message, or only checked.
+    fn string(r: &mut Reader<'_>, keep: bool) -> Option<Option<SharedStr>> {
+        if keep {
+            r.string().map(Some)
+        } else {
+            r.check_string().map(|()| None)
+        }
+    }
     while r.at < end {
+        let keep = message.is_some();
         let id = r.u8().ok_or_else(|| bad("property"))?;
         let ok = match id {
             0x01 => r.u8().is_some(),
-            0x02 => r.u32().map(|v| message.message_expiry = Some(v)).is_some(),
-            0x03 => r.string().map(|v| message.content_type = Some(v)).is_some(),
-            0x08 => r
-                .string()
-                .map(|v| message.response_topic = Some(v))
-                .is_some(),
-            0x09 => r
-                .binary()
-                .map(|v| message.correlation_data = Some(v))
-                .is_some(),
-            0x0B => match read_varint(&body[r.at..]) {
+            0x02 => match (r.u32(), message.as_deref_mut()) {
+                (Some(v), Some(m)) => {
+                    m.message_expiry = Some(v);
+                    true
+                }
+                (v, _) => v.is_some(),
+            },
+            0x03 | 0x08 => match (string(r, keep), message.as_deref_mut()) {
+                (Some(Some(v)), Some(m)) if id == 0x03 => {
+                    m.content_type = Some(v);
+                    true
+                }
+                (Some(Some(v)), Some(m)) => {
+                    m.response_topic = Some(v);
+                    true
+                }
+                (v, _) => v.is_some(),
+            },
+            0x09 => match (r.binary(), message.as_deref_mut()) {
+                (Some(v), Some(m)) => {
+                    m.correlation_data = Some(v);
+                    true
+                }
+                (v, _) => v.is_some(),
+            },
+            0x0B => match read_varint(&r.buf[r.at..]) {
                 Some((n, _)) => {
                     r.at += n;
                     true
@@ -386,12 +448,12 @@ fn decode_publish(
                 None => false,
             },
             0x23 => r.u16().map(|v| topic_alias = Some(v)).is_some(),
-            0x26 => match (r.string(), r.string()) {
-                (Some(k), Some(v)) => {
-                    message.user_properties.push((k, v));
+            0x26 => match (string(r, keep), string(r, keep), message.as_deref_mut()) {
+                (Some(Some(k)), Some(Some(v)), Some(m)) => {
+                    m.user_properties.push((k, v));
                     true
                 }
-                _ => false,
+                (k, v, _) => k.is_some() && v.is_some(),
             },
             _ => return Err(bad("property not allowed in PUBLISH")),
         };
@@ -399,13 +461,46 @@ fn decode_publish(
             return Err(bad("bad property"));
         }
     }
-    message.payload = body.slice(end..);
-    Ok(Inbound::Publish(InboundPublish {
-        packet_id,
-        exactly_once,
-        topic_alias,
-        message,
-    }))
+    Ok(topic_alias)
+}
+
+/// A PUBLISH on the session's raw topic: checked like any other (property ids, lengths, strings)
+/// but not turned into a [`Message`]; its properties stay bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawPublish {
+    /// Packet identifier (0 for QoS 0).
+    pub packet_id: u16,
+    /// QoS 2 (which we never subscribe with).
+    pub exactly_once: bool,
+    /// Topic Alias property.
+    pub topic_alias: Option<u16>,
+    /// Quality of service.
+    pub qos: QoS,
+    /// Topic name.
+    pub topic: SharedStr,
+    /// The property block, without its length prefix.
+    pub props: Bytes,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+impl RawPublish {
+    /// The message it carries.
+    pub(crate) fn into_message(self) -> Message {
+        let mut message = Message {
+            topic: self.topic,
+            qos: self.qos,
+            payload: self.payload,
+            ..Message::default()
+        };
+        let mut r = Reader {
+            buf: &self.props,
+            at: 0,
+        };
+        // Checked when decoded: this cannot fail.
+        let _ = read_publish_properties(&mut r, self.props.len(), Some(&mut message));
+        message
+    }
 }
 
 /// A PUBACK from its body (the bytes after the fixed header).
@@ -490,6 +585,21 @@ impl Reader<'_> {
         let s = self.string()?;
         *cache = s.clone();
         Some(s)
+    }
+
+    /// Checks a string (length, no NUL, UTF-8) without keeping it.
+    fn check_string(&mut self) -> Option<()> {
+        let len = usize::from(self.u16()?);
+        let range = self.take(len)?;
+        let bytes = &self.buf[range];
+        // Printable ASCII and control characters other than NUL: valid at once (the common case).
+        if bytes.iter().all(|&b| b.wrapping_sub(1) < 0x7F) {
+            return Some(());
+        }
+        if bytes.contains(&0) || std::str::from_utf8(bytes).is_err() {
+            return None;
+        }
+        Some(())
     }
 
     fn string(&mut self) -> Option<SharedStr> {
@@ -953,18 +1063,44 @@ mod tests {
     fn decode_all(bytes: &[u8]) -> Result<Inbound, DecodeError> {
         let frame = frame(bytes, 1 << 20)?.expect("complete frame");
         assert_eq!(frame.len, bytes.len());
-        decode(
+        let plain = decode(
             Bytes::copy_from_slice(bytes),
             frame,
             &mut SharedStr::default(),
-        )
+            None,
+        );
+        // A PUBLISH on the raw topic: the same checks, and the same message once converted.
+        if bytes[0] >> 4 == 3 {
+            let body = &bytes[frame.header_len..];
+            let topic = body
+                .get(2..prefixed(body, 1).unwrap_or(0).max(2))
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or("");
+            let raw = decode(
+                Bytes::copy_from_slice(bytes),
+                frame,
+                &mut SharedStr::default(),
+                Some(&SharedStr::from(topic)),
+            );
+            let as_plain = raw.map(|inbound| match inbound {
+                Inbound::RawPublish(r) => Inbound::Publish(InboundPublish {
+                    packet_id: r.packet_id,
+                    exactly_once: r.exactly_once,
+                    topic_alias: r.topic_alias,
+                    message: r.into_message(),
+                }),
+                other => other,
+            });
+            assert_eq!(as_plain, plain, "raw and message decoding disagree");
+        }
+        plain
     }
 
     #[test]
     fn the_topic_of_the_previous_publish_is_reused() {
         let decode_with = |bytes: &[u8], cache: &mut SharedStr| {
             let frame = frame(bytes, 1 << 20).unwrap().unwrap();
-            match decode(Bytes::copy_from_slice(bytes), frame, cache) {
+            match decode(Bytes::copy_from_slice(bytes), frame, cache, None) {
                 Ok(Inbound::Publish(p)) => p.message.topic,
                 other => panic!("{other:?}"),
             }
@@ -981,7 +1117,7 @@ mod tests {
         let mut nul = a_b;
         nul[5] = 0;
         let frame = frame(&nul, 1 << 20).unwrap().unwrap();
-        assert!(decode(Bytes::copy_from_slice(&nul), frame, &mut cache).is_err());
+        assert!(decode(Bytes::copy_from_slice(&nul), frame, &mut cache, None).is_err());
     }
 
     /// mqttbytes' own decoder, for showing its defects.
@@ -1184,7 +1320,7 @@ mod tests {
             // Mostly well-formed starts: a plausible property length after the usual fields.
             bytes.extend((0..len).map(|i| if i < 6 && next() % 2 == 0 { 0 } else { next() }));
             if let Ok(Some(frame)) = frame(&bytes, 1 << 20) {
-                let _ = decode(Bytes::from(bytes), frame, &mut SharedStr::default());
+                let _ = decode(Bytes::from(bytes), frame, &mut SharedStr::default(), None);
             }
         }
     }

@@ -9,7 +9,7 @@
 
 pub(crate) mod codec;
 mod reason;
-mod session;
+pub(crate) mod session;
 
 pub use codec::DecodeError;
 pub use reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};

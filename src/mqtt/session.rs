@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::codec::{
-    self, Auth, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, InboundPublish,
+    self, Auth, ConnAck, ConnectFields, DecodeError, EncodeError, Inbound, RawPublish,
 };
 use super::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
 use crate::{Message, QoS, SharedStr};
@@ -256,6 +256,13 @@ struct Waiting {
     message: Outgoing,
 }
 
+/// An entry of the event queue: an event, or a message on the raw topic still as bytes.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Event(Event),
+    Raw(RawPublish),
+}
+
 /// What a QoS 1 publish sends: a message, or a whole PUBLISH packet encoded by the caller.
 #[derive(Clone, Debug)]
 enum Outgoing {
@@ -367,7 +374,7 @@ pub struct Session {
     limits: ServerLimits,
     rx: BytesMut,
     tx: BytesMut,
-    events: VecDeque<Event>,
+    events: VecDeque<Queued>,
     next_packet_id: u16,
     next_id: u64,
     inflight: VecDeque<Inflight>,
@@ -377,6 +384,8 @@ pub struct Session {
     used_packet_ids: PacketIds,
     /// The topic of the last inbound PUBLISH (see `codec::decode`).
     topic_cache: SharedStr,
+    /// Messages on this topic are left as bytes (see [`Session::set_raw_topic`]).
+    raw_topic: Option<SharedStr>,
     /// The topic of the last outbound PUBLISH, known to be valid.
     checked_topic: SharedStr,
     last_sent: Option<Instant>,
@@ -425,6 +434,7 @@ impl Session {
             subscribes: VecDeque::new(),
             used_packet_ids: PacketIds::new(),
             topic_cache: SharedStr::default(),
+            raw_topic: None,
             checked_topic: SharedStr::from_static("/"),
             last_sent: None,
             ping_deadline: None,
@@ -469,8 +479,7 @@ impl Session {
                     EncodeError::FieldTooLong(field) => field,
                     EncodeError::PacketTooLong => "CONNECT",
                 };
-                self.events
-                    .push_back(Event::Disconnected(DisconnectCause::InvalidOptions(field)));
+                self.push_event(Event::Disconnected(DisconnectCause::InvalidOptions(field)));
             }
         }
     }
@@ -494,7 +503,12 @@ impl Session {
             let inbound = if packet[0] == 0x40 {
                 codec::decode_puback(&packet[frame.header_len..])
             } else {
-                codec::decode(Bytes::copy_from_slice(packet), frame, &mut self.topic_cache)
+                codec::decode(
+                    Bytes::copy_from_slice(packet),
+                    frame,
+                    &mut self.topic_cache,
+                    self.raw_topic.as_ref(),
+                )
             };
             match inbound {
                 Ok(inbound) => self.handle_packet(now, inbound),
@@ -508,7 +522,12 @@ impl Session {
                 Err(e) => return self.fail_malformed(e),
                 Ok(Some(frame)) if self.rx.len() >= frame.len => {
                     let packet = self.rx.split_to(frame.len).freeze();
-                    match codec::decode(packet, frame, &mut self.topic_cache) {
+                    match codec::decode(
+                        packet,
+                        frame,
+                        &mut self.topic_cache,
+                        self.raw_topic.as_ref(),
+                    ) {
                         Ok(inbound) => self.handle_packet(now, inbound),
                         Err(e) => return self.fail_malformed(e),
                     }
@@ -535,9 +554,33 @@ impl Session {
         }
     }
 
+    /// Whether [`Session::poll_event`] has something.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
+        Some(match self.poll_queued()? {
+            Queued::Event(event) => event,
+            Queued::Raw(raw) => Event::Message(raw.into_message()),
+        })
+    }
+
+    /// The next event, a message on the raw topic left as bytes.
+    pub(crate) fn poll_queued(&mut self) -> Option<Queued> {
         self.events.pop_front()
+    }
+
+    /// Messages on `topic` are reported by [`Session::poll_queued`] as bytes (checked, but not
+    /// turned into a [`Message`]).
+    pub(crate) fn set_raw_topic(&mut self, topic: SharedStr) {
+        self.topic_cache = topic.clone();
+        self.raw_topic = Some(topic);
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.events.push_back(Queued::Event(event));
     }
 
     /// When [`Session::handle_timeout`] must be called next, if ever.
@@ -815,12 +858,35 @@ impl Session {
             Inbound::ConnAck(_) => {
                 self.violation("second CONNACK", DisconnectReason::ProtocolError)
             }
-            Inbound::Publish(publish) => self.handle_publish(now, publish),
+            Inbound::Publish(publish) => {
+                if self.accept_publish(
+                    now,
+                    publish.exactly_once,
+                    publish.topic_alias,
+                    &publish.message.topic,
+                    publish.message.qos,
+                    publish.packet_id,
+                ) {
+                    self.push_event(Event::Message(publish.message));
+                }
+            }
+            Inbound::RawPublish(raw) => {
+                if self.accept_publish(
+                    now,
+                    raw.exactly_once,
+                    raw.topic_alias,
+                    &raw.topic,
+                    raw.qos,
+                    raw.packet_id,
+                ) {
+                    self.events.push_back(Queued::Raw(raw));
+                }
+            }
             Inbound::PubAck { packet_id, reason } => {
                 if let Some(pos) = self.inflight.iter().position(|p| p.packet_id == packet_id) {
                     if let Some(done) = self.inflight.remove(pos) {
                         self.used_packet_ids.remove(&packet_id);
-                        self.events.push_back(Event::PublishAcked {
+                        self.push_event(Event::PublishAcked {
                             id: done.id,
                             reason,
                             message: done.message.into_message(),
@@ -846,7 +912,7 @@ impl Session {
                 }
                 if let Some((_, id, _)) = self.subscribes.remove(pos) {
                     self.used_packet_ids.remove(&packet_id);
-                    self.events.push_back(Event::Subscribed { id, results });
+                    self.push_event(Event::Subscribed { id, results });
                 }
             }
             Inbound::PingResp => self.ping_deadline = None,
@@ -881,7 +947,7 @@ impl Session {
             (CONTINUE_AUTHENTICATION, AuthExchange::AwaitingServer) => {}
             (SUCCESS, AuthExchange::AwaitingServer) if !connecting => {
                 self.auth = AuthExchange::Idle;
-                self.events.push_back(Event::Reauthenticated);
+                self.push_event(Event::Reauthenticated);
                 return;
             }
             _ => {
@@ -892,15 +958,14 @@ impl Session {
             }
         }
         self.auth = AuthExchange::Challenged;
-        self.events
-            .push_back(Event::AuthenticationChallenge { data: auth.data });
+        self.push_event(Event::AuthenticationChallenge { data: auth.data });
     }
 
     fn handle_connack(&mut self, now: Instant, ack: ConnAck) {
         if let Some(reason) = ack.refused {
             self.state = State::Idle;
             self.rx.clear();
-            self.events.push_back(Event::ConnectFailed(reason));
+            self.push_event(Event::ConnectFailed(reason));
             return;
         }
         if ack.session_present && self.clean_start_sent {
@@ -932,7 +997,7 @@ impl Session {
         if std::mem::take(&mut self.reauthenticate_after_connack) {
             self.send_reauthenticate(now);
         }
-        self.events.push_back(Event::Connected {
+        self.push_event(Event::Connected {
             session_present: ack.session_present,
         });
         // Everything sent before goes back to the head of the queue, in its original order.
@@ -946,10 +1011,10 @@ impl Session {
         }
         if !ack.session_present {
             let mut kept = VecDeque::with_capacity(self.waiting.len());
-            for waiting in self.waiting.drain(..) {
+            for waiting in std::mem::take(&mut self.waiting) {
                 if let Some(packet_id) = waiting.packet_id {
                     self.used_packet_ids.remove(&packet_id);
-                    self.events.push_back(Event::PublishDropped {
+                    self.push_event(Event::PublishDropped {
                         id: waiting.id,
                         message: waiting.message.into_message(),
                     });
@@ -962,32 +1027,43 @@ impl Session {
         self.drain_waiting(now);
     }
 
-    fn handle_publish(&mut self, now: Instant, publish: InboundPublish) {
-        if publish.exactly_once {
-            return self.violation(
+    /// Checks an inbound PUBLISH and acknowledges it (QoS 1); `false` when it ended the session.
+    fn accept_publish(
+        &mut self,
+        now: Instant,
+        exactly_once: bool,
+        topic_alias: Option<u16>,
+        topic: &str,
+        qos: QoS,
+        packet_id: u16,
+    ) -> bool {
+        if exactly_once {
+            self.violation(
                 "QoS 2 PUBLISH on a QoS 1 subscription",
                 DisconnectReason::QoSNotSupported,
             );
+            return false;
         }
-        if publish.topic_alias.is_some() {
-            return self.violation(
+        if topic_alias.is_some() {
+            self.violation(
                 "Topic Alias above our maximum of 0",
                 DisconnectReason::TopicAliasInvalid,
             );
+            return false;
         }
-        if publish.message.topic.is_empty() {
-            return self.violation(
+        if topic.is_empty() {
+            self.violation(
                 "PUBLISH without a topic name",
                 DisconnectReason::ProtocolError,
             );
+            return false;
         }
-        if publish.message.qos == QoS::AtLeastOnce {
-            codec::encode_puback(&mut self.tx, publish.packet_id);
+        if qos == QoS::AtLeastOnce {
+            codec::encode_puback(&mut self.tx, packet_id);
             self.last_sent = Some(now);
         }
-        self.events.push_back(Event::Message(publish.message));
+        true
     }
-
     /// Sends waiting QoS 1 publishes while there is room in flight.
     fn drain_waiting(&mut self, now: Instant) {
         if self.state != State::Connected {
@@ -1023,7 +1099,7 @@ impl Session {
                 // Only possible when a new CONNACK lowered the server's Maximum Packet Size.
                 _ => {
                     self.used_packet_ids.remove(&packet_id);
-                    self.events.push_back(Event::PublishDropped {
+                    self.push_event(Event::PublishDropped {
                         id: next.id,
                         message: next.message.into_message(),
                     });
@@ -1111,7 +1187,7 @@ impl Session {
         self.ping_deadline = None;
         self.auth = AuthExchange::Idle;
         self.reauthenticate_after_connack = false;
-        self.events.push_back(Event::Disconnected(cause));
+        self.push_event(Event::Disconnected(cause));
     }
 }
 

@@ -141,45 +141,154 @@ fn is_supported_version(v: &str) -> bool {
     major == "1" && crate::decimal::parse(minor.as_bytes()).is_some()
 }
 
-fn parse_status(msg: &Message) -> Result<u16, ResponseError> {
-    let text = msg
-        .user_property(PROP_STATUS)
-        .ok_or(ResponseError::MissingStatus)?;
-    crate::decimal::parse(text.as_bytes())
-        .and_then(|s| u16::try_from(s).ok())
-        .ok_or_else(|| ResponseError::BadStatus(text.to_owned()))
+/// The parts of a response message that [`parse_response`] reads: the first user property of
+/// each name, the content type and the payload.
+#[derive(Default)]
+struct Fields<'a> {
+    status: Option<&'a str>,
+    protocol_version: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    status_message: Option<&'a str>,
+    property_name: Option<&'a str>,
+    property_value: Option<&'a str>,
+    application_error: Option<&'a str>,
+    content_type: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// Takes a user property if it is one of ours and the first of its name.
+    fn user_property(&mut self, name: &[u8], value: &'a str) {
+        let slot = match name {
+            b"__stat" => &mut self.status,
+            b"__ts" => &mut self.timestamp,
+            b"__protVer" => &mut self.protocol_version,
+            b"__stMsg" => &mut self.status_message,
+            b"__propName" => &mut self.property_name,
+            b"__propVal" => &mut self.property_value,
+            b"__apErr" => &mut self.application_error,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+
+    fn of_message(msg: &'a Message) -> Self {
+        let mut fields = Fields {
+            content_type: msg.content_type.as_deref(),
+            ..Fields::default()
+        };
+        for (k, v) in &msg.user_properties {
+            fields.user_property(k.as_bytes(), v);
+        }
+        fields
+    }
+
+    /// The fields of an MQTT property block that the codec has checked (ids, lengths, UTF-8);
+    /// also the correlation data.
+    fn of_properties(props: &'a Bytes) -> (Self, Option<Bytes>) {
+        let mut fields = Fields::default();
+        let mut correlation = None;
+        let mut at = 0;
+        let b = &props[..];
+        let u16_at = |i: usize| {
+            b.get(i..i + 2)
+                .map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])))
+        };
+        let str_at = |i: usize, n: usize| b.get(i..i + n).and_then(|x| std::str::from_utf8(x).ok());
+        while let Some(&id) = b.get(at) {
+            at += 1;
+            match id {
+                0x01 => at += 1,
+                0x02 => at += 4,
+                0x23 => at += 2,
+                0x0B => {
+                    // A variable byte integer: up to 4 bytes, the last without the top bit.
+                    while b.get(at).is_some_and(|x| x & 0x80 != 0) {
+                        at += 1;
+                    }
+                    at += 1;
+                }
+                0x03 | 0x08 | 0x09 => {
+                    let Some(n) = u16_at(at) else { break };
+                    if id == 0x03 {
+                        fields.content_type = str_at(at + 2, n);
+                    } else if id == 0x09 && at + 2 + n <= b.len() {
+                        correlation = Some(props.slice(at + 2..at + 2 + n));
+                    }
+                    at += 2 + n;
+                }
+                0x26 => {
+                    let Some(k) = u16_at(at) else { break };
+                    let Some(v) = u16_at(at + 2 + k) else { break };
+                    let name = b.get(at + 2..at + 2 + k).unwrap_or_default();
+                    if let Some(value) = str_at(at + 4 + k, v) {
+                        fields.user_property(name, value);
+                    }
+                    at += 4 + k + v;
+                }
+                _ => break,
+            }
+        }
+        (fields, correlation)
+    }
+}
+
+/// [`parse_response`] of a message whose properties are still bytes (checked by the MQTT codec):
+/// the same result, without building the message.
+pub(crate) fn parse_raw_response(
+    props: &Bytes,
+    payload: &Bytes,
+    store_node: &SharedStr,
+) -> Result<Response, ResponseError> {
+    let (fields, correlation) = Fields::of_properties(props);
+    Ok(Response {
+        correlation_data: correlation.ok_or(ResponseError::MissingCorrelationData)?,
+        outcome: parse_fields(&fields, payload, store_node),
+    })
 }
 
 fn parse_body(msg: &Message, store_node: &SharedStr) -> Result<ResponseBody, ResponseError> {
-    let status = parse_status(msg)?;
+    parse_fields(&Fields::of_message(msg), &msg.payload, store_node)
+}
+
+fn parse_fields(
+    fields: &Fields<'_>,
+    payload: &Bytes,
+    store_node: &SharedStr,
+) -> Result<ResponseBody, ResponseError> {
+    let text = fields.status.ok_or(ResponseError::MissingStatus)?;
+    let status = crate::decimal::parse(text.as_bytes())
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| ResponseError::BadStatus(text.to_owned()))?;
     if status >= 400 {
-        let prop = |name| msg.user_property(name).map(str::to_owned);
+        let owned = |v: Option<&str>| v.map(str::to_owned);
         return Err(ResponseError::Protocol(ProtocolError {
             status,
-            message: prop(PROP_STATUS_MESSAGE),
-            property_name: prop(PROP_PROPERTY_NAME),
-            property_value: prop(PROP_PROPERTY_VALUE),
-            application_error: prop(PROP_APPLICATION_ERROR),
+            message: owned(fields.status_message),
+            property_name: owned(fields.property_name),
+            property_value: owned(fields.property_value),
+            application_error: owned(fields.application_error),
         }));
     }
-    if let Some(v) = msg.user_property(PROP_PROTOCOL_VERSION) {
+    if let Some(v) = fields.protocol_version {
         if !is_supported_version(v) {
             return Err(ResponseError::UnsupportedVersion(v.to_owned()));
         }
     }
-    if let Some(ct) = &msg.content_type {
+    if let Some(ct) = fields.content_type {
         if ct != CONTENT_TYPE {
             return Err(ResponseError::BadContentType(ct.to_string()));
         }
     }
-    let version = msg
-        .user_property(PROP_TIMESTAMP)
+    let version = fields
+        .timestamp
         .map(|ts| {
             Hlc::parse_with_node(ts, store_node)
                 .map_err(|_| ResponseError::BadTimestamp(ts.to_owned()))
         })
         .transpose()?;
-    let reply = match resp::decode_reply(&msg.payload)? {
+    let reply = match resp::decode_reply(payload)? {
         Reply::Simple(s) if &s[..] == b"OK" => StoreReply::Ok,
         Reply::Simple(s) => {
             return Err(ResponseError::UnexpectedReply(
@@ -298,6 +407,74 @@ mod tests {
 
     fn cd() -> Bytes {
         Bytes::from_static(b"0123456789abcdef")
+    }
+
+    /// `msg` through the wire: encoded, decoded as a raw publish, parsed from its bytes.
+    fn parse_via_bytes(msg: &Message) -> Result<Response, ResponseError> {
+        use crate::mqtt::codec::{decode, encode_publish, frame, Inbound};
+        let mut out = BytesMut::new();
+        encode_publish(&mut out, msg, 1, false).unwrap();
+        let f = frame(&out, 1 << 20).unwrap().unwrap();
+        let topic = msg.topic.clone();
+        match decode(out.freeze(), f, &mut SharedStr::default(), Some(&topic)) {
+            Ok(Inbound::RawPublish(raw)) => {
+                parse_raw_response(&raw.props, &raw.payload, &SharedStr::from("store"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parsing_the_bytes_gives_what_parsing_the_message_gives() {
+        let ts = Hlc::new(1_700_000_000_000, 3, "store");
+        let error = ProtocolError {
+            status: 422,
+            message: Some("bad ts".into()),
+            property_name: Some("__ts".into()),
+            property_value: Some("x".into()),
+            application_error: None,
+        };
+        let mut cases = vec![
+            response_message("r", cd(), 200, Some(&ts), &StoreReply::Ok),
+            response_message("r", cd(), 200, None, &StoreReply::NotFound),
+            response_message("r", cd(), 200, Some(&ts), &StoreReply::Integer(-1)),
+            response_message("r", cd(), 200, Some(&ts), &StoreReply::Value(cd())),
+            response_message(
+                "r",
+                cd(),
+                200,
+                None,
+                &StoreReply::Error(ServiceError::FencingTokenLowerVersion),
+            ),
+            protocol_error_message("r", cd(), &error),
+        ];
+        let base = cases[0].clone();
+        let variant = |f: &dyn Fn(&mut Message)| {
+            let mut m = base.clone();
+            f(&mut m);
+            m
+        };
+        cases.extend([
+            variant(&|m| m.correlation_data = None),
+            variant(&|m| m.content_type = Some("text/plain".into())),
+            variant(&|m| m.content_type = None),
+            variant(&|m| m.user_properties.retain(|(k, _)| k != "__stat")),
+            variant(&|m| m.user_properties[0].1 = "abc".into()),
+            variant(&|m| m.user_properties.insert(0, ("__stat".into(), "500".into()))),
+            variant(&|m| m.user_properties.push(("__stat".into(), "500".into()))),
+            variant(&|m| m.user_properties[1].1 = "2.0".into()),
+            variant(&|m| m.user_properties.push(("__ts".into(), "nope".into()))),
+            variant(&|m| m.user_properties.insert(0, ("__ts".into(), "nope".into()))),
+            variant(&|m| m.user_properties.push(("other".into(), "x".into()))),
+            variant(&|m| m.message_expiry = Some(5)),
+            variant(&|m| m.response_topic = Some("x/y".into())),
+            variant(&|m| m.payload = Bytes::from_static(b"+OK\r\nextra")),
+            variant(&|m| m.payload = Bytes::from_static(b"+QUEUED\r\n")),
+        ]);
+        for msg in &cases {
+            let expected = parse_response_known(msg, &SharedStr::from("store"));
+            assert_eq!(parse_via_bytes(msg), expected, "{msg:?}");
+        }
     }
 
     fn msg(props: &[(&str, &str)], payload: &'static [u8]) -> Message {
