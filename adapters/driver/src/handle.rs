@@ -4,7 +4,8 @@
 //! future before it completes cancels the operation in the engine (a waiting acquire still sends
 //! KEYNOTIFY STOP; a hold is released).
 
-use crate::actor::{Command, HoldState, Intent, Ticket};
+use crate::actor::{Command, Intent, Ticket};
+use crate::slot::{Item, Sink, Slot};
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
@@ -14,7 +15,7 @@ use leasedlock::FencingToken;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -85,45 +86,36 @@ pub struct Client {
     tickets: Arc<AtomicU64>,
 }
 
-/// Sends a cancel for its operation when dropped before the operation ended.
-struct Guard {
+/// The handle side of one operation: the slot its events arrive in. Dropping it before the
+/// operation ended cancels the operation.
+struct Op {
+    slot: Arc<Slot>,
     tx: mpsc::UnboundedSender<Command>,
-    ticket: Ticket,
+    /// The operation may still be running: cancel it when dropped.
     armed: bool,
-    observer: bool,
 }
 
-impl Drop for Guard {
+impl Drop for Op {
     fn drop(&mut self) {
         if self.armed {
-            let ticket = self.ticket;
-            let command = if self.observer {
-                Command::Unobserve { ticket }
-            } else {
-                Command::Cancel { ticket }
-            };
-            let _ = self.tx.unbounded_send(command);
+            let slot = self.slot.clone();
+            let _ = self.tx.unbounded_send(Command::Cancel { slot });
         }
     }
 }
 
-/// The handle side of one operation: its events and its drop guard.
-struct Op {
-    rx: mpsc::UnboundedReceiver<Result<Event, IntentError>>,
-    guard: Guard,
-}
-
 impl Op {
-    /// The next event of the operation.
-    async fn next(&mut self) -> Result<Event, Error> {
-        match poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await {
-            Some(Ok(event)) => Ok(event),
-            Some(Err(e)) => {
-                self.guard.armed = false;
+    /// The next item of the operation; an intent refused and the end of the slot (the driver
+    /// stopped) are errors.
+    async fn next(&mut self) -> Result<Item, Error> {
+        match poll_fn(|cx| self.slot.poll_next(cx)).await {
+            Some(Item::Refused(e)) => {
+                self.armed = false;
                 Err(Error::Intent(e))
             }
+            Some(item) => Ok(item),
             None => {
-                self.guard.armed = false;
+                self.armed = false;
                 Err(Error::Closed)
             }
         }
@@ -131,14 +123,16 @@ impl Op {
 
     /// The operation ended: nothing to cancel.
     fn done(&mut self) {
-        self.guard.armed = false;
+        self.armed = false;
     }
 
     /// Waits for the operation's final event: `outcome` maps it to the result (`None` for events
     /// that are not final); a failure is the operation's error.
     async fn outcome<T>(mut self, outcome: impl Fn(Event) -> Option<T>) -> Result<T, Error> {
         loop {
-            let event = self.next().await?;
+            let Item::Event(event) = self.next().await? else {
+                continue;
+            };
             if let Event::Failed { error, .. } = event {
                 self.done();
                 return Err(Error::Op(error));
@@ -160,28 +154,22 @@ impl Client {
         }
     }
 
-    fn guard(&self, observer: bool) -> Guard {
-        Guard {
-            tx: self.tx.clone(),
-            ticket: self.tickets.fetch_add(1, Ordering::Relaxed),
-            armed: true,
-            observer,
-        }
-    }
-
+    /// Sends the start of an operation; its events arrive in a new slot, its only allocation.
     fn start(&self, name: &[u8], intent: Intent, options: Options) -> Result<Op, Error> {
-        let guard = self.guard(false);
-        let (sink, rx) = mpsc::unbounded();
+        let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
         self.tx
             .unbounded_send(Command::Start {
-                ticket: guard.ticket,
                 name: Bytes::copy_from_slice(name),
                 intent,
                 options,
-                sink,
+                sink: Sink::new(slot.clone()),
             })
             .map_err(|_| Error::Closed)?;
-        Ok(Op { rx, guard })
+        Ok(Op {
+            slot,
+            tx: self.tx.clone(),
+            armed: true,
+        })
     }
 
     /// One attempt to take the lock: `Some(lease)` when won, `None` when another holder has it.
@@ -241,6 +229,9 @@ impl Client {
 
     /// Take the lock and keep it, renewing every `interval`; resolves once it is first acquired
     /// (`options.timeout` bounds that first acquisition). Dropping the [`Hold`] releases the lock.
+    ///
+    /// A hold costs no task and no wake-up while nobody reads its events: its latest lease is
+    /// kept for [`Hold::token`], and its renewals are coalesced (see [`Hold::next_event`]).
     pub async fn hold(
         &self,
         name: impl AsRef<[u8]>,
@@ -248,24 +239,19 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<Hold, Error> {
-        let state: HoldState = Arc::new(Mutex::new(None));
-        let intent = Intent::Hold {
-            lease,
-            interval,
-            state: state.clone(),
-        };
+        let intent = Intent::Hold { lease, interval };
         let mut op = self.start(name.as_ref(), intent, options)?;
         loop {
             match op.next().await? {
-                Event::Acquired { .. } => {
+                Item::Event(Event::Acquired { .. }) => {
                     return Ok(Hold {
                         name: Bytes::copy_from_slice(name.as_ref()),
                         client: self.clone(),
-                        op: Some(op),
-                        state,
+                        op,
+                        ended: false,
                     })
                 }
-                Event::Failed { error, .. } => {
+                Item::Event(Event::Failed { error, .. }) => {
                     op.done();
                     return Err(Error::Op(error));
                 }
@@ -296,23 +282,22 @@ impl Client {
         let mut f = Some(f);
         loop {
             match op.next().await? {
-                Event::EditRequested { current, .. } => {
+                Item::Event(Event::EditRequested {
+                    op: id, current, ..
+                }) => {
                     let action = match f.take() {
                         Some(f) => f(current).await,
                         None => EditAction::Abort,
                     };
                     self.tx
-                        .unbounded_send(Command::CompleteEdit {
-                            ticket: op.guard.ticket,
-                            action,
-                        })
+                        .unbounded_send(Command::CompleteEdit { op: id, action })
                         .map_err(|_| Error::Closed)?;
                 }
-                Event::EditDone { outcome, .. } => {
+                Item::Event(Event::EditDone { outcome, .. }) => {
                     op.done();
                     return Ok(outcome);
                 }
-                Event::Failed { error, .. } => {
+                Item::Event(Event::Failed { error, .. }) => {
                     op.done();
                     return Err(Error::Op(error));
                 }
@@ -336,27 +321,25 @@ impl Client {
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
-        let mut guard = self.guard(true);
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = mpsc::unbounded();
         let (ack, acked) = oneshot::channel();
         self.tx
             .unbounded_send(Command::Observe {
-                ticket: guard.ticket,
+                ticket,
                 name: Bytes::copy_from_slice(name.as_ref()),
                 sink,
                 ack,
             })
             .map_err(|_| Error::Closed)?;
         match acked.await {
-            Ok(Ok(())) => Ok(Observer { rx, _guard: guard }),
-            Ok(Err(e)) => {
-                guard.armed = false;
-                Err(Error::Intent(e))
-            }
-            Err(_) => {
-                guard.armed = false;
-                Err(Error::Closed)
-            }
+            Ok(Ok(())) => Ok(Observer {
+                rx,
+                tx: self.tx.clone(),
+                ticket,
+            }),
+            Ok(Err(e)) => Err(Error::Intent(e)),
+            Err(_) => Err(Error::Closed),
         }
     }
 }
@@ -373,9 +356,9 @@ async fn released(op: Op) -> Result<bool, Error> {
 pub struct Hold {
     name: Bytes,
     client: Client,
-    /// `None` once the hold has ended.
-    op: Option<Op>,
-    state: HoldState,
+    op: Op,
+    /// The hold has ended (an error of the hold, or the driver stopped): no more events.
+    ended: bool,
 }
 
 impl std::fmt::Debug for Hold {
@@ -388,10 +371,10 @@ impl std::fmt::Debug for Hold {
 }
 
 impl Hold {
-    /// The current lease, while its token may be used (checked against the clock now).
+    /// The current lease, while its token may be used (checked against the clock now). It is
+    /// the latest renewal's, whether or not [`Hold::next_event`] has reported it.
     pub fn lease(&self) -> Option<Lease> {
-        let lease = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        lease.filter(Lease::is_valid)
+        self.op.slot.lease().filter(Lease::is_valid)
     }
 
     /// The current fencing token, while it may be used.
@@ -401,13 +384,21 @@ impl Hold {
 
     /// The next renewal, loss or re-acquisition; `None` once the hold has ended (an error of the
     /// hold, or the driver stopped).
+    ///
+    /// Renewals are coalesced: a reader that falls behind sees the latest renewal, not every
+    /// one (the events wait in a queue that holds at most one pending renewal, so a hold whose
+    /// events are never read keeps bounded memory). Losses and re-acquisitions are never
+    /// dropped and keep their order; a renewal reported before a loss is the last one before it.
     pub async fn next_event(&mut self) -> Option<HoldEvent> {
-        let op = self.op.as_mut()?;
+        if self.ended {
+            return None;
+        }
         loop {
-            let event = match op.next().await {
-                Ok(event) => event,
-                Err(_) => {
-                    self.op = None;
+            let event = match self.op.next().await {
+                Ok(Item::Renewed(lease)) => return Some(HoldEvent::Renewed(lease)),
+                Ok(Item::Event(event)) => event,
+                Ok(Item::Refused(_)) | Err(_) => {
+                    self.ended = true;
                     return None;
                 }
             };
@@ -421,8 +412,8 @@ impl Hold {
                 } => return Some(HoldEvent::Acquired(lease(token, valid_until))),
                 Event::Lost { reason, .. } => return Some(HoldEvent::Lost(reason)),
                 Event::HoldEnded { .. } | Event::Failed { .. } => {
-                    op.done();
-                    self.op = None;
+                    self.op.done();
+                    self.ended = true;
                     return None;
                 }
                 _ => {}
@@ -430,16 +421,22 @@ impl Hold {
         }
     }
 
+    /// How many events wait unread (at most one of them a renewal). For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn queued_events(&self) -> usize {
+        self.op.slot.queued()
+    }
+
     /// Stop renewing and release the lock; `true` when the store still had it under our holder.
     pub async fn close(mut self) -> Result<bool, Error> {
-        let Some(mut hold) = self.op.take() else {
+        if self.ended {
             return Err(Error::Intent(IntentError::NoHold));
-        };
+        }
         let op = self
             .client
             .start(&self.name, Intent::CloseHold, Options::default());
-        // The release ends the hold; the hold's own drop guard has nothing left to cancel.
-        hold.done();
+        // The release ends the hold; the hold's own drop has nothing left to cancel.
+        self.op.done();
         released(op?).await
     }
 }
@@ -450,7 +447,15 @@ impl Hold {
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
 pub struct Observer {
     rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
-    _guard: Guard,
+    tx: mpsc::UnboundedSender<Command>,
+    ticket: Ticket,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        let ticket = self.ticket;
+        let _ = self.tx.unbounded_send(Command::Unobserve { ticket });
+    }
 }
 
 impl std::fmt::Debug for Observer {
@@ -477,7 +482,7 @@ impl Stream for Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leasedlock::lock::{LockId, OpId};
+    use crate::slot::tests::{ids, CountingWaker};
     use std::task::Waker;
 
     fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
@@ -492,11 +497,19 @@ mod tests {
         assert!(poll_once(fut.as_mut()).is_pending());
         drop(fut);
         let started = match rx.try_recv() {
-            Ok(Command::Start { ticket, .. }) => ticket,
+            Ok(Command::Start { sink, .. }) => sink,
             other => panic!("expected Start, got {other:?}"),
         };
         match rx.try_recv() {
-            Ok(Command::Cancel { ticket }) => assert_eq!(ticket, started),
+            Ok(Command::Cancel { slot }) => {
+                let (op, _) = ids();
+                started.started(op);
+                assert_eq!(
+                    slot.op(),
+                    Some(op),
+                    "the cancel names the started operation"
+                );
+            }
             other => panic!("expected Cancel, got {other:?}"),
         }
     }
@@ -511,12 +524,11 @@ mod tests {
             panic!("expected Start");
         };
         let (op, lock) = ids();
-        sink.unbounded_send(Ok(Event::Holder {
+        sink.deliver(Event::Holder {
             op,
             lock,
             holder: None,
-        }))
-        .unwrap();
+        });
         assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Ok(None)));
         drop(fut);
         assert!(rx.try_recv().is_err(), "nothing more was sent");
@@ -531,13 +543,25 @@ mod tests {
         assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Err(Error::Closed)));
     }
 
-    /// Ids of a real engine (their constructors are private to the core).
-    fn ids() -> (OpId, LockId) {
-        let now = crate::clock::now();
-        let mut c =
-            leasedlock::lock::Client::new(leasedlock::lock::Config::new("t"), now, 1).unwrap();
-        let lock = c.lock("L").unwrap();
-        let op = c.holder(now, lock, Options::default()).unwrap();
-        (op, lock)
+    #[test]
+    fn a_pending_operation_is_woken_and_closed_when_the_driver_drops_its_route() {
+        let (tx, mut rx) = mpsc::unbounded();
+        let client = Client::new(tx);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = Box::pin(client.acquire("L", Duration::from_secs(5), Options::default()));
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        let Ok(Command::Start { sink, .. }) = rx.try_recv() else {
+            panic!("expected Start");
+        };
+        drop(sink);
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(Error::Closed)));
+        drop(fut);
+        assert!(
+            rx.try_recv().is_err(),
+            "an operation the driver ended is not cancelled"
+        );
     }
 }

@@ -49,6 +49,7 @@ mod driver;
 mod env;
 mod handle;
 mod settings;
+mod slot;
 mod tls;
 
 pub use clock::now;
