@@ -384,21 +384,22 @@ mod tests {
     use super::*;
     use crate::clock::now;
     use crate::handle::{Client, Error};
+    use crate::mailbox::{mailbox, Receiver};
     use crate::slot::tests::CountingWaker;
     use std::future::Future;
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll, Waker};
 
     /// An actor that never connects, and a client whose commands it is fed by hand.
-    fn actor() -> (Actor, Client, mpsc::UnboundedReceiver<Command>) {
+    fn actor() -> (Actor, Client, Receiver) {
         let actor = Actor::new(&Settings::new("127.0.0.1", 1, "actor-test"), now()).unwrap();
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = mailbox();
         (actor, Client::new(tx), rx)
     }
 
-    fn feed(actor: &mut Actor, rx: &mut mpsc::UnboundedReceiver<Command>) -> usize {
+    fn feed(actor: &mut Actor, rx: &mut Receiver) -> usize {
         let mut n = 0;
-        while let Ok(command) = rx.try_recv() {
+        while let Some(command) = rx.try_recv() {
             actor.handle_command(now(), command);
             n += 1;
         }

@@ -5,6 +5,7 @@
 //! KEYNOTIFY STOP; a hold is released).
 
 use crate::actor::{Command, Intent, Ticket};
+use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
@@ -14,7 +15,6 @@ use leasedlock::mqtt::{ConnectReason, DisconnectCause};
 use leasedlock::FencingToken;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -82,15 +82,14 @@ pub enum HoldEvent {
 /// [`Options`](leasedlock::lock::Options).
 #[derive(Clone, Debug)]
 pub struct Client {
-    tx: mpsc::UnboundedSender<Command>,
-    tickets: Arc<AtomicU64>,
+    tx: Sender,
 }
 
 /// The handle side of one operation: the slot its events arrive in. Dropping it before the
 /// operation ended cancels the operation.
 struct Op {
     slot: Arc<Slot>,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: Sender,
     /// The operation may still be running: cancel it when dropped.
     armed: bool,
 }
@@ -99,7 +98,7 @@ impl Drop for Op {
     fn drop(&mut self) {
         if self.armed {
             let slot = self.slot.clone();
-            let _ = self.tx.unbounded_send(Command::Cancel { slot });
+            let _ = self.tx.send(Command::Cancel { slot });
         }
     }
 }
@@ -146,25 +145,20 @@ impl Op {
 }
 
 impl Client {
-    /// A handle sending to a driver's command channel.
-    pub(crate) fn new(tx: mpsc::UnboundedSender<Command>) -> Client {
-        Client {
-            tx,
-            tickets: Arc::new(AtomicU64::new(0)),
-        }
+    /// A handle sending to a driver's command queue.
+    pub(crate) fn new(tx: Sender) -> Client {
+        Client { tx }
     }
 
     /// Sends the start of an operation; its events arrive in a new slot, its only allocation.
     fn start(&self, name: &[u8], intent: Intent, options: Options) -> Result<Op, Error> {
         let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
-        self.tx
-            .unbounded_send(Command::Start {
-                name: Bytes::copy_from_slice(name),
-                intent,
-                options,
-                sink: Sink::new(slot.clone()),
-            })
-            .map_err(|_| Error::Closed)?;
+        self.tx.send(Command::Start {
+            name: Bytes::copy_from_slice(name),
+            intent,
+            options,
+            sink: Sink::new(slot.clone()),
+        })?;
         Ok(Op {
             slot,
             tx: self.tx.clone(),
@@ -289,9 +283,7 @@ impl Client {
                         Some(f) => f(current).await,
                         None => EditAction::Abort,
                     };
-                    self.tx
-                        .unbounded_send(Command::CompleteEdit { op: id, action })
-                        .map_err(|_| Error::Closed)?;
+                    self.tx.send(Command::CompleteEdit { op: id, action })?;
                 }
                 Item::Event(Event::EditDone { outcome, .. }) => {
                     op.done();
@@ -312,26 +304,22 @@ impl Client {
     /// keeps reconnecting after a failure; call again to wait for a later attempt.
     pub async fn connected(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .unbounded_send(Command::WatchConnection(tx))
-            .map_err(|_| Error::Closed)?;
+        self.tx.send(Command::WatchConnection(tx))?;
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
-        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.tx.ticket();
         let (sink, rx) = mpsc::unbounded();
         let (ack, acked) = oneshot::channel();
-        self.tx
-            .unbounded_send(Command::Observe {
-                ticket,
-                name: Bytes::copy_from_slice(name.as_ref()),
-                sink,
-                ack,
-            })
-            .map_err(|_| Error::Closed)?;
+        self.tx.send(Command::Observe {
+            ticket,
+            name: Bytes::copy_from_slice(name.as_ref()),
+            sink,
+            ack,
+        })?;
         match acked.await {
             Ok(Ok(())) => Ok(Observer {
                 rx,
@@ -447,14 +435,14 @@ impl Hold {
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
 pub struct Observer {
     rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: Sender,
     ticket: Ticket,
 }
 
 impl Drop for Observer {
     fn drop(&mut self) {
         let ticket = self.ticket;
-        let _ = self.tx.unbounded_send(Command::Unobserve { ticket });
+        let _ = self.tx.send(Command::Unobserve { ticket });
     }
 }
 
@@ -482,6 +470,7 @@ impl Stream for Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::mailbox;
     use crate::slot::tests::{ids, CountingWaker};
     use std::task::Waker;
 
@@ -491,17 +480,17 @@ mod tests {
 
     #[test]
     fn a_dropped_operation_future_cancels_its_operation() {
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, mut rx) = mailbox();
         let client = Client::new(tx);
         let mut fut = Box::pin(client.acquire("L", Duration::from_secs(5), Options::default()));
         assert!(poll_once(fut.as_mut()).is_pending());
         drop(fut);
         let started = match rx.try_recv() {
-            Ok(Command::Start { sink, .. }) => sink,
+            Some(Command::Start { sink, .. }) => sink,
             other => panic!("expected Start, got {other:?}"),
         };
         match rx.try_recv() {
-            Ok(Command::Cancel { slot }) => {
+            Some(Command::Cancel { slot }) => {
                 let (op, _) = ids();
                 started.started(op);
                 assert_eq!(
@@ -516,11 +505,11 @@ mod tests {
 
     #[test]
     fn a_finished_operation_sends_no_cancel() {
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, mut rx) = mailbox();
         let client = Client::new(tx);
         let mut fut = Box::pin(client.holder("L", Options::default()));
         assert!(poll_once(fut.as_mut()).is_pending());
-        let Ok(Command::Start { sink, .. }) = rx.try_recv() else {
+        let Some(Command::Start { sink, .. }) = rx.try_recv() else {
             panic!("expected Start");
         };
         let (op, lock) = ids();
@@ -531,12 +520,12 @@ mod tests {
         });
         assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Ok(None)));
         drop(fut);
-        assert!(rx.try_recv().is_err(), "nothing more was sent");
+        assert!(rx.try_recv().is_none(), "nothing more was sent");
     }
 
     #[test]
     fn a_stopped_driver_is_reported_as_closed() {
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = mailbox();
         drop(rx);
         let client = Client::new(tx);
         let mut fut = Box::pin(client.release("L", Options::default()));
@@ -545,14 +534,14 @@ mod tests {
 
     #[test]
     fn a_pending_operation_is_woken_and_closed_when_the_driver_drops_its_route() {
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, mut rx) = mailbox();
         let client = Client::new(tx);
         let counter = Arc::new(CountingWaker::default());
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
         let mut fut = Box::pin(client.acquire("L", Duration::from_secs(5), Options::default()));
         assert!(fut.as_mut().poll(&mut cx).is_pending());
-        let Ok(Command::Start { sink, .. }) = rx.try_recv() else {
+        let Some(Command::Start { sink, .. }) = rx.try_recv() else {
             panic!("expected Start");
         };
         drop(sink);
@@ -560,7 +549,7 @@ mod tests {
         assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(Error::Closed)));
         drop(fut);
         assert!(
-            rx.try_recv().is_err(),
+            rx.try_recv().is_none(),
             "an operation the driver ended is not cancelled"
         );
     }
