@@ -22,6 +22,47 @@ pub(crate) type Ticket = u64;
 /// Where holder changes of an observed lock go.
 pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Option<Bytes>, OpError>>;
 
+/// A lock name on its way from a handle to the actor: carried inline when short (no
+/// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
+#[derive(Clone)]
+pub(crate) enum Name {
+    Inline { len: u8, bytes: [u8; Name::INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+impl Name {
+    /// The longest name carried inline (the enum is then 40 bytes).
+    const INLINE: usize = 38;
+
+    pub(crate) fn new(name: &[u8]) -> Name {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= Name::INLINE => {
+                let mut bytes = [0; Name::INLINE];
+                bytes[..name.len()].copy_from_slice(name);
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Boxed(name.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Name::Boxed(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b\"{}\"", self.escape_ascii())
+    }
+}
+
 /// What an operation asks of the engine.
 #[derive(Debug)]
 pub(crate) enum Intent {
@@ -39,7 +80,7 @@ pub(crate) enum Intent {
 pub(crate) enum Command {
     /// Start an operation; its events go to `sink`.
     Start {
-        name: Bytes,
+        name: Name,
         intent: Intent,
         options: Options,
         sink: Sink,
@@ -51,7 +92,7 @@ pub(crate) enum Command {
     /// Report holder changes of a lock to `sink`.
     Observe {
         ticket: Ticket,
-        name: Bytes,
+        name: Name,
         sink: ObserveSink,
         ack: oneshot::Sender<Result<(), IntentError>>,
     },
@@ -237,9 +278,9 @@ impl Actor {
         self.route();
     }
 
-    fn start(&mut self, now: Now, name: Bytes, intent: Intent, options: Options, sink: Sink) {
+    fn start(&mut self, now: Now, name: Name, intent: Intent, options: Options, sink: Sink) {
         let client = self.conn.client();
-        let lock = match client.lock(&name) {
+        let lock = match client.lock(&*name) {
             Ok(lock) => lock,
             Err(e) => return sink.refuse(e),
         };
@@ -265,7 +306,7 @@ impl Actor {
         &mut self,
         now: Now,
         ticket: Ticket,
-        name: &Bytes,
+        name: &[u8],
         sink: ObserveSink,
     ) -> Result<(), IntentError> {
         let client = self.conn.client();
@@ -404,6 +445,18 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    #[test]
+    fn short_names_are_inline_and_long_ones_boxed() {
+        assert_eq!(std::mem::size_of::<Name>(), 40);
+        for len in [1, 15, Name::INLINE, Name::INLINE + 1, 300] {
+            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let name = Name::new(&bytes);
+            assert_eq!(&*name, &bytes[..]);
+            assert_eq!(matches!(name, Name::Inline { .. }), len <= Name::INLINE);
+        }
+        assert_eq!(format!("{:?}", Name::new(b"a\"b\xff")), r#"b"a\"b\xff""#);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! future before it completes cancels the operation in the engine (a waiting acquire still sends
 //! KEYNOTIFY STOP; a hold is released).
 
-use crate::actor::{Command, Intent, Ticket};
+use crate::actor::{Command, Intent, Name, Ticket};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
 use futures_channel::{mpsc, oneshot};
@@ -79,7 +79,8 @@ pub enum HoldEvent {
 /// A cloneable handle to a driver: every lock operation, as async methods.
 ///
 /// Lock names and keys are bytes; options (timeout, session id) are the core's
-/// [`Options`](leasedlock::lock::Options).
+/// [`Options`](leasedlock::lock::Options). A call costs the adapter one allocation (the slot its
+/// events come back in) when the lock name is at most 38 bytes long, two otherwise.
 #[derive(Clone, Debug)]
 pub struct Client {
     tx: Sender,
@@ -150,11 +151,12 @@ impl Client {
         Client { tx }
     }
 
-    /// Sends the start of an operation; its events arrive in a new slot, its only allocation.
-    fn start(&self, name: &[u8], intent: Intent, options: Options) -> Result<Op, Error> {
+    /// Sends the start of an operation; its events arrive in a new slot, its only allocation
+    /// (with a name of up to 38 bytes).
+    fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
         let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
         self.tx.send(Command::Start {
-            name: Bytes::copy_from_slice(name),
+            name,
             intent,
             options,
             sink: Sink::new(slot.clone()),
@@ -173,7 +175,11 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<Option<Lease>, Error> {
-        let op = self.start(name.as_ref(), Intent::TryAcquire { lease }, options)?;
+        let op = self.start(
+            Name::new(name.as_ref()),
+            Intent::TryAcquire { lease },
+            options,
+        )?;
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
@@ -191,7 +197,7 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<Lease, Error> {
-        let op = self.start(name.as_ref(), Intent::Acquire { lease }, options)?;
+        let op = self.start(Name::new(name.as_ref()), Intent::Acquire { lease }, options)?;
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
@@ -203,7 +209,7 @@ impl Client {
 
     /// Release the lock (ending any hold on it); `true` when the store had it under our holder.
     pub async fn release(&self, name: impl AsRef<[u8]>, options: Options) -> Result<bool, Error> {
-        let op = self.start(name.as_ref(), Intent::Release, options)?;
+        let op = self.start(Name::new(name.as_ref()), Intent::Release, options)?;
         released(op).await
     }
 
@@ -213,7 +219,7 @@ impl Client {
         name: impl AsRef<[u8]>,
         options: Options,
     ) -> Result<Option<Bytes>, Error> {
-        let op = self.start(name.as_ref(), Intent::Holder, options)?;
+        let op = self.start(Name::new(name.as_ref()), Intent::Holder, options)?;
         op.outcome(|event| match event {
             Event::Holder { holder, .. } => Some(holder),
             _ => None,
@@ -233,13 +239,14 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<Hold, Error> {
+        let name = Name::new(name.as_ref());
         let intent = Intent::Hold { lease, interval };
-        let mut op = self.start(name.as_ref(), intent, options)?;
+        let mut op = self.start(name.clone(), intent, options)?;
         loop {
             match op.next().await? {
                 Item::Event(Event::Acquired { .. }) => {
                     return Ok(Hold {
-                        name: Bytes::copy_from_slice(name.as_ref()),
+                        name,
                         client: self.clone(),
                         op,
                         ended: false,
@@ -272,7 +279,7 @@ impl Client {
             key: Bytes::copy_from_slice(key.as_ref()),
             lease,
         };
-        let mut op = self.start(name.as_ref(), intent, options)?;
+        let mut op = self.start(Name::new(name.as_ref()), intent, options)?;
         let mut f = Some(f);
         loop {
             match op.next().await? {
@@ -316,7 +323,7 @@ impl Client {
         let (ack, acked) = oneshot::channel();
         self.tx.send(Command::Observe {
             ticket,
-            name: Bytes::copy_from_slice(name.as_ref()),
+            name: Name::new(name.as_ref()),
             sink,
             ack,
         })?;
@@ -342,7 +349,7 @@ async fn released(op: Op) -> Result<bool, Error> {
 
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
 pub struct Hold {
-    name: Bytes,
+    name: Name,
     client: Client,
     op: Op,
     /// The hold has ended (an error of the hold, or the driver stopped): no more events.
@@ -422,7 +429,7 @@ impl Hold {
         }
         let op = self
             .client
-            .start(&self.name, Intent::CloseHold, Options::default());
+            .start(self.name.clone(), Intent::CloseHold, Options::default());
         // The release ends the hold; the hold's own drop has nothing left to cancel.
         self.op.done();
         released(op?).await
