@@ -237,6 +237,61 @@ pub async fn hold_renews_with_newer_tokens<R: Rt>(env: Env) {
     assert_eq!(a.holder("L", Options::default()).await, Ok(None));
 }
 
+/// A hold whose events nobody reads keeps renewing (its token stays current) with at most one
+/// unread event waiting: renewals are coalesced. The reader then sees the latest renewal.
+pub async fn undrained_hold_stays_bounded<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let mut hold = a
+        .hold("L", LEASE, Duration::from_millis(20), Options::default())
+        .await
+        .unwrap();
+    let mut last = hold.token().expect("a fresh hold has a token");
+    let mut renewals_seen = 0;
+    within::<R, _>(async {
+        while renewals_seen < 25 {
+            // Only to look again later: the renewals go on whether or not we look.
+            R::sleep(Duration::from_millis(5)).await;
+            let token = hold.token().expect("the hold keeps a valid token");
+            assert!(token >= last);
+            if token > last {
+                renewals_seen += 1;
+                last = token;
+            }
+            // Only renewals happen here (the lease is long): one coalesced marker at most.
+            assert!(hold.queued_events() <= 1, "{}", hold.queued_events());
+        }
+    })
+    .await;
+    match within::<R, _>(hold.next_event()).await {
+        Some(HoldEvent::Renewed(lease)) => assert!(lease.token >= last, "the latest renewal"),
+        other => panic!("expected a renewal, got {other:?}"),
+    }
+    assert!(hold.queued_events() <= 1);
+    assert!(hold.close().await.unwrap());
+}
+
+/// A driver killed under pending operations: each of them ends with `Error::Closed` (or, for a
+/// hold, no more events) instead of waiting for ever.
+pub async fn killed_driver_closes_pending_operations<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, tb, _) = env.client::<R>("b");
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    let mut waiting = Box::pin(b.acquire("L", LEASE, Options::default()));
+    // Polled once: its start is queued before the hold's, so it is running once the hold is.
+    assert!(bounded::<R, _>(Duration::ZERO, waiting.as_mut())
+        .await
+        .is_none());
+    let mut hold = b
+        .hold("H", LEASE, Duration::from_secs(1), Options::default())
+        .await
+        .unwrap();
+    R::kill(tb).await;
+    assert_eq!(within::<R, _>(waiting).await, Err(Error::Closed));
+    assert_eq!(within::<R, _>(hold.next_event()).await, None);
+    assert_eq!(b.holder("L", Options::default()).await, Err(Error::Closed));
+    assert!(a.release("L", Options::default()).await.unwrap());
+}
+
 fn parse(value: Option<Bytes>) -> u64 {
     value.map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap())
 }
@@ -585,6 +640,8 @@ macro_rules! scenarios {
             handoff_on_release,
             handoff_on_expiry_after_kill,
             hold_renews_with_newer_tokens,
+            undrained_hold_stays_bounded,
+            killed_driver_closes_pending_operations,
             edits_count_exactly,
             session_ids_make_distinct_holders,
             holder_and_observe,

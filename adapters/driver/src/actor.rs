@@ -1,8 +1,9 @@
 //! The state around a [`Connection`]: commands from handles in, events routed out to the handle
 //! that started each operation.
 
-use crate::handle::{Error, Lease};
+use crate::handle::Error;
 use crate::settings::{Backoff, Settings};
+use crate::slot::{Sink, Slot};
 use futures_channel::{mpsc, oneshot};
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event as ConnEvent};
@@ -12,42 +13,66 @@ use leasedlock::lock::{
 use leasedlock::mqtt::AuthError;
 use leasedlock::Now;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Names an operation or an observer from the handle side, before the engine has given it an id.
+/// Names an observer from the handle side.
 pub(crate) type Ticket = u64;
-
-/// Where the events of one operation go; an intent error is the first and only item.
-pub(crate) type OpSink = mpsc::UnboundedSender<Result<Event, IntentError>>;
 
 /// Where holder changes of an observed lock go.
 pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Option<Bytes>, OpError>>;
 
-/// The current lease of a hold, written by the actor and read by the hold's handle.
-pub(crate) type HoldState = Arc<Mutex<Option<Lease>>>;
+/// A lock name on its way from a handle to the actor: carried inline when short (no
+/// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
+#[derive(Clone)]
+pub(crate) enum Name {
+    Inline { len: u8, bytes: [u8; Name::INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+impl Name {
+    /// The longest name carried inline (the enum is then 40 bytes).
+    const INLINE: usize = 38;
+
+    pub(crate) fn new(name: &[u8]) -> Name {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= Name::INLINE => {
+                let mut bytes = [0; Name::INLINE];
+                bytes[..name.len()].copy_from_slice(name);
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Boxed(name.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Name::Boxed(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b\"{}\"", self.escape_ascii())
+    }
+}
 
 /// What an operation asks of the engine.
 #[derive(Debug)]
 pub(crate) enum Intent {
-    TryAcquire {
-        lease: Duration,
-    },
-    Acquire {
-        lease: Duration,
-    },
+    TryAcquire { lease: Duration },
+    Acquire { lease: Duration },
     Release,
     Holder,
-    Hold {
-        lease: Duration,
-        interval: Duration,
-        state: HoldState,
-    },
+    Hold { lease: Duration, interval: Duration },
     CloseHold,
-    Edit {
-        key: Bytes,
-        lease: Duration,
-    },
+    Edit { key: Bytes, lease: Duration },
 }
 
 /// A message from a handle to the actor.
@@ -55,20 +80,19 @@ pub(crate) enum Intent {
 pub(crate) enum Command {
     /// Start an operation; its events go to `sink`.
     Start {
-        ticket: Ticket,
-        name: Bytes,
+        name: Name,
         intent: Intent,
         options: Options,
-        sink: OpSink,
+        sink: Sink,
     },
     /// Answer the edit's `EditRequested`.
-    CompleteEdit { ticket: Ticket, action: EditAction },
-    /// The handle is gone before the operation ended.
-    Cancel { ticket: Ticket },
+    CompleteEdit { op: OpId, action: EditAction },
+    /// The handle of the operation of this slot is gone before the operation ended.
+    Cancel { slot: Arc<Slot> },
     /// Report holder changes of a lock to `sink`.
     Observe {
         ticket: Ticket,
-        name: Bytes,
+        name: Name,
         sink: ObserveSink,
         ack: oneshot::Sender<Result<(), IntentError>>,
     },
@@ -78,22 +102,15 @@ pub(crate) enum Command {
     WatchConnection(oneshot::Sender<Result<(), Error>>),
 }
 
-struct Route {
-    ticket: Ticket,
-    sink: OpSink,
-    /// Set for holds: `Acquired` is not final, and the lease is mirrored here.
-    hold: Option<HoldState>,
-}
-
-/// The actor: owns the [`Connection`], the routes of live operations and the observers.
+/// The actor: owns the [`Connection`], the routes of live operations (the actor's side of each
+/// operation's [`Slot`], by the engine's id) and the observers.
 ///
 /// A runtime adapter feeds it commands, bytes, timeouts and transport changes, writes what
 /// [`Actor::poll_transmit`] returns and sleeps until [`Actor::poll_timeout`]. Every event of the
 /// connection is routed as soon as it is produced.
 pub(crate) struct Actor {
     conn: Connection,
-    ops: BTreeMap<OpId, Route>,
-    tickets: BTreeMap<Ticket, OpId>,
+    ops: BTreeMap<OpId, Sink>,
     observers: BTreeMap<LockId, Vec<(Ticket, ObserveSink)>>,
     backoff: Backoff,
     session_ended: bool,
@@ -124,7 +141,6 @@ impl Actor {
         Ok(Actor {
             conn,
             ops: BTreeMap::new(),
-            tickets: BTreeMap::new(),
             observers: BTreeMap::new(),
             backoff: Backoff::new(
                 settings.reconnect_min,
@@ -223,20 +239,21 @@ impl Actor {
     pub(crate) fn handle_command(&mut self, now: Now, command: Command) {
         match command {
             Command::Start {
-                ticket,
                 name,
                 intent,
                 options,
                 sink,
-            } => self.start(now, ticket, name, intent, options, sink),
-            Command::CompleteEdit { ticket, action } => {
-                if let Some(op) = self.tickets.get(&ticket).copied() {
-                    // The edit may have ended meanwhile (timeout): its final event is on its way.
+            } => self.start(now, name, intent, options, sink),
+            Command::CompleteEdit { op, action } => {
+                // The edit may have ended meanwhile (timeout): its final event is on its way.
+                if self.ops.contains_key(&op) {
                     let _ = self.conn.client().complete_edit(now, op, action);
                 }
             }
-            Command::Cancel { ticket } => {
-                if let Some(op) = self.tickets.get(&ticket).copied() {
+            Command::Cancel { slot } => {
+                // Commands arrive in order: the operation's start came before, and its id is in
+                // the slot unless the engine refused it.
+                if let Some(op) = slot.op().filter(|op| self.ops.contains_key(op)) {
                     let _ = self.conn.client().cancel(now, op);
                 }
             }
@@ -261,48 +278,27 @@ impl Actor {
         self.route();
     }
 
-    fn start(
-        &mut self,
-        now: Now,
-        ticket: Ticket,
-        name: Bytes,
-        intent: Intent,
-        options: Options,
-        sink: OpSink,
-    ) {
+    fn start(&mut self, now: Now, name: Name, intent: Intent, options: Options, sink: Sink) {
         let client = self.conn.client();
-        let lock = match client.lock(&name) {
+        let lock = match client.lock(&*name) {
             Ok(lock) => lock,
-            Err(e) => {
-                let _ = sink.unbounded_send(Err(e));
-                return;
-            }
+            Err(e) => return sink.refuse(e),
         };
-        let mut hold = None;
         let started = match intent {
             Intent::TryAcquire { lease } => client.try_acquire(now, lock, lease, options),
             Intent::Acquire { lease } => client.acquire(now, lock, lease, options),
             Intent::Release => client.release(now, lock, options),
             Intent::Holder => client.holder(now, lock, options),
-            Intent::Hold {
-                lease,
-                interval,
-                state,
-            } => {
-                hold = Some(state);
-                client.hold(now, lock, lease, interval, options)
-            }
+            Intent::Hold { lease, interval } => client.hold(now, lock, lease, interval, options),
             Intent::CloseHold => client.close_hold(now, lock),
             Intent::Edit { key, lease } => client.edit(now, lock, key, lease, options),
         };
         match started {
             Ok(op) => {
-                self.tickets.insert(ticket, op);
-                self.ops.insert(op, Route { ticket, sink, hold });
+                sink.started(op);
+                self.ops.insert(op, sink);
             }
-            Err(e) => {
-                let _ = sink.unbounded_send(Err(e));
-            }
+            Err(e) => sink.refuse(e),
         }
     }
 
@@ -310,7 +306,7 @@ impl Actor {
         &mut self,
         now: Now,
         ticket: Ticket,
-        name: &Bytes,
+        name: &[u8],
         sink: ObserveSink,
     ) -> Result<(), IntentError> {
         let client = self.conn.client();
@@ -398,30 +394,14 @@ impl Actor {
             _ => {}
         }
         let Some(op) = event.op() else { return };
-        let Some(route) = self.ops.get(&op) else {
+        let Some(sink) = self.ops.get(&op) else {
             return;
         };
-        if let Some(state) = &route.hold {
-            let lease = match &event {
-                Event::Acquired {
-                    token, valid_until, ..
-                }
-                | Event::Renewed {
-                    token, valid_until, ..
-                } => Some(Lease {
-                    token: token.clone(),
-                    valid_until: *valid_until,
-                }),
-                _ => None,
-            };
-            *state.lock().unwrap_or_else(|p| p.into_inner()) = lease;
-        }
-        let last = is_final(&event, route.hold.is_some());
-        let _ = route.sink.unbounded_send(Ok(event));
+        let last = is_final(&event, sink.is_hold());
+        sink.deliver(event);
         if last {
-            if let Some(route) = self.ops.remove(&op) {
-                self.tickets.remove(&route.ticket);
-            }
+            // Dropping the sink closes the slot.
+            self.ops.remove(&op);
         }
     }
 }
@@ -437,5 +417,93 @@ fn is_final(event: &Event, hold: bool) -> bool {
         | Event::EditDone { .. }
         | Event::Failed { .. } => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::now;
+    use crate::handle::{Client, Error};
+    use crate::mailbox::{mailbox, Receiver};
+    use crate::slot::tests::CountingWaker;
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Poll, Waker};
+
+    /// An actor that never connects, and a client whose commands it is fed by hand.
+    fn actor() -> (Actor, Client, Receiver) {
+        let actor = Actor::new(&Settings::new("127.0.0.1", 1, "actor-test"), now()).unwrap();
+        let (tx, rx) = mailbox();
+        (actor, Client::new(tx), rx)
+    }
+
+    fn feed(actor: &mut Actor, rx: &mut Receiver) -> usize {
+        let mut n = 0;
+        while let Some(command) = rx.try_recv() {
+            actor.handle_command(now(), command);
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn short_names_are_inline_and_long_ones_boxed() {
+        assert_eq!(std::mem::size_of::<Name>(), 40);
+        for len in [1, 15, Name::INLINE, Name::INLINE + 1, 300] {
+            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let name = Name::new(&bytes);
+            assert_eq!(&*name, &bytes[..]);
+            assert_eq!(matches!(name, Name::Inline { .. }), len <= Name::INLINE);
+        }
+        assert_eq!(format!("{:?}", Name::new(b"a\"b\xff")), r#"b"a\"b\xff""#);
+    }
+
+    #[test]
+    fn a_handle_dropped_mid_operation_cancels_it_in_the_engine() {
+        let (mut actor, client, mut rx) = actor();
+        let lease = Duration::from_secs(5);
+        let mut fut = Box::pin(client.acquire("L", lease, Options::default()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(feed(&mut actor, &mut rx), 1);
+        assert_eq!(actor.ops.len(), 1);
+        assert_eq!(actor.conn.client().operations_in_progress(), 1);
+        drop(fut);
+        assert_eq!(feed(&mut actor, &mut rx), 1, "the cancel");
+        assert_eq!(actor.conn.client().operations_in_progress(), 0);
+        assert!(
+            actor.ops.is_empty(),
+            "the cancelled operation's route is gone"
+        );
+    }
+
+    #[test]
+    fn a_stopped_actor_closes_pending_operations_and_wakes_them() {
+        let (mut actor, client, mut rx) = actor();
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let lease = Duration::from_secs(5);
+        let mut waiting = Box::pin(client.acquire("L", lease, Options::default()));
+        let mut holding = Box::pin(client.hold("H", lease, lease / 2, Options::default()));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(holding.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(feed(&mut actor, &mut rx), 2);
+        assert_eq!(actor.ops.len(), 2);
+        drop(actor);
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            2,
+            "both handles were woken"
+        );
+        assert_eq!(
+            waiting.as_mut().poll(&mut cx),
+            Poll::Ready(Err(Error::Closed))
+        );
+        assert!(matches!(
+            holding.as_mut().poll(&mut cx),
+            Poll::Ready(Err(Error::Closed))
+        ));
     }
 }

@@ -4,10 +4,9 @@
 use crate::actor::{Actor, Command};
 use crate::clock::now;
 use crate::handle::Client;
+use crate::mailbox::{mailbox, Receiver};
 use crate::settings::Settings;
 use crate::tls::{TlsConfig, TlsError};
-use futures_channel::mpsc;
-use futures_core::Stream;
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::ConfigError;
 use std::collections::VecDeque;
@@ -100,7 +99,9 @@ enum Transport<S> {
 /// anything (leases then expire at the store).
 pub struct Driver<R: Runtime> {
     actor: Actor,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: Receiver,
+    /// The commands taken from the queue at once, being handled (its buffer is reused).
+    batch: VecDeque<Command>,
     transport: Transport<R::Stream>,
     target: Target,
     timer: Option<(R::Timer, Instant)>,
@@ -151,10 +152,11 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
             token: None,
         }
     });
-    let (tx, commands) = mpsc::unbounded();
+    let (tx, commands) = mailbox();
     let driver = Driver {
         actor,
         commands,
+        batch: VecDeque::new(),
         transport: Transport::Idle {
             retry_at: now().instant,
         },
@@ -227,12 +229,18 @@ impl<R: Runtime> Driver<R> {
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let mut moved = false;
         while !self.closing {
-            match Pin::new(&mut self.commands).poll_next(cx) {
-                Poll::Ready(Some(command)) => {
-                    self.actor.handle_command(now(), command);
+            match self.commands.poll_drain(cx, &mut self.batch) {
+                Poll::Ready(true) => {
+                    for command in self.batch.drain(..) {
+                        self.actor.handle_command(now(), command);
+                    }
+                    // Swapped with the queue at the next drain: a burst's capacity goes back.
+                    if self.batch.capacity() > 1024 {
+                        self.batch.shrink_to(64);
+                    }
                     moved = true;
                 }
-                Poll::Ready(None) => {
+                Poll::Ready(false) => {
                     // Every handle is gone: say goodbye and stop.
                     self.closing = true;
                     moved = true;

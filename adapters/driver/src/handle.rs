@@ -4,7 +4,9 @@
 //! future before it completes cancels the operation in the engine (a waiting acquire still sends
 //! KEYNOTIFY STOP; a hold is released).
 
-use crate::actor::{Command, HoldState, Intent, Ticket};
+use crate::actor::{Command, Intent, Name, Ticket};
+use crate::mailbox::Sender;
+use crate::slot::{Item, Sink, Slot};
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
@@ -13,8 +15,7 @@ use leasedlock::mqtt::{ConnectReason, DisconnectCause};
 use leasedlock::FencingToken;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -78,52 +79,43 @@ pub enum HoldEvent {
 /// A cloneable handle to a driver: every lock operation, as async methods.
 ///
 /// Lock names and keys are bytes; options (timeout, session id) are the core's
-/// [`Options`](leasedlock::lock::Options).
+/// [`Options`](leasedlock::lock::Options). A call costs the adapter one allocation (the slot its
+/// events come back in) when the lock name is at most 38 bytes long, two otherwise.
 #[derive(Clone, Debug)]
 pub struct Client {
-    tx: mpsc::UnboundedSender<Command>,
-    tickets: Arc<AtomicU64>,
+    tx: Sender,
 }
 
-/// Sends a cancel for its operation when dropped before the operation ended.
-struct Guard {
-    tx: mpsc::UnboundedSender<Command>,
-    ticket: Ticket,
+/// The handle side of one operation: the slot its events arrive in. Dropping it before the
+/// operation ended cancels the operation.
+struct Op {
+    slot: Arc<Slot>,
+    tx: Sender,
+    /// The operation may still be running: cancel it when dropped.
     armed: bool,
-    observer: bool,
 }
 
-impl Drop for Guard {
+impl Drop for Op {
     fn drop(&mut self) {
         if self.armed {
-            let ticket = self.ticket;
-            let command = if self.observer {
-                Command::Unobserve { ticket }
-            } else {
-                Command::Cancel { ticket }
-            };
-            let _ = self.tx.unbounded_send(command);
+            let slot = self.slot.clone();
+            let _ = self.tx.send(Command::Cancel { slot });
         }
     }
 }
 
-/// The handle side of one operation: its events and its drop guard.
-struct Op {
-    rx: mpsc::UnboundedReceiver<Result<Event, IntentError>>,
-    guard: Guard,
-}
-
 impl Op {
-    /// The next event of the operation.
-    async fn next(&mut self) -> Result<Event, Error> {
-        match poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await {
-            Some(Ok(event)) => Ok(event),
-            Some(Err(e)) => {
-                self.guard.armed = false;
+    /// The next item of the operation; an intent refused and the end of the slot (the driver
+    /// stopped) are errors.
+    async fn next(&mut self) -> Result<Item, Error> {
+        match poll_fn(|cx| self.slot.poll_next(cx)).await {
+            Some(Item::Refused(e)) => {
+                self.armed = false;
                 Err(Error::Intent(e))
             }
+            Some(item) => Ok(item),
             None => {
-                self.guard.armed = false;
+                self.armed = false;
                 Err(Error::Closed)
             }
         }
@@ -131,14 +123,16 @@ impl Op {
 
     /// The operation ended: nothing to cancel.
     fn done(&mut self) {
-        self.guard.armed = false;
+        self.armed = false;
     }
 
     /// Waits for the operation's final event: `outcome` maps it to the result (`None` for events
     /// that are not final); a failure is the operation's error.
     async fn outcome<T>(mut self, outcome: impl Fn(Event) -> Option<T>) -> Result<T, Error> {
         loop {
-            let event = self.next().await?;
+            let Item::Event(event) = self.next().await? else {
+                continue;
+            };
             if let Event::Failed { error, .. } = event {
                 self.done();
                 return Err(Error::Op(error));
@@ -152,36 +146,26 @@ impl Op {
 }
 
 impl Client {
-    /// A handle sending to a driver's command channel.
-    pub(crate) fn new(tx: mpsc::UnboundedSender<Command>) -> Client {
-        Client {
-            tx,
-            tickets: Arc::new(AtomicU64::new(0)),
-        }
+    /// A handle sending to a driver's command queue.
+    pub(crate) fn new(tx: Sender) -> Client {
+        Client { tx }
     }
 
-    fn guard(&self, observer: bool) -> Guard {
-        Guard {
+    /// Sends the start of an operation; its events arrive in a new slot, its only allocation
+    /// (with a name of up to 38 bytes).
+    fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
+        let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
+        self.tx.send(Command::Start {
+            name,
+            intent,
+            options,
+            sink: Sink::new(slot.clone()),
+        })?;
+        Ok(Op {
+            slot,
             tx: self.tx.clone(),
-            ticket: self.tickets.fetch_add(1, Ordering::Relaxed),
             armed: true,
-            observer,
-        }
-    }
-
-    fn start(&self, name: &[u8], intent: Intent, options: Options) -> Result<Op, Error> {
-        let guard = self.guard(false);
-        let (sink, rx) = mpsc::unbounded();
-        self.tx
-            .unbounded_send(Command::Start {
-                ticket: guard.ticket,
-                name: Bytes::copy_from_slice(name),
-                intent,
-                options,
-                sink,
-            })
-            .map_err(|_| Error::Closed)?;
-        Ok(Op { rx, guard })
+        })
     }
 
     /// One attempt to take the lock: `Some(lease)` when won, `None` when another holder has it.
@@ -191,7 +175,11 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<Option<Lease>, Error> {
-        let op = self.start(name.as_ref(), Intent::TryAcquire { lease }, options)?;
+        let op = self.start(
+            Name::new(name.as_ref()),
+            Intent::TryAcquire { lease },
+            options,
+        )?;
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
@@ -209,7 +197,7 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<Lease, Error> {
-        let op = self.start(name.as_ref(), Intent::Acquire { lease }, options)?;
+        let op = self.start(Name::new(name.as_ref()), Intent::Acquire { lease }, options)?;
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
@@ -221,7 +209,7 @@ impl Client {
 
     /// Release the lock (ending any hold on it); `true` when the store had it under our holder.
     pub async fn release(&self, name: impl AsRef<[u8]>, options: Options) -> Result<bool, Error> {
-        let op = self.start(name.as_ref(), Intent::Release, options)?;
+        let op = self.start(Name::new(name.as_ref()), Intent::Release, options)?;
         released(op).await
     }
 
@@ -231,7 +219,7 @@ impl Client {
         name: impl AsRef<[u8]>,
         options: Options,
     ) -> Result<Option<Bytes>, Error> {
-        let op = self.start(name.as_ref(), Intent::Holder, options)?;
+        let op = self.start(Name::new(name.as_ref()), Intent::Holder, options)?;
         op.outcome(|event| match event {
             Event::Holder { holder, .. } => Some(holder),
             _ => None,
@@ -241,6 +229,9 @@ impl Client {
 
     /// Take the lock and keep it, renewing every `interval`; resolves once it is first acquired
     /// (`options.timeout` bounds that first acquisition). Dropping the [`Hold`] releases the lock.
+    ///
+    /// A hold costs no task and no wake-up while nobody reads its events: its latest lease is
+    /// kept for [`Hold::token`], and its renewals are coalesced (see [`Hold::next_event`]).
     pub async fn hold(
         &self,
         name: impl AsRef<[u8]>,
@@ -248,24 +239,20 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<Hold, Error> {
-        let state: HoldState = Arc::new(Mutex::new(None));
-        let intent = Intent::Hold {
-            lease,
-            interval,
-            state: state.clone(),
-        };
-        let mut op = self.start(name.as_ref(), intent, options)?;
+        let name = Name::new(name.as_ref());
+        let intent = Intent::Hold { lease, interval };
+        let mut op = self.start(name.clone(), intent, options)?;
         loop {
             match op.next().await? {
-                Event::Acquired { .. } => {
+                Item::Event(Event::Acquired { .. }) => {
                     return Ok(Hold {
-                        name: Bytes::copy_from_slice(name.as_ref()),
+                        name,
                         client: self.clone(),
-                        op: Some(op),
-                        state,
+                        op,
+                        ended: false,
                     })
                 }
-                Event::Failed { error, .. } => {
+                Item::Event(Event::Failed { error, .. }) => {
                     op.done();
                     return Err(Error::Op(error));
                 }
@@ -292,27 +279,24 @@ impl Client {
             key: Bytes::copy_from_slice(key.as_ref()),
             lease,
         };
-        let mut op = self.start(name.as_ref(), intent, options)?;
+        let mut op = self.start(Name::new(name.as_ref()), intent, options)?;
         let mut f = Some(f);
         loop {
             match op.next().await? {
-                Event::EditRequested { current, .. } => {
+                Item::Event(Event::EditRequested {
+                    op: id, current, ..
+                }) => {
                     let action = match f.take() {
                         Some(f) => f(current).await,
                         None => EditAction::Abort,
                     };
-                    self.tx
-                        .unbounded_send(Command::CompleteEdit {
-                            ticket: op.guard.ticket,
-                            action,
-                        })
-                        .map_err(|_| Error::Closed)?;
+                    self.tx.send(Command::CompleteEdit { op: id, action })?;
                 }
-                Event::EditDone { outcome, .. } => {
+                Item::Event(Event::EditDone { outcome, .. }) => {
                     op.done();
                     return Ok(outcome);
                 }
-                Event::Failed { error, .. } => {
+                Item::Event(Event::Failed { error, .. }) => {
                     op.done();
                     return Err(Error::Op(error));
                 }
@@ -327,36 +311,30 @@ impl Client {
     /// keeps reconnecting after a failure; call again to wait for a later attempt.
     pub async fn connected(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .unbounded_send(Command::WatchConnection(tx))
-            .map_err(|_| Error::Closed)?;
+        self.tx.send(Command::WatchConnection(tx))?;
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
-        let mut guard = self.guard(true);
+        let ticket = self.tx.ticket();
         let (sink, rx) = mpsc::unbounded();
         let (ack, acked) = oneshot::channel();
-        self.tx
-            .unbounded_send(Command::Observe {
-                ticket: guard.ticket,
-                name: Bytes::copy_from_slice(name.as_ref()),
-                sink,
-                ack,
-            })
-            .map_err(|_| Error::Closed)?;
+        self.tx.send(Command::Observe {
+            ticket,
+            name: Name::new(name.as_ref()),
+            sink,
+            ack,
+        })?;
         match acked.await {
-            Ok(Ok(())) => Ok(Observer { rx, _guard: guard }),
-            Ok(Err(e)) => {
-                guard.armed = false;
-                Err(Error::Intent(e))
-            }
-            Err(_) => {
-                guard.armed = false;
-                Err(Error::Closed)
-            }
+            Ok(Ok(())) => Ok(Observer {
+                rx,
+                tx: self.tx.clone(),
+                ticket,
+            }),
+            Ok(Err(e)) => Err(Error::Intent(e)),
+            Err(_) => Err(Error::Closed),
         }
     }
 }
@@ -371,11 +349,11 @@ async fn released(op: Op) -> Result<bool, Error> {
 
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
 pub struct Hold {
-    name: Bytes,
+    name: Name,
     client: Client,
-    /// `None` once the hold has ended.
-    op: Option<Op>,
-    state: HoldState,
+    op: Op,
+    /// The hold has ended (an error of the hold, or the driver stopped): no more events.
+    ended: bool,
 }
 
 impl std::fmt::Debug for Hold {
@@ -388,10 +366,10 @@ impl std::fmt::Debug for Hold {
 }
 
 impl Hold {
-    /// The current lease, while its token may be used (checked against the clock now).
+    /// The current lease, while its token may be used (checked against the clock now). It is
+    /// the latest renewal's, whether or not [`Hold::next_event`] has reported it.
     pub fn lease(&self) -> Option<Lease> {
-        let lease = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        lease.filter(Lease::is_valid)
+        self.op.slot.lease().filter(Lease::is_valid)
     }
 
     /// The current fencing token, while it may be used.
@@ -401,13 +379,21 @@ impl Hold {
 
     /// The next renewal, loss or re-acquisition; `None` once the hold has ended (an error of the
     /// hold, or the driver stopped).
+    ///
+    /// Renewals are coalesced: a reader that falls behind sees the latest renewal, not every
+    /// one (the events wait in a queue that holds at most one pending renewal, so a hold whose
+    /// events are never read keeps bounded memory). Losses and re-acquisitions are never
+    /// dropped and keep their order; a renewal reported before a loss is the last one before it.
     pub async fn next_event(&mut self) -> Option<HoldEvent> {
-        let op = self.op.as_mut()?;
+        if self.ended {
+            return None;
+        }
         loop {
-            let event = match op.next().await {
-                Ok(event) => event,
-                Err(_) => {
-                    self.op = None;
+            let event = match self.op.next().await {
+                Ok(Item::Renewed(lease)) => return Some(HoldEvent::Renewed(lease)),
+                Ok(Item::Event(event)) => event,
+                Ok(Item::Refused(_)) | Err(_) => {
+                    self.ended = true;
                     return None;
                 }
             };
@@ -421,8 +407,8 @@ impl Hold {
                 } => return Some(HoldEvent::Acquired(lease(token, valid_until))),
                 Event::Lost { reason, .. } => return Some(HoldEvent::Lost(reason)),
                 Event::HoldEnded { .. } | Event::Failed { .. } => {
-                    op.done();
-                    self.op = None;
+                    self.op.done();
+                    self.ended = true;
                     return None;
                 }
                 _ => {}
@@ -430,16 +416,22 @@ impl Hold {
         }
     }
 
+    /// How many events wait unread (at most one of them a renewal). For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn queued_events(&self) -> usize {
+        self.op.slot.queued()
+    }
+
     /// Stop renewing and release the lock; `true` when the store still had it under our holder.
     pub async fn close(mut self) -> Result<bool, Error> {
-        let Some(mut hold) = self.op.take() else {
+        if self.ended {
             return Err(Error::Intent(IntentError::NoHold));
-        };
+        }
         let op = self
             .client
-            .start(&self.name, Intent::CloseHold, Options::default());
-        // The release ends the hold; the hold's own drop guard has nothing left to cancel.
-        hold.done();
+            .start(self.name.clone(), Intent::CloseHold, Options::default());
+        // The release ends the hold; the hold's own drop has nothing left to cancel.
+        self.op.done();
         released(op?).await
     }
 }
@@ -450,7 +442,15 @@ impl Hold {
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
 pub struct Observer {
     rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
-    _guard: Guard,
+    tx: Sender,
+    ticket: Ticket,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        let ticket = self.ticket;
+        let _ = self.tx.send(Command::Unobserve { ticket });
+    }
 }
 
 impl std::fmt::Debug for Observer {
@@ -477,7 +477,8 @@ impl Stream for Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leasedlock::lock::{LockId, OpId};
+    use crate::mailbox::mailbox;
+    use crate::slot::tests::{ids, CountingWaker};
     use std::task::Waker;
 
     fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
@@ -486,58 +487,77 @@ mod tests {
 
     #[test]
     fn a_dropped_operation_future_cancels_its_operation() {
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, mut rx) = mailbox();
         let client = Client::new(tx);
         let mut fut = Box::pin(client.acquire("L", Duration::from_secs(5), Options::default()));
         assert!(poll_once(fut.as_mut()).is_pending());
         drop(fut);
         let started = match rx.try_recv() {
-            Ok(Command::Start { ticket, .. }) => ticket,
+            Some(Command::Start { sink, .. }) => sink,
             other => panic!("expected Start, got {other:?}"),
         };
         match rx.try_recv() {
-            Ok(Command::Cancel { ticket }) => assert_eq!(ticket, started),
+            Some(Command::Cancel { slot }) => {
+                let (op, _) = ids();
+                started.started(op);
+                assert_eq!(
+                    slot.op(),
+                    Some(op),
+                    "the cancel names the started operation"
+                );
+            }
             other => panic!("expected Cancel, got {other:?}"),
         }
     }
 
     #[test]
     fn a_finished_operation_sends_no_cancel() {
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, mut rx) = mailbox();
         let client = Client::new(tx);
         let mut fut = Box::pin(client.holder("L", Options::default()));
         assert!(poll_once(fut.as_mut()).is_pending());
-        let Ok(Command::Start { sink, .. }) = rx.try_recv() else {
+        let Some(Command::Start { sink, .. }) = rx.try_recv() else {
             panic!("expected Start");
         };
         let (op, lock) = ids();
-        sink.unbounded_send(Ok(Event::Holder {
+        sink.deliver(Event::Holder {
             op,
             lock,
             holder: None,
-        }))
-        .unwrap();
+        });
         assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Ok(None)));
         drop(fut);
-        assert!(rx.try_recv().is_err(), "nothing more was sent");
+        assert!(rx.try_recv().is_none(), "nothing more was sent");
     }
 
     #[test]
     fn a_stopped_driver_is_reported_as_closed() {
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = mailbox();
         drop(rx);
         let client = Client::new(tx);
         let mut fut = Box::pin(client.release("L", Options::default()));
         assert_eq!(poll_once(fut.as_mut()), Poll::Ready(Err(Error::Closed)));
     }
 
-    /// Ids of a real engine (their constructors are private to the core).
-    fn ids() -> (OpId, LockId) {
-        let now = crate::clock::now();
-        let mut c =
-            leasedlock::lock::Client::new(leasedlock::lock::Config::new("t"), now, 1).unwrap();
-        let lock = c.lock("L").unwrap();
-        let op = c.holder(now, lock, Options::default()).unwrap();
-        (op, lock)
+    #[test]
+    fn a_pending_operation_is_woken_and_closed_when_the_driver_drops_its_route() {
+        let (tx, mut rx) = mailbox();
+        let client = Client::new(tx);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = Box::pin(client.acquire("L", Duration::from_secs(5), Options::default()));
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        let Some(Command::Start { sink, .. }) = rx.try_recv() else {
+            panic!("expected Start");
+        };
+        drop(sink);
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(Error::Closed)));
+        drop(fut);
+        assert!(
+            rx.try_recv().is_none(),
+            "an operation the driver ended is not cancelled"
+        );
     }
 }

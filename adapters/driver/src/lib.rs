@@ -6,8 +6,11 @@
 //!   routes each event to the handle that started its operation (final events complete the
 //!   operation's future, hold events go to the [`Hold`], holder changes to [`Observer`]s, edit
 //!   requests to the user's closure);
-//! - the async API: a cloneable [`Client`] handle, [`Hold`], [`Observer`], [`Lease`], [`Error`],
-//!   over `futures-channel` (dropping a future cancels its operation in the engine);
+//! - the async API: a cloneable [`Client`] handle, [`Hold`], [`Observer`], [`Lease`], [`Error`]
+//!   (dropping a future cancels its operation in the engine). Commands go to the driver through
+//!   one shared queue whose buffers are reused; each operation's events come back through one
+//!   small shared slot (its only allocation), and a [`Hold`] needs no task of its own: its
+//!   latest lease is always at hand and its renewals are coalesced;
 //! - the run loop: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
 //!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
 //! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
@@ -48,7 +51,9 @@ mod clock;
 mod driver;
 mod env;
 mod handle;
+mod mailbox;
 mod settings;
+mod slot;
 mod tls;
 
 pub use clock::now;

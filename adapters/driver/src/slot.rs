@@ -1,0 +1,453 @@
+//! The route of one operation from the actor to its handle: a small shared slot instead of a
+//! channel.
+//!
+//! A slot is one allocation: a queue whose first item is stored inline (most operations have
+//! exactly one event, so nothing more is allocated), whether the actor has let go of it, the
+//! waker of the handle's task and, for a hold, its current lease. The actor pushes and wakes; the
+//! handle polls. When the actor's side ([`Sink`]) is dropped — the operation ended, or the actor
+//! itself is gone because the driver stopped — the slot is closed and the handle woken: once the
+//! queue is drained the handle reads the end.
+//!
+//! A hold's renewals are coalesced: the queue holds at most one pending renewal marker, which
+//! stands for the slot's current lease; a newer renewal replaces the lease and leaves the marker
+//! where it is. Every other event (`Lost`, `Acquired`, the final one) is queued in order; before
+//! one of them changes the lease, a pending marker gets its own copy of the lease it stands for.
+
+use crate::handle::Lease;
+use leasedlock::lock::{Event, IntentError, OpId};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+/// What the handle of an operation reads from its slot.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// An event of the operation.
+    Event(Event),
+    /// The engine refused the intent at once: the first and only item.
+    Refused(IntentError),
+    /// A hold renewed its lease (the latest renewal when several came before the handle read).
+    Renewed(Lease),
+}
+
+/// An item as queued: a renewal marker carries no lease while it stands for the current one.
+#[derive(Debug)]
+enum Queued {
+    Event(Event),
+    Refused(IntentError),
+    /// `None`: the slot's current lease.
+    Renewed(Option<Lease>),
+}
+
+/// The shared state of one operation.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Set for holds: renewals are coalesced and the lease is kept.
+    hold: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The oldest queued item; `None` only when the queue is empty.
+    head: Option<Queued>,
+    /// The items after `head`: allocated only when more than one item is pending.
+    rest: VecDeque<Queued>,
+    /// The actor has let go: nothing more will be pushed.
+    closed: bool,
+    /// The task of the handle, while it waits on an empty queue.
+    waker: Option<Waker>,
+    /// The engine's id of the operation, once started.
+    op: Option<OpId>,
+    /// A hold's current lease.
+    lease: Option<Lease>,
+}
+
+impl State {
+    fn push(&mut self, item: Queued) {
+        if self.head.is_none() {
+            self.head = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        let item = self.head.take()?;
+        self.head = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 8 {
+            self.rest = VecDeque::new();
+        }
+        Some(item)
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Queued> {
+        match self.rest.back_mut() {
+            Some(item) => Some(item),
+            None => self.head.as_mut(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+}
+
+impl Slot {
+    /// A new, empty slot; `hold` for the operation of a hold.
+    pub(crate) fn new(hold: bool) -> Arc<Slot> {
+        Arc::new(Slot {
+            hold,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The engine's id of the operation, once the actor has started it.
+    pub(crate) fn op(&self) -> Option<OpId> {
+        self.state().op
+    }
+
+    /// A hold's current lease (`None` while it is lost, or once it ended).
+    pub(crate) fn lease(&self) -> Option<Lease> {
+        self.state().lease.clone()
+    }
+
+    /// How many items are queued, unread.
+    pub(crate) fn queued(&self) -> usize {
+        self.state().len()
+    }
+
+    /// The next item; `Ready(None)` once the queue is drained and the actor has let go.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut state = self.state();
+        while let Some(item) = state.pop() {
+            return Poll::Ready(Some(match item {
+                Queued::Event(event) => Item::Event(event),
+                Queued::Refused(error) => Item::Refused(error),
+                Queued::Renewed(Some(lease)) => Item::Renewed(lease),
+                Queued::Renewed(None) => match state.lease.clone() {
+                    Some(lease) => Item::Renewed(lease),
+                    // Not reached: a marker gets its own lease before the lease changes.
+                    None => continue,
+                },
+            }));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Wakes the handle's task, if it waits, once `state` is unlocked.
+    fn wake(mut state: MutexGuard<'_, State>) {
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The actor's side of a slot. Dropping it closes the slot and wakes the handle.
+#[derive(Debug)]
+pub(crate) struct Sink(Arc<Slot>);
+
+impl Sink {
+    /// The actor's side of `slot`.
+    pub(crate) fn new(slot: Arc<Slot>) -> Sink {
+        Sink(slot)
+    }
+
+    /// Whether this is the slot of a hold.
+    pub(crate) fn is_hold(&self) -> bool {
+        self.0.hold
+    }
+
+    /// The engine started the operation as `op`.
+    pub(crate) fn started(&self, op: OpId) {
+        self.0.state().op = Some(op);
+    }
+
+    /// The engine refused the intent.
+    pub(crate) fn refuse(&self, error: IntentError) {
+        let mut state = self.0.state();
+        state.push(Queued::Refused(error));
+        Slot::wake(state);
+    }
+
+    /// An event of the operation. A hold's lease follows its events; its renewals are coalesced
+    /// (see the module documentation).
+    pub(crate) fn deliver(&self, event: Event) {
+        let mut state = self.0.state();
+        if !self.0.hold {
+            state.push(Queued::Event(event));
+            return Slot::wake(state);
+        }
+        match event {
+            Event::Renewed {
+                token, valid_until, ..
+            } => {
+                state.lease = Some(Lease { token, valid_until });
+                if !matches!(state.back_mut(), Some(Queued::Renewed(None))) {
+                    state.push(Queued::Renewed(None));
+                }
+            }
+            event => {
+                // The lease changes: a pending marker keeps the lease it stands for.
+                let previous = state.lease.take();
+                if let Some(Queued::Renewed(marker @ None)) = state.back_mut() {
+                    *marker = previous;
+                }
+                if let Event::Acquired {
+                    token, valid_until, ..
+                } = &event
+                {
+                    state.lease = Some(Lease {
+                        token: token.clone(),
+                        valid_until: *valid_until,
+                    });
+                }
+                state.push(Queued::Event(event));
+            }
+        }
+        Slot::wake(state);
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.closed = true;
+        Slot::wake(state);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use leasedlock::hlc::Hlc;
+    use leasedlock::lock::{LockId, LossReason, Options};
+    use leasedlock::FencingToken;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::{Duration, Instant};
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    pub(crate) struct CountingWaker(pub(crate) AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Ids of a real engine (their constructors are private to the core).
+    pub(crate) fn ids() -> (OpId, LockId) {
+        let now = crate::clock::now();
+        let mut c =
+            leasedlock::lock::Client::new(leasedlock::lock::Config::new("t"), now, 1).unwrap();
+        let lock = c.lock("L").unwrap();
+        let op = c.holder(now, lock, Options::default()).unwrap();
+        (op, lock)
+    }
+
+    fn token(n: u64) -> FencingToken {
+        FencingToken::new(Hlc::new(1_000, n, "store".to_owned()))
+    }
+
+    struct Events {
+        op: OpId,
+        lock: LockId,
+        at: Instant,
+    }
+
+    impl Events {
+        fn new() -> Events {
+            let (op, lock) = ids();
+            Events {
+                op,
+                lock,
+                at: crate::clock::now().instant,
+            }
+        }
+        fn valid_until(&self, n: u64) -> Instant {
+            self.at + Duration::from_secs(n)
+        }
+        fn renewed(&self, n: u64) -> Event {
+            Event::Renewed {
+                op: self.op,
+                lock: self.lock,
+                token: token(n),
+                valid_until: self.valid_until(n),
+            }
+        }
+        fn acquired(&self, n: u64) -> Event {
+            Event::Acquired {
+                op: self.op,
+                lock: self.lock,
+                token: token(n),
+                valid_until: self.valid_until(n),
+            }
+        }
+        fn lost(&self) -> Event {
+            Event::Lost {
+                op: self.op,
+                lock: self.lock,
+                reason: LossReason::TakenAway,
+            }
+        }
+        fn lease(&self, n: u64) -> Lease {
+            Lease {
+                token: token(n),
+                valid_until: self.valid_until(n),
+            }
+        }
+    }
+
+    /// What a slow reader reads: everything queued, then `Pending` (or `None` once closed).
+    fn drain(slot: &Slot) -> Vec<String> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(item)) = slot.poll_next(&mut cx) {
+            out.push(match item {
+                Item::Event(Event::Acquired { token, .. }) => format!("acquired {token}"),
+                Item::Event(Event::Lost { .. }) => "lost".to_owned(),
+                Item::Event(other) => format!("{other:?}"),
+                Item::Renewed(lease) => format!("renewed {}", lease.token),
+                Item::Refused(e) => format!("refused {e}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn renewals_of_an_unread_hold_are_coalesced_into_one_marker() {
+        let e = Events::new();
+        let slot = Slot::new(true);
+        let sink = Sink::new(slot.clone());
+        sink.deliver(e.acquired(1));
+        assert_eq!(drain(&slot), [format!("acquired {}", token(1))]);
+        for n in 2..10_000 {
+            sink.deliver(e.renewed(n));
+            assert_eq!(
+                slot.queued(),
+                1,
+                "one marker, whatever the number of renewals"
+            );
+        }
+        assert_eq!(slot.lease(), Some(e.lease(9_999)));
+        // The slow reader sees the latest renewal only.
+        assert_eq!(drain(&slot), [format!("renewed {}", token(9_999))]);
+        assert_eq!(slot.queued(), 0);
+        assert_eq!(
+            slot.lease(),
+            Some(e.lease(9_999)),
+            "reading keeps the lease"
+        );
+    }
+
+    #[test]
+    fn losses_and_acquisitions_are_all_delivered_in_order_between_coalesced_renewals() {
+        let e = Events::new();
+        let slot = Slot::new(true);
+        let sink = Sink::new(slot.clone());
+        sink.deliver(e.acquired(1));
+        for n in 2..5 {
+            sink.deliver(e.renewed(n));
+        }
+        sink.deliver(e.lost());
+        assert_eq!(slot.lease(), None, "a lost hold has no lease");
+        sink.deliver(e.acquired(10));
+        assert_eq!(slot.lease(), Some(e.lease(10)));
+        for n in 11..20 {
+            sink.deliver(e.renewed(n));
+        }
+        sink.deliver(e.lost());
+        sink.deliver(e.lost());
+        sink.deliver(e.acquired(30));
+        sink.deliver(e.renewed(31));
+        assert_eq!(
+            drain(&slot),
+            [
+                format!("acquired {}", token(1)),
+                format!("renewed {}", token(4)),
+                "lost".to_owned(),
+                format!("acquired {}", token(10)),
+                format!("renewed {}", token(19)),
+                "lost".to_owned(),
+                "lost".to_owned(),
+                format!("acquired {}", token(30)),
+                format!("renewed {}", token(31)),
+            ]
+        );
+        assert_eq!(slot.lease(), Some(e.lease(31)));
+    }
+
+    #[test]
+    fn operations_that_are_not_holds_queue_every_event() {
+        let e = Events::new();
+        let slot = Slot::new(false);
+        let sink = Sink::new(slot.clone());
+        sink.deliver(e.renewed(1));
+        sink.deliver(e.renewed(2));
+        assert_eq!(slot.queued(), 2);
+        assert_eq!(slot.lease(), None);
+    }
+
+    #[test]
+    fn a_push_wakes_only_a_registered_waker_and_a_dropped_sink_closes_the_slot() {
+        let e = Events::new();
+        let slot = Slot::new(true);
+        let sink = Sink::new(slot.clone());
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Nobody waits: no wake-up.
+        sink.deliver(e.acquired(1));
+        sink.deliver(e.renewed(2));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+        assert!(matches!(slot.poll_next(&mut cx), Poll::Ready(Some(_))));
+        assert!(matches!(slot.poll_next(&mut cx), Poll::Ready(Some(_))));
+        assert!(slot.poll_next(&mut cx).is_pending());
+        // The handle waits: one wake-up for the next renewal, none for the ones after it.
+        sink.deliver(e.renewed(3));
+        sink.deliver(e.renewed(4));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(
+            matches!(slot.poll_next(&mut cx), Poll::Ready(Some(Item::Renewed(l))) if l == e.lease(4))
+        );
+        assert!(slot.poll_next(&mut cx).is_pending());
+        drop(sink);
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            2,
+            "closing wakes the handle"
+        );
+        assert!(matches!(slot.poll_next(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn queued_items_are_read_before_the_end() {
+        let e = Events::new();
+        let slot = Slot::new(false);
+        let sink = Sink::new(slot.clone());
+        sink.refuse(IntentError::EmptyKey);
+        sink.deliver(e.lost());
+        drop(sink);
+        assert_eq!(
+            drain(&slot),
+            ["refused the key is empty".to_owned(), "lost".to_owned()]
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(slot.poll_next(&mut cx), Poll::Ready(None)));
+    }
+}
