@@ -1,7 +1,7 @@
 //! The lock engine proper: operations, pending requests, timers and per-lock state.
 
 use super::rng::SplitMix64;
-use super::slab::{Slab, SlabKey};
+use super::slab::{push_tight, Slab, SlabKey};
 use super::timer::{TimerKey, Timers};
 use super::{
     Config, ConfigError, EditAction, EditOutcome, Event, IntentError, LockId, LossReason,
@@ -25,7 +25,9 @@ const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 /// Shortest fallback re-check of a waiting acquire.
 const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
-type Corr = u128;
+/// Names a pending request inside the engine: the slab key of its entry. On the wire, the
+/// correlation data is this client's random prefix (high 64 bits) and this (low 64 bits).
+type Corr = u64;
 
 /// The slot of a pending request (the low half of its correlation data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,32 +60,36 @@ struct PendingRequests {
 }
 
 impl PendingRequests {
-    fn key(&self, corr: Corr) -> Option<ReqKey> {
-        ((corr >> 64) as u64 == self.prefix).then_some(ReqKey(corr as u64))
+    /// The request named by 16 bytes of correlation data, if they are this client's.
+    fn from_wire(&self, data: &[u8]) -> Option<Corr> {
+        let wire = u128::from_be_bytes(<[u8; 16]>::try_from(data).ok()?);
+        ((wire >> 64) as u64 == self.prefix).then_some(wire as u64)
     }
 
-    /// The correlation data the next [`PendingRequests::insert`] uses.
+    /// The correlation data of a request.
+    fn wire(&self, corr: Corr) -> u128 {
+        (u128::from(self.prefix) << 64) | u128::from(corr)
+    }
+
+    /// The name the next [`PendingRequests::insert`] gives.
     fn next_corr(&self) -> Corr {
-        (u128::from(self.prefix) << 64) | u128::from(self.slab.next_key().raw())
+        self.slab.next_key().raw()
     }
 
     fn insert(&mut self, p: Pending) -> Corr {
-        let key = self.slab.insert(p);
-        (u128::from(self.prefix) << 64) | u128::from(key.raw())
+        self.slab.insert(p).raw()
     }
 
     fn get(&self, corr: &Corr) -> Option<&Pending> {
-        self.slab.get(&self.key(*corr)?)
+        self.slab.get(&ReqKey(*corr))
     }
 
     fn get_mut(&mut self, corr: &Corr) -> Option<&mut Pending> {
-        let key = self.key(*corr)?;
-        self.slab.get_mut(&key)
+        self.slab.get_mut(&ReqKey(*corr))
     }
 
     fn remove(&mut self, corr: &Corr) -> Option<Pending> {
-        let key = self.key(*corr)?;
-        self.slab.remove(&key)
+        self.slab.remove(&ReqKey(*corr))
     }
 
     /// The correlation data of every pending request, in the order they were sent.
@@ -91,10 +97,7 @@ impl PendingRequests {
         let mut all: Vec<(u64, Corr)> = self
             .slab
             .keys()
-            .map(|k| {
-                let corr = (u128::from(self.prefix) << 64) | u128::from(k.raw());
-                (self.slab[&k].seq, corr)
-            })
+            .map(|k| (self.slab[&k].seq, k.raw()))
             .collect();
         all.sort_unstable();
         all.into_iter().map(|(_, corr)| corr).collect()
@@ -147,35 +150,61 @@ enum Notify {
     On,
 }
 
-/// A few operation ids in the order they were added (their order of creation): a lock rarely has
-/// more than two operations, and a set of them costs one small allocation instead of a tree node.
+/// A few operation ids in the order they were added (their order of creation). A lock rarely
+/// has more than one operation: one is kept inline, more in a vector.
 #[derive(Debug, Default)]
-struct IdSet(Vec<OpId>);
+enum IdSet {
+    #[default]
+    Empty,
+    One(OpId),
+    Many(Vec<OpId>),
+}
 
 impl IdSet {
+    fn as_slice(&self) -> &[OpId] {
+        match self {
+            IdSet::Empty => &[],
+            IdSet::One(id) => std::slice::from_ref(id),
+            IdSet::Many(ids) => ids,
+        }
+    }
+
     fn insert(&mut self, id: OpId) {
-        if !self.0.contains(&id) {
-            self.0.push(id);
+        match self {
+            IdSet::Empty => *self = IdSet::One(id),
+            IdSet::One(first) if *first != id => *self = IdSet::Many(vec![*first, id]),
+            IdSet::Many(ids) if !ids.contains(&id) => ids.push(id),
+            _ => {}
         }
     }
 
     /// Whether `id` was there.
     fn remove(&mut self, id: &OpId) -> bool {
-        match self.0.iter().position(|x| x == id) {
-            Some(at) => {
-                self.0.remove(at);
+        match self {
+            IdSet::One(first) if first == id => {
+                *self = IdSet::Empty;
                 true
             }
-            None => false,
+            IdSet::Many(ids) => match ids.iter().position(|x| x == id) {
+                Some(at) => {
+                    ids.remove(at);
+                    if ids.len() <= 1 {
+                        *self = ids.first().map_or(IdSet::Empty, |&only| IdSet::One(only));
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => false,
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = OpId> + '_ {
-        self.0.iter().copied()
+        self.as_slice().iter().copied()
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 }
 
@@ -186,7 +215,6 @@ struct Lock {
     hold: Option<OpId>,
     /// The edit that currently works on the lock, and those waiting behind it.
     edit: Option<OpId>,
-    edit_queue: VecDeque<OpId>,
     /// Operations on this lock (all kinds).
     ops: IdSet,
     /// Operations that need KEYNOTIFY on this lock.
@@ -349,6 +377,8 @@ pub struct Client {
     sub_notify: Sub,
     locks: Vec<Lock>,
     lock_by_name: BTreeMap<Bytes, LockId>,
+    /// Edits waiting for the edit in progress on their lock, oldest first (rare: kept aside).
+    edit_queues: BTreeMap<LockId, VecDeque<OpId>>,
     /// Counts operations and requests: their order of creation.
     next_seq: u64,
     ops: Slab<OpId, Op>,
@@ -365,7 +395,8 @@ pub struct Client {
 #[derive(Debug)]
 pub(crate) struct QueuedRequest {
     pub(crate) request: Request,
-    pub(crate) corr: Corr,
+    /// The correlation data (all 128 bits).
+    pub(crate) corr: u128,
     pub(crate) timeout: Duration,
 }
 
@@ -401,6 +432,7 @@ impl Client {
             sub_notify: Sub::Waiting,
             locks: Vec::new(),
             lock_by_name: BTreeMap::new(),
+            edit_queues: BTreeMap::new(),
             next_seq: 0,
             ops: Slab::new(),
             pending: PendingRequests {
@@ -451,21 +483,23 @@ impl Client {
         }
         let id = LockId(u32::try_from(self.locks.len()).map_err(|_| IntentError::UnknownLock)?);
         let name = Bytes::copy_from_slice(name);
-        self.locks.push(Lock {
-            name: name.clone(),
-            lease: None,
-            hold: None,
-            edit: None,
-            edit_queue: VecDeque::new(),
-            ops: IdSet::default(),
-            watchers: IdSet::default(),
-            observed: false,
-            notify: Notify::Off,
-            releasing: 0,
-            epoch: 0,
-            contended: false,
-            reacquire_after: None,
-        });
+        push_tight(
+            &mut self.locks,
+            Lock {
+                name: name.clone(),
+                lease: None,
+                hold: None,
+                edit: None,
+                ops: IdSet::default(),
+                watchers: IdSet::default(),
+                observed: false,
+                notify: Notify::Off,
+                releasing: 0,
+                epoch: 0,
+                contended: false,
+                reacquire_after: None,
+            },
+        );
         self.lock_by_name.insert(name, id);
         Ok(id)
     }
@@ -680,11 +714,10 @@ impl Client {
             deadline,
             Kind::Edit { key, lease, phase },
         );
-        let l = &mut self.locks[lock.0 as usize];
         if busy {
-            l.edit_queue.push_back(id);
+            self.edit_queues.entry(lock).or_default().push_back(id);
         } else {
-            l.edit = Some(id);
+            self.locks[lock.0 as usize].edit = Some(id);
         }
         Ok(id)
     }
@@ -840,10 +873,9 @@ impl Client {
     /// reason, or "no matching subscribers"). A request the state store never saw is repeated
     /// after a short delay; a refused one fails its operation. Unknown correlation data is ignored.
     pub fn handle_not_delivered(&mut self, now: Now, correlation_data: &[u8], why: NotDelivered) {
-        let Ok(bytes) = <[u8; 16]>::try_from(correlation_data) else {
+        let Some(corr) = self.pending.from_wire(correlation_data) else {
             return;
         };
-        let corr = u128::from_be_bytes(bytes);
         let Some(Pending {
             owner: Owner::Op(id),
             ..
@@ -1158,11 +1190,10 @@ impl Client {
     }
 
     fn next_edit(&mut self, now: Now, lock: LockId) {
-        let l = &mut self.locks[lock.0 as usize];
-        if l.edit.is_some() {
+        if self.locks[lock.0 as usize].edit.is_some() {
             return;
         }
-        while let Some(next) = l.edit_queue.pop_front() {
+        while let Some(next) = self.pop_queued_edit(lock) {
             if let Some(Op {
                 kind: Kind::Edit { phase, .. },
                 ..
@@ -1174,6 +1205,16 @@ impl Client {
                 return;
             }
         }
+    }
+
+    /// The oldest edit waiting for the lock's current edit to end.
+    fn pop_queued_edit(&mut self, lock: LockId) -> Option<OpId> {
+        let queue = self.edit_queues.get_mut(&lock)?;
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.edit_queues.remove(&lock);
+        }
+        next
     }
 
     /// Removes an operation and everything it owns; emits its final event.
@@ -1209,7 +1250,13 @@ impl Client {
         if l.edit == Some(id) {
             l.edit = None;
         }
-        l.edit_queue.retain(|q| *q != id);
+        if let Some(queue) = self.edit_queues.get_mut(&lock) {
+            queue.retain(|q| *q != id);
+            if queue.is_empty() {
+                self.edit_queues.remove(&lock);
+            }
+        }
+        let l = &mut self.locks[lock.0 as usize];
         if l.lease
             .as_ref()
             .is_some_and(|lease| lease.owner == Some(id))
@@ -1426,7 +1473,7 @@ impl Client {
         self.stats.requests_sent += 1;
         self.out.push_back(Queued::Request(QueuedRequest {
             request,
-            corr,
+            corr: self.pending.wire(corr),
             timeout,
         }));
         Ok(corr)
@@ -1563,12 +1610,9 @@ impl Client {
                 return;
             }
         };
-        let corr = match <[u8; 16]>::try_from(response.correlation_data.as_ref()) {
-            Ok(b) => u128::from_be_bytes(b),
-            Err(_) => {
-                self.stats.unmatched_responses += 1;
-                return;
-            }
+        let Some(corr) = self.pending.from_wire(&response.correlation_data) else {
+            self.stats.unmatched_responses += 1;
+            return;
         };
         let Some(p) = self.pending.remove(&corr) else {
             self.stats.unmatched_responses += 1;
