@@ -61,7 +61,7 @@ struct PendingRequests {
 
 impl PendingRequests {
     /// The request named by 16 bytes of correlation data, if they are this client's.
-    fn from_wire(&self, data: &[u8]) -> Option<Corr> {
+    fn corr_of(&self, data: &[u8]) -> Option<Corr> {
         let wire = u128::from_be_bytes(<[u8; 16]>::try_from(data).ok()?);
         ((wire >> 64) as u64 == self.prefix).then_some(wire as u64)
     }
@@ -873,7 +873,7 @@ impl Client {
     /// reason, or "no matching subscribers"). A request the state store never saw is repeated
     /// after a short delay; a refused one fails its operation. Unknown correlation data is ignored.
     pub fn handle_not_delivered(&mut self, now: Now, correlation_data: &[u8], why: NotDelivered) {
-        let Some(corr) = self.pending.from_wire(correlation_data) else {
+        let Some(corr) = self.pending.corr_of(correlation_data) else {
             return;
         };
         let Some(Pending {
@@ -1610,7 +1610,7 @@ impl Client {
                 return;
             }
         };
-        let Some(corr) = self.pending.from_wire(&response.correlation_data) else {
+        let Some(corr) = self.pending.corr_of(&response.correlation_data) else {
             self.stats.unmatched_responses += 1;
             return;
         };
