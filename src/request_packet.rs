@@ -141,7 +141,7 @@ impl RequestTemplate {
             out.put_slice(&prefix[..len]);
             out.put_slice(node);
         }
-        request.command.encode(out);
+        request.command.write(out); // `out` has room: reserved above
         Ok(id_at)
     }
 }

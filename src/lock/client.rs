@@ -334,7 +334,9 @@ struct Pending {
     owner: Owner,
     kind: ReqKind,
     sent: Instant,
-    timer: TimerKey,
+    /// When the request is given up; `None` when its operation's deadline timer, due at the
+    /// same instant, ends the operation (and with it the request) first.
+    timer: Option<TimerKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -850,7 +852,7 @@ impl Client {
         let corrs = self.pending.corrs_in_order();
         for corr in corrs {
             if let Some(p) = self.pending.remove(&corr) {
-                self.timers.cancel(Some(p.timer));
+                self.timers.cancel(p.timer);
                 self.request_lost(now, p, Lost::Disconnected);
             }
         }
@@ -888,7 +890,7 @@ impl Client {
         let Some(p) = self.pending.remove(&corr) else {
             return;
         };
-        self.timers.cancel(Some(p.timer));
+        self.timers.cancel(p.timer);
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
@@ -1234,7 +1236,7 @@ impl Client {
                     p.owner = Owner::Lock(op.lock);
                     vdel_in_flight = true;
                 } else if let Some(p) = self.pending.remove(&corr) {
-                    self.timers.cancel(Some(p.timer));
+                    self.timers.cancel(p.timer);
                     undo_set = matches!(p.kind, ReqKind::Set { .. })
                         && !matches!(op.kind, Kind::Hold { held: true, .. });
                 }
@@ -1461,7 +1463,13 @@ impl Client {
             ),
             _ => req_deadline,
         };
-        let timer = self.timers.schedule(lost_at, Timer::Request(corr));
+        // The operation's own deadline, at this very instant, fires first (it was scheduled
+        // first) and ends the operation and its request: no second timer for the same instant.
+        let covered = kind != ReqKind::VDel
+            && matches!(owner, Owner::Op(id) if self.ops.get(&id).is_some_and(|op| {
+                op.deadline_timer.is_some() && op.deadline == Some(lost_at)
+            }));
+        let timer = (!covered).then(|| self.timers.schedule(lost_at, Timer::Request(corr)));
         self.next_seq += 1;
         self.pending.insert(Pending {
             seq: self.next_seq,
@@ -1618,7 +1626,7 @@ impl Client {
             self.stats.unmatched_responses += 1;
             return;
         };
-        self.timers.cancel(Some(p.timer));
+        self.timers.cancel(p.timer);
         // Feed the clock with the version; a refusal never loses an applied change.
         let mut clock_error = None;
         if let Ok(ResponseBody {
@@ -1898,7 +1906,9 @@ impl Client {
         let op = &self.ops[&id];
         let lock = op.lock;
         let value = match reply {
-            StoreReply::Value(v) => Some(v),
+            // A value of its own: the reply's bytes share a block with other responses, and the
+            // user may keep this for long.
+            StoreReply::Value(v) => Some(Bytes::copy_from_slice(&v)),
             StoreReply::NotFound => None,
             other => {
                 let error = OpError::UnexpectedReply(format!("{other:?}"));
@@ -2031,7 +2041,7 @@ impl Client {
                     let req = op.req.take();
                     let timer = op.retry_timer.take();
                     if let Some(p) = req.and_then(|c| self.pending.remove(&c)) {
-                        self.timers.cancel(Some(p.timer));
+                        self.timers.cancel(p.timer);
                     }
                     self.timers.cancel(timer);
                     self.emit(Output::Event(Event::Lost {

@@ -256,6 +256,9 @@ struct Waiting {
     message: Outgoing,
 }
 
+/// The size of the blocks raw-topic packets are copied into.
+const RX_BLOCK: usize = 16 * 1024;
+
 /// An entry of the event queue: an event, or a message on the raw topic still as bytes.
 #[derive(Debug)]
 pub(crate) enum Queued {
@@ -386,6 +389,8 @@ pub struct Session {
     topic_cache: SharedStr,
     /// Messages on this topic are left as bytes (see [`Session::set_raw_topic`]).
     raw_topic: Option<SharedStr>,
+    /// The block raw-topic packets are copied into (see `Session::copy_packet`).
+    rx_block: BytesMut,
     /// The topic of the last outbound PUBLISH, known to be valid.
     checked_topic: SharedStr,
     last_sent: Option<Instant>,
@@ -435,6 +440,7 @@ impl Session {
             used_packet_ids: PacketIds::new(),
             topic_cache: SharedStr::default(),
             raw_topic: None,
+            rx_block: BytesMut::new(),
             checked_topic: SharedStr::from_static("/"),
             last_sent: None,
             ping_deadline: None,
@@ -503,8 +509,9 @@ impl Session {
             let inbound = if packet[0] == 0x40 {
                 codec::decode_puback(&packet[frame.header_len..])
             } else {
+                let packet = self.copy_packet(packet, frame.header_len);
                 codec::decode(
-                    Bytes::copy_from_slice(packet),
+                    packet,
                     frame,
                     &mut self.topic_cache,
                     self.raw_topic.as_ref(),
@@ -543,6 +550,27 @@ impl Session {
             self.rx.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
         }
+    }
+
+    /// An inbound packet, copied out of the caller's buffer. A PUBLISH on the raw topic (a
+    /// response: read and dropped at once) is cut from a shared block, one allocation for many;
+    /// any other packet gets a buffer of its exact size, since what it carries may be kept.
+    fn copy_packet(&mut self, packet: &[u8], header_len: usize) -> Bytes {
+        let raw = packet[0] >> 4 == 3
+            && self.raw_topic.as_ref().is_some_and(|topic| {
+                let t = topic.as_bytes();
+                let len = (t.len() as u16).to_be_bytes();
+                packet.get(header_len..header_len + 2) == Some(&len[..])
+                    && packet.get(header_len + 2..header_len + 2 + t.len()) == Some(t)
+            });
+        if !raw {
+            return Bytes::copy_from_slice(packet);
+        }
+        if self.rx_block.capacity() - self.rx_block.len() < packet.len() {
+            self.rx_block = BytesMut::with_capacity(packet.len().max(RX_BLOCK));
+        }
+        self.rx_block.extend_from_slice(packet);
+        self.rx_block.split().freeze()
     }
 
     /// Bytes to write to the transport, in order.

@@ -125,6 +125,11 @@ impl Command {
         });
     }
 
+    /// Appends the RESP payload to a buffer that has room for it already.
+    pub(crate) fn write(&self, out: &mut impl bytes::BufMut) {
+        self.with_args(|args| resp::encode_array(args.iter().copied(), out));
+    }
+
     /// The size of the RESP payload of the command.
     pub fn encoded_len(&self) -> usize {
         self.with_args(resp::encoded_array_len)
