@@ -238,11 +238,17 @@ impl Connection {
 
     /// Moves the engine's outputs into the session and the session's events into the engine,
     /// until neither has anything left.
+    /// Moves events and requests between the session and the engine. Called by every poll: most
+    /// of the time there is nothing to move, and that check stays inline.
+    #[inline]
     fn pump(&mut self) {
-        // Called by every poll: most of the time there is nothing to move.
-        if !self.mqtt.has_events() && !self.client.has_queued() {
-            return;
+        if self.mqtt.has_events() || self.client.has_queued() {
+            self.pump_all();
         }
+    }
+
+    #[inline(never)]
+    fn pump_all(&mut self) {
         let now = self.last_now;
         loop {
             let mut moved = false;

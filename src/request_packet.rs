@@ -21,7 +21,7 @@ pub(crate) struct RequestTemplate {
     topic: Vec<u8>,
     /// Content type and response topic properties.
     head: Vec<u8>,
-    /// The `__srcId` user property.
+    /// The `__srcId` user property, then the start of `__ts` (its id and name).
     source: Vec<u8>,
     /// `__protVer`, `$partition` and `$high_priority`.
     tail: Vec<u8>,
@@ -63,6 +63,8 @@ impl RequestTemplate {
         put_str(&mut head, sender.response_topic().as_bytes())?;
         let mut source = Vec::new();
         user_property(&mut source, PROP_SOURCE_ID, client_id)?;
+        source.put_u8(0x26);
+        put_str(&mut source, PROP_TIMESTAMP.as_bytes())?;
         let mut tail = Vec::new();
         user_property(
             &mut tail,
@@ -104,7 +106,8 @@ impl RequestTemplate {
             + 3
             + 16
             + self.source.len()
-            + hlc_property_len(PROP_TIMESTAMP, ts_len)
+            + 2
+            + ts_len
             + self.tail.len()
             + ft_len.map_or(0, |n| hlc_property_len(PROP_FENCING_TOKEN, n));
         let remaining = self.topic.len() + 2 + varint_len(props) + props + payload_len;
@@ -126,9 +129,6 @@ impl RequestTemplate {
         out.put_u16(16);
         out.put_u128(correlation);
         out.put_slice(&self.source);
-        out.put_u8(0x26);
-        out.put_u16(PROP_TIMESTAMP.len() as u16);
-        out.put_slice(PROP_TIMESTAMP.as_bytes());
         out.put_u16(ts_len as u16);
         out.put_slice(&ts.0[..ts.1]);
         out.put_slice(request.timestamp.node_id.as_bytes());

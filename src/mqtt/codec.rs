@@ -228,9 +228,7 @@ pub(crate) fn decode(
             if qos == 0 && flags & 0b1000 != 0 {
                 return Err(malformed("PUBLISH", "DUP set on QoS 0"));
             }
-            let topic_end = prefixed(body, 1).unwrap_or(usize::MAX);
-            let id_len = if qos == 0 { 0 } else { 2 };
-            check_properties("PUBLISH", body, topic_end.saturating_add(id_len))?;
+            // `decode_publish` checks every property (id, length, bounds) itself.
             decode_publish(bytes, frame, flags, topic_cache, raw_topic)
         }
         4 => {
@@ -503,6 +501,23 @@ impl RawPublish {
     }
 }
 
+/// Whether every byte is in 1..=0x7F, eight bytes at a time.
+fn is_ascii_without_nul(bytes: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A high bit set, or a zero byte (the classic "has zero byte" test).
+        if x & HIGH != 0 || (x.wrapping_sub(LOW) & !x & HIGH) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b.wrapping_sub(1) < 0x7F)
+}
+
 /// A PUBACK from its body (the bytes after the fixed header).
 pub(crate) fn decode_puback(body: &[u8]) -> Result<Inbound, DecodeError> {
     let Some((id, rest)) = body.split_first_chunk::<2>() else {
@@ -592,8 +607,8 @@ impl Reader<'_> {
         let len = usize::from(self.u16()?);
         let range = self.take(len)?;
         let bytes = &self.buf[range];
-        // Printable ASCII and control characters other than NUL: valid at once (the common case).
-        if bytes.iter().all(|&b| b.wrapping_sub(1) < 0x7F) {
+        // ASCII without NUL is valid at once (the common case).
+        if is_ascii_without_nul(bytes) {
             return Some(());
         }
         if bytes.contains(&0) || std::str::from_utf8(bytes).is_err() {
@@ -1094,6 +1109,24 @@ mod tests {
             assert_eq!(as_plain, plain, "raw and message decoding disagree");
         }
         plain
+    }
+
+    #[test]
+    fn ascii_without_nul_agrees_with_the_plain_definition() {
+        let plain = |b: &[u8]| b.iter().all(|&c| (1..=0x7F).contains(&c));
+        let mut cases: Vec<Vec<u8>> = vec![vec![], b"__stat".to_vec(), b"0123456789abcdefg".to_vec()];
+        for len in [1, 7, 8, 9, 16, 17, 31] {
+            for at in 0..len {
+                for bad in [0u8, 0x80, 0xFF, 0x7F, 0x01] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = bad;
+                    cases.push(v);
+                }
+            }
+        }
+        for case in cases {
+            assert_eq!(is_ascii_without_nul(&case), plain(&case), "{case:?}");
+        }
     }
 
     #[test]
