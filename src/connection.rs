@@ -258,7 +258,7 @@ impl Connection {
                     mqtt::session::Queued::Event(event) => self.on_mqtt_event(now, event),
                     mqtt::session::Queued::Raw(raw) => {
                         self.client
-                            .handle_raw_response(now, &raw.props, &raw.payload)
+                            .handle_raw_response(now, &raw.packet, raw.props, raw.payload)
                     }
                 }
             }

@@ -1599,26 +1599,37 @@ impl Client {
     }
 
     fn on_response_message(&mut self, now: Now, message: &Message) {
-        let response = store::parse_response_known(message, &self.store_node);
-        self.on_response(now, response);
+        match store::parse_response_known(message, &self.store_node) {
+            Ok(r) => self.on_response(now, Some(&r.correlation_data), r.outcome),
+            Err(_) => self.on_response(now, None, Err(ResponseError::MissingCorrelationData)),
+        }
     }
 
-    /// A message on the response topic whose properties are still bytes, checked by the MQTT
-    /// codec (see [`Connection`](crate::connection::Connection)).
-    pub(crate) fn handle_raw_response(&mut self, now: Now, props: &Bytes, payload: &Bytes) {
-        let response = store::parse_raw_response(props, payload, &self.store_node);
-        self.on_response(now, response);
+    /// A message on the response topic left as bytes by the MQTT codec, which checked it (see
+    /// [`Connection`](crate::connection::Connection)): the property block and the payload are
+    /// ranges of `packet`.
+    pub(crate) fn handle_raw_response(
+        &mut self,
+        now: Now,
+        packet: &Bytes,
+        props: std::ops::Range<usize>,
+        payload: std::ops::Range<usize>,
+    ) {
+        let (corr, outcome) = store::parse_raw_response(packet, props, payload, &self.store_node);
+        self.on_response(now, corr, outcome);
     }
 
-    fn on_response(&mut self, now: Now, response: Result<store::Response, ResponseError>) {
-        let response = match response {
-            Ok(r) => r,
-            Err(_) => {
-                self.stats.malformed_messages += 1;
-                return;
-            }
+    fn on_response(
+        &mut self,
+        now: Now,
+        correlation_data: Option<&[u8]>,
+        outcome: Result<ResponseBody, ResponseError>,
+    ) {
+        let Some(correlation_data) = correlation_data else {
+            self.stats.malformed_messages += 1;
+            return;
         };
-        let Some(corr) = self.pending.corr_of(&response.correlation_data) else {
+        let Some(corr) = self.pending.corr_of(correlation_data) else {
             self.stats.unmatched_responses += 1;
             return;
         };
@@ -1631,7 +1642,7 @@ impl Client {
         let mut clock_error = None;
         if let Ok(ResponseBody {
             version: Some(v), ..
-        }) = &response.outcome
+        }) = &outcome
         {
             if v.node_id != self.store_node {
                 self.store_node = v.node_id.clone();
@@ -1643,7 +1654,7 @@ impl Client {
         }
         match p.owner {
             Owner::Lock(lock) if p.kind == ReqKind::VDel => self.release_settled(now, lock),
-            Owner::Lock(lock) => self.on_notify_reply(lock, corr, p.kind, response.outcome),
+            Owner::Lock(lock) => self.on_notify_reply(lock, corr, p.kind, outcome),
             Owner::Op(id) => {
                 let Some(op) = self.ops.get_mut(&id) else {
                     self.stats.unmatched_responses += 1;
@@ -1651,7 +1662,7 @@ impl Client {
                 };
                 op.req = None;
                 let lock = op.lock;
-                let body = match response.outcome {
+                let body = match outcome {
                     Ok(body) => body,
                     Err(e) => {
                         self.on_failed_reply(now, id, lock, p.kind, OpError::Protocol(e));

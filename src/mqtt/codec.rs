@@ -326,7 +326,6 @@ fn decode_connack(
 }
 
 /// Decodes a PUBLISH without copying: topic, property strings and payload are slices of `bytes`.
-/// The property block's structure was checked by [`check_properties`] before.
 /// `topic_cache` holds the topic of the previous PUBLISH: the same topic again (every response
 /// comes on one) is shared, not allocated. A PUBLISH on `raw_topic` is checked the same way but
 /// left as bytes ([`Inbound::RawPublish`]).
@@ -345,11 +344,28 @@ fn decode_publish(
         2 => (QoS::AtLeastOnce, true),
         _ => return Err(bad("QoS 3")),
     };
-    let body = bytes.slice(frame.header_len..);
-    let mut r = Reader { buf: &body, at: 0 };
-    let topic = r
-        .string_cached(topic_cache)
-        .ok_or_else(|| bad("bad topic name"))?;
+    let mut r = Reader {
+        buf: &bytes,
+        at: frame.header_len,
+    };
+    // The raw topic is recognised by its bytes (it was checked when it was set).
+    let topic_len = bytes
+        .get(r.at..r.at + 2)
+        .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+    let topic_range = topic_len.map(|len| r.at + 2..r.at + 2 + len);
+    let raw = match (raw_topic, &topic_range) {
+        (Some(t), Some(range)) => bytes.get(range.clone()) == Some(t.as_bytes()),
+        _ => false,
+    };
+    let topic = if raw {
+        r.at = topic_range.clone().map_or(r.at, |range| range.end);
+        None
+    } else {
+        Some(
+            r.string_cached(topic_cache)
+                .ok_or_else(|| bad("bad topic name"))?,
+        )
+    };
     let packet_id = if qos_bits == 0 {
         0
     } else {
@@ -358,31 +374,29 @@ fn decode_publish(
             Some(id) => id,
         }
     };
-    let (len_len, props_len) = read_varint(&body[r.at..]).ok_or_else(|| bad("property length"))?;
+    let (len_len, props_len) = read_varint(&bytes[r.at..]).ok_or_else(|| bad("property length"))?;
     r.at += len_len;
     let (start, end) = (r.at, r.at + props_len);
-    let raw = raw_topic.is_some_and(|t| {
-        std::ptr::eq(t.as_bytes(), topic.as_bytes()) || t.as_bytes() == topic.as_bytes()
-    });
-    let mut message = Message {
-        topic,
-        qos,
-        ..Message::default()
-    };
-    let topic_alias = read_publish_properties(&mut r, end, (!raw).then_some(&mut message))?;
-    let payload = body.slice(end..);
-    if raw {
+    let Some(topic) = topic else {
+        let topic_alias = read_publish_properties(&mut r, end, None)?;
         return Ok(Inbound::RawPublish(RawPublish {
             packet_id,
             exactly_once,
             topic_alias,
             qos,
-            topic: message.topic,
-            props: body.slice(start..end),
-            payload,
+            topic: topic_range.unwrap_or_default(),
+            props: start..end,
+            payload: end..bytes.len(),
+            packet: bytes,
         }));
-    }
-    message.payload = payload;
+    };
+    let mut message = Message {
+        topic,
+        qos,
+        ..Message::default()
+    };
+    let topic_alias = read_publish_properties(&mut r, end, Some(&mut message))?;
+    message.payload = bytes.slice(end..);
     Ok(Inbound::Publish(InboundPublish {
         packet_id,
         exactly_once,
@@ -463,7 +477,7 @@ fn read_publish_properties(
 }
 
 /// A PUBLISH on the session's raw topic: checked like any other (property ids, lengths, strings)
-/// but not turned into a [`Message`]; its properties stay bytes.
+/// but not turned into a [`Message`]; its parts are ranges of the packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RawPublish {
     /// Packet identifier (0 for QoS 0).
@@ -474,29 +488,31 @@ pub(crate) struct RawPublish {
     pub topic_alias: Option<u16>,
     /// Quality of service.
     pub qos: QoS,
-    /// Topic name.
-    pub topic: SharedStr,
-    /// The property block, without its length prefix.
-    pub props: Bytes,
-    /// Payload.
-    pub payload: Bytes,
+    /// The whole packet.
+    pub packet: Bytes,
+    /// Where the topic name, the property block (without its length prefix) and the payload
+    /// are in `packet`.
+    pub topic: std::ops::Range<usize>,
+    pub props: std::ops::Range<usize>,
+    pub payload: std::ops::Range<usize>,
 }
 
 impl RawPublish {
     /// The message it carries.
     pub(crate) fn into_message(self) -> Message {
         let mut message = Message {
-            topic: self.topic,
+            // Checked when decoded (it is the raw topic): valid UTF-8.
+            topic: SharedStr::from_utf8(&self.packet[self.topic.clone()]).unwrap_or_default(),
             qos: self.qos,
-            payload: self.payload,
+            payload: self.packet.slice(self.payload.clone()),
             ..Message::default()
         };
         let mut r = Reader {
-            buf: &self.props,
-            at: 0,
+            buf: &self.packet,
+            at: self.props.start,
         };
         // Checked when decoded: this cannot fail.
-        let _ = read_publish_properties(&mut r, self.props.len(), Some(&mut message));
+        let _ = read_publish_properties(&mut r, self.props.end, Some(&mut message));
         message
     }
 }
@@ -1114,7 +1130,8 @@ mod tests {
     #[test]
     fn ascii_without_nul_agrees_with_the_plain_definition() {
         let plain = |b: &[u8]| b.iter().all(|&c| (1..=0x7F).contains(&c));
-        let mut cases: Vec<Vec<u8>> = vec![vec![], b"__stat".to_vec(), b"0123456789abcdefg".to_vec()];
+        let mut cases: Vec<Vec<u8>> =
+            vec![vec![], b"__stat".to_vec(), b"0123456789abcdefg".to_vec()];
         for len in [1, 7, 8, 9, 16, 17, 31] {
             for at in 0..len {
                 for bad in [0u8, 0x80, 0xFF, 0x7F, 0x01] {

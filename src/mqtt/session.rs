@@ -891,7 +891,7 @@ impl Session {
                     now,
                     publish.exactly_once,
                     publish.topic_alias,
-                    &publish.message.topic,
+                    publish.message.topic.is_empty(),
                     publish.message.qos,
                     publish.packet_id,
                 ) {
@@ -903,7 +903,7 @@ impl Session {
                     now,
                     raw.exactly_once,
                     raw.topic_alias,
-                    &raw.topic,
+                    raw.topic.is_empty(),
                     raw.qos,
                     raw.packet_id,
                 ) {
@@ -1061,7 +1061,7 @@ impl Session {
         now: Instant,
         exactly_once: bool,
         topic_alias: Option<u16>,
-        topic: &str,
+        topic_empty: bool,
         qos: QoS,
         packet_id: u16,
     ) -> bool {
@@ -1079,7 +1079,7 @@ impl Session {
             );
             return false;
         }
-        if topic.is_empty() {
+        if topic_empty {
             self.violation(
                 "PUBLISH without a topic name",
                 DisconnectReason::ProtocolError,

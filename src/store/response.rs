@@ -186,11 +186,10 @@ impl<'a> Fields<'a> {
 
     /// The fields of an MQTT property block that the codec has checked (ids, lengths, UTF-8);
     /// also the correlation data.
-    fn of_properties(props: &'a Bytes) -> (Self, Option<Bytes>) {
+    fn of_properties(b: &'a [u8]) -> (Self, Option<&'a [u8]>) {
         let mut fields = Fields::default();
         let mut correlation = None;
         let mut at = 0;
-        let b = &props[..];
         let u16_at = |i: usize| {
             b.get(i..i + 2)
                 .map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])))
@@ -213,8 +212,8 @@ impl<'a> Fields<'a> {
                     let Some(n) = u16_at(at) else { break };
                     if id == 0x03 {
                         fields.content_type = str_at(at + 2, n);
-                    } else if id == 0x09 && at + 2 + n <= b.len() {
-                        correlation = Some(props.slice(at + 2..at + 2 + n));
+                    } else if id == 0x09 {
+                        correlation = b.get(at + 2..at + 2 + n);
                     }
                     at += 2 + n;
                 }
@@ -234,28 +233,38 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// [`parse_response`] of a message whose properties are still bytes (checked by the MQTT codec):
-/// the same result, without building the message.
-pub(crate) fn parse_raw_response(
-    props: &Bytes,
-    payload: &Bytes,
+/// [`parse_response`] of a response the MQTT codec left as bytes (and checked): the property
+/// block and the payload are ranges of `packet`. The same result, without building the message;
+/// the correlation data (`None`: absent) is borrowed from the packet.
+pub(crate) fn parse_raw_response<'a>(
+    packet: &'a Bytes,
+    props: std::ops::Range<usize>,
+    payload: std::ops::Range<usize>,
     store_node: &SharedStr,
-) -> Result<Response, ResponseError> {
-    let (fields, correlation) = Fields::of_properties(props);
-    Ok(Response {
-        correlation_data: correlation.ok_or(ResponseError::MissingCorrelationData)?,
-        outcome: parse_fields(&fields, payload, store_node),
-    })
+) -> (Option<&'a [u8]>, Result<ResponseBody, ResponseError>) {
+    let (fields, correlation) = Fields::of_properties(&packet[props]);
+    if correlation.is_none() {
+        return (None, Err(ResponseError::MissingCorrelationData));
+    }
+    let outcome = parse_fields(&fields, &packet[payload.clone()], store_node, || {
+        packet.slice(payload)
+    });
+    (correlation, outcome)
 }
 
 fn parse_body(msg: &Message, store_node: &SharedStr) -> Result<ResponseBody, ResponseError> {
-    parse_fields(&Fields::of_message(msg), &msg.payload, store_node)
+    parse_fields(&Fields::of_message(msg), &msg.payload, store_node, || {
+        msg.payload.clone()
+    })
 }
 
+/// The checks of [`parse_response`] on the fields of a response; `payload_bytes` gives the payload
+/// as [`Bytes`] when the reply needs it (the most common one, `+OK`, does not).
 fn parse_fields(
     fields: &Fields<'_>,
-    payload: &Bytes,
+    payload: &[u8],
     store_node: &SharedStr,
+    payload_bytes: impl FnOnce() -> Bytes,
 ) -> Result<ResponseBody, ResponseError> {
     let text = fields.status.ok_or(ResponseError::MissingStatus)?;
     let status = crate::decimal::parse(text.as_bytes())
@@ -288,7 +297,13 @@ fn parse_fields(
                 .map_err(|_| ResponseError::BadTimestamp(ts.to_owned()))
         })
         .transpose()?;
-    let reply = match resp::decode_reply(payload)? {
+    if payload == b"+OK\r\n" {
+        return Ok(ResponseBody {
+            version,
+            reply: StoreReply::Ok,
+        });
+    }
+    let reply = match resp::decode_reply(&payload_bytes())? {
         Reply::Simple(s) if &s[..] == b"OK" => StoreReply::Ok,
         Reply::Simple(s) => {
             return Err(ResponseError::UnexpectedReply(
@@ -418,7 +433,18 @@ mod tests {
         let topic = msg.topic.clone();
         match decode(out.freeze(), f, &mut SharedStr::default(), Some(&topic)) {
             Ok(Inbound::RawPublish(raw)) => {
-                parse_raw_response(&raw.props, &raw.payload, &SharedStr::from("store"))
+                let (correlation, outcome) = parse_raw_response(
+                    &raw.packet,
+                    raw.props,
+                    raw.payload,
+                    &SharedStr::from("store"),
+                );
+                correlation
+                    .map(|c| Response {
+                        correlation_data: Bytes::copy_from_slice(c),
+                        outcome,
+                    })
+                    .ok_or(ResponseError::MissingCorrelationData)
             }
             other => panic!("{other:?}"),
         }
