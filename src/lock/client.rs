@@ -14,7 +14,7 @@ use crate::store::{
 };
 use crate::{Message, Now, SharedStr};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,13 @@ pub(crate) fn shrink_after_burst<T>(queue: &mut VecDeque<T>) {
     if queue.is_empty() && queue.capacity() > 1024 {
         queue.shrink_to(64);
     }
+}
+
+/// FNV-1a of a lock name: deterministic, for `Client::by_name`.
+fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
 }
 
 /// `at + d`, saturating far in the future instead of overflowing.
@@ -378,7 +385,9 @@ pub struct Client {
     sub_response: Sub,
     sub_notify: Sub,
     locks: Vec<Lock>,
-    lock_by_name: BTreeMap<Bytes, LockId>,
+    /// Every lock by a hash of its name (the name itself is kept once, in the lock; names with
+    /// the same hash are told apart by comparing them).
+    by_name: BTreeSet<(u64, LockId)>,
     /// Edits waiting for the edit in progress on their lock, oldest first (rare: kept aside).
     edit_queues: BTreeMap<LockId, VecDeque<OpId>>,
     /// Counts operations and requests: their order of creation.
@@ -433,7 +442,7 @@ impl Client {
             sub_response: Sub::Waiting,
             sub_notify: Sub::Waiting,
             locks: Vec::new(),
-            lock_by_name: BTreeMap::new(),
+            by_name: BTreeSet::new(),
             edit_queues: BTreeMap::new(),
             next_seq: 0,
             ops: Slab::new(),
@@ -480,15 +489,14 @@ impl Client {
         if name.is_empty() {
             return Err(IntentError::EmptyKey);
         }
-        if let Some(id) = self.lock_by_name.get(name) {
-            return Ok(*id);
+        if let Some(id) = self.find_lock(name) {
+            return Ok(id);
         }
         let id = LockId(u32::try_from(self.locks.len()).map_err(|_| IntentError::UnknownLock)?);
-        let name = Bytes::copy_from_slice(name);
         push_tight(
             &mut self.locks,
             Lock {
-                name: name.clone(),
+                name: Bytes::copy_from_slice(name),
                 lease: None,
                 hold: None,
                 edit: None,
@@ -502,8 +510,17 @@ impl Client {
                 reacquire_after: None,
             },
         );
-        self.lock_by_name.insert(name, id);
+        self.by_name.insert((name_hash(name), id));
         Ok(id)
+    }
+
+    /// The lock called `name`, if there is one.
+    fn find_lock(&self, name: &[u8]) -> Option<LockId> {
+        let hash = name_hash(name);
+        self.by_name
+            .range((hash, LockId(0))..=(hash, LockId(u32::MAX)))
+            .map(|&(_, id)| id)
+            .find(|id| self.locks[id.0 as usize].name.as_ref() == name)
     }
 
     /// The name of a lock.
@@ -1985,7 +2002,7 @@ impl Client {
                 self.stats.clock_errors += 1; // never drop the notification for it
             }
         }
-        let Some(&lock) = self.lock_by_name.get(&n.key) else {
+        let Some(lock) = self.find_lock(&n.key) else {
             return;
         };
         let l = &self.locks[lock.0 as usize];
@@ -2089,5 +2106,32 @@ impl Client {
         } else {
             self.timers.cancel(Some(key));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::Config;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test is the driver
+    fn a_name_always_finds_its_own_lock() {
+        let now = Now::new(Instant::now(), 1_700_000_000_000);
+        let mut c = Client::new(Config::new("c"), now, 1).unwrap();
+        let names: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| format!("lock-{i}").into_bytes())
+            .chain([b"a".to_vec(), b"b".to_vec(), b"ab".to_vec(), b"ba".to_vec()])
+            .collect();
+        let ids: Vec<LockId> = names.iter().map(|n| c.lock(n).unwrap()).collect();
+        let distinct: BTreeSet<LockId> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), names.len());
+        for (name, id) in names.iter().zip(&ids) {
+            assert_eq!(c.lock(name).unwrap(), *id);
+            assert_eq!(c.find_lock(name), Some(*id));
+            assert_eq!(c.lock_name(*id).map(|n| &n[..]), Some(&name[..]));
+        }
+        assert_eq!(c.find_lock(b"lock-3000"), None);
+        assert_eq!(c.lock(b""), Err(IntentError::EmptyKey));
     }
 }
