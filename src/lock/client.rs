@@ -27,7 +27,7 @@ const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
 /// Names a pending request inside the engine: the slab key of its entry. On the wire, the
 /// correlation data is this client's random prefix (high 64 bits) and this (low 64 bits).
-type Corr = u64;
+type Corr = NonZeroU64;
 
 /// The slot of a pending request (the low half of its correlation data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,11 +44,17 @@ impl SlabKey for ReqKey {
 
 impl SlabKey for OpId {
     fn from_raw(raw: u64) -> Self {
-        OpId(raw)
+        // Slab keys are never 0; MAX names no slot that can exist.
+        OpId(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
     }
     fn raw(self) -> u64 {
-        self.0
+        self.0.get()
     }
+}
+
+/// The name of the request in a slot (slab keys are never 0; MAX names no slot that can exist).
+fn corr_of_key(key: ReqKey) -> Corr {
+    NonZeroU64::new(key.0).unwrap_or(NonZeroU64::MAX)
 }
 
 /// Requests awaiting their response, by correlation data: this client's prefix (high half) and a
@@ -63,33 +69,33 @@ impl PendingRequests {
     /// The request named by 16 bytes of correlation data, if they are this client's.
     fn corr_of(&self, data: &[u8]) -> Option<Corr> {
         let wire = u128::from_be_bytes(<[u8; 16]>::try_from(data).ok()?);
-        ((wire >> 64) as u64 == self.prefix).then_some(wire as u64)
+        NonZeroU64::new(wire as u64).filter(|_| (wire >> 64) as u64 == self.prefix)
     }
 
     /// The correlation data of a request.
     fn wire(&self, corr: Corr) -> u128 {
-        (u128::from(self.prefix) << 64) | u128::from(corr)
+        (u128::from(self.prefix) << 64) | u128::from(corr.get())
     }
 
     /// The name the next [`PendingRequests::insert`] gives.
     fn next_corr(&self) -> Corr {
-        self.slab.next_key().raw()
+        corr_of_key(self.slab.next_key())
     }
 
     fn insert(&mut self, p: Pending) -> Corr {
-        self.slab.insert(p).raw()
+        corr_of_key(self.slab.insert(p))
     }
 
     fn get(&self, corr: &Corr) -> Option<&Pending> {
-        self.slab.get(&ReqKey(*corr))
+        self.slab.get(&ReqKey(corr.get()))
     }
 
     fn get_mut(&mut self, corr: &Corr) -> Option<&mut Pending> {
-        self.slab.get_mut(&ReqKey(*corr))
+        self.slab.get_mut(&ReqKey(corr.get()))
     }
 
     fn remove(&mut self, corr: &Corr) -> Option<Pending> {
-        self.slab.remove(&ReqKey(*corr))
+        self.slab.remove(&ReqKey(corr.get()))
     }
 
     /// The correlation data of every pending request, in the order they were sent.
@@ -97,7 +103,7 @@ impl PendingRequests {
         let mut all: Vec<(u64, Corr)> = self
             .slab
             .keys()
-            .map(|k| (self.slab[&k].seq, k.raw()))
+            .map(|k| (self.slab[&k].seq, corr_of_key(k)))
             .collect();
         all.sort_unstable();
         all.into_iter().map(|(_, corr)| corr).collect()

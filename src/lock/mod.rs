@@ -153,7 +153,7 @@ pub struct LockId(pub(crate) u32);
 
 /// One operation started by an intent; every operation ends with exactly one final event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(pub(crate) u64);
+pub struct OpId(pub(crate) std::num::NonZeroU64);
 
 /// Per-operation options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

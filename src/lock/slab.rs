@@ -14,6 +14,8 @@ pub(crate) fn push_tight<T>(vec: &mut Vec<T>, value: T) {
 }
 
 /// A key of a [`Slab`]: a slot index (low 32 bits) and the slot's generation (high 32 bits).
+/// Generations start at 1 and skip 0, so a key is never 0 (keys fit in a `NonZeroU64`, and an
+/// `Option` of one costs nothing).
 pub(crate) trait SlabKey: Copy {
     fn from_raw(raw: u64) -> Self;
     fn raw(self) -> u64;
@@ -49,7 +51,7 @@ impl<K: SlabKey, T> Slab<K, T> {
             entries: Vec::new(),
             free: Vec::new(),
             len: 0,
-            base_generation: 0,
+            base_generation: 1,
             key: PhantomData,
         }
     }
@@ -106,7 +108,7 @@ impl<K: SlabKey, T> Slab<K, T> {
             .get_mut(slot as usize)
             .filter(|e| e.generation == generation)?;
         let value = e.value.take()?;
-        e.generation = e.generation.wrapping_add(1);
+        e.generation = next_generation(e.generation);
         self.free.push(slot);
         self.len -= 1;
         self.shrink_if_empty();
@@ -118,7 +120,7 @@ impl<K: SlabKey, T> Slab<K, T> {
     fn shrink_if_empty(&mut self) {
         if self.len == 0 && self.entries.len() > 64 {
             let newest = self.entries.iter().map(|e| e.generation).max();
-            self.base_generation = newest.unwrap_or(0).wrapping_add(1);
+            self.base_generation = next_generation(newest.unwrap_or(0));
             self.entries = Vec::new();
             self.free = Vec::new();
         }
@@ -151,6 +153,11 @@ impl<K: SlabKey, T> std::ops::Index<&K> for Slab<K, T> {
     }
 }
 
+/// The generation after `g`, never 0.
+fn next_generation(g: u32) -> u32 {
+    g.checked_add(1).unwrap_or(1)
+}
+
 fn key(slot: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(slot)
 }
@@ -179,7 +186,7 @@ mod tests {
     fn a_dead_key_never_finds_a_later_value() {
         let mut s: Slab<K, &str> = Slab::new();
         let a = s.insert("a");
-        assert_eq!(s.next_key(), K(1));
+        assert_eq!(s.next_key(), K((1 << 32) | 1));
         let b = s.insert("b");
         assert_eq!((s.get(&a), s.get(&b), s.len()), (Some(&"a"), Some(&"b"), 2));
         assert_eq!(s.remove(&a), Some("a"));

@@ -1,6 +1,7 @@
 //! A deadline queue with exact removal: an indexed binary heap. O(log n) insert, cancel and
 //! pop, O(1) earliest; no allocation per deadline once the queue has grown to its working size.
 
+use std::num::NonZeroU64;
 use std::time::Instant;
 
 use super::slab::{Slab, SlabKey};
@@ -8,14 +9,15 @@ use super::slab::{Slab, SlabKey};
 /// Identifies one scheduled deadline; used to cancel it. A key whose deadline has fired or been
 /// cancelled never cancels a later one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TimerKey(u64);
+pub(crate) struct TimerKey(NonZeroU64);
 
 impl SlabKey for TimerKey {
     fn from_raw(raw: u64) -> Self {
-        TimerKey(raw)
+        // Slab keys are never 0; MAX names no slot that can exist.
+        TimerKey(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
     }
     fn raw(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 
