@@ -317,13 +317,10 @@ fn acquire_registers_keynotify_before_trying_and_retries_on_delete() {
     let busy_version = t.next_version();
     t.reply(&sent[1], StoreReply::Integer(-1), Some(busy_version));
     assert!(t.take_events().is_empty());
-    // The holder releases: DELETE arrives, the waiter retries within the jitter bound.
+    // The holder releases: DELETE arrives, and the waiter, which has lost no race for the lock
+    // (no herd), retries at once.
     let del_version = t.next_version();
     t.notify("L", NotificationOp::Delete, Some(del_version));
-    assert!(t.take_sent().is_empty(), "the retry waits for its jitter");
-    let at = t.client.poll_timeout().unwrap();
-    assert!(at <= t.now.instant + t.client.config().retry_jitter_max);
-    t.run_to_timeout();
     let retry = t.take_one("SET");
     lease_set(&retry, "L", "c1", 5000);
     let v = t.ok(&retry);
@@ -853,8 +850,7 @@ fn every_request_carries_the_clock_and_a_far_ahead_broker_never_loses_events() {
     t.reply(&sent[1], StoreReply::Integer(-1), None);
     let far2 = Hlc::new(t.now.wall_ms + 3_600_001, 0, "store");
     t.notify("M", NotificationOp::Delete, Some(far2));
-    t.run_to_timeout();
-    let retry = t.take_one("SET");
+    let retry = t.take_one("SET"); // no race lost: at once
     t.ok(&retry);
     acquired(&t.take_events(), w);
     t.take_one("KEYNOTIFY STOP");
@@ -894,17 +890,51 @@ fn herd_retries_spread_by_a_seeded_jitter_within_bounds() {
         t.connect();
         let mut out = Vec::new();
         for i in 0..8 {
-            let lock = t.lock(&format!("L{i}"));
+            let name = format!("L{i}");
+            let lock = t.lock(&name);
             t.client
                 .acquire(t.now, lock, 10 * SEC, Options::default())
                 .unwrap();
             let sent = t.take_sent();
             t.ok(&sent[0]);
             t.reply(&sent[1], StoreReply::Integer(-1), None);
-            t.notify(&format!("L{i}"), NotificationOp::Delete, None);
+            // Alone so far: the first DELETE is answered at once...
+            t.notify(&name, NotificationOp::Delete, None);
+            let set = t.take_one("SET");
+            // ...and the SET loses the race to another waiter: this client is in a herd now.
+            t.reply(&set, StoreReply::Integer(-1), None);
+            t.notify(&name, NotificationOp::Delete, None);
+            assert!(t.take_sent().is_empty(), "in a herd, the retry waits");
             let at = t.client.poll_timeout().unwrap();
             out.push(at - t.now.instant);
+            t.run_to_timeout();
+            let won = t.take_one("SET");
+            t.ok(&won);
+            t.take_sent();
+            t.take_events();
         }
+        // The herd is forgotten a while after the last lost race: alone again, at once.
+        t.advance(2 * SEC);
+        let lock = t.lock("L0");
+        t.client.release(t.now, lock, Options::default()).unwrap();
+        let vdel = t
+            .take_sent()
+            .into_iter()
+            .find(|s| s.verb() == "VDEL")
+            .unwrap();
+        t.reply(&vdel, StoreReply::Integer(1), None);
+        t.advance(SEC); // past the release hold-back
+        t.client
+            .acquire(t.now, lock, 10 * SEC, Options::default())
+            .unwrap();
+        let set = t
+            .take_sent()
+            .into_iter()
+            .find(|s| s.verb() == "SET")
+            .unwrap();
+        t.reply(&set, StoreReply::Integer(-1), None);
+        t.notify("L0", NotificationOp::Delete, None);
+        t.take_one("SET");
         out
     };
     let a = delays(1);
@@ -1079,8 +1109,7 @@ fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_firs
     let set = sent.into_iter().find(|s| s.verb() == "SET").unwrap();
     t.reply(&set, StoreReply::Integer(-1), None);
     t.notify("L", NotificationOp::Delete, None);
-    t.run_to_timeout();
-    let set = t.take_one("SET");
+    let set = t.take_one("SET"); // no race lost yet: at once
     t.ok(&set);
     acquired(&t.take_events(), b);
     t.take_sent();

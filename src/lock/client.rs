@@ -24,6 +24,8 @@ const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 /// Shortest fallback re-check of a waiting acquire.
 const MIN_FALLBACK: Duration = Duration::from_millis(10);
+/// How long a lost race keeps this client's retries after a DELETE jittered (see `Lock::herd_until`).
+const HERD_MEMORY: Duration = Duration::from_secs(1);
 
 /// Names a pending request inside the engine: the slab key of its entry. On the wire, the
 /// correlation data is this client's random prefix (high 64 bits) and this (low 64 bits).
@@ -245,6 +247,11 @@ struct Lock {
     /// then, so that the waiters woken by the DELETE get a fair chance (the release's own next SET
     /// would otherwise always arrive first, right behind the VDEL).
     reacquire_after: Option<Instant>,
+    /// Until then this client retries after a DELETE with the seeded jitter: one of its SETs right
+    /// after a DELETE was refused, so other clients wait for the lock too (a herd), and without a
+    /// random spread the one the broker notifies first would nearly always win. A waiter that has
+    /// not lost such a race retries at once (the handoff then costs no timer at all).
+    herd_until: Option<Instant>,
 }
 
 impl Lock {
@@ -300,6 +307,8 @@ struct Op {
     retry_timer: Option<TimerKey>,
     /// The lock was busy at one of this operation's attempts.
     saw_busy: bool,
+    /// The current attempt was made because of a DELETE (a refusal then means a lost race).
+    after_delete: bool,
     kind: Kind,
 }
 
@@ -514,6 +523,7 @@ impl Client {
                 epoch: 0,
                 contended: false,
                 reacquire_after: None,
+                herd_until: None,
             },
         );
         self.by_name.insert((name_hash(name), id));
@@ -1084,6 +1094,7 @@ impl Client {
             req: None,
             retry_timer: None,
             saw_busy: false,
+            after_delete: false,
             kind,
         });
         let l = &mut self.locks[lock.0 as usize];
@@ -1783,6 +1794,11 @@ impl Client {
     }
 
     fn on_set_reply(&mut self, now: Now, id: OpId, p: &Pending, epoch: u64, body: ResponseBody) {
+        // Whether this attempt followed a DELETE: refused, it lost a race to another waiter.
+        let lost_race = self
+            .ops
+            .get_mut(&id)
+            .is_some_and(|op| std::mem::take(&mut op.after_delete));
         let op = &self.ops[&id];
         let lock = op.lock;
         let (lease, renewal) = match &op.kind {
@@ -1823,9 +1839,13 @@ impl Client {
                     self.lease_lost(now, lock, LossReason::RenewalRefused);
                     return;
                 }
-                self.locks[lock.0 as usize].contended = true;
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.saw_busy = true;
+                }
+                let l = &mut self.locks[lock.0 as usize];
+                l.contended = true;
+                if lost_race {
+                    l.herd_until = Some(add(now.instant, HERD_MEMORY));
                 }
                 if matches!(self.ops[&id].kind, Kind::TryAcquire { .. }) {
                     self.finish(now, id, Some(Event::Busy { op: id, lock }));
@@ -2031,8 +2051,11 @@ impl Client {
             }
         }
         if holder.is_none() {
-            // The lock is free: waiters retry after a seeded jitter, so a herd spreads out.
-            let waiting: Vec<OpId> = self.locks[lock.0 as usize]
+            // The lock is free: waiters retry at once, or, while this client is part of a herd
+            // (see `Lock::herd_until`), after a seeded jitter so that the herd spreads out.
+            let l = &self.locks[lock.0 as usize];
+            let herd = l.herd_until.is_some_and(|until| now.instant < until);
+            let waiting: Vec<OpId> = l
                 .watchers
                 .iter()
                 .filter(|id| {
@@ -2041,7 +2064,10 @@ impl Client {
                 })
                 .collect();
             for id in waiting {
-                let delay = self.jitter();
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.after_delete = true;
+                }
+                let delay = if herd { self.jitter() } else { Duration::ZERO };
                 if delay.is_zero() {
                     // No timer round trip: a driver's timer may only fire on its next tick.
                     if let Some(op) = self.ops.get_mut(&id) {

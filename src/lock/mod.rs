@@ -71,13 +71,17 @@ pub struct Config {
     /// Bound on the relative rate drift between this client's monotonic clock and the store's, in
     /// parts per million (default 10 000 = 1 %); `lease × ppm / 10⁶` is added to the margin.
     pub clock_rate_drift_ppm: u32,
-    /// Smallest delay before a waiter retries after a DELETE notification (default 0).
+    /// Smallest delay before a waiter in a herd retries after a DELETE notification (default 0).
     pub retry_jitter_min: Duration,
-    /// Largest delay before a waiter retries after a DELETE notification (default 3 ms). The
-    /// delay is drawn from the seeded PRNG between the two bounds: it spreads the wins among the
-    /// waiters of different clients (with no jitter, the same client tends to win every race:
-    /// 21× between 8 workers in the demo, 1.2–1.7× with it). Zero retries at once, without a
-    /// timer: the lowest handoff latency for a single waiter (BENCHMARKS.md).
+    /// Largest delay before a waiter in a herd retries after a DELETE notification (default
+    /// 3 ms). A waiter retries at once after a DELETE, with no timer, until one of its SETs right
+    /// after a DELETE is refused: then another client won the race, other clients wait too, and
+    /// for a second after each such lost race this client retries after a delay drawn from the
+    /// seeded PRNG between the two bounds. The jitter spreads the wins among the clients of a
+    /// herd (without it, the client the broker notifies first wins nearly every race: 21× between
+    /// 8 workers in the demo, 1.2–1.5× with it) and spares the store a burst of SETs that are all
+    /// refused but one; a lone waiter never pays it (BENCHMARKS.md, rows 3 and 4). Zero: every
+    /// waiter always retries at once.
     pub retry_jitter_max: Duration,
     /// After this client releases a lock it had to wait for, its own next waiting acquisition of
     /// that lock holds back by this much plus a retry jitter (default 2 ms), so that the waiters

@@ -50,6 +50,7 @@ mod actor;
 mod clock;
 mod driver;
 mod env;
+mod fine;
 mod handle;
 mod mailbox;
 mod settings;
