@@ -3,7 +3,6 @@
 
 use crate::actor::{Actor, Command};
 use crate::clock::now;
-use crate::fine;
 use crate::handle::Client;
 use crate::mailbox::{mailbox, Receiver};
 use crate::settings::Settings;
@@ -109,8 +108,6 @@ pub struct Driver<R: Runtime> {
     sat: Option<SatWatch<R::Timer>>,
     /// The last engine deadline handled, and when: never spin on a deadline the engine keeps.
     fired: Option<(Instant, Instant)>,
-    /// The instant last handed to the fine timer thread (see the `fine` module).
-    fine_at: Option<Instant>,
     closing: bool,
     read_buf: Box<[u8]>,
 }
@@ -171,7 +168,6 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
         timer: None,
         sat,
         fired: None,
-        fine_at: None,
         closing: false,
         read_buf: vec![0; 64 * 1024].into_boxed_slice(),
     };
@@ -381,18 +377,6 @@ impl<R: Runtime> Driver<R> {
             Some((handled, when)) if handled == raw => when + Duration::from_millis(1),
             _ => raw,
         };
-        let clock = now();
-        if at <= clock.instant {
-            self.fired = Some((raw, clock.instant));
-            self.actor.handle_timeout(clock);
-            return true;
-        }
-        // A deadline closer than the runtime's timers can resolve: the fine timer thread wakes
-        // this task on time (the runtime's timer below stays armed as well).
-        if at - clock.instant < fine::FINE_WINDOW && self.fine_at != Some(at) {
-            fine::wake_at(at, cx.waker());
-            self.fine_at = Some(at);
-        }
         let timer = match &mut self.timer {
             Some((timer, set)) => {
                 if *set != at {

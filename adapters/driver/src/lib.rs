@@ -50,7 +50,6 @@ mod actor;
 mod clock;
 mod driver;
 mod env;
-mod fine;
 mod handle;
 mod mailbox;
 mod settings;
