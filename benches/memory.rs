@@ -59,10 +59,10 @@ fn cycles() {
             done += 1;
         }
         println!(
-            "  after {:>9} cycles: live heap {:+} bytes vs. start ({} allocations per cycle)",
+            "  after {:>9} cycles: live heap {:+} bytes vs. start ({:.3} allocations per cycle)",
             done,
             live() - base,
-            (ALLOCS.load(Ordering::Relaxed) - allocs0) as u64 / done
+            (ALLOCS.load(Ordering::Relaxed) - allocs0) as f64 / done as f64
         );
     }
     let per = started.elapsed() / done as u32;
