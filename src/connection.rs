@@ -65,15 +65,14 @@
 //! }
 //! ```
 
-use crate::lock::client::{Queued, QueuedRequest};
+use crate::lock::client::Queued;
 use crate::lock::{self, Client, ConfigError, NotDelivered};
 use crate::mqtt::{
     self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId,
     Session, SubscribeId,
 };
-use crate::request_packet::{RequestTemplate, TooLarge};
 use crate::{Now, QoS};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
@@ -111,17 +110,9 @@ pub struct Connection {
     subscribes: BTreeMap<SubscribeId, String>,
     events: VecDeque<Event>,
     last_now: Now,
-    /// Writes the PUBLISH packets of requests (`None`: a client id too long for the template;
-    /// requests then go out as messages).
-    template: Option<RequestTemplate>,
-    /// The block request packets are written into (one allocation for many packets).
-    block: BytesMut,
     /// The correlation data of requests sent as packets, until their PUBACK.
     requests: VecDeque<(PublishId, u128)>,
 }
-
-/// The size of the blocks request packets are written into.
-const BLOCK_SIZE: usize = 8192;
 
 /// The largest MQTT packet (a remaining length of 268 435 455 and its 5-byte header).
 const MAX_PACKET: usize = 268_435_460;
@@ -135,18 +126,17 @@ impl Connection {
         seed: u64,
     ) -> Result<Connection, ConfigError> {
         mqtt_options.client_id = config.client_id.clone();
-        let client = Client::new(config, now, seed)?;
+        let mut client = Client::new(config, now, seed)?;
+        client.write_packets();
         let mut mqtt = Session::new(mqtt_options);
         // Responses are read straight from their property bytes.
         mqtt.set_raw_topic(client.response_topic_shared());
         Ok(Connection {
-            template: RequestTemplate::new(client.sender()),
             client,
             mqtt,
             subscribes: BTreeMap::new(),
             events: VecDeque::new(),
             last_now: now,
-            block: BytesMut::new(),
             requests: VecDeque::new(),
         })
     }
@@ -265,8 +255,25 @@ impl Connection {
             while let Some(queued) = self.client.poll_queued() {
                 moved = true;
                 let output = match queued {
+                    Queued::Packet { bytes, id_at, corr } => {
+                        match self.mqtt.publish_packet(now.instant, bytes, id_at) {
+                            Ok(id) => self.requests.push_back((id, corr)),
+                            Err(e) => self.events.push_back(Event::PublishRefused(e)),
+                        }
+                        continue;
+                    }
+                    Queued::TooLarge { size } => {
+                        let max = MAX_PACKET;
+                        let refused = mqtt::PublishError::TooLarge { size, max };
+                        self.events.push_back(Event::PublishRefused(refused));
+                        continue;
+                    }
                     Queued::Request(r) => {
-                        self.send_request(now, r);
+                        // No template (a client id too long for one): as a message.
+                        let message = self.client.message_of(r);
+                        if let Err(e) = self.mqtt.publish(now.instant, message) {
+                            self.events.push_back(Event::PublishRefused(e));
+                        }
                         continue;
                     }
                     Queued::Ready(output) => output,
@@ -292,34 +299,6 @@ impl Connection {
             if !moved {
                 return;
             }
-        }
-    }
-
-    /// Writes a request's PUBLISH from the template and hands it to the session.
-    fn send_request(&mut self, now: Now, r: QueuedRequest) {
-        let Some(template) = &self.template else {
-            let message = self.client.message_of(r);
-            if let Err(e) = self.mqtt.publish(now.instant, message) {
-                self.events.push_back(Event::PublishRefused(e));
-            }
-            return;
-        };
-        let expiry = crate::store::expiry_seconds(r.timeout);
-        if self.block.capacity() - self.block.len() < 512 {
-            self.block = BytesMut::with_capacity(BLOCK_SIZE);
-        }
-        let written = template.write(&r.request, r.corr, expiry, &mut self.block);
-        let packet = self.block.split().freeze();
-        let result = match written {
-            Ok(id_at) => self.mqtt.publish_packet(now.instant, packet, id_at),
-            Err(TooLarge { size }) => Err(mqtt::PublishError::TooLarge {
-                size,
-                max: MAX_PACKET,
-            }),
-        };
-        match result {
-            Ok(id) => self.requests.push_back((id, r.corr)),
-            Err(e) => self.events.push_back(Event::PublishRefused(e)),
         }
     }
 

@@ -80,14 +80,7 @@ impl Hlc {
 
     /// `{wall_ms:015}:{counter:05}:` and its length: the text form is this, then the node id.
     pub(crate) fn text_prefix(&self) -> ([u8; 48], usize) {
-        let mut buf = [b'0'; 48];
-        let wall = digits(self.wall_ms).max(15);
-        fill_decimal(&mut buf[..wall], self.wall_ms);
-        buf[wall] = b':';
-        let counter = digits(self.counter).max(5);
-        fill_decimal(&mut buf[wall + 1..wall + 1 + counter], self.counter);
-        buf[wall + 1 + counter] = b':';
-        (buf, wall + counter + 2)
+        text_prefix(self.wall_ms, self.counter)
     }
     /// Parses the text form like [`str::parse`], reusing `known` as the node id when it is the
     /// same (no allocation for the timestamps of a peer whose id is already known).
@@ -104,6 +97,18 @@ impl Hlc {
             node_id,
         })
     }
+}
+
+/// `{wall_ms:015}:{counter:05}:` and its length.
+pub(crate) fn text_prefix(wall_ms: u64, counter: u64) -> ([u8; 48], usize) {
+    let mut buf = [b'0'; 48];
+    let wall = digits(wall_ms).max(15);
+    fill_decimal(&mut buf[..wall], wall_ms);
+    buf[wall] = b':';
+    let count = digits(counter).max(5);
+    fill_decimal(&mut buf[wall + 1..wall + 1 + count], counter);
+    buf[wall + 1 + count] = b':';
+    (buf, wall + count + 2)
 }
 
 /// The number of decimal digits of `n`.
@@ -308,6 +313,13 @@ impl HlcClock {
     /// If `wall_ms` is past the clock's wall part the clock becomes `(wall_ms, 0)`, otherwise its
     /// counter goes up by one.
     pub fn send(&mut self, wall_ms: u64) -> Result<Hlc, HlcError> {
+        self.send_parts(wall_ms)?;
+        Ok(self.ts.clone())
+    }
+
+    /// [`HlcClock::send`], returning only the wall clock and counter of the new timestamp (its
+    /// node is this clock's).
+    pub(crate) fn send_parts(&mut self, wall_ms: u64) -> Result<(u64, u64), HlcError> {
         let (wall, counter) = if wall_ms > self.ts.wall_ms {
             (wall_ms, 0)
         } else {
@@ -321,7 +333,7 @@ impl HlcClock {
         self.check_drift(wall, wall_ms)?;
         self.ts.wall_ms = wall;
         self.ts.counter = counter;
-        Ok(self.ts.clone())
+        Ok((wall, counter))
     }
 
     /// Update on receipt of `other` at local wall time `wall_ms`. A timestamp of this same node is

@@ -8,9 +8,12 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::hlc::{text_prefix, FencingToken};
 use crate::mqtt::codec::{put_varint, varint_len, MAX_REMAINING_LENGTH};
+#[cfg(test)]
+use crate::store::Request;
 use crate::store::{
-    Request, RequestSender, CONTENT_TYPE, PROP_FENCING_TOKEN, PROP_HIGH_PRIORITY, PROP_PARTITION,
+    Command, RequestSender, CONTENT_TYPE, PROP_FENCING_TOKEN, PROP_HIGH_PRIORITY, PROP_PARTITION,
     PROP_PROTOCOL_VERSION, PROP_SOURCE_ID, PROP_TIMESTAMP, PROTOCOL_VERSION, REQUEST_TOPIC,
 };
 
@@ -25,6 +28,8 @@ pub(crate) struct RequestTemplate {
     source: Vec<u8>,
     /// `__protVer`, `$partition` and `$high_priority`.
     tail: Vec<u8>,
+    /// The client id: the node of its own timestamps.
+    node: Vec<u8>,
 }
 
 /// Why a request does not fit in a PUBLISH.
@@ -78,11 +83,13 @@ impl RequestTemplate {
             head,
             source,
             tail,
+            node: client_id.to_vec(),
         })
     }
 
     /// Appends the QoS 1 PUBLISH of `request` to `out`, with packet identifier 0; returns the
     /// offset of the packet identifier in the packet. The request's key must not be empty.
+    #[cfg(test)]
     pub(crate) fn write(
         &self,
         request: &Request,
@@ -90,14 +97,31 @@ impl RequestTemplate {
         expiry_seconds: u32,
         out: &mut BytesMut,
     ) -> Result<usize, TooLarge> {
-        let ts = request.timestamp.text_prefix();
-        let ts_len = ts.1 + request.timestamp.node_id.len();
-        let ft = request.fencing_token.as_ref().map(|ft| {
+        debug_assert_eq!(request.timestamp.node_id.as_bytes(), &self.node[..]);
+        let ts = (request.timestamp.wall_ms, request.timestamp.counter);
+        let ft = request.fencing_token.as_ref();
+        self.write_parts(&request.command, ts, ft, correlation, expiry_seconds, out)
+    }
+
+    /// [`RequestTemplate::write`] from the parts of a request: its command, the wall clock and
+    /// counter of its timestamp (whose node is the client), its fencing token.
+    pub(crate) fn write_parts(
+        &self,
+        command: &Command,
+        (wall_ms, counter): (u64, u64),
+        fencing_token: Option<&FencingToken>,
+        correlation: u128,
+        expiry_seconds: u32,
+        out: &mut BytesMut,
+    ) -> Result<usize, TooLarge> {
+        let ts = text_prefix(wall_ms, counter);
+        let ts_len = ts.1 + self.node.len();
+        let ft = fencing_token.map(|ft| {
             let prefix = ft.as_hlc().text_prefix();
             (prefix, ft.as_hlc().node_id.as_bytes())
         });
         let ft_len = ft.as_ref().map(|((_, len), node)| len + node.len());
-        let payload_len = request.command.encoded_len();
+        let payload_len = command.encoded_len();
         if ts_len > usize::from(u16::MAX) || ft_len.is_some_and(|n| n > usize::from(u16::MAX)) {
             return Err(TooLarge { size: usize::MAX });
         }
@@ -131,7 +155,7 @@ impl RequestTemplate {
         out.put_slice(&self.source);
         out.put_u16(ts_len as u16);
         out.put_slice(&ts.0[..ts.1]);
-        out.put_slice(request.timestamp.node_id.as_bytes());
+        out.put_slice(&self.node);
         out.put_slice(&self.tail);
         if let (Some(((prefix, len), node)), Some(ft_len)) = (ft, ft_len) {
             out.put_u8(0x26);
@@ -141,7 +165,7 @@ impl RequestTemplate {
             out.put_slice(&prefix[..len]);
             out.put_slice(node);
         }
-        request.command.write(out); // `out` has room: reserved above
+        command.write(out); // `out` has room: reserved above
         Ok(id_at)
     }
 }

@@ -7,7 +7,8 @@ use super::{
     Config, ConfigError, EditAction, EditOutcome, Event, IntentError, LockId, LossReason,
     NotDelivered, OpError, OpId, Options, Output,
 };
-use crate::hlc::{FencingToken, HlcClock};
+use crate::hlc::{FencingToken, Hlc, HlcClock};
+use crate::request_packet::{RequestTemplate, TooLarge};
 use crate::store::{
     self, Command, NotificationOp, Request, RequestError, RequestSender, ResponseBody,
     ResponseError, SetCondition, SetOptions, StoreReply,
@@ -413,6 +414,8 @@ pub struct Client {
     out: VecDeque<Queued>,
     /// Where the correlation data and payloads of requests are written (see `Client::cut`).
     block: BytesMut,
+    /// Set: requests are queued as PUBLISH packets, not as messages.
+    packets: Option<PacketWriter>,
     stats: Stats,
 }
 
@@ -430,8 +433,30 @@ pub(crate) struct QueuedRequest {
 #[derive(Debug)]
 pub(crate) enum Queued {
     Request(QueuedRequest),
+    /// A request already written as a QoS 1 PUBLISH (see [`Client::write_packets`]): its packet
+    /// id, two bytes at `id_at`, is left to the session.
+    Packet {
+        bytes: Bytes,
+        id_at: usize,
+        corr: u128,
+    },
+    /// A request too large for an MQTT packet (it stays pending and times out).
+    TooLarge {
+        size: usize,
+    },
     Ready(Output),
 }
+
+/// Writes requests as PUBLISH packets, for [`Connection`](crate::connection::Connection).
+#[derive(Debug)]
+struct PacketWriter {
+    template: RequestTemplate,
+    /// The block packets are cut from (one allocation for many).
+    block: BytesMut,
+}
+
+/// The size of the blocks request packets are written into.
+const PACKET_BLOCK: usize = 8192;
 
 /// The size of the blocks that requests' bytes are cut from.
 const BLOCK_SIZE: usize = 4096;
@@ -468,6 +493,7 @@ impl Client {
             timers: Timers::new(),
             out: VecDeque::new(),
             block: BytesMut::new(),
+            packets: None,
             stats: Stats::default(),
             config,
         })
@@ -569,6 +595,8 @@ impl Client {
         Some(match self.poll_queued()? {
             Queued::Ready(output) => output,
             Queued::Request(r) => Output::Publish(self.message_of(r)),
+            // Only queued after `write_packets`, which `Connection` calls and polls itself.
+            Queued::Packet { .. } | Queued::TooLarge { .. } => return self.poll_output(),
         })
     }
 
@@ -591,9 +619,14 @@ impl Client {
         self.sender.response_topic().clone()
     }
 
-    /// What every request carries: the client id and response topic.
-    pub(crate) fn sender(&self) -> &RequestSender {
-        &self.sender
+    /// From now on, requests are queued as PUBLISH packets (`Queued::Packet`), written at once
+    /// from a template of what every request of this client shares. Without effect when a string
+    /// of the client is too long for the template.
+    pub(crate) fn write_packets(&mut self) {
+        self.packets = RequestTemplate::new(&self.sender).map(|template| PacketWriter {
+            template,
+            block: BytesMut::new(),
+        });
     }
 
     /// The message of a queued request.
@@ -1372,27 +1405,32 @@ impl Client {
         let lock = op.lock;
         let held = self.is_held(now, lock);
         let l = &self.locks[lock.0 as usize];
-        let name = l.name.clone();
-        let holder = op.holder.clone();
+        // The lock's name and the holder value go into the command by reference count: each is
+        // cloned once, only by the arm that needs it.
         let set = |lease: Duration| Command::Set {
-            key: name.clone(),
-            value: holder.clone(),
+            key: l.name.clone(),
+            value: op.holder.clone(),
             options: SetOptions {
                 condition: SetCondition::NotExistsOrEqual,
                 expiry: NonZeroU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
             },
         };
-        let token = l.lease.as_ref().map(|lease| lease.token.clone());
         let (command, kind, fencing) = match &op.kind {
             Kind::Release { .. } => (
                 Command::VDel {
-                    key: name.clone(),
-                    value: holder.clone(),
+                    key: l.name.clone(),
+                    value: op.holder.clone(),
                 },
                 ReqKind::VDel,
                 None,
             ),
-            Kind::Holder => (Command::Get { key: name.clone() }, ReqKind::Get, None),
+            Kind::Holder => (
+                Command::Get {
+                    key: l.name.clone(),
+                },
+                ReqKind::Get,
+                None,
+            ),
             Kind::Hold {
                 lease, held: true, ..
             } => (set(*lease), ReqKind::Set { epoch: l.epoch }, None),
@@ -1422,6 +1460,7 @@ impl Client {
                     },
                     _ => Command::Del { key: key.clone() },
                 };
+                let token = l.lease.as_ref().map(|lease| lease.token.clone());
                 (command, ReqKind::Write, token)
             }
             _ => {
@@ -1468,7 +1507,7 @@ impl Client {
         fencing_token: Option<FencingToken>,
         deadline: Option<Instant>,
     ) -> Result<Corr, OpError> {
-        let timestamp = self.clock.send(now.wall_ms).map_err(|e| {
+        let timestamp = self.clock.send_parts(now.wall_ms).map_err(|e| {
             self.stats.clock_errors += 1;
             OpError::Clock(e)
         })?;
@@ -1480,12 +1519,7 @@ impl Client {
             .saturating_duration_since(now.instant)
             .max(Duration::from_millis(1));
         let corr = self.pending.next_corr();
-        let request = Request {
-            command,
-            timestamp,
-            fencing_token,
-        };
-        if request.command.key().is_empty() {
+        if command.key().is_empty() {
             return Err(OpError::UnexpectedReply(RequestError::EmptyKey.to_string()));
         }
         // A VDEL may be applied until the broker lets its message expire (whole seconds, rounded
@@ -1513,11 +1547,44 @@ impl Client {
             timer,
         });
         self.stats.requests_sent += 1;
-        self.out.push_back(Queued::Request(QueuedRequest {
-            request,
-            corr: self.pending.wire(corr),
-            timeout,
-        }));
+        let wire = self.pending.wire(corr);
+        let queued = match &mut self.packets {
+            Some(w) => {
+                if w.block.capacity() - w.block.len() < 512 {
+                    w.block = BytesMut::with_capacity(PACKET_BLOCK);
+                }
+                let expiry = store::expiry_seconds(timeout);
+                let ft = fencing_token.as_ref();
+                match w
+                    .template
+                    .write_parts(&command, timestamp, ft, wire, expiry, &mut w.block)
+                {
+                    Ok(id_at) => Queued::Packet {
+                        bytes: w.block.split().freeze(),
+                        id_at,
+                        corr: wire,
+                    },
+                    Err(TooLarge { size }) => {
+                        w.block.clear();
+                        Queued::TooLarge { size }
+                    }
+                }
+            }
+            None => Queued::Request(QueuedRequest {
+                request: Request {
+                    command,
+                    timestamp: Hlc {
+                        wall_ms: timestamp.0,
+                        counter: timestamp.1,
+                        node_id: self.sender.client_id().clone(),
+                    },
+                    fencing_token,
+                },
+                corr: wire,
+                timeout,
+            }),
+        };
+        self.out.push_back(queued);
         Ok(corr)
     }
 
