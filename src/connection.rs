@@ -12,7 +12,11 @@
 //!    again once a new one is up (the engine resubscribes, re-registers KEYNOTIFY and re-checks).
 //!
 //! Intents go to the lock engine through [`Connection::client`]; their outputs are moved to the
-//! MQTT session by the next `poll_transmit` or `poll_event`.
+//! MQTT session by the next `poll_transmit` or `poll_event` (do not poll the engine's own
+//! `poll_output` here: the connection does). Requests travel as PUBLISH packets the engine writes
+//! from a template of what all of this client's requests share, and responses are parsed straight
+//! from their bytes: the same wire bytes and the same checks as the [`Message`](crate::Message)
+//! path that `lock::Client::poll_output` offers to other MQTT clients, without building messages.
 //!
 //! ```no_run
 //! use leasedlock::connection::{Connection, Event};
