@@ -717,6 +717,20 @@ fn decode_auth(body: &[u8]) -> Result<Auth, DecodeError> {
 /// Walks the property block starting at `body[at..]` (its length, then the properties) and checks
 /// that every property is known and that the last one ends exactly at the end of the block.
 /// Returns the offset just after the block.
+/// The size of the value of property `id`, whose bytes start `tail` (`Ok(None)`: its length
+/// runs past `tail`; `Err`: not an MQTT v5 property).
+pub(crate) fn property_size(id: u8, tail: &[u8]) -> Result<Option<usize>, ()> {
+    Ok(match id {
+        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => Some(1),
+        0x13 | 0x21 | 0x22 | 0x23 => Some(2),
+        0x02 | 0x11 | 0x18 | 0x27 => Some(4),
+        0x0B => read_varint(tail).map(|(n, _)| n),
+        0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => prefixed(tail, 1),
+        0x26 => prefixed(tail, 2),
+        _ => return Err(()),
+    })
+}
+
 fn check_properties(packet: &'static str, body: &[u8], at: usize) -> Result<usize, DecodeError> {
     let bad = |detail| Err(malformed(packet, detail));
     let rest = body.get(at..).unwrap_or_default();
@@ -727,14 +741,8 @@ fn check_properties(packet: &'static str, body: &[u8], at: usize) -> Result<usiz
         return bad("property length runs past the packet");
     };
     while let Some((&id, tail)) = block.split_first() {
-        let size = match id {
-            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => Some(1),
-            0x13 | 0x21 | 0x22 | 0x23 => Some(2),
-            0x02 | 0x11 | 0x18 | 0x27 => Some(4),
-            0x0B => read_varint(tail).map(|(n, _)| n),
-            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => prefixed(tail, 1),
-            0x26 => prefixed(tail, 2),
-            _ => return bad("unknown property"),
+        let Ok(size) = property_size(id, tail) else {
+            return bad("unknown property");
         };
         match size.and_then(|n| tail.get(n..)) {
             Some(next) => block = next,

@@ -186,51 +186,39 @@ impl<'a> Fields<'a> {
 
     /// The fields of an MQTT property block that the codec has checked (ids, lengths, UTF-8);
     /// also the correlation data.
-    fn of_properties(b: &'a [u8]) -> (Self, Option<&'a [u8]>) {
+    fn of_properties(mut b: &'a [u8]) -> (Self, Option<&'a [u8]>) {
         let mut fields = Fields::default();
         let mut correlation = None;
-        let mut at = 0;
-        let u16_at = |i: usize| {
-            b.get(i..i + 2)
-                .map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])))
-        };
-        let str_at = |i: usize, n: usize| b.get(i..i + n).and_then(|x| std::str::from_utf8(x).ok());
-        while let Some(&id) = b.get(at) {
-            at += 1;
+        // A length-prefixed string at the start of `x`, and what follows it.
+        fn prefixed(x: &[u8]) -> Option<(&[u8], &[u8])> {
+            let n = usize::from(u16::from_be_bytes([*x.first()?, *x.get(1)?]));
+            Some((x.get(2..2 + n)?, &x[2 + n..]))
+        }
+        while let Some((&id, tail)) = b.split_first() {
             match id {
-                0x01 => at += 1,
-                0x02 => at += 4,
-                0x23 => at += 2,
-                0x0B => {
-                    // A variable byte integer: up to 4 bytes, the last without the top bit.
-                    while b.get(at).is_some_and(|x| x & 0x80 != 0) {
-                        at += 1;
-                    }
-                    at += 1;
-                }
-                0x03 | 0x08 | 0x09 => {
-                    let Some(n) = u16_at(at) else { break };
-                    if id == 0x03 {
-                        fields.content_type = str_at(at + 2, n);
-                    } else if id == 0x09 {
-                        correlation = b.get(at + 2..at + 2 + n);
-                    }
-                    at += 2 + n;
-                }
+                0x03 => fields.content_type = prefixed(tail).and_then(|(v, _)| str_of(v)),
+                0x09 => correlation = prefixed(tail).map(|(v, _)| v),
                 0x26 => {
-                    let Some(k) = u16_at(at) else { break };
-                    let Some(v) = u16_at(at + 2 + k) else { break };
-                    let name = b.get(at + 2..at + 2 + k).unwrap_or_default();
-                    if let Some(value) = str_at(at + 4 + k, v) {
-                        fields.user_property(name, value);
+                    if let Some((name, rest)) = prefixed(tail) {
+                        if let Some(value) = prefixed(rest).and_then(|(v, _)| str_of(v)) {
+                            fields.user_property(name, value);
+                        }
                     }
-                    at += 4 + k + v;
                 }
+                _ => {}
+            }
+            match crate::mqtt::codec::property_size(id, tail) {
+                Ok(Some(n)) if n <= tail.len() => b = &tail[n..],
                 _ => break,
             }
         }
         (fields, correlation)
     }
+}
+
+/// Text the codec has checked is UTF-8.
+fn str_of(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
 }
 
 /// [`parse_response`] of a response the MQTT codec left as bytes (and checked): the property
