@@ -49,6 +49,7 @@ mod timer;
 
 pub(crate) use client::shrink_after_burst;
 pub use client::{Client, Stats};
+pub use rng::SplitMix64;
 
 use crate::hlc::{FencingToken, HlcError};
 use crate::store::{ResponseError, ServiceError};

@@ -1,15 +1,26 @@
 //! A small seeded PRNG (SplitMix64): the only source of randomness in the core.
 
 /// SplitMix64: fast, seedable, good enough for jitter and correlation ids (not for secrets).
+/// The engine draws from one seeded by [`Client::new`](super::Client::new); simulators and tests
+/// that want the same kind of reproducible stream can use it too.
+///
+/// ```
+/// use leasedlock::lock::SplitMix64;
+/// let (mut a, mut b) = (SplitMix64::new(7), SplitMix64::new(7));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// assert!((10..=20).contains(&a.between(10, 20)));
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// The stream for `seed`.
+    pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -18,7 +29,7 @@ impl SplitMix64 {
     }
 
     /// A value in `lo..=hi` (`lo` when `hi <= lo`).
-    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         if hi <= lo {
             return lo;
         }

@@ -32,23 +32,8 @@ impl<'a> Input<'a> {
     }
 }
 
-/// SplitMix64: seeds for the engines and the expansion of a seed into input bytes.
-#[derive(Clone, Debug)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The engine's own PRNG: seeds for the engines and the expansion of a seed into input bytes.
+pub(crate) use leasedlock::lock::SplitMix64;
 
 /// The input bytes a seed stands for: `len` bytes of SplitMix64 output.
 pub fn seed_input(seed: u64, len: usize) -> Vec<u8> {
