@@ -105,17 +105,16 @@ fn engine(c: &mut Criterion) {
     let mut scratch = BytesMut::with_capacity(4096);
     conn.connect(t);
     pump(&mut conn, &mut broker, t, &mut scratch);
-    let lock = conn.client().lock("bench-lock").unwrap();
+    let lock = conn.lock_id("bench-lock").unwrap();
     let lease = Duration::from_secs(10);
     g.throughput(Throughput::Elements(1));
     g.bench_function("try_acquire_release_cycle", |b| {
         b.iter(|| {
             let t = now();
-            conn.client()
-                .try_acquire(t, lock, lease, Options::default())
+            conn.try_acquire(t, lock, lease, Options::default())
                 .unwrap();
             let acquired = pump(&mut conn, &mut broker, t, &mut scratch);
-            conn.client().release(t, lock, Options::default()).unwrap();
+            conn.release(t, lock, Options::default()).unwrap();
             let released = pump(&mut conn, &mut broker, t, &mut scratch);
             assert_eq!((acquired, released), (1, 1));
         })

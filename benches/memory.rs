@@ -40,7 +40,7 @@ fn cycles() {
     let mut scratch = BytesMut::with_capacity(4096);
     conn.connect(t);
     pump(&mut conn, &mut broker, t, &mut scratch);
-    let lock = conn.client().lock("bench-lock").unwrap();
+    let lock = conn.lock_id("bench-lock").unwrap();
     let lease = Duration::from_secs(10);
     let base = live();
     let allocs0 = ALLOCS.load(Ordering::Relaxed);
@@ -50,11 +50,10 @@ fn cycles() {
     for checkpoint in [1_000u64, 100_000, 1_000_000] {
         while done < checkpoint {
             let t = now();
-            conn.client()
-                .try_acquire(t, lock, lease, Options::default())
+            conn.try_acquire(t, lock, lease, Options::default())
                 .unwrap();
             pump(&mut conn, &mut broker, t, &mut scratch);
-            conn.client().release(t, lock, Options::default()).unwrap();
+            conn.release(t, lock, Options::default()).unwrap();
             pump(&mut conn, &mut broker, t, &mut scratch);
             done += 1;
         }
@@ -67,7 +66,7 @@ fn cycles() {
     }
     let per = started.elapsed() / done as u32;
     println!("  mean {per:?} per cycle (with the counting allocator)");
-    assert_eq!(conn.client().operations_in_progress(), 0);
+    assert_eq!(conn.engine().operations_in_progress(), 0);
 }
 
 fn held_locks() {

@@ -148,7 +148,7 @@ fn run(broker: &str, lock_name: &str) -> Result<(), String> {
     })?;
     println!("connected to {broker} as {client_id}");
 
-    let lock = d.conn.client().lock(lock_name).map_err(|e| e.to_string())?;
+    let lock = d.conn.lock_id(lock_name).map_err(|e| e.to_string())?;
     hold_and_release(&mut d, lock)?;
     increment_counter(&mut d, lock, &format!("{lock_name}-counter"))?;
 
@@ -160,7 +160,6 @@ fn run(broker: &str, lock_name: &str) -> Result<(), String> {
 fn hold_and_release(d: &mut Driver, lock: LockId) -> Result<(), String> {
     let hold = d
         .conn
-        .client()
         .hold(now(), lock, LEASE, RENEW_EVERY, Options::default())
         .map_err(|e| e.to_string())?;
     let mut last: Option<FencingToken> = None;
@@ -184,11 +183,7 @@ fn hold_and_release(d: &mut Driver, lock: LockId) -> Result<(), String> {
         Event::Lock(LockEvent::Failed { error, .. }) => Err(format!("hold failed: {error}")),
         _ => Ok(None),
     })?;
-    let release = d
-        .conn
-        .client()
-        .close_hold(now(), lock)
-        .map_err(|e| e.to_string())?;
+    let release = d.conn.close_hold(now(), lock).map_err(|e| e.to_string())?;
     d.until("the release", |_, e| match e {
         Event::Lock(LockEvent::Released { op, was_held, .. }) if op == release => {
             if was_held {
@@ -207,7 +202,6 @@ fn hold_and_release(d: &mut Driver, lock: LockId) -> Result<(), String> {
 fn increment_counter(d: &mut Driver, lock: LockId, key: &str) -> Result<(), String> {
     let edit = d
         .conn
-        .client()
         .edit(
             now(),
             lock,
@@ -227,8 +221,7 @@ fn increment_counter(d: &mut Driver, lock: LockId, key: &str) -> Result<(), Stri
             };
             println!("counter {key}: {old} -> {}", old + 1);
             let new = Bytes::from((old + 1).to_string());
-            conn.client()
-                .complete_edit(now(), op, EditAction::Set(new))
+            conn.complete_edit(now(), op, EditAction::Set(new))
                 .map_err(|e| e.to_string())?;
             Ok(None)
         }

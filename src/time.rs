@@ -44,3 +44,13 @@ impl std::ops::Add<Duration> for Now {
         }
     }
 }
+
+/// Longest lease or timeout the core accepts: anything longer is surely a unit mistake.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `at + d`, saturating far in the future instead of overflowing.
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(MAX_DURATION))
+        .unwrap_or(at)
+}

@@ -178,9 +178,8 @@ fn a_full_acquire_release_cycle_in_bytes() {
     let mut conn =
         Connection::new(Config::new("dev-1"), mqtt::Options::new("ignored"), now, 3).unwrap();
     let mut broker = ScriptedBroker::new();
-    let lock = conn.client().lock("L").unwrap();
+    let lock = conn.lock_id("L").unwrap();
     let op = conn
-        .client()
         .try_acquire(now, lock, Duration::from_secs(5), Options::default())
         .unwrap();
     conn.connect(now);
@@ -195,14 +194,11 @@ fn a_full_acquire_release_cycle_in_bytes() {
         Event::Lock(lock::Event::Acquired { op: o, token, .. }) if *o == op => token.clone(),
         other => panic!("expected Acquired, got {other:?}"),
     };
-    assert_eq!(conn.client().token(now, lock), Some(&token));
+    assert_eq!(conn.engine().token(now, lock), Some(&token));
     assert_eq!(conn.session().client_id(), "dev-1");
     assert_eq!(broker.holder.as_deref(), Some(&b"dev-1"[..]));
 
-    let rel = conn
-        .client()
-        .release(now, lock, Options::default())
-        .unwrap();
+    let rel = conn.release(now, lock, Options::default()).unwrap();
     let events = run(&mut conn, &mut broker, now);
     assert_eq!(
         events,
@@ -222,18 +218,17 @@ fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
     let mut conn =
         Connection::new(Config::new("dev-2"), mqtt::Options::new("dev-2"), now, 3).unwrap();
     let mut broker = ScriptedBroker::new();
-    let lock = conn.client().lock("L").unwrap();
+    let lock = conn.lock_id("L").unwrap();
     conn.connect(now);
     run(&mut conn, &mut broker, now);
-    conn.client()
-        .hold(
-            now,
-            lock,
-            Duration::from_secs(10),
-            Duration::from_secs(2),
-            Options::default(),
-        )
-        .unwrap();
+    conn.hold(
+        now,
+        lock,
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+        Options::default(),
+    )
+    .unwrap();
     let events = run(&mut conn, &mut broker, now);
     assert!(matches!(
         events[0],
@@ -259,7 +254,7 @@ fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
     );
     assert!(matches!(broker.requests[0], Command::KeyNotify { .. }));
     assert!(matches!(broker.requests[1], Command::Set { .. }));
-    assert!(conn.client().is_held(later, lock));
+    assert!(conn.engine().is_held(later, lock));
     // Keep-alive: nothing to do but ping until the next renewal.
     assert!(conn.poll_timeout().is_some());
 }
@@ -270,12 +265,11 @@ fn a_request_that_reached_no_store_is_repeated_soon_not_after_the_timeout() {
     let mut conn =
         Connection::new(Config::new("dev-3"), mqtt::Options::new("dev-3"), now, 3).unwrap();
     let mut broker = ScriptedBroker::new();
-    let lock = conn.client().lock("L").unwrap();
+    let lock = conn.lock_id("L").unwrap();
     conn.connect(now);
     run(&mut conn, &mut broker, now);
     broker.unrouted = 1;
     let op = conn
-        .client()
         .try_acquire(now, lock, Duration::from_secs(5), Options::default())
         .unwrap();
     assert!(run(&mut conn, &mut broker, now).is_empty());
@@ -298,10 +292,10 @@ fn a_request_the_broker_refuses_fails_with_its_reason() {
     let mut conn =
         Connection::new(Config::new("dev-4"), mqtt::Options::new("dev-4"), now, 3).unwrap();
     let mut broker = ScriptedBroker::new();
-    let lock = conn.client().lock("L").unwrap();
+    let lock = conn.lock_id("L").unwrap();
     conn.connect(now);
     run(&mut conn, &mut broker, now);
-    let op = conn.client().holder(now, lock, Options::default()).unwrap();
+    let op = conn.holder(now, lock, Options::default()).unwrap();
     let bytes = conn.poll_transmit().unwrap();
     // Answer the PUBLISH with PUBACK 0x87 (not authorized) instead of forwarding it.
     let pid = {

@@ -87,7 +87,8 @@ impl T {
     fn drain(&mut self) {
         while let Some(o) = self.client.poll_output() {
             match o {
-                Output::Publish(message) => {
+                Output::Request(request) => {
+                    let message = self.client.to_message(&request);
                     let parsed = store::parse_request(&message);
                     let command = parsed.command.clone().expect("engine sends valid commands");
                     assert!(parsed.timestamp.is_ok(), "every request carries __ts");
@@ -167,7 +168,7 @@ impl T {
     }
 
     fn lock(&mut self, name: &str) -> LockId {
-        self.client.lock(name).unwrap()
+        self.client.lock_id(name).unwrap()
     }
 }
 
@@ -976,7 +977,7 @@ fn unknown_duplicate_and_garbage_responses_are_counted_not_fatal() {
 fn intents_reject_misuse_synchronously() {
     use leasedlock::lock::IntentError;
     let mut t = T::connected("c1");
-    assert_eq!(t.client.lock(""), Err(IntentError::EmptyKey));
+    assert_eq!(t.client.lock_id(""), Err(IntentError::EmptyKey));
     let lock = t.lock("L");
     assert!(matches!(
         t.client.try_acquire(t.now, lock, MS, Options::default()),

@@ -254,16 +254,15 @@ pub fn holding(client_id: &str, n: usize) -> (Connection, Broker, BytesMut, Now)
     conn.connect(t);
     pump(&mut conn, &mut broker, t, &mut scratch);
     for i in 0..n {
-        let lock = conn.client().lock(format!("lock-{i:05}")).expect("a name");
-        conn.client()
-            .hold(
-                t,
-                lock,
-                Duration::from_secs(30),
-                Duration::from_secs(10),
-                Options::default(),
-            )
-            .expect("a valid hold");
+        let lock = conn.lock_id(format!("lock-{i:05}")).expect("a name");
+        conn.hold(
+            t,
+            lock,
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+            Options::default(),
+        )
+        .expect("a valid hold");
         pump(&mut conn, &mut broker, t, &mut scratch);
     }
     (conn, broker, scratch, t)

@@ -1100,7 +1100,7 @@ impl Session {
         let limit = self.inflight_limit();
         while self.inflight.len() < limit {
             let Some(next) = self.waiting.pop_front() else {
-                crate::lock::shrink_after_burst(&mut self.waiting);
+                crate::burst::shrink_after_burst(&mut self.waiting);
                 return;
             };
             let (packet_id, dup) = match next.packet_id {
@@ -1321,7 +1321,7 @@ mod tests {
                 session_present: false
             }]
         );
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
     }
 
     #[test]
@@ -1499,7 +1499,7 @@ mod tests {
         );
         // QoS 1 while disconnected is queued, and sent once connected.
         let id = s.publish(now, message("t", b"x")).unwrap();
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         s.connect(now);
         tx(&mut s);
         s.handle_bytes(now, &CONNACK);
@@ -1687,7 +1687,7 @@ mod tests {
         s.handle_bytes(now, &[0x40, 0x02, 0, 1]);
         assert_eq!(tx(&mut s), publish_t_x(4, false));
         s.handle_bytes(now, &[0x40, 0x02, 0, 3, 0x40, 0x02, 0, 4]);
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         let acked: Vec<_> = events(&mut s)
             .into_iter()
             .map(|e| match e {
@@ -1782,7 +1782,7 @@ mod tests {
         );
         // QoS 0: no acknowledgement.
         s.handle_bytes(now, &[0x30, 0x04, 0, 1, b'a', 0]);
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         assert_eq!(events(&mut s).len(), 1);
     }
 
@@ -1814,11 +1814,11 @@ mod tests {
         let mut s = connected(options, now);
         assert_eq!(s.poll_timeout(), Some(now + secs(10)));
         s.handle_timeout(now + secs(5));
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         s.handle_timeout(now + secs(10));
         assert_eq!(tx(&mut s), [0xC0, 0x00]);
         s.handle_timeout(now + secs(10));
-        assert_eq!(tx(&mut s), [], "one PINGREQ at a time");
+        assert_eq!(tx(&mut s), [0u8; 0], "one PINGREQ at a time");
         assert_eq!(s.poll_timeout(), Some(now + secs(15)));
         s.handle_bytes(now + secs(11), &[0xD0, 0x00]);
         assert_eq!(s.poll_timeout(), Some(now + secs(20)));
@@ -1839,7 +1839,7 @@ mod tests {
         s.handle_bytes(now + secs(28), &[0xD0, 0x00]);
         s.handle_timeout(now + secs(28));
         assert_eq!(events(&mut s), []);
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
     }
 
     #[test]
@@ -1875,7 +1875,7 @@ mod tests {
                 DisconnectReason::SessionTakenOver
             ))]
         );
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         assert!(!s.is_connected());
     }
 
@@ -1890,7 +1890,7 @@ mod tests {
             [Event::Disconnected(DisconnectCause::ByClient)]
         );
         s.disconnect(now, DisconnectReason::NormalDisconnection);
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         assert_eq!(events(&mut s), []);
     }
 
@@ -2121,7 +2121,7 @@ mod tests {
         s.connect(now);
         tx(&mut s);
         assert_eq!(s.reauthenticate(now, Bytes::from_static(b"new")), Ok(false));
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         s.handle_bytes(now, &[0x20, 0x03, 0x00, 0x00, 0x00]);
         assert_eq!(
             events(&mut s),
@@ -2167,7 +2167,7 @@ mod tests {
                 DisconnectReason::NotAuthorized
             ))]
         );
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         assert!(!s.is_connected());
     }
 
@@ -2179,7 +2179,7 @@ mod tests {
             s.reauthenticate(now, Bytes::from_static(b"fresh")),
             Ok(false)
         );
-        assert_eq!(tx(&mut s), []);
+        assert_eq!(tx(&mut s), [0u8; 0]);
         s.connect(now);
         assert!(tx(&mut s).ends_with(&[0x16, 0, 5, b'f', b'r', b'e', b's', b'h', 0, 1, b'c']));
         let mut plain = Session::new(Options::new("c"));

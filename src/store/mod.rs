@@ -52,11 +52,10 @@ pub use request::{
     CONTENT_TYPE, PROP_FENCING_TOKEN, PROP_HIGH_PRIORITY, PROP_PARTITION, PROP_PROTOCOL_VERSION,
     PROP_SOURCE_ID, PROP_TIMESTAMP, PROTOCOL_VERSION,
 };
-pub(crate) use response::{parse_raw_response, parse_response_known};
 pub use response::{
     parse_response, protocol_error_message, response_message, ProtocolError, Response,
-    ResponseBody, ResponseError, StoreReply, PROP_APPLICATION_ERROR, PROP_PROPERTY_NAME,
-    PROP_PROPERTY_VALUE, PROP_STATUS, PROP_STATUS_MESSAGE,
+    ResponseBody, ResponseError, ResponseParser, StoreReply, PROP_APPLICATION_ERROR,
+    PROP_PROPERTY_NAME, PROP_PROPERTY_VALUE, PROP_STATUS, PROP_STATUS_MESSAGE,
 };
 pub use topic::{
     hex_upper, is_valid_response_topic, notification_filter, notification_topic,

@@ -221,23 +221,62 @@ fn str_of(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok()
 }
 
-/// [`parse_response`] of a response the MQTT codec left as bytes (and checked): the property
-/// block and the payload are ranges of `packet`. The same result, without building the message;
-/// the correlation data (`None`: absent) is borrowed from the packet.
-pub(crate) fn parse_raw_response<'a>(
-    packet: &'a Bytes,
-    props: std::ops::Range<usize>,
-    payload: std::ops::Range<usize>,
-    store_node: &SharedStr,
-) -> (Option<&'a [u8]>, Result<ResponseBody, ResponseError>) {
-    let (fields, correlation) = Fields::of_properties(&packet[props]);
-    if correlation.is_none() {
-        return (None, Err(ResponseError::MissingCorrelationData));
+/// Reads the responses of one client. The versions in responses nearly always name the same
+/// store node: the parser keeps the node id of the latest one and shares it with the versions
+/// parsed after it (no allocation per version).
+#[derive(Debug, Default)]
+pub struct ResponseParser {
+    store_node: SharedStr,
+}
+
+impl ResponseParser {
+    /// [`parse_response`] of a message: its correlation data (`None`: absent) and what it says.
+    pub fn parse_message<'m>(
+        &mut self,
+        msg: &'m Message,
+    ) -> (Option<&'m [u8]>, Result<ResponseBody, ResponseError>) {
+        let Some(correlation_data) = msg.correlation_data.as_deref() else {
+            return (None, Err(ResponseError::MissingCorrelationData));
+        };
+        let outcome = parse_fields(
+            &Fields::of_message(msg),
+            &msg.payload,
+            &self.store_node,
+            || msg.payload.clone(),
+        );
+        self.remember_node(&outcome);
+        (Some(correlation_data), outcome)
     }
-    let outcome = parse_fields(&fields, &packet[payload.clone()], store_node, || {
-        packet.slice(payload)
-    });
-    (correlation, outcome)
+
+    /// [`parse_response`] of a response the MQTT codec left as bytes (and checked): its property
+    /// block and payload. The same result as for the message, without building it; the
+    /// correlation data is borrowed from the property block. `payload_bytes` gives the payload as
+    /// [`Bytes`] when the reply needs it (the most common, `+OK`, does not).
+    pub(crate) fn parse_parts<'a>(
+        &mut self,
+        properties: &'a [u8],
+        payload: &[u8],
+        payload_bytes: impl FnOnce() -> Bytes,
+    ) -> (Option<&'a [u8]>, Result<ResponseBody, ResponseError>) {
+        let (fields, correlation) = Fields::of_properties(properties);
+        if correlation.is_none() {
+            return (None, Err(ResponseError::MissingCorrelationData));
+        }
+        let outcome = parse_fields(&fields, payload, &self.store_node, payload_bytes);
+        self.remember_node(&outcome);
+        (correlation, outcome)
+    }
+
+    fn remember_node(&mut self, outcome: &Result<ResponseBody, ResponseError>) {
+        if let Ok(ResponseBody {
+            version: Some(v), ..
+        }) = outcome
+        {
+            if v.node_id != self.store_node {
+                self.store_node = v.node_id.clone();
+            }
+        }
+    }
 }
 
 fn parse_body(msg: &Message, store_node: &SharedStr) -> Result<ResponseBody, ResponseError> {
@@ -320,21 +359,13 @@ fn parse_fields(
 /// reply maps to [`ServiceError::from_text`]; an error line without the `ERR ` prefix is kept
 /// whole as [`ServiceError::Unknown`].
 pub fn parse_response(msg: &Message) -> Result<Response, ResponseError> {
-    parse_response_known(msg, &SharedStr::default())
-}
-
-/// [`parse_response`], reusing `store_node` as the node id of `__ts` when it is the same.
-pub(crate) fn parse_response_known(
-    msg: &Message,
-    store_node: &SharedStr,
-) -> Result<Response, ResponseError> {
     let correlation_data = msg
         .correlation_data
         .clone()
         .ok_or(ResponseError::MissingCorrelationData)?;
     Ok(Response {
         correlation_data,
-        outcome: parse_body(msg, store_node),
+        outcome: parse_body(msg, &SharedStr::default()),
     })
 }
 
@@ -421,11 +452,13 @@ mod tests {
         let topic = msg.topic.clone();
         match decode(out.freeze(), f, &mut SharedStr::default(), Some(&topic)) {
             Ok(Inbound::RawPublish(raw)) => {
-                let (correlation, outcome) = parse_raw_response(
-                    &raw.packet,
-                    raw.props,
-                    raw.payload,
-                    &SharedStr::from("store"),
+                let mut parser = ResponseParser {
+                    store_node: SharedStr::from("store"),
+                };
+                let (correlation, outcome) = parser.parse_parts(
+                    &raw.packet[raw.props.clone()],
+                    &raw.packet[raw.payload.clone()],
+                    || raw.packet.slice(raw.payload.clone()),
                 );
                 correlation
                     .map(|c| Response {
@@ -486,7 +519,16 @@ mod tests {
             variant(&|m| m.payload = Bytes::from_static(b"+QUEUED\r\n")),
         ]);
         for msg in &cases {
-            let expected = parse_response_known(msg, &SharedStr::from("store"));
+            let mut parser = ResponseParser {
+                store_node: SharedStr::from("store"),
+            };
+            let (correlation, outcome) = parser.parse_message(msg);
+            let expected = correlation
+                .map(|c| Response {
+                    correlation_data: Bytes::copy_from_slice(c),
+                    outcome,
+                })
+                .ok_or(ResponseError::MissingCorrelationData);
             assert_eq!(parse_via_bytes(msg), expected, "{msg:?}");
         }
     }

@@ -74,10 +74,9 @@ impl Driver {
     }
 
     fn try_acquire(&mut self, name: &str) -> lock::Event {
-        let lock = self.conn.client().lock(name).unwrap();
+        let lock = self.conn.lock_id(name).unwrap();
         let op = self
             .conn
-            .client()
             .try_acquire(now(), lock, Duration::from_secs(10), Options::default())
             .unwrap();
         match self.until(|e| matches!(e, Event::Lock(l) if l.op() == Some(op))) {

@@ -247,14 +247,14 @@ impl Actor {
             Command::CompleteEdit { op, action } => {
                 // The edit may have ended meanwhile (timeout): its final event is on its way.
                 if self.ops.contains_key(&op) {
-                    let _ = self.conn.client().complete_edit(now, op, action);
+                    let _ = self.conn.complete_edit(now, op, action);
                 }
             }
             Command::Cancel { slot } => {
                 // Commands arrive in order: the operation's start came before, and its id is in
                 // the slot unless the engine refused it.
                 if let Some(op) = slot.op().filter(|op| self.ops.contains_key(op)) {
-                    let _ = self.conn.client().cancel(now, op);
+                    let _ = self.conn.cancel(now, op);
                 }
             }
             Command::Observe {
@@ -279,19 +279,19 @@ impl Actor {
     }
 
     fn start(&mut self, now: Now, name: Name, intent: Intent, options: Options, sink: Sink) {
-        let client = self.conn.client();
-        let lock = match client.lock(&*name) {
+        let conn = &mut self.conn;
+        let lock = match conn.lock_id(&*name) {
             Ok(lock) => lock,
             Err(e) => return sink.refuse(e),
         };
         let started = match intent {
-            Intent::TryAcquire { lease } => client.try_acquire(now, lock, lease, options),
-            Intent::Acquire { lease } => client.acquire(now, lock, lease, options),
-            Intent::Release => client.release(now, lock, options),
-            Intent::Holder => client.holder(now, lock, options),
-            Intent::Hold { lease, interval } => client.hold(now, lock, lease, interval, options),
-            Intent::CloseHold => client.close_hold(now, lock),
-            Intent::Edit { key, lease } => client.edit(now, lock, key, lease, options),
+            Intent::TryAcquire { lease } => conn.try_acquire(now, lock, lease, options),
+            Intent::Acquire { lease } => conn.acquire(now, lock, lease, options),
+            Intent::Release => conn.release(now, lock, options),
+            Intent::Holder => conn.holder(now, lock, options),
+            Intent::Hold { lease, interval } => conn.hold(now, lock, lease, interval, options),
+            Intent::CloseHold => conn.close_hold(now, lock),
+            Intent::Edit { key, lease } => conn.edit(now, lock, key, lease, options),
         };
         match started {
             Ok(op) => {
@@ -309,11 +309,10 @@ impl Actor {
         name: &[u8],
         sink: ObserveSink,
     ) -> Result<(), IntentError> {
-        let client = self.conn.client();
-        let lock = client.lock(name)?;
+        let lock = self.conn.lock_id(name)?;
         let subscribers = self.observers.entry(lock).or_default();
         if subscribers.is_empty() {
-            if let Err(e) = client.observe(now, lock) {
+            if let Err(e) = self.conn.observe(now, lock) {
                 self.observers.remove(&lock);
                 return Err(e);
             }
@@ -335,7 +334,7 @@ impl Actor {
         subscribers.retain(|(t, _)| *t != ticket);
         if subscribers.is_empty() {
             self.observers.remove(&lock);
-            let _ = self.conn.client().unobserve(now, lock);
+            let _ = self.conn.unobserve(now, lock);
         }
     }
 
@@ -397,26 +396,12 @@ impl Actor {
         let Some(sink) = self.ops.get(&op) else {
             return;
         };
-        let last = is_final(&event, sink.is_hold());
+        let last = event.is_final();
         sink.deliver(event);
         if last {
             // Dropping the sink closes the slot.
             self.ops.remove(&op);
         }
-    }
-}
-
-/// Whether the event ends its operation (a hold announces every acquisition).
-fn is_final(event: &Event, hold: bool) -> bool {
-    match event {
-        Event::Acquired { .. } => !hold,
-        Event::Busy { .. }
-        | Event::Released { .. }
-        | Event::HoldEnded { .. }
-        | Event::Holder { .. }
-        | Event::EditDone { .. }
-        | Event::Failed { .. } => true,
-        _ => false,
     }
 }
 
@@ -468,10 +453,10 @@ mod tests {
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert_eq!(feed(&mut actor, &mut rx), 1);
         assert_eq!(actor.ops.len(), 1);
-        assert_eq!(actor.conn.client().operations_in_progress(), 1);
+        assert_eq!(actor.conn.engine().operations_in_progress(), 1);
         drop(fut);
         assert_eq!(feed(&mut actor, &mut rx), 1, "the cancel");
-        assert_eq!(actor.conn.client().operations_in_progress(), 0);
+        assert_eq!(actor.conn.engine().operations_in_progress(), 0);
         assert!(
             actor.ops.is_empty(),
             "the cancelled operation's route is gone"

@@ -166,11 +166,6 @@ impl Sink {
         Sink(slot)
     }
 
-    /// Whether this is the slot of a hold.
-    pub(crate) fn is_hold(&self) -> bool {
-        self.0.hold
-    }
-
     /// The engine started the operation as `op`.
     pub(crate) fn started(&self, op: OpId) {
         self.0.state().op = Some(op);
@@ -255,7 +250,7 @@ pub(crate) mod tests {
         let now = crate::clock::now();
         let mut c =
             leasedlock::lock::Client::new(leasedlock::lock::Config::new("t"), now, 1).unwrap();
-        let lock = c.lock("L").unwrap();
+        let lock = c.lock_id("L").unwrap();
         let op = c.holder(now, lock, Options::default()).unwrap();
         (op, lock)
     }
@@ -296,6 +291,7 @@ pub(crate) mod tests {
                 lock: self.lock,
                 token: token(n),
                 valid_until: self.valid_until(n),
+                hold: true,
             }
         }
         fn lost(&self) -> Event {

@@ -91,7 +91,8 @@ impl Binding {
     async fn drain(&mut self) -> Result<(), String> {
         while let Some(output) = self.engine.poll_output() {
             match output {
-                Output::Publish(m) => {
+                Output::Request(request) => {
+                    let m = self.engine.to_message(&request);
                     let props = PublishProperties {
                         message_expiry_interval: m.message_expiry,
                         response_topic: m.response_topic.map(Into::into),
@@ -283,7 +284,7 @@ async fn run(broker: &str) -> Result<(), String> {
 
     let lock = b
         .engine
-        .lock("rumqttc-example-lock")
+        .lock_id("rumqttc-example-lock")
         .map_err(|e| e.to_string())?;
     acquire_and_release(&mut b, &mut links, deadline, lock).await?;
     increment(

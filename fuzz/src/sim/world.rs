@@ -300,7 +300,7 @@ impl<'a> World<'a> {
         c.engine = Client::new(config, now, seed).expect("valid config");
         c.locks = LOCK_NAMES[..self.cfg.n_locks]
             .iter()
-            .map(|n| c.engine.lock(n).expect("valid lock name"))
+            .map(|n| c.engine.lock_id(n).expect("valid lock name"))
             .collect();
         c.ops.clear();
         c.awaiting_edits.clear();
@@ -967,7 +967,8 @@ impl<'a> World<'a> {
     fn drain(&mut self, c: usize) -> Check {
         while let Some(out) = self.clients[c].engine.poll_output() {
             match out {
-                Output::Publish(msg) => {
+                Output::Request(request) => {
+                    let msg = self.clients[c].engine.to_message(&request);
                     let line = format!("{} → {}", self.clients[c].id, describe(&msg));
                     self.log(line);
                     if self.clients[c].connected {
@@ -1203,6 +1204,7 @@ impl<'a> World<'a> {
                 lock,
                 token,
                 valid_until,
+                ..
             } => format!(
                 "Acquired {op:?} {lock:?} {token} valid {}",
                 rel(valid_until)

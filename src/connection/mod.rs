@@ -1,6 +1,7 @@
 //! [`Connection`]: the lock engine and the MQTT session glued together — bytes in, bytes out.
 //!
-//! This is what a driver moves: it owns no socket and reads no clock. A driver
+//! This is what a driver moves: it owns no socket and reads no clock. It follows the crate's
+//! [drive contract](crate#the-drive-contract); concretely, a driver
 //!
 //! 1. calls [`Connection::connect`] once its transport (TCP, TLS, …) is up,
 //! 2. writes every buffer from [`Connection::poll_transmit`] to the transport, in order,
@@ -11,12 +12,13 @@
 //! 5. calls [`Connection::handle_transport_closed`] when the transport breaks, and `connect`
 //!    again once a new one is up (the engine resubscribes, re-registers KEYNOTIFY and re-checks).
 //!
-//! Intents go to the lock engine through [`Connection::client`]; their outputs are moved to the
-//! MQTT session by the next `poll_transmit` or `poll_event` (do not poll the engine's own
-//! `poll_output` here: the connection does). Requests travel as PUBLISH packets the engine writes
-//! from a template of what all of this client's requests share, and responses are parsed straight
-//! from their bytes: the same wire bytes and the same checks as the [`Message`](crate::Message)
-//! path that `lock::Client::poll_output` offers to other MQTT clients, without building messages.
+//! Intents are methods of the connection ([`Connection::try_acquire`], …), which pass them to the
+//! engine at their `Now` and move their outputs into the session at once; the engine itself is
+//! only lent read-only ([`Connection::engine`]), so nothing can poll it behind the connection's
+//! back. The engine's typed requests become PUBLISH packets written from a template of what all
+//! of this client's requests share, and responses are parsed straight from their bytes: the same
+//! wire bytes and the same checks as the [`Message`](crate::Message) path that
+//! [`lock::Client::to_message`] offers to other MQTT clients, without building messages.
 //!
 //! ```no_run
 //! use leasedlock::connection::{Connection, Event};
@@ -36,8 +38,8 @@
 //! let config = Config::new("worker-1");
 //! let mut conn = Connection::new(config, mqtt::Options::new("worker-1"), now(), 1).unwrap();
 //! conn.connect(now());
-//! let lock = conn.client().lock("my-lock").unwrap();
-//! conn.client().try_acquire(now(), lock, Duration::from_secs(10), Options::default()).unwrap();
+//! let lock = conn.lock_id("my-lock").unwrap();
+//! conn.try_acquire(now(), lock, Duration::from_secs(10), Options::default()).unwrap();
 //! let mut buf = vec![0u8; 64 * 1024];
 //! loop {
 //!     // Write and handle until both are empty: handling an event may start an intent
@@ -69,16 +71,22 @@
 //! }
 //! ```
 
-use crate::lock::client::Queued;
-use crate::lock::{self, Client, ConfigError, NotDelivered};
+mod wire;
+
+use crate::burst::shrink_after_burst;
+use crate::lock::{
+    self, Client, ConfigError, EditAction, IntentError, LockId, NotDelivered, OpId, Options,
+};
 use crate::mqtt::{
     self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId,
     Session, SubscribeId,
 };
+use crate::store::ResponseParser;
 use crate::{Now, QoS};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use wire::RequestWriter;
 
 /// What a [`Connection`] tells its driver and user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,12 +122,14 @@ pub struct Connection {
     subscribes: BTreeMap<SubscribeId, String>,
     events: VecDeque<Event>,
     last_now: Now,
-    /// The correlation data of requests sent as packets, until their PUBACK.
-    requests: VecDeque<(PublishId, u128)>,
+    /// The correlation data of requests in flight, until their PUBACK.
+    requests: VecDeque<(PublishId, [u8; 16])>,
+    /// Writes requests as PUBLISH packets (`None`: a client id too long for a template; requests
+    /// then go as messages).
+    writer: Option<RequestWriter>,
+    /// Reads responses from their packets.
+    responses: ResponseParser,
 }
-
-/// The largest MQTT packet (a remaining length of 268 435 455 and its 5-byte header).
-const MAX_PACKET: usize = 268_435_460;
 
 impl Connection {
     /// A connection for `config.client_id`; the MQTT client id is set to the same value.
@@ -130,11 +140,11 @@ impl Connection {
         seed: u64,
     ) -> Result<Connection, ConfigError> {
         mqtt_options.client_id = config.client_id.clone();
-        let mut client = Client::new(config, now, seed)?;
-        client.write_packets();
+        let client = Client::new(config, now, seed)?;
         let mut mqtt = Session::new(mqtt_options);
         // Responses are read straight from their property bytes.
-        mqtt.set_raw_topic(client.response_topic_shared());
+        mqtt.set_raw_topic(client.sender().response_topic().clone());
+        let writer = RequestWriter::new(client.sender());
         Ok(Connection {
             client,
             mqtt,
@@ -142,13 +152,130 @@ impl Connection {
             events: VecDeque::new(),
             last_now: now,
             requests: VecDeque::new(),
+            writer,
+            responses: ResponseParser::default(),
         })
     }
 
-    /// The lock engine: issue intents and inspect locks here.
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+    /// The lock engine, read-only: tokens, validity, lock names, counters. Intents go through
+    /// the methods of the connection, which keep the engine and the session in step.
+    pub fn engine(&self) -> &Client {
+        &self.client
     }
+
+    // ----- intents: see `lock::Client` for what each does -------------------------------------
+
+    /// The id of the lock called `name` ([`Client::lock_id`]); no I/O.
+    pub fn lock_id(&mut self, name: impl AsRef<[u8]>) -> Result<LockId, IntentError> {
+        self.client.lock_id(name)
+    }
+
+    /// [`Client::try_acquire`].
+    pub fn try_acquire(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.intent(now, |c| c.try_acquire(now, lock, lease, options))
+    }
+
+    /// [`Client::acquire`].
+    pub fn acquire(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.intent(now, |c| c.acquire(now, lock, lease, options))
+    }
+
+    /// [`Client::release`].
+    pub fn release(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.intent(now, |c| c.release(now, lock, options))
+    }
+
+    /// [`Client::holder`].
+    pub fn holder(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.intent(now, |c| c.holder(now, lock, options))
+    }
+
+    /// [`Client::hold`].
+    pub fn hold(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        interval: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.intent(now, |c| c.hold(now, lock, lease, interval, options))
+    }
+
+    /// [`Client::close_hold`].
+    pub fn close_hold(&mut self, now: Now, lock: LockId) -> Result<OpId, IntentError> {
+        self.intent(now, |c| c.close_hold(now, lock))
+    }
+
+    /// [`Client::edit`].
+    pub fn edit(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        key: impl Into<Bytes>,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let key = key.into();
+        self.intent(now, |c| c.edit(now, lock, key, lease, options))
+    }
+
+    /// [`Client::complete_edit`].
+    pub fn complete_edit(
+        &mut self,
+        now: Now,
+        op: OpId,
+        action: EditAction,
+    ) -> Result<(), IntentError> {
+        self.intent(now, |c| c.complete_edit(now, op, action))
+    }
+
+    /// [`Client::observe`].
+    pub fn observe(&mut self, now: Now, lock: LockId) -> Result<(), IntentError> {
+        self.intent(now, |c| c.observe(now, lock))
+    }
+
+    /// [`Client::unobserve`].
+    pub fn unobserve(&mut self, now: Now, lock: LockId) -> Result<(), IntentError> {
+        self.intent(now, |c| c.unobserve(now, lock))
+    }
+
+    /// [`Client::cancel`].
+    pub fn cancel(&mut self, now: Now, op: OpId) -> Result<(), IntentError> {
+        self.intent(now, |c| c.cancel(now, op))
+    }
+
+    /// Runs an intent at `now`, which becomes the clock of what the intent's outputs cause.
+    fn intent<T>(&mut self, now: Now, intent: impl FnOnce(&mut Client) -> T) -> T {
+        self.last_now = now;
+        let result = intent(&mut self.client);
+        self.pump();
+        result
+    }
+
+    // ----- the transport ----------------------------------------------------------------------
 
     /// The MQTT session (read-only).
     pub fn session(&self) -> &Session {
@@ -236,7 +363,7 @@ impl Connection {
     /// of the time there is nothing to move, and that check stays inline.
     #[inline]
     fn pump(&mut self) {
-        if self.mqtt.has_events() || self.client.has_queued() {
+        if self.mqtt.has_events() || self.client.has_output() {
             self.pump_all();
         }
     }
@@ -251,43 +378,20 @@ impl Connection {
                 match queued {
                     mqtt::session::Queued::Event(event) => self.on_mqtt_event(now, event),
                     mqtt::session::Queued::Raw(raw) => {
-                        self.client
-                            .handle_raw_response(now, &raw.packet, raw.props, raw.payload)
+                        let (correlation_data, outcome) = self.responses.parse_parts(
+                            &raw.packet[raw.props.clone()],
+                            &raw.packet[raw.payload.clone()],
+                            || raw.packet.slice(raw.payload.clone()),
+                        );
+                        let correlation_data = correlation_data.unwrap_or_default();
+                        self.client.handle_response(now, correlation_data, outcome);
                     }
                 }
             }
-            while let Some(queued) = self.client.poll_queued() {
+            while let Some(output) = self.client.poll_output() {
                 moved = true;
-                let output = match queued {
-                    Queued::Packet { bytes, id_at, corr } => {
-                        match self.mqtt.publish_packet(now.instant, bytes, id_at) {
-                            Ok(id) => self.requests.push_back((id, corr)),
-                            Err(e) => self.events.push_back(Event::PublishRefused(e)),
-                        }
-                        continue;
-                    }
-                    Queued::TooLarge { size } => {
-                        let max = MAX_PACKET;
-                        let refused = mqtt::PublishError::TooLarge { size, max };
-                        self.events.push_back(Event::PublishRefused(refused));
-                        continue;
-                    }
-                    Queued::Request(r) => {
-                        // No template (a client id too long for one): as a message.
-                        let message = self.client.message_of(r);
-                        if let Err(e) = self.mqtt.publish(now.instant, message) {
-                            self.events.push_back(Event::PublishRefused(e));
-                        }
-                        continue;
-                    }
-                    Queued::Ready(output) => output,
-                };
                 match output {
-                    lock::Output::Publish(message) => {
-                        if let Err(e) = self.mqtt.publish(now.instant, message) {
-                            self.events.push_back(Event::PublishRefused(e));
-                        }
-                    }
+                    lock::Output::Request(request) => self.send_request(now, request),
                     lock::Output::Subscribe(filter) => {
                         // Not connected: the engine subscribes again on the next connection.
                         if let Ok(id) = self
@@ -303,6 +407,25 @@ impl Connection {
             if !moved {
                 return;
             }
+        }
+    }
+
+    /// Hands a request to the session: as a PUBLISH written from the template, or as a message.
+    fn send_request(&mut self, now: Now, request: lock::Request) {
+        let published = match &mut self.writer {
+            Some(writer) => match writer.write(&request) {
+                Ok((bytes, id_at)) => self.mqtt.publish_packet(now.instant, bytes, id_at),
+                Err(refused) => Err(refused),
+            },
+            None => {
+                let message = self.client.to_message(&request);
+                self.mqtt.publish(now.instant, message)
+            }
+        };
+        match published {
+            Ok(id) => self.requests.push_back((id, request.correlation_data)),
+            // The request stays pending in the engine and times out there.
+            Err(e) => self.events.push_back(Event::PublishRefused(e)),
         }
     }
 
@@ -341,14 +464,14 @@ impl Connection {
                 // PUBACKs come in the order of the publishes, nearly always.
                 let at = self.requests.iter().position(|(p, _)| *p == id);
                 let correlation = at.and_then(|at| self.requests.remove(at)).map(|(_, c)| c);
-                crate::lock::shrink_after_burst(&mut self.requests);
+                shrink_after_burst(&mut self.requests);
                 let why = match reason {
                     PubAckReason::Success => return,
                     PubAckReason::NoMatchingSubscribers => NotDelivered::NoSubscribers,
                     other => NotDelivered::Refused(format!("{other:?}")),
                 };
                 match (correlation, message.and_then(|m| m.correlation_data)) {
-                    (Some(c), _) => self.client.handle_not_delivered(now, &c.to_be_bytes(), why),
+                    (Some(c), _) => self.client.handle_not_delivered(now, &c, why),
                     (None, Some(c)) => self.client.handle_not_delivered(now, &c, why),
                     (None, None) => {}
                 }

@@ -6,10 +6,12 @@
 //! exactly those of [`Request::to_message`] encoded by the MQTT session, without building the
 //! message.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::hlc::{text_prefix, FencingToken};
+use crate::lock;
 use crate::mqtt::codec::{put_varint, varint_len, MAX_REMAINING_LENGTH};
+use crate::mqtt::PublishError;
 #[cfg(test)]
 use crate::store::Request;
 use crate::store::{
@@ -19,7 +21,7 @@ use crate::store::{
 
 /// The bytes every request of one client shares.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestTemplate {
+struct RequestTemplate {
     /// Topic name with its length prefix.
     topic: Vec<u8>,
     /// Content type and response topic properties.
@@ -32,9 +34,63 @@ pub(crate) struct RequestTemplate {
     node: Vec<u8>,
 }
 
+/// The size of the blocks request packets are written into.
+const PACKET_BLOCK: usize = 8192;
+
+/// Writes a client's requests as PUBLISH packets, cut from shared blocks (one allocation for
+/// many packets).
+#[derive(Debug)]
+pub(super) struct RequestWriter {
+    template: RequestTemplate,
+    block: BytesMut,
+}
+
+impl RequestWriter {
+    /// The writer for `sender`'s requests; `None` when one of its strings is too long for MQTT.
+    pub(super) fn new(sender: &RequestSender) -> Option<Self> {
+        Some(RequestWriter {
+            template: RequestTemplate::new(sender)?,
+            block: BytesMut::new(),
+        })
+    }
+
+    /// The QoS 1 PUBLISH of `request` with packet identifier 0, and the offset of that
+    /// identifier in the packet.
+    pub(super) fn write(
+        &mut self,
+        request: &lock::Request,
+    ) -> Result<(Bytes, usize), PublishError> {
+        if self.block.capacity() - self.block.len() < 512 {
+            self.block = BytesMut::with_capacity(PACKET_BLOCK);
+        }
+        let ts = (request.timestamp.wall_ms, request.timestamp.counter);
+        let written = self.template.write_parts(
+            &request.command,
+            ts,
+            request.fencing_token.as_ref(),
+            u128::from_be_bytes(request.correlation_data),
+            request.message_expiry(),
+            &mut self.block,
+        );
+        match written {
+            Ok(id_at) => Ok((self.block.split().freeze(), id_at)),
+            Err(TooLarge { size }) => {
+                self.block.clear();
+                Err(PublishError::TooLarge {
+                    size,
+                    max: MAX_PACKET,
+                })
+            }
+        }
+    }
+}
+
+/// The largest MQTT packet (a remaining length of 268 435 455 and its 5-byte header).
+const MAX_PACKET: usize = 268_435_460;
+
 /// Why a request does not fit in a PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TooLarge {
+struct TooLarge {
     /// The size it would have.
     pub size: usize,
 }
@@ -58,7 +114,7 @@ fn hlc_property_len(name: &str, text_len: usize) -> usize {
 
 impl RequestTemplate {
     /// The template for `sender`; `None` when one of its strings is too long for MQTT.
-    pub(crate) fn new(sender: &RequestSender) -> Option<Self> {
+    fn new(sender: &RequestSender) -> Option<Self> {
         let client_id = sender.client_id().as_bytes();
         let mut topic = Vec::new();
         put_str(&mut topic, REQUEST_TOPIC.as_bytes())?;
@@ -90,7 +146,7 @@ impl RequestTemplate {
     /// Appends the QoS 1 PUBLISH of `request` to `out`, with packet identifier 0; returns the
     /// offset of the packet identifier in the packet. The request's key must not be empty.
     #[cfg(test)]
-    pub(crate) fn write(
+    fn write(
         &self,
         request: &Request,
         correlation: u128,
@@ -105,7 +161,7 @@ impl RequestTemplate {
 
     /// [`RequestTemplate::write`] from the parts of a request: its command, the wall clock and
     /// counter of its timestamp (whose node is the client), its fencing token.
-    pub(crate) fn write_parts(
+    fn write_parts(
         &self,
         command: &Command,
         (wall_ms, counter): (u64, u64),

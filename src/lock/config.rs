@@ -1,0 +1,99 @@
+//! [`Config`]: what one lock client is configured with, and the checks it must pass.
+
+use std::time::Duration;
+
+/// Configuration of a lock [`Client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The MQTT client id: the holder value of every lock (with `:sessionId` when a session id is
+    /// given), `__srcId` of every request, and part of the response and notification topics.
+    pub client_id: String,
+    /// Timeout of one request when the operation gives none (default 10 s).
+    pub request_timeout: Duration,
+    /// How far the hybrid logical clock may run ahead of the local wall clock (default 60 s).
+    pub max_clock_drift: Duration,
+    /// Fixed part of the safety margin subtracted from every lease (default 100 ms): covers the
+    /// time a holder needs to act on its token after checking it.
+    pub safety_margin: Duration,
+    /// Bound on the relative rate drift between this client's monotonic clock and the store's, in
+    /// parts per million (default 10 000 = 1 %); `lease × ppm / 10⁶` is added to the margin.
+    pub clock_rate_drift_ppm: u32,
+    /// Smallest delay before a waiter in a herd retries after a DELETE notification (default 0).
+    pub retry_jitter_min: Duration,
+    /// Largest delay before a waiter in a herd retries after a DELETE notification (default
+    /// 3 ms). A waiter retries at once after a DELETE, with no timer, until one of its SETs right
+    /// after a DELETE is refused: then another client won the race, other clients wait too, and
+    /// for a second after each such lost race this client retries after a delay drawn from the
+    /// seeded PRNG between the two bounds. The jitter spreads the wins among the clients of a
+    /// herd (without it, the client the broker notifies first wins nearly every race: 21× between
+    /// 8 workers in the demo, 1.2–1.5× with it) and spares the store a burst of SETs that are all
+    /// refused but one; a lone waiter never pays it (BENCHMARKS.md, rows 3 and 4). Zero: every
+    /// waiter always retries at once.
+    pub retry_jitter_max: Duration,
+    /// After this client releases a lock it had to wait for, its own next waiting acquisition of
+    /// that lock holds back by this much plus a retry jitter (default 2 ms), so that the waiters
+    /// woken by the DELETE go first: otherwise the releaser's next SET, right behind its VDEL on
+    /// the same connection, would always win.
+    pub release_holdback: Duration,
+}
+
+impl Config {
+    /// The defaults for a client id.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Config {
+            client_id: client_id.into(),
+            request_timeout: Duration::from_secs(10),
+            max_clock_drift: crate::hlc::DEFAULT_MAX_DRIFT,
+            safety_margin: Duration::from_millis(100),
+            clock_rate_drift_ppm: 10_000,
+            retry_jitter_min: Duration::ZERO,
+            retry_jitter_max: Duration::from_millis(3),
+            release_holdback: Duration::from_millis(2),
+        }
+    }
+
+    /// The margin subtracted from a lease of this length.
+    pub fn margin(&self, lease: Duration) -> Duration {
+        let drift_ns = lease.as_nanos() * u128::from(self.clock_rate_drift_ppm) / 1_000_000;
+        self.safety_margin + Duration::from_nanos(u64::try_from(drift_ns).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.client_id.is_empty() {
+            return Err(ConfigError::EmptyClientId);
+        }
+        if self.client_id.contains(['+', '#', '/']) {
+            return Err(ConfigError::InvalidClientId(self.client_id.clone()));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::ZeroRequestTimeout);
+        }
+        if self.retry_jitter_min > self.retry_jitter_max {
+            return Err(ConfigError::JitterBounds);
+        }
+        if self.clock_rate_drift_ppm >= 1_000_000 {
+            return Err(ConfigError::DriftTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The client id is empty.
+    #[error("the client id is empty")]
+    EmptyClientId,
+    /// The client id contains a character that is not allowed in an MQTT topic level.
+    #[error("the client id {0:?} contains '+', '#' or '/', which cannot appear in a topic level")]
+    InvalidClientId(String),
+    /// The request timeout is zero.
+    #[error("the request timeout is zero")]
+    ZeroRequestTimeout,
+    /// The smallest retry jitter is larger than the largest.
+    #[error("retry_jitter_min is larger than retry_jitter_max")]
+    JitterBounds,
+    /// The clock-rate drift bound is 100 % or more.
+    #[error("clock_rate_drift_ppm must be below 1 000 000")]
+    DriftTooLarge,
+}

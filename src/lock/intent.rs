@@ -1,0 +1,282 @@
+//! Intents: what a user asks of the engine. Each checks its input synchronously (nothing is sent
+//! when it fails: [`IntentError`]) and returns the id of the operation it started.
+
+use super::client::{Client, Sub};
+use super::operation::{EditPhase, Op, OpKind};
+use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
+use crate::time::{later, MAX_DURATION};
+use crate::Now;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+impl Client {
+    /// One attempt to take the lock: [`Event::Acquired`] or [`Event::Busy`].
+    pub fn try_acquire(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, true)?;
+        Ok(self.start(now, lock, holder, deadline, OpKind::TryAcquire { lease }))
+    }
+
+    /// Take the lock, waiting for it as long as needed (or until the timeout): [`Event::Acquired`].
+    pub fn acquire(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
+        Ok(self.start(now, lock, holder, deadline, OpKind::Acquire { lease }))
+    }
+
+    /// Release the lock (VDEL with the holder value): [`Event::Released`]. Ends any hold on the lock
+    /// first ([`Event::HoldEnded`]); no renewal response that arrives later is used.
+    pub fn release(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let (holder, deadline) = self.admit(now, lock, None, &options, true)?;
+        Ok(self.start_release(now, lock, holder, deadline, false))
+    }
+
+    /// Who holds the lock: [`Event::Holder`].
+    pub fn holder(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.locks.get(lock)?;
+        let deadline = self.deadline(now, &options, true)?;
+        let holder = self.holder_value(&options)?;
+        Ok(self.start(now, lock, holder, deadline, OpKind::Holder))
+    }
+
+    /// Take the lock and keep it, renewing every `interval`: [`Event::Acquired`], then
+    /// [`Event::Renewed`] per renewal; [`Event::Lost`] and a new `Acquired` when it is lost. The
+    /// timeout bounds the first acquisition only. Ends with [`Client::close_hold`],
+    /// [`Client::release`] or [`Client::cancel`].
+    pub fn hold(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        interval: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
+        if let Some(h) = self.locks[lock].hold {
+            return Err(IntentError::LockInUse(h));
+        }
+        let usable = lease - self.config.margin(lease);
+        if interval.is_zero() || interval >= usable {
+            return Err(IntentError::BadInterval { interval, usable });
+        }
+        let kind = OpKind::Hold {
+            lease,
+            interval,
+            held: false,
+        };
+        let id = self.start(now, lock, holder, deadline, kind);
+        self.locks[lock].hold = Some(id);
+        Ok(id)
+    }
+
+    /// Stop the hold on the lock and release it: the hold ends with [`Event::HoldEnded`], and the
+    /// returned release operation with [`Event::Released`].
+    pub fn close_hold(&mut self, now: Now, lock: LockId) -> Result<OpId, IntentError> {
+        let hold = self.locks.get(lock)?.hold.ok_or(IntentError::NoHold)?;
+        let holder = self.ops[&hold].holder.clone();
+        let deadline = Some(later(now.instant, self.config.request_timeout));
+        Ok(self.start_release(now, lock, holder, deadline, false))
+    }
+
+    /// Read-modify-write `key` under the lock: acquire, GET, [`Event::EditRequested`], then
+    /// [`Client::complete_edit`] writes with the fencing token, and the lock is released:
+    /// [`Event::EditDone`]. Edits of one lock run one after the other.
+    pub fn edit(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        key: impl Into<Bytes>,
+        lease: Duration,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(IntentError::EmptyKey);
+        }
+        let l = self.locks.get(lock)?;
+        if let Some(other) = l.ops.iter().find(|id| {
+            !matches!(
+                self.ops[id].kind,
+                OpKind::Edit { .. } | OpKind::Holder | OpKind::Release { .. }
+            )
+        }) {
+            return Err(IntentError::LockInUse(other));
+        }
+        if self.is_held(now, lock) {
+            return Err(IntentError::HeldLocally);
+        }
+        self.check_lease(lease)?;
+        let deadline = self.deadline(now, &options, false)?;
+        let holder = self.holder_value(&options)?;
+        let busy = self.locks[lock].edit.is_some();
+        let phase = if busy {
+            EditPhase::Queued
+        } else {
+            EditPhase::Acquiring
+        };
+        let id = self.start(
+            now,
+            lock,
+            holder,
+            deadline,
+            OpKind::Edit { key, lease, phase },
+        );
+        if busy {
+            self.edit_queues.entry(lock).or_default().push_back(id);
+        } else {
+            self.locks[lock].edit = Some(id);
+        }
+        Ok(id)
+    }
+
+    /// Answer an [`Event::EditRequested`].
+    pub fn complete_edit(
+        &mut self,
+        now: Now,
+        op: OpId,
+        action: EditAction,
+    ) -> Result<(), IntentError> {
+        let o = self.ops.get(&op).ok_or(IntentError::NoSuchOperation)?;
+        let lock = o.lock;
+        if !matches!(
+            o.kind,
+            OpKind::Edit {
+                phase: EditPhase::AwaitingUser,
+                ..
+            }
+        ) {
+            return Err(IntentError::NoSuchOperation);
+        }
+        if action == EditAction::Abort {
+            self.finish_edit(now, op, Ok(EditOutcome::Unchanged));
+        } else if !self.is_held(now, lock) {
+            self.finish_edit(now, op, Err(OpError::LeaseLapsed));
+        } else {
+            if let Some(Op {
+                kind: OpKind::Edit { phase, .. },
+                ..
+            }) = self.ops.get_mut(&op)
+            {
+                *phase = EditPhase::Writing {
+                    action,
+                    attempts: 0,
+                };
+            }
+            self.advance(now, op);
+        }
+        Ok(())
+    }
+
+    /// End an operation now: [`Event::Failed`] with [`OpError::Cancelled`] (a hold ends with
+    /// [`Event::HoldEnded`] and releases the lock). A waiting acquire still unregisters KEYNOTIFY.
+    pub fn cancel(&mut self, now: Now, op: OpId) -> Result<(), IntentError> {
+        let o = self.ops.get(&op).ok_or(IntentError::NoSuchOperation)?;
+        let lock = o.lock;
+        match &o.kind {
+            OpKind::Hold { .. } => self.end_hold(now, op, true),
+            OpKind::Edit { .. } => self.finish_edit(now, op, Err(OpError::Cancelled)),
+            _ => self.finish(
+                now,
+                op,
+                Some(Event::Failed {
+                    op,
+                    lock,
+                    error: OpError::Cancelled,
+                }),
+            ),
+        }
+        Ok(())
+    }
+
+    // ----- world inputs -----------------------------------------------------------------------
+
+    // ----- checks ----------------------------------------------------------------------------
+
+    /// The checks every acquiring or releasing intent makes: the lock is not in an edit's hands,
+    /// the lease (if any) is usable, the options are valid. Returns the holder value and deadline
+    /// (`bounded`: without a timeout, the request timeout bounds the operation).
+    pub(super) fn admit(
+        &self,
+        now: Now,
+        lock: LockId,
+        lease: Option<Duration>,
+        options: &Options,
+        bounded: bool,
+    ) -> Result<(Bytes, Option<Instant>), IntentError> {
+        self.check_exclusive(lock)?;
+        if let Some(lease) = lease {
+            self.check_lease(lease)?;
+        }
+        let deadline = self.deadline(now, options, bounded)?;
+        Ok((self.holder_value(options)?, deadline))
+    }
+
+    /// Acquiring, holding and releasing cannot run beside an edit of the same lock.
+    pub(super) fn check_exclusive(&self, lock: LockId) -> Result<(), IntentError> {
+        match self.locks.get(lock)?.edit {
+            Some(edit) => Err(IntentError::LockInUse(edit)),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn check_lease(&self, lease: Duration) -> Result<(), IntentError> {
+        let margin = self.config.margin(lease);
+        if lease > MAX_DURATION || lease < margin + Duration::from_millis(1) {
+            return Err(IntentError::LeaseTooShort { lease, margin });
+        }
+        Ok(())
+    }
+
+    pub(super) fn deadline(
+        &self,
+        now: Now,
+        options: &Options,
+        bounded: bool,
+    ) -> Result<Option<Instant>, IntentError> {
+        match options.timeout {
+            Some(t) if t.is_zero() => Err(IntentError::ZeroTimeout),
+            Some(t) => Ok(Some(later(now.instant, t.min(MAX_DURATION)))),
+            None if bounded => Ok(Some(later(now.instant, self.config.request_timeout))),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn holder_value(&self, options: &Options) -> Result<Bytes, IntentError> {
+        match &options.session_id {
+            None => Ok(self.holder.clone()),
+            Some(s) if s.is_empty() => Err(IntentError::InvalidSessionId),
+            Some(s) => Ok(Bytes::from(format!("{}:{}", self.config.client_id, s))),
+        }
+    }
+
+    pub(super) fn ready(&self) -> bool {
+        self.connected && self.sub_response == Sub::Granted && self.sub_notify == Sub::Granted
+    }
+
+    /// Every live operation, oldest first.
+    pub(super) fn op_ids_in_order(&self) -> Vec<OpId> {
+        let mut all: Vec<(u64, OpId)> = self.ops.keys().map(|id| (self.ops[&id].seq, id)).collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, id)| id).collect()
+    }
+}

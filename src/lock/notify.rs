@@ -1,0 +1,175 @@
+//! Notification registrations: KEYNOTIFY of a lock while anything needs it (a waiter, a hold, an
+//! edit, an observer), and what the notifications it brings change.
+
+use super::client::Client;
+use super::request::{Owner, RequestId, RequestKind};
+use super::{Event, IntentError, LockId, LossReason, OpError, OpId, Output};
+use crate::store::{self, Command, NotificationOp, ResponseBody, ResponseError, StoreReply};
+use crate::Now;
+use std::time::Duration;
+
+/// Where the lock's KEYNOTIFY registration stands on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Notify {
+    /// Not registered.
+    Off,
+    /// KEYNOTIFY sent, not answered yet.
+    Pending(RequestId),
+    /// Registered.
+    On,
+}
+
+impl Client {
+    /// Report holder changes of the lock as [`Event::HolderChanged`].
+    pub fn observe(&mut self, now: Now, lock: LockId) -> Result<(), IntentError> {
+        let l = self.locks.get_mut(lock)?;
+        if l.observed {
+            return Err(IntentError::AlreadyObserving);
+        }
+        l.observed = true;
+        self.ensure_notify(now, lock);
+        Ok(())
+    }
+
+    /// Stop reporting holder changes of the lock.
+    pub fn unobserve(&mut self, now: Now, lock: LockId) -> Result<(), IntentError> {
+        let l = self.locks.get_mut(lock)?;
+        if !l.observed {
+            return Err(IntentError::NotObserving);
+        }
+        l.observed = false;
+        self.maybe_stop_notify(now, lock);
+        Ok(())
+    }
+
+    pub(super) fn ensure_notify(&mut self, now: Now, lock: LockId) {
+        let l = &self.locks[lock];
+        if !self.ready() || l.notify != Notify::Off || l.notify_refs() == 0 {
+            return;
+        }
+        let key = l.name.clone();
+        if let Ok(req_id) = self.send(
+            now,
+            Owner::Lock(lock),
+            RequestKind::KeyNotify,
+            Command::KeyNotify { key },
+            None,
+            None,
+        ) {
+            self.locks[lock].notify = Notify::Pending(req_id);
+        }
+    }
+
+    pub(super) fn maybe_stop_notify(&mut self, now: Now, lock: LockId) {
+        let l = &mut self.locks[lock];
+        if l.notify_refs() > 0 || l.notify == Notify::Off {
+            return;
+        }
+        l.notify = Notify::Off;
+        let key = l.name.clone();
+        if self.ready() {
+            let _ = self.send(
+                now,
+                Owner::Lock(lock),
+                RequestKind::KeyNotifyStop,
+                Command::KeyNotifyStop { key },
+                None,
+                None,
+            );
+        }
+    }
+
+    pub(super) fn on_notify_reply(
+        &mut self,
+        lock: LockId,
+        req_id: RequestId,
+        kind: RequestKind,
+        outcome: Result<ResponseBody, ResponseError>,
+    ) {
+        let l = &mut self.locks[lock];
+        if kind != RequestKind::KeyNotify || l.notify != Notify::Pending(req_id) {
+            return;
+        }
+        let error = match outcome {
+            Ok(ResponseBody {
+                reply: StoreReply::Ok,
+                ..
+            }) => {
+                l.notify = Notify::On;
+                return;
+            }
+            Ok(ResponseBody {
+                reply: StoreReply::Error(e),
+                ..
+            }) => OpError::Service(e),
+            Ok(other) => OpError::UnexpectedReply(other.reply),
+            Err(e) => OpError::Protocol(e),
+        };
+        // Waiters still make progress through their fallback re-checks; observers are told.
+        l.notify = Notify::Off;
+        if l.observed {
+            l.observed = false;
+            self.emit(Output::Event(Event::ObserveFailed { lock, error }));
+        }
+    }
+
+    pub(super) fn on_notification(&mut self, now: Now, n: store::Notification) {
+        self.stats.notifications += 1;
+        if let Some(v) = &n.version {
+            if self.clock.receive(v, now.wall_ms).is_err() {
+                self.stats.clock_errors += 1; // never drop the notification for it
+            }
+        }
+        let Some(lock) = self.locks.find(&n.key) else {
+            return;
+        };
+        let l = &self.locks[lock];
+        let holder = match &n.op {
+            NotificationOp::Set(v) => Some(v.clone()),
+            NotificationOp::Delete => None,
+        };
+        if l.observed {
+            self.out.push_back(Output::Event(Event::HolderChanged {
+                lock,
+                holder: holder.clone(),
+            }));
+        }
+        // A change newer than our lease that leaves the lock to someone else: the lease is gone.
+        if let Some(lease) = &l.lease {
+            let newer = n.version.as_ref().is_none_or(|v| v > lease.token.as_hlc());
+            if newer && holder.as_ref() != Some(&lease.holder) {
+                self.lease_lost(now, lock, LossReason::TakenAway);
+            }
+        }
+        if holder.is_none() {
+            // The lock is free: waiters retry at once, or, while this client is part of a herd
+            // (see `Lock::herd_until`), after a seeded jitter so that the herd spreads out.
+            let l = &self.locks[lock];
+            let herd = l.herd_until.is_some_and(|until| now.instant < until);
+            let waiting: Vec<OpId> = l
+                .watchers
+                .iter()
+                .filter(|id| {
+                    let op = &self.ops[id];
+                    op.req.is_none() && op.retry_timer.is_some() && op.acquiring_lease().is_some()
+                })
+                .collect();
+            for id in waiting {
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.after_delete = true;
+                }
+                let delay = if herd { self.jitter() } else { Duration::ZERO };
+                if delay.is_zero() {
+                    // No timer round trip: a driver's timer may only fire on its next tick.
+                    if let Some(op) = self.ops.get_mut(&id) {
+                        let t = op.retry_timer.take();
+                        self.timers.cancel(t);
+                    }
+                    self.advance(now, id);
+                } else {
+                    self.retry_after(now, id, delay);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Operations: what an intent starts, the states it goes through, and how it ends.
+//!
+//! Every operation ends with exactly one final event ([`Event::is_final`]). The states, with the
+//! request each one has in flight (an operation has at most one):
+//!
+//! ```text
+//!   try_acquire / acquire / hold / edit            release / close_hold          holder
+//!            │                                          │                          │
+//!            ▼         SET NEX PX                       ▼  VDEL                    ▼  GET
+//!      ┌─ Acquiring ──────────────┐               Releasing ──▶ Released       Reading ──▶ Holder
+//!      │     ▲   │ -1 (busy)      │ +OK                (final)                     (final)
+//!      │     │   ▼                ▼
+//!      │  Waiting ◀── lost ── Held ── try_acquire/acquire: Acquired (final)
+//!      │  (DELETE, fallback      │ hold: Acquired, then every interval:
+//!      │   re-check, reconnect)  ▼
+//!      │                     Renewing ── SET +OK ──▶ Held (Renewed)
+//!      │                         │ refused / validity end / taken away
+//!      │                         └──▶ Lost ──▶ Acquiring (the hold goes on)
+//!      │
+//!      └─ edit: Queued ─▶ Acquiring ─▶ Reading (GET key) ─▶ AwaitingUser ─▶ Writing (fenced
+//!         SET/DEL) ─▶ EditDone (final); the lock is released silently whatever the outcome
+//! ```
+//!
+//! `try_acquire` ends `Busy` at the first refusal; `acquire`, a hold and an edit wait instead.
+//! A release (and every end of a hold or an edit that held the lock) raises the lock's release
+//! barrier first: no SET of the lock leaves until its VDEL is answered or given up, and a SET sent
+//! before it can never give a lease (`Lock::epoch`).
+
+use super::client::{Client, Timer};
+use super::request::{Owner, RequestId, RequestKind};
+use super::timer::TimerKey;
+use super::{EditAction, EditOutcome, Event, LockId, OpError, Output};
+use crate::store::{Command, SetCondition, SetOptions};
+use crate::time::later;
+use crate::Now;
+use bytes::Bytes;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
+
+/// One operation started by an intent; every operation ends with exactly one final event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub(crate) NonZeroU64);
+
+/// Shortest fallback re-check of a waiting acquire.
+pub(super) const MIN_FALLBACK: Duration = Duration::from_millis(10);
+
+/// Where an edit is (see the diagram above).
+#[derive(Debug)]
+pub(super) enum EditPhase {
+    Queued,
+    Acquiring,
+    Reading,
+    AwaitingUser,
+    Writing { action: EditAction, attempts: u32 },
+}
+
+/// What an operation is, with the state that only that kind has.
+#[derive(Debug)]
+pub(super) enum OpKind {
+    TryAcquire {
+        lease: Duration,
+    },
+    Acquire {
+        lease: Duration,
+    },
+    Release {
+        silent: bool,
+    },
+    Holder,
+    Hold {
+        lease: Duration,
+        interval: Duration,
+        held: bool,
+    },
+    Edit {
+        key: Bytes,
+        lease: Duration,
+        phase: EditPhase,
+    },
+}
+
+/// One live operation.
+#[derive(Debug)]
+pub(super) struct Op {
+    /// Order of creation.
+    pub(super) seq: u64,
+    pub(super) lock: LockId,
+    pub(super) holder: Bytes,
+    pub(super) deadline: Option<Instant>,
+    pub(super) deadline_timer: Option<TimerKey>,
+    /// The one request this operation has in flight.
+    pub(super) req: Option<RequestId>,
+    /// Retry, fallback re-check or renewal.
+    pub(super) retry_timer: Option<TimerKey>,
+    /// The lock was busy at one of this operation's attempts.
+    pub(super) saw_busy: bool,
+    /// The current attempt was made because of a DELETE (a refusal then means a lost race).
+    pub(super) after_delete: bool,
+    pub(super) kind: OpKind,
+}
+
+impl Op {
+    /// The lease of an operation that acquires, while it is acquiring.
+    pub(super) fn acquiring_lease(&self) -> Option<Duration> {
+        match &self.kind {
+            OpKind::TryAcquire { lease } | OpKind::Acquire { lease } => Some(*lease),
+            OpKind::Hold {
+                lease, held: false, ..
+            } => Some(*lease),
+            OpKind::Edit {
+                lease,
+                phase: EditPhase::Acquiring,
+                ..
+            } => Some(*lease),
+            _ => None,
+        }
+    }
+}
+
+impl Client {
+    pub(super) fn start(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        holder: Bytes,
+        deadline: Option<Instant>,
+        kind: OpKind,
+    ) -> OpId {
+        self.next_seq += 1;
+        let id = self.ops.next_key();
+        let watches = matches!(
+            kind,
+            OpKind::Acquire { .. } | OpKind::Hold { .. } | OpKind::Edit { .. }
+        );
+        let deadline_timer = deadline.map(|d| self.timers.schedule(d, Timer::OpDeadline(id)));
+        self.ops.insert(Op {
+            seq: self.next_seq,
+            lock,
+            holder,
+            deadline,
+            deadline_timer,
+            req: None,
+            retry_timer: None,
+            saw_busy: false,
+            after_delete: false,
+            kind,
+        });
+        let l = &mut self.locks[lock];
+        l.ops.insert(id);
+        if watches {
+            l.watchers.insert(id);
+            self.ensure_notify(now, lock);
+        }
+        self.advance(now, id);
+        id
+    }
+
+    pub(super) fn start_release(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        holder: Bytes,
+        deadline: Option<Instant>,
+        silent: bool,
+    ) -> OpId {
+        if let Some(hold) = self.locks[lock].hold {
+            self.end_hold(now, hold, false);
+        }
+        let l = &mut self.locks[lock];
+        if let Some(lease) = l.lease.take() {
+            self.timers.cancel(Some(lease.timer));
+        }
+        l.releasing += 1;
+        l.epoch += 1;
+        if l.contended {
+            let delay = self.config.release_holdback + self.jitter();
+            self.locks[lock].reacquire_after = Some(later(now.instant, delay));
+        }
+        self.start(now, lock, holder, deadline, OpKind::Release { silent })
+    }
+
+    /// Ends a hold: stops renewing, forgets the lease, and (when asked) releases it silently.
+    pub(super) fn end_hold(&mut self, now: Now, hold: OpId, release: bool) {
+        let Some(op) = self.ops.get(&hold) else {
+            return;
+        };
+        let (lock, holder) = (op.lock, op.holder.clone());
+        self.finish(now, hold, Some(Event::HoldEnded { op: hold, lock }));
+        if release {
+            let deadline = Some(later(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, holder, deadline, true);
+        }
+    }
+
+    pub(super) fn fail(&mut self, now: Now, id: OpId, lock: LockId, error: OpError) {
+        match self.ops.get(&id).map(|o| &o.kind) {
+            Some(OpKind::Edit { .. }) => self.finish_edit(now, id, Err(error)),
+            Some(OpKind::Hold { .. }) => {
+                self.finish(
+                    now,
+                    id,
+                    Some(Event::Failed {
+                        op: id,
+                        lock,
+                        error,
+                    }),
+                );
+            }
+            Some(OpKind::Release { silent: true }) => self.finish(now, id, None),
+            Some(_) => self.finish(
+                now,
+                id,
+                Some(Event::Failed {
+                    op: id,
+                    lock,
+                    error,
+                }),
+            ),
+            None => {}
+        }
+    }
+
+    /// Ends an edit with its outcome, releasing the lock if the edit held it, and starts the next
+    /// queued edit of the lock.
+    pub(super) fn finish_edit(
+        &mut self,
+        now: Now,
+        id: OpId,
+        outcome: Result<EditOutcome, OpError>,
+    ) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        let lock = op.lock;
+        let holder = op.holder.clone();
+        // A write that was sent and got no definite answer may have been applied; so may an
+        // earlier attempt of a write whose repetition was refused.
+        let attempts = match &op.kind {
+            OpKind::Edit {
+                phase: EditPhase::Writing { attempts, .. },
+                ..
+            } => *attempts,
+            _ => 0,
+        };
+        let outcome = match outcome {
+            Err(
+                OpError::Timeout
+                | OpError::Cancelled
+                | OpError::LeaseLapsed
+                | OpError::Disconnected
+                | OpError::SubscriptionRefused(_),
+            ) if attempts >= 1 => Err(OpError::Indeterminate),
+            Err(_) if attempts >= 2 => Err(OpError::Indeterminate),
+            o => o,
+        };
+        let event = match outcome {
+            Ok(outcome) => Event::EditDone {
+                op: id,
+                lock,
+                outcome,
+            },
+            Err(error) => Event::Failed {
+                op: id,
+                lock,
+                error,
+            },
+        };
+        let owned = self.locks[lock]
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == Some(id));
+        if owned {
+            // Free the lock before anything else goes out.
+            let deadline = Some(later(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, holder, deadline, true);
+        }
+        self.finish(now, id, Some(event));
+        self.next_edit(now, lock);
+    }
+
+    pub(super) fn next_edit(&mut self, now: Now, lock: LockId) {
+        if self.locks[lock].edit.is_some() {
+            return;
+        }
+        while let Some(next) = self.pop_queued_edit(lock) {
+            if let Some(Op {
+                kind: OpKind::Edit { phase, .. },
+                ..
+            }) = self.ops.get_mut(&next)
+            {
+                *phase = EditPhase::Acquiring;
+                self.locks[lock].edit = Some(next);
+                self.advance(now, next);
+                return;
+            }
+        }
+    }
+
+    /// The oldest edit waiting for the lock's current edit to end.
+    pub(super) fn pop_queued_edit(&mut self, lock: LockId) -> Option<OpId> {
+        let queue = self.edit_queues.get_mut(&lock)?;
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.edit_queues.remove(&lock);
+        }
+        next
+    }
+
+    /// Removes an operation and everything it owns; emits its final event.
+    pub(super) fn finish(&mut self, now: Now, id: OpId, event: Option<Event>) {
+        let Some(op) = self.ops.remove(&id) else {
+            return;
+        };
+        self.timers.cancel(op.deadline_timer);
+        self.timers.cancel(op.retry_timer);
+        // An acquiring SET still in flight may yet take the lock for us: release it after.
+        let mut undo_set = false;
+        // A VDEL still in flight keeps the release barrier up until it is answered or lost.
+        let mut vdel_in_flight = false;
+        if let Some(req_id) = op.req {
+            if let Some(p) = self.pending.get_mut(&req_id) {
+                if p.kind == RequestKind::VDel {
+                    p.owner = Owner::Lock(op.lock);
+                    vdel_in_flight = true;
+                } else if let Some(p) = self.pending.remove(&req_id) {
+                    self.timers.cancel(p.timer);
+                    undo_set = matches!(p.kind, RequestKind::Set { .. })
+                        && !matches!(op.kind, OpKind::Hold { held: true, .. });
+                }
+            }
+        }
+        let lock = op.lock;
+        let l = &mut self.locks[lock];
+        l.ops.remove(&id);
+        let watched = l.watchers.remove(&id);
+        if l.hold == Some(id) {
+            l.hold = None;
+        }
+        if l.edit == Some(id) {
+            l.edit = None;
+        }
+        if let Some(queue) = self.edit_queues.get_mut(&lock) {
+            queue.retain(|q| *q != id);
+            if queue.is_empty() {
+                self.edit_queues.remove(&lock);
+            }
+        }
+        let l = &mut self.locks[lock];
+        if l.lease
+            .as_ref()
+            .is_some_and(|lease| lease.owner == Some(id))
+        {
+            if let Some(lease) = l.lease.take() {
+                self.timers.cancel(Some(lease.timer));
+            }
+        }
+        let released = matches!(op.kind, OpKind::Release { .. }) && !vdel_in_flight;
+        if let Some(event) = event {
+            self.emit(Output::Event(event));
+        }
+        if watched {
+            self.maybe_stop_notify(now, lock);
+        }
+        if undo_set && self.locks[lock].lease.is_none() {
+            let deadline = Some(later(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, op.holder, deadline, true);
+        }
+        if released {
+            self.release_settled(now, lock);
+        }
+    }
+
+    /// A release's VDEL was answered or given up: once no release is in progress, the lock's
+    /// waiting operations go on.
+    pub(super) fn release_settled(&mut self, now: Now, lock: LockId) {
+        let l = &mut self.locks[lock];
+        l.releasing = l.releasing.saturating_sub(1);
+        if l.releasing == 0 {
+            let waiting: Vec<OpId> = l.ops.iter().collect();
+            for w in waiting {
+                self.advance(now, w);
+            }
+        }
+    }
+
+    pub(super) fn on_deadline(&mut self, now: Now, id: OpId) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        let error = if self.connected {
+            OpError::Timeout
+        } else {
+            OpError::Disconnected
+        };
+        let lock = op.lock;
+        if matches!(op.kind, OpKind::Hold { .. }) {
+            // A hold's timeout bounds its first acquisition; it ends the hold.
+            self.finish(
+                now,
+                id,
+                Some(Event::Failed {
+                    op: id,
+                    lock,
+                    error,
+                }),
+            );
+        } else {
+            self.fail(now, id, lock, error);
+        }
+    }
+
+    // ----- internals: sending ------------------------------------------------------------------
+
+    /// Does whatever the operation needs next, if it can now.
+    pub(super) fn advance(&mut self, now: Now, id: OpId) {
+        if !self.ready() {
+            return;
+        }
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        if op.req.is_some() || op.retry_timer.is_some() {
+            return;
+        }
+        let lock = op.lock;
+        let held = self.is_held(now, lock);
+        let l = &self.locks[lock];
+        // The lock's name and the holder value go into the command by reference count: each is
+        // cloned once, only by the arm that needs it.
+        let set = |lease: Duration| Command::Set {
+            key: l.name.clone(),
+            value: op.holder.clone(),
+            options: SetOptions {
+                condition: SetCondition::NotExistsOrEqual,
+                expiry: NonZeroU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+            },
+        };
+        let (command, kind, fencing) = match &op.kind {
+            OpKind::Release { .. } => (
+                Command::VDel {
+                    key: l.name.clone(),
+                    value: op.holder.clone(),
+                },
+                RequestKind::VDel,
+                None,
+            ),
+            OpKind::Holder => (
+                Command::Get {
+                    key: l.name.clone(),
+                },
+                RequestKind::Get,
+                None,
+            ),
+            OpKind::Hold {
+                lease, held: true, ..
+            } => (set(*lease), RequestKind::Set { epoch: l.epoch }, None),
+            OpKind::Edit {
+                phase: EditPhase::Queued | EditPhase::AwaitingUser,
+                ..
+            } => return,
+            OpKind::Edit {
+                key,
+                phase: EditPhase::Reading,
+                ..
+            } => (Command::Get { key: key.clone() }, RequestKind::Get, None),
+            OpKind::Edit {
+                key,
+                phase: EditPhase::Writing { action, .. },
+                ..
+            } => {
+                if !held {
+                    self.finish_edit(now, id, Err(OpError::LeaseLapsed));
+                    return;
+                }
+                let command = match action {
+                    EditAction::Set(v) => Command::Set {
+                        key: key.clone(),
+                        value: v.clone(),
+                        options: SetOptions::default(),
+                    },
+                    _ => Command::Del { key: key.clone() },
+                };
+                let token = l.lease.as_ref().map(|lease| lease.token.clone());
+                (command, RequestKind::Write, token)
+            }
+            _ => {
+                let Some(lease) = op.acquiring_lease() else {
+                    return;
+                };
+                if l.releasing > 0 {
+                    return; // after the release: see `Lock::releasing`
+                }
+                if let (Some(at), false) = (
+                    l.reacquire_after.filter(|at| now.instant < *at),
+                    matches!(op.kind, OpKind::TryAcquire { .. }),
+                ) {
+                    self.retry_at(id, at);
+                    return;
+                }
+                (set(lease), RequestKind::Set { epoch: l.epoch }, None)
+            }
+        };
+        let deadline = op.deadline;
+        match self.send(now, Owner::Op(id), kind, command, fencing, deadline) {
+            Ok(req_id) => {
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.req = Some(req_id);
+                    if let OpKind::Edit {
+                        phase: EditPhase::Writing { attempts, .. },
+                        ..
+                    } = &mut op.kind
+                    {
+                        *attempts += 1;
+                    }
+                }
+            }
+            Err(error) => self.fail(now, id, lock, error),
+        }
+    }
+
+    pub(super) fn jitter(&mut self) -> Duration {
+        let lo = u64::try_from(self.config.retry_jitter_min.as_micros()).unwrap_or(u64::MAX);
+        let hi = u64::try_from(self.config.retry_jitter_max.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(self.rng.between(lo, hi))
+    }
+
+    pub(super) fn retry_after(&mut self, now: Now, id: OpId, delay: Duration) {
+        let at = later(now.instant, delay);
+        self.retry_at(id, at);
+    }
+
+    pub(super) fn retry_at(&mut self, id: OpId, at: Instant) {
+        let key = self.timers.schedule(at, Timer::Retry(id));
+        if let Some(op) = self.ops.get_mut(&id) {
+            let old = op.retry_timer.replace(key);
+            self.timers.cancel(old);
+        } else {
+            self.timers.cancel(Some(key));
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The lock table: every lock the client knows, by id and by name.
+
+use super::lease::Lease;
+use super::notify::Notify;
+use super::slab::push_tight;
+use super::{IntentError, OpId};
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// A named lock of one [`Client`](super::Client) (no I/O to create).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockId(pub(crate) u32);
+
+/// FNV-1a of a lock name: deterministic, for [`LockTable::by_name`].
+fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+/// A few operation ids in the order they were added (their order of creation). A lock rarely
+/// has more than one operation: one is kept inline, more in a vector.
+#[derive(Debug, Default)]
+pub(super) enum IdSet {
+    #[default]
+    Empty,
+    One(OpId),
+    Many(Vec<OpId>),
+}
+
+impl IdSet {
+    pub(super) fn as_slice(&self) -> &[OpId] {
+        match self {
+            IdSet::Empty => &[],
+            IdSet::One(id) => std::slice::from_ref(id),
+            IdSet::Many(ids) => ids,
+        }
+    }
+
+    pub(super) fn insert(&mut self, id: OpId) {
+        match self {
+            IdSet::Empty => *self = IdSet::One(id),
+            IdSet::One(first) if *first != id => *self = IdSet::Many(vec![*first, id]),
+            IdSet::Many(ids) if !ids.contains(&id) => ids.push(id),
+            _ => {}
+        }
+    }
+
+    /// Whether `id` was there.
+    pub(super) fn remove(&mut self, id: &OpId) -> bool {
+        match self {
+            IdSet::One(first) if first == id => {
+                *self = IdSet::Empty;
+                true
+            }
+            IdSet::Many(ids) => match ids.iter().position(|x| x == id) {
+                Some(at) => {
+                    ids.remove(at);
+                    if ids.len() <= 1 {
+                        *self = ids.first().map_or(IdSet::Empty, |&only| IdSet::One(only));
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = OpId> + '_ {
+        self.as_slice().iter().copied()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+/// What the engine knows of one lock.
+#[derive(Debug)]
+pub(super) struct Lock {
+    pub(super) name: Bytes,
+    pub(super) lease: Option<Lease>,
+    pub(super) hold: Option<OpId>,
+    /// The edit that currently works on the lock, and those waiting behind it.
+    pub(super) edit: Option<OpId>,
+    /// Operations on this lock (all kinds).
+    pub(super) ops: IdSet,
+    /// Operations that need KEYNOTIFY on this lock.
+    pub(super) watchers: IdSet,
+    pub(super) observed: bool,
+    pub(super) notify: Notify,
+    /// Releases in progress: while any is, no SET is sent for the lock (a VDEL retried later
+    /// must never delete a lease won after it).
+    pub(super) releasing: u32,
+    /// Bumped by every release: a SET sent before it cannot give a lease (the VDEL follows it).
+    pub(super) epoch: u64,
+    /// Whether our last acquisition of the lock had to wait for another holder.
+    pub(super) contended: bool,
+    /// After releasing a contended lock, this client's next waiting acquisition holds back until
+    /// then, so that the waiters woken by the DELETE get a fair chance (the release's own next SET
+    /// would otherwise always arrive first, right behind the VDEL).
+    pub(super) reacquire_after: Option<Instant>,
+    /// Until then this client retries after a DELETE with the seeded jitter: one of its SETs right
+    /// after a DELETE was refused, so other clients wait for the lock too (a herd), and without a
+    /// random spread the one the broker notifies first would nearly always win. A waiter that has
+    /// not lost such a race retries at once (the handoff then costs no timer at all).
+    pub(super) herd_until: Option<Instant>,
+}
+
+impl Lock {
+    pub(super) fn notify_refs(&self) -> usize {
+        self.watchers.len() + usize::from(self.observed)
+    }
+}
+
+/// Every lock of the client, in the order they were first named; found by id or by name.
+#[derive(Debug, Default)]
+pub(super) struct LockTable {
+    locks: Vec<Lock>,
+    /// Every lock by a hash of its name (the name itself is kept once, in the lock; names with
+    /// the same hash are told apart by comparing them).
+    by_name: BTreeSet<(u64, LockId)>,
+}
+
+impl LockTable {
+    /// The id of the lock called `name`, making an entry for it when it is new.
+    pub(super) fn id(&mut self, name: &[u8]) -> Result<LockId, IntentError> {
+        if name.is_empty() {
+            return Err(IntentError::EmptyKey);
+        }
+        if let Some(id) = self.find(name) {
+            return Ok(id);
+        }
+        let id = LockId(u32::try_from(self.locks.len()).map_err(|_| IntentError::UnknownLock)?);
+        push_tight(
+            &mut self.locks,
+            Lock {
+                name: Bytes::copy_from_slice(name),
+                lease: None,
+                hold: None,
+                edit: None,
+                ops: IdSet::default(),
+                watchers: IdSet::default(),
+                observed: false,
+                notify: Notify::Off,
+                releasing: 0,
+                epoch: 0,
+                contended: false,
+                reacquire_after: None,
+                herd_until: None,
+            },
+        );
+        self.by_name.insert((name_hash(name), id));
+        Ok(id)
+    }
+
+    /// The lock called `name`, if there is one.
+    pub(super) fn find(&self, name: &[u8]) -> Option<LockId> {
+        let hash = name_hash(name);
+        self.by_name
+            .range((hash, LockId(0))..=(hash, LockId(u32::MAX)))
+            .map(|&(_, id)| id)
+            .find(|id| self[*id].name.as_ref() == name)
+    }
+
+    pub(super) fn get(&self, lock: LockId) -> Result<&Lock, IntentError> {
+        self.locks
+            .get(lock.0 as usize)
+            .ok_or(IntentError::UnknownLock)
+    }
+
+    pub(super) fn get_mut(&mut self, lock: LockId) -> Result<&mut Lock, IntentError> {
+        self.locks
+            .get_mut(lock.0 as usize)
+            .ok_or(IntentError::UnknownLock)
+    }
+
+    /// Every lock id, in order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = LockId> {
+        (0..self.locks.len() as u32).map(LockId)
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Lock> {
+        self.locks.iter_mut()
+    }
+}
+
+/// Only ids this table gave out are ever used to index it.
+impl std::ops::Index<LockId> for LockTable {
+    type Output = Lock;
+    fn index(&self, lock: LockId) -> &Lock {
+        &self.locks[lock.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<LockId> for LockTable {
+    fn index_mut(&mut self, lock: LockId) -> &mut Lock {
+        &mut self.locks[lock.0 as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_always_finds_its_own_lock() {
+        let mut table = LockTable::default();
+        let names: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| format!("lock-{i}").into_bytes())
+            .chain([b"a".to_vec(), b"b".to_vec(), b"ab".to_vec(), b"ba".to_vec()])
+            .collect();
+        let ids: Vec<LockId> = names.iter().map(|n| table.id(n).unwrap()).collect();
+        let distinct: BTreeSet<LockId> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), names.len());
+        for (name, id) in names.iter().zip(&ids) {
+            assert_eq!(table.id(name).unwrap(), *id);
+            assert_eq!(table.find(name), Some(*id));
+            assert_eq!(&table[*id].name[..], &name[..]);
+        }
+        assert_eq!(table.find(b"lock-3000"), None);
+        assert_eq!(table.id(b""), Err(IntentError::EmptyKey));
+    }
+}

@@ -1,0 +1,415 @@
+//! What comes back: responses to pending requests, read into the state of their operation or
+//! lock, and requests that will never be answered.
+
+use super::client::{Client, Timer};
+use super::lease::Lease;
+use super::notify::Notify;
+use super::operation::{EditPhase, Op, OpKind, MIN_FALLBACK};
+use super::request::{Owner, Pending, RequestKind, RequestLost};
+use super::{EditAction, EditOutcome, Event, LockId, LossReason, OpError, OpId, Output};
+use crate::hlc::FencingToken;
+use crate::store::{ResponseBody, ResponseError, StoreReply};
+use crate::time::later;
+use crate::{Message, Now};
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+/// How long a lost race keeps this client's retries after a DELETE jittered (see `Lock::herd_until`).
+const HERD_MEMORY: Duration = Duration::from_secs(1);
+
+impl Client {
+    pub(super) fn request_lost(&mut self, now: Now, p: Pending, why: RequestLost) {
+        match p.owner {
+            Owner::Lock(lock) if p.kind == RequestKind::VDel => self.release_settled(now, lock),
+            Owner::Lock(lock) => {
+                let l = &mut self.locks[lock];
+                if p.kind == RequestKind::KeyNotify && matches!(l.notify, Notify::Pending(_)) {
+                    l.notify = Notify::Off;
+                    if why == RequestLost::Timeout {
+                        self.ensure_notify(now, lock);
+                    }
+                }
+            }
+            Owner::Op(id) => {
+                let Some(op) = self.ops.get_mut(&id) else {
+                    return;
+                };
+                op.req = None;
+                let lock = op.lock;
+                if let OpKind::Edit {
+                    phase: EditPhase::Writing { attempts: 1.., .. },
+                    ..
+                } = op.kind
+                {
+                    // Repeat the fenced write while the lease lasts; after that, the outcome is
+                    // unknown.
+                    if !self.is_held(now, lock) {
+                        self.finish_edit(now, id, Err(OpError::Indeterminate));
+                        return;
+                    }
+                }
+                self.advance(now, id);
+            }
+        }
+    }
+
+    pub(super) fn on_response_message(&mut self, now: Now, message: &Message) {
+        let (correlation_data, outcome) = self.responses.parse_message(message);
+        self.handle_response(now, correlation_data.unwrap_or_default(), outcome);
+    }
+
+    /// The response to a request, read by [`ResponseParser`](crate::store::ResponseParser) (or
+    /// [`store::parse_response`](crate::store::parse_response)): its correlation data and what it
+    /// says. A response without correlation data (`&[]` with
+    /// [`ResponseError::MissingCorrelationData`]) is counted as malformed; one that matches no
+    /// pending request (late, duplicate, another client's) is counted and ignored.
+    pub fn handle_response(
+        &mut self,
+        now: Now,
+        correlation_data: &[u8],
+        outcome: Result<ResponseBody, ResponseError>,
+    ) {
+        if correlation_data.is_empty() && outcome == Err(ResponseError::MissingCorrelationData) {
+            self.stats.malformed_messages += 1;
+            return;
+        }
+        let Some(req_id) = self.pending.id_of(correlation_data) else {
+            self.stats.unmatched_responses += 1;
+            return;
+        };
+        let Some(p) = self.pending.remove(&req_id) else {
+            self.stats.unmatched_responses += 1;
+            return;
+        };
+        self.timers.cancel(p.timer);
+        // Feed the clock with the version; a refusal never loses an applied change.
+        let mut clock_error = None;
+        if let Ok(ResponseBody {
+            version: Some(v), ..
+        }) = &outcome
+        {
+            if let Err(e) = self.clock.receive(v, now.wall_ms) {
+                self.stats.clock_errors += 1;
+                clock_error = Some(e);
+            }
+        }
+        match p.owner {
+            Owner::Lock(lock) if p.kind == RequestKind::VDel => self.release_settled(now, lock),
+            Owner::Lock(lock) => self.on_notify_reply(lock, req_id, p.kind, outcome),
+            Owner::Op(id) => {
+                let Some(op) = self.ops.get_mut(&id) else {
+                    self.stats.unmatched_responses += 1;
+                    return;
+                };
+                op.req = None;
+                let lock = op.lock;
+                let body = match outcome {
+                    Ok(body) => body,
+                    Err(e) => {
+                        self.on_failed_reply(now, id, lock, p.kind, OpError::Protocol(e));
+                        return;
+                    }
+                };
+                if let StoreReply::Error(e) = &body.reply {
+                    let error = OpError::Service(e.clone());
+                    self.on_failed_reply(now, id, lock, p.kind, error);
+                    return;
+                }
+                let applied = matches!(
+                    (&body.reply, p.kind),
+                    (StoreReply::Ok, RequestKind::Set { .. } | RequestKind::Write)
+                        | (
+                            StoreReply::Integer(1..),
+                            RequestKind::VDel | RequestKind::Write
+                        )
+                );
+                if let (Some(e), false) = (clock_error, applied) {
+                    self.on_failed_reply(now, id, lock, p.kind, OpError::Clock(e));
+                    return;
+                }
+                match p.kind {
+                    RequestKind::Set { epoch } => self.on_set_reply(now, id, &p, epoch, body),
+                    RequestKind::Get => self.on_get_reply(now, id, body.reply),
+                    RequestKind::Write => self.on_write_reply(now, id, body.reply),
+                    RequestKind::VDel => {
+                        let was_held = match body.reply {
+                            StoreReply::Integer(n) => n > 0,
+                            other => {
+                                let error = OpError::UnexpectedReply(other);
+                                self.fail(now, id, lock, error);
+                                return;
+                            }
+                        };
+                        let silent = matches!(self.ops[&id].kind, OpKind::Release { silent: true });
+                        let event = (!silent).then_some(Event::Released {
+                            op: id,
+                            lock,
+                            was_held,
+                        });
+                        self.finish(now, id, event);
+                    }
+                    RequestKind::KeyNotify | RequestKind::KeyNotifyStop => {}
+                }
+            }
+        }
+    }
+
+    /// A request of an operation got an error reply.
+    pub(super) fn on_failed_reply(
+        &mut self,
+        now: Now,
+        id: OpId,
+        lock: LockId,
+        kind: RequestKind,
+        error: OpError,
+    ) {
+        let renewal = matches!(
+            self.ops.get(&id).map(|o| &o.kind),
+            Some(OpKind::Hold { held: true, .. })
+        );
+        if renewal && kind != RequestKind::Write {
+            // Try again soon; if nothing succeeds, the lease end reports the loss.
+            let delay = self.jitter().max(MIN_FALLBACK);
+            self.retry_after(now, id, delay);
+            return;
+        }
+        self.fail(now, id, lock, error);
+    }
+
+    pub(super) fn on_set_reply(
+        &mut self,
+        now: Now,
+        id: OpId,
+        p: &Pending,
+        epoch: u64,
+        body: ResponseBody,
+    ) {
+        // Whether this attempt followed a DELETE: refused, it lost a race to another waiter.
+        let lost_race = self
+            .ops
+            .get_mut(&id)
+            .is_some_and(|op| std::mem::take(&mut op.after_delete));
+        let op = &self.ops[&id];
+        let lock = op.lock;
+        let (lease, renewal) = match &op.kind {
+            OpKind::Hold {
+                lease, held: true, ..
+            } => (*lease, true),
+            _ => match op.acquiring_lease() {
+                Some(lease) => (lease, false),
+                None => return,
+            },
+        };
+        match body.reply {
+            StoreReply::Ok => {
+                let Some(version) = body.version else {
+                    let error = OpError::MissingVersion;
+                    self.fail(now, id, lock, error);
+                    return;
+                };
+                #[cfg(not(feature = "canary"))]
+                let valid_until = later(p.sent, lease - self.config.margin(lease));
+                #[cfg(feature = "canary")] // planted bug for the simulator: no safety margin
+                let valid_until = later(p.sent, lease);
+                let undone = self.locks[lock].epoch != epoch;
+                if undone || valid_until <= now.instant {
+                    // Released since, or the reply came too late to be trusted.
+                    match &self.ops[&id].kind {
+                        OpKind::TryAcquire { .. } => {
+                            self.fail(now, id, lock, OpError::LeaseLapsed);
+                        }
+                        _ => self.advance(now, id),
+                    }
+                    return;
+                }
+                self.won(now, id, FencingToken::new(version), p.sent, valid_until);
+            }
+            StoreReply::Integer(-1) => {
+                if renewal {
+                    self.lease_lost(now, lock, LossReason::RenewalRefused);
+                    return;
+                }
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.saw_busy = true;
+                }
+                let l = &mut self.locks[lock];
+                l.contended = true;
+                if lost_race {
+                    l.herd_until = Some(later(now.instant, HERD_MEMORY));
+                }
+                if matches!(self.ops[&id].kind, OpKind::TryAcquire { .. }) {
+                    self.finish(now, id, Some(Event::Busy { op: id, lock }));
+                } else {
+                    // Wait for the DELETE; re-check anyway once the holder's lease could be over.
+                    self.retry_after(now, id, lease.max(MIN_FALLBACK));
+                }
+            }
+            other => {
+                let error = OpError::UnexpectedReply(other);
+                self.fail(now, id, lock, error);
+            }
+        }
+    }
+
+    pub(super) fn won(
+        &mut self,
+        now: Now,
+        id: OpId,
+        token: FencingToken,
+        sent: Instant,
+        valid_until: Instant,
+    ) {
+        let op = &self.ops[&id];
+        let lock = op.lock;
+        let owner = match op.kind {
+            OpKind::Hold { .. } | OpKind::Edit { .. } => Some(id),
+            _ => None,
+        };
+        let holder = op.holder.clone();
+        let l = &mut self.locks[lock];
+        if !matches!(op.kind, OpKind::Hold { held: true, .. }) {
+            l.contended = op.saw_busy;
+        }
+        // A lease under another holder value (another session id) is over: the store gave the
+        // lock to this one.
+        if self.locks[lock]
+            .lease
+            .as_ref()
+            .is_some_and(|old| old.holder != holder)
+        {
+            self.lease_lost(now, lock, LossReason::TakenAway);
+        }
+        let l = &mut self.locks[lock];
+        // Several SETs of one holder may succeed: the newest token and the latest end stand.
+        let (token, valid_until, owner) = match l.lease.take() {
+            Some(old) => {
+                self.timers.cancel(Some(old.timer));
+                (
+                    token.max(old.token),
+                    valid_until.max(old.valid_until),
+                    owner.or(old.owner),
+                )
+            }
+            None => (token, valid_until, owner),
+        };
+        let timer = self.timers.schedule(valid_until, Timer::LeaseEnd(lock));
+        l.lease = Some(Lease {
+            holder,
+            token: token.clone(),
+            valid_until,
+            timer,
+            owner,
+        });
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        match &mut op.kind {
+            OpKind::Hold { interval, held, .. } => {
+                let renewal = *held;
+                *held = true;
+                let next = later(sent, *interval);
+                let event = if renewal {
+                    Event::Renewed {
+                        op: id,
+                        lock,
+                        token,
+                        valid_until,
+                    }
+                } else {
+                    // The timeout bounded the first acquisition only.
+                    op.deadline = None;
+                    let t = op.deadline_timer.take();
+                    self.timers.cancel(t);
+                    Event::Acquired {
+                        op: id,
+                        lock,
+                        token,
+                        valid_until,
+                        hold: true,
+                    }
+                };
+                self.emit(Output::Event(event));
+                self.retry_at(id, next);
+            }
+            OpKind::Edit { phase, .. } => {
+                *phase = EditPhase::Reading;
+                self.advance(now, id);
+            }
+            _ => {
+                let event = Event::Acquired {
+                    op: id,
+                    lock,
+                    token,
+                    valid_until,
+                    hold: false,
+                };
+                self.finish(now, id, Some(event));
+            }
+        }
+    }
+
+    pub(super) fn on_get_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
+        let op = &self.ops[&id];
+        let lock = op.lock;
+        let value = match reply {
+            // A value of its own: the reply's bytes share a block with other responses, and the
+            // user may keep this for long.
+            StoreReply::Value(v) => Some(Bytes::copy_from_slice(&v)),
+            StoreReply::NotFound => None,
+            other => {
+                let error = OpError::UnexpectedReply(other);
+                self.fail(now, id, lock, error);
+                return;
+            }
+        };
+        match &op.kind {
+            OpKind::Holder => self.finish(
+                now,
+                id,
+                Some(Event::Holder {
+                    op: id,
+                    lock,
+                    holder: value,
+                }),
+            ),
+            OpKind::Edit { .. } => {
+                if !self.is_held(now, lock) {
+                    self.finish_edit(now, id, Err(OpError::LeaseLapsed));
+                    return;
+                }
+                if let Some(Op {
+                    kind: OpKind::Edit { phase, .. },
+                    ..
+                }) = self.ops.get_mut(&id)
+                {
+                    *phase = EditPhase::AwaitingUser;
+                }
+                self.emit(Output::Event(Event::EditRequested {
+                    op: id,
+                    lock,
+                    current: value,
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_write_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
+        let outcome = match (&self.ops[&id].kind, reply) {
+            (
+                OpKind::Edit {
+                    phase:
+                        EditPhase::Writing {
+                            action: EditAction::Set(_),
+                            ..
+                        },
+                    ..
+                },
+                StoreReply::Ok,
+            ) => Ok(EditOutcome::Written),
+            (_, StoreReply::Integer(n)) if n >= 0 => Ok(EditOutcome::Deleted),
+            (_, other) => Err(OpError::UnexpectedReply(other)),
+        };
+        self.finish_edit(now, id, outcome);
+    }
+}
