@@ -1,4 +1,4 @@
-//! Golden tests: every byte example of PROTOCOL.md, through the public API.
+//! Golden tests: every byte example of docs/PROTOCOL.md, through the public API.
 
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -16,7 +16,7 @@ fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
-/// §2: every row of the request table, plus the captured lease acquire.
+/// docs/PROTOCOL.md §2: every row of the request table, plus the captured lease acquire.
 fn request_examples() -> Vec<(Command, &'static str)> {
     vec![
         (

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const LEASE: Duration = Duration::from_secs(10);
 
-/// The store's exact text for a write under an older token (PROTOCOL.md §3).
+/// The store's exact text for a write under an older token (docs/PROTOCOL.md §3).
 const LOWER_VERSION: &str =
     "the request fencing token is a lower version than the fencing token protecting the resource";
 

@@ -1,4 +1,4 @@
-//! A sans-IO model of the state-store server (feature `emulator`), exact to PROTOCOL.md: for
+//! A sans-IO model of the state-store server (feature `emulator`), exact to docs/PROTOCOL.md: for
 //! tests, the simulator in `fuzz/`, and an emulator binary.
 //!
 //! [`Emulator`] takes request [`Message`]s (with the MQTT client id of their sender), clock
@@ -38,7 +38,7 @@
 //! assert_eq!(body.version.as_ref(), store.version(b"k"));
 //! ```
 //!
-//! # Decisions where PROTOCOL.md leaves a choice
+//! # Decisions where the protocol leaves a choice (docs/PROTOCOL.md §9)
 //!
 //! - **Versions** come from the emulator's own clock only ([`EmulatorConfig::node_id`], wall ms
 //!   from `now.wall_ms`): `(wall, 0)` when the wall clock moved past the last version, else the

@@ -1,4 +1,4 @@
-//! [`Command`]: the state-store requests (PROTOCOL §2) and their RESP payloads.
+//! [`Command`]: the state-store requests (docs/PROTOCOL.md §2) and their RESP payloads.
 
 use std::num::NonZeroU64;
 

@@ -1,4 +1,4 @@
-//! [`ServiceError`]: the error texts the state store answers with (`-ERR <text>`, PROTOCOL §3).
+//! [`ServiceError`]: the error texts the state store answers with (`-ERR <text>`, docs/PROTOCOL.md §3).
 
 /// A service error reported by the state store, identified by its exact text.
 #[derive(thiserror::Error, Clone, Debug, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    /// Every known error, in PROTOCOL §3 order.
+    /// Every known error, in docs/PROTOCOL.md §3 order.
     pub const KNOWN: [ServiceError; 12] = [
         ServiceError::TimestampSkew,
         ServiceError::FencingTokenRequired,

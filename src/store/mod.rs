@@ -1,5 +1,5 @@
 //! The state-store protocol, typed: commands, requests, replies, service errors and notifications
-//! ⇄ [`Message`](crate::Message) (PROTOCOL §1–§6).
+//! ⇄ [`Message`](crate::Message) (docs/PROTOCOL.md §1–§6).
 //!
 //! Client side: build a [`Request`] and send [`Request::to_message`] (with the client's
 //! [`RequestSender`]); feed responses to

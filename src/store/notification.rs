@@ -1,4 +1,4 @@
-//! Key notifications (PROTOCOL §6): [`Message`] ⇄ [`Notification`].
+//! Key notifications (docs/PROTOCOL.md §6): [`Message`] ⇄ [`Notification`].
 
 use bytes::{Bytes, BytesMut};
 

@@ -1,4 +1,4 @@
-//! Requests: a [`Command`] with its timestamp and fencing token ⇄ [`Message`] (PROTOCOL §1).
+//! Requests: a [`Command`] with its timestamp and fencing token ⇄ [`Message`] (docs/PROTOCOL.md §1).
 
 use std::time::Duration;
 

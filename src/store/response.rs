@@ -1,4 +1,4 @@
-//! Responses: [`Message`] ⇄ the store's reply to one request (PROTOCOL §3).
+//! Responses: [`Message`] ⇄ the store's reply to one request (docs/PROTOCOL.md §3).
 
 use bytes::{Bytes, BytesMut};
 

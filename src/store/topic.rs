@@ -1,4 +1,4 @@
-//! Topics of the state store (PROTOCOL §1, §6) and the upper-case hex encoding they use.
+//! Topics of the state store (docs/PROTOCOL.md §1, §6) and the upper-case hex encoding they use.
 
 use bytes::Bytes;
 

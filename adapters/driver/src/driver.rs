@@ -181,7 +181,7 @@ impl<R: Runtime> Driver<R> {
     }
 
     /// One round over commands, transport and timer; `true` when anything moved.
-    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_round(&mut self, cx: &mut Context<'_>) -> bool {
         let mut moved = self.poll_commands(cx);
         moved |= self.poll_transport(cx);
         moved |= self.poll_deadline(cx);
@@ -404,7 +404,7 @@ impl<R: Runtime> Future for Driver<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        while this.step(cx) {
+        while this.poll_round(cx) {
             if matches!(this.transport, Transport::Closed) {
                 return Poll::Ready(());
             }

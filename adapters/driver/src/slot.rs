@@ -30,9 +30,10 @@ pub(crate) enum Item {
     Renewed(Lease),
 }
 
-/// An item as queued: a renewal marker carries no lease while it stands for the current one.
+/// An item as the slot keeps it: a renewal marker carries no lease while it stands for the
+/// current one.
 #[derive(Debug)]
-enum Queued {
+enum Entry {
     Event(Event),
     Refused(IntentError),
     /// `None`: the slot's current lease.
@@ -50,9 +51,9 @@ pub(crate) struct Slot {
 #[derive(Debug, Default)]
 struct State {
     /// The oldest queued item; `None` only when the queue is empty.
-    head: Option<Queued>,
+    head: Option<Entry>,
     /// The items after `head`: allocated only when more than one item is pending.
-    rest: VecDeque<Queued>,
+    rest: VecDeque<Entry>,
     /// The actor has let go: nothing more will be pushed.
     closed: bool,
     /// The task of the handle, while it waits on an empty queue.
@@ -64,7 +65,7 @@ struct State {
 }
 
 impl State {
-    fn push(&mut self, item: Queued) {
+    fn push(&mut self, item: Entry) {
         if self.head.is_none() {
             self.head = Some(item);
         } else {
@@ -72,7 +73,7 @@ impl State {
         }
     }
 
-    fn pop(&mut self) -> Option<Queued> {
+    fn pop(&mut self) -> Option<Entry> {
         let item = self.head.take()?;
         self.head = self.rest.pop_front();
         if self.rest.is_empty() && self.rest.capacity() > 8 {
@@ -81,7 +82,7 @@ impl State {
         Some(item)
     }
 
-    fn back_mut(&mut self) -> Option<&mut Queued> {
+    fn back_mut(&mut self) -> Option<&mut Entry> {
         match self.rest.back_mut() {
             Some(item) => Some(item),
             None => self.head.as_mut(),
@@ -126,10 +127,10 @@ impl Slot {
         let mut state = self.state();
         while let Some(item) = state.pop() {
             return Poll::Ready(Some(match item {
-                Queued::Event(event) => Item::Event(event),
-                Queued::Refused(error) => Item::Refused(error),
-                Queued::Renewed(Some(lease)) => Item::Renewed(lease),
-                Queued::Renewed(None) => match state.lease.clone() {
+                Entry::Event(event) => Item::Event(event),
+                Entry::Refused(error) => Item::Refused(error),
+                Entry::Renewed(Some(lease)) => Item::Renewed(lease),
+                Entry::Renewed(None) => match state.lease.clone() {
                     Some(lease) => Item::Renewed(lease),
                     // Not reached: a marker gets its own lease before the lease changes.
                     None => continue,
@@ -174,7 +175,7 @@ impl Sink {
     /// The engine refused the intent.
     pub(crate) fn refuse(&self, error: IntentError) {
         let mut state = self.0.state();
-        state.push(Queued::Refused(error));
+        state.push(Entry::Refused(error));
         Slot::wake(state);
     }
 
@@ -183,7 +184,7 @@ impl Sink {
     pub(crate) fn deliver(&self, event: Event) {
         let mut state = self.0.state();
         if !self.0.hold {
-            state.push(Queued::Event(event));
+            state.push(Entry::Event(event));
             return Slot::wake(state);
         }
         match event {
@@ -191,14 +192,14 @@ impl Sink {
                 token, valid_until, ..
             } => {
                 state.lease = Some(Lease { token, valid_until });
-                if !matches!(state.back_mut(), Some(Queued::Renewed(None))) {
-                    state.push(Queued::Renewed(None));
+                if !matches!(state.back_mut(), Some(Entry::Renewed(None))) {
+                    state.push(Entry::Renewed(None));
                 }
             }
             event => {
                 // The lease changes: a pending marker keeps the lease it stands for.
                 let previous = state.lease.take();
-                if let Some(Queued::Renewed(marker @ None)) = state.back_mut() {
+                if let Some(Entry::Renewed(marker @ None)) = state.back_mut() {
                     *marker = previous;
                 }
                 if let Event::Acquired {
@@ -210,7 +211,7 @@ impl Sink {
                         valid_until: *valid_until,
                     });
                 }
-                state.push(Queued::Event(event));
+                state.push(Entry::Event(event));
             }
         }
         Slot::wake(state);
