@@ -8,6 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::block::Blocks;
 use crate::hlc::{text_prefix, FencingToken};
 use crate::lock;
 use crate::mqtt::codec::{put_varint, varint_len, MAX_REMAINING_LENGTH};
@@ -42,7 +43,7 @@ const PACKET_BLOCK: usize = 8192;
 #[derive(Debug)]
 pub(super) struct RequestWriter {
     template: RequestTemplate,
-    block: BytesMut,
+    blocks: Blocks,
 }
 
 impl RequestWriter {
@@ -50,7 +51,7 @@ impl RequestWriter {
     pub(super) fn new(sender: &RequestSender) -> Option<Self> {
         Some(RequestWriter {
             template: RequestTemplate::new(sender)?,
-            block: BytesMut::new(),
+            blocks: Blocks::new(PACKET_BLOCK),
         })
     }
 
@@ -60,27 +61,24 @@ impl RequestWriter {
         &mut self,
         request: &lock::Request,
     ) -> Result<(Bytes, usize), PublishError> {
-        if self.block.capacity() - self.block.len() < 512 {
-            self.block = BytesMut::with_capacity(PACKET_BLOCK);
-        }
         let ts = (request.timestamp.wall_ms, request.timestamp.counter);
-        let written = self.template.write_parts(
-            &request.command,
-            ts,
-            request.fencing_token.as_ref(),
-            u128::from_be_bytes(request.correlation_data),
-            request.message_expiry(),
-            &mut self.block,
-        );
+        // Most requests fit in what is left of the block; the template reserves what it needs.
+        let (packet, written) = self.blocks.write(512, |out| {
+            self.template.write_parts(
+                &request.command,
+                ts,
+                request.fencing_token.as_ref(),
+                u128::from_be_bytes(request.correlation_data),
+                request.message_expiry(),
+                out,
+            )
+        });
         match written {
-            Ok(id_at) => Ok((self.block.split().freeze(), id_at)),
-            Err(TooLarge { size }) => {
-                self.block.clear();
-                Err(PublishError::TooLarge {
-                    size,
-                    max: MAX_PACKET,
-                })
-            }
+            Ok(id_at) => Ok((packet, id_at)),
+            Err(TooLarge { size }) => Err(PublishError::TooLarge {
+                size,
+                max: MAX_PACKET,
+            }),
         }
     }
 }

@@ -12,11 +12,12 @@ use super::timer::{TimerKey, Timers};
 use super::{
     Config, ConfigError, IntentError, LockId, LossReason, NotDelivered, OpError, OpId, Output,
 };
+use crate::block::Blocks;
 use crate::burst::shrink_after_burst;
 use crate::hlc::HlcClock;
 use crate::store::{self, RequestSender, ResponseParser};
 use crate::{Message, Now};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,7 @@ pub struct Client {
     pub(super) timers: Timers<Timer>,
     pub(super) out: VecDeque<Output>,
     /// Where the correlation data and payloads of messages are cut from (`Client::to_message`).
-    pub(super) block: BytesMut,
+    pub(super) blocks: Blocks,
     pub(super) stats: Stats,
 }
 
@@ -112,7 +113,7 @@ impl Client {
             pending: PendingRequests::new(corr_prefix),
             timers: Timers::new(),
             out: VecDeque::new(),
-            block: BytesMut::new(),
+            blocks: Blocks::new(4096),
             stats: Stats::default(),
             config,
         })

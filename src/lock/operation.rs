@@ -192,20 +192,11 @@ impl Client {
         }
     }
 
+    /// Ends the operation with `error` (an edit through [`Client::finish_edit`], which may turn
+    /// it into `Indeterminate`; a silent release with no event).
     pub(super) fn fail(&mut self, now: Now, id: OpId, lock: LockId, error: OpError) {
         match self.ops.get(&id).map(|o| &o.kind) {
             Some(OpKind::Edit { .. }) => self.finish_edit(now, id, Err(error)),
-            Some(OpKind::Hold { .. }) => {
-                self.finish(
-                    now,
-                    id,
-                    Some(Event::Failed {
-                        op: id,
-                        lock,
-                        error,
-                    }),
-                );
-            }
             Some(OpKind::Release { silent: true }) => self.finish(now, id, None),
             Some(_) => self.finish(
                 now,
@@ -392,21 +383,9 @@ impl Client {
         } else {
             OpError::Disconnected
         };
+        // A hold's timeout bounds its first acquisition: it ends the hold like any failure.
         let lock = op.lock;
-        if matches!(op.kind, OpKind::Hold { .. }) {
-            // A hold's timeout bounds its first acquisition; it ends the hold.
-            self.finish(
-                now,
-                id,
-                Some(Event::Failed {
-                    op: id,
-                    lock,
-                    error,
-                }),
-            );
-        } else {
-            self.fail(now, id, lock, error);
-        }
+        self.fail(now, id, lock, error);
     }
 
     // ----- internals: sending ------------------------------------------------------------------

@@ -15,7 +15,6 @@ use crate::hlc::{FencingToken, Hlc};
 use crate::store::{self, Command};
 use crate::time::later;
 use crate::{Message, Now};
-use bytes::{Bytes, BytesMut};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
@@ -171,15 +170,12 @@ impl PendingRequests {
     }
 }
 
-/// The size of the blocks that messages' correlation data and payloads are cut from.
-const BLOCK_SIZE: usize = 4096;
-
 impl Client {
     /// The [`Message`] of a request, for callers that bring their own MQTT client: publish it with
     /// QoS 1. (The correlation data and payload are cut from a shared block: few allocations.)
     pub fn to_message(&mut self, request: &Request) -> Message {
-        let correlation_data = self.cut(16, |out| out.extend_from_slice(&request.correlation_data));
-        let payload = self.cut(request.command.encoded_len(), |out| {
+        let correlation_data = self.blocks.copy(&request.correlation_data);
+        let (payload, ()) = self.blocks.write(request.command.encoded_len(), |out| {
             request.command.encode(out)
         });
         let parts = store::Request {
@@ -192,15 +188,6 @@ impl Client {
         parts
             .to_message_with_payload(&self.sender, correlation_data, request.timeout, payload)
             .unwrap_or_default()
-    }
-
-    /// `len` bytes written by `write`, cut from the current block of `self.block`.
-    pub(super) fn cut(&mut self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
-        if self.block.capacity() - self.block.len() < len {
-            self.block = BytesMut::with_capacity(len.max(BLOCK_SIZE));
-        }
-        write(&mut self.block);
-        self.block.split().freeze()
     }
 
     /// Queues a request and registers it as pending; it ends with its response, its timeout
