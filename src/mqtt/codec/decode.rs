@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use mqttbytes::v5 as mb;
 
-use super::property::{check_properties, prefixed};
+use super::property::{self, check_properties, prefixed};
 use super::publish::{decode_publish, InboundPublish, RawPublish};
 use super::varint::read_varint;
 use super::{from_mb, malformed, DecodeError};
@@ -312,20 +312,26 @@ fn decode_auth(body: &[u8]) -> Result<Auth, DecodeError> {
     }
     let mut block = &rest[len_len..];
     while let Some((&id, tail)) = block.split_first() {
-        let Some(size) = prefixed(tail, if id == 0x26 { 2 } else { 1 }) else {
+        let Some(size) = prefixed(tail, if id == property::USER_PROPERTY { 2 } else { 1 }) else {
             return bad("property runs past the packet");
         };
         let Some(value) = tail.get(2..size) else {
             return bad("property runs past the packet");
         };
         match id {
-            0x15 if auth.method.is_none() => match std::str::from_utf8(value) {
-                Ok(method) => auth.method = Some(method.to_owned()),
-                Err(_) => return bad("authentication method is not UTF-8"),
-            },
-            0x16 if auth.data.is_none() => auth.data = Some(Bytes::copy_from_slice(value)),
-            0x15 | 0x16 => return bad("authentication method or data repeated"),
-            0x1F | 0x26 => {}
+            property::AUTHENTICATION_METHOD if auth.method.is_none() => {
+                match std::str::from_utf8(value) {
+                    Ok(method) => auth.method = Some(method.to_owned()),
+                    Err(_) => return bad("authentication method is not UTF-8"),
+                }
+            }
+            property::AUTHENTICATION_DATA if auth.data.is_none() => {
+                auth.data = Some(Bytes::copy_from_slice(value))
+            }
+            property::AUTHENTICATION_METHOD | property::AUTHENTICATION_DATA => {
+                return bad("authentication method or data repeated")
+            }
+            property::REASON_STRING | property::USER_PROPERTY => {}
             _ => return bad("unknown or unexpected property"),
         }
         block = &tail[size..];

@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use mqttbytes::v5 as mb;
 
+use super::property;
 use super::varint::{put_varint, varint_len};
 use super::{MAX_REMAINING_LENGTH, RECEIVE_MAXIMUM};
 use crate::mqtt::reason::DisconnectReason;
@@ -83,23 +84,23 @@ pub(crate) fn encode_connect(out: &mut BytesMut, c: &ConnectFields<'_>) -> Resul
 
     let mut props = BytesMut::new();
     if c.session_expiry != 0 {
-        props.put_u8(0x11);
+        props.put_u8(property::SESSION_EXPIRY_INTERVAL);
         props.put_u32(c.session_expiry);
     }
-    props.put_u8(0x21);
+    props.put_u8(property::RECEIVE_MAXIMUM);
     props.put_u16(RECEIVE_MAXIMUM);
-    props.put_u8(0x27);
+    props.put_u8(property::MAXIMUM_PACKET_SIZE);
     props.put_u32(c.maximum_packet_size);
-    props.put_u8(0x22);
+    props.put_u8(property::TOPIC_ALIAS_MAXIMUM);
     props.put_u16(0); // Topic Alias Maximum: we accept no aliases.
-    props.put_u8(0x17);
+    props.put_u8(property::REQUEST_PROBLEM_INFORMATION);
     props.put_u8(1); // Request Problem Information.
     if let Some(method) = c.authentication_method {
-        props.put_u8(0x15);
+        props.put_u8(property::AUTHENTICATION_METHOD);
         put_str(&mut props, method.as_bytes());
     }
     if let Some(data) = c.authentication_data {
-        props.put_u8(0x16);
+        props.put_u8(property::AUTHENTICATION_DATA);
         put_str(&mut props, data);
     }
 
@@ -201,23 +202,23 @@ pub(crate) fn encode_publish(
     }
     put_varint(out, publish_properties_len(message));
     if let Some(expiry) = message.message_expiry {
-        out.put_u8(0x02);
+        out.put_u8(property::MESSAGE_EXPIRY_INTERVAL);
         out.put_u32(expiry);
     }
     if let Some(ct) = &message.content_type {
-        out.put_u8(0x03);
+        out.put_u8(property::CONTENT_TYPE);
         put_str(out, ct.as_bytes());
     }
     if let Some(rt) = &message.response_topic {
-        out.put_u8(0x08);
+        out.put_u8(property::RESPONSE_TOPIC);
         put_str(out, rt.as_bytes());
     }
     if let Some(cd) = &message.correlation_data {
-        out.put_u8(0x09);
+        out.put_u8(property::CORRELATION_DATA);
         put_str(out, cd);
     }
     for (k, v) in &message.user_properties {
-        out.put_u8(0x26);
+        out.put_u8(property::USER_PROPERTY);
         put_str(out, k.as_bytes());
         put_str(out, v.as_bytes());
     }
@@ -263,10 +264,10 @@ pub(crate) fn encode_auth(
     check_field("authentication method", method.len())?;
     check_field("authentication data", data.map_or(0, <[u8]>::len))?;
     let mut props = BytesMut::new();
-    props.put_u8(0x15);
+    props.put_u8(property::AUTHENTICATION_METHOD);
     put_str(&mut props, method.as_bytes());
     if let Some(data) = data {
-        props.put_u8(0x16);
+        props.put_u8(property::AUTHENTICATION_DATA);
         put_str(&mut props, data);
     }
     let mut body = BytesMut::with_capacity(props.len() + 5);

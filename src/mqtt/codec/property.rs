@@ -1,18 +1,93 @@
-//! MQTT v5 properties: the size of each, and the check of a whole property block.
+//! MQTT v5 properties: their identifiers (MQTT v5 §2.2.2.2, named once here), the size of each,
+//! and the check of a whole property block.
 
 use super::varint::read_varint;
 use super::{malformed, DecodeError};
+
+/// Payload Format Indicator (byte).
+pub(crate) const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+/// Message Expiry Interval (four-byte integer, seconds).
+pub(crate) const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+/// Content Type (UTF-8 string).
+pub(crate) const CONTENT_TYPE: u8 = 0x03;
+/// Response Topic (UTF-8 string).
+pub(crate) const RESPONSE_TOPIC: u8 = 0x08;
+/// Correlation Data (binary data).
+pub(crate) const CORRELATION_DATA: u8 = 0x09;
+/// Subscription Identifier (variable byte integer).
+pub(crate) const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+/// Session Expiry Interval (four-byte integer, seconds).
+pub(crate) const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+/// Assigned Client Identifier (UTF-8 string).
+pub(crate) const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
+/// Server Keep Alive (two-byte integer, seconds).
+pub(crate) const SERVER_KEEP_ALIVE: u8 = 0x13;
+/// Authentication Method (UTF-8 string).
+pub(crate) const AUTHENTICATION_METHOD: u8 = 0x15;
+/// Authentication Data (binary data).
+pub(crate) const AUTHENTICATION_DATA: u8 = 0x16;
+/// Request Problem Information (byte).
+pub(crate) const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+/// Will Delay Interval (four-byte integer, seconds).
+pub(crate) const WILL_DELAY_INTERVAL: u8 = 0x18;
+/// Request Response Information (byte).
+pub(crate) const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+/// Response Information (UTF-8 string).
+pub(crate) const RESPONSE_INFORMATION: u8 = 0x1A;
+/// Server Reference (UTF-8 string).
+pub(crate) const SERVER_REFERENCE: u8 = 0x1C;
+/// Reason String (UTF-8 string).
+pub(crate) const REASON_STRING: u8 = 0x1F;
+/// Receive Maximum (two-byte integer). Not the value we advertise: that is
+/// [`super::RECEIVE_MAXIMUM`].
+pub(crate) const RECEIVE_MAXIMUM: u8 = 0x21;
+/// Topic Alias Maximum (two-byte integer).
+pub(crate) const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+/// Topic Alias (two-byte integer).
+pub(crate) const TOPIC_ALIAS: u8 = 0x23;
+/// Maximum QoS (byte).
+pub(crate) const MAXIMUM_QOS: u8 = 0x24;
+/// Retain Available (byte).
+pub(crate) const RETAIN_AVAILABLE: u8 = 0x25;
+/// User Property (UTF-8 string pair).
+pub(crate) const USER_PROPERTY: u8 = 0x26;
+/// Maximum Packet Size (four-byte integer).
+pub(crate) const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+/// Wildcard Subscription Available (byte).
+pub(crate) const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
+/// Subscription Identifier Available (byte).
+pub(crate) const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
+/// Shared Subscription Available (byte).
+pub(crate) const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 
 /// The size of the value of property `id`, whose bytes start `tail` (`Ok(None)`: its length
 /// runs past `tail`; `Err`: not an MQTT v5 property).
 pub(crate) fn property_size(id: u8, tail: &[u8]) -> Result<Option<usize>, ()> {
     Ok(match id {
-        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => Some(1),
-        0x13 | 0x21 | 0x22 | 0x23 => Some(2),
-        0x02 | 0x11 | 0x18 | 0x27 => Some(4),
-        0x0B => read_varint(tail).map(|(n, _)| n),
-        0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => prefixed(tail, 1),
-        0x26 => prefixed(tail, 2),
+        PAYLOAD_FORMAT_INDICATOR
+        | REQUEST_PROBLEM_INFORMATION
+        | REQUEST_RESPONSE_INFORMATION
+        | MAXIMUM_QOS
+        | RETAIN_AVAILABLE
+        | WILDCARD_SUBSCRIPTION_AVAILABLE
+        | SUBSCRIPTION_IDENTIFIER_AVAILABLE
+        | SHARED_SUBSCRIPTION_AVAILABLE => Some(1),
+        SERVER_KEEP_ALIVE | RECEIVE_MAXIMUM | TOPIC_ALIAS_MAXIMUM | TOPIC_ALIAS => Some(2),
+        MESSAGE_EXPIRY_INTERVAL
+        | SESSION_EXPIRY_INTERVAL
+        | WILL_DELAY_INTERVAL
+        | MAXIMUM_PACKET_SIZE => Some(4),
+        SUBSCRIPTION_IDENTIFIER => read_varint(tail).map(|(n, _)| n),
+        CONTENT_TYPE
+        | RESPONSE_TOPIC
+        | CORRELATION_DATA
+        | ASSIGNED_CLIENT_IDENTIFIER
+        | AUTHENTICATION_METHOD
+        | AUTHENTICATION_DATA
+        | RESPONSE_INFORMATION
+        | SERVER_REFERENCE
+        | REASON_STRING => prefixed(tail, 1),
+        USER_PROPERTY => prefixed(tail, 2),
         _ => return Err(()),
     })
 }

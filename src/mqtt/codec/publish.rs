@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::decode::{Frame, Inbound};
+use super::property;
 use super::varint::read_varint;
 use super::{malformed, DecodeError};
 use crate::{Message, QoS, SharedStr};
@@ -122,47 +123,51 @@ fn read_publish_properties(
         let keep = message.is_some();
         let id = r.u8().ok_or_else(|| bad("property"))?;
         let ok = match id {
-            0x01 => r.u8().is_some(),
-            0x02 => match (r.u32(), message.as_deref_mut()) {
+            property::PAYLOAD_FORMAT_INDICATOR => r.u8().is_some(),
+            property::MESSAGE_EXPIRY_INTERVAL => match (r.u32(), message.as_deref_mut()) {
                 (Some(v), Some(m)) => {
                     m.message_expiry = Some(v);
                     true
                 }
                 (v, _) => v.is_some(),
             },
-            0x03 | 0x08 => match (string(r, keep), message.as_deref_mut()) {
-                (Some(Some(v)), Some(m)) if id == 0x03 => {
-                    m.content_type = Some(v);
-                    true
+            property::CONTENT_TYPE | property::RESPONSE_TOPIC => {
+                match (string(r, keep), message.as_deref_mut()) {
+                    (Some(Some(v)), Some(m)) if id == property::CONTENT_TYPE => {
+                        m.content_type = Some(v);
+                        true
+                    }
+                    (Some(Some(v)), Some(m)) => {
+                        m.response_topic = Some(v);
+                        true
+                    }
+                    (v, _) => v.is_some(),
                 }
-                (Some(Some(v)), Some(m)) => {
-                    m.response_topic = Some(v);
-                    true
-                }
-                (v, _) => v.is_some(),
-            },
-            0x09 => match (r.binary(), message.as_deref_mut()) {
+            }
+            property::CORRELATION_DATA => match (r.binary(), message.as_deref_mut()) {
                 (Some(v), Some(m)) => {
                     m.correlation_data = Some(v);
                     true
                 }
                 (v, _) => v.is_some(),
             },
-            0x0B => match read_varint(&r.buf[r.at..]) {
+            property::SUBSCRIPTION_IDENTIFIER => match read_varint(&r.buf[r.at..]) {
                 Some((n, _)) => {
                     r.at += n;
                     true
                 }
                 None => false,
             },
-            0x23 => r.u16().map(|v| topic_alias = Some(v)).is_some(),
-            0x26 => match (string(r, keep), string(r, keep), message.as_deref_mut()) {
-                (Some(Some(k)), Some(Some(v)), Some(m)) => {
-                    m.user_properties.push((k, v));
-                    true
+            property::TOPIC_ALIAS => r.u16().map(|v| topic_alias = Some(v)).is_some(),
+            property::USER_PROPERTY => {
+                match (string(r, keep), string(r, keep), message.as_deref_mut()) {
+                    (Some(Some(k)), Some(Some(v)), Some(m)) => {
+                        m.user_properties.push((k, v));
+                        true
+                    }
+                    (k, v, _) => k.is_some() && v.is_some(),
                 }
-                (k, v, _) => k.is_some() && v.is_some(),
-            },
+            }
             _ => return Err(bad("property not allowed in PUBLISH")),
         };
         if !ok || r.at > end {
