@@ -1,5 +1,5 @@
 //! MQTT v5 properties: their identifiers (MQTT v5 §2.2.2.2, named once here), the size of each,
-//! and the check of a whole property block.
+//! the check of a whole property block, and [`Properties`], an iterator over a checked block.
 
 use super::varint::read_varint;
 use super::{malformed, DecodeError};
@@ -128,4 +128,94 @@ pub(super) fn prefixed(buf: &[u8], count: usize) -> Option<usize> {
         used += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
     }
     Some(used)
+}
+
+/// One property of a block, as [`Properties`] reads it: the values of those a PUBLISH carries and
+/// a reader acts on, borrowed from the block; any other property by its identifier alone.
+#[allow(dead_code)] // Not read in the crate yet: the state store's raw-response parser will be.
+#[allow(clippy::enum_variant_names)] // `UserProperty` is MQTT's own name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Property<'a> {
+    /// Message Expiry Interval, in seconds.
+    MessageExpiry(u32),
+    /// Content Type.
+    ContentType(&'a str),
+    /// Response Topic.
+    ResponseTopic(&'a str),
+    /// Correlation Data.
+    CorrelationData(&'a [u8]),
+    /// User Property: name and value.
+    UserProperty(&'a str, &'a str),
+    /// Any other MQTT v5 property (its identifier); its value is skipped.
+    Other(u8),
+}
+
+/// The properties of a property block (the bytes after its length prefix), in order.
+///
+/// Meant for a block the codec has checked (identifiers, lengths, UTF-8); on any input it never
+/// panics and stops at the first property that is unknown, runs past the block, or is not what
+/// its identifier says (a string that is not UTF-8), yielding nothing from there on.
+#[derive(Clone, Debug)]
+pub(crate) struct Properties<'a> {
+    /// What is left of the block.
+    rest: &'a [u8],
+}
+
+impl<'a> Properties<'a> {
+    /// The properties of `block`, a property block without its length prefix.
+    #[allow(dead_code)] // Not used in the crate yet: see `Property`.
+    pub(crate) fn new(block: &'a [u8]) -> Self {
+        Properties { rest: block }
+    }
+}
+
+impl<'a> Iterator for Properties<'a> {
+    type Item = Property<'a>;
+
+    fn next(&mut self) -> Option<Property<'a>> {
+        let (&id, tail) = self.rest.split_first()?;
+        let size = property_size(id, tail).ok().flatten();
+        let parsed = size
+            .and_then(|n| Some((tail.get(..n)?, tail.get(n..)?)))
+            .and_then(|(value, rest)| Some((read_value(id, value)?, rest)));
+        match parsed {
+            Some((property, rest)) => {
+                self.rest = rest;
+                Some(property)
+            }
+            None => {
+                self.rest = &[];
+                None
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Properties<'_> {}
+
+/// The value of property `id` from its bytes (exactly [`property_size`] of them).
+fn read_value(id: u8, value: &[u8]) -> Option<Property<'_>> {
+    // A length-prefixed string or binary at the start of `x`, and what follows it.
+    fn split_prefixed(x: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (len, rest) = x.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        Some((rest.get(..len)?, rest.get(len..)?))
+    }
+    // A length-prefixed UTF-8 string at the start of `x`.
+    fn text(x: &[u8]) -> Option<&str> {
+        std::str::from_utf8(split_prefixed(x)?.0).ok()
+    }
+    Some(match id {
+        MESSAGE_EXPIRY_INTERVAL => {
+            Property::MessageExpiry(u32::from_be_bytes(value.try_into().ok()?))
+        }
+        CONTENT_TYPE => Property::ContentType(text(value)?),
+        RESPONSE_TOPIC => Property::ResponseTopic(text(value)?),
+        CORRELATION_DATA => Property::CorrelationData(split_prefixed(value)?.0),
+        USER_PROPERTY => {
+            let (name, rest) = split_prefixed(value)?;
+            Property::UserProperty(std::str::from_utf8(name).ok()?, text(rest)?)
+        }
+        other => Property::Other(other),
+    })
 }

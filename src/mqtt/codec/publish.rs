@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::decode::{Frame, Inbound};
-use super::property;
+use super::property::{self, Properties};
 use super::varint::read_varint;
 use super::{malformed, DecodeError};
 use crate::{Message, QoS, SharedStr};
@@ -215,6 +215,18 @@ impl RawPublish {
         // Checked when decoded: this cannot fail.
         let _ = read_publish_properties(&mut r, self.props.end, Some(&mut message));
         message
+    }
+
+    /// Its properties, read in place.
+    #[allow(dead_code)] // Not used in the crate yet: the state store's raw-response parser will be.
+    pub(crate) fn properties(&self) -> Properties<'_> {
+        Properties::new(self.packet.get(self.props.clone()).unwrap_or_default())
+    }
+
+    /// Its payload, in place.
+    #[allow(dead_code)] // Not used in the crate yet: see `RawPublish::properties`.
+    pub(crate) fn payload(&self) -> &[u8] {
+        self.packet.get(self.payload.clone()).unwrap_or_default()
     }
 }
 

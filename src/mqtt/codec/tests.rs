@@ -2,7 +2,7 @@ use bytes::{Bytes, BytesMut};
 use mqttbytes::v5 as mb;
 
 use super::decode::Frame;
-use super::property::prefixed;
+use super::property::{self, prefixed, Properties, Property};
 use super::publish::{is_ascii_without_nul, InboundPublish};
 use super::*;
 use crate::mqtt::reason::{ConnectReason, DisconnectReason, PubAckReason, SubscribeFailure};
@@ -477,4 +477,171 @@ fn outbound_fixed_packets() {
         &encode_subscribe(1, &[("a", QoS::AtLeastOnce), ("b", QoS::AtMostOnce)]).unwrap()[..],
         &[0x82, 0x0B, 0, 1, 0, 0, 1, b'a', 1, 0, 1, b'b', 0]
     );
+}
+
+/// The properties `encode_publish` writes for `m`, in its order.
+fn expected_properties(m: &Message) -> Vec<Property<'_>> {
+    let mut expected = Vec::new();
+    expected.extend(m.message_expiry.map(Property::MessageExpiry));
+    expected.extend(m.content_type.as_deref().map(Property::ContentType));
+    expected.extend(m.response_topic.as_deref().map(Property::ResponseTopic));
+    expected.extend(m.correlation_data.as_deref().map(Property::CorrelationData));
+    for (k, v) in &m.user_properties {
+        expected.push(Property::UserProperty(k, v));
+    }
+    expected
+}
+
+/// `m` encoded, then decoded as a PUBLISH on the raw topic.
+fn as_raw_publish(m: &Message) -> RawPublish {
+    let encoded = encoded_publish(m, 9, false).unwrap();
+    let frame = frame(&encoded, 1 << 20).unwrap().unwrap();
+    match decode(
+        encoded.freeze(),
+        frame,
+        &mut SharedStr::default(),
+        Some(&m.topic),
+    ) {
+        Ok(Inbound::RawPublish(raw)) => raw,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn properties_of_encoded_publishes() {
+    let long = "v".repeat(300);
+    let base = Message {
+        topic: "state/req".into(),
+        payload: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+        qos: QoS::AtLeastOnce,
+        ..Message::default()
+    };
+    let samples = [
+        base.clone(),
+        Message {
+            correlation_data: Some(Bytes::from_static(&[0; 16])),
+            content_type: Some("application/octet-stream".into()),
+            user_properties: vec![
+                ("__ts".into(), "1:0:c".into()),
+                ("a".into(), "".into()),
+                ("".into(), "b".into()),
+                ("k".into(), long.as_str().into()),
+            ],
+            ..base.clone()
+        },
+        Message {
+            message_expiry: Some(u32::MAX),
+            response_topic: Some("clients/c/resp".into()),
+            correlation_data: Some(Bytes::new()),
+            content_type: Some("".into()),
+            user_properties: vec![("ü".into(), "ß".into()), ("ü".into(), "again".into())],
+            payload: Bytes::new(),
+            ..base.clone()
+        },
+        Message {
+            message_expiry: Some(0),
+            correlation_data: Some(Bytes::from(vec![7; 300])),
+            user_properties: (0..20)
+                .map(|i| (format!("name{i}").into(), format!("value{i}").into()))
+                .collect(),
+            ..base
+        },
+    ];
+    for m in &samples {
+        let raw = as_raw_publish(m);
+        assert_eq!(raw.properties().collect::<Vec<_>>(), expected_properties(m));
+        assert_eq!(raw.payload(), &m.payload[..]);
+    }
+}
+
+#[test]
+fn properties_other_than_those_of_a_message_are_named_by_id() {
+    // Payload Format Indicator, Subscription Identifier 128, Topic Alias 5, then a content type.
+    let block = [0x01, 1, 0x0B, 0x80, 0x01, 0x23, 0, 5, 0x03, 0, 1, b'x'];
+    assert_eq!(
+        Properties::new(&block).collect::<Vec<_>>(),
+        [
+            Property::Other(property::PAYLOAD_FORMAT_INDICATOR),
+            Property::Other(property::SUBSCRIPTION_IDENTIFIER),
+            Property::Other(property::TOPIC_ALIAS),
+            Property::ContentType("x"),
+        ]
+    );
+}
+
+#[test]
+fn properties_stop_at_what_is_inconsistent() {
+    let full = [
+        0x02, 0, 0, 0, 9, 0x03, 0, 1, b'c', 0x09, 0, 2, 1, 2, 0x26, 0, 1, b'k', 0, 1, b'v',
+    ];
+    let all: Vec<_> = Properties::new(&full).collect();
+    assert_eq!(all.len(), 4);
+    // A truncated block yields the properties that are whole, then stops.
+    for cut in 0..full.len() {
+        let got: Vec<_> = Properties::new(&full[..cut]).collect();
+        assert_eq!(got, all[..got.len()], "cut at {cut}");
+        assert!(got.len() < all.len());
+    }
+    // An unknown identifier, a string that is not UTF-8, a length past the block: nothing from
+    // there on, even what would follow.
+    let ok = [0x03, 0, 1, b'c'];
+    for bad in [
+        &[0x00][..],
+        &[0x7F, 0, 0],
+        &[0x08, 0, 1, 0xFF],
+        &[0x26, 0, 1, b'k', 0, 9],
+    ] {
+        let mut block = ok.to_vec();
+        block.extend_from_slice(bad);
+        block.extend_from_slice(&ok);
+        let mut properties = Properties::new(&block);
+        assert_eq!(properties.next(), Some(Property::ContentType("c")));
+        assert_eq!(properties.next(), None, "{bad:?}");
+        assert_eq!(properties.next(), None, "fused");
+    }
+}
+
+/// Reading any bytes as a property block never panics and never reads past them.
+#[test]
+fn properties_of_random_bytes() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    };
+    let ids = [0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26, 0x1F];
+    let mut read = 0;
+    for _ in 0..50_000 {
+        let len = usize::from(next() % 48);
+        // Mostly plausible: known identifiers and short lengths.
+        let block: Vec<u8> = (0..len)
+            .map(|_| match next() % 4 {
+                0 => ids[usize::from(next()) % ids.len()],
+                1 => 0,
+                2 => next() % 8,
+                _ => next(),
+            })
+            .collect();
+        for property in Properties::new(&block) {
+            read += 1;
+            let inside = |s: &[u8]| {
+                let (outer, inner) = (block.as_ptr_range(), s.as_ptr_range());
+                outer.start <= inner.start && inner.end <= outer.end
+            };
+            match property {
+                Property::ContentType(s) | Property::ResponseTopic(s) => {
+                    assert!(inside(s.as_bytes()))
+                }
+                Property::CorrelationData(s) => assert!(inside(s)),
+                Property::UserProperty(k, v) => {
+                    assert!(inside(k.as_bytes()) && inside(v.as_bytes()))
+                }
+                Property::MessageExpiry(_) | Property::Other(_) => {}
+            }
+        }
+    }
+    // The blocks are plausible enough that many properties are read, not only refused.
+    assert!(read > 10_000, "{read}");
 }
