@@ -37,8 +37,9 @@ pub(crate) fn reserve_block(out: &mut BytesMut, len: usize) {
     }
 }
 
-fn put_str(buf: &mut BytesMut, s: &[u8]) {
-    // Callers check lengths with `check_field` first.
+/// Appends `s` with its two-byte length prefix (a string or binary field).
+pub(crate) fn put_str(buf: &mut impl BufMut, s: &[u8]) {
+    // Callers check lengths (with `check_field`) first.
     buf.put_u16(s.len() as u16);
     buf.put_slice(s);
 }

@@ -37,7 +37,7 @@ mod varint;
 pub(crate) use decode::{decode, decode_puback, frame, Auth, ConnAck, Inbound};
 pub(crate) use encode::{
     encode_auth, encode_connect, encode_disconnect, encode_pingreq, encode_puback, encode_publish,
-    encode_subscribe, publish_len, reserve_block, ConnectFields, EncodeError,
+    encode_subscribe, publish_len, put_str, reserve_block, ConnectFields, EncodeError,
 };
 pub(crate) use property::property_size;
 pub(crate) use publish::RawPublish;
