@@ -279,16 +279,21 @@ fn defect_5_property_overrunning_its_block() {
     assert!(decode_all(&[0x40, 0x05, 0, 1, 0x10, 0, 0]).is_err());
 }
 
-/// Decoding never panics and never asks for more bytes once a frame is complete.
-#[test]
-fn random_complete_frames_decode_or_fail_cleanly() {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
+/// Pseudo-random bytes from a xorshift64 generator seeded with `seed`.
+fn xorshift(seed: u64) -> impl FnMut() -> u8 {
+    let mut x = seed;
+    move || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         (x >> 24) as u8
-    };
+    }
+}
+
+/// Decoding never panics and never asks for more bytes once a frame is complete.
+#[test]
+fn random_complete_frames_decode_or_fail_cleanly() {
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     for _ in 0..50_000 {
         let first = next();
         let len = usize::from(next() % 40);
@@ -604,13 +609,7 @@ fn properties_stop_at_what_is_inconsistent() {
 /// Reading any bytes as a property block never panics and never reads past them.
 #[test]
 fn properties_of_random_bytes() {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 24) as u8
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     let ids = [0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26, 0x1F];
     let mut read = 0;
     for _ in 0..50_000 {
