@@ -38,12 +38,8 @@ impl Session {
     /// The transport is up: queue a CONNECT. The first connection uses [`Options::clean_start`],
     /// later ones resume the session. Calling it while connected starts over on a new transport.
     pub fn connect(&mut self, now: Instant) {
-        self.rx.clear();
         self.tx.clear();
-        self.clear_subscribes();
-        self.ping_deadline = None;
-        self.auth = AuthExchange::Idle;
-        self.reauthenticate_after_connack = false;
+        self.forget_connection();
         let keep_alive = whole_secs(self.options.keep_alive);
         self.limits.keep_alive = keep_alive;
         self.clean_start_sent = self.options.clean_start && !self.connected_before;

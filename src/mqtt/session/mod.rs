@@ -275,11 +275,17 @@ impl Session {
             codec::encode_disconnect(&mut self.tx, reason);
         }
         self.state = State::Idle;
+        self.forget_connection();
+        self.push_event(Event::Disconnected(cause));
+    }
+
+    /// Drops what belongs to one connection only: unread bytes, subscribes awaiting their SUBACK,
+    /// the PINGRESP deadline, the enhanced authentication exchange.
+    fn forget_connection(&mut self) {
         self.rx.clear();
         self.clear_subscribes();
         self.ping_deadline = None;
         self.auth = AuthExchange::Idle;
         self.reauthenticate_after_connack = false;
-        self.push_event(Event::Disconnected(cause));
     }
 }
