@@ -1,0 +1,252 @@
+//! Publishing: QoS 0 at once, QoS 1 through the in-flight window and its packet identifiers.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Event, PublishError, PublishId, Session, State};
+use crate::mqtt::codec::{self, EncodeError};
+use crate::{Message, QoS};
+
+/// A QoS 1 publish that has a packet identifier and is (or was) on the wire.
+#[derive(Clone, Debug)]
+pub(super) struct Inflight {
+    pub(super) id: PublishId,
+    pub(super) packet_id: u16,
+    pub(super) message: Outgoing,
+}
+
+/// A QoS 1 publish waiting for room in flight. `packet_id` is set when it was already sent on an
+/// earlier connection (then it goes out again with DUP=1).
+#[derive(Clone, Debug)]
+pub(super) struct Waiting {
+    pub(super) id: PublishId,
+    pub(super) packet_id: Option<u16>,
+    pub(super) message: Outgoing,
+}
+
+/// What a QoS 1 publish sends: a message, or a whole PUBLISH packet encoded by the caller.
+#[derive(Clone, Debug)]
+pub(super) enum Outgoing {
+    Message(Message),
+    /// A QoS 1 PUBLISH (DUP=0, RETAIN=0) whose packet identifier, two bytes at `id_at`, is filled
+    /// in when it is sent.
+    Packet {
+        bytes: Bytes,
+        id_at: usize,
+    },
+}
+
+impl Outgoing {
+    fn len(&self) -> Result<usize, EncodeError> {
+        match self {
+            Outgoing::Message(m) => codec::publish_len(m),
+            Outgoing::Packet { bytes, .. } => Ok(bytes.len()),
+        }
+    }
+
+    pub(super) fn write(&self, tx: &mut BytesMut, packet_id: u16, dup: bool) {
+        match self {
+            // Checked when published: the message encodes.
+            Outgoing::Message(m) => {
+                let _ = codec::encode_publish(tx, m, packet_id, dup);
+            }
+            Outgoing::Packet { bytes, id_at } => {
+                let start = tx.len();
+                codec::reserve_block(tx, bytes.len());
+                tx.extend_from_slice(bytes);
+                tx[start] |= u8::from(dup) << 3;
+                tx[start + id_at..start + id_at + 2].copy_from_slice(&packet_id.to_be_bytes());
+            }
+        }
+    }
+
+    pub(super) fn into_message(self) -> Option<Message> {
+        match self {
+            Outgoing::Message(m) => Some(m),
+            Outgoing::Packet { .. } => None,
+        }
+    }
+}
+
+/// The packet identifiers in use, one bit each.
+#[derive(Debug)]
+pub(super) struct PacketIds(Vec<u64>);
+
+impl PacketIds {
+    pub(super) fn new() -> Self {
+        PacketIds(vec![0; 1024])
+    }
+
+    /// Marks `id` used; `false` if it already was.
+    pub(super) fn insert(&mut self, id: u16) -> bool {
+        let (word, bit) = (usize::from(id >> 6), 1u64 << (id & 63));
+        let free = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        free
+    }
+
+    pub(super) fn remove(&mut self, id: &u16) {
+        self.0[usize::from(*id >> 6)] &= !(1u64 << (*id & 63));
+    }
+}
+
+impl Session {
+    /// Publishes a message. QoS 0 goes out at once (or fails when not connected). QoS 1 is queued
+    /// and sent as soon as connected with room in flight; its outcome arrives as
+    /// [`Event::PublishAcked`] or [`Event::PublishDropped`].
+    pub fn publish(&mut self, now: Instant, message: Message) -> Result<PublishId, PublishError> {
+        // The same topic as the previous publish (the same memory: the request topic is one
+        // shared string) was checked already.
+        let topic = message.topic.as_bytes();
+        if !std::ptr::eq(topic, self.checked_topic.as_bytes()) {
+            if topic.is_empty() || topic.iter().any(|&b| matches!(b, b'+' | b'#' | 0)) {
+                return Err(PublishError::InvalidTopic);
+            }
+            self.checked_topic = message.topic.clone();
+        }
+        if message.qos == QoS::AtLeastOnce && !self.limits.qos1 {
+            return Err(PublishError::QoSNotSupported);
+        }
+        if message.qos == QoS::AtMostOnce && self.state != State::Connected {
+            return Err(PublishError::NotConnected);
+        }
+        let size = codec::publish_len(&message).map_err(|e| match e {
+            EncodeError::FieldTooLong(field) => PublishError::FieldTooLong(field),
+            EncodeError::PacketTooLong => PublishError::TooLarge {
+                size: usize::MAX,
+                max: self.max_outbound(),
+            },
+        })?;
+        let max = self.max_outbound();
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
+        }
+        match message.qos {
+            QoS::AtMostOnce => {
+                let id = PublishId(self.next_id);
+                self.next_id += 1;
+                // Checked above: the message encodes.
+                let _ = codec::encode_publish(&mut self.tx, &message, 0, false);
+                self.last_sent = Some(now);
+                Ok(id)
+            }
+            QoS::AtLeastOnce => Ok(self.publish_qos1(now, Outgoing::Message(message))),
+        }
+    }
+
+    /// Publishes a QoS 1 PUBLISH packet encoded by the caller (DUP=0, RETAIN=0, the two bytes at
+    /// `id_at` left for the packet identifier), like [`Session::publish`].
+    pub(crate) fn publish_packet(
+        &mut self,
+        now: Instant,
+        bytes: Bytes,
+        id_at: usize,
+    ) -> Result<PublishId, PublishError> {
+        debug_assert_eq!(bytes.first(), Some(&0x32));
+        debug_assert!(id_at + 2 <= bytes.len());
+        if !self.limits.qos1 {
+            return Err(PublishError::QoSNotSupported);
+        }
+        let (size, max) = (bytes.len(), self.max_outbound());
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
+        }
+        Ok(self.publish_qos1(now, Outgoing::Packet { bytes, id_at }))
+    }
+
+    fn publish_qos1(&mut self, now: Instant, message: Outgoing) -> PublishId {
+        let id = PublishId(self.next_id);
+        self.next_id += 1;
+        // Nothing queued before it and room in flight: straight out (the common case).
+        if self.waiting.is_empty()
+            && self.state == State::Connected
+            && self.inflight.len() < self.inflight_limit()
+        {
+            if let Some(packet_id) = self.take_packet_id() {
+                message.write(&mut self.tx, packet_id, false);
+                self.last_sent = Some(now);
+                self.inflight.push_back(Inflight {
+                    id,
+                    packet_id,
+                    message,
+                });
+                return id;
+            }
+        }
+        self.waiting.push_back(Waiting {
+            id,
+            packet_id: None,
+            message,
+        });
+        self.drain_waiting(now);
+        id
+    }
+
+    /// Sends waiting QoS 1 publishes while there is room in flight.
+    pub(super) fn drain_waiting(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let limit = self.inflight_limit();
+        while self.inflight.len() < limit {
+            let Some(next) = self.waiting.pop_front() else {
+                crate::burst::shrink_after_burst(&mut self.waiting);
+                return;
+            };
+            let (packet_id, dup) = match next.packet_id {
+                Some(packet_id) => (packet_id, true),
+                None => match self.take_packet_id() {
+                    Some(packet_id) => (packet_id, false),
+                    None => {
+                        self.waiting.push_front(next);
+                        return;
+                    }
+                },
+            };
+            let fits = next.message.len().is_ok_and(|n| n <= self.max_outbound());
+            match fits {
+                true => {
+                    next.message.write(&mut self.tx, packet_id, dup);
+                    self.last_sent = Some(now);
+                    self.inflight.push_back(Inflight {
+                        id: next.id,
+                        packet_id,
+                        message: next.message,
+                    });
+                }
+                // Only possible when a new CONNACK lowered the server's Maximum Packet Size.
+                _ => {
+                    self.used_packet_ids.remove(&packet_id);
+                    self.push_event(Event::PublishDropped {
+                        id: next.id,
+                        message: next.message.into_message(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// How many QoS 1 publishes may await their PUBACK at once.
+    fn inflight_limit(&self) -> usize {
+        usize::from(
+            self.options
+                .max_inflight
+                .min(self.limits.receive_maximum)
+                .max(1),
+        )
+    }
+
+    /// Takes a packet identifier not used by any publish or subscribe awaiting its
+    /// acknowledgement: the next one after the last taken, wrapping from 65 535 to 1.
+    pub(super) fn take_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if self.used_packet_ids.insert(candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+}
