@@ -36,7 +36,8 @@ fn main() {
     let started = Instant::now();
     for _ in 0..cycles {
         let t = now();
-        conn.try_acquire(t, lock, lease, Options::default()).unwrap();
+        conn.try_acquire(t, lock, lease, Options::default())
+            .unwrap();
         let acquired = pump(&mut conn, &mut broker, t, &mut scratch);
         conn.release(t, lock, Options::default()).unwrap();
         let released = pump(&mut conn, &mut broker, t, &mut scratch);

@@ -44,3 +44,12 @@ impl Blocks {
             .0
     }
 }
+
+/// Makes room for `room` more bytes in `buf`, a block of at least `block` bytes at a time: the
+/// block policy of every buffer that many short strings are written into and split from (it
+/// takes back a block whose strings are all gone, or starts a new one).
+pub(crate) fn make_room(buf: &mut BytesMut, room: usize, block: usize) {
+    if buf.capacity() - buf.len() < room {
+        buf.reserve(room.max(block));
+    }
+}

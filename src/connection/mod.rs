@@ -378,11 +378,11 @@ impl Connection {
                 match queued {
                     mqtt::session::Queued::Event(event) => self.on_mqtt_event(now, event),
                     mqtt::session::Queued::Raw(raw) => {
-                        let (correlation_data, outcome) = self.responses.parse_parts(
-                            &raw.packet[raw.props.clone()],
-                            &raw.packet[raw.payload.clone()],
-                            || raw.packet.slice(raw.payload.clone()),
-                        );
+                        let (correlation_data, outcome) =
+                            self.responses
+                                .parse_parts(raw.properties(), raw.payload(), || {
+                                    raw.packet.slice(raw.payload.clone())
+                                });
                         let correlation_data = correlation_data.unwrap_or_default();
                         self.client.handle_response(now, correlation_data, outcome);
                     }

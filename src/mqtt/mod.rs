@@ -10,7 +10,6 @@
 pub(crate) mod codec;
 mod reason;
 pub(crate) mod session;
-#[allow(dead_code)] // Not used yet: the connection will write its requests with it.
 pub(crate) mod template;
 
 pub use codec::DecodeError;

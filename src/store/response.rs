@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use super::request::{CONTENT_TYPE, PROP_PROTOCOL_VERSION, PROP_TIMESTAMP, PROTOCOL_VERSION};
 use super::ServiceError;
 use crate::hlc::Hlc;
+use crate::mqtt::codec::property::{Properties, Property};
 use crate::resp::{self, DecodeError, Reply};
 use crate::{Message, QoS, SharedStr};
 
@@ -184,41 +185,21 @@ impl<'a> Fields<'a> {
         fields
     }
 
-    /// The fields of an MQTT property block that the codec has checked (ids, lengths, UTF-8);
+    /// The fields of a response's MQTT properties (as the codec read them from the packet);
     /// also the correlation data.
-    fn of_properties(mut b: &'a [u8]) -> (Self, Option<&'a [u8]>) {
+    fn of_properties(properties: Properties<'a>) -> (Self, Option<&'a [u8]>) {
         let mut fields = Fields::default();
         let mut correlation = None;
-        // A length-prefixed string at the start of `x`, and what follows it.
-        fn prefixed(x: &[u8]) -> Option<(&[u8], &[u8])> {
-            let n = usize::from(u16::from_be_bytes([*x.first()?, *x.get(1)?]));
-            Some((x.get(2..2 + n)?, &x[2 + n..]))
-        }
-        while let Some((&id, tail)) = b.split_first() {
-            match id {
-                0x03 => fields.content_type = prefixed(tail).and_then(|(v, _)| str_of(v)),
-                0x09 => correlation = prefixed(tail).map(|(v, _)| v),
-                0x26 => {
-                    if let Some((name, rest)) = prefixed(tail) {
-                        if let Some(value) = prefixed(rest).and_then(|(v, _)| str_of(v)) {
-                            fields.user_property(name, value);
-                        }
-                    }
-                }
+        for property in properties {
+            match property {
+                Property::ContentType(v) => fields.content_type = Some(v),
+                Property::CorrelationData(v) => correlation = Some(v),
+                Property::UserProperty(name, value) => fields.user_property(name.as_bytes(), value),
                 _ => {}
-            }
-            match crate::mqtt::codec::property_size(id, tail) {
-                Ok(Some(n)) if n <= tail.len() => b = &tail[n..],
-                _ => break,
             }
         }
         (fields, correlation)
     }
-}
-
-/// Text the codec has checked is UTF-8.
-fn str_of(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes).ok()
 }
 
 /// Reads the responses of one client. The versions in responses nearly always name the same
@@ -248,13 +229,13 @@ impl ResponseParser {
         (Some(correlation_data), outcome)
     }
 
-    /// [`parse_response`] of a response the MQTT codec left as bytes (and checked): its property
-    /// block and payload. The same result as for the message, without building it; the
-    /// correlation data is borrowed from the property block. `payload_bytes` gives the payload as
+    /// [`parse_response`] of a response the MQTT codec left as bytes (and checked): its
+    /// properties and payload. The same result as for the message, without building it; the
+    /// correlation data is borrowed from the packet. `payload_bytes` gives the payload as
     /// [`Bytes`] when the reply needs it (the most common, `+OK`, does not).
     pub(crate) fn parse_parts<'a>(
         &mut self,
-        properties: &'a [u8],
+        properties: Properties<'a>,
         payload: &[u8],
         payload_bytes: impl FnOnce() -> Bytes,
     ) -> (Option<&'a [u8]>, Result<ResponseBody, ResponseError>) {
@@ -455,11 +436,10 @@ mod tests {
                 let mut parser = ResponseParser {
                     store_node: SharedStr::from("store"),
                 };
-                let (correlation, outcome) = parser.parse_parts(
-                    &raw.packet[raw.props.clone()],
-                    &raw.packet[raw.payload.clone()],
-                    || raw.packet.slice(raw.payload.clone()),
-                );
+                let (correlation, outcome) =
+                    parser.parse_parts(raw.properties(), raw.payload(), || {
+                        raw.packet.slice(raw.payload.clone())
+                    });
                 correlation
                     .map(|c| Response {
                         correlation_data: Bytes::copy_from_slice(c),

@@ -1,5 +1,6 @@
 //! Encoding of every packet a client sends.
 
+use crate::block::make_room;
 use bytes::{BufMut, Bytes, BytesMut};
 use mqttbytes::v5 as mb;
 
@@ -32,9 +33,7 @@ const TX_BLOCK: usize = 8192;
 
 /// Makes room for `len` more bytes in `out`, a new block at a time.
 pub(crate) fn reserve_block(out: &mut BytesMut, len: usize) {
-    if out.capacity() - out.len() < len {
-        out.reserve(len.max(TX_BLOCK));
-    }
+    make_room(out, len, TX_BLOCK);
 }
 
 /// Appends `s` with its two-byte length prefix (a string or binary field).

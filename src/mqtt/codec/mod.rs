@@ -39,7 +39,6 @@ pub(crate) use encode::{
     encode_auth, encode_connect, encode_disconnect, encode_pingreq, encode_puback, encode_publish,
     encode_subscribe, publish_len, put_str, reserve_block, ConnectFields, EncodeError,
 };
-pub(crate) use property::property_size;
 pub(crate) use publish::RawPublish;
 pub(crate) use varint::{put_varint, varint_len};
 

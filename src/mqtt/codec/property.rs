@@ -132,7 +132,6 @@ pub(super) fn prefixed(buf: &[u8], count: usize) -> Option<usize> {
 
 /// One property of a block, as [`Properties`] reads it: the values of those a PUBLISH carries and
 /// a reader acts on, borrowed from the block; any other property by its identifier alone.
-#[allow(dead_code)] // Not read in the crate yet: the state store's raw-response parser will be.
 #[allow(clippy::enum_variant_names)] // `UserProperty` is MQTT's own name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Property<'a> {
@@ -163,7 +162,6 @@ pub(crate) struct Properties<'a> {
 
 impl<'a> Properties<'a> {
     /// The properties of `block`, a property block without its length prefix.
-    #[allow(dead_code)] // Not used in the crate yet: see `Property`.
     pub(crate) fn new(block: &'a [u8]) -> Self {
         Properties { rest: block }
     }

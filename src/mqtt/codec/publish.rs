@@ -218,13 +218,11 @@ impl RawPublish {
     }
 
     /// Its properties, read in place.
-    #[allow(dead_code)] // Not used in the crate yet: the state store's raw-response parser will be.
     pub(crate) fn properties(&self) -> Properties<'_> {
         Properties::new(self.packet.get(self.props.clone()).unwrap_or_default())
     }
 
     /// Its payload, in place.
-    #[allow(dead_code)] // Not used in the crate yet: see `RawPublish::properties`.
     pub(crate) fn payload(&self) -> &[u8] {
         self.packet.get(self.payload.clone()).unwrap_or_default()
     }

@@ -2,15 +2,12 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{DisconnectCause, Event, Queued, Session, State};
 use crate::mqtt::codec::{self, DecodeError, Inbound};
 use crate::mqtt::reason::DisconnectReason;
 use crate::QoS;
-
-/// The size of the blocks raw-topic packets are copied into.
-const RX_BLOCK: usize = 16 * 1024;
 
 impl Session {
     /// Bytes received from the transport, in any split. Ignored while not connecting or connected.
@@ -89,11 +86,7 @@ impl Session {
         if !raw {
             return Bytes::copy_from_slice(packet);
         }
-        if self.rx_block.capacity() - self.rx_block.len() < packet.len() {
-            self.rx_block = BytesMut::with_capacity(packet.len().max(RX_BLOCK));
-        }
-        self.rx_block.extend_from_slice(packet);
-        self.rx_block.split().freeze()
+        self.rx_blocks.copy(packet)
     }
 
     fn handle_packet(&mut self, now: Instant, inbound: Inbound) {

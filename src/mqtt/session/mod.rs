@@ -32,12 +32,16 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// The size of the blocks raw-topic packets are copied into.
+const RX_BLOCK: usize = 16 * 1024;
+
 use bytes::{Bytes, BytesMut};
 
 use self::connect::{whole_secs, AuthExchange};
 use self::publish::{Inflight, PacketIds, Waiting};
 use super::codec;
 use super::reason::DisconnectReason;
+use crate::block::Blocks;
 use crate::SharedStr;
 
 #[cfg(doc)]
@@ -126,7 +130,7 @@ pub struct Session {
     /// Messages on this topic are left as bytes (see [`Session::set_raw_topic`]).
     raw_topic: Option<SharedStr>,
     /// The block raw-topic packets are copied into (see `Session::copy_packet`).
-    rx_block: BytesMut,
+    rx_blocks: Blocks,
     /// The topic of the last outbound PUBLISH, known to be valid.
     checked_topic: SharedStr,
     last_sent: Option<Instant>,
@@ -165,7 +169,7 @@ impl Session {
             used_packet_ids: PacketIds::new(),
             topic_cache: SharedStr::default(),
             raw_topic: None,
-            rx_block: BytesMut::new(),
+            rx_blocks: Blocks::new(RX_BLOCK),
             checked_topic: SharedStr::from_static("/"),
             last_sent: None,
             ping_deadline: None,
