@@ -159,7 +159,16 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// Takes a user property if it is one of ours and the first of its name.
     fn user_property(&mut self, name: &[u8], value: &'a str) {
-        let slot = match name {
+        if let Some(slot) = self.slot(name) {
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+    }
+
+    /// Where the value of the user property `name` goes, if it is one of ours.
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a str>> {
+        Some(match name {
             b"__stat" => &mut self.status,
             b"__ts" => &mut self.timestamp,
             b"__protVer" => &mut self.protocol_version,
@@ -167,10 +176,17 @@ impl<'a> Fields<'a> {
             b"__propName" => &mut self.property_name,
             b"__propVal" => &mut self.property_value,
             b"__apErr" => &mut self.application_error,
-            _ => return,
-        };
-        if slot.is_none() {
-            *slot = Some(value);
+            _ => return None,
+        })
+    }
+
+    /// [`Fields::user_property`] of a property whose value is still bytes (checked UTF-8 by the
+    /// codec): only a value that is kept is read as text.
+    fn user_property_bytes(&mut self, name: &[u8], value: &'a [u8]) {
+        if let Some(slot) = self.slot(name) {
+            if slot.is_none() {
+                *slot = str_of(value);
+            }
         }
     }
 
@@ -192,14 +208,19 @@ impl<'a> Fields<'a> {
         let mut correlation = None;
         for property in properties {
             match property {
-                Property::ContentType(v) => fields.content_type = Some(v),
+                Property::ContentType(v) => fields.content_type = str_of(v),
                 Property::CorrelationData(v) => correlation = Some(v),
-                Property::UserProperty(name, value) => fields.user_property(name.as_bytes(), value),
+                Property::UserProperty(name, value) => fields.user_property_bytes(name, value),
                 _ => {}
             }
         }
         (fields, correlation)
     }
+}
+
+/// Text the codec has checked is UTF-8 (`None` if it was not, which cannot happen).
+fn str_of(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
 }
 
 /// Reads the responses of one client. The versions in responses nearly always name the same

@@ -132,19 +132,22 @@ pub(super) fn prefixed(buf: &[u8], count: usize) -> Option<usize> {
 
 /// One property of a block, as [`Properties`] reads it: the values of those a PUBLISH carries and
 /// a reader acts on, borrowed from the block; any other property by its identifier alone.
+///
+/// Strings are their bytes: the codec checked that they are UTF-8 when it decoded the packet, and
+/// a reader turns into text only what it keeps (most names it only compares).
 #[allow(clippy::enum_variant_names)] // `UserProperty` is MQTT's own name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Property<'a> {
     /// Message Expiry Interval, in seconds.
     MessageExpiry(u32),
     /// Content Type.
-    ContentType(&'a str),
+    ContentType(&'a [u8]),
     /// Response Topic.
-    ResponseTopic(&'a str),
+    ResponseTopic(&'a [u8]),
     /// Correlation Data.
     CorrelationData(&'a [u8]),
     /// User Property: name and value.
-    UserProperty(&'a str, &'a str),
+    UserProperty(&'a [u8], &'a [u8]),
     /// Any other MQTT v5 property (its identifier); its value is skipped.
     Other(u8),
 }
@@ -152,8 +155,8 @@ pub(crate) enum Property<'a> {
 /// The properties of a property block (the bytes after its length prefix), in order.
 ///
 /// Meant for a block the codec has checked (identifiers, lengths, UTF-8); on any input it never
-/// panics and stops at the first property that is unknown, runs past the block, or is not what
-/// its identifier says (a string that is not UTF-8), yielding nothing from there on.
+/// panics and stops at the first property that is unknown or runs past the block, yielding
+/// nothing from there on.
 #[derive(Clone, Debug)]
 pub(crate) struct Properties<'a> {
     /// What is left of the block.
@@ -199,9 +202,9 @@ fn read_value(id: u8, value: &[u8]) -> Option<Property<'_>> {
         let len = usize::from(u16::from_be_bytes(*len));
         Some((rest.get(..len)?, rest.get(len..)?))
     }
-    // A length-prefixed UTF-8 string at the start of `x`.
-    fn text(x: &[u8]) -> Option<&str> {
-        std::str::from_utf8(split_prefixed(x)?.0).ok()
+    // The length-prefixed string or binary at the start of `x`.
+    fn text(x: &[u8]) -> Option<&[u8]> {
+        Some(split_prefixed(x)?.0)
     }
     Some(match id {
         MESSAGE_EXPIRY_INTERVAL => {
@@ -212,7 +215,7 @@ fn read_value(id: u8, value: &[u8]) -> Option<Property<'_>> {
         CORRELATION_DATA => Property::CorrelationData(split_prefixed(value)?.0),
         USER_PROPERTY => {
             let (name, rest) = split_prefixed(value)?;
-            Property::UserProperty(std::str::from_utf8(name).ok()?, text(rest)?)
+            Property::UserProperty(name, text(rest)?)
         }
         other => Property::Other(other),
     })
