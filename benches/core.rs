@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use leasedlock::connection::Connection;
 use leasedlock::hlc::Hlc;
-use leasedlock::lock::{Config, Options};
+use leasedlock::lock::{Config, Intent, Options};
 use leasedlock::mqtt::{self, Session};
 use leasedlock::store::{self, Command, Request, SetCondition, SetOptions};
 use std::hint::black_box;
@@ -111,10 +111,11 @@ fn engine(c: &mut Criterion) {
     g.bench_function("try_acquire_release_cycle", |b| {
         b.iter(|| {
             let t = now();
-            conn.try_acquire(t, lock, lease, Options::default())
+            conn.start(t, lock, Intent::TryAcquire { lease }, Options::default())
                 .unwrap();
             let acquired = pump(&mut conn, &mut broker, t, &mut scratch);
-            conn.release(t, lock, Options::default()).unwrap();
+            conn.start(t, lock, Intent::Release, Options::default())
+                .unwrap();
             let released = pump(&mut conn, &mut broker, t, &mut scratch);
             assert_eq!((acquired, released), (1, 1));
         })

@@ -11,7 +11,7 @@ mod support;
 
 use bytes::BytesMut;
 use leasedlock::connection::Connection;
-use leasedlock::lock::{Config, Options};
+use leasedlock::lock::{Config, Intent, Options};
 use leasedlock::mqtt;
 use std::time::{Duration, Instant};
 use support::{now, pump, Broker};
@@ -36,10 +36,11 @@ fn main() {
     let started = Instant::now();
     for _ in 0..cycles {
         let t = now();
-        conn.try_acquire(t, lock, lease, Options::default())
+        conn.start(t, lock, Intent::TryAcquire { lease }, Options::default())
             .unwrap();
         let acquired = pump(&mut conn, &mut broker, t, &mut scratch);
-        conn.release(t, lock, Options::default()).unwrap();
+        conn.start(t, lock, Intent::Release, Options::default())
+            .unwrap();
         let released = pump(&mut conn, &mut broker, t, &mut scratch);
         assert_eq!((acquired, released), (1, 1));
     }

@@ -11,7 +11,7 @@ mod support;
 
 use bytes::BytesMut;
 use leasedlock::connection::Connection;
-use leasedlock::lock::{Config, Options};
+use leasedlock::lock::{Config, Intent, Options};
 use leasedlock::mqtt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -50,10 +50,11 @@ fn cycles() {
     for checkpoint in [1_000u64, 100_000, 1_000_000] {
         while done < checkpoint {
             let t = now();
-            conn.try_acquire(t, lock, lease, Options::default())
+            conn.start(t, lock, Intent::TryAcquire { lease }, Options::default())
                 .unwrap();
             pump(&mut conn, &mut broker, t, &mut scratch);
-            conn.release(t, lock, Options::default()).unwrap();
+            conn.start(t, lock, Intent::Release, Options::default())
+                .unwrap();
             pump(&mut conn, &mut broker, t, &mut scratch);
             done += 1;
         }

@@ -14,7 +14,9 @@
 
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event};
-use leasedlock::lock::{Config, EditAction, EditOutcome, Event as LockEvent, LockId, Options};
+use leasedlock::lock::{
+    Config, EditAction, EditOutcome, Event as LockEvent, Intent, LockId, Options,
+};
 use leasedlock::{mqtt, FencingToken, Now};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -160,7 +162,15 @@ fn run(broker: &str, lock_name: &str) -> Result<(), String> {
 fn hold_and_release(d: &mut Driver, lock: LockId) -> Result<(), String> {
     let hold = d
         .conn
-        .hold(now(), lock, LEASE, RENEW_EVERY, Options::default())
+        .start(
+            now(),
+            lock,
+            Intent::Hold {
+                lease: LEASE,
+                interval: RENEW_EVERY,
+            },
+            Options::default(),
+        )
         .map_err(|e| e.to_string())?;
     let mut last: Option<FencingToken> = None;
     let mut renewals = 0;
@@ -183,7 +193,10 @@ fn hold_and_release(d: &mut Driver, lock: LockId) -> Result<(), String> {
         Event::Lock(LockEvent::Failed { error, .. }) => Err(format!("hold failed: {error}")),
         _ => Ok(None),
     })?;
-    let release = d.conn.close_hold(now(), lock).map_err(|e| e.to_string())?;
+    let release = d
+        .conn
+        .start(now(), lock, Intent::CloseHold, Options::default())
+        .map_err(|e| e.to_string())?;
     d.until("the release", |_, e| match e {
         Event::Lock(LockEvent::Released { op, was_held, .. }) if op == release => {
             if was_held {
@@ -202,11 +215,13 @@ fn hold_and_release(d: &mut Driver, lock: LockId) -> Result<(), String> {
 fn increment_counter(d: &mut Driver, lock: LockId, key: &str) -> Result<(), String> {
     let edit = d
         .conn
-        .edit(
+        .start(
             now(),
             lock,
-            Bytes::copy_from_slice(key.as_bytes()),
-            LEASE,
+            Intent::Edit {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                lease: LEASE,
+            },
             Options::default(),
         )
         .map_err(|e| e.to_string())?;

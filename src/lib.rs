@@ -30,8 +30,9 @@
 //! - **inputs from the world**, `handle_*` (bytes, messages, responses, connection changes,
 //!   `handle_timeout`), each with the caller's reading of the clocks ([`Now`]);
 //! - **intents** (`try_acquire`, `acquire`, `release`, `hold`, `edit`, `complete_edit`,
-//!   `observe`, `cancel`, …), also with a [`Now`]: they check their input at once (a refusal sends
-//!   nothing) and return the id of the operation they started;
+//!   `observe`, `cancel`, …; on a connection, `start` with a [`lock::Intent`]), also with a
+//!   [`Now`]: they check their input at once (a refusal sends nothing) and return the id of the
+//!   operation they started;
 //! - **polls**, `poll_*` (`poll_output` / `poll_transmit` and `poll_event`, then `poll_timeout`),
 //!   which hand out what the inputs and intents produced.
 //!

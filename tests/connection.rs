@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use leasedlock::connection::{Connection, Event};
 use leasedlock::hlc::Hlc;
-use leasedlock::lock::{self, Config, Options};
+use leasedlock::lock::{self, Config, Intent, Options};
 use leasedlock::store::{self, Command, StoreReply};
 use leasedlock::{mqtt, Message, Now, QoS};
 use mqttbytes::v5::{self as wire, Packet};
@@ -180,7 +180,14 @@ fn a_full_acquire_release_cycle_in_bytes() {
     let mut broker = ScriptedBroker::new();
     let lock = conn.lock_id("L").unwrap();
     let op = conn
-        .try_acquire(now, lock, Duration::from_secs(5), Options::default())
+        .start(
+            now,
+            lock,
+            Intent::TryAcquire {
+                lease: Duration::from_secs(5),
+            },
+            Options::default(),
+        )
         .unwrap();
     conn.connect(now);
     let events = run(&mut conn, &mut broker, now);
@@ -198,7 +205,9 @@ fn a_full_acquire_release_cycle_in_bytes() {
     assert_eq!(conn.session().client_id(), "dev-1");
     assert_eq!(broker.holder.as_deref(), Some(&b"dev-1"[..]));
 
-    let rel = conn.release(now, lock, Options::default()).unwrap();
+    let rel = conn
+        .start(now, lock, Intent::Release, Options::default())
+        .unwrap();
     let events = run(&mut conn, &mut broker, now);
     assert_eq!(
         events,
@@ -221,14 +230,11 @@ fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
     let lock = conn.lock_id("L").unwrap();
     conn.connect(now);
     run(&mut conn, &mut broker, now);
-    conn.hold(
-        now,
-        lock,
-        Duration::from_secs(10),
-        Duration::from_secs(2),
-        Options::default(),
-    )
-    .unwrap();
+    let hold = Intent::Hold {
+        lease: Duration::from_secs(10),
+        interval: Duration::from_secs(2),
+    };
+    conn.start(now, lock, hold, Options::default()).unwrap();
     let events = run(&mut conn, &mut broker, now);
     assert!(matches!(
         events[0],
@@ -270,7 +276,14 @@ fn a_request_that_reached_no_store_is_repeated_soon_not_after_the_timeout() {
     run(&mut conn, &mut broker, now);
     broker.unrouted = 1;
     let op = conn
-        .try_acquire(now, lock, Duration::from_secs(5), Options::default())
+        .start(
+            now,
+            lock,
+            Intent::TryAcquire {
+                lease: Duration::from_secs(5),
+            },
+            Options::default(),
+        )
         .unwrap();
     assert!(run(&mut conn, &mut broker, now).is_empty());
     assert_eq!(broker.requests.len(), 0, "the store never saw it");
@@ -295,7 +308,9 @@ fn a_request_the_broker_refuses_fails_with_its_reason() {
     let lock = conn.lock_id("L").unwrap();
     conn.connect(now);
     run(&mut conn, &mut broker, now);
-    let op = conn.holder(now, lock, Options::default()).unwrap();
+    let op = conn
+        .start(now, lock, Intent::Holder, Options::default())
+        .unwrap();
     let bytes = conn.poll_transmit().unwrap();
     // Answer the PUBLISH with PUBACK 0x87 (not authorized) instead of forwarding it.
     let pid = {

@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, BytesMut};
 use leasedlock::connection::Connection;
-use leasedlock::lock::{Config, Options};
+use leasedlock::lock::{Config, Intent, Options};
 use leasedlock::{mqtt, Now};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -255,14 +255,12 @@ pub fn holding(client_id: &str, n: usize) -> (Connection, Broker, BytesMut, Now)
     pump(&mut conn, &mut broker, t, &mut scratch);
     for i in 0..n {
         let lock = conn.lock_id(format!("lock-{i:05}")).expect("a name");
-        conn.hold(
-            t,
-            lock,
-            Duration::from_secs(30),
-            Duration::from_secs(10),
-            Options::default(),
-        )
-        .expect("a valid hold");
+        let hold = Intent::Hold {
+            lease: Duration::from_secs(30),
+            interval: Duration::from_secs(10),
+        };
+        conn.start(t, lock, hold, Options::default())
+            .expect("a valid hold");
         pump(&mut conn, &mut broker, t, &mut scratch);
     }
     (conn, broker, scratch, t)

@@ -12,8 +12,9 @@
 //! 5. calls [`Connection::handle_transport_closed`] when the transport breaks, and `connect`
 //!    again once a new one is up (the engine resubscribes, re-registers KEYNOTIFY and re-checks).
 //!
-//! Intents are methods of the connection ([`Connection::try_acquire`], …), which pass them to the
-//! engine at their `Now` and move their outputs into the session at once; the engine itself is
+//! Intents go through the connection ([`Connection::start`] with a [`lock::Intent`], and
+//! [`Connection::complete_edit`], `observe`, `unobserve`, `cancel`), which passes them to the
+//! engine at their `Now` and moves their outputs into the session at once; the engine itself is
 //! only lent read-only ([`Connection::engine`]), so nothing can poll it behind the connection's
 //! back. The engine's typed requests become PUBLISH packets written from a template of what all
 //! of this client's requests share, and responses are parsed straight from their bytes: the same
@@ -22,7 +23,7 @@
 //!
 //! ```no_run
 //! use leasedlock::connection::{Connection, Event};
-//! use leasedlock::lock::{Config, Options};
+//! use leasedlock::lock::{Config, Intent, Options};
 //! use leasedlock::{mqtt, Now};
 //! use std::io::{Read, Write};
 //! use std::net::TcpStream;
@@ -39,7 +40,8 @@
 //! let mut conn = Connection::new(config, mqtt::Options::new("worker-1"), now(), 1).unwrap();
 //! conn.connect(now());
 //! let lock = conn.lock_id("my-lock").unwrap();
-//! conn.try_acquire(now(), lock, Duration::from_secs(10), Options::default()).unwrap();
+//! let lease = Duration::from_secs(10);
+//! conn.start(now(), lock, Intent::TryAcquire { lease }, Options::default()).unwrap();
 //! let mut buf = vec![0u8; 64 * 1024];
 //! loop {
 //!     // Write and handle until both are empty: handling an event may start an intent
@@ -75,7 +77,7 @@ mod wire;
 
 use crate::burst::shrink_after_burst;
 use crate::lock::{
-    self, Client, ConfigError, EditAction, IntentError, LockId, NotDelivered, OpId, Options,
+    self, Client, ConfigError, EditAction, Intent, IntentError, LockId, NotDelivered, OpId, Options,
 };
 use crate::mqtt::{
     self, AuthError, ConnectReason, DisconnectCause, PubAckReason, PublishError, PublishId,
@@ -85,7 +87,7 @@ use crate::store::ResponseParser;
 use crate::{Now, QoS};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use wire::RequestWriter;
 
 /// What a [`Connection`] tells its driver and user.
@@ -170,76 +172,16 @@ impl Connection {
         self.client.lock_id(name)
     }
 
-    /// [`Client::try_acquire`].
-    pub fn try_acquire(
+    /// Starts an operation ([`Client::start`]): `Intent::TryAcquire`, `Acquire`, `Release`,
+    /// `Holder`, `Hold`, `CloseHold` or `Edit` on `lock`.
+    pub fn start(
         &mut self,
         now: Now,
         lock: LockId,
-        lease: Duration,
+        intent: Intent,
         options: Options,
     ) -> Result<OpId, IntentError> {
-        self.intent(now, |c| c.try_acquire(now, lock, lease, options))
-    }
-
-    /// [`Client::acquire`].
-    pub fn acquire(
-        &mut self,
-        now: Now,
-        lock: LockId,
-        lease: Duration,
-        options: Options,
-    ) -> Result<OpId, IntentError> {
-        self.intent(now, |c| c.acquire(now, lock, lease, options))
-    }
-
-    /// [`Client::release`].
-    pub fn release(
-        &mut self,
-        now: Now,
-        lock: LockId,
-        options: Options,
-    ) -> Result<OpId, IntentError> {
-        self.intent(now, |c| c.release(now, lock, options))
-    }
-
-    /// [`Client::holder`].
-    pub fn holder(
-        &mut self,
-        now: Now,
-        lock: LockId,
-        options: Options,
-    ) -> Result<OpId, IntentError> {
-        self.intent(now, |c| c.holder(now, lock, options))
-    }
-
-    /// [`Client::hold`].
-    pub fn hold(
-        &mut self,
-        now: Now,
-        lock: LockId,
-        lease: Duration,
-        interval: Duration,
-        options: Options,
-    ) -> Result<OpId, IntentError> {
-        self.intent(now, |c| c.hold(now, lock, lease, interval, options))
-    }
-
-    /// [`Client::close_hold`].
-    pub fn close_hold(&mut self, now: Now, lock: LockId) -> Result<OpId, IntentError> {
-        self.intent(now, |c| c.close_hold(now, lock))
-    }
-
-    /// [`Client::edit`].
-    pub fn edit(
-        &mut self,
-        now: Now,
-        lock: LockId,
-        key: impl Into<Bytes>,
-        lease: Duration,
-        options: Options,
-    ) -> Result<OpId, IntentError> {
-        let key = key.into();
-        self.intent(now, |c| c.edit(now, lock, key, lease, options))
+        self.intent(now, |c| c.start(now, lock, intent, options))
     }
 
     /// [`Client::complete_edit`].

@@ -92,7 +92,7 @@ impl Client {
         config.validate()?;
         let _ = now; // nothing is scheduled yet; taken like every other call, for one contract
         let mut rng = SplitMix64::new(seed);
-        let corr_prefix = rng.next_u64();
+        let correlation_prefix = rng.next_u64();
         let sender = RequestSender::new(&config.client_id)
             .map_err(|_| ConfigError::InvalidClientId(config.client_id.clone()))?;
         Ok(Client {
@@ -110,7 +110,7 @@ impl Client {
             edit_queues: BTreeMap::new(),
             next_seq: 0,
             ops: Slab::new(),
-            pending: PendingRequests::new(corr_prefix),
+            pending: PendingRequests::new(correlation_prefix),
             timers: Timers::new(),
             out: VecDeque::new(),
             blocks: Blocks::new(4096),

@@ -9,7 +9,64 @@ use crate::Now;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
+/// An intent that starts an operation on a lock, as a value: what [`Client::start`] (and
+/// [`Connection::start`](crate::connection::Connection::start)) take. Each variant is the intent
+/// method of the same name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// [`Client::try_acquire`].
+    TryAcquire {
+        /// The lease to ask for.
+        lease: Duration,
+    },
+    /// [`Client::acquire`].
+    Acquire {
+        /// The lease to ask for.
+        lease: Duration,
+    },
+    /// [`Client::release`].
+    Release,
+    /// [`Client::holder`].
+    Holder,
+    /// [`Client::hold`].
+    Hold {
+        /// The lease of each acquisition and renewal.
+        lease: Duration,
+        /// How often to renew.
+        interval: Duration,
+    },
+    /// [`Client::close_hold`] (it takes no options: the hold's own are used).
+    CloseHold,
+    /// [`Client::edit`].
+    Edit {
+        /// The key to read and write under the lock.
+        key: Bytes,
+        /// The lease to ask for.
+        lease: Duration,
+    },
+}
+
 impl Client {
+    /// Starts the operation that `intent` names on `lock`; the same as calling the intent's
+    /// method.
+    pub fn start(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        intent: Intent,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        match intent {
+            Intent::TryAcquire { lease } => self.try_acquire(now, lock, lease, options),
+            Intent::Acquire { lease } => self.acquire(now, lock, lease, options),
+            Intent::Release => self.release(now, lock, options),
+            Intent::Holder => self.holder(now, lock, options),
+            Intent::Hold { lease, interval } => self.hold(now, lock, lease, interval, options),
+            Intent::CloseHold => self.close_hold(now, lock),
+            Intent::Edit { key, lease } => self.edit(now, lock, key, lease, options),
+        }
+    }
+
     /// One attempt to take the lock: [`Event::Acquired`] or [`Event::Busy`].
     pub fn try_acquire(
         &mut self,
@@ -19,7 +76,7 @@ impl Client {
         options: Options,
     ) -> Result<OpId, IntentError> {
         let (holder, deadline) = self.admit(now, lock, Some(lease), &options, true)?;
-        Ok(self.start(now, lock, holder, deadline, OpKind::TryAcquire { lease }))
+        Ok(self.start_op(now, lock, holder, deadline, OpKind::TryAcquire { lease }))
     }
 
     /// Take the lock, waiting for it as long as needed (or until the timeout): [`Event::Acquired`].
@@ -31,7 +88,7 @@ impl Client {
         options: Options,
     ) -> Result<OpId, IntentError> {
         let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
-        Ok(self.start(now, lock, holder, deadline, OpKind::Acquire { lease }))
+        Ok(self.start_op(now, lock, holder, deadline, OpKind::Acquire { lease }))
     }
 
     /// Release the lock (VDEL with the holder value): [`Event::Released`]. Ends any hold on the lock
@@ -56,7 +113,7 @@ impl Client {
         self.locks.get(lock)?;
         let deadline = self.deadline(now, &options, true)?;
         let holder = self.holder_value(&options)?;
-        Ok(self.start(now, lock, holder, deadline, OpKind::Holder))
+        Ok(self.start_op(now, lock, holder, deadline, OpKind::Holder))
     }
 
     /// Take the lock and keep it, renewing every `interval`: [`Event::Acquired`], then
@@ -84,7 +141,7 @@ impl Client {
             interval,
             held: false,
         };
-        let id = self.start(now, lock, holder, deadline, kind);
+        let id = self.start_op(now, lock, holder, deadline, kind);
         self.locks[lock].hold = Some(id);
         Ok(id)
     }
@@ -134,7 +191,7 @@ impl Client {
         } else {
             EditPhase::Acquiring
         };
-        let id = self.start(
+        let id = self.start_op(
             now,
             lock,
             holder,

@@ -70,6 +70,7 @@ pub use client::{Client, Stats};
 pub use config::{Config, ConfigError};
 pub use error::{IntentError, OpError};
 pub use event::{EditOutcome, Event, LossReason, NotDelivered, Output};
+pub use intent::Intent;
 pub use operation::OpId;
 pub use options::{EditAction, Options};
 pub use registry::LockId;

@@ -118,7 +118,7 @@ impl Op {
 }
 
 impl Client {
-    pub(super) fn start(
+    pub(super) fn start_op(
         &mut self,
         now: Now,
         lock: LockId,
@@ -176,7 +176,7 @@ impl Client {
             let delay = self.config.release_holdback + self.jitter();
             self.locks[lock].reacquire_after = Some(later(now.instant, delay));
         }
-        self.start(now, lock, holder, deadline, OpKind::Release { silent })
+        self.start_op(now, lock, holder, deadline, OpKind::Release { silent })
     }
 
     /// Ends a hold: stops renewing, forgets the lease, and (when asked) releases it silently.

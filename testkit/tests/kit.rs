@@ -2,7 +2,7 @@
 #![allow(clippy::disallowed_methods)] // the test is the driver
 
 use leasedlock::connection::{Connection, Event};
-use leasedlock::lock::{self, Config, Options};
+use leasedlock::lock::{self, Config, Intent, Options};
 use leasedlock::{mqtt, Now};
 use leasedlock_testkit::{Broker, StoreEmulator};
 use std::io::{ErrorKind, Read, Write};
@@ -77,7 +77,14 @@ impl Driver {
         let lock = self.conn.lock_id(name).unwrap();
         let op = self
             .conn
-            .try_acquire(now(), lock, Duration::from_secs(10), Options::default())
+            .start(
+                now(),
+                lock,
+                Intent::TryAcquire {
+                    lease: Duration::from_secs(10),
+                },
+                Options::default(),
+            )
             .unwrap();
         match self.until(|e| matches!(e, Event::Lock(l) if l.op() == Some(op))) {
             Event::Lock(l) => l,

@@ -8,7 +8,7 @@ use futures_channel::{mpsc, oneshot};
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event as ConnEvent};
 use leasedlock::lock::{
-    ConfigError, EditAction, Event, IntentError, LockId, OpError, OpId, Options,
+    ConfigError, EditAction, Event, Intent, IntentError, LockId, OpError, OpId, Options,
 };
 use leasedlock::mqtt::AuthError;
 use leasedlock::Now;
@@ -61,18 +61,6 @@ impl std::fmt::Debug for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "b\"{}\"", self.escape_ascii())
     }
-}
-
-/// What an operation asks of the engine.
-#[derive(Debug)]
-pub(crate) enum Intent {
-    TryAcquire { lease: Duration },
-    Acquire { lease: Duration },
-    Release,
-    Holder,
-    Hold { lease: Duration, interval: Duration },
-    CloseHold,
-    Edit { key: Bytes, lease: Duration },
 }
 
 /// A message from a handle to the actor.
@@ -279,20 +267,11 @@ impl Actor {
     }
 
     fn start(&mut self, now: Now, name: Name, intent: Intent, options: Options, sink: Sink) {
-        let conn = &mut self.conn;
-        let lock = match conn.lock_id(&*name) {
+        let lock = match self.conn.lock_id(&*name) {
             Ok(lock) => lock,
             Err(e) => return sink.refuse(e),
         };
-        let started = match intent {
-            Intent::TryAcquire { lease } => conn.try_acquire(now, lock, lease, options),
-            Intent::Acquire { lease } => conn.acquire(now, lock, lease, options),
-            Intent::Release => conn.release(now, lock, options),
-            Intent::Holder => conn.holder(now, lock, options),
-            Intent::Hold { lease, interval } => conn.hold(now, lock, lease, interval, options),
-            Intent::CloseHold => conn.close_hold(now, lock),
-            Intent::Edit { key, lease } => conn.edit(now, lock, key, lease, options),
-        };
+        let started = self.conn.start(now, lock, intent, options);
         match started {
             Ok(op) => {
                 sink.started(op);

@@ -4,13 +4,15 @@
 //! future before it completes cancels the operation in the engine (a waiting acquire still sends
 //! KEYNOTIFY STOP; a hold is released).
 
-use crate::actor::{Command, Intent, Name, Ticket};
+use crate::actor::{Command, Name, Ticket};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
-use leasedlock::lock::{EditAction, EditOutcome, Event, IntentError, LossReason, OpError, Options};
+use leasedlock::lock::{
+    EditAction, EditOutcome, Event, Intent, IntentError, LossReason, OpError, Options,
+};
 use leasedlock::mqtt::{ConnectReason, DisconnectCause};
 use leasedlock::FencingToken;
 use std::future::{poll_fn, Future};
