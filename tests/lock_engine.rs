@@ -68,9 +68,20 @@ impl T {
     }
 
     fn connected(id: &str) -> T {
-        let mut t = T::new(Config::new(id));
+        T::connected_with(Config::new(id))
+    }
+
+    fn connected_with(config: Config) -> T {
+        let mut t = T::new(config);
         t.connect();
         t
+    }
+
+    /// A client whose edits do not raise the key's fence before the user sees the value.
+    fn connected_unfenced(id: &str) -> T {
+        let mut config = Config::new(id);
+        config.raise_edit_fence = false;
+        T::connected_with(config)
     }
 
     fn connect(&mut self) {
@@ -641,7 +652,8 @@ fn holder_reads_the_lock_value() {
     );
 }
 
-/// Runs an edit up to the EditRequested event; returns (op, token, current).
+/// Runs an edit of a client without the edit fence up to the EditRequested event; returns (op,
+/// token, current).
 fn edit_to_request(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, Option<Bytes>) {
     let op = t
         .client
@@ -676,7 +688,7 @@ fn edit_to_request(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, 
 
 #[test]
 fn edit_reads_writes_with_the_newest_token_then_releases() {
-    let mut t = T::connected("c1");
+    let mut t = T::connected_unfenced("c1");
     let lock = t.lock("L");
     let (op, token, current) = edit_to_request(&mut t, lock, StoreReply::NotFound);
     assert_eq!(current, None, "absent");
@@ -713,7 +725,7 @@ fn edit_reads_writes_with_the_newest_token_then_releases() {
 
 #[test]
 fn edit_tells_empty_from_absent_and_deleting_an_absent_key_succeeds() {
-    let mut t = T::connected("c1");
+    let mut t = T::connected_unfenced("c1");
     let lock = t.lock("L");
     let (op, _, current) = edit_to_request(&mut t, lock, StoreReply::Value(Bytes::new()));
     assert_eq!(current, Some(Bytes::new()), "empty, not absent");
@@ -742,7 +754,7 @@ fn edit_tells_empty_from_absent_and_deleting_an_absent_key_succeeds() {
 
 #[test]
 fn edit_surfaces_a_fencing_rejection_and_releases_also_on_abort() {
-    let mut t = T::connected("c1");
+    let mut t = T::connected_unfenced("c1");
     let lock = t.lock("L");
     let (op, _, _) = edit_to_request(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
     t.client
@@ -790,7 +802,7 @@ fn edit_surfaces_a_fencing_rejection_and_releases_also_on_abort() {
 
 #[test]
 fn edit_timeout_while_waiting_for_the_user_releases() {
-    let mut t = T::connected("c1");
+    let mut t = T::connected_unfenced("c1");
     let lock = t.lock("L");
     let op = t
         .client
@@ -1209,4 +1221,172 @@ fn with_no_jitter_a_waiter_retries_at_once_without_a_timer() {
     let retry = t.take_one("SET");
     t.ok(&retry);
     acquired(&t.take_events(), op);
+}
+
+/// Runs a (fenced) edit up to its GET reply; returns (op, token) and leaves the fence SET sent.
+fn edit_to_fence(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, Sent) {
+    let op = t
+        .client
+        .edit(
+            t.now,
+            lock,
+            Bytes::from_static(b"K"),
+            5 * SEC,
+            Options::default(),
+        )
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    let token = t.ok(&sent[1]);
+    let get = t.take_one("GET");
+    t.reply(&get, current, None);
+    assert_eq!(
+        t.take_events(),
+        vec![],
+        "the user sees nothing before the fence is up"
+    );
+    (op, token, t.take_one("SET"))
+}
+
+#[test]
+fn an_edit_raises_the_keys_fence_to_its_token_before_the_user_sees_the_value() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, token, fence) =
+        edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    assert_eq!(
+        set_parts(&fence),
+        (
+            Bytes::from_static(b"K"),
+            Bytes::from_static(b"7"),
+            SetCondition::Always,
+            None
+        ),
+        "the value read, written back"
+    );
+    assert_eq!(fence.prop("__ft"), Some(token.to_string().as_str()));
+    t.ok(&fence);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditRequested {
+            op,
+            lock,
+            current: Some(Bytes::from_static(b"7"))
+        }]
+    );
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
+        .unwrap();
+    let write = t.take_one("SET");
+    assert_eq!(set_parts(&write).1, Bytes::from_static(b"8"));
+    assert_eq!(write.prop("__ft"), Some(token.to_string().as_str()));
+    t.ok(&write);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Written
+        }]
+    );
+    // Aborting an edit of a present key writes nothing more.
+    let vdel = t.take_sent().into_iter().find(|s| s.verb() == "VDEL");
+    t.reply(&vdel.expect("released"), StoreReply::Integer(1), None);
+    t.take_sent();
+    let (op, _, fence) = edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"8")));
+    t.ok(&fence);
+    t.take_events();
+    t.client
+        .complete_edit(t.now, op, EditAction::Abort)
+        .unwrap();
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Unchanged
+        }]
+    );
+    assert_eq!(t.take_sent()[0].verb(), "VDEL");
+}
+
+#[test]
+fn an_absent_key_stays_absent_for_the_user_and_an_abort_deletes_the_placeholder() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, token, fence) = edit_to_fence(&mut t, lock, StoreReply::NotFound);
+    assert_eq!(set_parts(&fence).1, Bytes::new(), "an empty placeholder");
+    assert_eq!(fence.prop("__ft"), Some(token.to_string().as_str()));
+    t.ok(&fence);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditRequested {
+            op,
+            lock,
+            current: None
+        }]
+    );
+    t.client
+        .complete_edit(t.now, op, EditAction::Abort)
+        .unwrap();
+    let del = t.take_one("DEL");
+    assert_eq!(del.prop("__ft"), Some(token.to_string().as_str()));
+    assert_eq!(t.take_events(), vec![], "done once the placeholder is gone");
+    t.reply(&del, StoreReply::Integer(1), None);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Unchanged
+        }]
+    );
+    assert_eq!(t.take_sent()[0].verb(), "VDEL");
+}
+
+#[test]
+fn a_refused_fence_fails_the_edit_before_the_user_sees_anything() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, _, fence) = edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    t.reply(
+        &fence,
+        StoreReply::Error(ServiceError::FencingTokenLowerVersion),
+        None,
+    );
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op,
+            lock,
+            error: OpError::Service(ServiceError::FencingTokenLowerVersion)
+        }]
+    );
+    assert_eq!(t.take_sent()[0].verb(), "VDEL");
+}
+
+#[test]
+fn a_fence_answered_after_the_lease_lapsed_shows_the_user_nothing() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, _, fence) = edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    t.advance(5 * SEC);
+    let events = t.take_events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Failed {
+                error: OpError::LeaseLapsed,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    t.ok(&fence);
+    assert!(
+        t.take_events()
+            .iter()
+            .all(|e| !matches!(e, Event::EditRequested { .. })),
+        "{op:?} never asks the user"
+    );
 }

@@ -35,6 +35,16 @@ pub struct Config {
     /// woken by the DELETE go first: otherwise the releaser's next SET, right behind its VDEL on
     /// the same connection, would always win.
     pub release_holdback: Duration,
+    /// Whether an edit raises the edited key's fence to its own token before the user sees the
+    /// value (default `true`): right after reading the key it writes the value back with its
+    /// fencing token (an absent key gets an empty placeholder, which the user never sees and
+    /// which an aborted edit deletes again). From then on the store refuses any write of an
+    /// earlier holder that the network delayed, so the value the user's closure sees stays the
+    /// key's value until the edit writes. Costs one round trip per edit. `false` leaves the
+    /// window of the Go seed and the SDKs: a delayed write of a previous holder that lands
+    /// between this edit's read and its write is accepted, then overwritten without being seen
+    /// (`docs/PROTOCOL.md` §5).
+    pub raise_edit_fence: bool,
 }
 
 impl Config {
@@ -49,6 +59,7 @@ impl Config {
             retry_jitter_min: Duration::ZERO,
             retry_jitter_max: Duration::from_millis(3),
             release_holdback: Duration::from_millis(2),
+            raise_edit_fence: true,
         }
     }
 

@@ -2,7 +2,7 @@
 //! when it fails: [`IntentError`]) and returns the id of the operation it started.
 
 use super::client::{Client, Sub};
-use super::operation::{EditPhase, Op, OpKind};
+use super::operation::{EditPhase, OpKind};
 use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
 use crate::time::{later, MAX_DURATION};
 use crate::Now;
@@ -215,30 +215,24 @@ impl Client {
     ) -> Result<(), IntentError> {
         let o = self.ops.get(&op).ok_or(IntentError::NoSuchOperation)?;
         let lock = o.lock;
-        if !matches!(
-            o.kind,
-            OpKind::Edit {
-                phase: EditPhase::AwaitingUser,
-                ..
-            }
-        ) {
+        let OpKind::Edit {
+            phase: EditPhase::AwaitingUser { placeholder },
+            ..
+        } = o.kind
+        else {
             return Err(IntentError::NoSuchOperation);
-        }
-        if action == EditAction::Abort {
+        };
+        if action == EditAction::Abort && !placeholder {
             self.finish_edit(now, op, Ok(EditOutcome::Unchanged));
         } else if !self.is_held(now, lock) {
             self.finish_edit(now, op, Err(OpError::LeaseLapsed));
         } else {
-            if let Some(Op {
-                kind: OpKind::Edit { phase, .. },
-                ..
-            }) = self.ops.get_mut(&op)
-            {
-                *phase = EditPhase::Writing {
-                    action,
-                    attempts: 0,
-                };
-            }
+            // An abort of an edit whose fence left a placeholder deletes it again.
+            let writing = EditPhase::Writing {
+                action,
+                attempts: 0,
+            };
+            self.set_edit_phase(op, writing);
             self.advance(now, op);
         }
         Ok(())

@@ -47,10 +47,21 @@ pub(super) const MIN_FALLBACK: Duration = Duration::from_millis(10);
 /// Where an edit is (see the diagram above).
 #[derive(Debug)]
 pub(super) enum EditPhase {
+    /// Behind another edit of the lock.
     Queued,
+    /// Taking the lock.
     Acquiring,
+    /// GET of the key.
     Reading,
-    AwaitingUser,
+    /// Writing the value read (or a placeholder for an absent key) back with the fencing token,
+    /// so that no write of an earlier token can land after the user has seen the value
+    /// ([`Config::raise_edit_fence`](super::Config::raise_edit_fence)).
+    Fencing { current: Option<Bytes> },
+    /// `EditRequested` is out: waiting for `complete_edit`. `placeholder`: the key was absent
+    /// and the fence left an empty value in its place, which an abort deletes.
+    AwaitingUser { placeholder: bool },
+    /// The fenced write of the user's action (an `Abort` here deletes the placeholder);
+    /// `attempts`: how many times it was sent.
     Writing { action: EditAction, attempts: u32 },
 }
 
@@ -434,9 +445,26 @@ impl Client {
                 lease, held: true, ..
             } => (set(*lease), RequestKind::Set { epoch: l.epoch }, None),
             OpKind::Edit {
-                phase: EditPhase::Queued | EditPhase::AwaitingUser,
+                phase: EditPhase::Queued | EditPhase::AwaitingUser { .. },
                 ..
             } => return,
+            OpKind::Edit {
+                key,
+                phase: EditPhase::Fencing { current },
+                ..
+            } => {
+                if !held {
+                    self.finish_edit(now, id, Err(OpError::LeaseLapsed));
+                    return;
+                }
+                let command = Command::Set {
+                    key: key.clone(),
+                    value: current.clone().unwrap_or_default(),
+                    options: SetOptions::default(),
+                };
+                let token = l.lease.as_ref().map(|lease| lease.token.clone());
+                (command, RequestKind::Fence, token)
+            }
             OpKind::Edit {
                 key,
                 phase: EditPhase::Reading,
@@ -457,7 +485,7 @@ impl Client {
                         value: v.clone(),
                         options: SetOptions::default(),
                     },
-                    _ => Command::Del { key: key.clone() },
+                    EditAction::Delete | EditAction::Abort => Command::Del { key: key.clone() },
                 };
                 let token = l.lease.as_ref().map(|lease| lease.token.clone());
                 (command, RequestKind::Write, token)

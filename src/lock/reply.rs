@@ -117,11 +117,13 @@ impl Client {
                 }
                 let applied = matches!(
                     (&body.reply, p.kind),
-                    (StoreReply::Ok, RequestKind::Set { .. } | RequestKind::Write)
-                        | (
-                            StoreReply::Integer(1..),
-                            RequestKind::VDel | RequestKind::Write
-                        )
+                    (
+                        StoreReply::Ok,
+                        RequestKind::Set { .. } | RequestKind::Fence | RequestKind::Write
+                    ) | (
+                        StoreReply::Integer(1..),
+                        RequestKind::VDel | RequestKind::Write
+                    )
                 );
                 if let (Some(e), false) = (clock_error, applied) {
                     self.on_failed_reply(now, id, lock, p.kind, OpError::Clock(e));
@@ -130,6 +132,7 @@ impl Client {
                 match p.kind {
                     RequestKind::Set { epoch } => self.on_set_reply(now, id, &p, epoch, body),
                     RequestKind::Get => self.on_get_reply(now, id, body.reply),
+                    RequestKind::Fence => self.on_fence_reply(now, id, body.reply),
                     RequestKind::Write => self.on_write_reply(now, id, body.reply),
                     RequestKind::VDel => {
                         let was_held = match body.reply {
@@ -377,20 +380,54 @@ impl Client {
                     self.finish_edit(now, id, Err(OpError::LeaseLapsed));
                     return;
                 }
-                if let Some(Op {
-                    kind: OpKind::Edit { phase, .. },
-                    ..
-                }) = self.ops.get_mut(&id)
-                {
-                    *phase = EditPhase::AwaitingUser;
+                if self.config.raise_edit_fence {
+                    self.set_edit_phase(id, EditPhase::Fencing { current: value });
+                    self.advance(now, id);
+                } else {
+                    self.request_edit(id, lock, value, false);
                 }
-                self.emit(Output::Event(Event::EditRequested {
-                    op: id,
-                    lock,
-                    current: value,
-                }));
             }
             _ => {}
+        }
+    }
+
+    /// The fence is up: the user may see the value.
+    pub(super) fn on_fence_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
+        let lock = self.ops[&id].lock;
+        let current = match &mut self.ops.get_mut(&id).map(|op| &mut op.kind) {
+            Some(OpKind::Edit {
+                phase: EditPhase::Fencing { current },
+                ..
+            }) => current.take(),
+            _ => return,
+        };
+        match reply {
+            StoreReply::Ok if self.is_held(now, lock) => {
+                let placeholder = current.is_none();
+                self.request_edit(id, lock, current, placeholder);
+            }
+            StoreReply::Ok => self.finish_edit(now, id, Err(OpError::LeaseLapsed)),
+            other => self.fail(now, id, lock, OpError::UnexpectedReply(other)),
+        }
+    }
+
+    /// Hands the value to the user: [`Event::EditRequested`].
+    fn request_edit(&mut self, id: OpId, lock: LockId, current: Option<Bytes>, placeholder: bool) {
+        self.set_edit_phase(id, EditPhase::AwaitingUser { placeholder });
+        self.emit(Output::Event(Event::EditRequested {
+            op: id,
+            lock,
+            current,
+        }));
+    }
+
+    pub(super) fn set_edit_phase(&mut self, id: OpId, next: EditPhase) {
+        if let Some(Op {
+            kind: OpKind::Edit { phase, .. },
+            ..
+        }) = self.ops.get_mut(&id)
+        {
+            *phase = next;
         }
     }
 
@@ -407,6 +444,17 @@ impl Client {
                 },
                 StoreReply::Ok,
             ) => Ok(EditOutcome::Written),
+            (
+                OpKind::Edit {
+                    phase:
+                        EditPhase::Writing {
+                            action: EditAction::Abort,
+                            ..
+                        },
+                    ..
+                },
+                StoreReply::Integer(n),
+            ) if n >= 0 => Ok(EditOutcome::Unchanged),
             (_, StoreReply::Integer(n)) if n >= 0 => Ok(EditOutcome::Deleted),
             (_, other) => Err(OpError::UnexpectedReply(other)),
         };

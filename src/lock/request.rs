@@ -72,6 +72,8 @@ pub(super) enum RequestKind {
     Set { epoch: u64 },
     /// GET of the lock (holder) or of an edited key.
     Get,
+    /// The fenced SET of an edit that raises the key's fence before the user sees the value.
+    Fence,
     /// The fenced SET or DEL of an edit.
     Write,
     /// VDEL: release.
