@@ -1315,7 +1315,11 @@ fn an_absent_key_stays_absent_for_the_user_and_an_abort_deletes_the_placeholder(
     let mut t = T::connected("c1");
     let lock = t.lock("L");
     let (op, token, fence) = edit_to_fence(&mut t, lock, StoreReply::NotFound);
-    assert_eq!(set_parts(&fence).1, Bytes::new(), "an empty placeholder");
+    assert_eq!(
+        set_parts(&fence).1,
+        Bytes::from_static(leasedlock::lock::ABSENT_PLACEHOLDER),
+        "a placeholder"
+    );
     assert_eq!(fence.prop("__ft"), Some(token.to_string().as_str()));
     t.ok(&fence);
     assert_eq!(

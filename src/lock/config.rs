@@ -37,8 +37,8 @@ pub struct Config {
     pub release_holdback: Duration,
     /// Whether an edit raises the edited key's fence to its own token before the user sees the
     /// value (default `true`): right after reading the key it writes the value back with its
-    /// fencing token (an absent key gets an empty placeholder, which the user never sees and
-    /// which an aborted edit deletes again). From then on the store refuses any write of an
+    /// fencing token (an absent key gets [`ABSENT_PLACEHOLDER`](super::ABSENT_PLACEHOLDER), which
+    /// edits read as absent and an aborted edit deletes again). From then on the store refuses any write of an
     /// earlier holder that the network delayed, so the value the user's closure sees stays the
     /// key's value until the edit writes. Costs one round trip per edit. `false` leaves the
     /// window of the Go seed and the SDKs: a delayed write of a previous holder that lands

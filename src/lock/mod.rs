@@ -71,7 +71,7 @@ pub use config::{Config, ConfigError};
 pub use error::{IntentError, OpError};
 pub use event::{EditOutcome, Event, LossReason, NotDelivered, Output};
 pub use intent::Intent;
-pub use operation::OpId;
+pub use operation::{OpId, ABSENT_PLACEHOLDER};
 pub use options::{EditAction, Options};
 pub use registry::LockId;
 pub use request::Request;

@@ -44,6 +44,12 @@ pub struct OpId(pub(crate) NonZeroU64);
 /// Shortest fallback re-check of a waiting acquire.
 pub(super) const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
+/// What an edit's fence writes in place of an absent key: the store keeps a fence only with a
+/// key. An edit that reads it sees an absent key (`None`), and an edit that aborts deletes it
+/// again; one that fails after raising its fence may leave it behind, where readers other than
+/// edits see these bytes (`docs/PROTOCOL.md` §5).
+pub const ABSENT_PLACEHOLDER: &[u8] = b"\0leasedlock:absent\0";
+
 /// Where an edit is (see the diagram above).
 #[derive(Debug)]
 pub(super) enum EditPhase {
@@ -58,7 +64,7 @@ pub(super) enum EditPhase {
     /// ([`Config::raise_edit_fence`](super::Config::raise_edit_fence)).
     Fencing { current: Option<Bytes> },
     /// `EditRequested` is out: waiting for `complete_edit`. `placeholder`: the key was absent
-    /// and the fence left an empty value in its place, which an abort deletes.
+    /// and the fence left [`ABSENT_PLACEHOLDER`] in its place, which an abort deletes.
     AwaitingUser { placeholder: bool },
     /// The fenced write of the user's action (an `Abort` here deletes the placeholder);
     /// `attempts`: how many times it was sent.
@@ -457,9 +463,12 @@ impl Client {
                     self.finish_edit(now, id, Err(OpError::LeaseLapsed));
                     return;
                 }
+                let value = current
+                    .clone()
+                    .unwrap_or(Bytes::from_static(ABSENT_PLACEHOLDER));
                 let command = Command::Set {
                     key: key.clone(),
-                    value: current.clone().unwrap_or_default(),
+                    value,
                     options: SetOptions::default(),
                 };
                 let token = l.lease.as_ref().map(|lease| lease.token.clone());

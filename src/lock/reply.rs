@@ -4,7 +4,7 @@
 use super::client::{Client, Timer};
 use super::lease::Lease;
 use super::notify::Notify;
-use super::operation::{EditPhase, Op, OpKind, MIN_FALLBACK};
+use super::operation::{EditPhase, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
 use super::request::{Owner, Pending, RequestKind, RequestLost};
 use super::{EditAction, EditOutcome, Event, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
@@ -357,6 +357,11 @@ impl Client {
         let value = match reply {
             // A value of its own: the reply's bytes share a block with other responses, and the
             // user may keep this for long.
+            StoreReply::Value(v)
+                if matches!(op.kind, OpKind::Edit { .. }) && v == ABSENT_PLACEHOLDER =>
+            {
+                None
+            }
             StoreReply::Value(v) => Some(Bytes::copy_from_slice(&v)),
             StoreReply::NotFound => None,
             other => {

@@ -20,11 +20,13 @@
 mod broker;
 pub mod embedded;
 mod pki;
+mod proxy;
 mod store;
 
 pub use broker::{
     Broker, BrokerBuilder, BrokerTls, MOSQUITTO, MOSQUITTO_PASSWD, REQUIRE_MOSQUITTO_ENV,
 };
 pub use pki::{TestPki, OPENSSL};
+pub use proxy::Proxy;
 pub use statestore_emulator::Status;
 pub use store::{StoreEmulator, EMULATOR_LOG_ENV};

@@ -8,6 +8,7 @@ use leasedlock::bytes::Bytes;
 use leasedlock::emulator::{Emulator, EmulatorConfig};
 use leasedlock::lock::{
     Client, Config, EditAction, EditOutcome, Event, LockId, OpError, OpId, Options, Output,
+    ABSENT_PLACEHOLDER,
 };
 use leasedlock::store::{self, Command, SetCondition};
 use leasedlock::{FencingToken, Message, Now};
@@ -607,9 +608,7 @@ impl<'a> World<'a> {
     fn complete_edit(&mut self, c: usize, k: usize) -> Check {
         let (op, current) = self.clients[c].awaiting_edits.remove(k);
         let n = match &current {
-            // An empty value is the placeholder of an edit's fence on an absent counter.
             None => 0,
-            Some(v) if v.is_empty() => 0,
             Some(v) => std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
@@ -1155,7 +1154,7 @@ impl<'a> World<'a> {
         for (li, key) in COUNTER_KEYS.iter().enumerate().take(self.cfg.n_locks) {
             let counter = match self.store.get(key.as_bytes()) {
                 None => 0,
-                Some(v) if v.is_empty() => 0, // an edit's fence placeholder
+                Some(v) if v == ABSENT_PLACEHOLDER => 0, // an edit's fence on an absent counter
                 Some(v) => std::str::from_utf8(v)
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
