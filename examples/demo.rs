@@ -345,7 +345,7 @@ fn summary(b: &Board, final_value: u64) -> Result<(), String> {
     );
     println!(
         "  (from the previous holder's write decision to the next holder's read: its fenced SET and\n   \
-         VDEL, the DELETE notification, the winner's SET NEX and GET)"
+         VDEL, the DELETE notification, the winner's SET NEX, GET and edit fence)"
     );
     let failures = sum(|w| w.failures);
     println!("final counter = {final_value}, expected {total} (successful increments)");

@@ -247,14 +247,24 @@ async fn run(env: &Env, k: &Knobs) -> String {
     if k.wants("contended") {
         eprintln!("contended: {} workers for {:?} each", k.workers, k.seconds);
         let s = contended_sdk(env, &sdk, k.workers, k.seconds).await;
-        for (label, jitter) in [
-            (format!("default jitter 0..{}", ms(default_jitter)), None),
+        for (label, jitter, fence) in [
+            (
+                format!("default jitter 0..{}", ms(default_jitter)),
+                None,
+                true,
+            ),
             (
                 format!("tuned: jitter 0..{}", ms(k.contended_jitter)),
                 Some(k.contended_jitter),
+                true,
+            ),
+            (
+                "default jitter, without the edit fence (one round trip less per edit)".into(),
+                None,
+                false,
             ),
         ] {
-            let o = contended_ours(env, &sdk, k.workers, k.seconds, jitter).await;
+            let o = contended_ours(env, &sdk, k.workers, k.seconds, jitter, fence).await;
             row(
                 &mut out,
                 "4",
@@ -621,16 +631,21 @@ async fn contended_ours(
     workers: usize,
     seconds: Duration,
     jitter: Option<Duration>,
+    fence: bool,
 ) -> Contended {
-    let tag = format!("ours-{}", jitter.map_or(-1, |j| j.as_micros() as i64));
+    let tag = format!(
+        "ours-{}-{fence}",
+        jitter.map_or(-1, |j| j.as_micros() as i64)
+    );
     let (lock, key) = (format!("contended-{tag}"), format!("counter-{tag}"));
     let clients: Vec<_> = (0..workers)
         .map(|i| {
             let name = format!("worker{i}");
-            let settings = match jitter {
+            let mut settings = match jitter {
                 Some(j) => tuned(env, &name, j),
                 None => env.settings(&name),
             };
+            settings.lock.raise_edit_fence = fence;
             env.ours_with(&settings)
         })
         .collect();
