@@ -67,6 +67,8 @@
 //!   Registrations belong to the sender's MQTT client id (not `__srcId`).
 //! - **Refused without a response** (counted in [`Stats`]): a missing or invalid response topic
 //!   (see [`store::is_valid_response_topic`]) and missing correlation data.
+//! - **505** (protocol version): `__stMsg`, `__propName` = `__protVer`, `__propVal` and
+//!   `__requestProtVer` = the version the request carried, `__supProtMajVer` = `1`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -82,6 +84,9 @@ use crate::{Message, Now};
 
 #[cfg(test)]
 mod tests;
+
+/// The major protocol versions the store supports: `__supProtMajVer` of a 505.
+pub const SUPPORTED_MAJOR_VERSIONS: &str = "1";
 
 /// Configuration of an [`Emulator`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -322,10 +327,12 @@ impl Emulator {
             self.stats.protocol_errors += 1;
             let error = ProtocolError {
                 status: 505,
-                message: Some(format!("unsupported protocol version {v}")),
-                property_name: Some(store::PROP_PROTOCOL_VERSION.to_owned()),
-                property_value: Some(v.to_owned()),
-                application_error: None,
+                message: Some(format!("unsupported protocol version {v}").into()),
+                property_name: Some(store::PROP_PROTOCOL_VERSION.into()),
+                property_value: Some(v.into()),
+                supported_major_versions: Some(SUPPORTED_MAJOR_VERSIONS.into()),
+                request_protocol_version: Some(v.into()),
+                ..ProtocolError::default()
             };
             let m = store::protocol_error_message(topic, correlation_data, &error);
             self.out.push_back(m);

@@ -564,3 +564,21 @@ fn records_show_stored_token_and_outcome() {
         Some(StoreReply::Error(ServiceError::FencingTokenRequired))
     );
 }
+
+#[test]
+fn unsupported_version_names_the_supported_and_the_requested_versions() {
+    let mut t = T::new();
+    let mut msg = t.message("c1", Command::Get { key: b("k") }, None);
+    msg.user_properties[2].1 = "2.0".into();
+    let (resp, _) = t.send_msg("c1", &msg);
+    assert_eq!(resp.user_property("__stat"), Some("505"));
+    assert_eq!(resp.user_property("__supProtMajVer"), Some("1"));
+    assert_eq!(resp.user_property("__requestProtVer"), Some("2.0"));
+    let Err(store::ResponseError::Protocol(e)) = parse_response(&resp).unwrap().outcome else {
+        panic!("a 505 is a protocol error");
+    };
+    assert_eq!(e.supported_major_versions(), [1]);
+    assert_eq!(e.request_protocol_version.as_deref(), Some("2.0"));
+    assert_eq!(e.property_name.as_deref(), Some("__protVer"));
+    assert_eq!(e.property_value.as_deref(), Some("2.0"));
+}
