@@ -211,7 +211,7 @@ pub fn run(options: &Options, control: &Control) {
             }
             Err(e) => {
                 failures += 1;
-                if options.verbose && (failures == 1 || failures.is_multiple_of(30)) {
+                if options.verbose && (failures == 1 || failures % 30 == 0) {
                     eprintln!(
                         "statestore-emulator: cannot connect to {}: {e}; retrying",
                         options.broker
