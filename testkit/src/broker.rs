@@ -37,8 +37,11 @@ static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 /// ```
 ///
 /// `log_dest topic` publishes the broker's log on `$SYS/broker/log/<level>`; the state-store
-/// emulator reads "Client X disconnected" lines from it to drop that client's KEYNOTIFY
-/// registrations, as the real service does.
+/// emulator reads "Client X disconnected" (notice) and "Client X already connected, closing old
+/// connection." (error: a session takeover) lines from it to drop that client's KEYNOTIFY
+/// registrations, as the real service does. The broker's directory is writable by everyone:
+/// mosquitto started as root runs as the `mosquitto` user, and without its log file it publishes
+/// no log on topics either. [`BrokerBuilder::max_packet_size`] adds `max_packet_size`.
 ///
 /// When mosquitto is not installed, an in-process broker ([`crate::embedded`]) is used instead
 /// (and a line says so on stderr); it cannot be restarted ([`Broker::can_restart`] is false).
