@@ -7,14 +7,24 @@
 //! (50 ms doubling to 2 s); the store's contents survive, like the real store's do across a
 //! client's reconnects.
 //!
-//! **Client disconnects.** The real service drops a client's KEYNOTIFY registrations when that
-//! client disconnects. A plain MQTT client cannot see other clients' connections, so the emulator
-//! reads the broker's log instead: mosquitto configured with `log_dest topic` (as
-//! `leasedlock-testkit` does) publishes `… Client X disconnected.` (and similar) on
-//! `$SYS/broker/log/N`; the testkit's embedded broker publishes the same line. With a broker that
+//! **Client disconnects and session takeovers.** The real service drops a client's KEYNOTIFY
+//! registrations when that client disconnects, or when a new connection with its client id takes
+//! its session over. A plain MQTT client cannot see other clients' connections, so the emulator
+//! reads the broker's log instead ([`BROKER_LOG_TOPICS`]): mosquitto configured with
+//! `log_dest topic` (as `leasedlock-testkit` does) publishes `… Client X disconnected.` (and
+//! similar) on `$SYS/broker/log/N` and `… Client X already connected, closing old connection.` on
+//! `$SYS/broker/log/E`; the testkit's embedded broker publishes the same lines. With a broker that
 //! publishes no such log, registrations are only dropped when the same client id registers again
 //! or never; clients of this crate re-register after every reconnect, so that costs nothing but
 //! notifications published to nobody.
+//!
+//! **Packet sizes.** The emulator's session advertises the largest Maximum Packet Size MQTT allows
+//! ([`MAX_PACKET_SIZE`]), so the broker never has to drop a packet on its way to the emulator
+//! (mosquitto 2.0.11 crashes when it must drop packets for a client that also subscribes to its
+//! log). It reads the broker's Maximum Packet Size from each CONNACK and answers a request whose
+//! response or notifications would exceed it with status 413 instead of publishing them; mosquitto's
+//! `Dropping too large outgoing PUBLISH for X (N bytes)` log lines teach it the limit of client X
+//! (see `Emulator::handle_client_packet_dropped`).
 //!
 //! **Who sent a request.** Registrations belong to the sender's MQTT client id, which a
 //! subscriber does not see; the emulator takes it from `__srcId` (the SDKs and `leasedlock` set
@@ -25,7 +35,8 @@
 #![allow(clippy::disallowed_methods)]
 #![deny(missing_docs)]
 
-use leasedlock::emulator::{Emulator, EmulatorConfig};
+pub use leasedlock::emulator::MAX_PACKET_SIZE;
+use leasedlock::emulator::{mqtt_packet_size, Emulator, EmulatorConfig};
 use leasedlock::store::{self, Command, NotificationOp, SetCondition, StoreReply};
 use leasedlock::{mqtt, Message, Now, QoS};
 use std::fmt::Write as _;
@@ -36,6 +47,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The broker log topic carrying "Client X disconnected" lines (mosquitto's notice level).
 pub const BROKER_LOG_TOPIC: &str = "$SYS/broker/log/N";
+
+/// The broker log topics the emulator reads: mosquitto's notice level (disconnects, dropped
+/// packets) and error level (session takeovers). Not `$SYS/broker/log/#`: with `log_type debug`
+/// mosquitto logs every PUBLISH it sends, including those carrying its log to the emulator, on
+/// `$SYS/broker/log/D`, and would feed itself.
+pub const BROKER_LOG_TOPICS: [&str; 2] = [BROKER_LOG_TOPIC, "$SYS/broker/log/E"];
 
 /// Longest sleep of the run loop: how quickly [`Control::stop`] is noticed.
 const TICK: Duration = Duration::from_millis(50);
@@ -54,8 +71,12 @@ pub struct Options {
     pub log: bool,
     /// Print connection changes on stderr.
     pub verbose: bool,
-    /// Subscribe to [`BROKER_LOG_TOPIC`] and drop the registrations of clients that disconnect.
+    /// Subscribe to [`BROKER_LOG_TOPICS`]: drop the registrations of clients that disconnect or
+    /// whose session is taken over, and learn the packet limits of clients the broker dropped
+    /// packets for.
     pub learn_disconnects: bool,
+    /// Print [`ready_line`] on stdout the first time the emulator is ready.
+    pub ready_line: bool,
     /// The store model's configuration.
     pub store: EmulatorConfig,
 }
@@ -70,6 +91,7 @@ impl Options {
             log: false,
             verbose: true,
             learn_disconnects: true,
+            ready_line: false,
             store: EmulatorConfig::default(),
         }
     }
@@ -144,6 +166,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The line printed on stdout when the emulator serving through `broker` is first ready (with
+/// [`Options::ready_line`]).
+pub fn ready_line(broker: &str) -> String {
+    format!("statestore-emulator ready on {broker}")
+}
+
 /// One reading of the clocks.
 fn now() -> Now {
     let wall = SystemTime::now()
@@ -160,8 +188,9 @@ pub fn run(options: &Options, control: &Control) {
         options,
         control,
         store: Emulator::new(options.store.clone(), start),
-        session: mqtt::Session::new(mqtt::Options::new(options.client_id.clone())),
+        session: mqtt::Session::new(session_options(&options.client_id)),
         request_sub: None,
+        connack: ConnackReader::default(),
         started: start.instant,
     };
     let mut backoff = BACKOFF_MIN;
@@ -182,7 +211,7 @@ pub fn run(options: &Options, control: &Control) {
             }
             Err(e) => {
                 failures += 1;
-                if options.verbose && (failures == 1 || failures.is_multiple_of(30)) {
+                if options.verbose && (failures == 1 || failures % 30 == 0) {
                     eprintln!(
                         "statestore-emulator: cannot connect to {}: {e}; retrying",
                         options.broker
@@ -197,6 +226,13 @@ pub fn run(options: &Options, control: &Control) {
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// The emulator's MQTT session: it accepts every packet size MQTT allows.
+fn session_options(client_id: &str) -> mqtt::Options {
+    let mut o = mqtt::Options::new(client_id);
+    o.max_packet_size = u32::try_from(MAX_PACKET_SIZE).unwrap_or(u32::MAX);
+    o
 }
 
 fn connect(broker: &str) -> io::Result<TcpStream> {
@@ -219,12 +255,56 @@ struct Server<'a> {
     store: Emulator,
     session: mqtt::Session,
     request_sub: Option<mqtt::SubscribeId>,
+    connack: ConnackReader,
     started: Instant,
+}
+
+/// Reads the Maximum Packet Size of the broker from the first packet of a connection (the
+/// CONNACK), next to the session that reads it for itself (and keeps it to itself).
+#[derive(Debug, Default)]
+struct ConnackReader {
+    buf: leasedlock::bytes::BytesMut,
+    done: bool,
+}
+
+impl ConnackReader {
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.done = false;
+    }
+
+    /// Feeds bytes received; once the CONNACK is complete, `Some` of its Maximum Packet Size
+    /// (`None` in it: the broker sets no limit), and nothing after that.
+    fn feed(&mut self, bytes: &[u8]) -> Option<Option<u32>> {
+        if self.done {
+            return None;
+        }
+        self.buf.extend_from_slice(bytes);
+        let mut buf = self.buf.clone();
+        match mqttbytes::v5::read(&mut buf, MAX_PACKET_SIZE) {
+            Err(mqttbytes::Error::InsufficientBytes(_)) => None,
+            Ok(mqttbytes::v5::Packet::ConnAck(ack)) => {
+                self.done = true;
+                self.buf = Default::default();
+                Some(ack.properties.and_then(|p| p.max_packet_size))
+            }
+            // Not a CONNACK, or one mqttbytes cannot read: the limit stays unknown (the session
+            // still refuses to send what the broker would not take).
+            _ => {
+                self.done = true;
+                self.buf = Default::default();
+                None
+            }
+        }
+    }
 }
 
 impl Server<'_> {
     /// Serves one connection; returns why it ended.
     fn serve(&mut self, mut stream: TcpStream) -> String {
+        self.connack.reset();
+        self.store
+            .set_max_packet_size(self.options.store.max_packet_size);
         self.session.connect(now().instant);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -264,7 +344,19 @@ impl Server<'_> {
                     let _ = self.drain_events();
                     return "closed by the broker".into();
                 }
-                Ok(n) => self.session.handle_bytes(now().instant, &buf[..n]),
+                Ok(n) => {
+                    if let Some(Some(max)) = self.connack.feed(&buf[..n]) {
+                        let max = usize::try_from(max).unwrap_or(usize::MAX);
+                        self.store
+                            .set_max_packet_size(max.min(self.options.store.max_packet_size));
+                        if self.options.verbose {
+                            eprintln!(
+                                "statestore-emulator: the broker accepts packets of at most {max} bytes"
+                            );
+                        }
+                    }
+                    self.session.handle_bytes(now().instant, &buf[..n]);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -298,15 +390,12 @@ impl Server<'_> {
             let t = now();
             match event {
                 mqtt::Event::Connected { .. } => {
-                    self.request_sub = self
-                        .session
-                        .subscribe(t.instant, &[(store::REQUEST_TOPIC, QoS::AtLeastOnce)])
-                        .ok();
+                    // One SUBSCRIBE: when it is granted, the broker log is read too.
+                    let mut filters = vec![(store::REQUEST_TOPIC, QoS::AtLeastOnce)];
                     if self.options.learn_disconnects {
-                        let _ = self
-                            .session
-                            .subscribe(t.instant, &[(BROKER_LOG_TOPIC, QoS::AtMostOnce)]);
+                        filters.extend(BROKER_LOG_TOPICS.map(|t| (t, QoS::AtMostOnce)));
                     }
+                    self.request_sub = self.session.subscribe(t.instant, &filters).ok();
                 }
                 mqtt::Event::ConnectFailed(reason) => {
                     return Some(format!("CONNECT refused: {reason:?}"));
@@ -318,6 +407,16 @@ impl Server<'_> {
                                 "statestore-emulator: serving the state store on {} as {}",
                                 self.options.broker, self.options.client_id
                             );
+                            if results[1..].iter().any(Result::is_err) {
+                                eprintln!(
+                                    "statestore-emulator: the broker refused its log topics \
+                                     ({results:?}): registrations of clients that disconnect are kept"
+                                );
+                            }
+                        }
+                        let first = self.control.status().connections == 0;
+                        if first && self.options.ready_line {
+                            println!("{}", ready_line(&self.options.broker));
                         }
                         self.control.update(|s| {
                             s.ready = true;
@@ -342,12 +441,24 @@ impl Server<'_> {
     }
 
     fn on_message(&mut self, t: Now, msg: &Message) {
-        if msg.topic == BROKER_LOG_TOPIC {
-            if let Some(client) = disconnected_client(&String::from_utf8_lossy(&msg.payload)) {
+        if BROKER_LOG_TOPICS.contains(&&*msg.topic) {
+            let line = String::from_utf8_lossy(&msg.payload);
+            if let Some(client) = disconnected_client(&line) {
                 if client != self.options.client_id {
                     self.store.handle_client_disconnected(t, client);
                     if self.options.log {
                         println!("{} disconnected {client}", self.stamp(t));
+                    }
+                }
+            } else if let Some((client, remaining)) = dropped_publish(&line) {
+                if client != self.options.client_id {
+                    let size = mqtt_packet_size(remaining);
+                    self.store.handle_client_packet_dropped(t, client, size);
+                    if self.options.log || self.options.verbose {
+                        eprintln!(
+                            "statestore-emulator: the broker dropped a packet of {size} bytes for \
+                             {client} (larger than it accepts); answering it with 413 from now on"
+                        );
                     }
                 }
             }
@@ -372,7 +483,16 @@ impl Server<'_> {
             }
             msg.qos = QoS::AtLeastOnce;
             // Not connected: the requester times out, as with a real store behind a broken link.
-            let _ = self.session.publish(t.instant, msg);
+            if let Err(e) = self.session.publish(t.instant, msg) {
+                if let mqtt::PublishError::TooLarge { max, .. } = e {
+                    // The store checks sizes against the broker's limit read from the CONNACK;
+                    // this is the net for a CONNACK that could not be read.
+                    self.store.set_max_packet_size(max);
+                }
+                if self.options.verbose {
+                    eprintln!("statestore-emulator: could not publish: {e}");
+                }
+            }
         }
     }
 
@@ -412,6 +532,17 @@ pub fn disconnected_client(line: &str) -> Option<&str> {
         || tail.starts_with("has exceeded timeout")
         || tail.starts_with("already connected");
     (ended && !id.is_empty()).then_some(id)
+}
+
+/// The client id and the remaining length in mosquitto's log line about a PUBLISH it did not send
+/// because the receiving client's Maximum Packet Size is smaller ("Dropping too large outgoing
+/// PUBLISH for X (N bytes)").
+pub fn dropped_publish(line: &str) -> Option<(&str, usize)> {
+    const MARK: &str = "Dropping too large outgoing PUBLISH for ";
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let (id, size) = rest.trim_end().rsplit_once(" (")?;
+    let size = size.strip_suffix(" bytes)")?.parse().ok()?;
+    (!id.is_empty()).then_some((id, size))
 }
 
 fn show(bytes: &[u8]) -> String {
@@ -536,6 +667,68 @@ mod tests {
             disconnected_client("1: Client w-6 disconnected due to protocol error."),
             Some("w-6")
         );
+        // mosquitto 2.0.11 publishes this one on $SYS/broker/log/E.
+        assert_eq!(
+            disconnected_client(
+                "1796160132: Client w-7 already connected, closing old connection."
+            ),
+            Some("w-7")
+        );
+        assert_eq!(
+            disconnected_client("1: Dropping too large outgoing PUBLISH for w-8 (5008 bytes)"),
+            None
+        );
+    }
+
+    #[test]
+    fn dropped_publish_lines() {
+        assert_eq!(
+            dropped_publish(
+                "1796160149: Dropping too large outgoing PUBLISH for small (5008 bytes)"
+            ),
+            Some(("small", 5008))
+        );
+        assert_eq!(
+            dropped_publish("1: Dropping too large outgoing PUBLISH for a (b) c (17 bytes)\n"),
+            Some(("a (b) c", 17))
+        );
+        for other in [
+            "1: Client w-1 disconnected.",
+            "1: Dropping too large outgoing PUBLISH for  (17 bytes)",
+            "1: Dropping too large outgoing PUBLISH for x (many bytes)",
+            "1: Dropping too large outgoing PUBLISH for x",
+        ] {
+            assert_eq!(dropped_publish(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_session_accepts_every_packet_size() {
+        assert_eq!(session_options("e").max_packet_size, 268_435_460);
+    }
+
+    #[test]
+    fn connack_reader_finds_the_maximum_packet_size() {
+        // mosquitto's CONNACK with `max_packet_size 100000`: Topic Alias Maximum 10, Receive
+        // Maximum 20, Maximum Packet Size 100 000; fed in two pieces.
+        let ack = [
+            0x20, 0x0e, 0x00, 0x00, 0x0b, 0x22, 0x00, 0x0a, 0x21, 0x00, 0x14, 0x27, 0x00, 0x01,
+            0x86, 0xa0,
+        ];
+        let mut r = ConnackReader::default();
+        assert_eq!(r.feed(&ack[..5]), None);
+        assert_eq!(r.feed(&ack[5..]), Some(Some(100_000)));
+        assert_eq!(r.feed(&ack), None, "only the first packet");
+        // Without the property.
+        r.reset();
+        assert_eq!(
+            r.feed(&[0x20, 0x09, 0x00, 0x00, 0x06, 0x22, 0x00, 0x0a, 0x21, 0x00, 0x14]),
+            Some(None)
+        );
+        // Not a CONNACK: nothing learned.
+        r.reset();
+        assert_eq!(r.feed(&[0xd0, 0x00]), None);
+        assert_eq!(r.feed(&ack), None);
     }
 
     #[test]

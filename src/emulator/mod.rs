@@ -67,6 +67,21 @@
 //!   Registrations belong to the sender's MQTT client id (not `__srcId`).
 //! - **Refused without a response** (counted in [`Stats`]): a missing or invalid response topic
 //!   (see [`store::is_valid_response_topic`]) and missing correlation data.
+//! - **505** (protocol version): `__stMsg`, `__propName` = `__protVer`, `__propVal` and
+//!   `__requestProtVer` = the version the request carried, `__supProtMajVer` = `1`.
+//! - **Quotas** ([`EmulatorConfig::max_keys`], [`EmulatorConfig::max_bytes`]): checked last, only
+//!   for a SET that would be applied: `-ERR the quota has been exceeded` when it would add a key
+//!   beyond `max_keys` or make the keys and values stored exceed `max_bytes`. Updates that stay
+//!   within the bounds, GET, DEL and VDEL always work.
+//! - **Too large to deliver (status 413)**: the store never queues a PUBLISH larger than
+//!   [`EmulatorConfig::max_packet_size`] (the broker's limit for what the store sends) or than the
+//!   limit learned for the receiving client ([`Emulator::handle_client_packet_dropped`]), nor one
+//!   MQTT cannot encode (a notification topic carries the key in hex, so a key of more than about
+//!   32 KiB has none). A request whose answer or notifications would break that is refused, not
+//!   applied, with a protocol error: `__stat` 413, empty payload, `__stMsg` saying what was too
+//!   large. This covers a GET of a large value, a SET/DEL/VDEL whose notification to an observer
+//!   would be too large, and a KEYNOTIFY on a key whose notifications cannot be sent. An expiry's
+//!   DELETE notification that cannot be sent is dropped (counted in [`Stats::unsent`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -74,14 +89,26 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::hlc::{FencingToken, Hlc};
+use crate::mqtt::codec::{publish_len, EncodeError};
 use crate::store::{
     self, Command, Notification, NotificationOp, ProtocolError, ServiceError, SetCondition,
     StoreReply,
 };
-use crate::{Message, Now};
+use crate::{Message, Now, QoS};
 
 #[cfg(test)]
 mod tests;
+
+/// The largest MQTT packet, in bytes: a 5-byte fixed header and the largest remaining length
+/// (268 435 455). The default of [`EmulatorConfig::max_packet_size`].
+pub const MAX_PACKET_SIZE: usize = 268_435_460;
+
+/// `__stat` of a request refused because its answer or a notification it causes would be larger
+/// than can be delivered (see the [module docs](self)).
+pub const STATUS_TOO_LARGE: u16 = 413;
+
+/// The major protocol versions the store supports: `__supProtMajVer` of a 505.
+pub const SUPPORTED_MAJOR_VERSIONS: &str = "1";
 
 /// Configuration of an [`Emulator`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +119,16 @@ pub struct EmulatorConfig {
     pub max_skew: Duration,
     /// Keep a [`RequestRecord`] of every request (read with [`Emulator::take_records`]).
     pub record_requests: bool,
+    /// At most this many keys (`None`: no bound): a SET of a new key beyond it answers
+    /// `-ERR the quota has been exceeded`.
+    pub max_keys: Option<usize>,
+    /// At most this many bytes of keys and values together (`None`: no bound): a SET that would
+    /// store more answers `-ERR the quota has been exceeded`.
+    pub max_bytes: Option<usize>,
+    /// The largest PUBLISH packet the store may send, in bytes: the broker's Maximum Packet Size
+    /// for the store's connection (see [`Emulator::set_max_packet_size`]). Default
+    /// [`MAX_PACKET_SIZE`].
+    pub max_packet_size: usize,
 }
 
 impl Default for EmulatorConfig {
@@ -100,6 +137,9 @@ impl Default for EmulatorConfig {
             node_id: "statestore".to_owned(),
             max_skew: Duration::from_secs(60),
             record_requests: false,
+            max_keys: None,
+            max_bytes: None,
+            max_packet_size: MAX_PACKET_SIZE,
         }
     }
 }
@@ -125,6 +165,14 @@ pub struct Stats {
     pub expirations: u64,
     /// Writes accepted with a fencing token.
     pub fenced_writes: u64,
+    /// Requests refused with status 413: their answer or a notification would be too large to be
+    /// delivered (also counted in `protocol_errors`).
+    pub too_large: u64,
+    /// SETs refused because a quota was reached (also counted in `service_errors`).
+    pub quota_exceeded: u64,
+    /// Responses and notifications not queued because they could not be delivered (not even as a
+    /// 413): e.g. an expiry's DELETE notification to a client whose limit is too small.
+    pub unsent: u64,
 }
 
 /// What happened to one request (kept when [`EmulatorConfig::record_requests`] is set).
@@ -162,12 +210,17 @@ pub struct Emulator {
     keys: BTreeMap<Bytes, Entry>,
     expiries: BTreeSet<(Instant, Bytes)>,
     observers: BTreeMap<Bytes, BTreeSet<String>>,
+    /// Bytes of keys and values stored.
+    stored_bytes: usize,
+    /// The largest packet known to reach a client, by client id (learned from broker drops).
+    client_limits: BTreeMap<String, usize>,
     out: VecDeque<Message>,
     records: Vec<RequestRecord>,
     stats: Stats,
 }
 
 /// The outcome of executing a command: reply, response version, whether it changed the store.
+/// A command that is refused as too large to answer gives a [`ProtocolError`] instead.
 struct Outcome {
     reply: StoreReply,
     version: Option<Hlc>,
@@ -194,6 +247,8 @@ impl Emulator {
             keys: BTreeMap::new(),
             expiries: BTreeSet::new(),
             observers: BTreeMap::new(),
+            stored_bytes: 0,
+            client_limits: BTreeMap::new(),
             out: VecDeque::new(),
             records: Vec::new(),
             stats: Stats::default(),
@@ -237,6 +292,49 @@ impl Emulator {
             .is_some_and(|clients| clients.contains(client_id))
     }
 
+    /// How many keys the store holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Bytes of keys and values stored (what [`EmulatorConfig::max_bytes`] bounds).
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes
+    }
+
+    /// The broker accepts PUBLISH packets of at most `size` bytes from the store (the Maximum
+    /// Packet Size of its CONNACK; [`MAX_PACKET_SIZE`] when it sets none): from now on requests
+    /// whose answer would be larger are refused with status 413.
+    pub fn set_max_packet_size(&mut self, size: usize) {
+        self.config.max_packet_size = size.clamp(1, MAX_PACKET_SIZE);
+    }
+
+    /// The broker dropped a PUBLISH to `client_id` because it was larger than the Maximum Packet
+    /// Size that client advertised; `size` is the size of that packet (mosquitto logs "Dropping
+    /// too large outgoing PUBLISH for X (N bytes)" with N its remaining length: pass
+    /// N + 1 + the length of N as a variable byte integer, see [`mqtt_packet_size`]). Until the
+    /// client disconnects, answers and notifications to it of `size` bytes or more are refused
+    /// with status 413 instead of being dropped again.
+    pub fn handle_client_packet_dropped(&mut self, now: Now, client_id: &str, size: usize) {
+        self.handle_timeout(now);
+        let limit = size.saturating_sub(1);
+        self.client_limits
+            .entry(client_id.to_owned())
+            .and_modify(|l| *l = (*l).min(limit))
+            .or_insert(limit);
+    }
+
+    /// The largest packet known to reach `client_id`: the learned limit, if any (see
+    /// [`Emulator::handle_client_packet_dropped`]).
+    pub fn client_packet_limit(&self, client_id: &str) -> Option<usize> {
+        self.client_limits.get(client_id).copied()
+    }
+
     /// The newest version the store's clock has made.
     pub fn last_version(&self) -> &Hlc {
         &self.last_version
@@ -264,17 +362,37 @@ impl Emulator {
                 break;
             }
             self.expiries.pop_first();
-            if self.keys.remove(&key).is_some() {
+            if let Some(e) = self.keys.remove(&key) {
+                self.stored_bytes -= key.len() + e.value.len();
                 self.stats.expirations += 1;
-                let version = self.next_version(now);
-                self.notify(&key, NotificationOp::Delete, &version);
+                let version = self.version_at(now);
+                self.last_version = version.clone();
+                // Nothing can refuse an expiry: a notification that cannot be sent is dropped.
+                if let Some(clients) = self.observers.get(&key) {
+                    let n = Notification {
+                        key: key.clone(),
+                        op: NotificationOp::Delete,
+                        version: Some(version),
+                    };
+                    let mut sendable = Vec::with_capacity(clients.len());
+                    for client in clients {
+                        match self.notification_to(client, &n) {
+                            Ok(m) => sendable.push(m),
+                            Err(_) => self.stats.unsent += 1,
+                        }
+                    }
+                    self.queue_notifications(sendable);
+                }
             }
         }
     }
 
-    /// The MQTT client `client_id` disconnected: its KEYNOTIFY registrations are dropped.
+    /// The MQTT client `client_id` disconnected (or its session was taken over by a new
+    /// connection with the same client id): its KEYNOTIFY registrations are dropped, and the
+    /// packet limit learned for it is forgotten.
     pub fn handle_client_disconnected(&mut self, now: Now, client_id: &str) {
         self.handle_timeout(now);
+        self.client_limits.remove(client_id);
         self.observers.retain(|_, clients| {
             clients.remove(client_id);
             !clients.is_empty()
@@ -319,41 +437,147 @@ impl Emulator {
             .as_deref()
             .filter(|v| v.split('.').next() != Some("1"))
         {
-            self.stats.protocol_errors += 1;
             let error = ProtocolError {
                 status: 505,
-                message: Some(format!("unsupported protocol version {v}")),
-                property_name: Some(store::PROP_PROTOCOL_VERSION.to_owned()),
-                property_value: Some(v.to_owned()),
-                application_error: None,
+                message: Some(format!("unsupported protocol version {v}").into()),
+                property_name: Some(store::PROP_PROTOCOL_VERSION.into()),
+                property_value: Some(v.into()),
+                supported_major_versions: Some(SUPPORTED_MAJOR_VERSIONS.into()),
+                request_protocol_version: Some(v.into()),
+                ..ProtocolError::default()
             };
-            let m = store::protocol_error_message(topic, correlation_data, &error);
-            self.out.push_back(m);
+            self.send_protocol_error(client_id, topic, correlation_data, &error);
             self.record(record);
             return;
         }
         let mark = self.out.len();
         let outcome = match self.check(now, &parsed) {
             Ok((ft, command)) => self.execute(now, client_id, command, ft.as_ref()),
-            Err(e) => Outcome::new(StoreReply::Error(e), None),
+            Err(e) => Ok(Outcome::new(StoreReply::Error(e), None)),
         };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.stats.too_large += 1;
+                self.send_protocol_error(client_id, topic, correlation_data, &error);
+                self.record(record);
+                return;
+            }
+        };
+        let mut response = store::response_message(
+            topic,
+            correlation_data.clone(),
+            200,
+            outcome.version.as_ref(),
+            &outcome.reply,
+        );
+        response.qos = QoS::AtLeastOnce;
+        if let Err(error) = self.fits(client_id, &response, "the response") {
+            if !outcome.applied {
+                // E.g. a GET of a value larger than can be delivered: refused, nothing changed.
+                self.stats.too_large += 1;
+                self.send_protocol_error(client_id, topic, correlation_data, &error);
+                self.record(record);
+                return;
+            }
+            // Applied, but even its small response cannot be delivered to this client.
+            self.stats.unsent += 1;
+        } else {
+            // The response goes before the notifications the request caused.
+            self.out.insert(mark, response);
+        }
         if matches!(outcome.reply, StoreReply::Error(_)) {
             self.stats.service_errors += 1;
         } else {
             self.stats.processed += 1;
         }
-        let response = store::response_message(
-            topic,
-            correlation_data,
-            200,
-            outcome.version.as_ref(),
-            &outcome.reply,
-        );
-        // The response goes before the notifications the request caused.
-        self.out.insert(mark, response);
         record.reply = Some(outcome.reply);
         record.applied = outcome.applied;
         self.record(record);
+    }
+
+    /// Queues a protocol error response (counted in `protocol_errors`), or counts it as unsent
+    /// when even that cannot be delivered.
+    fn send_protocol_error(
+        &mut self,
+        client_id: &str,
+        topic: &str,
+        correlation_data: Bytes,
+        error: &ProtocolError,
+    ) {
+        self.stats.protocol_errors += 1;
+        let m = store::protocol_error_message(topic, correlation_data, error);
+        if self.fits(client_id, &m, "the error response").is_ok() {
+            self.out.push_back(m);
+        } else {
+            self.stats.unsent += 1;
+        }
+    }
+
+    /// The largest packet that can be delivered to `client_id`.
+    fn limit_for(&self, client_id: &str) -> usize {
+        self.client_limits
+            .get(client_id)
+            .map_or(self.config.max_packet_size, |&l| {
+                l.min(self.config.max_packet_size)
+            })
+    }
+
+    /// `Ok` when `msg` (`what`, for the error text) can be published and delivered to
+    /// `client_id`; else the 413 error that refuses the request.
+    fn fits(&self, client_id: &str, msg: &Message, what: &str) -> Result<(), ProtocolError> {
+        let limit = self.limit_for(client_id);
+        let problem = match publish_len(msg) {
+            Ok(size) if size <= limit => return Ok(()),
+            Ok(size) => format!(
+                "{what} would be a packet of {size} bytes, more than the {limit} bytes that can be delivered to {client_id:?}"
+            ),
+            Err(EncodeError::FieldTooLong(field)) => {
+                format!("{what} cannot be sent: its {field} would be longer than 65535 bytes")
+            }
+            Err(EncodeError::PacketTooLong) => {
+                format!("{what} would be larger than the largest MQTT packet")
+            }
+        };
+        Err(ProtocolError {
+            status: STATUS_TOO_LARGE,
+            message: Some(problem.into()),
+            ..ProtocolError::default()
+        })
+    }
+
+    /// The notification `n` for `client_id`, or the 413 error when it cannot be delivered.
+    fn notification_to(&self, client_id: &str, n: &Notification) -> Result<Message, ProtocolError> {
+        let m = store::notification_message(client_id, n);
+        self.fits(client_id, &m, "a notification of this key")?;
+        Ok(m)
+    }
+
+    /// The notifications of `op` on `key` (at `version`) for every observer of the key, or the
+    /// 413 error of the first that cannot be delivered.
+    fn notifications(
+        &self,
+        key: &Bytes,
+        op: NotificationOp,
+        version: &Hlc,
+    ) -> Result<Vec<Message>, ProtocolError> {
+        let Some(clients) = self.observers.get(key) else {
+            return Ok(Vec::new());
+        };
+        let n = Notification {
+            key: key.clone(),
+            op,
+            version: Some(version.clone()),
+        };
+        clients
+            .iter()
+            .map(|client| self.notification_to(client, &n))
+            .collect()
+    }
+
+    fn queue_notifications(&mut self, notes: Vec<Message>) {
+        self.stats.notifications += notes.len() as u64;
+        self.out.extend(notes);
     }
 
     fn record(&mut self, record: RequestRecord) {
@@ -393,38 +617,66 @@ impl Emulator {
         }
     }
 
+    /// Executes a checked command; `Err` when an answer or notification it causes would be too
+    /// large to deliver (then nothing changed).
     fn execute(
         &mut self,
         now: Now,
         client_id: &str,
         command: Command,
         ft: Option<&FencingToken>,
-    ) -> Outcome {
+    ) -> Result<Outcome, ProtocolError> {
         if matches!(
             command,
             Command::Set { .. } | Command::Del { .. } | Command::VDel { .. }
         ) {
             if let Err(e) = self.check_fence(command.key(), ft) {
-                return Outcome::new(StoreReply::Error(e), None);
+                return Ok(Outcome::new(StoreReply::Error(e), None));
             }
         }
-        match command {
+        Ok(match command {
             Command::Set {
                 key,
                 value,
                 options,
             } => {
-                if let Some(e) = self.keys.get(&key) {
-                    let refused = match options.condition {
-                        SetCondition::Always => false,
-                        SetCondition::NotExists => true,
-                        SetCondition::NotExistsOrEqual => e.value != value,
-                    };
-                    if refused {
-                        return Outcome::new(StoreReply::Integer(-1), Some(e.version.clone()));
+                let old_size = match self.keys.get(&key) {
+                    Some(e) => {
+                        let refused = match options.condition {
+                            SetCondition::Always => false,
+                            SetCondition::NotExists => true,
+                            SetCondition::NotExistsOrEqual => e.value != value,
+                        };
+                        if refused {
+                            return Ok(Outcome::new(
+                                StoreReply::Integer(-1),
+                                Some(e.version.clone()),
+                            ));
+                        }
+                        Some(key.len() + e.value.len())
                     }
+                    None => None,
+                };
+                let stored_after =
+                    self.stored_bytes - old_size.unwrap_or(0) + key.len() + value.len();
+                let over_keys = old_size.is_none()
+                    && self
+                        .config
+                        .max_keys
+                        .is_some_and(|max| self.keys.len() >= max);
+                let over_bytes = self.config.max_bytes.is_some_and(|max| stored_after > max);
+                if over_keys || over_bytes {
+                    self.stats.quota_exceeded += 1;
+                    return Ok(Outcome::new(
+                        StoreReply::Error(ServiceError::QuotaExceeded),
+                        None,
+                    ));
                 }
-                let version = self.next_version(now);
+                let version = self.version_at(now);
+                let notes =
+                    self.notifications(&key, NotificationOp::Set(value.clone()), &version)?;
+                self.last_version = version.clone();
+                self.stored_bytes = stored_after;
                 let expires_at = options
                     .expiry
                     .and_then(|ms| now.instant.checked_add(Duration::from_millis(ms.get())));
@@ -443,15 +695,15 @@ impl Emulator {
                     (stored, ft) => stored.or_else(|| ft.cloned()),
                 };
                 self.keys.insert(
-                    key.clone(),
+                    key,
                     Entry {
-                        value: value.clone(),
+                        value,
                         version: version.clone(),
                         expires_at,
                         fencing_token,
                     },
                 );
-                self.notify(&key, NotificationOp::Set(value), &version);
+                self.queue_notifications(notes);
                 Outcome {
                     reply: StoreReply::Ok,
                     version: Some(version),
@@ -464,9 +716,17 @@ impl Emulator {
                 }
                 None => Outcome::new(StoreReply::NotFound, None),
             },
-            Command::Del { key } => self.delete(now, &key, None, ft),
-            Command::VDel { key, value } => self.delete(now, &key, Some(&value), ft),
+            Command::Del { key } => self.delete(now, &key, None, ft)?,
+            Command::VDel { key, value } => self.delete(now, &key, Some(&value), ft)?,
             Command::KeyNotify { key } => {
+                // Its notifications must be deliverable: a DELETE is the smallest one (a SET's
+                // is checked when it happens).
+                let probe = Notification {
+                    key: key.clone(),
+                    op: NotificationOp::Delete,
+                    version: Some(self.last_version.clone()),
+                };
+                self.notification_to(client_id, &probe)?;
                 self.observers
                     .entry(key)
                     .or_default()
@@ -491,7 +751,7 @@ impl Emulator {
                 };
                 Outcome::new(reply, None)
             }
-        }
+        })
     }
 
     /// DEL (`expected` = `None`) or VDEL.
@@ -501,47 +761,40 @@ impl Emulator {
         key: &Bytes,
         expected: Option<&Bytes>,
         ft: Option<&FencingToken>,
-    ) -> Outcome {
+    ) -> Result<Outcome, ProtocolError> {
         let Some(e) = self.keys.get(key) else {
-            return Outcome::new(StoreReply::Integer(0), None);
+            return Ok(Outcome::new(StoreReply::Integer(0), None));
         };
         if expected.is_some_and(|v| *v != e.value) {
-            return Outcome::new(StoreReply::Integer(-1), Some(e.version.clone()));
+            return Ok(Outcome::new(
+                StoreReply::Integer(-1),
+                Some(e.version.clone()),
+            ));
         }
-        if let Some(at) = e.expires_at {
-            self.expiries.remove(&(at, key.clone()));
+        let version = self.version_at(now);
+        let notes = self.notifications(key, NotificationOp::Delete, &version)?;
+        let fenced = ft.is_some() && e.fencing_token.is_some();
+        if let Some(old) = self.keys.remove(key) {
+            if let Some(at) = old.expires_at {
+                self.expiries.remove(&(at, key.clone()));
+            }
+            self.stored_bytes -= key.len() + old.value.len();
         }
-        if ft.is_some() && e.fencing_token.is_some() {
+        if fenced {
             self.stats.fenced_writes += 1;
         }
-        self.keys.remove(key);
-        let version = self.next_version(now);
-        self.notify(key, NotificationOp::Delete, &version);
-        Outcome {
+        self.last_version = version.clone();
+        self.queue_notifications(notes);
+        Ok(Outcome {
             reply: StoreReply::Integer(1),
             version: Some(version),
             applied: true,
-        }
+        })
     }
 
-    /// Queues `op` on `key` for every observer of the key.
-    fn notify(&mut self, key: &Bytes, op: NotificationOp, version: &Hlc) {
-        let Some(clients) = self.observers.get(key) else {
-            return;
-        };
-        let n = Notification {
-            key: key.clone(),
-            op,
-            version: Some(version.clone()),
-        };
-        for client in clients {
-            self.out.push_back(store::notification_message(client, &n));
-            self.stats.notifications += 1;
-        }
-    }
-
-    /// A new version, strictly newer than every earlier one, from the store's wall clock.
-    fn next_version(&mut self, now: Now) -> Hlc {
+    /// The next version, strictly newer than every earlier one, from the store's wall clock
+    /// (made the last one by whoever applies a change with it).
+    fn version_at(&self, now: Now) -> Hlc {
         let last = &self.last_version;
         let (wall, counter) = if now.wall_ms > last.wall_ms {
             (now.wall_ms, 0)
@@ -551,7 +804,19 @@ impl Emulator {
                 None => (last.wall_ms.saturating_add(1), 0),
             }
         };
-        self.last_version = Hlc::new(wall, counter, self.config.node_id.clone());
-        self.last_version.clone()
+        Hlc::new(wall, counter, self.config.node_id.clone())
     }
+}
+
+/// The size of a whole MQTT packet whose remaining length is `remaining_length`: the first byte,
+/// the length as a variable byte integer, and the rest. (mosquitto reports the remaining length
+/// of the packets it drops.)
+pub fn mqtt_packet_size(remaining_length: usize) -> usize {
+    let varint = match remaining_length {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + varint + remaining_length
 }

@@ -564,3 +564,322 @@ fn records_show_stored_token_and_outcome() {
         Some(StoreReply::Error(ServiceError::FencingTokenRequired))
     );
 }
+
+impl T {
+    fn with_config(config: EmulatorConfig) -> T {
+        let now = start_now();
+        T {
+            store: Emulator::new(config, now),
+            now,
+        }
+    }
+
+    /// Sends `command` from `client`; the protocol error it was refused with.
+    fn refused(&mut self, client: &str, command: Command) -> ProtocolError {
+        let msg = self.message(client, command, None);
+        let (response, notes) = self.send_msg(client, &msg);
+        assert!(notes.is_empty(), "a refused request notifies nobody");
+        assert!(response.payload.is_empty());
+        match parse_response(&response).unwrap().outcome {
+            Err(store::ResponseError::Protocol(e)) => e,
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+}
+
+fn big(n: usize) -> Bytes {
+    Bytes::from(vec![b'x'; n])
+}
+
+fn set_bytes(key: Bytes, value: Bytes) -> Command {
+    Command::Set {
+        key,
+        value,
+        options: SetOptions::default(),
+    }
+}
+
+#[test]
+fn unsupported_version_names_the_supported_and_the_requested_versions() {
+    let mut t = T::new();
+    let mut msg = t.message("c1", Command::Get { key: b("k") }, None);
+    msg.user_properties[2].1 = "2.0".into();
+    let (resp, _) = t.send_msg("c1", &msg);
+    assert_eq!(resp.user_property("__stat"), Some("505"));
+    assert_eq!(resp.user_property("__supProtMajVer"), Some("1"));
+    assert_eq!(resp.user_property("__requestProtVer"), Some("2.0"));
+    let Err(store::ResponseError::Protocol(e)) = parse_response(&resp).unwrap().outcome else {
+        panic!("a 505 is a protocol error");
+    };
+    assert_eq!(e.supported_major_versions(), [1]);
+    assert_eq!(e.request_protocol_version.as_deref(), Some("2.0"));
+    assert_eq!(e.property_name.as_deref(), Some("__protVer"));
+    assert_eq!(e.property_value.as_deref(), Some("2.0"));
+}
+
+#[test]
+fn max_keys_refuses_new_keys_only() {
+    let mut t = T::with_config(EmulatorConfig {
+        max_keys: Some(2),
+        ..EmulatorConfig::default()
+    });
+    let quota = StoreReply::Error(ServiceError::QuotaExceeded);
+    assert_eq!(
+        t.reply("a", set("k1", "1", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("a", set("k2", "2", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    let r = t.send("a", set("k3", "3", SetCondition::Always, 0), None);
+    assert_eq!((r.reply.clone(), r.version), (quota.clone(), None));
+    assert_eq!(r.reply.to_payload(), err("the quota has been exceeded"));
+    assert_eq!(t.store.get(b"k3"), None);
+    assert_eq!(t.store.len(), 2);
+    // Existing keys can still be updated (NEX renewal, plain SET), read and refused by NX.
+    assert_eq!(
+        t.reply(
+            "a",
+            set("k1", "1", SetCondition::NotExistsOrEqual, 1000),
+            None
+        ),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("a", set("k2", "two", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("b", set("k2", "b", SetCondition::NotExists, 0), None),
+        StoreReply::Integer(-1)
+    );
+    assert_eq!(
+        t.reply("b", Command::Get { key: b("k2") }, None),
+        StoreReply::Value(b("two"))
+    );
+    // A deleted or expired key makes room.
+    assert_eq!(
+        t.reply("a", Command::Del { key: b("k2") }, None),
+        StoreReply::Integer(1)
+    );
+    assert_eq!(
+        t.reply("a", set("k3", "3", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("a", set("k4", "4", SetCondition::Always, 0), None),
+        quota
+    );
+    t.advance(1000);
+    assert_eq!(t.store.get(b"k1"), None);
+    assert_eq!(
+        t.reply("a", set("k4", "4", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    let stats = t.store.stats();
+    assert_eq!((stats.quota_exceeded, stats.service_errors), (2, 2));
+}
+
+#[test]
+fn max_bytes_bounds_keys_and_values_together() {
+    let mut t = T::with_config(EmulatorConfig {
+        max_bytes: Some(10),
+        ..EmulatorConfig::default()
+    });
+    let quota = StoreReply::Error(ServiceError::QuotaExceeded);
+    assert_eq!(
+        t.reply("a", set("k", "123456", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(t.store.stored_bytes(), 7);
+    // 1 + 10 bytes: too many, whether as an update or as a new key.
+    assert_eq!(
+        t.reply("a", set("k", "1234567890", SetCondition::Always, 0), None),
+        quota
+    );
+    assert_eq!(
+        t.reply("a", set("j", "1234", SetCondition::Always, 0), None),
+        quota
+    );
+    assert_eq!(t.store.get(b"k"), Some(&b("123456")));
+    // An update that stays within the bound, and one that shrinks, are applied.
+    assert_eq!(
+        t.reply("a", set("k", "123456789", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(t.store.stored_bytes(), 10);
+    assert_eq!(
+        t.reply("a", set("k", "1", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("a", set("j", "12", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(t.store.stored_bytes(), 5);
+    assert_eq!(
+        t.reply(
+            "a",
+            Command::VDel {
+                key: b("j"),
+                value: b("12")
+            },
+            None
+        ),
+        StoreReply::Integer(1)
+    );
+    assert_eq!(t.store.stored_bytes(), 2);
+}
+
+#[test]
+fn a_get_too_large_to_deliver_is_refused_with_413() {
+    let mut t = T::new();
+    assert_eq!(
+        t.reply("c1", set_bytes(b("k"), big(1000)), None),
+        StoreReply::Ok
+    );
+    t.reply("c1", set("small", "v", SetCondition::Always, 0), None);
+    // The broker now accepts at most 600 bytes from the store.
+    t.store.set_max_packet_size(600);
+    let e = t.refused("c1", Command::Get { key: b("k") });
+    assert_eq!(e.status, 413);
+    let text = e.message.unwrap();
+    assert!(
+        text.starts_with("the response would be a packet of "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(" more than the 600 bytes that can be delivered to \"c1\""),
+        "{text}"
+    );
+    assert_eq!(
+        t.store.get(b"k").map(Bytes::len),
+        Some(1000),
+        "nothing changed"
+    );
+    assert_eq!(
+        t.reply("c1", Command::Get { key: b("small") }, None),
+        StoreReply::Value(b("v"))
+    );
+    let stats = t.store.stats();
+    assert_eq!(
+        (stats.too_large, stats.protocol_errors, stats.unsent),
+        (1, 1, 0)
+    );
+    t.store.set_max_packet_size(MAX_PACKET_SIZE);
+    assert_eq!(
+        t.reply("c1", Command::Get { key: b("k") }, None),
+        StoreReply::Value(big(1000))
+    );
+}
+
+#[test]
+fn a_write_whose_notification_is_too_large_is_not_applied() {
+    let mut t = T::new();
+    t.reply("observer", Command::KeyNotify { key: b("k") }, None);
+    t.store.set_max_packet_size(600);
+    let before = t.store.last_version().clone();
+    let e = t.refused("w", set_bytes(b("k"), big(700)));
+    assert_eq!(e.status, 413);
+    assert!(
+        e.message
+            .as_deref()
+            .unwrap()
+            .starts_with("a notification of this key would be a packet of "),
+        "{e}"
+    );
+    assert_eq!(t.store.get(b"k"), None);
+    assert_eq!(t.store.last_version(), &before, "no version was made");
+    assert_eq!(t.store.stored_bytes(), 0);
+    // A value whose notification fits is applied and notified.
+    let msg = t.message("w", set_bytes(b("k"), big(100)), None);
+    let (resp, notes) = t.send_msg("w", &msg);
+    assert_eq!(&resp.payload[..], b"+OK\r\n");
+    assert_eq!(notes.len(), 1);
+    // Without observers the size of a value is not the store's concern.
+    t.reply("observer", Command::KeyNotifyStop { key: b("k") }, None);
+    assert_eq!(
+        t.reply("w", set_bytes(b("k"), big(700)), None),
+        StoreReply::Ok
+    );
+}
+
+#[test]
+fn keynotify_on_a_key_whose_notifications_cannot_be_sent_is_refused() {
+    let mut t = T::new();
+    // The notification topic carries the key in upper-case hex: 40 000 bytes of key make a topic
+    // of more than 65 535 bytes, which MQTT cannot encode.
+    let key = big(40_000);
+    let e = t.refused("o", Command::KeyNotify { key: key.clone() });
+    assert_eq!(e.status, 413);
+    assert_eq!(
+        e.message.as_deref(),
+        Some(
+            "a notification of this key cannot be sent: its topic would be longer than 65535 bytes"
+        )
+    );
+    assert!(!t.store.is_observing("o", &key));
+    // The key itself is fine to store and read.
+    assert_eq!(
+        t.reply("o", set_bytes(key.clone(), b("v")), None),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("o", Command::Get { key }, None),
+        StoreReply::Value(b("v"))
+    );
+}
+
+#[test]
+fn a_limit_learned_for_a_client_applies_until_it_disconnects() {
+    let mut t = T::new();
+    t.reply("c1", set_bytes(b("k"), big(1000)), None);
+    // The broker dropped a packet of 900 bytes to c2.
+    t.store.handle_client_packet_dropped(t.now, "c2", 900);
+    assert_eq!(t.store.client_packet_limit("c2"), Some(899));
+    let e = t.refused("c2", Command::Get { key: b("k") });
+    assert_eq!(e.status, 413);
+    assert!(e
+        .message
+        .unwrap()
+        .ends_with("the 899 bytes that can be delivered to \"c2\""));
+    // Others are not affected; a smaller drop lowers the limit, a larger one does not raise it.
+    assert_eq!(
+        t.reply("c1", Command::Get { key: b("k") }, None),
+        StoreReply::Value(big(1000))
+    );
+    t.store.handle_client_packet_dropped(t.now, "c2", 2000);
+    assert_eq!(t.store.client_packet_limit("c2"), Some(899));
+    t.store.handle_client_disconnected(t.now, "c2");
+    assert_eq!(t.store.client_packet_limit("c2"), None);
+    assert_eq!(
+        t.reply("c2", Command::Get { key: b("k") }, None),
+        StoreReply::Value(big(1000))
+    );
+}
+
+#[test]
+fn an_expiry_notification_that_cannot_be_delivered_is_dropped_and_counted() {
+    let mut t = T::new();
+    t.reply("o", Command::KeyNotify { key: b("k") }, None);
+    t.reply("p", Command::KeyNotify { key: b("k") }, None);
+    t.reply("w", set("k", "v", SetCondition::Always, 10), None);
+    t.store.handle_client_packet_dropped(t.now, "o", 20);
+    t.advance(10);
+    assert_eq!(t.store.get(b"k"), None);
+    let m = t.store.poll_message().expect("p's DELETE");
+    assert_eq!(m.topic, store::notification_topic("p", b"k"));
+    assert!(t.store.poll_message().is_none());
+    assert_eq!(t.store.stats().unsent, 1);
+}
+
+#[test]
+fn packet_sizes_of_remaining_lengths() {
+    assert_eq!(mqtt_packet_size(0), 2);
+    assert_eq!(mqtt_packet_size(127), 129);
+    assert_eq!(mqtt_packet_size(128), 131);
+    assert_eq!(mqtt_packet_size(5008), 5011);
+    assert_eq!(mqtt_packet_size(16_384), 16_388);
+    assert_eq!(mqtt_packet_size(268_435_455), MAX_PACKET_SIZE);
+}

@@ -55,7 +55,8 @@ pub use request::{
 pub use response::{
     parse_response, protocol_error_message, response_message, ProtocolError, Response,
     ResponseBody, ResponseError, ResponseParser, StoreReply, PROP_APPLICATION_ERROR,
-    PROP_PROPERTY_NAME, PROP_PROPERTY_VALUE, PROP_STATUS, PROP_STATUS_MESSAGE,
+    PROP_PROPERTY_NAME, PROP_PROPERTY_VALUE, PROP_REQUEST_PROTOCOL_VERSION, PROP_STATUS,
+    PROP_STATUS_MESSAGE, PROP_SUPPORTED_MAJOR_VERSIONS,
 };
 pub use topic::{
     hex_upper, is_valid_response_topic, notification_filter, notification_topic,

@@ -19,6 +19,11 @@ pub const PROP_PROPERTY_NAME: &str = "__propName";
 pub const PROP_PROPERTY_VALUE: &str = "__propVal";
 /// User property: application error of a protocol error.
 pub const PROP_APPLICATION_ERROR: &str = "__apErr";
+/// User property of a 505 (unsupported protocol version): the major versions the service
+/// supports, space-separated.
+pub const PROP_SUPPORTED_MAJOR_VERSIONS: &str = "__supProtMajVer";
+/// User property of a 505 (unsupported protocol version): the version the request carried.
+pub const PROP_REQUEST_PROTOCOL_VERSION: &str = "__requestProtVer";
 
 /// The store's answer to a processed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,19 +74,38 @@ pub struct Response {
     pub outcome: Result<ResponseBody, ResponseError>,
 }
 
-/// A protocol error (status ≥ 400): the request was not processed.
+/// A protocol error (status ≥ 400): the request was not processed. (Texts are boxed `str`s to keep
+/// the error small: results carrying it stay within clippy's `result_large_err` bound.)
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ProtocolError {
     /// `__stat`.
     pub status: u16,
     /// `__stMsg`.
-    pub message: Option<String>,
+    pub message: Option<Box<str>>,
     /// `__propName`.
-    pub property_name: Option<String>,
+    pub property_name: Option<Box<str>>,
     /// `__propVal`.
-    pub property_value: Option<String>,
+    pub property_value: Option<Box<str>>,
     /// `__apErr`.
-    pub application_error: Option<String>,
+    pub application_error: Option<Box<str>>,
+    /// `__supProtMajVer` (on a 505): the major protocol versions the service supports,
+    /// space-separated (see [`ProtocolError::supported_major_versions`]).
+    pub supported_major_versions: Option<Box<str>>,
+    /// `__requestProtVer` (on a 505): the protocol version the request carried.
+    pub request_protocol_version: Option<Box<str>>,
+}
+
+impl ProtocolError {
+    /// The major versions listed in `__supProtMajVer` (entries that are not numbers are
+    /// skipped); empty when the property is absent.
+    pub fn supported_major_versions(&self) -> Vec<u32> {
+        self.supported_major_versions
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    }
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -99,6 +123,12 @@ impl std::fmt::Display for ProtocolError {
         }
         if let Some(a) = &self.application_error {
             write!(f, " [application error {a}]")?;
+        }
+        if let Some(v) = &self.request_protocol_version {
+            write!(f, " [request version {v}]")?;
+        }
+        if let Some(v) = &self.supported_major_versions {
+            write!(f, " [supported major versions {v}]")?;
         }
         Ok(())
     }
@@ -153,6 +183,8 @@ struct Fields<'a> {
     property_name: Option<&'a str>,
     property_value: Option<&'a str>,
     application_error: Option<&'a str>,
+    supported_major_versions: Option<&'a str>,
+    request_protocol_version: Option<&'a str>,
     content_type: Option<&'a str>,
 }
 
@@ -176,6 +208,8 @@ impl<'a> Fields<'a> {
             b"__propName" => &mut self.property_name,
             b"__propVal" => &mut self.property_value,
             b"__apErr" => &mut self.application_error,
+            b"__supProtMajVer" => &mut self.supported_major_versions,
+            b"__requestProtVer" => &mut self.request_protocol_version,
             _ => return None,
         })
     }
@@ -300,13 +334,15 @@ fn parse_fields(
         .and_then(|s| u16::try_from(s).ok())
         .ok_or_else(|| ResponseError::BadStatus(text.to_owned()))?;
     if status >= 400 {
-        let owned = |v: Option<&str>| v.map(str::to_owned);
+        let owned = |v: Option<&str>| v.map(Box::from);
         return Err(ResponseError::Protocol(ProtocolError {
             status,
             message: owned(fields.status_message),
             property_name: owned(fields.property_name),
             property_value: owned(fields.property_value),
             application_error: owned(fields.application_error),
+            supported_major_versions: owned(fields.supported_major_versions),
+            request_protocol_version: owned(fields.request_protocol_version),
         }));
     }
     if let Some(v) = fields.protocol_version {
@@ -428,10 +464,18 @@ pub fn protocol_error_message(
         (PROP_PROPERTY_NAME, &error.property_name),
         (PROP_PROPERTY_VALUE, &error.property_value),
         (PROP_APPLICATION_ERROR, &error.application_error),
+        (
+            PROP_SUPPORTED_MAJOR_VERSIONS,
+            &error.supported_major_versions,
+        ),
+        (
+            PROP_REQUEST_PROTOCOL_VERSION,
+            &error.request_protocol_version,
+        ),
     ] {
         if let Some(v) = value {
             msg.user_properties
-                .push((SharedStr::from_static(name), v.as_str().into()));
+                .push((SharedStr::from_static(name), SharedStr::from(&**v)));
         }
     }
     msg
@@ -481,6 +525,7 @@ mod tests {
             property_name: Some("__ts".into()),
             property_value: Some("x".into()),
             application_error: None,
+            ..ProtocolError::default()
         };
         let mut cases = vec![
             response_message("r", cd(), 200, Some(&ts), &StoreReply::Ok),
@@ -495,6 +540,16 @@ mod tests {
                 &StoreReply::Error(ServiceError::FencingTokenLowerVersion),
             ),
             protocol_error_message("r", cd(), &error),
+            protocol_error_message(
+                "r",
+                cd(),
+                &ProtocolError {
+                    status: 505,
+                    supported_major_versions: Some("1 2".into()),
+                    request_protocol_version: Some("3.0".into()),
+                    ..ProtocolError::default()
+                },
+            ),
         ];
         let base = cases[0].clone();
         let variant = |f: &dyn Fn(&mut Message)| {
@@ -623,6 +678,7 @@ mod tests {
                 property_name: Some("__ts".into()),
                 property_value: Some("x".into()),
                 application_error: Some("e".into()),
+                ..ProtocolError::default()
             }))
         );
         let pe = ProtocolError {
@@ -636,6 +692,41 @@ mod tests {
             parse_response(&m).unwrap().outcome,
             Err(ResponseError::Protocol(pe))
         );
+    }
+
+    #[test]
+    fn unsupported_version_properties_are_read() {
+        let error = outcome(
+            &[
+                ("__stat", "505"),
+                ("__stMsg", "unsupported"),
+                ("__supProtMajVer", "1 3 x"),
+                ("__requestProtVer", "2.0"),
+            ],
+            b"",
+        );
+        let Err(ResponseError::Protocol(pe)) = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(pe.status, 505);
+        assert_eq!(pe.supported_major_versions.as_deref(), Some("1 3 x"));
+        assert_eq!(pe.supported_major_versions(), [1, 3]);
+        assert_eq!(pe.request_protocol_version.as_deref(), Some("2.0"));
+        assert_eq!(
+            pe.to_string(),
+            "status 505: unsupported [request version 2.0] [supported major versions 1 3 x]"
+        );
+        // The writer puts them on the wire under their names.
+        let m = protocol_error_message("r", cd(), &pe);
+        assert_eq!(m.user_property("__supProtMajVer"), Some("1 3 x"));
+        assert_eq!(m.user_property("__requestProtVer"), Some("2.0"));
+        assert_eq!(
+            parse_response(&m).unwrap().outcome,
+            Err(ResponseError::Protocol(pe))
+        );
+        assert!(ProtocolError::default()
+            .supported_major_versions()
+            .is_empty());
     }
 
     #[test]

@@ -37,8 +37,11 @@ static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 /// ```
 ///
 /// `log_dest topic` publishes the broker's log on `$SYS/broker/log/<level>`; the state-store
-/// emulator reads "Client X disconnected" lines from it to drop that client's KEYNOTIFY
-/// registrations, as the real service does.
+/// emulator reads "Client X disconnected" (notice) and "Client X already connected, closing old
+/// connection." (error: a session takeover) lines from it to drop that client's KEYNOTIFY
+/// registrations, as the real service does. The broker's directory is writable by everyone:
+/// mosquitto started as root runs as the `mosquitto` user, and without its log file it publishes
+/// no log on topics either. [`BrokerBuilder::max_packet_size`] adds `max_packet_size`.
 ///
 /// When mosquitto is not installed, an in-process broker ([`crate::embedded`]) is used instead
 /// (and a line says so on stderr); it cannot be restarted ([`Broker::can_restart`] is false).
@@ -71,6 +74,8 @@ struct Secure {
     require_certificate: bool,
     /// Whether a password file is used (anonymous clients refused).
     passwords: bool,
+    /// mosquitto's global `max_packet_size`.
+    max_packet_size: Option<u32>,
 }
 
 /// The broker's side of TLS: PEM files (see [`crate::TestPki`]).
@@ -94,6 +99,7 @@ pub struct BrokerBuilder {
     tls: Option<BrokerTls>,
     require_certificate: bool,
     users: Vec<(String, String)>,
+    max_packet_size: Option<u32>,
 }
 
 impl BrokerBuilder {
@@ -107,6 +113,13 @@ impl BrokerBuilder {
     /// [`BrokerBuilder::tls`]).
     pub fn require_certificate(mut self) -> Self {
         self.require_certificate = true;
+        self
+    }
+
+    /// mosquitto's `max_packet_size`: the largest packet, in bytes, it accepts from any client
+    /// (and announces in its CONNACKs); a client that sends a larger one is disconnected.
+    pub fn max_packet_size(mut self, bytes: u32) -> Self {
+        self.max_packet_size = Some(bytes);
         self
     }
 
@@ -144,6 +157,7 @@ impl BrokerBuilder {
             tls: self.tls,
             require_certificate: self.require_certificate,
             passwords: !self.users.is_empty(),
+            max_packet_size: self.max_packet_size,
         };
         Broker::mosquitto_in(dir, Some(secure))
     }
@@ -318,10 +332,20 @@ impl Drop for Broker {
 }
 
 /// A fresh temporary directory for one broker.
+///
+/// Writable by everyone: mosquitto started as root drops its privileges to the `mosquitto` user,
+/// and when it cannot open its log file it publishes no log on `$SYS/broker/log/…` either (seen
+/// with 2.0.11), so the state-store emulator would never learn of disconnects.
 fn broker_dir() -> PathBuf {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("leasedlock-mosquitto-{}-{n}", std::process::id()));
     fs::create_dir_all(&dir).expect("create the broker's temporary directory");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))
+            .expect("make the broker's temporary directory writable");
+    }
     dir
 }
 
@@ -356,6 +380,9 @@ fn spawn_mosquitto(dir: &Path, addr: SocketAddr, secure: Option<&Secure>) -> Res
         port = addr.port(),
         log = log.display(),
     );
+    if let Some(max) = secure.and_then(|s| s.max_packet_size) {
+        text += &format!("max_packet_size {max}\n");
+    }
     if let Some(secure) = secure {
         text += &format!(
             "listener {} 127.0.0.1\nset_tcp_nodelay true\n",

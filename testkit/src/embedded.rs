@@ -9,8 +9,10 @@
 //! messages, wills, persistent sessions (CONNACK always says Session Present = 0), redelivery.
 //!
 //! Like mosquitto with `log_dest topic`, it publishes `<unix seconds>: Client <id> disconnected.` on
-//! [`LOG_TOPIC`] when a client's connection ends, so that the state-store emulator can drop that
-//! client's KEYNOTIFY registrations.
+//! [`LOG_TOPIC`] when a client's connection ends, and `<unix seconds>: Client <id> already
+//! connected, closing old connection.` on [`ERROR_LOG_TOPIC`] when a new connection takes a
+//! session over (before its CONNACK, as mosquitto 2.0.11 does), so that the state-store emulator
+//! can drop that client's KEYNOTIFY registrations.
 //!
 //! Why not rumqttd: it pulls ~200 crates (tokio, a config-file stack) into every test build on a
 //! shared 2-core machine; this broker is a few hundred lines of std.
@@ -25,6 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The topic on which connection-end lines are published (mosquitto's notice-level log topic).
 pub const LOG_TOPIC: &str = "$SYS/broker/log/N";
+
+/// The topic on which session takeovers are published (mosquitto's error-level log topic).
+pub const ERROR_LOG_TOPIC: &str = "$SYS/broker/log/E";
 
 /// Largest packet accepted (remaining length).
 const MAX_PACKET: usize = 16 * 1024 * 1024;
@@ -161,13 +166,16 @@ fn serve(id: u64, mut stream: TcpStream, shared: Arc<Shared>) {
         state.conns.remove(&id).is_some()
     };
     if let (Some(client_id), true) = (client_id, was_current) {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let line = format!("{secs}: Client {client_id} disconnected.");
+        let line = format!("{}: Client {client_id} disconnected.", unix_secs());
         route(&shared, None, LOG_TOPIC, 0, &[], line.as_bytes());
     }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Handles packets until the connection ends; returns the client id once connected.
@@ -196,6 +204,13 @@ fn handle_packets(id: u64, stream: &mut TcpStream, shared: &Shared) -> io::Resul
                     conn.client_id = Some(cid.clone());
                     (conn.writer.clone(), old)
                 };
+                if !old.is_empty() {
+                    let line = format!(
+                        "{}: Client {cid} already connected, closing old connection.",
+                        unix_secs()
+                    );
+                    route(shared, None, ERROR_LOG_TOPIC, 0, &[], line.as_bytes());
+                }
                 for c in old {
                     let _ = lock(&c.writer).shutdown(Shutdown::Both);
                 }
