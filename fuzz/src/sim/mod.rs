@@ -36,7 +36,9 @@
 //! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the invariant
 //! and the last events of the trace.
 
+mod checks;
 mod input;
+mod trace;
 mod world;
 
 pub use input::seed_input;

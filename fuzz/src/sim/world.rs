@@ -1,26 +1,25 @@
-//! The simulated world: clients with their own clocks, the store, the network, the checks.
+//! The simulated world: clients with their own clocks, the store, the network, the run.
+//!
+//! The invariants are in `checks.rs`, the trace in `trace.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use leasedlock::bytes::Bytes;
 use leasedlock::emulator::{Emulator, EmulatorConfig};
-use leasedlock::lock::{
-    Client, Config, EditAction, EditOutcome, Event, LockId, OpError, OpId, Options, Output,
-};
-use leasedlock::store::{self, Command, SetCondition};
-use leasedlock::{FencingToken, Message, Now};
+use leasedlock::lock::{Client, Config, EditAction, LockId, OpId, Options, Output};
+use leasedlock::{Message, Now};
 
+use super::checks::{Invariants, OpKind, Track};
 use super::input::{Input, SplitMix64};
+use super::trace::{describe, Trace};
 
 /// Wall clock of the store at the start, in ms since the Unix epoch.
 const WALL0: u64 = 1_800_000_000_000;
-const NS_PER_MS: u64 = 1_000_000;
-const LOCK_NAMES: [&str; 2] = ["lock-a", "lock-b"];
-const COUNTER_KEYS: [&str; 2] = ["counter-a", "counter-b"];
-/// How many trace lines a failure shows.
-const TRACE_LINES: usize = 150;
+pub(super) const NS_PER_MS: u64 = 1_000_000;
+pub(super) const LOCK_NAMES: [&str; 2] = ["lock-a", "lock-b"];
+pub(super) const COUNTER_KEYS: [&str; 2] = ["counter-a", "counter-b"];
 /// Bound on the deliveries and timer firings processed at one instant (a livelock guard).
 const MAX_AT_ONE_INSTANT: usize = 10_000;
 
@@ -69,43 +68,24 @@ impl fmt::Display for Failure {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    TryAcquire,
-    Acquire,
-    Release,
-    Holder,
-    Hold,
-    Edit,
-}
-
-#[derive(Debug)]
-struct Track {
-    kind: OpKind,
-    lock: usize,
-    ended: bool,
-    /// An edit whose write the user asked for (it may be on the wire).
-    writing: bool,
-}
-
-struct SimClient {
-    id: String,
-    engine: Client,
-    incarnation: u32,
-    connected: bool,
+pub(super) struct SimClient {
+    pub id: String,
+    pub engine: Client,
+    pub incarnation: u32,
+    pub connected: bool,
     /// Connection epoch: messages of an older connection are not delivered to the client.
-    epoch: u64,
+    pub epoch: u64,
     /// Monotonic clock, ns since the start.
-    local_ns: u64,
+    pub local_ns: u64,
     /// Rate drift of the monotonic clock, ppm (|rate| ≤ the configured bound).
-    rate_ppm: i64,
-    skew_ms: i64,
-    sessions: bool,
-    locks: Vec<LockId>,
-    ops: BTreeMap<OpId, Track>,
-    awaiting_edits: Vec<(OpId, Option<Bytes>)>,
+    pub rate_ppm: i64,
+    pub skew_ms: i64,
+    pub sessions: bool,
+    pub locks: Vec<LockId>,
+    pub ops: BTreeMap<OpId, Track>,
+    pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
     /// Broker side: filters subscribed on the current connection.
-    broker_subs: Vec<String>,
+    pub broker_subs: Vec<String>,
 }
 
 enum NetKind {
@@ -129,8 +109,8 @@ enum Fate {
     LoseReply(u64),
 }
 
-struct SimConfig {
-    n_locks: usize,
+pub(super) struct SimConfig {
+    pub n_locks: usize,
     /// One message in `loss_mod` is dropped / duplicated / loses its reply (0: never).
     loss_mod: u8,
     max_delay_ns: u64,
@@ -142,24 +122,18 @@ struct SimConfig {
 
 pub(crate) struct World<'a> {
     input: Input<'a>,
-    cfg: SimConfig,
-    base: Instant,
-    t_ns: u64,
-    clients: Vec<SimClient>,
-    store: Emulator,
+    pub(super) cfg: SimConfig,
+    pub(super) base: Instant,
+    pub(super) t_ns: u64,
+    pub(super) clients: Vec<SimClient>,
+    pub(super) store: Emulator,
     net: BTreeMap<(u64, u64), NetEvent>,
     seq: u64,
     rng: SplitMix64,
-    healing: bool,
+    pub(super) healing: bool,
     steps: u64,
-    trace: VecDeque<String>,
-    hash: u64,
-    // Invariant state.
-    last_token: Vec<Option<FencingToken>>,
-    max_write_token: Vec<Option<FencingToken>>,
-    edits_ok: Vec<u64>,
-    edits_indeterminate: Vec<u64>,
-    acquisitions: u64,
+    pub(super) trace: Trace,
+    pub(super) inv: Invariants,
 }
 
 /// The process reads the clock once, as the driver: every later reading is made up.
@@ -168,11 +142,11 @@ fn start_instant() -> Instant {
     Instant::now()
 }
 
-fn ns(d: Duration) -> u64 {
+pub(super) fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-type Check = Result<(), String>;
+pub(super) type Check = Result<(), String>;
 
 impl<'a> World<'a> {
     pub(crate) fn run(data: &'a [u8]) -> Result<Summary, Failure> {
@@ -180,19 +154,19 @@ impl<'a> World<'a> {
         match w.main() {
             Ok(()) => Ok(Summary {
                 steps: w.steps,
-                trace_hash: w.hash,
+                trace_hash: w.trace.hash,
                 clients: w.clients.len(),
-                edits_written: w.edits_ok.iter().sum(),
-                acquisitions: w.acquisitions,
+                edits_written: w.inv.edits_ok.iter().sum(),
+                acquisitions: w.inv.acquisitions,
                 simulated_ms: w.t_ns / NS_PER_MS,
-                trace: w.trace.iter().cloned().collect(),
+                trace: w.trace.lines(),
             }),
             Err(message) => {
                 w.log(format!("VIOLATION {message}"));
                 Err(Failure {
                     step: w.steps,
                     message,
-                    trace: w.trace.iter().cloned().collect(),
+                    trace: w.trace.lines(),
                 })
             }
         }
@@ -239,13 +213,8 @@ impl<'a> World<'a> {
             rng: SplitMix64::new(seed),
             healing: false,
             steps: 0,
-            trace: VecDeque::new(),
-            hash: 0xcbf2_9ce4_8422_2325,
-            last_token: vec![None; LOCK_NAMES.len()],
-            max_write_token: vec![None; LOCK_NAMES.len()],
-            edits_ok: vec![0; LOCK_NAMES.len()],
-            edits_indeterminate: vec![0; LOCK_NAMES.len()],
-            acquisitions: 0,
+            trace: Trace::new(),
+            inv: Invariants::new(),
         };
         for i in 0..n_clients {
             let b = w.input.byte_or_zero();
@@ -604,7 +573,7 @@ impl<'a> World<'a> {
     }
 
     /// Completes the `k`-th waiting edit of client `c` with `Set(n + 1)`.
-    fn complete_edit(&mut self, c: usize, k: usize) -> Check {
+    pub(super) fn complete_edit(&mut self, c: usize, k: usize) -> Check {
         let (op, current) = self.clients[c].awaiting_edits.remove(k);
         let n = match &current {
             None => 0,
@@ -672,7 +641,7 @@ impl<'a> World<'a> {
         let store_now = self.store_now();
         let mut client = std::mem::replace(&mut self.clients[c], placeholder(self.base));
         for t in client.ops.values().filter(|t| !t.ended && t.writing) {
-            self.edits_indeterminate[t.lock] += 1;
+            self.inv.edits_indeterminate[t.lock] += 1;
         }
         if client.connected {
             self.store.handle_client_disconnected(store_now, &client.id);
@@ -690,7 +659,7 @@ impl<'a> World<'a> {
 
     // ----- time ---------------------------------------------------------------------------------
 
-    fn client_now(&self, c: usize) -> Now {
+    pub(super) fn client_now(&self, c: usize) -> Now {
         client_now(self.base, &self.clients[c])
     }
 
@@ -993,231 +962,6 @@ impl<'a> World<'a> {
         }
         self.check()
     }
-
-    fn on_event(&mut self, c: usize, e: Event) -> Check {
-        let line = format!(
-            "{} event {}",
-            self.clients[c].id,
-            self.describe_event(c, &e)
-        );
-        self.log(line);
-        let lock_index = |lock: &LockId, client: &SimClient| {
-            client.locks.iter().position(|l| l == lock).unwrap_or(0)
-        };
-        match &e {
-            Event::Acquired { lock, token, .. } | Event::Renewed { lock, token, .. } => {
-                let li = lock_index(lock, &self.clients[c]);
-                if matches!(e, Event::Acquired { .. }) {
-                    self.acquisitions += 1;
-                }
-                if let Some(last) = &self.last_token[li] {
-                    if token < last {
-                        return Err(format!(
-                            "S2: {} was given token {token} for {} after token {last}",
-                            self.clients[c].id, LOCK_NAMES[li]
-                        ));
-                    }
-                }
-                self.last_token[li] = Some(token.clone());
-            }
-            Event::EditRequested { op, current, .. } => {
-                let current = current.clone();
-                if self.healing {
-                    self.clients[c].awaiting_edits.push((*op, current));
-                    let k = self.clients[c].awaiting_edits.len() - 1;
-                    // Completing may emit more events: finish checking this one first.
-                    self.check_op_event(c, &e)?;
-                    return self.complete_edit(c, k);
-                }
-                self.clients[c].awaiting_edits.push((*op, current));
-            }
-            Event::EditDone {
-                lock,
-                outcome: EditOutcome::Written,
-                ..
-            } => {
-                let li = lock_index(lock, &self.clients[c]);
-                self.edits_ok[li] += 1;
-            }
-            Event::Failed {
-                lock,
-                error: OpError::Indeterminate,
-                op,
-            } => {
-                let li = lock_index(lock, &self.clients[c]);
-                if self.clients[c]
-                    .ops
-                    .get(op)
-                    .is_some_and(|t| t.kind == OpKind::Edit)
-                {
-                    self.edits_indeterminate[li] += 1;
-                }
-            }
-            _ => {}
-        }
-        self.check_op_event(c, &e)
-    }
-
-    /// S3: the event belongs to a live operation of a kind that can have it; final events end it.
-    fn check_op_event(&mut self, c: usize, e: &Event) -> Check {
-        let Some(op) = e.op() else {
-            return Ok(());
-        };
-        let id = self.clients[c].id.clone();
-        let Some(t) = self.clients[c].ops.get_mut(&op) else {
-            return Err(format!(
-                "S3: {id} got an event for unknown operation {op:?}: {e:?}"
-            ));
-        };
-        if t.ended {
-            return Err(format!(
-                "S3: {id} got an event after the end of {op:?} ({:?})",
-                t.kind
-            ));
-        }
-        use OpKind::*;
-        let final_event = match (t.kind, e) {
-            (TryAcquire, Event::Acquired { .. } | Event::Busy { .. }) => true,
-            (Acquire, Event::Acquired { .. }) => true,
-            (Release, Event::Released { .. }) => true,
-            (Holder, Event::Holder { .. }) => true,
-            (Hold, Event::Acquired { .. } | Event::Renewed { .. } | Event::Lost { .. }) => false,
-            (Hold, Event::HoldEnded { .. }) => true,
-            (Edit, Event::EditRequested { .. }) => false,
-            (Edit, Event::EditDone { .. }) => true,
-            (_, Event::Failed { .. }) => true,
-            (kind, e) => {
-                return Err(format!(
-                    "S3: {id} got an event a {kind:?} cannot have for {op:?}: {e:?}"
-                ))
-            }
-        };
-        if final_event {
-            t.ended = true;
-            t.writing = false;
-            let awaiting = &mut self.clients[c].awaiting_edits;
-            awaiting.retain(|(o, _)| *o != op);
-        }
-        Ok(())
-    }
-
-    /// The invariants that hold at every instant: S1 and S4.
-    fn check(&mut self) -> Check {
-        // S1: at most one holder per lock at this real instant.
-        for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
-            let mut holder: Option<usize> = None;
-            for c in 0..self.clients.len() {
-                let now = self.client_now(c);
-                let client = &self.clients[c];
-                if client.engine.is_held(now, client.locks[li]) {
-                    if let Some(other) = holder {
-                        return Err(format!(
-                            "S1: {} and {} both hold {name} at t = {:.3} ms",
-                            self.clients[other].id,
-                            client.id,
-                            self.t_ns as f64 / 1e6
-                        ));
-                    }
-                    holder = Some(c);
-                }
-            }
-        }
-        // S4: fenced writes to the counters, as the store accepted them.
-        for r in self.store.take_records() {
-            let Some(command) = r.command.as_ref().filter(|_| r.applied) else {
-                continue;
-            };
-            let key = command.key();
-            let Some(li) = COUNTER_KEYS.iter().position(|k| k.as_bytes() == &key[..]) else {
-                continue;
-            };
-            let Some(ft) = &r.fencing_token else {
-                return Err(format!(
-                    "S4: the store accepted a write to {} without a fencing token",
-                    COUNTER_KEYS[li]
-                ));
-            };
-            for floor in [&r.stored_token, &self.max_write_token[li]]
-                .into_iter()
-                .flatten()
-            {
-                if ft < floor {
-                    return Err(format!(
-                        "S4: the store accepted a write to {} with token {ft} below {floor}",
-                        COUNTER_KEYS[li]
-                    ));
-                }
-            }
-            self.max_write_token[li] = Some(ft.clone());
-        }
-        for (li, key) in COUNTER_KEYS.iter().enumerate().take(self.cfg.n_locks) {
-            let counter = match self.store.get(key.as_bytes()) {
-                None => 0,
-                Some(v) => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| format!("S4: the counter holds {v:?}"))?,
-            };
-            let ok = self.edits_ok[li];
-            let writing: u64 = self
-                .clients
-                .iter()
-                .flat_map(|c| c.ops.values())
-                .filter(|t| t.lock == li && t.writing && !t.ended)
-                .count() as u64;
-            let upper = ok + self.edits_indeterminate[li] + writing;
-            if counter < ok || counter > upper {
-                return Err(format!(
-                    "S4: {key} = {counter}, but {ok} edits reported written, {} indeterminate, {writing} in flight",
-                    self.edits_indeterminate[li]
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    // ----- the trace ----------------------------------------------------------------------------
-
-    fn log(&mut self, line: String) {
-        let line = format!("[{:>10.3} ms] {line}", self.t_ns as f64 / 1e6);
-        for b in line.as_bytes() {
-            self.hash = (self.hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        if self.trace.len() == TRACE_LINES {
-            self.trace.pop_front();
-        }
-        self.trace.push_back(line);
-    }
-
-    fn describe_event(&self, c: usize, e: &Event) -> String {
-        let client = &self.clients[c];
-        let rel = |at: &Instant| {
-            let local = ns(at.saturating_duration_since(self.base)) as i128;
-            format!(
-                "{:+.3} ms",
-                (local - i128::from(client.local_ns)) as f64 / 1e6
-            )
-        };
-        match e {
-            Event::Acquired {
-                op,
-                lock,
-                token,
-                valid_until,
-                ..
-            } => format!(
-                "Acquired {op:?} {lock:?} {token} valid {}",
-                rel(valid_until)
-            ),
-            Event::Renewed {
-                op,
-                lock,
-                token,
-                valid_until,
-            } => format!("Renewed {op:?} {lock:?} {token} valid {}", rel(valid_until)),
-            other => format!("{other:?}"),
-        }
-    }
 }
 
 fn client_now(base: Instant, c: &SimClient) -> Now {
@@ -1245,72 +989,5 @@ fn placeholder(base: Instant) -> SimClient {
         ops: BTreeMap::new(),
         awaiting_edits: Vec::new(),
         broker_subs: Vec::new(),
-    }
-}
-
-/// A short, deterministic description of a message for the trace.
-fn describe(msg: &Message) -> String {
-    let corr = msg
-        .correlation_data
-        .as_ref()
-        .map(|c| {
-            c.iter()
-                .rev()
-                .take(2)
-                .rev()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    if msg.topic == store::REQUEST_TOPIC {
-        let parsed = store::parse_request(&msg.clone());
-        let cmd = match &parsed.command {
-            Ok(c) => command_text(c),
-            Err(e) => format!("bad: {e}"),
-        };
-        let ft = match &parsed.fencing_token {
-            Ok(Some(ft)) => format!(" ft={ft}"),
-            _ => String::new(),
-        };
-        return format!("#{corr} {cmd}{ft}");
-    }
-    if let Ok(n) = store::parse_notification(msg) {
-        let v = n.version.map(|v| v.to_string()).unwrap_or_default();
-        return format!("NOTIFY {} {:?} v={v}", lossy(&n.key), n.op);
-    }
-    let ts = msg.user_property("__ts").unwrap_or("-");
-    format!(
-        "#{corr} reply {} v={ts}",
-        lossy(&msg.payload).trim_end().escape_debug()
-    )
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn command_text(c: &Command) -> String {
-    match c {
-        Command::Set {
-            key,
-            value,
-            options,
-        } => {
-            let cond = match options.condition {
-                SetCondition::Always => "",
-                SetCondition::NotExists => " NX",
-                SetCondition::NotExistsOrEqual => " NEX",
-            };
-            let px = options
-                .expiry
-                .map(|ms| format!(" PX {ms}"))
-                .unwrap_or_default();
-            format!("SET {} {}{cond}{px}", lossy(key), lossy(value))
-        }
-        Command::Get { key } => format!("GET {}", lossy(key)),
-        Command::Del { key } => format!("DEL {}", lossy(key)),
-        Command::VDel { key, value } => format!("VDEL {} {}", lossy(key), lossy(value)),
-        Command::KeyNotify { key } => format!("KEYNOTIFY {}", lossy(key)),
-        Command::KeyNotifyStop { key } => format!("KEYNOTIFY {} STOP", lossy(key)),
     }
 }
