@@ -162,7 +162,7 @@ impl World<'_> {
             for c in 0..self.clients.len() {
                 let now = self.client_now(c);
                 let client = &self.clients[c];
-                if client.engine.is_held(now, client.locks[li]) {
+                if client.link.engine().is_held(now, client.locks[li]) {
                     if let Some(other) = holder {
                         return Err(format!(
                             "S1: {} and {} both hold {name} at t = {:.3} ms",

@@ -1,6 +1,8 @@
 //! The simulated world: clients with their own clocks, the store, the network, the run.
 //!
-//! The invariants are in `checks.rs`, the trace in `trace.rs`.
+//! What differs between the two modes lives elsewhere: the client's front in `link.rs`, the
+//! network in `net.rs`, the broker in `broker.rs`, and how outputs are carried and delivered in
+//! `carry.rs`. The invariants are in `checks.rs`, the trace in `trace.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use leasedlock::bytes::Bytes;
 use leasedlock::emulator::{Emulator, EmulatorConfig};
-use leasedlock::lock::{Client, Config, EditAction, LockId, OpId, Options, Output};
-use leasedlock::{Message, Now};
+use leasedlock::lock::{Config, EditAction, LockId, OpId, Options};
+use leasedlock::Now;
 
+use super::broker::Broker;
 use super::checks::{Invariants, OpKind, Track};
-use super::input::{Input, SplitMix64};
-use super::trace::{describe, Trace};
+use super::input::{mode_of, Input, SplitMix64};
+use super::link::{Link, Mode, MqttConfig};
+use super::net::Net;
+use super::trace::Trace;
 
 /// Wall clock of the store at the start, in ms since the Unix epoch.
 const WALL0: u64 = 1_800_000_000_000;
@@ -26,6 +31,8 @@ const MAX_AT_ONE_INSTANT: usize = 10_000;
 /// What a completed run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
+    /// Which front the clients had.
+    pub mode: Mode,
     /// Steps: actions, deliveries and timer firings.
     pub steps: u64,
     /// Hash of the whole trace (same input → same hash).
@@ -45,6 +52,8 @@ pub struct Summary {
 /// A violated invariant, with the last events of the trace.
 #[derive(Clone, Debug)]
 pub struct Failure {
+    /// Which front the clients had.
+    pub mode: Mode,
     /// Step at which it was found.
     pub step: u64,
     /// Which invariant, and how.
@@ -57,8 +66,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "simulation failed at step {}: {}",
-            self.step, self.message
+            "simulation failed at step {} ({:?} mode): {}",
+            self.step, self.mode, self.message
         )?;
         writeln!(f, "last {} trace lines:", self.trace.len())?;
         for line in &self.trace {
@@ -70,10 +79,12 @@ impl fmt::Display for Failure {
 
 pub(super) struct SimClient {
     pub id: String,
-    pub engine: Client,
+    pub link: Link,
     pub incarnation: u32,
+    /// Message mode: connected. Byte mode: the transport is open (the session may still be
+    /// connecting).
     pub connected: bool,
-    /// Connection epoch: messages of an older connection are not delivered to the client.
+    /// Connection epoch: what was sent to an older connection is not delivered to the client.
     pub epoch: u64,
     /// Monotonic clock, ns since the start.
     pub local_ns: u64,
@@ -84,54 +95,30 @@ pub(super) struct SimClient {
     pub locks: Vec<LockId>,
     pub ops: BTreeMap<OpId, Track>,
     pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
-    /// Broker side: filters subscribed on the current connection.
-    pub broker_subs: Vec<String>,
-}
-
-enum NetKind {
-    Request { msg: Message, lose_reply: bool },
-    Subscribe(String),
-    Message(Message),
-    SubAck(String),
-}
-
-struct NetEvent {
-    client: usize,
-    epoch: u64,
-    kind: NetKind,
-}
-
-#[derive(Clone, Copy)]
-enum Fate {
-    Deliver(u64),
-    Drop,
-    Duplicate(u64, u64),
-    LoseReply(u64),
 }
 
 pub(super) struct SimConfig {
     pub n_locks: usize,
-    /// One message in `loss_mod` is dropped / duplicated / loses its reply (0: never).
-    loss_mod: u8,
-    max_delay_ns: u64,
     drift_ppm: u32,
     lease: Duration,
     request_timeout: Duration,
     jitter_max: Duration,
+    mqtt: MqttConfig,
 }
 
 pub(crate) struct World<'a> {
-    input: Input<'a>,
+    pub(super) input: Input<'a>,
     pub(super) cfg: SimConfig,
+    pub(super) mode: Mode,
     pub(super) base: Instant,
     pub(super) t_ns: u64,
     pub(super) clients: Vec<SimClient>,
     pub(super) store: Emulator,
-    net: BTreeMap<(u64, u64), NetEvent>,
-    seq: u64,
+    pub(super) broker: Broker,
+    pub(super) net: Net,
     rng: SplitMix64,
     pub(super) healing: bool,
-    steps: u64,
+    pub(super) steps: u64,
     pub(super) trace: Trace,
     pub(super) inv: Invariants,
 }
@@ -153,6 +140,7 @@ impl<'a> World<'a> {
         let mut w = World::new(data);
         match w.main() {
             Ok(()) => Ok(Summary {
+                mode: w.mode,
                 steps: w.steps,
                 trace_hash: w.trace.hash,
                 clients: w.clients.len(),
@@ -164,6 +152,7 @@ impl<'a> World<'a> {
             Err(message) => {
                 w.log(format!("VIOLATION {message}"));
                 Err(Failure {
+                    mode: w.mode,
                     step: w.steps,
                     message,
                     trace: w.trace.lines(),
@@ -172,6 +161,10 @@ impl<'a> World<'a> {
         }
     }
 
+    /// The configuration from the first bytes: `b0` clients (bits 0–1) and, in byte mode (bit
+    /// 7), the Receive Maximum (bits 2–3) and the keep alive (bit 4); `b1` locks (bit 0) and loss
+    /// (bits 1–2); `b2` delays (bits 0–1) and drift (bits 2–3); `b3` lease, request timeout and
+    /// jitter; two bytes of seed; two bytes per client.
     fn new(data: &'a [u8]) -> World<'a> {
         let mut input = Input::new(data);
         let b0 = input.byte_or_zero();
@@ -179,18 +172,23 @@ impl<'a> World<'a> {
         let b2 = input.byte_or_zero();
         let b3 = input.byte_or_zero();
         let seed = u64::from(input.byte_or_zero()) | (u64::from(input.byte_or_zero()) << 8);
+        let mode = mode_of(data);
         let n_clients = 1 + usize::from(b0 % 4);
         let drift_ppm = [0, 1_000, 10_000, 50_000][usize::from((b2 >> 2) % 4)];
+        let loss_mod = [0, 64, 24, 10][usize::from((b1 >> 1) % 4)];
+        let max_delay_ns = [0, 5, 20, 50][usize::from(b2 % 4)] * NS_PER_MS;
+        let receive_maximum = [None, Some(4), Some(2), Some(1)][usize::from((b0 >> 2) % 4)];
         let cfg = SimConfig {
             n_locks: 1 + usize::from(b1 % 2),
-            loss_mod: [0, 64, 24, 10][usize::from((b1 >> 1) % 4)],
-            max_delay_ns: [0, 5, 20, 50][usize::from(b2 % 4)] * NS_PER_MS,
             drift_ppm,
             lease: Duration::from_millis([600, 1_500, 4_000][usize::from(b3 % 3)]),
             request_timeout: Duration::from_millis(
                 [500, 2_000, 10_000][usize::from((b3 >> 2) % 3)],
             ),
             jitter_max: Duration::from_millis([0, 50][usize::from((b3 >> 4) % 2)]),
+            mqtt: MqttConfig {
+                keep_alive: Duration::from_secs([60, 3][usize::from((b0 >> 4) % 2)]),
+            },
         };
         let base = start_instant();
         let store_now = Now::new(base, WALL0);
@@ -201,31 +199,39 @@ impl<'a> World<'a> {
             },
             store_now,
         );
+        let ids: Vec<String> = (0..n_clients).map(|i| format!("client{i}")).collect();
+        // Byte mode draws its variations from generators of its own: message mode's draws stay
+        // as they were.
+        let broker = Broker::new(ids.clone(), receive_maximum, seed ^ 0xb40c_e12d_5eed_0001);
         let mut w = World {
             input,
             cfg,
+            mode,
             base,
             t_ns: 0,
             clients: Vec::new(),
             store,
-            net: BTreeMap::new(),
-            seq: 0,
+            broker,
+            net: Net::new(loss_mod, max_delay_ns, seed ^ 0x7c9f_0a11_5eed_0002),
             rng: SplitMix64::new(seed),
             healing: false,
             steps: 0,
             trace: Trace::new(),
             inv: Invariants::new(),
         };
-        for i in 0..n_clients {
+        for id in ids {
             let b = w.input.byte_or_zero();
             let skew_ms = [0, 30, -30, 1_500, -1_500, 20_000, -20_000, 3][usize::from(b % 8)];
             let ppm = i64::from(drift_ppm);
             let rate_ppm = i64::from(b >> 3) * 2 * ppm / 31 - ppm;
             let sessions = w.input.byte_or_zero().is_multiple_of(3);
-            let id = format!("client{i}");
-            let mut c = SimClient {
-                engine: Client::new(Config::new(id.clone()), store_now, 0).expect("valid config"),
+            let (link, locks) = w.new_link(&id, client_now_of(base, 0, skew_ms));
+            w.log(format!(
+                "config {id}: skew {skew_ms} ms, rate {rate_ppm:+} ppm, sessions {sessions}"
+            ));
+            w.clients.push(SimClient {
                 id,
+                link,
                 incarnation: 0,
                 connected: false,
                 epoch: 0,
@@ -233,17 +239,10 @@ impl<'a> World<'a> {
                 rate_ppm,
                 skew_ms,
                 sessions,
-                locks: Vec::new(),
+                locks,
                 ops: BTreeMap::new(),
                 awaiting_edits: Vec::new(),
-                broker_subs: Vec::new(),
-            };
-            w.new_engine(&mut c);
-            w.log(format!(
-                "config {}: skew {skew_ms} ms, rate {rate_ppm:+} ppm, sessions {sessions}",
-                c.id
-            ));
-            w.clients.push(c);
+            });
         }
         w.log(format!(
             "config: {} clients, {} locks, lease {:?}, request timeout {:?}, max delay {} ms, loss 1/{}, drift bound {} ppm",
@@ -251,28 +250,34 @@ impl<'a> World<'a> {
             w.cfg.n_locks,
             w.cfg.lease,
             w.cfg.request_timeout,
-            w.cfg.max_delay_ns / NS_PER_MS,
-            w.cfg.loss_mod,
+            w.net.max_delay_ns / NS_PER_MS,
+            w.net.loss_mod,
             w.cfg.drift_ppm
         ));
+        if mode == Mode::Bytes {
+            w.log(format!(
+                "config: byte mode, Receive Maximum {}, keep alive {:?}",
+                receive_maximum.unwrap_or(u16::MAX),
+                w.cfg.mqtt.keep_alive
+            ));
+        }
         w
     }
 
-    /// A fresh engine for `c` (at start and after a crash) with a seed from the world's rng.
-    fn new_engine(&mut self, c: &mut SimClient) {
-        let mut config = Config::new(c.id.clone());
+    /// A fresh engine (at start and after a crash) with a seed from the world's rng, behind the
+    /// run's front, and its lock ids.
+    fn new_link(&mut self, id: &str, now: Now) -> (Link, Vec<LockId>) {
+        let mut config = Config::new(id);
         config.request_timeout = self.cfg.request_timeout;
         config.clock_rate_drift_ppm = self.cfg.drift_ppm;
         config.retry_jitter_max = self.cfg.jitter_max;
-        let now = client_now(self.base, c);
         let seed = self.rng.next_u64();
-        c.engine = Client::new(config, now, seed).expect("valid config");
-        c.locks = LOCK_NAMES[..self.cfg.n_locks]
+        let mut link = Link::new(self.mode, config, &self.cfg.mqtt, now, seed);
+        let locks = LOCK_NAMES[..self.cfg.n_locks]
             .iter()
-            .map(|n| c.engine.lock_id(n).expect("valid lock name"))
+            .map(|n| link.lock_id(n))
             .collect();
-        c.ops.clear();
-        c.awaiting_edits.clear();
+        (link, locks)
     }
 
     // ----- the run ------------------------------------------------------------------------------
@@ -370,13 +375,14 @@ impl<'a> World<'a> {
         let c = 0;
         let lock = self.clients[c].locks[0];
         let now = self.client_now(c);
-        if self.clients[c].engine.is_held(now, lock) {
+        if self.clients[c].link.engine().is_held(now, lock) {
             self.intent_release(c, 0)?;
         }
         let now = self.client_now(c);
         let options = self.options(c);
         let op = self.clients[c]
-            .engine
+            .link
+            .intents()
             .acquire(now, lock, self.cfg.lease, options)
             .map_err(|e| format!("L2: acquire refused: {e}"))?;
         self.track(c, op, OpKind::Acquire, 0);
@@ -393,7 +399,7 @@ impl<'a> World<'a> {
             }
         }
         let now = self.client_now(c);
-        if !self.clients[c].engine.is_held(now, lock) {
+        if !self.clients[c].link.engine().is_held(now, lock) {
             return Err(format!(
                 "L2: a fresh acquire by {} did not get the free lock within {bound:?}",
                 self.clients[c].id,
@@ -465,7 +471,7 @@ impl<'a> World<'a> {
             }));
         }
         let id = self.clients[c].id.clone();
-        let e = &mut self.clients[c].engine;
+        let e = self.clients[c].link.intents();
         let (name, result, kind) = match what % 12 {
             0 => (
                 "try_acquire",
@@ -487,7 +493,13 @@ impl<'a> World<'a> {
             6 => ("holder", e.holder(now, lock, options), OpKind::Holder),
             7..=9 => (
                 "edit",
-                e.edit(now, lock, COUNTER_KEYS[li], lease, options),
+                e.edit(
+                    now,
+                    lock,
+                    Bytes::from_static(COUNTER_KEYS[li].as_bytes()),
+                    lease,
+                    options,
+                ),
                 OpKind::Edit,
             ),
             10 => {
@@ -505,7 +517,7 @@ impl<'a> World<'a> {
                 let Some(&op) = open.get(usize::from(what >> 4) % open.len().max(1)) else {
                     return Ok(());
                 };
-                let r = self.clients[c].engine.cancel(now, op);
+                let r = self.clients[c].link.intents().cancel(now, op);
                 self.log(format!("{id} cancel {op:?}: {r:?}"));
                 return self.drain(c);
             }
@@ -523,7 +535,7 @@ impl<'a> World<'a> {
     fn intent_close_hold(&mut self, c: usize, li: usize) -> Check {
         let now = self.client_now(c);
         let lock = self.clients[c].locks[li];
-        match self.clients[c].engine.close_hold(now, lock) {
+        match self.clients[c].link.intents().close_hold(now, lock) {
             Ok(op) => {
                 self.log(format!(
                     "{} close_hold {} → {op:?}",
@@ -543,7 +555,7 @@ impl<'a> World<'a> {
         let now = self.client_now(c);
         let lock = self.clients[c].locks[li];
         let options = self.options(c);
-        match self.clients[c].engine.release(now, lock, options) {
+        match self.clients[c].link.intents().release(now, lock, options) {
             Ok(op) => {
                 self.log(format!(
                     "{} release {} → {op:?}",
@@ -585,7 +597,8 @@ impl<'a> World<'a> {
         let now = self.client_now(c);
         let value = Bytes::from((n + 1).to_string());
         let r = self.clients[c]
-            .engine
+            .link
+            .intents()
             .complete_edit(now, op, EditAction::Set(value));
         self.log(format!(
             "{} complete_edit {op:?} Set({}): {r:?}",
@@ -602,57 +615,26 @@ impl<'a> World<'a> {
 
     // ----- faults -------------------------------------------------------------------------------
 
-    fn connect(&mut self, c: usize) -> Check {
-        if self.clients[c].connected {
-            return Ok(());
-        }
-        let now = self.client_now(c);
-        let client = &mut self.clients[c];
-        client.connected = true;
-        client.epoch += 1;
-        client.broker_subs.clear();
-        client.engine.handle_connected(now);
-        let id = client.id.clone();
-        self.log(format!("{id} connected"));
-        self.drain(c)
-    }
-
-    fn disconnect(&mut self, c: usize) -> Check {
-        if !self.clients[c].connected {
-            return Ok(());
-        }
-        let now = self.client_now(c);
-        let store_now = self.store_now();
-        let client = &mut self.clients[c];
-        client.connected = false;
-        client.epoch += 1;
-        client.broker_subs.clear();
-        client.engine.handle_disconnected(now);
-        self.store.handle_client_disconnected(store_now, &client.id);
-        let id = client.id.clone();
-        self.log(format!("{id} disconnected"));
-        self.route_store_output(None)?;
-        self.drain(c)
-    }
-
     /// The client process dies and restarts: a new engine with a new seed; its old leases and
     /// operations are gone. Writes it may have had on the wire count as indeterminate.
     fn crash(&mut self, c: usize) -> Check {
-        let store_now = self.store_now();
-        let mut client = std::mem::replace(&mut self.clients[c], placeholder(self.base));
-        for t in client.ops.values().filter(|t| !t.ended && t.writing) {
+        for t in self.clients[c]
+            .ops
+            .values()
+            .filter(|t| !t.ended && t.writing)
+        {
             self.inv.edits_indeterminate[t.lock] += 1;
         }
-        if client.connected {
-            self.store.handle_client_disconnected(store_now, &client.id);
-        }
-        client.connected = false;
-        client.epoch += 1;
-        client.broker_subs.clear();
-        client.incarnation += 1;
-        self.new_engine(&mut client);
-        let id = client.id.clone();
-        self.clients[c] = client;
+        self.process_gone(c);
+        self.clients[c].incarnation += 1;
+        let now = self.client_now(c);
+        let id = self.clients[c].id.clone();
+        let (link, locks) = self.new_link(&id, now);
+        let client = &mut self.clients[c];
+        client.link = link;
+        client.locks = locks;
+        client.ops.clear();
+        client.awaiting_edits.clear();
         self.log(format!("{id} crashed and restarted (disconnected)"));
         self.route_store_output(None)
     }
@@ -660,10 +642,11 @@ impl<'a> World<'a> {
     // ----- time ---------------------------------------------------------------------------------
 
     pub(super) fn client_now(&self, c: usize) -> Now {
-        client_now(self.base, &self.clients[c])
+        let client = &self.clients[c];
+        client_now_of(self.base, client.local_ns, client.skew_ms)
     }
 
-    fn store_now(&self) -> Now {
+    pub(super) fn store_now(&self) -> Now {
         Now::new(
             self.base + Duration::from_nanos(self.t_ns),
             WALL0 + self.t_ns / NS_PER_MS,
@@ -697,24 +680,35 @@ impl<'a> World<'a> {
         self.t_ns + u64::try_from(real).unwrap_or(u64::MAX / 2)
     }
 
-    fn next_deadline(&self) -> Option<u64> {
-        let net = self.net.keys().next().map(|(t, _)| *t);
+    /// The next deadline: a delivery, a key expiry, a client timer (`engines_only`: a timer of
+    /// an engine, not one of an MQTT session such as its keep-alive).
+    fn next_deadline_of(&self, engines_only: bool) -> Option<u64> {
+        let net = self.net.next_due();
         let store = self
             .store
             .poll_timeout()
             .map(|at| ns(at.saturating_duration_since(self.base)).max(self.t_ns));
         let clients = (0..self.clients.len()).filter_map(|c| {
-            self.clients[c]
-                .engine
-                .poll_timeout()
-                .map(|at| self.real_time_of(c, at))
+            let link = &self.clients[c].link;
+            let at = if engines_only {
+                link.engine().poll_timeout()
+            } else {
+                link.poll_timeout()
+            };
+            at.map(|at| self.real_time_of(c, at))
         });
         net.into_iter().chain(store).chain(clients).min()
     }
 
+    fn next_deadline(&self) -> Option<u64> {
+        self.next_deadline_of(false)
+    }
+
+    /// Time jumps to the next thing that happens in the world. An idle MQTT session always has a
+    /// keep-alive deadline: the jump does not stop there (but the pings on the way go out on time).
     fn advance(&mut self) -> Check {
-        match self.next_deadline() {
-            Some(t) => self.process_at(t),
+        match self.next_deadline_of(true) {
+            Some(t) => self.advance_until(t),
             None => Ok(()),
         }
     }
@@ -731,9 +725,8 @@ impl<'a> World<'a> {
     fn process_at(&mut self, t: u64) -> Check {
         self.set_time(t);
         for _ in 0..MAX_AT_ONE_INSTANT {
-            if let Some(entry) = self.net.first_entry().filter(|e| e.key().0 <= self.t_ns) {
-                let ev = entry.remove();
-                self.deliver(ev)?;
+            if let Some(delivery) = self.net.pop_due(self.t_ns) {
+                self.deliver(delivery)?;
                 continue;
             }
             if self
@@ -750,7 +743,7 @@ impl<'a> World<'a> {
             let due = (0..self.clients.len()).find(|&c| {
                 let now = self.client_now(c);
                 self.clients[c]
-                    .engine
+                    .link
                     .poll_timeout()
                     .is_some_and(|at| at <= now.instant)
             });
@@ -759,235 +752,20 @@ impl<'a> World<'a> {
             };
             self.steps += 1;
             let now = self.client_now(c);
-            self.clients[c].engine.handle_timeout(now);
+            self.clients[c].link.handle_timeout(now);
             self.drain(c)?;
         }
         Err(format!(
             "livelock: more than {MAX_AT_ONE_INSTANT} deliveries and timers at one instant"
         ))
     }
-
-    // ----- the network --------------------------------------------------------------------------
-
-    fn fate(&mut self, request: bool) -> Fate {
-        let half = self.cfg.max_delay_ns / 2;
-        if self.healing {
-            return Fate::Deliver(half);
-        }
-        let Some(b) = self.input.byte() else {
-            return Fate::Deliver(half);
-        };
-        let delay = |x: u8| u64::from(x) * self.cfg.max_delay_ns / 255;
-        if self.cfg.loss_mod != 0 {
-            match b % self.cfg.loss_mod {
-                0 => return Fate::Drop,
-                // A request's copy reaches the store right after the original (a redelivery
-                // before anything the client sent later); other copies come at any delay.
-                1 if request => return Fate::Duplicate(delay(b), delay(b)),
-                1 => return Fate::Duplicate(delay(b), delay(b.rotate_left(4))),
-                2 if request => return Fate::LoseReply(delay(b)),
-                _ => {}
-            }
-        }
-        Fate::Deliver(delay(b))
-    }
-
-    fn schedule(&mut self, delay: u64, ev: NetEvent) {
-        self.seq += 1;
-        self.net.insert((self.t_ns + delay, self.seq), ev);
-    }
-
-    /// A message on its way, with its fate.
-    fn send(&mut self, client: usize, kind: NetKind, fate: Fate) {
-        let epoch = self.clients[client].epoch;
-        let dup = |k: &NetKind| match k {
-            NetKind::Request { msg, lose_reply } => NetKind::Request {
-                msg: msg.clone(),
-                lose_reply: *lose_reply,
-            },
-            NetKind::Message(m) => NetKind::Message(m.clone()),
-            NetKind::Subscribe(f) => NetKind::Subscribe(f.clone()),
-            NetKind::SubAck(f) => NetKind::SubAck(f.clone()),
-        };
-        match fate {
-            Fate::Drop => self.log("  (dropped)".into()),
-            Fate::Deliver(d) => self.schedule(
-                d,
-                NetEvent {
-                    client,
-                    epoch,
-                    kind,
-                },
-            ),
-            Fate::LoseReply(d) => {
-                let kind = match kind {
-                    NetKind::Request { msg, .. } => NetKind::Request {
-                        msg,
-                        lose_reply: true,
-                    },
-                    other => other,
-                };
-                self.schedule(
-                    d,
-                    NetEvent {
-                        client,
-                        epoch,
-                        kind,
-                    },
-                );
-            }
-            Fate::Duplicate(d1, d2) => {
-                self.log("  (duplicated)".into());
-                let copy = dup(&kind);
-                self.schedule(
-                    d1,
-                    NetEvent {
-                        client,
-                        epoch,
-                        kind,
-                    },
-                );
-                self.schedule(
-                    d2,
-                    NetEvent {
-                        client,
-                        epoch,
-                        kind: copy,
-                    },
-                );
-            }
-        }
-    }
-
-    fn deliver(&mut self, ev: NetEvent) -> Check {
-        self.steps += 1;
-        let c = ev.client;
-        match ev.kind {
-            NetKind::Request { msg, lose_reply } => {
-                // Sent over a connection the broker had: processed even if it dropped since.
-                let line = format!("store ← {}: {}", self.clients[c].id, describe(&msg));
-                self.log(line);
-                let store_now = self.store_now();
-                let id = self.clients[c].id.clone();
-                self.store.handle_request(store_now, &id, &msg);
-                let lost = lose_reply.then(|| msg.correlation_data.clone()).flatten();
-                self.route_store_output(lost)?;
-            }
-            NetKind::Subscribe(filter) => {
-                let client = &mut self.clients[c];
-                if client.connected && client.epoch == ev.epoch {
-                    client.broker_subs.push(filter.clone());
-                    let fate = Fate::Deliver(self.cfg.max_delay_ns / 2);
-                    self.send(c, NetKind::SubAck(filter), fate);
-                }
-            }
-            NetKind::Message(msg) => {
-                let client = &self.clients[c];
-                if client.connected && client.epoch == ev.epoch {
-                    let line = format!("{} ← {}", client.id, describe(&msg));
-                    self.log(line);
-                    let now = self.client_now(c);
-                    self.clients[c].engine.handle_message(now, &msg);
-                    self.drain(c)?;
-                }
-            }
-            NetKind::SubAck(filter) => {
-                let client = &self.clients[c];
-                if client.connected && client.epoch == ev.epoch {
-                    let now = self.client_now(c);
-                    self.clients[c].engine.handle_subscribed(now, &filter, true);
-                    self.drain(c)?;
-                }
-            }
-        }
-        self.check()
-    }
-
-    /// Publishes what the store queued to the subscribed clients; the response with correlation
-    /// data `lost` (a request whose reply is lost) goes nowhere.
-    fn route_store_output(&mut self, mut lost: Option<Bytes>) -> Check {
-        while let Some(msg) = self.store.poll_message() {
-            if lost.is_some() && msg.correlation_data == lost {
-                lost = None;
-                self.log(format!("  reply lost: {}", describe(&msg)));
-                continue;
-            }
-            for c in 0..self.clients.len() {
-                let client = &self.clients[c];
-                let subscribed = client.connected
-                    && client
-                        .broker_subs
-                        .iter()
-                        .any(|f| match f.strip_suffix('+') {
-                            Some(prefix) => msg.topic.starts_with(prefix),
-                            None => *f == msg.topic,
-                        });
-                if subscribed {
-                    let fate = self.fate(false);
-                    self.send(c, NetKind::Message(msg.clone()), fate);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    // ----- client outputs and the checks on events ------------------------------------------
-
-    fn drain(&mut self, c: usize) -> Check {
-        while let Some(out) = self.clients[c].engine.poll_output() {
-            match out {
-                Output::Request(request) => {
-                    let msg = self.clients[c].engine.to_message(&request);
-                    let line = format!("{} → {}", self.clients[c].id, describe(&msg));
-                    self.log(line);
-                    if self.clients[c].connected {
-                        let fate = self.fate(true);
-                        let kind = NetKind::Request {
-                            msg,
-                            lose_reply: false,
-                        };
-                        self.send(c, kind, fate);
-                    } else {
-                        self.log("  (not connected: lost)".into());
-                    }
-                }
-                Output::Subscribe(filter) => {
-                    if self.clients[c].connected {
-                        let fate = Fate::Deliver(self.cfg.max_delay_ns / 2);
-                        self.send(c, NetKind::Subscribe(filter), fate);
-                    }
-                }
-                Output::Event(e) => self.on_event(c, e)?,
-            }
-        }
-        self.check()
-    }
 }
 
-fn client_now(base: Instant, c: &SimClient) -> Now {
-    let wall = i128::from(WALL0) + i128::from(c.skew_ms) + i128::from(c.local_ns / NS_PER_MS);
+/// What a client with this clock reads: its monotonic clock and its skewed wall clock.
+fn client_now_of(base: Instant, local_ns: u64, skew_ms: i64) -> Now {
+    let wall = i128::from(WALL0) + i128::from(skew_ms) + i128::from(local_ns / NS_PER_MS);
     Now::new(
-        base + Duration::from_nanos(c.local_ns),
+        base + Duration::from_nanos(local_ns),
         u64::try_from(wall).unwrap_or(0),
     )
-}
-
-/// A stand-in while a client is being rebuilt.
-fn placeholder(base: Instant) -> SimClient {
-    SimClient {
-        id: String::new(),
-        engine: Client::new(Config::new("placeholder"), Now::new(base, WALL0), 0)
-            .expect("valid config"),
-        incarnation: 0,
-        connected: false,
-        epoch: 0,
-        local_ns: 0,
-        rate_ppm: 0,
-        skew_ms: 0,
-        sessions: false,
-        locks: Vec::new(),
-        ops: BTreeMap::new(),
-        awaiting_edits: Vec::new(),
-        broker_subs: Vec::new(),
-    }
 }
