@@ -53,6 +53,8 @@ pub(crate) struct Handled {
     pub request: Option<(Message, bool)>,
     /// The connection ended (DISCONNECT).
     pub closed: bool,
+    /// A PUBLISH to acknowledge once the store's answer to it is out ([`Broker::puback`]).
+    pub ack_later: Option<u16>,
 }
 
 /// What [`Broker::receive`] made of a chunk.
@@ -281,13 +283,17 @@ impl Broker {
                     return Err(format!("W1: {id} connected as {:?}", connect.client_id));
                 }
                 wire.connected = true;
-                wire.keep_alive_ns = u64::from(connect.keep_alive) * 1_000_000_000;
+                let extras = self.rng.next_u64();
+                // Now and then the broker imposes a keep-alive of its own (Server Keep Alive).
+                let server_keep_alive = (extras & 16 != 0).then_some(2);
+                let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
+                wire.keep_alive_ns = u64::from(keep_alive) * 1_000_000_000;
                 wire.client_receive_maximum = usize::from(connect.receive_maximum);
                 wire.client_max_packet = connect
                     .maximum_packet_size
                     .map_or(usize::MAX, |m| m as usize);
-                let extras = self.rng.next_u64();
-                handled.reply = Some(write(wire, codec::connack(self.receive_maximum, extras)));
+                let connack = codec::connack(self.receive_maximum, server_keep_alive, extras);
+                handled.reply = Some(write(wire, connack));
             }
             Packet::Publish {
                 packet_id,
@@ -319,9 +325,14 @@ impl Broker {
                 if lose {
                     wire.lose.pop_front();
                 }
-                let reply = write(wire, codec::puback(packet_id, self.rng.next_u64()));
-                wire.acks.push_back((wire.written, packet_id, true));
-                handled.reply = Some(reply);
+                // The PUBACK goes before the store's answer, or (as from a broker that
+                // acknowledges once it has forwarded the message) after it.
+                let form = self.rng.next_u64();
+                if form & 8 == 0 {
+                    handled.reply = Some(puback(wire, packet_id, form));
+                } else {
+                    handled.ack_later = Some(packet_id);
+                }
                 handled.request = Some((message, lose));
             }
             Packet::PubAck { packet_id, .. } => {
@@ -350,6 +361,16 @@ impl Broker {
         Ok(Some(handled))
     }
 
+    /// Byte mode: the PUBACK of the client's PUBLISH `packet_id`, deferred by
+    /// [`Handled::ack_later`], if the connection is still open.
+    pub(crate) fn puback(&mut self, c: usize, packet_id: u16) -> Option<Bytes> {
+        let wire = self.conns[c]
+            .as_mut()
+            .filter(|conn| conn.open)
+            .and_then(|conn| conn.wire.as_mut())?;
+        Some(puback(wire, packet_id, self.rng.next_u64()))
+    }
+
     /// Byte mode: the PUBLISH of `m` to client `c` on its open connection (with its packet id,
     /// 0 for QoS 0), or `None` when there is no such connection.
     pub(crate) fn publish(
@@ -372,14 +393,20 @@ impl Broker {
                 wire.ours.len()
             ));
         }
+        let r = self.rng.next_u64();
         let mut packet_id = 0;
         if m.qos == QoS::AtLeastOnce {
-            packet_id = wire.next_id;
+            // Any free identifier will do: half the time the next one, else one at random.
+            packet_id = if r & 1 == 0 {
+                wire.next_id
+            } else {
+                1 + ((r >> 1) % 65_535) as u16
+            };
             while wire.ours.contains(&packet_id) {
                 packet_id = packet_id.checked_add(1).unwrap_or(1);
             }
         }
-        let bytes = codec::publish(packet_id, m, self.rng.next_u64());
+        let bytes = codec::publish(packet_id, m, r >> 17);
         if bytes.len() > wire.client_max_packet {
             // MQTT: a message too large for the client is discarded as if delivered.
             return Ok(None);
@@ -390,6 +417,14 @@ impl Broker {
         }
         Ok(Some((write(wire, bytes), packet_id)))
     }
+}
+
+/// A PUBACK for the client's `packet_id`, in one of its encodings; the client may reuse the
+/// identifier once it has read it.
+fn puback(wire: &mut Wire, packet_id: u16, form: u64) -> Bytes {
+    let bytes = write(wire, codec::puback(packet_id, form));
+    wire.acks.push_back((wire.written, packet_id, true));
+    bytes
 }
 
 /// Counts what the broker writes to a connection.

@@ -475,6 +475,17 @@ impl World<'_> {
             if let Some((msg, lose_reply)) = handled.request {
                 self.request_reaches_store(c, &msg, lose_reply)?;
             }
+            if let Some(packet_id) = handled.ack_later {
+                if let (Some(epoch), Some(ack)) =
+                    (self.broker.open_epoch(c), self.broker.puback(c, packet_id))
+                {
+                    let half = self.net.max_delay_ns / 2;
+                    self.net
+                        .send_bytes(self.t_ns, half, (c, epoch), Dir::ToClient, ack, |b, _| {
+                            Carried::ToClient(b)
+                        });
+                }
+            }
             if handled.closed {
                 self.store_disconnected(c)?;
             }

@@ -560,9 +560,13 @@ fn put_properties(out: &mut BytesMut, props: &[u8]) {
     out.put_slice(props);
 }
 
-/// A successful CONNACK without a session. `extras` picks optional properties (each allowed and
-/// harmless): Receive Maximum comes from the configuration.
-pub(crate) fn connack(receive_maximum: Option<u16>, extras: u64) -> Bytes {
+/// A successful CONNACK without a session, with a Receive Maximum and a Server Keep Alive if
+/// given; `extras` picks other optional properties (each allowed and harmless).
+pub(crate) fn connack(
+    receive_maximum: Option<u16>,
+    server_keep_alive: Option<u16>,
+    extras: u64,
+) -> Bytes {
     let mut props = BytesMut::new();
     if let Some(max) = receive_maximum {
         props.put_u8(0x21);
@@ -576,6 +580,10 @@ pub(crate) fn connack(receive_maximum: Option<u16>, extras: u64) -> Bytes {
     }
     if extras & 4 != 0 {
         props.put_slice(&[0x25, 0, 0x28, 1, 0x2a, 0]); // retain, wildcards, shared subscriptions
+    }
+    if let Some(secs) = server_keep_alive {
+        props.put_u8(0x13);
+        props.put_u16(secs);
     }
     if extras & 8 != 0 {
         props.put_u8(0x26);

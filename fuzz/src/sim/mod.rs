@@ -38,7 +38,12 @@
 //!   closing the transport; a crash closes the transport after what was written (the process
 //!   dies, its kernel sends the rest and FIN); a new connection with the client id takes over an
 //!   older one still open at the broker. Byte mode also draws the broker's Receive Maximum
-//!   (65 535, 4, 2 or 1) and the clients' keep-alive (60 s or 3 s) from the first byte.
+//!   (65 535, 4, 2 or 1) and the clients' keep-alive (60 s or 3 s) from the first byte, and
+//!   varies, from a generator seeded by the input, what MQTT leaves to the broker: optional
+//!   CONNACK properties (among them a Server Keep Alive of 2 s the client must follow), the
+//!   encoding of each PUBACK, whether it goes before or after the store's answer, the broker's
+//!   packet identifiers, the order of the properties of each PUBLISH (user properties keep
+//!   theirs), and whether bytes due together on a connection are read in one go.
 //!
 //! Model limits (each one a decision, see the report in the commit history): one-way delays are
 //! below the engine's safety margin (the margin covers the time a holder needs to act on its

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use leasedlock::bytes::Bytes;
+use leasedlock::bytes::{Bytes, BytesMut};
 use leasedlock::Message;
 
 use super::broker::Chunk;
@@ -133,10 +133,38 @@ impl Net {
         self.queue.keys().next().map(|(t, _)| *t)
     }
 
-    /// The next delivery due at or before `now`.
+    /// The next delivery due at or before `now`. Byte mode: bytes for a client may come with
+    /// the later ones of its connection that are due too, as one read (TCP coalesces).
     pub(crate) fn pop_due(&mut self, now: u64) -> Option<Delivery> {
-        let entry = self.queue.first_entry().filter(|e| e.key().0 <= now)?;
-        Some(entry.remove())
+        let mut first = self
+            .queue
+            .first_entry()
+            .filter(|e| e.key().0 <= now)?
+            .remove();
+        if let Carried::ToClient(bytes) = &mut first.what {
+            if self.rng.next_u64() & 3 == 0 {
+                let conn = (first.client, first.epoch);
+                let mut more = Vec::new();
+                for (key, d) in self.queue.range(..=(now, u64::MAX)) {
+                    if (d.client, d.epoch) != conn {
+                        continue;
+                    }
+                    match &d.what {
+                        Carried::ToClient(b) => more.push((*key, b.clone())),
+                        _ => break,
+                    }
+                }
+                if !more.is_empty() {
+                    let mut merged = BytesMut::from(&bytes[..]);
+                    for (key, b) in more {
+                        self.queue.remove(&key);
+                        merged.extend_from_slice(&b);
+                    }
+                    *bytes = merged.freeze();
+                }
+            }
+        }
+        Some(first)
     }
 
     /// Byte mode: whether the connection was cut (what its ends write is lost).
