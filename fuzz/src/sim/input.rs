@@ -1,4 +1,6 @@
-//! The input bytes as a source of choices, and seed expansion.
+//! The input bytes as a source of choices, seed expansion, and the mode bit.
+
+use super::link::Mode;
 
 /// Reads choices from the fuzz input; `None` once it is used up.
 pub(crate) struct Input<'a> {
@@ -29,6 +31,27 @@ impl<'a> Input<'a> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.pos >= self.data.len()
+    }
+}
+
+/// The bit of the first input byte that chooses byte mode.
+const BYTE_MODE: u8 = 0x80;
+
+/// Which mode `data` runs in.
+pub fn mode_of(data: &[u8]) -> Mode {
+    match data.first() {
+        Some(b) if b & BYTE_MODE != 0 => Mode::Bytes,
+        _ => Mode::Messages,
+    }
+}
+
+/// Makes `data` run in `mode` (nothing else about the run changes).
+pub fn set_mode(data: &mut [u8], mode: Mode) {
+    if let Some(b) = data.first_mut() {
+        match mode {
+            Mode::Bytes => *b |= BYTE_MODE,
+            Mode::Messages => *b &= !BYTE_MODE,
+        }
     }
 }
 

@@ -1,20 +1,64 @@
 //! A deterministic simulator of lock clients, the state store and the network between them.
 //!
 //! The input bytes choose a configuration (1–4 clients, clock skews and drifts, network delays,
-//! leases) and then, step by step, one of the actions possible at that moment: let time jump to
-//! the next deadline, sleep, start a user intent on a client, complete an edit, disconnect,
-//! reconnect or crash a client, or change a client's clock rate. Every message a client or the
-//! store sends takes one more byte that decides its fate on its link: delivered after a delay
-//! (which reorders), dropped, duplicated, or (requests) applied with the reply lost. Time only
-//! moves to the next deadline (a delivery, a client timer, a key expiry): there is no tick.
+//! leases, the mode) and then, step by step, one of the actions possible at that moment: let time
+//! jump to the next deadline, sleep, start a user intent on a client, complete an edit,
+//! disconnect, reconnect or crash a client, or change a client's clock rate. Whatever a client or
+//! the store sends takes one more byte that decides its fate (below). Time only moves to the next
+//! deadline (a delivery, a client timer, a key expiry): there is no tick.
+//!
+//! # Two modes
+//!
+//! Bit 7 of the first input byte ([`mode_of`], [`set_mode`]) chooses how the clients are driven
+//! and what the network carries; the actions, the clock model, the checks and the trace are the
+//! same in both, and so is the meaning of every other input byte.
+//!
+//! - **Message mode**: each client is a bare `lock::Client` driven at the `Message` level (as
+//!   another MQTT client would drive it: `poll_output`, `to_message`, `handle_message`,
+//!   `handle_subscribed`), and the network carries messages. A fate byte delivers a message after
+//!   a delay (which reorders), drops it, duplicates it, or (requests) applies it with the reply
+//!   lost.
+//! - **Byte mode**: each client is a `connection::Connection` — the engine glued to the crate's
+//!   MQTT v5 session, as every production adapter drives it — exchanging bytes with a modelled
+//!   MQTT v5 broker in front of the same emulator (`broker.rs`, with a codec of its own written
+//!   from the specification, `codec.rs`). This fuzzes the production byte path: the request
+//!   PUBLISH templates, the parsing of raw responses, PUBACK handling, the session's in-flight
+//!   window, keep-alive, resubscription and re-registration after reconnecting. The network
+//!   carries each connection's bytes in order, as TCP does, cut into pieces at random places
+//!   (every packet boundary and every split of a packet gets exercised on both sides). A fate byte
+//!   — taken by each chunk a client writes that holds requests, and by each message the broker
+//!   publishes to a client — gives a delay (never reordering the bytes of a connection), cuts the
+//!   connection (drop: what is on the wire both ways is lost, the broker's end learns at once and
+//!   the client's after half the maximum delay, and the client stays disconnected until a connect
+//!   action or the healing reconnects it), makes the broker lose the reply of the chunk's first
+//!   request (the store applies it, the response goes nowhere), or (broker to client only) sends
+//!   a second copy of the message later, as a new PUBLISH: the only duplicate MQTT allows here,
+//!   the store's own QoS 1 session sending it again. Nothing else is duplicated: with no session
+//!   resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
+//!   closing the transport; a crash closes the transport after what was written (the process
+//!   dies, its kernel sends the rest and FIN); a new connection with the client id takes over an
+//!   older one still open at the broker. Byte mode also draws the broker's Receive Maximum
+//!   (65 535, 4, 2 or 1) and the clients' keep-alive (60 s or 3 s) from the first byte, and
+//!   varies, from a generator seeded by the input, what MQTT leaves to the broker: optional
+//!   CONNACK properties (among them a Server Keep Alive of 2 s the client must follow), the
+//!   encoding of each PUBACK, whether it goes before or after the store's answer, the broker's
+//!   packet identifiers, the order of the properties of each PUBLISH (user properties keep
+//!   theirs), and whether bytes due together on a connection are read in one go.
 //!
 //! Model limits (each one a decision, see the report in the commit history): one-way delays are
 //! below the engine's safety margin (the margin covers the time a holder needs to act on its
-//! token); a duplicated *request* reaches the store right after its original (an MQTT QoS 1
-//! redelivery happens before anything the client sends later), while duplicated responses and
-//! notifications may come at any delay. A request whose copy arrived after the client had already
-//! seen the answer to the original could replay a VDEL onto a later lease of the same holder
-//! value: that is a limit of the protocol (holder values are reused), not of the engine.
+//! token); a duplicated *request* (message mode) reaches the store right after its original (an
+//! MQTT QoS 1 redelivery happens before anything the client sends later), while duplicated
+//! responses and notifications may come at any delay. A request whose copy arrived after the
+//! client had already seen the answer to the original could replay a VDEL onto a later lease of
+//! the same holder value: that is a limit of the protocol (holder values are reused), not of the
+//! engine. Byte mode models clean sessions only: every CONNACK says no session is present, so the
+//! session's resending of unacknowledged publishes (DUP) is not exercised, and in-flight requests
+//! die with their connection. The broker takes QoS 1 requests only, and no UNSUBSCRIBE, AUTH, will,
+//! topic alias or shared subscription (the client uses none; a Subscription Identifier would be
+//! read but not sent back); it never refuses a publish or a subscription (no PUBACK 0x10 or 0x87, no
+//! SUBACK failure) and never disconnects a client itself. Time jumps ignore idle keep-alive
+//! deadlines (the pings on the way still go out when due).
 //!
 //! After every step the invariants are checked:
 //!
@@ -28,18 +72,46 @@
 //!   fencing token or with one lower than the stored token;
 //! - **S5** nothing panics (a panic is a failure of the run).
 //!
+//! Byte mode checks the wire as well (the broker checks the client, the world checks what the
+//! session reports of the broker):
+//!
+//! - **W1** every packet a client writes is well-formed MQTT v5 and in protocol order: every
+//!   buffer of `poll_transmit` holds whole packets; CONNECT first and once, with the client's id;
+//!   requests are QoS 1 PUBLISHes to the request topic, neither DUP nor retained; a packet
+//!   identifier is reused only after the client has read the acknowledgement that freed it (the
+//!   session numbers its packets in turn, so runs of this length never reuse one); a PUBACK
+//!   answers a PUBLISH of the broker in flight; nothing follows DISCONNECT;
+//! - **W2** a client never has more QoS 1 PUBLISHes unacknowledged than the broker's Receive
+//!   Maximum (counted from what the client had read when it wrote each one);
+//! - **W3** a client sends a packet at least every 1.5 × its keep-alive, as MQTT requires;
+//! - **W4** the session accepts everything the broker sends (it never reports a malformed packet,
+//!   a protocol violation, a refused connection, a resumed session or an authentication event).
+//!
 //! When the input ends, faults stop and the network heals: every client reconnects, holds are
 //! closed, edits that wait for the user are completed, and the simulation runs to quiescence
 //! (bounded). Then **L1** every operation has ended, and **L2** a fresh `acquire` on a free lock
 //! succeeds within a bounded simulated time.
 //!
-//! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the invariant
-//! and the last events of the trace.
+//! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the mode, the
+//! invariant and the last events of the trace.
+//!
+//! The files: `world.rs` (the configuration, the run, the actions and intents, time),
+//! `link.rs` (the client's front in each mode), `net.rs` (the network and the fates),
+//! `carry.rs` (how outputs are carried and delivered in each mode), `broker.rs` and `codec.rs`
+//! (the modelled broker), `checks.rs` (the invariants), `trace.rs`, `input.rs`.
 
+mod broker;
+mod carry;
+mod checks;
+mod codec;
 mod input;
+mod link;
+mod net;
+mod trace;
 mod world;
 
-pub use input::seed_input;
+pub use input::{mode_of, seed_input, set_mode};
+pub use link::Mode;
 pub use world::{Failure, Summary};
 
 /// Runs one schedule; `Err` describes the first violated invariant with a trace.

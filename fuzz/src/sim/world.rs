@@ -1,33 +1,38 @@
-//! The simulated world: clients with their own clocks, the store, the network, the checks.
+//! The simulated world: clients with their own clocks, the store, the network, the run.
+//!
+//! What differs between the two modes lives elsewhere: the client's front in `link.rs`, the
+//! network in `net.rs`, the broker in `broker.rs`, and how outputs are carried and delivered in
+//! `carry.rs`. The invariants are in `checks.rs`, the trace in `trace.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use leasedlock::bytes::Bytes;
 use leasedlock::emulator::{Emulator, EmulatorConfig};
-use leasedlock::lock::{
-    Client, Config, EditAction, EditOutcome, Event, LockId, OpError, OpId, Options, Output,
-    ABSENT_PLACEHOLDER,
-};
-use leasedlock::store::{self, Command, SetCondition};
-use leasedlock::{FencingToken, Message, Now};
+use leasedlock::lock::{Config, EditAction, Intent, LockId, OpId, Options};
+use leasedlock::Now;
 
-use super::input::{Input, SplitMix64};
+use super::broker::Broker;
+use super::checks::{Invariants, OpKind, Track};
+use super::input::{mode_of, Input, SplitMix64};
+use super::link::{Link, Mode, MqttConfig};
+use super::net::Net;
+use super::trace::Trace;
 
 /// Wall clock of the store at the start, in ms since the Unix epoch.
 const WALL0: u64 = 1_800_000_000_000;
-const NS_PER_MS: u64 = 1_000_000;
-const LOCK_NAMES: [&str; 2] = ["lock-a", "lock-b"];
-const COUNTER_KEYS: [&str; 2] = ["counter-a", "counter-b"];
-/// How many trace lines a failure shows.
-const TRACE_LINES: usize = 150;
+pub(super) const NS_PER_MS: u64 = 1_000_000;
+pub(super) const LOCK_NAMES: [&str; 2] = ["lock-a", "lock-b"];
+pub(super) const COUNTER_KEYS: [&str; 2] = ["counter-a", "counter-b"];
 /// Bound on the deliveries and timer firings processed at one instant (a livelock guard).
 const MAX_AT_ONE_INSTANT: usize = 10_000;
 
 /// What a completed run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
+    /// Which front the clients had.
+    pub mode: Mode,
     /// Steps: actions, deliveries and timer firings.
     pub steps: u64,
     /// Hash of the whole trace (same input → same hash).
@@ -47,6 +52,8 @@ pub struct Summary {
 /// A violated invariant, with the last events of the trace.
 #[derive(Clone, Debug)]
 pub struct Failure {
+    /// Which front the clients had.
+    pub mode: Mode,
     /// Step at which it was found.
     pub step: u64,
     /// Which invariant, and how.
@@ -59,8 +66,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "simulation failed at step {}: {}",
-            self.step, self.message
+            "simulation failed at step {} ({:?} mode): {}",
+            self.step, self.mode, self.message
         )?;
         writeln!(f, "last {} trace lines:", self.trace.len())?;
         for line in &self.trace {
@@ -70,97 +77,50 @@ impl fmt::Display for Failure {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    TryAcquire,
-    Acquire,
-    Release,
-    Holder,
-    Hold,
-    Edit,
-}
-
-#[derive(Debug)]
-struct Track {
-    kind: OpKind,
-    lock: usize,
-    ended: bool,
-    /// An edit whose write the user asked for (it may be on the wire).
-    writing: bool,
-}
-
-struct SimClient {
-    id: String,
-    engine: Client,
-    incarnation: u32,
-    connected: bool,
-    /// Connection epoch: messages of an older connection are not delivered to the client.
-    epoch: u64,
+pub(super) struct SimClient {
+    pub id: String,
+    pub link: Link,
+    pub incarnation: u32,
+    /// Message mode: connected. Byte mode: the transport is open (the session may still be
+    /// connecting).
+    pub connected: bool,
+    /// Connection epoch: what was sent to an older connection is not delivered to the client.
+    pub epoch: u64,
     /// Monotonic clock, ns since the start.
-    local_ns: u64,
+    pub local_ns: u64,
     /// Rate drift of the monotonic clock, ppm (|rate| ≤ the configured bound).
-    rate_ppm: i64,
-    skew_ms: i64,
-    sessions: bool,
-    locks: Vec<LockId>,
-    ops: BTreeMap<OpId, Track>,
-    awaiting_edits: Vec<(OpId, Option<Bytes>)>,
-    /// Broker side: filters subscribed on the current connection.
-    broker_subs: Vec<String>,
+    pub rate_ppm: i64,
+    pub skew_ms: i64,
+    pub sessions: bool,
+    pub locks: Vec<LockId>,
+    pub ops: BTreeMap<OpId, Track>,
+    pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
 }
 
-enum NetKind {
-    Request { msg: Message, lose_reply: bool },
-    Subscribe(String),
-    Message(Message),
-    SubAck(String),
-}
-
-struct NetEvent {
-    client: usize,
-    epoch: u64,
-    kind: NetKind,
-}
-
-#[derive(Clone, Copy)]
-enum Fate {
-    Deliver(u64),
-    Drop,
-    Duplicate(u64, u64),
-    LoseReply(u64),
-}
-
-struct SimConfig {
-    n_locks: usize,
-    /// One message in `loss_mod` is dropped / duplicated / loses its reply (0: never).
-    loss_mod: u8,
-    max_delay_ns: u64,
+pub(super) struct SimConfig {
+    pub n_locks: usize,
     drift_ppm: u32,
     lease: Duration,
     request_timeout: Duration,
     jitter_max: Duration,
+    mqtt: MqttConfig,
 }
 
 pub(crate) struct World<'a> {
-    input: Input<'a>,
-    cfg: SimConfig,
-    base: Instant,
-    t_ns: u64,
-    clients: Vec<SimClient>,
-    store: Emulator,
-    net: BTreeMap<(u64, u64), NetEvent>,
-    seq: u64,
+    pub(super) input: Input<'a>,
+    pub(super) cfg: SimConfig,
+    pub(super) mode: Mode,
+    pub(super) base: Instant,
+    pub(super) t_ns: u64,
+    pub(super) clients: Vec<SimClient>,
+    pub(super) store: Emulator,
+    pub(super) broker: Broker,
+    pub(super) net: Net,
     rng: SplitMix64,
-    healing: bool,
-    steps: u64,
-    trace: VecDeque<String>,
-    hash: u64,
-    // Invariant state.
-    last_token: Vec<Option<FencingToken>>,
-    max_write_token: Vec<Option<FencingToken>>,
-    edits_ok: Vec<u64>,
-    edits_indeterminate: Vec<u64>,
-    acquisitions: u64,
+    pub(super) healing: bool,
+    pub(super) steps: u64,
+    pub(super) trace: Trace,
+    pub(super) inv: Invariants,
 }
 
 /// The process reads the clock once, as the driver: every later reading is made up.
@@ -169,36 +129,42 @@ fn start_instant() -> Instant {
     Instant::now()
 }
 
-fn ns(d: Duration) -> u64 {
+pub(super) fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-type Check = Result<(), String>;
+pub(super) type Check = Result<(), String>;
 
 impl<'a> World<'a> {
     pub(crate) fn run(data: &'a [u8]) -> Result<Summary, Failure> {
         let mut w = World::new(data);
         match w.main() {
             Ok(()) => Ok(Summary {
+                mode: w.mode,
                 steps: w.steps,
-                trace_hash: w.hash,
+                trace_hash: w.trace.hash,
                 clients: w.clients.len(),
-                edits_written: w.edits_ok.iter().sum(),
-                acquisitions: w.acquisitions,
+                edits_written: w.inv.edits_ok.iter().sum(),
+                acquisitions: w.inv.acquisitions,
                 simulated_ms: w.t_ns / NS_PER_MS,
-                trace: w.trace.iter().cloned().collect(),
+                trace: w.trace.lines(),
             }),
             Err(message) => {
                 w.log(format!("VIOLATION {message}"));
                 Err(Failure {
+                    mode: w.mode,
                     step: w.steps,
                     message,
-                    trace: w.trace.iter().cloned().collect(),
+                    trace: w.trace.lines(),
                 })
             }
         }
     }
 
+    /// The configuration from the first bytes: `b0` clients (bits 0–1) and, in byte mode (bit
+    /// 7), the Receive Maximum (bits 2–3) and the keep alive (bit 4); `b1` locks (bit 0) and loss
+    /// (bits 1–2); `b2` delays (bits 0–1) and drift (bits 2–3); `b3` lease, request timeout and
+    /// jitter; two bytes of seed; two bytes per client.
     fn new(data: &'a [u8]) -> World<'a> {
         let mut input = Input::new(data);
         let b0 = input.byte_or_zero();
@@ -206,18 +172,23 @@ impl<'a> World<'a> {
         let b2 = input.byte_or_zero();
         let b3 = input.byte_or_zero();
         let seed = u64::from(input.byte_or_zero()) | (u64::from(input.byte_or_zero()) << 8);
+        let mode = mode_of(data);
         let n_clients = 1 + usize::from(b0 % 4);
         let drift_ppm = [0, 1_000, 10_000, 50_000][usize::from((b2 >> 2) % 4)];
+        let loss_mod = [0, 64, 24, 10][usize::from((b1 >> 1) % 4)];
+        let max_delay_ns = [0, 5, 20, 50][usize::from(b2 % 4)] * NS_PER_MS;
+        let receive_maximum = [None, Some(4), Some(2), Some(1)][usize::from((b0 >> 2) % 4)];
         let cfg = SimConfig {
             n_locks: 1 + usize::from(b1 % 2),
-            loss_mod: [0, 64, 24, 10][usize::from((b1 >> 1) % 4)],
-            max_delay_ns: [0, 5, 20, 50][usize::from(b2 % 4)] * NS_PER_MS,
             drift_ppm,
             lease: Duration::from_millis([600, 1_500, 4_000][usize::from(b3 % 3)]),
             request_timeout: Duration::from_millis(
                 [500, 2_000, 10_000][usize::from((b3 >> 2) % 3)],
             ),
             jitter_max: Duration::from_millis([0, 50][usize::from((b3 >> 4) % 2)]),
+            mqtt: MqttConfig {
+                keep_alive: Duration::from_secs([60, 3][usize::from((b0 >> 4) % 2)]),
+            },
         };
         let base = start_instant();
         let store_now = Now::new(base, WALL0);
@@ -228,36 +199,39 @@ impl<'a> World<'a> {
             },
             store_now,
         );
+        let ids: Vec<String> = (0..n_clients).map(|i| format!("client{i}")).collect();
+        // Byte mode draws its variations from generators of its own: message mode's draws stay
+        // as they were.
+        let broker = Broker::new(ids.clone(), receive_maximum, seed ^ 0xb40c_e12d_5eed_0001);
         let mut w = World {
             input,
             cfg,
+            mode,
             base,
             t_ns: 0,
             clients: Vec::new(),
             store,
-            net: BTreeMap::new(),
-            seq: 0,
+            broker,
+            net: Net::new(loss_mod, max_delay_ns, seed ^ 0x7c9f_0a11_5eed_0002),
             rng: SplitMix64::new(seed),
             healing: false,
             steps: 0,
-            trace: VecDeque::new(),
-            hash: 0xcbf2_9ce4_8422_2325,
-            last_token: vec![None; LOCK_NAMES.len()],
-            max_write_token: vec![None; LOCK_NAMES.len()],
-            edits_ok: vec![0; LOCK_NAMES.len()],
-            edits_indeterminate: vec![0; LOCK_NAMES.len()],
-            acquisitions: 0,
+            trace: Trace::new(),
+            inv: Invariants::new(),
         };
-        for i in 0..n_clients {
+        for id in ids {
             let b = w.input.byte_or_zero();
             let skew_ms = [0, 30, -30, 1_500, -1_500, 20_000, -20_000, 3][usize::from(b % 8)];
             let ppm = i64::from(drift_ppm);
             let rate_ppm = i64::from(b >> 3) * 2 * ppm / 31 - ppm;
             let sessions = w.input.byte_or_zero().is_multiple_of(3);
-            let id = format!("client{i}");
-            let mut c = SimClient {
-                engine: Client::new(Config::new(id.clone()), store_now, 0).expect("valid config"),
+            let (link, locks) = w.new_link(&id, client_now_of(base, 0, skew_ms));
+            w.log(format!(
+                "config {id}: skew {skew_ms} ms, rate {rate_ppm:+} ppm, sessions {sessions}"
+            ));
+            w.clients.push(SimClient {
                 id,
+                link,
                 incarnation: 0,
                 connected: false,
                 epoch: 0,
@@ -265,17 +239,10 @@ impl<'a> World<'a> {
                 rate_ppm,
                 skew_ms,
                 sessions,
-                locks: Vec::new(),
+                locks,
                 ops: BTreeMap::new(),
                 awaiting_edits: Vec::new(),
-                broker_subs: Vec::new(),
-            };
-            w.new_engine(&mut c);
-            w.log(format!(
-                "config {}: skew {skew_ms} ms, rate {rate_ppm:+} ppm, sessions {sessions}",
-                c.id
-            ));
-            w.clients.push(c);
+            });
         }
         w.log(format!(
             "config: {} clients, {} locks, lease {:?}, request timeout {:?}, max delay {} ms, loss 1/{}, drift bound {} ppm",
@@ -283,28 +250,34 @@ impl<'a> World<'a> {
             w.cfg.n_locks,
             w.cfg.lease,
             w.cfg.request_timeout,
-            w.cfg.max_delay_ns / NS_PER_MS,
-            w.cfg.loss_mod,
+            w.net.max_delay_ns / NS_PER_MS,
+            w.net.loss_mod,
             w.cfg.drift_ppm
         ));
+        if mode == Mode::Bytes {
+            w.log(format!(
+                "config: byte mode, Receive Maximum {}, keep alive {:?}",
+                receive_maximum.unwrap_or(u16::MAX),
+                w.cfg.mqtt.keep_alive
+            ));
+        }
         w
     }
 
-    /// A fresh engine for `c` (at start and after a crash) with a seed from the world's rng.
-    fn new_engine(&mut self, c: &mut SimClient) {
-        let mut config = Config::new(c.id.clone());
+    /// A fresh engine (at start and after a crash) with a seed from the world's rng, behind the
+    /// run's front, and its lock ids.
+    fn new_link(&mut self, id: &str, now: Now) -> (Link, Vec<LockId>) {
+        let mut config = Config::new(id);
         config.request_timeout = self.cfg.request_timeout;
         config.clock_rate_drift_ppm = self.cfg.drift_ppm;
         config.retry_jitter_max = self.cfg.jitter_max;
-        let now = client_now(self.base, c);
         let seed = self.rng.next_u64();
-        c.engine = Client::new(config, now, seed).expect("valid config");
-        c.locks = LOCK_NAMES[..self.cfg.n_locks]
+        let mut link = Link::new(self.mode, config, &self.cfg.mqtt, now, seed);
+        let locks = LOCK_NAMES[..self.cfg.n_locks]
             .iter()
-            .map(|n| c.engine.lock_id(n).expect("valid lock name"))
+            .map(|n| link.lock_id(n))
             .collect();
-        c.ops.clear();
-        c.awaiting_edits.clear();
+        (link, locks)
     }
 
     // ----- the run ------------------------------------------------------------------------------
@@ -402,14 +375,22 @@ impl<'a> World<'a> {
         let c = 0;
         let lock = self.clients[c].locks[0];
         let now = self.client_now(c);
-        if self.clients[c].engine.is_held(now, lock) {
+        if self.clients[c].link.engine().is_held(now, lock) {
             self.intent_release(c, 0)?;
         }
         let now = self.client_now(c);
         let options = self.options(c);
         let op = self.clients[c]
-            .engine
-            .acquire(now, lock, self.cfg.lease, options)
+            .link
+            .intents()
+            .start(
+                now,
+                lock,
+                Intent::Acquire {
+                    lease: self.cfg.lease,
+                },
+                options,
+            )
             .map_err(|e| format!("L2: acquire refused: {e}"))?;
         self.track(c, op, OpKind::Acquire, 0);
         self.log(format!(
@@ -425,7 +406,7 @@ impl<'a> World<'a> {
             }
         }
         let now = self.client_now(c);
-        if !self.clients[c].engine.is_held(now, lock) {
+        if !self.clients[c].link.engine().is_held(now, lock) {
             return Err(format!(
                 "L2: a fresh acquire by {} did not get the free lock within {bound:?}",
                 self.clients[c].id,
@@ -497,29 +478,49 @@ impl<'a> World<'a> {
             }));
         }
         let id = self.clients[c].id.clone();
-        let e = &mut self.clients[c].engine;
+        let e = self.clients[c].link.intents();
         let (name, result, kind) = match what % 12 {
             0 => (
                 "try_acquire",
-                e.try_acquire(now, lock, lease, options),
+                e.start(now, lock, Intent::TryAcquire { lease }, options),
                 OpKind::TryAcquire,
             ),
             1 | 2 => (
                 "acquire",
-                e.acquire(now, lock, lease, options),
+                e.start(now, lock, Intent::Acquire { lease }, options),
                 OpKind::Acquire,
             ),
             3 => (
                 "hold",
-                e.hold(now, lock, lease, lease / 3, options),
+                e.start(
+                    now,
+                    lock,
+                    Intent::Hold {
+                        lease,
+                        interval: lease / 3,
+                    },
+                    options,
+                ),
                 OpKind::Hold,
             ),
             4 => return self.intent_close_hold(c, li),
             5 => return self.intent_release(c, li),
-            6 => ("holder", e.holder(now, lock, options), OpKind::Holder),
+            6 => (
+                "holder",
+                e.start(now, lock, Intent::Holder, options),
+                OpKind::Holder,
+            ),
             7..=9 => (
                 "edit",
-                e.edit(now, lock, COUNTER_KEYS[li], lease, options),
+                e.start(
+                    now,
+                    lock,
+                    Intent::Edit {
+                        key: Bytes::from_static(COUNTER_KEYS[li].as_bytes()),
+                        lease,
+                    },
+                    options,
+                ),
                 OpKind::Edit,
             ),
             10 => {
@@ -537,7 +538,7 @@ impl<'a> World<'a> {
                 let Some(&op) = open.get(usize::from(what >> 4) % open.len().max(1)) else {
                     return Ok(());
                 };
-                let r = self.clients[c].engine.cancel(now, op);
+                let r = self.clients[c].link.intents().cancel(now, op);
                 self.log(format!("{id} cancel {op:?}: {r:?}"));
                 return self.drain(c);
             }
@@ -555,7 +556,12 @@ impl<'a> World<'a> {
     fn intent_close_hold(&mut self, c: usize, li: usize) -> Check {
         let now = self.client_now(c);
         let lock = self.clients[c].locks[li];
-        match self.clients[c].engine.close_hold(now, lock) {
+        let close = Intent::CloseHold;
+        match self.clients[c]
+            .link
+            .intents()
+            .start(now, lock, close, Options::default())
+        {
             Ok(op) => {
                 self.log(format!(
                     "{} close_hold {} → {op:?}",
@@ -575,7 +581,11 @@ impl<'a> World<'a> {
         let now = self.client_now(c);
         let lock = self.clients[c].locks[li];
         let options = self.options(c);
-        match self.clients[c].engine.release(now, lock, options) {
+        match self.clients[c]
+            .link
+            .intents()
+            .start(now, lock, Intent::Release, options)
+        {
             Ok(op) => {
                 self.log(format!(
                     "{} release {} → {op:?}",
@@ -605,7 +615,7 @@ impl<'a> World<'a> {
     }
 
     /// Completes the `k`-th waiting edit of client `c` with `Set(n + 1)`.
-    fn complete_edit(&mut self, c: usize, k: usize) -> Check {
+    pub(super) fn complete_edit(&mut self, c: usize, k: usize) -> Check {
         let (op, current) = self.clients[c].awaiting_edits.remove(k);
         let n = match &current {
             None => 0,
@@ -617,7 +627,8 @@ impl<'a> World<'a> {
         let now = self.client_now(c);
         let value = Bytes::from((n + 1).to_string());
         let r = self.clients[c]
-            .engine
+            .link
+            .intents()
             .complete_edit(now, op, EditAction::Set(value));
         self.log(format!(
             "{} complete_edit {op:?} Set({}): {r:?}",
@@ -634,68 +645,38 @@ impl<'a> World<'a> {
 
     // ----- faults -------------------------------------------------------------------------------
 
-    fn connect(&mut self, c: usize) -> Check {
-        if self.clients[c].connected {
-            return Ok(());
-        }
-        let now = self.client_now(c);
-        let client = &mut self.clients[c];
-        client.connected = true;
-        client.epoch += 1;
-        client.broker_subs.clear();
-        client.engine.handle_connected(now);
-        let id = client.id.clone();
-        self.log(format!("{id} connected"));
-        self.drain(c)
-    }
-
-    fn disconnect(&mut self, c: usize) -> Check {
-        if !self.clients[c].connected {
-            return Ok(());
-        }
-        let now = self.client_now(c);
-        let store_now = self.store_now();
-        let client = &mut self.clients[c];
-        client.connected = false;
-        client.epoch += 1;
-        client.broker_subs.clear();
-        client.engine.handle_disconnected(now);
-        self.store.handle_client_disconnected(store_now, &client.id);
-        let id = client.id.clone();
-        self.log(format!("{id} disconnected"));
-        self.route_store_output(None)?;
-        self.drain(c)
-    }
-
     /// The client process dies and restarts: a new engine with a new seed; its old leases and
     /// operations are gone. Writes it may have had on the wire count as indeterminate.
     fn crash(&mut self, c: usize) -> Check {
-        let store_now = self.store_now();
-        let mut client = std::mem::replace(&mut self.clients[c], placeholder(self.base));
-        for t in client.ops.values().filter(|t| !t.ended && t.writing) {
-            self.edits_indeterminate[t.lock] += 1;
+        for t in self.clients[c]
+            .ops
+            .values()
+            .filter(|t| !t.ended && t.writing)
+        {
+            self.inv.edits_indeterminate[t.lock] += 1;
         }
-        if client.connected {
-            self.store.handle_client_disconnected(store_now, &client.id);
-        }
-        client.connected = false;
-        client.epoch += 1;
-        client.broker_subs.clear();
-        client.incarnation += 1;
-        self.new_engine(&mut client);
-        let id = client.id.clone();
-        self.clients[c] = client;
+        self.process_gone(c);
+        self.clients[c].incarnation += 1;
+        let now = self.client_now(c);
+        let id = self.clients[c].id.clone();
+        let (link, locks) = self.new_link(&id, now);
+        let client = &mut self.clients[c];
+        client.link = link;
+        client.locks = locks;
+        client.ops.clear();
+        client.awaiting_edits.clear();
         self.log(format!("{id} crashed and restarted (disconnected)"));
         self.route_store_output(None)
     }
 
     // ----- time ---------------------------------------------------------------------------------
 
-    fn client_now(&self, c: usize) -> Now {
-        client_now(self.base, &self.clients[c])
+    pub(super) fn client_now(&self, c: usize) -> Now {
+        let client = &self.clients[c];
+        client_now_of(self.base, client.local_ns, client.skew_ms)
     }
 
-    fn store_now(&self) -> Now {
+    pub(super) fn store_now(&self) -> Now {
         Now::new(
             self.base + Duration::from_nanos(self.t_ns),
             WALL0 + self.t_ns / NS_PER_MS,
@@ -729,24 +710,35 @@ impl<'a> World<'a> {
         self.t_ns + u64::try_from(real).unwrap_or(u64::MAX / 2)
     }
 
-    fn next_deadline(&self) -> Option<u64> {
-        let net = self.net.keys().next().map(|(t, _)| *t);
+    /// The next deadline: a delivery, a key expiry, a client timer (`engines_only`: a timer of
+    /// an engine, not one of an MQTT session such as its keep-alive).
+    fn next_deadline_of(&self, engines_only: bool) -> Option<u64> {
+        let net = self.net.next_due();
         let store = self
             .store
             .poll_timeout()
             .map(|at| ns(at.saturating_duration_since(self.base)).max(self.t_ns));
         let clients = (0..self.clients.len()).filter_map(|c| {
-            self.clients[c]
-                .engine
-                .poll_timeout()
-                .map(|at| self.real_time_of(c, at))
+            let link = &self.clients[c].link;
+            let at = if engines_only {
+                link.engine().poll_timeout()
+            } else {
+                link.poll_timeout()
+            };
+            at.map(|at| self.real_time_of(c, at))
         });
         net.into_iter().chain(store).chain(clients).min()
     }
 
+    fn next_deadline(&self) -> Option<u64> {
+        self.next_deadline_of(false)
+    }
+
+    /// Time jumps to the next thing that happens in the world. An idle MQTT session always has a
+    /// keep-alive deadline: the jump does not stop there (but the pings on the way go out on time).
     fn advance(&mut self) -> Check {
-        match self.next_deadline() {
-            Some(t) => self.process_at(t),
+        match self.next_deadline_of(true) {
+            Some(t) => self.advance_until(t),
             None => Ok(()),
         }
     }
@@ -763,9 +755,8 @@ impl<'a> World<'a> {
     fn process_at(&mut self, t: u64) -> Check {
         self.set_time(t);
         for _ in 0..MAX_AT_ONE_INSTANT {
-            if let Some(entry) = self.net.first_entry().filter(|e| e.key().0 <= self.t_ns) {
-                let ev = entry.remove();
-                self.deliver(ev)?;
+            if let Some(delivery) = self.net.pop_due(self.t_ns) {
+                self.deliver(delivery)?;
                 continue;
             }
             if self
@@ -782,7 +773,7 @@ impl<'a> World<'a> {
             let due = (0..self.clients.len()).find(|&c| {
                 let now = self.client_now(c);
                 self.clients[c]
-                    .engine
+                    .link
                     .poll_timeout()
                     .is_some_and(|at| at <= now.instant)
             });
@@ -791,528 +782,20 @@ impl<'a> World<'a> {
             };
             self.steps += 1;
             let now = self.client_now(c);
-            self.clients[c].engine.handle_timeout(now);
+            self.clients[c].link.handle_timeout(now);
             self.drain(c)?;
         }
         Err(format!(
             "livelock: more than {MAX_AT_ONE_INSTANT} deliveries and timers at one instant"
         ))
     }
-
-    // ----- the network --------------------------------------------------------------------------
-
-    fn fate(&mut self, request: bool) -> Fate {
-        let half = self.cfg.max_delay_ns / 2;
-        if self.healing {
-            return Fate::Deliver(half);
-        }
-        let Some(b) = self.input.byte() else {
-            return Fate::Deliver(half);
-        };
-        let delay = |x: u8| u64::from(x) * self.cfg.max_delay_ns / 255;
-        if self.cfg.loss_mod != 0 {
-            match b % self.cfg.loss_mod {
-                0 => return Fate::Drop,
-                // A request's copy reaches the store right after the original (a redelivery
-                // before anything the client sent later); other copies come at any delay.
-                1 if request => return Fate::Duplicate(delay(b), delay(b)),
-                1 => return Fate::Duplicate(delay(b), delay(b.rotate_left(4))),
-                2 if request => return Fate::LoseReply(delay(b)),
-                _ => {}
-            }
-        }
-        Fate::Deliver(delay(b))
-    }
-
-    fn schedule(&mut self, delay: u64, ev: NetEvent) {
-        self.seq += 1;
-        self.net.insert((self.t_ns + delay, self.seq), ev);
-    }
-
-    /// A message on its way, with its fate.
-    fn send(&mut self, client: usize, kind: NetKind, fate: Fate) {
-        let epoch = self.clients[client].epoch;
-        let dup = |k: &NetKind| match k {
-            NetKind::Request { msg, lose_reply } => NetKind::Request {
-                msg: msg.clone(),
-                lose_reply: *lose_reply,
-            },
-            NetKind::Message(m) => NetKind::Message(m.clone()),
-            NetKind::Subscribe(f) => NetKind::Subscribe(f.clone()),
-            NetKind::SubAck(f) => NetKind::SubAck(f.clone()),
-        };
-        match fate {
-            Fate::Drop => self.log("  (dropped)".into()),
-            Fate::Deliver(d) => self.schedule(
-                d,
-                NetEvent {
-                    client,
-                    epoch,
-                    kind,
-                },
-            ),
-            Fate::LoseReply(d) => {
-                let kind = match kind {
-                    NetKind::Request { msg, .. } => NetKind::Request {
-                        msg,
-                        lose_reply: true,
-                    },
-                    other => other,
-                };
-                self.schedule(
-                    d,
-                    NetEvent {
-                        client,
-                        epoch,
-                        kind,
-                    },
-                );
-            }
-            Fate::Duplicate(d1, d2) => {
-                self.log("  (duplicated)".into());
-                let copy = dup(&kind);
-                self.schedule(
-                    d1,
-                    NetEvent {
-                        client,
-                        epoch,
-                        kind,
-                    },
-                );
-                self.schedule(
-                    d2,
-                    NetEvent {
-                        client,
-                        epoch,
-                        kind: copy,
-                    },
-                );
-            }
-        }
-    }
-
-    fn deliver(&mut self, ev: NetEvent) -> Check {
-        self.steps += 1;
-        let c = ev.client;
-        match ev.kind {
-            NetKind::Request { msg, lose_reply } => {
-                // Sent over a connection the broker had: processed even if it dropped since.
-                let line = format!("store ← {}: {}", self.clients[c].id, describe(&msg));
-                self.log(line);
-                let store_now = self.store_now();
-                let id = self.clients[c].id.clone();
-                self.store.handle_request(store_now, &id, &msg);
-                let lost = lose_reply.then(|| msg.correlation_data.clone()).flatten();
-                self.route_store_output(lost)?;
-            }
-            NetKind::Subscribe(filter) => {
-                let client = &mut self.clients[c];
-                if client.connected && client.epoch == ev.epoch {
-                    client.broker_subs.push(filter.clone());
-                    let fate = Fate::Deliver(self.cfg.max_delay_ns / 2);
-                    self.send(c, NetKind::SubAck(filter), fate);
-                }
-            }
-            NetKind::Message(msg) => {
-                let client = &self.clients[c];
-                if client.connected && client.epoch == ev.epoch {
-                    let line = format!("{} ← {}", client.id, describe(&msg));
-                    self.log(line);
-                    let now = self.client_now(c);
-                    self.clients[c].engine.handle_message(now, &msg);
-                    self.drain(c)?;
-                }
-            }
-            NetKind::SubAck(filter) => {
-                let client = &self.clients[c];
-                if client.connected && client.epoch == ev.epoch {
-                    let now = self.client_now(c);
-                    self.clients[c].engine.handle_subscribed(now, &filter, true);
-                    self.drain(c)?;
-                }
-            }
-        }
-        self.check()
-    }
-
-    /// Publishes what the store queued to the subscribed clients; the response with correlation
-    /// data `lost` (a request whose reply is lost) goes nowhere.
-    fn route_store_output(&mut self, mut lost: Option<Bytes>) -> Check {
-        while let Some(msg) = self.store.poll_message() {
-            if lost.is_some() && msg.correlation_data == lost {
-                lost = None;
-                self.log(format!("  reply lost: {}", describe(&msg)));
-                continue;
-            }
-            for c in 0..self.clients.len() {
-                let client = &self.clients[c];
-                let subscribed = client.connected
-                    && client
-                        .broker_subs
-                        .iter()
-                        .any(|f| match f.strip_suffix('+') {
-                            Some(prefix) => msg.topic.starts_with(prefix),
-                            None => *f == msg.topic,
-                        });
-                if subscribed {
-                    let fate = self.fate(false);
-                    self.send(c, NetKind::Message(msg.clone()), fate);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    // ----- client outputs and the checks on events ------------------------------------------
-
-    fn drain(&mut self, c: usize) -> Check {
-        while let Some(out) = self.clients[c].engine.poll_output() {
-            match out {
-                Output::Request(request) => {
-                    let msg = self.clients[c].engine.to_message(&request);
-                    let line = format!("{} → {}", self.clients[c].id, describe(&msg));
-                    self.log(line);
-                    if self.clients[c].connected {
-                        let fate = self.fate(true);
-                        let kind = NetKind::Request {
-                            msg,
-                            lose_reply: false,
-                        };
-                        self.send(c, kind, fate);
-                    } else {
-                        self.log("  (not connected: lost)".into());
-                    }
-                }
-                Output::Subscribe(filter) => {
-                    if self.clients[c].connected {
-                        let fate = Fate::Deliver(self.cfg.max_delay_ns / 2);
-                        self.send(c, NetKind::Subscribe(filter), fate);
-                    }
-                }
-                Output::Event(e) => self.on_event(c, e)?,
-            }
-        }
-        self.check()
-    }
-
-    fn on_event(&mut self, c: usize, e: Event) -> Check {
-        let line = format!(
-            "{} event {}",
-            self.clients[c].id,
-            self.describe_event(c, &e)
-        );
-        self.log(line);
-        let lock_index = |lock: &LockId, client: &SimClient| {
-            client.locks.iter().position(|l| l == lock).unwrap_or(0)
-        };
-        match &e {
-            Event::Acquired { lock, token, .. } | Event::Renewed { lock, token, .. } => {
-                let li = lock_index(lock, &self.clients[c]);
-                if matches!(e, Event::Acquired { .. }) {
-                    self.acquisitions += 1;
-                }
-                if let Some(last) = &self.last_token[li] {
-                    if token < last {
-                        return Err(format!(
-                            "S2: {} was given token {token} for {} after token {last}",
-                            self.clients[c].id, LOCK_NAMES[li]
-                        ));
-                    }
-                }
-                self.last_token[li] = Some(token.clone());
-            }
-            Event::EditRequested { op, current, .. } => {
-                let current = current.clone();
-                if self.healing {
-                    self.clients[c].awaiting_edits.push((*op, current));
-                    let k = self.clients[c].awaiting_edits.len() - 1;
-                    // Completing may emit more events: finish checking this one first.
-                    self.check_op_event(c, &e)?;
-                    return self.complete_edit(c, k);
-                }
-                self.clients[c].awaiting_edits.push((*op, current));
-            }
-            Event::EditDone {
-                lock,
-                outcome: EditOutcome::Written,
-                ..
-            } => {
-                let li = lock_index(lock, &self.clients[c]);
-                self.edits_ok[li] += 1;
-            }
-            Event::Failed {
-                lock,
-                error: OpError::Indeterminate,
-                op,
-            } => {
-                let li = lock_index(lock, &self.clients[c]);
-                if self.clients[c]
-                    .ops
-                    .get(op)
-                    .is_some_and(|t| t.kind == OpKind::Edit)
-                {
-                    self.edits_indeterminate[li] += 1;
-                }
-            }
-            _ => {}
-        }
-        self.check_op_event(c, &e)
-    }
-
-    /// S3: the event belongs to a live operation of a kind that can have it; final events end it.
-    fn check_op_event(&mut self, c: usize, e: &Event) -> Check {
-        let Some(op) = e.op() else {
-            return Ok(());
-        };
-        let id = self.clients[c].id.clone();
-        let Some(t) = self.clients[c].ops.get_mut(&op) else {
-            return Err(format!(
-                "S3: {id} got an event for unknown operation {op:?}: {e:?}"
-            ));
-        };
-        if t.ended {
-            return Err(format!(
-                "S3: {id} got an event after the end of {op:?} ({:?})",
-                t.kind
-            ));
-        }
-        use OpKind::*;
-        let final_event = match (t.kind, e) {
-            (TryAcquire, Event::Acquired { .. } | Event::Busy { .. }) => true,
-            (Acquire, Event::Acquired { .. }) => true,
-            (Release, Event::Released { .. }) => true,
-            (Holder, Event::Holder { .. }) => true,
-            (Hold, Event::Acquired { .. } | Event::Renewed { .. } | Event::Lost { .. }) => false,
-            (Hold, Event::HoldEnded { .. }) => true,
-            (Edit, Event::EditRequested { .. }) => false,
-            (Edit, Event::EditDone { .. }) => true,
-            (_, Event::Failed { .. }) => true,
-            (kind, e) => {
-                return Err(format!(
-                    "S3: {id} got an event a {kind:?} cannot have for {op:?}: {e:?}"
-                ))
-            }
-        };
-        if final_event {
-            t.ended = true;
-            t.writing = false;
-            let awaiting = &mut self.clients[c].awaiting_edits;
-            awaiting.retain(|(o, _)| *o != op);
-        }
-        Ok(())
-    }
-
-    /// The invariants that hold at every instant: S1 and S4.
-    fn check(&mut self) -> Check {
-        // S1: at most one holder per lock at this real instant.
-        for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
-            let mut holder: Option<usize> = None;
-            for c in 0..self.clients.len() {
-                let now = self.client_now(c);
-                let client = &self.clients[c];
-                if client.engine.is_held(now, client.locks[li]) {
-                    if let Some(other) = holder {
-                        return Err(format!(
-                            "S1: {} and {} both hold {name} at t = {:.3} ms",
-                            self.clients[other].id,
-                            client.id,
-                            self.t_ns as f64 / 1e6
-                        ));
-                    }
-                    holder = Some(c);
-                }
-            }
-        }
-        // S4: fenced writes to the counters, as the store accepted them.
-        for r in self.store.take_records() {
-            let Some(command) = r.command.as_ref().filter(|_| r.applied) else {
-                continue;
-            };
-            let key = command.key();
-            let Some(li) = COUNTER_KEYS.iter().position(|k| k.as_bytes() == &key[..]) else {
-                continue;
-            };
-            let Some(ft) = &r.fencing_token else {
-                return Err(format!(
-                    "S4: the store accepted a write to {} without a fencing token",
-                    COUNTER_KEYS[li]
-                ));
-            };
-            for floor in [&r.stored_token, &self.max_write_token[li]]
-                .into_iter()
-                .flatten()
-            {
-                if ft < floor {
-                    return Err(format!(
-                        "S4: the store accepted a write to {} with token {ft} below {floor}",
-                        COUNTER_KEYS[li]
-                    ));
-                }
-            }
-            self.max_write_token[li] = Some(ft.clone());
-        }
-        for (li, key) in COUNTER_KEYS.iter().enumerate().take(self.cfg.n_locks) {
-            let counter = match self.store.get(key.as_bytes()) {
-                None => 0,
-                Some(v) if v == ABSENT_PLACEHOLDER => 0, // an edit's fence on an absent counter
-                Some(v) => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| format!("S4: the counter holds {v:?}"))?,
-            };
-            let ok = self.edits_ok[li];
-            let writing: u64 = self
-                .clients
-                .iter()
-                .flat_map(|c| c.ops.values())
-                .filter(|t| t.lock == li && t.writing && !t.ended)
-                .count() as u64;
-            let upper = ok + self.edits_indeterminate[li] + writing;
-            if counter < ok || counter > upper {
-                return Err(format!(
-                    "S4: {key} = {counter}, but {ok} edits reported written, {} indeterminate, {writing} in flight",
-                    self.edits_indeterminate[li]
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    // ----- the trace ----------------------------------------------------------------------------
-
-    fn log(&mut self, line: String) {
-        let line = format!("[{:>10.3} ms] {line}", self.t_ns as f64 / 1e6);
-        for b in line.as_bytes() {
-            self.hash = (self.hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        if self.trace.len() == TRACE_LINES {
-            self.trace.pop_front();
-        }
-        self.trace.push_back(line);
-    }
-
-    fn describe_event(&self, c: usize, e: &Event) -> String {
-        let client = &self.clients[c];
-        let rel = |at: &Instant| {
-            let local = ns(at.saturating_duration_since(self.base)) as i128;
-            format!(
-                "{:+.3} ms",
-                (local - i128::from(client.local_ns)) as f64 / 1e6
-            )
-        };
-        match e {
-            Event::Acquired {
-                op,
-                lock,
-                token,
-                valid_until,
-                ..
-            } => format!(
-                "Acquired {op:?} {lock:?} {token} valid {}",
-                rel(valid_until)
-            ),
-            Event::Renewed {
-                op,
-                lock,
-                token,
-                valid_until,
-            } => format!("Renewed {op:?} {lock:?} {token} valid {}", rel(valid_until)),
-            other => format!("{other:?}"),
-        }
-    }
 }
 
-fn client_now(base: Instant, c: &SimClient) -> Now {
-    let wall = i128::from(WALL0) + i128::from(c.skew_ms) + i128::from(c.local_ns / NS_PER_MS);
+/// What a client with this clock reads: its monotonic clock and its skewed wall clock.
+fn client_now_of(base: Instant, local_ns: u64, skew_ms: i64) -> Now {
+    let wall = i128::from(WALL0) + i128::from(skew_ms) + i128::from(local_ns / NS_PER_MS);
     Now::new(
-        base + Duration::from_nanos(c.local_ns),
+        base + Duration::from_nanos(local_ns),
         u64::try_from(wall).unwrap_or(0),
     )
-}
-
-/// A stand-in while a client is being rebuilt.
-fn placeholder(base: Instant) -> SimClient {
-    SimClient {
-        id: String::new(),
-        engine: Client::new(Config::new("placeholder"), Now::new(base, WALL0), 0)
-            .expect("valid config"),
-        incarnation: 0,
-        connected: false,
-        epoch: 0,
-        local_ns: 0,
-        rate_ppm: 0,
-        skew_ms: 0,
-        sessions: false,
-        locks: Vec::new(),
-        ops: BTreeMap::new(),
-        awaiting_edits: Vec::new(),
-        broker_subs: Vec::new(),
-    }
-}
-
-/// A short, deterministic description of a message for the trace.
-fn describe(msg: &Message) -> String {
-    let corr = msg
-        .correlation_data
-        .as_ref()
-        .map(|c| {
-            c.iter()
-                .rev()
-                .take(2)
-                .rev()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    if msg.topic == store::REQUEST_TOPIC {
-        let parsed = store::parse_request(&msg.clone());
-        let cmd = match &parsed.command {
-            Ok(c) => command_text(c),
-            Err(e) => format!("bad: {e}"),
-        };
-        let ft = match &parsed.fencing_token {
-            Ok(Some(ft)) => format!(" ft={ft}"),
-            _ => String::new(),
-        };
-        return format!("#{corr} {cmd}{ft}");
-    }
-    if let Ok(n) = store::parse_notification(msg) {
-        let v = n.version.map(|v| v.to_string()).unwrap_or_default();
-        return format!("NOTIFY {} {:?} v={v}", lossy(&n.key), n.op);
-    }
-    let ts = msg.user_property("__ts").unwrap_or("-");
-    format!(
-        "#{corr} reply {} v={ts}",
-        lossy(&msg.payload).trim_end().escape_debug()
-    )
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn command_text(c: &Command) -> String {
-    match c {
-        Command::Set {
-            key,
-            value,
-            options,
-        } => {
-            let cond = match options.condition {
-                SetCondition::Always => "",
-                SetCondition::NotExists => " NX",
-                SetCondition::NotExistsOrEqual => " NEX",
-            };
-            let px = options
-                .expiry
-                .map(|ms| format!(" PX {ms}"))
-                .unwrap_or_default();
-            format!("SET {} {}{cond}{px}", lossy(key), lossy(value))
-        }
-        Command::Get { key } => format!("GET {}", lossy(key)),
-        Command::Del { key } => format!("DEL {}", lossy(key)),
-        Command::VDel { key, value } => format!("VDEL {} {}", lossy(key), lossy(value)),
-        Command::KeyNotify { key } => format!("KEYNOTIFY {}", lossy(key)),
-        Command::KeyNotifyStop { key } => format!("KEYNOTIFY {} STOP", lossy(key)),
-    }
 }

@@ -1,0 +1,451 @@
+//! The modelled MQTT v5 broker in front of the emulator: one connection per client.
+//!
+//! Both modes use its subscription table: in message mode the world opens and closes a client's
+//! connection as the client connects and disconnects and hands it each SUBSCRIBE; in byte mode the
+//! broker reads each connection's bytes itself — in whatever chunks they arrive — one packet at a
+//! time ([`Broker::next_packet`]), so that the world can apply each request to the store before
+//! the next packet is read. It answers CONNECT with CONNACK (no session present: clean sessions),
+//! SUBSCRIBE with SUBACK (QoS 1 granted), PINGREQ with PINGRESP and every QoS 1 PUBLISH with a
+//! PUBACK; it writes the store's responses and notifications as QoS 1 PUBLISH packets
+//! ([`Broker::publish`]) and takes the client's PUBACKs for them.
+//!
+//! It checks the client as it reads (a violation ends the run):
+//!
+//! - **W1** every packet is well-formed MQTT v5 ([`codec`](super::codec)) and in order: CONNECT
+//!   first and once, with the client's id; requests are QoS 1 PUBLISHes to the request topic,
+//!   neither DUP (the broker resumes no session) nor retained; a packet identifier is reused only
+//!   after the client has received the PUBACK or SUBACK that freed it; a PUBACK answers a PUBLISH
+//!   of ours in flight; nothing follows DISCONNECT;
+//! - **W2** the client never has more QoS 1 PUBLISHes unacknowledged than the Receive Maximum of
+//!   the CONNACK;
+//! - **W3** the client sends a packet at least every 1.5 × its Keep Alive.
+//!
+//! What the client had received when it sent a packet is known exactly: every chunk from a client
+//! carries a stamp, the number of bytes of this connection the client had read when it wrote the
+//! chunk; the broker knows where each of its PUBACKs and SUBACKs ends in what it wrote.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use leasedlock::bytes::{Bytes, BytesMut};
+use leasedlock::{store, Message, QoS};
+
+use super::codec::{self, Packet};
+use super::input::SplitMix64;
+
+/// Bytes from a client, as the network delivers them.
+#[derive(Clone, Debug)]
+pub(crate) struct Chunk {
+    pub bytes: Bytes,
+    /// How many bytes of the connection the client had read when it wrote these.
+    pub stamp: u64,
+    /// The ordinal (1-based, on the connection) of a PUBLISH whose reply the broker loses.
+    pub lose: Option<u64>,
+}
+
+/// What one packet of a client asks of the world.
+#[derive(Debug, Default)]
+pub(crate) struct Handled {
+    /// A line for the trace.
+    pub log: String,
+    /// The broker's answer, to be sent to the client.
+    pub reply: Option<Bytes>,
+    /// A request for the store, and whether its reply is lost.
+    pub request: Option<(Message, bool)>,
+    /// The connection ended (DISCONNECT).
+    pub closed: bool,
+    /// A PUBLISH to acknowledge once the store's answer to it is out ([`Broker::puback`]).
+    pub ack_later: Option<u16>,
+}
+
+/// What [`Broker::receive`] made of a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// The chunk belongs to a connection the broker has closed since (taken over): ignored.
+    Stale,
+    /// Buffered; `took_over` when it opened a new connection and closed an older open one.
+    Buffered { took_over: bool },
+}
+
+pub(crate) struct Broker {
+    /// The expected client id of each client.
+    ids: Vec<String>,
+    conns: Vec<Option<Conn>>,
+    /// Receive Maximum of the CONNACK (`None`: not sent, 65 535).
+    receive_maximum: Option<u16>,
+    /// Chooses harmless variations of the encoding (CONNACK properties, PUBACK forms, property
+    /// order).
+    rng: SplitMix64,
+}
+
+struct Conn {
+    epoch: u64,
+    open: bool,
+    subs: Vec<String>,
+    /// Byte mode: the wire state.
+    wire: Option<Box<Wire>>,
+}
+
+#[derive(Default)]
+struct Wire {
+    /// CONNECT received.
+    connected: bool,
+    keep_alive_ns: u64,
+    /// When the last packet arrived, ns.
+    last_heard: u64,
+    client_receive_maximum: usize,
+    client_max_packet: usize,
+    rx: BytesMut,
+    /// Stream offset of `rx[0]`.
+    rx_at: u64,
+    /// Where each chunk starts in the stream, and its stamp.
+    stamps: VecDeque<(u64, u64)>,
+    /// Ordinals of PUBLISHes whose reply is lost.
+    lose: VecDeque<u64>,
+    /// PUBLISHes read so far.
+    publishes: u64,
+    /// Bytes written to the client so far.
+    written: u64,
+    /// Our PUBACKs and SUBACKs the client may not have read yet: where each ends, the packet id it
+    /// frees, and whether it acknowledges a PUBLISH.
+    acks: VecDeque<(u64, u16, bool)>,
+    /// Packet ids of the client in use (until the client has read their acknowledgement).
+    ids_in_use: BTreeSet<u16>,
+    /// QoS 1 PUBLISHes of the client unacknowledged as far as the client knows.
+    unacked_publishes: usize,
+    /// Our PUBLISHes waiting for the client's PUBACK.
+    ours: BTreeSet<u16>,
+    next_id: u16,
+}
+
+impl Broker {
+    pub(crate) fn new(ids: Vec<String>, receive_maximum: Option<u16>, seed: u64) -> Broker {
+        Broker {
+            conns: ids.iter().map(|_| None).collect(),
+            ids,
+            receive_maximum,
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// Message mode: client `c` connected (its subscriptions start empty).
+    pub(crate) fn open(&mut self, c: usize, epoch: u64) {
+        self.conns[c] = Some(Conn {
+            epoch,
+            open: true,
+            subs: Vec::new(),
+            wire: None,
+        });
+    }
+
+    /// Closes the connection `epoch` of client `c` if it is open; `true` if it was.
+    pub(crate) fn close(&mut self, c: usize, epoch: u64) -> bool {
+        match &mut self.conns[c] {
+            Some(conn) if conn.epoch == epoch && conn.open => {
+                conn.open = false;
+                conn.subs.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Message mode: a SUBSCRIBE of client `c`.
+    pub(crate) fn subscribe(&mut self, c: usize, filter: String) {
+        if let Some(conn) = self.conns[c].as_mut().filter(|conn| conn.open) {
+            add_subscription(&mut conn.subs, filter);
+        }
+    }
+
+    /// Whether client `c` has an open connection subscribed to `topic`.
+    pub(crate) fn subscribed(&self, c: usize, topic: &str) -> bool {
+        self.conns[c]
+            .as_ref()
+            .is_some_and(|conn| conn.open && conn.subs.iter().any(|f| codec::matches(f, topic)))
+    }
+
+    /// The epoch of the open connection of client `c`, if any.
+    pub(crate) fn open_epoch(&self, c: usize) -> Option<u64> {
+        self.conns[c]
+            .as_ref()
+            .filter(|conn| conn.open)
+            .map(|conn| conn.epoch)
+    }
+
+    /// Whether the connection `epoch` of client `c` is open.
+    pub(crate) fn is_open(&self, c: usize, epoch: u64) -> bool {
+        self.conns[c]
+            .as_ref()
+            .is_some_and(|conn| conn.open && conn.epoch == epoch)
+    }
+
+    /// Byte mode: a chunk of the connection `epoch` of client `c` arrived at `now` (ns). The
+    /// first bytes of a newer connection open it (taking over an older one still open).
+    pub(crate) fn receive(
+        &mut self,
+        now: u64,
+        c: usize,
+        epoch: u64,
+        chunk: &Chunk,
+    ) -> Result<Received, String> {
+        let mut took_over = false;
+        match &self.conns[c] {
+            Some(conn) if conn.epoch > epoch => return Ok(Received::Stale),
+            Some(conn) if conn.epoch == epoch && !conn.open => {
+                return Err(format!(
+                    "W1: {} sent {} bytes after DISCONNECT",
+                    self.ids[c],
+                    chunk.bytes.len()
+                ));
+            }
+            Some(conn) if conn.epoch == epoch => {}
+            older => {
+                took_over = older.as_ref().is_some_and(|conn| conn.open);
+                self.conns[c] = Some(Conn {
+                    epoch,
+                    open: true,
+                    subs: Vec::new(),
+                    wire: Some(Box::new(Wire {
+                        last_heard: now,
+                        next_id: 1,
+                        ..Wire::default()
+                    })),
+                });
+            }
+        }
+        let Some(wire) = self.conns[c].as_mut().and_then(|conn| conn.wire.as_mut()) else {
+            return Err(format!(
+                "{}: bytes on a message-mode connection",
+                self.ids[c]
+            ));
+        };
+        wire.stamps
+            .push_back((wire.rx_at + wire.rx.len() as u64, chunk.stamp));
+        wire.lose.extend(chunk.lose);
+        wire.rx.extend_from_slice(&chunk.bytes);
+        Ok(Received::Buffered { took_over })
+    }
+
+    /// Reads and handles the next whole packet of client `c`, if one has arrived.
+    pub(crate) fn next_packet(&mut self, now: u64, c: usize) -> Result<Option<Handled>, String> {
+        let id = &self.ids[c];
+        let Some(conn) = self.conns[c].as_mut().filter(|conn| conn.open) else {
+            return Ok(None);
+        };
+        let Some(wire) = conn.wire.as_mut() else {
+            return Ok(None);
+        };
+        let len = match codec::frame_len(&wire.rx) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("W1: {id} sent a malformed packet: {e}")),
+        };
+        let bytes = wire.rx.split_to(len).freeze();
+        let start = wire.rx_at;
+        wire.rx_at += len as u64;
+        while wire.stamps.len() > 1 && wire.stamps[1].0 <= start {
+            wire.stamps.pop_front();
+        }
+        let stamp = wire.stamps.front().map_or(0, |s| s.1);
+        // What the client had read when it wrote this packet frees packet ids.
+        while let Some(&(end, pid, publish)) = wire.acks.front() {
+            if end > stamp {
+                break;
+            }
+            wire.acks.pop_front();
+            wire.ids_in_use.remove(&pid);
+            wire.unacked_publishes -= usize::from(publish);
+        }
+        let packet = codec::decode(&bytes)
+            .map_err(|e| format!("W1: {id} sent a malformed packet: {e} ({bytes:02x?})"))?;
+        let gap = now - wire.last_heard;
+        if wire.connected && wire.keep_alive_ns > 0 && gap > wire.keep_alive_ns * 3 / 2 {
+            return Err(format!(
+                "W3: {id} sent nothing for {:.3} ms, keep alive {} ms",
+                gap as f64 / 1e6,
+                wire.keep_alive_ns / 1_000_000
+            ));
+        }
+        wire.last_heard = now;
+        let log = format!("broker ← {id}: {}", codec::describe(&packet));
+        let mut handled = Handled {
+            log,
+            ..Handled::default()
+        };
+        if !wire.connected && !matches!(packet, Packet::Connect(_)) {
+            return Err(format!("W1: {id} sent {} before CONNECT", handled.log));
+        }
+        match packet {
+            Packet::Connect(connect) => {
+                if wire.connected {
+                    return Err(format!("W1: {id} sent a second CONNECT"));
+                }
+                if connect.client_id != *id {
+                    return Err(format!("W1: {id} connected as {:?}", connect.client_id));
+                }
+                wire.connected = true;
+                let extras = self.rng.next_u64();
+                // Now and then the broker imposes a keep-alive of its own (Server Keep Alive).
+                let server_keep_alive = (extras & 16 != 0).then_some(2);
+                let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
+                wire.keep_alive_ns = u64::from(keep_alive) * 1_000_000_000;
+                wire.client_receive_maximum = usize::from(connect.receive_maximum);
+                wire.client_max_packet = connect
+                    .maximum_packet_size
+                    .map_or(usize::MAX, |m| m as usize);
+                let connack = codec::connack(self.receive_maximum, server_keep_alive, extras);
+                handled.reply = Some(write(wire, connack));
+            }
+            Packet::Publish {
+                packet_id,
+                dup,
+                retain,
+                message,
+            } => {
+                if message.topic != store::REQUEST_TOPIC
+                    || message.qos != QoS::AtLeastOnce
+                    || dup
+                    || retain
+                {
+                    return Err(format!(
+                        "W1: {id} published to {:?} with {:?}, DUP {dup}, RETAIN {retain}: not a request",
+                        message.topic, message.qos
+                    ));
+                }
+                take_packet_id(wire, id, packet_id)?;
+                wire.unacked_publishes += 1;
+                let window = usize::from(self.receive_maximum.unwrap_or(u16::MAX));
+                if wire.unacked_publishes > window {
+                    return Err(format!(
+                        "W2: {id} has {} PUBLISHes unacknowledged, Receive Maximum {window}",
+                        wire.unacked_publishes
+                    ));
+                }
+                wire.publishes += 1;
+                let lose = wire.lose.front() == Some(&wire.publishes);
+                if lose {
+                    wire.lose.pop_front();
+                }
+                // The PUBACK goes before the store's answer, or (as from a broker that
+                // acknowledges once it has forwarded the message) after it.
+                let form = self.rng.next_u64();
+                if form & 8 == 0 {
+                    handled.reply = Some(puback(wire, packet_id, form));
+                } else {
+                    handled.ack_later = Some(packet_id);
+                }
+                handled.request = Some((message, lose));
+            }
+            Packet::PubAck { packet_id, .. } => {
+                if !wire.ours.remove(&packet_id) {
+                    return Err(format!(
+                        "W1: {id} acknowledged p{packet_id}, which is not in flight"
+                    ));
+                }
+            }
+            Packet::Subscribe { packet_id, filters } => {
+                take_packet_id(wire, id, packet_id)?;
+                let reply = write(wire, codec::suback(packet_id, &filters));
+                wire.acks.push_back((wire.written, packet_id, false));
+                handled.reply = Some(reply);
+                for (filter, _) in filters {
+                    add_subscription(&mut conn.subs, filter);
+                }
+            }
+            Packet::PingReq => handled.reply = Some(write(wire, codec::pingresp())),
+            Packet::Disconnect { .. } => {
+                conn.open = false;
+                conn.subs.clear();
+                handled.closed = true;
+            }
+        }
+        Ok(Some(handled))
+    }
+
+    /// Byte mode: the PUBACK of the client's PUBLISH `packet_id`, deferred by
+    /// [`Handled::ack_later`], if the connection is still open.
+    pub(crate) fn puback(&mut self, c: usize, packet_id: u16) -> Option<Bytes> {
+        let wire = self.conns[c]
+            .as_mut()
+            .filter(|conn| conn.open)
+            .and_then(|conn| conn.wire.as_mut())?;
+        Some(puback(wire, packet_id, self.rng.next_u64()))
+    }
+
+    /// Byte mode: the PUBLISH of `m` to client `c` on its open connection (with its packet id,
+    /// 0 for QoS 0), or `None` when there is no such connection.
+    pub(crate) fn publish(
+        &mut self,
+        c: usize,
+        m: &Message,
+    ) -> Result<Option<(Bytes, u16)>, String> {
+        let Some(wire) = self.conns[c]
+            .as_mut()
+            .filter(|conn| conn.open)
+            .and_then(|conn| conn.wire.as_mut())
+            .filter(|wire| wire.connected)
+        else {
+            return Ok(None);
+        };
+        if wire.ours.len() >= wire.client_receive_maximum {
+            return Err(format!(
+                "W1: {} leaves {} PUBLISHes of the broker unacknowledged",
+                self.ids[c],
+                wire.ours.len()
+            ));
+        }
+        let r = self.rng.next_u64();
+        let mut packet_id = 0;
+        if m.qos == QoS::AtLeastOnce {
+            // Any free identifier will do: half the time the next one, else one at random.
+            packet_id = if r & 1 == 0 {
+                wire.next_id
+            } else {
+                1 + ((r >> 1) % 65_535) as u16
+            };
+            while wire.ours.contains(&packet_id) {
+                packet_id = packet_id.checked_add(1).unwrap_or(1);
+            }
+        }
+        let bytes = codec::publish(packet_id, m, r >> 17);
+        if bytes.len() > wire.client_max_packet {
+            // MQTT: a message too large for the client is discarded as if delivered.
+            return Ok(None);
+        }
+        if packet_id != 0 {
+            wire.next_id = packet_id.checked_add(1).unwrap_or(1);
+            wire.ours.insert(packet_id);
+        }
+        Ok(Some((write(wire, bytes), packet_id)))
+    }
+}
+
+/// A PUBACK for the client's `packet_id`, in one of its encodings; the client may reuse the
+/// identifier once it has read it.
+fn puback(wire: &mut Wire, packet_id: u16, form: u64) -> Bytes {
+    let bytes = write(wire, codec::puback(packet_id, form));
+    wire.acks.push_back((wire.written, packet_id, true));
+    bytes
+}
+
+/// Counts what the broker writes to a connection.
+fn write(wire: &mut Wire, bytes: Bytes) -> Bytes {
+    wire.written += bytes.len() as u64;
+    bytes
+}
+
+/// A client's packet id: not one in use.
+fn take_packet_id(wire: &mut Wire, id: &str, packet_id: u16) -> Result<(), String> {
+    if !wire.ids_in_use.insert(packet_id) {
+        return Err(format!(
+            "W1: {id} reused p{packet_id} before it read its acknowledgement"
+        ));
+    }
+    Ok(())
+}
+
+/// A subscription replaces one with the same filter.
+fn add_subscription(subs: &mut Vec<String>, filter: String) {
+    if !subs.contains(&filter) {
+        subs.push(filter);
+    }
+}
