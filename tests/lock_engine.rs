@@ -1259,10 +1259,10 @@ fn an_edit_raises_the_keys_fence_to_its_token_before_the_user_sees_the_value() {
         (
             Bytes::from_static(b"K"),
             Bytes::from_static(b"7"),
-            SetCondition::Always,
+            SetCondition::NotExistsOrEqual,
             None
         ),
-        "the value read, written back"
+        "the value read, written back while the key still holds it"
     );
     assert_eq!(fence.prop("__ft"), Some(token.to_string().as_str()));
     t.ok(&fence);
@@ -1392,5 +1392,34 @@ fn a_fence_answered_after_the_lease_lapsed_shows_the_user_nothing() {
             .iter()
             .all(|e| !matches!(e, Event::EditRequested { .. })),
         "{op:?} never asks the user"
+    );
+}
+
+#[test]
+fn a_fence_refused_because_the_key_changed_reads_the_key_again() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, token, fence) =
+        edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    // A previous holder's delayed write changed the key after the read: NEX refuses the fence.
+    t.reply(&fence, StoreReply::Integer(-1), None);
+    assert_eq!(t.take_events(), vec![], "the user has seen nothing yet");
+    let get = t.take_one("GET");
+    t.reply(&get, StoreReply::Value(Bytes::from_static(b"9")), None);
+    let fence = t.take_one("SET");
+    assert_eq!(
+        set_parts(&fence).1,
+        Bytes::from_static(b"9"),
+        "what is there now is fenced"
+    );
+    assert_eq!(fence.prop("__ft"), Some(token.to_string().as_str()));
+    t.ok(&fence);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditRequested {
+            op,
+            lock,
+            current: Some(Bytes::from_static(b"9"))
+        }]
     );
 }

@@ -1,9 +1,14 @@
-//! The simulator must find the bug planted by the `canary` feature (lease validity without the
-//! safety margin) within a small budget of seeds — in each mode: driving the engine at the
-//! `Message` level, and as a `Connection` over bytes through the modelled broker.
+//! The simulator must find the bugs planted by the canary features within a small budget of
+//! seeds:
 //!
-//! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`
-#![cfg(feature = "canary")]
+//! - `canary` (lease validity without the safety margin) in each mode: driving the engine at the
+//!   `Message` level, and as a `Connection` over bytes through the modelled broker;
+//! - `canary-edit-fence` (edits that do not raise the key's fence before the user sees the
+//!   value) in message mode, where a fenced write can be held past the next holder's read.
+//!
+//! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
+//! with `--features canary-edit-fence`.
+#![cfg(any(feature = "canary", feature = "canary-edit-fence"))]
 
 use leasedlock_fuzz::sim::{self, Mode};
 
@@ -11,8 +16,8 @@ use leasedlock_fuzz::sim::{self, Mode};
 const BUDGET: u64 = 500;
 const INPUT_LEN: usize = 600;
 
-/// The first seed whose run in `mode` fails; the failure must be two holders (S1).
-fn finds_the_planted_bug(mode: Mode) {
+/// The first seed whose run in `mode` fails; the failure must be the invariant `expected`.
+fn finds_the_planted_bug(mode: Mode, expected: &str) {
     for seed in 0..BUDGET {
         let mut input = sim::seed_input(seed, INPUT_LEN);
         sim::set_mode(&mut input, mode);
@@ -23,8 +28,8 @@ fn finds_the_planted_bug(mode: Mode) {
             );
             assert_eq!(failure.mode, mode);
             assert!(
-                failure.message.starts_with("S1"),
-                "the planted bug shows as two holders: {}",
+                failure.message.starts_with(expected),
+                "the planted bug shows as {expected}: {}",
                 failure.message
             );
             return;
@@ -33,12 +38,23 @@ fn finds_the_planted_bug(mode: Mode) {
     panic!("the simulator did not find the planted bug in {BUDGET} seeds in {mode:?} mode");
 }
 
+/// Without the margin, two clients hold a lock at once (S1).
+#[cfg(feature = "canary")]
 #[test]
 fn simulator_finds_the_planted_bug() {
-    finds_the_planted_bug(Mode::Messages);
+    finds_the_planted_bug(Mode::Messages, "S1");
 }
 
+#[cfg(feature = "canary")]
 #[test]
 fn simulator_finds_the_planted_bug_in_byte_mode() {
-    finds_the_planted_bug(Mode::Bytes);
+    finds_the_planted_bug(Mode::Bytes, "S1");
+}
+
+/// Without the edit fence, a held write of a previous holder lands after the next edit showed
+/// its user the value (S6).
+#[cfg(feature = "canary-edit-fence")]
+#[test]
+fn simulator_finds_the_missing_edit_fence() {
+    finds_the_planted_bug(Mode::Messages, "S6");
 }

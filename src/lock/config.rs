@@ -59,7 +59,8 @@ impl Config {
             retry_jitter_min: Duration::ZERO,
             retry_jitter_max: Duration::from_millis(3),
             release_holdback: Duration::from_millis(2),
-            raise_edit_fence: true,
+            // Planted bug for the simulator's canary: edits without their fence.
+            raise_edit_fence: cfg!(not(feature = "canary-edit-fence")),
         }
     }
 

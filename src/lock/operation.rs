@@ -60,8 +60,10 @@ pub(super) enum EditPhase {
     /// GET of the key.
     Reading,
     /// Writing the value read (or a placeholder for an absent key) back with the fencing token,
-    /// so that no write of an earlier token can land after the user has seen the value
-    /// ([`Config::raise_edit_fence`](super::Config::raise_edit_fence)).
+    /// on the condition that the key still holds it (NEX), so that no write of an earlier token
+    /// can land after the user has seen the value
+    /// ([`Config::raise_edit_fence`](super::Config::raise_edit_fence)); refused, the edit reads
+    /// the key again.
     Fencing { current: Option<Bytes> },
     /// `EditRequested` is out: waiting for `complete_edit`. `placeholder`: the key was absent
     /// and the fence left [`ABSENT_PLACEHOLDER`] in its place, which an abort deletes.
@@ -466,10 +468,17 @@ impl Client {
                 let value = current
                     .clone()
                     .unwrap_or(Bytes::from_static(ABSENT_PLACEHOLDER));
+                // NEX: only while the key still holds what was read. A copy of this request
+                // that reaches the store late (after a timeout and a re-send, or from the MQTT
+                // session) can then never undo the user's write, which carries the same token;
+                // and a write of a previous holder that landed after the read is seen again.
                 let command = Command::Set {
                     key: key.clone(),
                     value,
-                    options: SetOptions::default(),
+                    options: SetOptions {
+                        condition: SetCondition::NotExistsOrEqual,
+                        expiry: None,
+                    },
                 };
                 let token = l.lease.as_ref().map(|lease| lease.token.clone());
                 (command, RequestKind::Fence, token)

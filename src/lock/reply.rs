@@ -412,6 +412,12 @@ impl Client {
                 self.request_edit(id, lock, current, placeholder);
             }
             StoreReply::Ok => self.finish_edit(now, id, Err(OpError::LeaseLapsed)),
+            // The key no longer holds what was read (a previous holder's delayed write landed in
+            // between): read it again, and fence what is there now.
+            StoreReply::Integer(-1) => {
+                self.set_edit_phase(id, EditPhase::Reading);
+                self.advance(now, id);
+            }
             other => self.fail(now, id, lock, OpError::UnexpectedReply(other)),
         }
     }

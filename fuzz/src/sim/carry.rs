@@ -9,6 +9,7 @@
 use leasedlock::bytes::Bytes;
 use leasedlock::connection;
 use leasedlock::mqtt::DisconnectCause;
+use leasedlock::store;
 use leasedlock::Message;
 
 use super::broker::{Chunk, Received};
@@ -140,7 +141,14 @@ impl World<'_> {
                     let line = format!("{} → {}", self.clients[c].id, describe(&msg));
                     self.log(line);
                     if self.clients[c].connected {
-                        let fate = self.net.fate(&mut self.input, self.healing, true);
+                        // Message mode only: bytes keep their connection's order (a held write
+                        // there is a held connection, which the cut and delay faults cover).
+                        let fenced = msg
+                            .user_properties
+                            .iter()
+                            .any(|(k, _)| &**k == store::PROP_FENCING_TOKEN);
+                        let hold = fenced.then(|| 3 * self.cfg.lease_ns());
+                        let fate = self.net.fate(&mut self.input, self.healing, true, hold);
                         let what = Carried::Request {
                             msg,
                             lose_reply: false,
@@ -187,7 +195,7 @@ impl World<'_> {
         let (delay, lose) = if publishes == 0 {
             (self.net.max_delay_ns / 2, None)
         } else {
-            match self.net.fate(&mut self.input, self.healing, true) {
+            match self.net.fate(&mut self.input, self.healing, true, None) {
                 Fate::Deliver(d) | Fate::Duplicate(d, _) => (d, None),
                 Fate::LoseReply(d) => (d, Some(before + 1)),
                 Fate::Drop => {
@@ -272,7 +280,7 @@ impl World<'_> {
                 }
                 match self.mode {
                     Mode::Messages => {
-                        let fate = self.net.fate(&mut self.input, self.healing, false);
+                        let fate = self.net.fate(&mut self.input, self.healing, false, None);
                         self.send_message(c, Carried::Message(msg.clone()), fate);
                     }
                     Mode::Bytes => self.publish(c, &msg)?,
@@ -292,7 +300,7 @@ impl World<'_> {
         if self.net.is_cut(conn) {
             return Ok(());
         }
-        match self.net.fate(&mut self.input, self.healing, false) {
+        match self.net.fate(&mut self.input, self.healing, false, None) {
             Fate::Deliver(d) | Fate::LoseReply(d) => self.publish_on(conn, msg, d, false),
             Fate::Drop => {
                 self.cut(conn);

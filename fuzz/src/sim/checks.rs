@@ -1,4 +1,4 @@
-//! The invariants checked after every step (S1–S4; S5 is the absence of panics), and what they
+//! The invariants checked after every step (S1–S4, S6; S5 is the absence of panics), and what they
 //! keep track of: every operation of every client, the tokens announced, the writes accepted.
 
 use leasedlock::lock::{EditOutcome, Event, LockId, OpError, ABSENT_PLACEHOLDER};
@@ -29,6 +29,8 @@ pub(crate) struct Track {
 pub(crate) struct Invariants {
     last_token: Vec<Option<FencingToken>>,
     max_write_token: Vec<Option<FencingToken>>,
+    /// The newest token of an edit that has shown a user the counter's value (S6).
+    max_seen_token: Vec<Option<FencingToken>>,
     pub edits_ok: Vec<u64>,
     pub edits_indeterminate: Vec<u64>,
     pub acquisitions: u64,
@@ -39,6 +41,7 @@ impl Invariants {
         Invariants {
             last_token: vec![None; LOCK_NAMES.len()],
             max_write_token: vec![None; LOCK_NAMES.len()],
+            max_seen_token: vec![None; LOCK_NAMES.len()],
             edits_ok: vec![0; LOCK_NAMES.len()],
             edits_indeterminate: vec![0; LOCK_NAMES.len()],
             acquisitions: 0,
@@ -73,7 +76,15 @@ impl World<'_> {
                 }
                 self.inv.last_token[li] = Some(token.clone());
             }
-            Event::EditRequested { op, current, .. } => {
+            Event::EditRequested { op, lock, current } => {
+                // S6: from now on the value this user sees must stay until its edit writes.
+                let li = lock_index(lock, &self.clients[c]);
+                let now = self.client_now(c);
+                let token = self.clients[c].link.engine().token(now, *lock).cloned();
+                let seen = &mut self.inv.max_seen_token[li];
+                if token.as_ref() > seen.as_ref() {
+                    *seen = token;
+                }
                 let current = current.clone();
                 if self.healing {
                     self.clients[c].awaiting_edits.push((*op, current));
@@ -200,6 +211,13 @@ impl World<'_> {
                         COUNTER_KEYS[li]
                     ));
                 }
+            }
+            if let Some(seen) = self.inv.max_seen_token[li].as_ref().filter(|s| ft < *s) {
+                return Err(format!(
+                    "S6: the store accepted a write to {} with token {ft} after an edit with \
+                     token {seen} showed its user the value",
+                    COUNTER_KEYS[li]
+                ));
             }
             self.inv.max_write_token[li] = Some(ft.clone());
         }

@@ -92,7 +92,15 @@ impl Net {
 
     /// The fate of the next message (`request`: one sent to the store), from the next input byte;
     /// while healing, or once the input is used up, delivery after half the maximum delay.
-    pub(crate) fn fate(&self, input: &mut Input<'_>, healing: bool, request: bool) -> Fate {
+    /// `hold_ns`: for a fenced write, how long a held one waits (past its lease and the next
+    /// holder's read of the key); `None` for anything else.
+    pub(crate) fn fate(
+        &self,
+        input: &mut Input<'_>,
+        healing: bool,
+        request: bool,
+        hold_ns: Option<u64>,
+    ) -> Fate {
         let half = self.max_delay_ns / 2;
         if healing {
             return Fate::Deliver(half);
@@ -109,6 +117,13 @@ impl Net {
                 1 if request => return Fate::Duplicate(delay(b), delay(b)),
                 1 => return Fate::Duplicate(delay(b), delay(b.rotate_left(4))),
                 2 if request => return Fate::LoseReply(delay(b)),
+                // A fenced write held far beyond the margin: the lease ends, another client
+                // takes the lock and reads the key before the write reaches the store.
+                3 => {
+                    if let Some(hold) = hold_ns {
+                        return Fate::Deliver(hold + delay(b));
+                    }
+                }
                 _ => {}
             }
         }

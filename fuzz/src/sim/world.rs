@@ -106,6 +106,13 @@ pub(super) struct SimConfig {
     mqtt: MqttConfig,
 }
 
+impl SimConfig {
+    /// The lease of every lock operation, in ns.
+    pub(super) fn lease_ns(&self) -> u64 {
+        ns(self.lease)
+    }
+}
+
 pub(crate) struct World<'a> {
     pub(super) input: Input<'a>,
     pub(super) cfg: SimConfig,
