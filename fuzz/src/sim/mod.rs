@@ -17,7 +17,10 @@
 //!   another MQTT client would drive it: `poll_output`, `to_message`, `handle_message`,
 //!   `handle_subscribed`), and the network carries messages. A fate byte delivers a message after
 //!   a delay (which reorders), drops it, duplicates it, or (requests) applies it with the reply
-//!   lost.
+//!   lost; a fenced write (an edit's fence or write) may also be **held** for three leases, far
+//!   beyond the safety margin, so that it reaches the store after its lease ended and another
+//!   client has taken the lock and read the key (the fault of a previous holder's delayed write;
+//!   caught without the edit fence by the canary `canary-edit-fence`, as S6).
 //! - **Byte mode**: each client is a `connection::Connection` — the engine glued to the crate's
 //!   MQTT v5 session, as every production adapter drives it — exchanging bytes with a modelled
 //!   MQTT v5 broker in front of the same emulator (`broker.rs`, with a codec of its own written
@@ -70,7 +73,9 @@
 //! - **S4** for each lock's counter (edited under the lock): `ok ≤ counter ≤ ok + indeterminate
 //!   (+ writes still in flight)`, and the store never accepts a write to the counter without a
 //!   fencing token or with one lower than the stored token;
-//! - **S5** nothing panics (a panic is a failure of the run).
+//! - **S5** nothing panics (a panic is a failure of the run);
+//! - **S6** once an edit has shown its user a counter's value, the store accepts no write to that
+//!   counter with an older token: what the user saw stays the value until its edit writes.
 //!
 //! Byte mode checks the wire as well (the broker checks the client, the world checks what the
 //! session reports of the broker):
