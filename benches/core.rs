@@ -8,15 +8,13 @@ mod support;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use leasedlock::connection::Connection;
 use leasedlock::hlc::Hlc;
-use leasedlock::lock::{Config, Intent, Options};
 use leasedlock::mqtt::{self, Session};
 use leasedlock::store::{self, Command, Request, SetCondition, SetOptions};
 use std::hint::black_box;
 use std::num::NonZeroU64;
 use std::time::Duration;
-use support::{now, pump, Broker};
+use support::{now, pump, Broker, Cycle};
 
 fn connected_session(client_id: &str) -> Session {
     let t = now();
@@ -98,28 +96,9 @@ fn wire(c: &mut Criterion) {
 
 fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
-    let t = now();
-    let mut conn =
-        Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
-    let mut broker = Broker::new("bench");
-    let mut scratch = BytesMut::with_capacity(4096);
-    conn.connect(t);
-    pump(&mut conn, &mut broker, t, &mut scratch);
-    let lock = conn.lock_id("bench-lock").unwrap();
-    let lease = Duration::from_secs(10);
+    let mut cycle = Cycle::new();
     g.throughput(Throughput::Elements(1));
-    g.bench_function("try_acquire_release_cycle", |b| {
-        b.iter(|| {
-            let t = now();
-            conn.start(t, lock, Intent::TryAcquire { lease }, Options::default())
-                .unwrap();
-            let acquired = pump(&mut conn, &mut broker, t, &mut scratch);
-            conn.start(t, lock, Intent::Release, Options::default())
-                .unwrap();
-            let released = pump(&mut conn, &mut broker, t, &mut scratch);
-            assert_eq!((acquired, released), (1, 1));
-        })
-    });
+    g.bench_function("try_acquire_release_cycle", |b| b.iter(|| cycle.run()));
 
     // One client holding 10 000 locks: the cost of one renewal round, per renewal.
     const LOCKS: u64 = 10_000;

@@ -9,12 +9,8 @@
 
 mod support;
 
-use bytes::BytesMut;
-use leasedlock::connection::Connection;
-use leasedlock::lock::{Config, Intent, Options};
-use leasedlock::mqtt;
-use std::time::{Duration, Instant};
-use support::{now, pump, Broker};
+use std::time::Instant;
+use support::Cycle;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -24,25 +20,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let t = now();
-    let mut conn =
-        Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
-    let mut broker = Broker::new("bench");
-    let mut scratch = BytesMut::with_capacity(4096);
-    conn.connect(t);
-    pump(&mut conn, &mut broker, t, &mut scratch);
-    let lock = conn.lock_id("bench-lock").unwrap();
-    let lease = Duration::from_secs(10);
+    let mut cycle = Cycle::new();
     let started = Instant::now();
     for _ in 0..cycles {
-        let t = now();
-        conn.start(t, lock, Intent::TryAcquire { lease }, Options::default())
-            .unwrap();
-        let acquired = pump(&mut conn, &mut broker, t, &mut scratch);
-        conn.start(t, lock, Intent::Release, Options::default())
-            .unwrap();
-        let released = pump(&mut conn, &mut broker, t, &mut scratch);
-        assert_eq!((acquired, released), (1, 1));
+        cycle.run();
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

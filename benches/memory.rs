@@ -9,13 +9,9 @@
 
 mod support;
 
-use bytes::BytesMut;
-use leasedlock::connection::Connection;
-use leasedlock::lock::{Config, Intent, Options};
-use leasedlock::mqtt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{now, pump, Broker, Counting, ALLOCS, LIVE};
+use support::{pump, Counting, Cycle, ALLOCS, LIVE};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -33,15 +29,7 @@ fn main() {
 }
 
 fn cycles() {
-    let t = now();
-    let mut conn =
-        Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1).unwrap();
-    let mut broker = Broker::new("bench");
-    let mut scratch = BytesMut::with_capacity(4096);
-    conn.connect(t);
-    pump(&mut conn, &mut broker, t, &mut scratch);
-    let lock = conn.lock_id("bench-lock").unwrap();
-    let lease = Duration::from_secs(10);
+    let mut cycle = Cycle::new();
     let base = live();
     let allocs0 = ALLOCS.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -49,13 +37,7 @@ fn cycles() {
     println!("try_acquire → release cycles through Connection (bytes in, bytes out):");
     for checkpoint in [1_000u64, 100_000, 1_000_000] {
         while done < checkpoint {
-            let t = now();
-            conn.start(t, lock, Intent::TryAcquire { lease }, Options::default())
-                .unwrap();
-            pump(&mut conn, &mut broker, t, &mut scratch);
-            conn.start(t, lock, Intent::Release, Options::default())
-                .unwrap();
-            pump(&mut conn, &mut broker, t, &mut scratch);
+            cycle.run();
             done += 1;
         }
         println!(
@@ -67,7 +49,7 @@ fn cycles() {
     }
     let per = started.elapsed() / done as u32;
     println!("  mean {per:?} per cycle (with the counting allocator)");
-    assert_eq!(conn.engine().operations_in_progress(), 0);
+    assert_eq!(cycle.conn.engine().operations_in_progress(), 0);
 }
 
 fn held_locks() {

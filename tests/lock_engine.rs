@@ -652,9 +652,9 @@ fn holder_reads_the_lock_value() {
     );
 }
 
-/// Runs an edit of a client without the edit fence up to the EditRequested event; returns (op,
-/// token, current).
-fn edit_to_request(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, Option<Bytes>) {
+/// Starts an edit of key `K` and answers it up to its GET, which it returns with the op and the
+/// token of the lease.
+fn edit_to_get(t: &mut T, lock: LockId) -> (OpId, Hlc, Sent) {
     let op = t
         .client
         .edit(
@@ -679,6 +679,13 @@ fn edit_to_request(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, 
             key: Bytes::from_static(b"K")
         }
     );
+    (op, token, get)
+}
+
+/// Runs an edit of a client without the edit fence up to the EditRequested event; returns (op,
+/// token, current).
+fn edit_to_request(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, Option<Bytes>) {
+    let (op, token, get) = edit_to_get(t, lock);
     t.reply(&get, current, None);
     match t.take_events().as_slice() {
         [Event::EditRequested { op: o, current, .. }] if *o == op => (op, token, current.clone()),
@@ -1225,20 +1232,7 @@ fn with_no_jitter_a_waiter_retries_at_once_without_a_timer() {
 
 /// Runs a (fenced) edit up to its GET reply; returns (op, token) and leaves the fence SET sent.
 fn edit_to_fence(t: &mut T, lock: LockId, current: StoreReply) -> (OpId, Hlc, Sent) {
-    let op = t
-        .client
-        .edit(
-            t.now,
-            lock,
-            Bytes::from_static(b"K"),
-            5 * SEC,
-            Options::default(),
-        )
-        .unwrap();
-    let sent = t.take_sent();
-    t.ok(&sent[0]);
-    let token = t.ok(&sent[1]);
-    let get = t.take_one("GET");
+    let (op, token, get) = edit_to_get(t, lock);
     t.reply(&get, current, None);
     assert_eq!(
         t.take_events(),

@@ -244,6 +244,50 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// One connected client, its broker and one lock: the try_acquire → release cycle that the
+/// core, memory and instruction benchmarks run.
+pub struct Cycle {
+    pub conn: Connection,
+    broker: Broker,
+    scratch: BytesMut,
+    lock: leasedlock::lock::LockId,
+}
+
+impl Cycle {
+    /// Connected as `bench`, with the lock `bench-lock`.
+    pub fn new() -> Cycle {
+        let t = now();
+        let mut conn = Connection::new(Config::new("bench"), mqtt::Options::new("bench"), t, 1)
+            .expect("a valid client id");
+        let mut broker = Broker::new("bench");
+        let mut scratch = BytesMut::with_capacity(4096);
+        conn.connect(t);
+        pump(&mut conn, &mut broker, t, &mut scratch);
+        let lock = conn.lock_id("bench-lock").expect("a name");
+        Cycle {
+            conn,
+            broker,
+            scratch,
+            lock,
+        }
+    }
+
+    /// One try_acquire of a 10 s lease, then its release, each answered in full.
+    pub fn run(&mut self) {
+        let (t, lock, lease) = (now(), self.lock, Duration::from_secs(10));
+        let acquire = Intent::TryAcquire { lease };
+        self.conn
+            .start(t, lock, acquire, Options::default())
+            .expect("an intent");
+        let acquired = pump(&mut self.conn, &mut self.broker, t, &mut self.scratch);
+        self.conn
+            .start(t, lock, Intent::Release, Options::default())
+            .expect("an intent");
+        let released = pump(&mut self.conn, &mut self.broker, t, &mut self.scratch);
+        assert_eq!((acquired, released), (1, 1));
+    }
+}
+
 /// A connected `Connection` holding `n` locks (30 s lease, renewed every 10 s), with its broker.
 pub fn holding(client_id: &str, n: usize) -> (Connection, Broker, BytesMut, Now) {
     let t = now();
