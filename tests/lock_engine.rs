@@ -1417,3 +1417,49 @@ fn a_fence_refused_because_the_key_changed_reads_the_key_again() {
         }]
     );
 }
+
+/// The store's answer to `to`: a protocol error of `status` (it did not process the request,
+/// or, for 5xx, cannot say whether it did).
+fn protocol_error(t: &mut T, to: &Sent, status: u16) {
+    let error = leasedlock::store::ProtocolError {
+        status,
+        message: Some("injected".into()),
+        ..Default::default()
+    };
+    let m = store::protocol_error_message(
+        to.message.response_topic.as_deref().unwrap(),
+        to.message.correlation_data.clone().unwrap(),
+        &error,
+    );
+    t.client.handle_message(t.now, &m);
+    t.drain();
+}
+
+#[test]
+fn an_edit_write_answered_with_a_5xx_or_an_unreadable_reply_is_indeterminate() {
+    for (answer, indeterminate) in [(503u16, true), (500, true), (400, false), (0, true)] {
+        let mut t = T::connected_unfenced("c1");
+        let lock = t.lock("L");
+        let (op, _, _) = edit_to_request(&mut t, lock, StoreReply::NotFound);
+        t.client
+            .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"1")))
+            .unwrap();
+        let write = t.take_one("SET");
+        if answer == 0 {
+            // Well formed, but not a reply a SET can have: the store did something with it.
+            t.reply(&write, StoreReply::Value(Bytes::from_static(b"?")), None);
+        } else {
+            protocol_error(&mut t, &write, answer);
+        }
+        let events = t.take_events();
+        let failed = match events.as_slice() {
+            [Event::Failed { op: o, error, .. }] if *o == op => error.clone(),
+            other => panic!("{answer}: expected the edit to fail, got {other:?}"),
+        };
+        assert_eq!(
+            failed == OpError::Indeterminate,
+            indeterminate,
+            "{answer}: {failed:?}"
+        );
+    }
+}

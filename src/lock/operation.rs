@@ -30,7 +30,7 @@ use super::client::{Client, Timer};
 use super::request::{Owner, RequestId, RequestKind};
 use super::timer::TimerKey;
 use super::{EditAction, EditOutcome, Event, LockId, OpError, Output};
-use crate::store::{Command, SetCondition, SetOptions};
+use crate::store::{Command, ResponseError, SetCondition, SetOptions};
 use crate::time::later;
 use crate::Now;
 use bytes::Bytes;
@@ -134,6 +134,12 @@ impl Op {
             _ => None,
         }
     }
+}
+
+/// Whether a response error says the store did not process the request: a 4xx protocol error.
+/// Anything else (a 5xx, a status or payload that cannot be read) leaves it unknown.
+fn refused_unprocessed(error: &ResponseError) -> bool {
+    matches!(error, ResponseError::Protocol(p) if (400..500).contains(&p.status))
 }
 
 impl Client {
@@ -260,6 +266,12 @@ impl Client {
                 | OpError::Disconnected
                 | OpError::SubscriptionRefused(_),
             ) if attempts >= 1 => Err(OpError::Indeterminate),
+            // A reply that does not say the write was refused unprocessed (a 5xx, a reply that
+            // cannot be read, one a write cannot have) leaves its outcome unknown too.
+            Err(OpError::Protocol(e)) if attempts >= 1 && !refused_unprocessed(&e) => {
+                Err(OpError::Indeterminate)
+            }
+            Err(OpError::UnexpectedReply(_)) if attempts >= 1 => Err(OpError::Indeterminate),
             Err(_) if attempts >= 2 => Err(OpError::Indeterminate),
             o => o,
         };
