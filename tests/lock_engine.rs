@@ -1463,3 +1463,42 @@ fn an_edit_write_answered_with_a_5xx_or_an_unreadable_reply_is_indeterminate() {
         );
     }
 }
+
+#[test]
+fn a_lease_is_trusted_for_the_whole_milliseconds_the_store_is_told() {
+    let mut config = Config::new("c1");
+    config.safety_margin = Duration::ZERO;
+    config.clock_rate_drift_ppm = 0;
+    let mut t = T::connected_with(config);
+    let lock = t.lock("L");
+    let lease = Duration::from_micros(1_500_900);
+    t.client
+        .try_acquire(t.now, lock, lease, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    assert_eq!(set_parts(&set).3, Some(1_500), "PX in whole milliseconds");
+    let sent = t.now.instant;
+    t.ok(&set);
+    assert_eq!(
+        t.client.valid_until(lock),
+        Some(sent + Duration::from_millis(1_500)),
+        "never longer than the PX the store applies"
+    );
+}
+
+#[test]
+fn an_edit_of_the_lock_key_itself_is_refused() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    assert_eq!(
+        t.client.edit(
+            t.now,
+            lock,
+            Bytes::from_static(b"L"),
+            5 * SEC,
+            Options::default()
+        ),
+        Err(leasedlock::lock::IntentError::KeyIsTheLock)
+    );
+    assert!(t.take_sent().is_empty(), "nothing sent");
+}

@@ -55,6 +55,9 @@ pub enum IntentError {
     /// The lock name or edited key is empty.
     #[error("the key is empty")]
     EmptyKey,
+    /// The edited key is the lock's own key: writing it would overwrite the lock's holder.
+    #[error("the edited key is the lock itself")]
+    KeyIsTheLock,
     /// The session id is empty or contains a character a holder value cannot carry.
     #[error("invalid session id")]
     InvalidSessionId,

@@ -46,6 +46,12 @@ pub enum Intent {
     },
 }
 
+/// The lease as the store applies it: PX takes whole milliseconds, and the lease is trusted for
+/// no longer than what the store was told.
+fn whole_millis(lease: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Client {
     /// Starts the operation that `intent` names on `lock`; the same as calling the intent's
     /// method.
@@ -75,6 +81,7 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
+        let lease = whole_millis(lease);
         let (holder, deadline) = self.admit(now, lock, Some(lease), &options, true)?;
         Ok(self.start_op(now, lock, holder, deadline, OpKind::TryAcquire { lease }))
     }
@@ -87,6 +94,7 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
+        let lease = whole_millis(lease);
         let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
         Ok(self.start_op(now, lock, holder, deadline, OpKind::Acquire { lease }))
     }
@@ -128,6 +136,7 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
+        let lease = whole_millis(lease);
         let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
         if let Some(h) = self.locks[lock].hold {
             return Err(IntentError::LockInUse(h));
@@ -166,11 +175,15 @@ impl Client {
         lease: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
+        let lease = whole_millis(lease);
         let key = key.into();
         if key.is_empty() {
             return Err(IntentError::EmptyKey);
         }
         let l = self.locks.get(lock)?;
+        if key == l.name {
+            return Err(IntentError::KeyIsTheLock);
+        }
         if let Some(other) = l.ops.iter().find(|id| {
             !matches!(
                 self.ops[id].kind,
