@@ -10,11 +10,11 @@ use crate::{Message, Now};
 use bytes::Bytes;
 
 /// The largest MQTT packet, in bytes: a 5-byte fixed header and the largest remaining length
-/// (268 435 455). The default of [`EmulatorConfig::max_packet_size`].
+/// (268 435 455). The default of [`EmulatorConfig::max_packet_size`](super::EmulatorConfig::max_packet_size).
 pub const MAX_PACKET_SIZE: usize = 268_435_460;
 
 /// `__stat` of a request refused because its answer or a notification it causes would be larger
-/// than can be delivered (see the [module docs](self)).
+/// than can be delivered (`docs/PROTOCOL.md` §9).
 pub const STATUS_TOO_LARGE: u16 = 413;
 
 impl Emulator {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Configuration of a lock [`Client`].
+/// Configuration of a lock [`Client`](super::Client).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// The MQTT client id: the holder value of every lock (with `:sessionId` when a session id is

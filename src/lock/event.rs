@@ -133,7 +133,7 @@ pub enum Event {
         /// Why.
         error: OpError,
     },
-    /// An edit holds the lock and read the key: answer with [`Client::complete_edit`].
+    /// An edit holds the lock and read the key: answer with [`Client::complete_edit`](super::Client::complete_edit).
     EditRequested {
         /// The edit.
         op: OpId,
@@ -211,7 +211,7 @@ pub enum Output {
     /// reason with [`Client::handle_not_delivered`](super::Client::handle_not_delivered).
     Request(Request),
     /// Subscribe to this topic filter with QoS 1, then report the SUBACK with
-    /// [`Client::handle_subscribed`].
+    /// [`Client::handle_subscribed`](super::Client::handle_subscribed).
     Subscribe(String),
     /// Tell the user.
     Event(Event),

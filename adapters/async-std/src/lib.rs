@@ -1,10 +1,17 @@
-//! # leasedlock-async-std
+//! # leasedlock-async-std: leasedlock on async-io, for smol and async-std
 //!
 //! [`leasedlock`] on `async-io`: `Async<TcpStream>` (TCP_NODELAY set), with TLS from
 //! `futures-rustls` when [`Settings::tls`] is set, and `async_io::Timer`.
 //! async-io has no executor, so [`connect`] returns the [`Client`] handle and a [`Driver`] future
-//! to spawn on whatever runs futures — async-std, smol, or any other executor (async-io runs its
-//! own reactor thread). The API is the same as `leasedlock-tokio`'s.
+//! to spawn on whatever runs futures (async-io runs its own reactor thread):
+//!
+//! - **smol**, the maintained choice;
+//! - **async-std**, which is discontinued (RUSTSEC-2025-0052) and still works, as it runs on
+//!   async-io too;
+//! - any other executor.
+//!
+//! The crate keeps the name it was first given; nothing in it depends on async-std. The API is
+//! the same as `leasedlock-tokio`'s.
 //!
 //! ```no_run
 //! use leasedlock_async_std::{connect, Settings};
