@@ -1502,3 +1502,56 @@ fn an_edit_of_the_lock_key_itself_is_refused() {
     );
     assert!(t.take_sent().is_empty(), "nothing sent");
 }
+
+#[test]
+fn after_a_refused_subscription_new_operations_fail_at_once_instead_of_waiting() {
+    let mut t = T::new(Config::new("c1"));
+    t.client.handle_connected(t.now);
+    t.drain();
+    let subs = std::mem::take(&mut t.subscribes);
+    let notify = t.client.notification_filter().to_string();
+    for s in &subs {
+        t.client.handle_subscribed(t.now, s, *s != notify);
+    }
+    t.drain();
+    let lock = t.lock("L");
+    let waiting = t
+        .client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let once = t
+        .client
+        .try_acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let refused = OpError::SubscriptionRefused(notify.clone());
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::Failed {
+                op: waiting,
+                lock,
+                error: refused.clone()
+            },
+            Event::Failed {
+                op: once,
+                lock,
+                error: refused
+            }
+        ],
+        "an acquire without a timeout must not wait forever, nor a try_acquire report a timeout"
+    );
+    assert!(t.take_sent().is_empty());
+    // The next connection subscribes again; granted, operations work.
+    t.client.handle_disconnected(t.now);
+    t.connect();
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    t.ok(&set);
+    assert!(matches!(
+        t.take_events().as_slice(),
+        [Event::Acquired { op: o, .. }] if *o == op
+    ));
+}

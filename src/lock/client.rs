@@ -207,11 +207,13 @@ impl Client {
             return;
         }
         if !granted {
+            // Failing one may end others (an undo release settling wakes its lock's waiters).
             let ids = self.op_ids_in_order();
             for id in ids {
-                let lock = self.ops[&id].lock;
-                let error = OpError::SubscriptionRefused(filter.to_string());
-                self.fail(now, id, lock, error);
+                if let Some(lock) = self.ops.get(&id).map(|op| op.lock) {
+                    let error = OpError::SubscriptionRefused(filter.to_string());
+                    self.fail(now, id, lock, error);
+                }
             }
         } else if !was_ready && self.ready() {
             self.on_ready(now);

@@ -337,6 +337,19 @@ impl Client {
         self.connected && self.sub_response == Sub::Granted && self.sub_notify == Sub::Granted
     }
 
+    /// The filter the broker refused on the current connection, if it refused one.
+    pub(super) fn refused_subscription(&self) -> Option<String> {
+        if !self.connected {
+            None
+        } else if self.sub_response == Sub::Refused {
+            Some(self.response_topic.clone())
+        } else if self.sub_notify == Sub::Refused {
+            Some(self.notify_filter.clone())
+        } else {
+            None
+        }
+    }
+
     /// Every live operation, oldest first.
     pub(super) fn op_ids_in_order(&self) -> Vec<OpId> {
         let mut all: Vec<(u64, OpId)> = self.ops.keys().map(|id| (self.ops[&id].seq, id)).collect();

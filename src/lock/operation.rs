@@ -424,6 +424,13 @@ impl Client {
     /// Does whatever the operation needs next, if it can now.
     pub(super) fn advance(&mut self, now: Now, id: OpId) {
         if !self.ready() {
+            // A subscription refused on this connection will not be granted before the next
+            // one: the operation fails now instead of waiting for nothing.
+            if let Some(filter) = self.refused_subscription() {
+                if let Some(lock) = self.ops.get(&id).map(|op| op.lock) {
+                    self.fail(now, id, lock, OpError::SubscriptionRefused(filter));
+                }
+            }
             return;
         }
         let Some(op) = self.ops.get(&id) else {
