@@ -1555,3 +1555,48 @@ fn after_a_refused_subscription_new_operations_fail_at_once_instead_of_waiting()
         [Event::Acquired { op: o, .. }] if *o == op
     ));
 }
+
+#[test]
+fn a_renewal_whose_reply_is_lost_is_retried_while_the_lease_still_holds() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 10 * SEC, 3 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    t.take_events();
+    // The first renewal's reply is lost; the lease (10 s − margin) must not end for it.
+    t.run_to_timeout();
+    let first = t.take_one("SET");
+    let retry = loop {
+        t.run_to_timeout();
+        let events = t.take_events();
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Lost { .. })),
+            "lost before a retry: {events:?}"
+        );
+        if let Some(s) = t.take_sent().into_iter().find(|s| s.verb() == "SET") {
+            break s;
+        }
+    };
+    assert_eq!(
+        set_parts(&retry),
+        set_parts(&first),
+        "the same renewal, again"
+    );
+    assert!(
+        t.client.is_held(t.now, lock),
+        "retried while the lease still holds"
+    );
+    let v = t.ok(&retry);
+    assert!(
+        t.take_events().iter().any(|e| matches!(
+            e,
+            Event::Renewed { op, token, .. } if *op == hold && token.as_hlc() == &v
+        )),
+        "renewed by the retry"
+    );
+}

@@ -544,7 +544,16 @@ impl Client {
                 (set(lease), RequestKind::Set { epoch: l.epoch }, None)
             }
         };
-        let deadline = op.deadline;
+        let mut deadline = op.deadline;
+        if let (OpKind::Hold { held: true, .. }, Some(lease)) = (&op.kind, &l.lease) {
+            // A renewal gives up at half the validity left, so that a retry still fits when its
+            // reply is lost (the request timeout alone could outlast the lease); never sooner
+            // than the shortest re-check, so that the lease's end, not a burst of retries, comes
+            // last.
+            let left = lease.valid_until.saturating_duration_since(now.instant);
+            let half = later(now.instant, (left / 2).max(MIN_FALLBACK));
+            deadline = Some(deadline.map_or(half, |d| d.min(half)));
+        }
         match self.send(now, Owner::Op(id), kind, command, fencing, deadline) {
             Ok(req_id) => {
                 if let Some(op) = self.ops.get_mut(&id) {
