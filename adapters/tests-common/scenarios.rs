@@ -7,8 +7,7 @@
 
 use crate::adapter::leasedlock::bytes::Bytes;
 use crate::adapter::leasedlock::lock::{EditAction, EditOutcome, OpError, Options};
-use crate::adapter::leasedlock::store::StoreReply;
-use crate::adapter::leasedlock::FencingToken;
+use crate::adapter::leasedlock::store::ServiceError;
 use crate::adapter::{Client, Error, HoldEvent, Settings};
 use leasedlock_testkit::{Broker, StoreEmulator};
 use std::future::{poll_fn, Future};
@@ -499,8 +498,9 @@ pub async fn broker_restart_during_wait<R: Rt>(env: Env) {
     won.unwrap();
 }
 
-/// A stale fencing token is refused by the store: a write guarded by the token of an earlier
-/// lease fails once an edit has written the key under a newer one.
+/// A stale fencing token is refused by the store, with its exact text: a write guarded by the
+/// token of an earlier lease fails once an edit has written the key under a newer one; the token
+/// of a newer lease goes through.
 pub async fn stale_token_is_fenced<R: Rt>(env: Env) {
     let (a, _ta, _) = env.client::<R>("a");
     let (b, _tb, _) = env.client::<R>("b");
@@ -513,97 +513,61 @@ pub async fn stale_token_is_fenced<R: Rt>(env: Env) {
         .await
         .unwrap();
     assert_eq!(outcome, EditOutcome::Written);
-    let port = env.port;
-    let reply = R::unblock(move || raw_set(port, "K", "stale", old.token)).await;
-    assert!(matches!(reply, StoreReply::Error(_)), "{reply:?}");
-    // The same raw write with the token of a newer lease goes through.
+    let refused = a
+        .set("K", "stale", Some(old.token), Options::default())
+        .await;
+    let stale = ServiceError::FencingTokenLowerVersion;
+    assert_eq!(refused, Err(Error::Op(OpError::Service(stale.clone()))));
+    assert!(refused.unwrap_err().to_string().contains(stale.text()));
     let newer = a.acquire("L", LEASE, Options::default()).await.unwrap();
-    let reply = R::unblock(move || raw_set(port, "K", "newer", newer.token)).await;
-    assert_eq!(reply, StoreReply::Ok);
+    a.set("K", "newer", Some(newer.token), Options::default())
+        .await
+        .unwrap();
     assert!(a.release("L", Options::default()).await.unwrap());
-    let seen = Arc::new(Mutex::new(None));
-    let s = seen.clone();
-    b.edit("L", "K", LEASE, Options::default(), |current| async move {
-        *s.lock().unwrap() = current;
-        EditAction::Abort
-    })
-    .await
-    .unwrap();
-    assert_eq!(seen.lock().unwrap().as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        b.get("K", Options::default()).await.unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
 }
 
-/// `SET key value` guarded by `token`, sent through the core's store and MQTT layers over a
-/// blocking socket; returns the store's reply.
-fn raw_set(port: u16, key: &str, value: &str, token: FencingToken) -> StoreReply {
-    use crate::adapter::leasedlock::hlc::Hlc;
-    use crate::adapter::leasedlock::mqtt::{self, Session};
-    use crate::adapter::leasedlock::store::{self, Command, Request};
-    use crate::adapter::leasedlock::QoS;
-    use std::io::{Read, Write};
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-    let id = format!("raw-writer-{}", NEXT_CLIENT.fetch_add(1, Ordering::Relaxed));
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
+/// A hold and a lock handle write the keys the lock protects with the lease's token; after the
+/// lease, such a write fails without being sent; the next holder's token fences out the old one.
+pub async fn fenced_store_access_with_the_held_token<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let lock = a.lock("L");
+    let hold = lock
+        .hold(LEASE, LEASE / 4, Options::default())
+        .await
         .unwrap();
-    let mut session = Session::new(mqtt::Options::new(id.clone()));
-    session.connect(Instant::now());
-    let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 65536];
-    let mut step = |session: &mut Session| -> Vec<mqtt::Event> {
-        assert!(Instant::now() < deadline, "raw writer timed out");
-        while let Some(bytes) = session.poll_transmit() {
-            stream.write_all(&bytes).unwrap();
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => panic!("broker closed the raw writer's connection"),
-            Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
-            Err(_) => session.handle_timeout(Instant::now()),
-        }
-        std::iter::from_fn(|| session.poll_event()).collect()
-    };
-    while !step(&mut session)
-        .iter()
-        .any(|e| matches!(e, mqtt::Event::Connected { .. }))
-    {}
-    session
-        .subscribe(
-            Instant::now(),
-            &[(&store::response_topic(&id), QoS::AtLeastOnce)],
-        )
-        .unwrap();
-    while !step(&mut session)
-        .iter()
-        .any(|e| matches!(e, mqtt::Event::Subscribed { .. }))
-    {}
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let request = Request {
-        command: Command::Set {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            options: Default::default(),
-        },
-        timestamp: Hlc::new(wall.as_millis() as u64, 0, id.clone()),
-        fencing_token: Some(token),
-    };
-    let message = request
-        .to_message(
-            &store::RequestSender::new(&id).unwrap(),
-            Bytes::from_static(b"raw-1"),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-    session.publish(Instant::now(), message).unwrap();
-    loop {
-        for event in step(&mut session) {
-            if let mqtt::Event::Message(m) = event {
-                let response = store::parse_response(&m).unwrap();
-                return response.outcome.unwrap().reply;
-            }
-        }
-    }
+    hold.set("K", "1").await.unwrap();
+    assert_eq!(hold.get("K").await.unwrap().as_deref(), Some(&b"1"[..]));
+    lock.set("K2", "x", Options::default()).await.unwrap();
+    assert!(hold.delete("K2").await.unwrap());
+    assert!(!hold.delete("K2").await.unwrap(), "already gone");
+    assert_eq!(
+        b.get("K", Options::default()).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    let old = hold.token().unwrap();
+    assert!(hold.close().await.unwrap());
+    assert_eq!(
+        lock.set("K", "late", Options::default()).await,
+        Err(Error::Op(OpError::LeaseLapsed)),
+        "no lease: nothing is sent"
+    );
+    let b_lock = b.lock("L");
+    b_lock.acquire(LEASE, Options::default()).await.unwrap();
+    b_lock.set("K", "2", Options::default()).await.unwrap();
+    assert!(matches!(
+        a.delete("K", Some(old), Options::default()).await,
+        Err(Error::Op(OpError::Service(_)))
+    ));
+    assert_eq!(
+        a.get("K", Options::default()).await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert!(b_lock.release(Options::default()).await.unwrap());
 }
 
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
@@ -650,6 +614,7 @@ macro_rules! scenarios {
             broker_restart_during_hold,
             broker_restart_during_wait,
             stale_token_is_fenced,
+            fenced_store_access_with_the_held_token,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {

@@ -1,6 +1,7 @@
 //! Intents: what a user asks of the engine. Each checks its input synchronously (nothing is sent
 //! when it fails: [`IntentError`]) and returns the id of the operation it started.
 
+use super::access::{Access, Fence};
 use super::client::{Client, Sub};
 use super::operation::{EditPhase, OpKind};
 use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
@@ -44,6 +45,15 @@ pub enum Intent {
         /// The lease to ask for.
         lease: Duration,
     },
+    /// [`Client::access`].
+    Access {
+        /// The key to read or write.
+        key: Bytes,
+        /// What to do to it.
+        access: Access,
+        /// Which fencing token the write carries.
+        fence: Fence,
+    },
 }
 
 /// The lease as the store applies it: PX takes whole milliseconds, and the lease is trusted for
@@ -70,6 +80,9 @@ impl Client {
             Intent::Hold { lease, interval } => self.hold(now, lock, lease, interval, options),
             Intent::CloseHold => self.close_hold(now, lock),
             Intent::Edit { key, lease } => self.edit(now, lock, key, lease, options),
+            Intent::Access { key, access, fence } => {
+                self.access(now, lock, key, access, fence, options)
+            }
         }
     }
 
@@ -258,7 +271,9 @@ impl Client {
         let lock = o.lock;
         match &o.kind {
             OpKind::Hold { .. } => self.end_hold(now, op, true),
-            OpKind::Edit { .. } => self.finish_edit(now, op, Err(OpError::Cancelled)),
+            OpKind::Edit { .. } | OpKind::Access { .. } => {
+                self.fail(now, op, lock, OpError::Cancelled)
+            }
             _ => self.finish(
                 now,
                 op,

@@ -50,6 +50,7 @@
 //! - A release ends any hold on the lock first: no renewal response that arrives later is used.
 //! - Every loss of a lease is reported ([`Event::Lost`] for holds, [`Event::Expired`] otherwise).
 
+mod access;
 mod client;
 mod config;
 mod error;
@@ -66,6 +67,7 @@ mod rng;
 mod slab;
 mod timer;
 
+pub use access::{Access, Accessed, Fence};
 pub use client::{Client, Stats};
 pub use config::{Config, ConfigError};
 pub use error::{IntentError, OpError};

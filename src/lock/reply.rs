@@ -30,6 +30,12 @@ impl Client {
                     }
                 }
             }
+            // A store access's write is never repeated: its outcome is unknown (a read is
+            // repeated, below).
+            Owner::Op(id) if self.access_write_sent(id) => {
+                let lock = self.ops[&id].lock;
+                self.fail(now, id, lock, OpError::Indeterminate);
+            }
             Owner::Op(id) => {
                 let Some(op) = self.ops.get_mut(&id) else {
                     return;
@@ -119,10 +125,13 @@ impl Client {
                     (&body.reply, p.kind),
                     (
                         StoreReply::Ok,
-                        RequestKind::Set { .. } | RequestKind::Fence | RequestKind::Write
+                        RequestKind::Set { .. }
+                            | RequestKind::Fence
+                            | RequestKind::Write
+                            | RequestKind::Access
                     ) | (
                         StoreReply::Integer(1..),
-                        RequestKind::VDel | RequestKind::Write
+                        RequestKind::VDel | RequestKind::Write | RequestKind::Access
                     )
                 );
                 if let (Some(e), false) = (clock_error, applied) {
@@ -134,6 +143,7 @@ impl Client {
                     RequestKind::Get => self.on_get_reply(now, id, body.reply),
                     RequestKind::Fence => self.on_fence_reply(now, id, body.reply),
                     RequestKind::Write => self.on_write_reply(now, id, body.reply),
+                    RequestKind::Access => self.on_access_reply(now, id, body.reply),
                     RequestKind::VDel => {
                         let was_held = match body.reply {
                             StoreReply::Integer(n) => n > 0,

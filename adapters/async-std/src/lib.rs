@@ -47,7 +47,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
+    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease, Lock,
     Observer, Settings, SetupError, TlsSettings,
 };
 

@@ -90,7 +90,7 @@ pub struct Client {
 
 /// The handle side of one operation: the slot its events arrive in. Dropping it before the
 /// operation ended cancels the operation.
-struct Op {
+pub(crate) struct Op {
     slot: Arc<Slot>,
     tx: Sender,
     /// The operation may still be running: cancel it when dropped.
@@ -130,7 +130,10 @@ impl Op {
 
     /// Waits for the operation's final event: `outcome` maps it to the result (`None` for events
     /// that are not final); a failure is the operation's error.
-    async fn outcome<T>(mut self, outcome: impl Fn(Event) -> Option<T>) -> Result<T, Error> {
+    pub(crate) async fn outcome<T>(
+        mut self,
+        outcome: impl Fn(Event) -> Option<T>,
+    ) -> Result<T, Error> {
         loop {
             let Item::Event(event) = self.next().await? else {
                 continue;
@@ -155,7 +158,7 @@ impl Client {
 
     /// Sends the start of an operation; its events arrive in a new slot, its only allocation
     /// (with a name of up to 38 bytes).
-    fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
+    pub(crate) fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
         let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
         self.tx.send(Command::Start {
             name,
@@ -243,13 +246,17 @@ impl Client {
     ) -> Result<Hold, Error> {
         let name = Name::new(name.as_ref());
         let intent = Intent::Hold { lease, interval };
-        let mut op = self.start(name.clone(), intent, options)?;
+        let mut op = self.start(name.clone(), intent, options.clone())?;
         loop {
             match op.next().await? {
                 Item::Event(Event::Acquired { .. }) => {
                     return Ok(Hold {
                         name,
                         client: self.clone(),
+                        options: Options {
+                            timeout: None,
+                            ..options
+                        },
                         op,
                         ended: false,
                     })
@@ -353,6 +360,8 @@ async fn released(op: Op) -> Result<bool, Error> {
 pub struct Hold {
     name: Name,
     client: Client,
+    /// The hold's own options: its session id names the lease of [`Hold::set`] and the others.
+    options: Options,
     op: Op,
     /// The hold has ended (an error of the hold, or the driver stopped): no more events.
     ended: bool,
@@ -416,6 +425,16 @@ impl Hold {
                 _ => {}
             }
         }
+    }
+
+    /// The lock this hold keeps.
+    pub fn lock(&self) -> crate::Lock {
+        self.client.lock(Bytes::copy_from_slice(&self.name))
+    }
+
+    /// The options of this hold's store accesses: its session id, no timeout of its own.
+    pub(crate) fn options(&self) -> Options {
+        self.options.clone()
     }
 
     /// How many events wait unread (at most one of them a renewal). For tests and diagnostics.

@@ -46,11 +46,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod actor;
 mod clock;
 mod driver;
 mod env;
 mod handle;
+mod lock;
 mod mailbox;
 mod settings;
 mod slot;
@@ -60,6 +62,7 @@ pub use clock::now;
 pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
 pub use env::{EnvError, ENV_VARS};
 pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
+pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use tls::{TlsConfig, TlsError};
 

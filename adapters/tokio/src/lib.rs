@@ -39,7 +39,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
+    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease, Lock,
     Observer, Settings, SetupError, TlsSettings,
 };
 
