@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use leasedlock::hlc::Hlc;
 use leasedlock::lock::{
-    Access, Accessed, Client, Config, EditAction, EditOutcome, Event, Fence, IntentError, LockId,
-    LossReason, OpError, OpId, Options, Output,
+    Access, Accessed, Client, Config, EditAction, EditOutcome, Event, Fence, Holder, IntentError,
+    LockId, LossReason, OpError, OpId, Options, Output,
 };
 use leasedlock::store::{
     self, Command, Notification, NotificationOp, ServiceError, SetCondition, StoreReply,
@@ -641,7 +641,7 @@ fn holder_reads_the_lock_value() {
             Event::Holder {
                 op: a,
                 lock,
-                holder: Some(Bytes::from_static(b"other"))
+                holder: Some(Holder::from_value("other"))
             },
             Event::Holder {
                 op: b,
@@ -1048,7 +1048,7 @@ fn observe_reports_holder_changes() {
         vec![
             Event::HolderChanged {
                 lock,
-                holder: Some(Bytes::from_static(b"c2"))
+                holder: Some(Holder::from_value("c2"))
             },
             Event::HolderChanged { lock, holder: None }
         ]
@@ -1823,4 +1823,118 @@ fn a_store_read_lost_with_the_connection_is_sent_again() {
     let get = t.take_one("GET");
     t.reply(&get, StoreReply::NotFound, None);
     assert_eq!(accessed(&mut t, op), Ok(Accessed::Value(None)));
+}
+
+/// Starts a hold (or a keep) of `L` under `options` and answers its KEYNOTIFY and first SET with
+/// `first`; returns the op and the events.
+fn hold_answered(
+    t: &mut T,
+    keep: Option<bool>,
+    options: Options,
+    first: StoreReply,
+) -> (OpId, Vec<Event>) {
+    let lock = t.lock("L");
+    let op = match keep {
+        None => t.client.hold(t.now, lock, 10 * SEC, 3 * SEC, options),
+        Some(wait) => t.client.keep(t.now, lock, 10 * SEC, 3 * SEC, wait, options),
+    }
+    .unwrap();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET"]
+    );
+    t.ok(&sent[0]);
+    let v = t.next_version();
+    t.reply(&sent[1], first, Some(v));
+    (op, t.take_events())
+}
+
+#[test]
+fn a_release_under_another_session_leaves_the_hold_of_this_one_alone() {
+    let mut t = T::connected("c1");
+    let s1 = Options::default().with_session_id("s1");
+    let (hold, events) = hold_answered(&mut t, None, s1, StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { op, .. }] if *op == hold));
+    let lock = t.lock("L");
+    let other = Options::default().with_session_id("s2");
+    let release = t.client.release(t.now, lock, other).unwrap();
+    let vdel = t.take_one("VDEL");
+    assert_eq!(
+        vdel.command,
+        Command::VDel {
+            key: Bytes::from_static(b"L"),
+            value: Bytes::from_static(b"c1:s2")
+        }
+    );
+    assert!(t.take_events().is_empty(), "the hold of s1 goes on");
+    assert!(t.client.is_held(t.now, lock));
+    t.reply(&vdel, StoreReply::Integer(0), None);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Released {
+            op: release,
+            lock,
+            was_held: false
+        }]
+    );
+    t.run_to_timeout();
+    let renew = t.take_one("SET");
+    lease_set(&renew, "L", "c1:s1", 10_000);
+}
+
+#[test]
+fn a_keep_that_does_not_wait_ends_busy_at_its_one_try() {
+    let mut t = T::connected("c1");
+    let (op, events) = hold_answered(
+        &mut t,
+        Some(false),
+        Options::default(),
+        StoreReply::Integer(-1),
+    );
+    let lock = t.lock("L");
+    assert_eq!(events, vec![Event::Busy { op, lock }]);
+    assert_eq!(t.client.operations_in_progress(), 0);
+    assert!(
+        t.take_sent().iter().all(|s| s.verb() != "SET"),
+        "no second try"
+    );
+    // Waiting, it does not give up at a refusal.
+    let (_, events) = hold_answered(
+        &mut t,
+        Some(true),
+        Options::default(),
+        StoreReply::Integer(-1),
+    );
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(t.client.operations_in_progress(), 1);
+}
+
+#[test]
+fn a_keep_ends_at_its_first_loss_and_releases() {
+    let mut t = T::connected("c1");
+    let (op, events) = hold_answered(&mut t, Some(false), Options::default(), StoreReply::Ok);
+    let lock = t.lock("L");
+    assert!(matches!(
+        events.as_slice(),
+        [Event::Acquired { hold: true, .. }]
+    ));
+    t.run_to_timeout();
+    let renew = t.take_one("SET");
+    let v = t.next_version();
+    t.reply(&renew, StoreReply::Integer(-1), Some(v));
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::Lost {
+                op,
+                lock,
+                reason: LossReason::RenewalRefused
+            },
+            Event::HoldEnded { op, lock }
+        ]
+    );
+    let sent = t.take_sent();
+    assert!(sent.iter().any(|s| s.verb() == "VDEL"), "released");
+    assert!(sent.iter().all(|s| s.verb() != "SET"), "not won again");
 }

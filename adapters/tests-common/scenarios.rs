@@ -6,9 +6,9 @@
 //! for events, bounded by a generous [`WAIT`].
 
 use crate::adapter::leasedlock::bytes::Bytes;
-use crate::adapter::leasedlock::lock::{EditAction, EditOutcome, OpError, Options};
+use crate::adapter::leasedlock::lock::{EditAction, EditOutcome, Holder, OpError, Options};
 use crate::adapter::leasedlock::store::ServiceError;
-use crate::adapter::{Client, Error, HoldEvent, Settings};
+use crate::adapter::{Change, Client, Error, HoldEvent, Settings};
 use leasedlock_testkit::{Broker, StoreEmulator};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -189,7 +189,7 @@ pub async fn handoff_on_release<R: Rt>(env: Env) {
     let second = second.unwrap();
     assert!(second.token > first.token);
     let holder = a.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder.as_deref(), Some(b_id.as_bytes()));
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(b_id.as_bytes()));
 }
 
 /// A holder killed without releasing: the waiter gets the lock once the lease expires.
@@ -348,7 +348,7 @@ pub async fn session_ids_make_distinct_holders<R: Rt>(env: Env) {
     let s2 = Options::default().with_session_id("s2");
     a.acquire("L", LEASE, s1.clone()).await.unwrap();
     let holder = a.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder, Some(Bytes::from(format!("{a_id}:s1"))));
+    assert!(holder.is_some_and(|h| h.is(&a_id, Some("s1"))));
     assert_eq!(a.release("L", s2.clone()).await, Ok(false));
     assert!(a.release("L", s1).await.unwrap());
     assert!(a.try_acquire("L", LEASE, s2).await.unwrap().is_some());
@@ -367,7 +367,7 @@ pub async fn holder_and_observe<R: Rt>(env: Env) {
         let seen = bounded::<R, _>(Duration::from_millis(500), async {
             loop {
                 match observer.next().await {
-                    Some(Ok(Some(h))) if h == a_id.as_bytes() => return,
+                    Some(Ok(Change::Held(h))) if h.is(&a_id, None) => return,
                     Some(Ok(_)) => {}
                     other => panic!("observer ended: {other:?}"),
                 }
@@ -380,9 +380,12 @@ pub async fn holder_and_observe<R: Rt>(env: Env) {
         a.release("L", Options::default()).await.unwrap();
     }
     let holder = b.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder.as_deref(), Some(a_id.as_bytes()));
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(a_id.as_bytes()));
     assert!(a.release("L", Options::default()).await.unwrap());
-    assert_eq!(within::<R, _>(observer.next()).await, Some(Ok(None)));
+    assert_eq!(
+        within::<R, _>(observer.next()).await,
+        Some(Ok(Change::Free))
+    );
 }
 
 /// Operation timeouts end the wait with `Timeout`.
@@ -427,7 +430,7 @@ pub async fn cancel_by_drop<R: Rt>(env: Env) {
         .await
         .unwrap();
     let holder = b.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder.as_deref(), Some(c_id.as_bytes()));
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(c_id.as_bytes()));
     assert!(c.release("L", Options::default()).await.unwrap());
 
     // A dropped hold releases the lock.

@@ -1,6 +1,6 @@
 //! What the engine tells: [`Event`]s for the user and [`Output`]s for the driver.
 
-use super::{Accessed, LockId, OpError, OpId, Request};
+use super::{Accessed, Holder, LockId, OpError, OpId, Request};
 use crate::hlc::FencingToken;
 use bytes::Bytes;
 use std::time::Instant;
@@ -116,15 +116,15 @@ pub enum Event {
         op: OpId,
         /// The lock.
         lock: LockId,
-        /// Holder value.
-        holder: Option<Bytes>,
+        /// Who holds it.
+        holder: Option<Holder>,
     },
     /// An observed lock changed holder: `None` when it was released or expired.
     HolderChanged {
         /// The lock.
         lock: LockId,
-        /// New holder value.
-        holder: Option<Bytes>,
+        /// Who holds it now.
+        holder: Option<Holder>,
     },
     /// Observing a lock failed: the KEYNOTIFY registration was refused.
     ObserveFailed {

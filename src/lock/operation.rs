@@ -87,10 +87,13 @@ pub(super) enum OpKind {
         silent: bool,
     },
     Holder,
+    /// `keep`: a [`Client::keep`] (one try unless `wait`, and it ends at its first loss)
+    /// rather than a [`Client::hold`] (which waits, and wins the lock again after a loss).
     Hold {
         lease: Duration,
         interval: Duration,
         held: bool,
+        keep: Option<Keep>,
     },
     Edit {
         key: Bytes,
@@ -104,6 +107,13 @@ pub(super) enum OpKind {
         fence: Fence,
         sent: bool,
     },
+}
+
+/// How a [`Client::keep`] differs from a hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Keep {
+    /// The first acquisition waits for the lock (else one try: `Busy`).
+    pub(super) wait: bool,
 }
 
 /// One live operation.
@@ -217,11 +227,15 @@ impl Client {
         deadline: Option<Instant>,
         silent: bool,
     ) -> OpId {
+        // Only this holder value's hold and lease end: a release under another session id
+        // leaves them alone (the store keeps them too).
         if let Some(hold) = self.locks[lock].hold {
-            self.end_hold(now, hold, false);
+            if self.ops[&hold].holder == holder {
+                self.end_hold(now, hold, false);
+            }
         }
         let l = &mut self.locks[lock];
-        if let Some(lease) = l.lease.take() {
+        if let Some(lease) = l.lease.take_if(|lease| lease.holder == holder) {
             self.timers.cancel(Some(lease.timer));
         }
         l.releasing += 1;

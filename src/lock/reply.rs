@@ -4,9 +4,9 @@
 use super::client::{Client, Timer};
 use super::lease::Lease;
 use super::notify::Notify;
-use super::operation::{EditPhase, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
+use super::operation::{EditPhase, Keep, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
 use super::request::{Owner, Pending, RequestKind, RequestLost};
-use super::{EditAction, EditOutcome, Event, LockId, LossReason, OpError, OpId, Output};
+use super::{EditAction, EditOutcome, Event, Holder, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
 use crate::store::{ResponseBody, ResponseError, StoreReply};
 use crate::time::later;
@@ -250,7 +250,15 @@ impl Client {
                 if lost_race {
                     l.herd_until = Some(later(now.instant, HERD_MEMORY));
                 }
-                if matches!(self.ops[&id].kind, OpKind::TryAcquire { .. }) {
+                let one_try = matches!(
+                    self.ops[&id].kind,
+                    OpKind::TryAcquire { .. }
+                        | OpKind::Hold {
+                            keep: Some(Keep { wait: false }),
+                            ..
+                        }
+                );
+                if one_try {
                     self.finish(now, id, Some(Event::Busy { op: id, lock }));
                 } else {
                     // Wait for the DELETE; re-check anyway once the holder's lease could be over.
@@ -387,7 +395,7 @@ impl Client {
                 Some(Event::Holder {
                     op: id,
                     lock,
-                    holder: value,
+                    holder: value.map(Holder::from_value),
                 }),
             ),
             OpKind::Edit { .. } => {

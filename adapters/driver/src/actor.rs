@@ -1,7 +1,7 @@
 //! The state around a [`Connection`]: commands from handles in, events routed out to the handle
 //! that started each operation.
 
-use crate::handle::Error;
+use crate::handle::{Change, Error};
 use crate::settings::{Backoff, Settings};
 use crate::slot::{Sink, Slot};
 use futures_channel::{mpsc, oneshot};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub(crate) type Ticket = u64;
 
 /// Where holder changes of an observed lock go.
-pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Option<Bytes>, OpError>>;
+pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Change, OpError>>;
 
 /// A lock name on its way from a handle to the actor: carried inline when short (no
 /// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
@@ -353,7 +353,7 @@ impl Actor {
             Event::HolderChanged { lock, holder } => {
                 if let Some(subs) = self.observers.get(lock) {
                     for (_, sink) in subs {
-                        let _ = sink.unbounded_send(Ok(holder.clone()));
+                        let _ = sink.unbounded_send(Ok(Change::from(holder.clone())));
                     }
                 }
                 return;

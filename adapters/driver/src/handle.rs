@@ -11,7 +11,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{
-    EditAction, EditOutcome, Event, Intent, IntentError, LossReason, OpError, Options,
+    EditAction, EditOutcome, Event, Holder, Intent, IntentError, LossReason, OpError, Options,
 };
 use leasedlock::mqtt::{ConnectReason, DisconnectCause};
 use leasedlock::FencingToken;
@@ -218,12 +218,12 @@ impl Client {
         released(op).await
     }
 
-    /// Who holds the lock: the holder value, `None` when free.
+    /// Who holds the lock, `None` when it is free.
     pub async fn holder(
         &self,
         name: impl AsRef<[u8]>,
         options: Options,
-    ) -> Result<Option<Bytes>, Error> {
+    ) -> Result<Option<Holder>, Error> {
         let op = self.start(Name::new(name.as_ref()), Intent::Holder, options)?;
         op.outcome(|event| match event {
             Event::Holder { holder, .. } => Some(holder),
@@ -457,12 +457,28 @@ impl Hold {
     }
 }
 
-/// Holder changes of one lock: `Ok(Some(holder))`, `Ok(None)` when released or expired, `Err`
-/// when the broker refused the notification registration (the stream then ends).
+/// A holder change of an observed lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The lock was taken (or renewed, or taken over) by this holder.
+    Held(Holder),
+    /// The lock was released, or its lease ran out at the store.
+    Free,
+}
+
+impl From<Option<Holder>> for Change {
+    fn from(holder: Option<Holder>) -> Change {
+        holder.map_or(Change::Free, Change::Held)
+    }
+}
+
+/// Holder changes of one lock, as [`Change`]s; `Err` when the broker refused the notification
+/// registration (the stream then ends).
 ///
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
 pub struct Observer {
-    rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
+    rx: mpsc::UnboundedReceiver<Result<Change, OpError>>,
     tx: Sender,
     ticket: Ticket,
 }
@@ -482,13 +498,13 @@ impl std::fmt::Debug for Observer {
 
 impl Observer {
     /// The next holder change; `None` when the driver stopped or observing failed.
-    pub async fn next(&mut self) -> Option<Result<Option<Bytes>, OpError>> {
+    pub async fn next(&mut self) -> Option<Result<Change, OpError>> {
         poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
     }
 }
 
 impl Stream for Observer {
-    type Item = Result<Option<Bytes>, OpError>;
+    type Item = Result<Change, OpError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.rx).poll_next(cx)

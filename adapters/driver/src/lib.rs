@@ -61,7 +61,7 @@ mod tls;
 pub use clock::now;
 pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
 pub use env::{EnvError, ENV_VARS};
-pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
+pub use handle::{Change, Client, Error, Hold, HoldEvent, Lease, Observer};
 pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use tls::{TlsConfig, TlsError};

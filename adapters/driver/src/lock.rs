@@ -2,7 +2,7 @@
 
 use crate::handle::{Client, Error, Hold, Lease, Observer};
 use leasedlock::bytes::Bytes;
-use leasedlock::lock::{EditAction, EditOutcome, Options};
+use leasedlock::lock::{EditAction, EditOutcome, Holder, Options};
 use std::future::Future;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ impl Lock {
     }
 
     /// [`Client::holder`].
-    pub async fn holder(&self, options: Options) -> Result<Option<Bytes>, Error> {
+    pub async fn holder(&self, options: Options) -> Result<Option<Holder>, Error> {
         self.client.holder(&self.name, options).await
     }
 
