@@ -6,7 +6,9 @@
 //! for events, bounded by a generous [`WAIT`].
 
 use crate::adapter::leasedlock::bytes::Bytes;
-use crate::adapter::leasedlock::lock::{EditAction, EditOutcome, Holder, OpError, Options};
+use crate::adapter::leasedlock::lock::{
+    EditAction, EditOutcome, Holder, LossReason, OpError, Options,
+};
 use crate::adapter::leasedlock::store::ServiceError;
 use crate::adapter::{Change, Client, Error, HoldEvent, Settings};
 use leasedlock_testkit::{Broker, StoreEmulator};
@@ -222,8 +224,12 @@ pub async fn hold_renews_with_newer_tokens<R: Rt>(env: Env) {
         .await
         .unwrap();
     let mut last = hold.token().expect("a fresh hold has a token");
+    let watch = hold.watch();
     for _ in 0..3 {
-        match within::<R, _>(hold.next_event()).await {
+        // The token is read through the watch while the hold's events are awaited.
+        let (event, seen) = join2(within::<R, _>(hold.next_event()), async { watch.token() }).await;
+        assert!(seen.is_some_and(|t| t >= last));
+        match event {
             Some(HoldEvent::Renewed(lease)) => {
                 assert!(lease.token > last);
                 last = lease.token;
@@ -232,7 +238,9 @@ pub async fn hold_renews_with_newer_tokens<R: Rt>(env: Env) {
         }
     }
     assert!(hold.token().is_some_and(|t| t >= last));
+    assert!(watch.token().is_some_and(|t| t >= last));
     assert!(hold.close().await.unwrap());
+    assert_eq!(watch.token(), None, "closed: no token");
     assert_eq!(a.holder("L", Options::default()).await, Ok(None));
 }
 
@@ -287,6 +295,7 @@ pub async fn killed_driver_closes_pending_operations<R: Rt>(env: Env) {
     R::kill(tb).await;
     assert_eq!(within::<R, _>(waiting).await, Err(Error::Closed));
     assert_eq!(within::<R, _>(hold.next_event()).await, None);
+    assert_eq!(hold.error(), Some(&Error::Closed), "why the hold ended");
     assert_eq!(b.holder("L", Options::default()).await, Err(Error::Closed));
     assert!(a.release("L", Options::default()).await.unwrap());
 }
@@ -573,6 +582,76 @@ pub async fn fenced_store_access_with_the_held_token<R: Rt>(env: Env) {
     assert!(b_lock.release(Options::default()).await.unwrap());
 }
 
+/// `try_hold` does not wait: busy, it is `None`; won, it renews until its first loss, which
+/// ends it with `LeaseLost`.
+pub async fn try_hold_does_not_wait_and_ends_at_its_first_loss<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let interval = Duration::from_secs(2);
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    let busy = b.try_hold("L", LEASE, interval, Options::default()).await;
+    assert!(matches!(busy, Ok(None)), "{busy:?}");
+    assert!(a.release("L", Options::default()).await.unwrap());
+    let mut hold = b
+        .try_hold("L", LEASE, interval, Options::default())
+        .await
+        .unwrap()
+        .expect("free: won");
+    assert!(hold.token().is_some());
+    // Somebody deletes the lock key: the store no longer has b as the holder.
+    assert!(a.delete("L", None, Options::default()).await.unwrap());
+    let reason = LossReason::TakenAway;
+    assert_eq!(
+        within::<R, _>(hold.next_event()).await,
+        Some(HoldEvent::Lost(reason.clone()))
+    );
+    assert_eq!(
+        within::<R, _>(hold.next_event()).await,
+        None,
+        "not won again"
+    );
+    assert_eq!(hold.error(), Some(&Error::LeaseLost(reason)));
+}
+
+/// A campaign waits for the leader to resign, then leads; deleting the lock ends the new
+/// leadership, which `lost` reports.
+pub async fn election_hands_over_and_reports_the_loss<R: Rt>(env: Env) {
+    let (a, _ta, a_id) = env.client::<R>("a");
+    let (b, _tb, b_id) = env.client::<R>("b");
+    let (ea, eb) = (a.election("E", LEASE), b.election("E", LEASE));
+    let leading = ea.campaign().await.unwrap();
+    assert!(leading.token().is_some());
+    assert!(eb
+        .leader()
+        .await
+        .unwrap()
+        .is_some_and(|h| h.is(&a_id, None)));
+    let mut changes = eb.observe().await.unwrap();
+    let mut campaign = Box::pin(eb.campaign());
+    assert!(bounded::<R, _>(Duration::ZERO, campaign.as_mut())
+        .await
+        .is_none());
+    assert!(leading.resign().await.unwrap());
+    let mut leading = within::<R, _>(campaign).await.unwrap();
+    assert!(ea
+        .leader()
+        .await
+        .unwrap()
+        .is_some_and(|h| h.is(&b_id, None)));
+    loop {
+        match within::<R, _>(changes.next()).await {
+            Some(Ok(Change::Held(h))) if h.is(&b_id, None) => break,
+            Some(Ok(_)) => {}
+            other => panic!("expected b to lead, got {other:?}"),
+        }
+    }
+    assert!(a.delete("E", None, Options::default()).await.unwrap());
+    assert_eq!(
+        within::<R, _>(leading.lost()).await,
+        Error::LeaseLost(LossReason::TakenAway)
+    );
+}
+
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
@@ -618,6 +697,8 @@ macro_rules! scenarios {
             broker_restart_during_wait,
             stale_token_is_fenced,
             fenced_store_access_with_the_held_token,
+            try_hold_does_not_wait_and_ends_at_its_first_loss,
+            election_hands_over_and_reports_the_loss,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {

@@ -47,8 +47,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Change, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent,
-    Lease, Lock, Observer, Settings, SetupError, TlsSettings,
+    leasedlock, Backoff, Change, Client, ClientCertificate, Election, EnvError, Error, Hold,
+    HoldEvent, HoldWatch, Leadership, Lease, Lock, Observer, Settings, SetupError, TlsSettings,
 };
 
 /// The async-io [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `Timer`.

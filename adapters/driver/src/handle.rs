@@ -33,6 +33,10 @@ pub enum Error {
     /// The driver has stopped (its task ended or was dropped).
     #[error("the driver has stopped")]
     Closed,
+    /// The lease of a hold that ends at its first loss ([`Client::try_hold`], a
+    /// [`Leadership`](crate::Leadership)) was lost.
+    #[error("the lease was lost: {0:?}")]
+    LeaseLost(LossReason),
     /// The broker refused the connection (CONNACK reason code: bad user name or password, not
     /// authorized, …). The driver keeps trying with backoff.
     #[error("the broker refused the connection: {0:?}")]
@@ -159,7 +163,7 @@ impl Client {
     /// Sends the start of an operation; its events arrive in a new slot, its only allocation
     /// (with a name of up to 38 bytes).
     pub(crate) fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
-        let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
+        let slot = Slot::new(matches!(intent, Intent::Hold { .. } | Intent::Keep { .. }));
         self.tx.send(Command::Start {
             name,
             intent,
@@ -234,6 +238,8 @@ impl Client {
 
     /// Take the lock and keep it, renewing every `interval`; resolves once it is first acquired
     /// (`options.timeout` bounds that first acquisition). Dropping the [`Hold`] releases the lock.
+    /// After a loss the hold takes the lock again by itself ([`HoldEvent::Lost`], then
+    /// [`HoldEvent::Acquired`]).
     ///
     /// A hold costs no task and no wake-up while nobody reads its events: its latest lease is
     /// kept for [`Hold::token`], and its renewals are coalesced (see [`Hold::next_event`]).
@@ -244,13 +250,45 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<Hold, Error> {
-        let name = Name::new(name.as_ref());
         let intent = Intent::Hold { lease, interval };
+        // A hold that waits never ends busy.
+        let held = self.start_hold(name.as_ref(), intent, options).await?;
+        held.ok_or(Error::Op(OpError::Cancelled))
+    }
+
+    /// One attempt to take the lock, kept on success: `None` when another holder has it, else
+    /// a [`Hold`] renewed every `interval` until it is closed or its lease is lost (the first
+    /// loss ends it: [`HoldEvent::Lost`], then no more events, and [`Hold::error`] is
+    /// [`Error::LeaseLost`]).
+    pub async fn try_hold(
+        &self,
+        name: impl AsRef<[u8]>,
+        lease: Duration,
+        interval: Duration,
+        options: Options,
+    ) -> Result<Option<Hold>, Error> {
+        let intent = Intent::Keep {
+            lease,
+            interval,
+            wait: false,
+        };
+        self.start_hold(name.as_ref(), intent, options).await
+    }
+
+    /// Starts a hold or a keep and waits for its first acquisition (`None`: busy).
+    pub(crate) async fn start_hold(
+        &self,
+        name: &[u8],
+        intent: Intent,
+        options: Options,
+    ) -> Result<Option<Hold>, Error> {
+        let name = Name::new(name);
+        let ends_at_loss = matches!(intent, Intent::Keep { .. });
         let mut op = self.start(name.clone(), intent, options.clone())?;
         loop {
             match op.next().await? {
                 Item::Event(Event::Acquired { .. }) => {
-                    return Ok(Hold {
+                    return Ok(Some(Hold {
                         name,
                         client: self.clone(),
                         options: Options {
@@ -258,8 +296,14 @@ impl Client {
                             ..options
                         },
                         op,
-                        ended: false,
-                    })
+                        ends_at_loss,
+                        lost: None,
+                        end: None,
+                    }))
+                }
+                Item::Event(Event::Busy { .. }) => {
+                    op.done();
+                    return Ok(None);
                 }
                 Item::Event(Event::Failed { error, .. }) => {
                     op.done();
@@ -357,14 +401,63 @@ async fn released(op: Op) -> Result<bool, Error> {
 }
 
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
+///
+/// ```no_run
+/// # async fn run(client: leasedlock_driver::Client) -> Result<(), leasedlock_driver::Error> {
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// let mut hold = client
+///     .hold("leader", Duration::from_secs(10), Duration::from_secs(3), Options::default())
+///     .await?;
+/// let watch = hold.watch(); // the token, readable from any task
+/// hold.set("leader/config", "v2").await?; // fenced with the current token
+/// while let Some(event) = hold.next_event().await {
+///     println!("{event:?}; token now {:?}", watch.token());
+/// }
+/// println!("the hold ended: {:?}", hold.error());
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping a Hold releases the lock"]
 pub struct Hold {
     name: Name,
     client: Client,
     /// The hold's own options: its session id names the lease of [`Hold::set`] and the others.
     options: Options,
     op: Op,
-    /// The hold has ended (an error of the hold, or the driver stopped): no more events.
-    ended: bool,
+    /// Its first loss ends it ([`Client::try_hold`], a leadership).
+    ends_at_loss: bool,
+    /// The loss that ends a hold that ends at its first loss.
+    lost: Option<LossReason>,
+    /// The hold has ended: no more events. `Some(None)`: ended by a release or a close.
+    end: Option<Option<Error>>,
+}
+
+/// The lease of a [`Hold`], readable from any task while another awaits the hold's events
+/// ([`Hold::watch`]); cheap to clone.
+#[derive(Clone)]
+pub struct HoldWatch {
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for HoldWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldWatch")
+            .field("lease", &self.lease())
+            .finish()
+    }
+}
+
+impl HoldWatch {
+    /// [`Hold::lease`].
+    pub fn lease(&self) -> Option<Lease> {
+        self.slot.lease().filter(Lease::is_valid)
+    }
+
+    /// [`Hold::token`].
+    pub fn token(&self) -> Option<FencingToken> {
+        self.lease().map(|l| l.token)
+    }
 }
 
 impl std::fmt::Debug for Hold {
@@ -380,12 +473,34 @@ impl Hold {
     /// The current lease, while its token may be used (checked against the clock now). It is
     /// the latest renewal's, whether or not [`Hold::next_event`] has reported it.
     pub fn lease(&self) -> Option<Lease> {
-        self.op.slot.lease().filter(Lease::is_valid)
+        self.watch().lease()
     }
 
     /// The current fencing token, while it may be used.
     pub fn token(&self) -> Option<FencingToken> {
         self.lease().map(|l| l.token)
+    }
+
+    /// A handle to this hold's lease for other tasks.
+    pub fn watch(&self) -> HoldWatch {
+        HoldWatch {
+            slot: self.op.slot.clone(),
+        }
+    }
+
+    /// Why the hold ended, once [`Hold::next_event`] has returned `None` (as the Go seed's
+    /// `Token()` returns it): the hold's error, [`Error::LeaseLost`] for a hold that ends at its
+    /// first loss, [`Error::Closed`] when the driver stopped. `None` while the hold runs, and
+    /// when a release ended it.
+    pub fn error(&self) -> Option<&Error> {
+        self.end.as_ref()?.as_ref()
+    }
+
+    /// The hold has ended, with this error (or none).
+    fn ended(&mut self, error: Option<Error>) -> Option<HoldEvent> {
+        self.op.done();
+        self.end = Some(error);
+        None
     }
 
     /// The next renewal, loss or re-acquisition; `None` once the hold has ended (an error of the
@@ -396,17 +511,15 @@ impl Hold {
     /// events are never read keeps bounded memory). Losses and re-acquisitions are never
     /// dropped and keep their order; a renewal reported before a loss is the last one before it.
     pub async fn next_event(&mut self) -> Option<HoldEvent> {
-        if self.ended {
+        if self.end.is_some() {
             return None;
         }
         loop {
             let event = match self.op.next().await {
                 Ok(Item::Renewed(lease)) => return Some(HoldEvent::Renewed(lease)),
                 Ok(Item::Event(event)) => event,
-                Ok(Item::Refused(_)) | Err(_) => {
-                    self.ended = true;
-                    return None;
-                }
+                Ok(Item::Refused(e)) => return self.ended(Some(Error::Intent(e))),
+                Err(e) => return self.ended(Some(e)),
             };
             let lease = |token, valid_until| Lease { token, valid_until };
             match event {
@@ -416,12 +529,17 @@ impl Hold {
                 Event::Acquired {
                     token, valid_until, ..
                 } => return Some(HoldEvent::Acquired(lease(token, valid_until))),
-                Event::Lost { reason, .. } => return Some(HoldEvent::Lost(reason)),
-                Event::HoldEnded { .. } | Event::Failed { .. } => {
-                    self.op.done();
-                    self.ended = true;
-                    return None;
+                Event::Lost { reason, .. } => {
+                    if self.ends_at_loss {
+                        self.lost = Some(reason.clone());
+                    }
+                    return Some(HoldEvent::Lost(reason));
                 }
+                Event::HoldEnded { .. } => {
+                    let error = self.lost.take().map(Error::LeaseLost);
+                    return self.ended(error);
+                }
+                Event::Failed { error, .. } => return self.ended(Some(Error::Op(error))),
                 _ => {}
             }
         }
@@ -445,7 +563,7 @@ impl Hold {
 
     /// Stop renewing and release the lock; `true` when the store still had it under our holder.
     pub async fn close(mut self) -> Result<bool, Error> {
-        if self.ended {
+        if self.end.is_some() {
             return Err(Error::Intent(IntentError::NoHold));
         }
         let op = self

@@ -50,6 +50,7 @@ mod access;
 mod actor;
 mod clock;
 mod driver;
+mod election;
 mod env;
 mod handle;
 mod lock;
@@ -60,8 +61,9 @@ mod tls;
 
 pub use clock::now;
 pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
+pub use election::{Election, Leadership};
 pub use env::{EnvError, ENV_VARS};
-pub use handle::{Change, Client, Error, Hold, HoldEvent, Lease, Observer};
+pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
 pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use tls::{TlsConfig, TlsError};

@@ -39,8 +39,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Change, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent,
-    Lease, Lock, Observer, Settings, SetupError, TlsSettings,
+    leasedlock, Backoff, Change, Client, ClientCertificate, Election, EnvError, Error, Hold,
+    HoldEvent, HoldWatch, Leadership, Lease, Lock, Observer, Settings, SetupError, TlsSettings,
 };
 
 /// The tokio [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `tokio::time::Sleep`.
