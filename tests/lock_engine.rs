@@ -1938,3 +1938,34 @@ fn a_keep_ends_at_its_first_loss_and_releases() {
     assert!(sent.iter().any(|s| s.verb() == "VDEL"), "released");
     assert!(sent.iter().all(|s| s.verb() != "SET"), "not won again");
 }
+
+#[test]
+fn locks_no_longer_in_use_give_their_slots_to_new_names() {
+    let mut t = T::connected("c1");
+    let observed = t.lock("observed");
+    t.client.observe(t.now, observed).unwrap();
+    let keynotify = t.take_one("KEYNOTIFY");
+    t.ok(&keynotify);
+    let first = t.lock("name-0");
+    for i in 0..100 {
+        let lock = t.lock(&format!("name-{i}"));
+        let op = t
+            .client
+            .try_acquire(t.now, lock, 5 * SEC, Options::default())
+            .unwrap();
+        let set = t.take_one("SET");
+        t.ok(&set);
+        acquired(&t.take_events(), op);
+        t.client.release(t.now, lock, Options::default()).unwrap();
+        let vdel = t.take_one("VDEL");
+        t.reply(&vdel, StoreReply::Integer(1), None);
+    }
+    assert!(t.client.locks_kept() <= 3, "{}", t.client.locks_kept());
+    assert_eq!(
+        t.client
+            .try_acquire(t.now, first, 5 * SEC, Options::default()),
+        Err(IntentError::UnknownLock),
+        "a freed lock's id is stale, not another lock's"
+    );
+    assert_eq!(t.lock("observed"), observed, "an observed lock is kept");
+}

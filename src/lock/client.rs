@@ -144,6 +144,12 @@ impl Client {
         self.ops.len()
     }
 
+    /// Number of locks the client keeps: those in use, and idle ones whose slots the next new
+    /// name will free ([`LockId`]).
+    pub fn locks_kept(&self) -> usize {
+        self.locks.len()
+    }
+
     /// The id of the lock called `name`, the same for the same name; the first call for a name
     /// makes its entry (no I/O: this only names the lock, it takes nothing).
     pub fn lock_id(&mut self, name: impl AsRef<[u8]>) -> Result<LockId, IntentError> {
@@ -228,6 +234,10 @@ impl Client {
         self.sub_notify = Sub::Waiting;
         for l in self.locks.iter_mut() {
             l.notify = Notify::Off;
+        }
+        let locks: Vec<LockId> = self.locks.ids().collect();
+        for lock in locks {
+            self.locks.may_be_idle(lock);
         }
         let ids = self.pending.ids_in_order();
         for req_id in ids {

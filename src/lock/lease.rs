@@ -76,5 +76,6 @@ impl Client {
                 _ => {}
             },
         }
+        self.locks.may_be_idle(lock);
     }
 }

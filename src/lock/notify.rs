@@ -40,6 +40,7 @@ impl Client {
         }
         l.observed = false;
         self.maybe_stop_notify(now, lock);
+        self.locks.may_be_idle(lock);
         Ok(())
     }
 
@@ -87,7 +88,10 @@ impl Client {
         kind: RequestKind,
         outcome: Result<ResponseBody, ResponseError>,
     ) {
-        let l = &mut self.locks[lock];
+        // A KEYNOTIFY STOP may be answered after its idle lock was freed.
+        let Ok(l) = self.locks.get_mut(lock) else {
+            return;
+        };
         if kind != RequestKind::KeyNotify || l.notify != Notify::Pending(req_id) {
             return;
         }
@@ -112,6 +116,7 @@ impl Client {
             l.observed = false;
             self.emit(Output::Event(Event::ObserveFailed { lock, error }));
         }
+        self.locks.may_be_idle(lock);
     }
 
     pub(super) fn on_notification(&mut self, now: Now, n: store::Notification) {

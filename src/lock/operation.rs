@@ -424,6 +424,7 @@ impl Client {
         if released {
             self.release_settled(now, lock);
         }
+        self.locks.may_be_idle(lock);
     }
 
     /// A release's VDEL was answered or given up: once no release is in progress, the lock's
@@ -437,6 +438,7 @@ impl Client {
                 self.advance(now, w);
             }
         }
+        self.locks.may_be_idle(lock);
     }
 
     pub(super) fn on_deadline(&mut self, now: Now, id: OpId) {

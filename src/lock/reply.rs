@@ -22,12 +22,16 @@ impl Client {
         match p.owner {
             Owner::Lock(lock) if p.kind == RequestKind::VDel => self.release_settled(now, lock),
             Owner::Lock(lock) => {
-                let l = &mut self.locks[lock];
+                // A KEYNOTIFY STOP may be lost after its idle lock was freed.
+                let Ok(l) = self.locks.get_mut(lock) else {
+                    return;
+                };
                 if p.kind == RequestKind::KeyNotify && matches!(l.notify, Notify::Pending(_)) {
                     l.notify = Notify::Off;
                     if why == RequestLost::Timeout {
                         self.ensure_notify(now, lock);
                     }
+                    self.locks.may_be_idle(lock);
                 }
             }
             // A store access's write is never repeated: its outcome is unknown (a read is
