@@ -7,6 +7,7 @@ use std::time::Instant;
 
 /// What an edit did to the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EditOutcome {
     /// A value was written.
     Written,
@@ -18,6 +19,7 @@ pub enum EditOutcome {
 
 /// Why a held lease was lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LossReason {
     /// A renewal found the lock held by another holder.
     RenewalRefused,
@@ -31,6 +33,7 @@ pub enum LossReason {
 
 /// Why the broker did not deliver a request (from its PUBACK).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotDelivered {
     /// Nobody is subscribed to the request topic: the state store is not connected (yet). The
     /// request is repeated after a short delay.
@@ -43,6 +46,7 @@ pub enum NotDelivered {
 /// Something the user should learn. Events with an `op` belong to that operation; the operation
 /// ends with its final event (marked *final* below).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The lease was won: `try_acquire`/`acquire` (*final*), or a hold (`hold: true`, not final: a
     /// hold announces every acquisition, also after a loss).
@@ -214,7 +218,8 @@ impl Event {
     }
 }
 
-/// What the client asks its driver to do.
+/// What the client asks its driver to do. Deliberately exhaustive: a driver must carry out
+/// every output, so a new one is a breaking change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Send this state-store request: publish it with QoS 1 (as a [`Message`](crate::Message):

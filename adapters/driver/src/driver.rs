@@ -33,6 +33,7 @@ pub struct Target {
 
 /// Why [`connect`] could not set up a driver.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The lock engine's configuration is invalid.
     #[error(transparent)]

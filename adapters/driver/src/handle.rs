@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The engine refused the intent at once: nothing was sent.
     #[error(transparent)]
@@ -57,6 +58,7 @@ pub enum Error {
 
 /// A lease won: its fencing token and until when it may be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The fencing token of this acquisition (or renewal).
     pub token: FencingToken,
@@ -73,6 +75,7 @@ impl Lease {
 
 /// What happened to a [`Hold`] after it first acquired the lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HoldEvent {
     /// The lease was renewed: use the new token from now on.
     Renewed(Lease),
@@ -291,10 +294,7 @@ impl Client {
                     return Ok(Some(Hold {
                         name,
                         client: self.clone(),
-                        options: Options {
-                            timeout: None,
-                            ..options
-                        },
+                        options: without_timeout(options),
                         op,
                         ends_at_loss,
                         lost: None,
@@ -398,6 +398,12 @@ async fn released(op: Op) -> Result<bool, Error> {
         _ => None,
     })
     .await
+}
+
+/// `options` without their timeout (a hold's store accesses have none of their own).
+fn without_timeout(mut options: Options) -> Options {
+    options.timeout = None;
+    options
 }
 
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.

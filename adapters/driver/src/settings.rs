@@ -12,6 +12,7 @@ pub const SAT_METHOD: &str = "K8S-SAT";
 
 /// TLS to the broker (rustls with the ring provider; TLS 1.2 and 1.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsSettings {
     /// PEM file with the CA certificate(s) that sign the broker's certificate; `None` trusts the
     /// system's store.
@@ -58,6 +59,7 @@ pub struct ClientCertificate {
 
 /// Everything a driver needs to connect and run.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Settings {
     /// Broker host name or IP address.
     pub host: String,
