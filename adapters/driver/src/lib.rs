@@ -16,7 +16,7 @@
 //! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
 //!   the rustls configuration of TLS to the broker ([`TlsConfig`]), and the clock reading [`now`].
 //!
-//! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-std` each
+//! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-io` each
 //! implement [`Runtime`] in a few lines. The API is the same through both:
 //!
 //! ```
