@@ -182,6 +182,10 @@ impl LockTable {
         (0..self.locks.len() as u32).map(LockId)
     }
 
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Lock> {
+        self.locks.iter()
+    }
+
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Lock> {
         self.locks.iter_mut()
     }

@@ -48,6 +48,7 @@ impl Client {
                         return;
                     }
                 }
+                self.stats.retries += 1;
                 self.advance(now, id);
             }
         }
