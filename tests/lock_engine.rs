@@ -518,7 +518,10 @@ fn a_hold_whose_renewals_go_unanswered_is_lost_by_its_validity_end_then_reacquir
     let stats = t.client.stats();
     assert_eq!(stats.requests_sent - before.requests_sent, sets);
     let renewals = sets - 1;
-    assert_eq!(stats.request_timeouts - before.request_timeouts, renewals - 1);
+    assert_eq!(
+        stats.request_timeouts - before.request_timeouts,
+        renewals - 1
+    );
     assert_eq!(stats.retries - before.retries, renewals - 1);
     // It acquires again and announces the new token.
     loop {

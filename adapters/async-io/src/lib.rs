@@ -47,8 +47,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
-    Observer, Settings, SetupError, TlsSettings,
+    leasedlock, Backoff, Client, ClientCertificate, ConnectionState, ConnectionWatch,
+    Disconnection, EnvError, Error, Hold, HoldEvent, Lease, Observer, Outcomes, Settings,
+    SetupError, Stats, TlsSettings,
 };
 
 /// The async-io [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `Timer`.

@@ -7,6 +7,8 @@
 use crate::actor::{Command, Name, Ticket};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
+use crate::state::ConnectionWatch;
+use crate::stats::Stats;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
@@ -315,6 +317,32 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Command::WatchConnection(tx))?;
         rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// The driver's metrics now: operations by kind and outcome, requests, retries,
+    /// connections, ignored input, locks held, waits and renewal slack (see [`Stats`]).
+    ///
+    /// ```no_run
+    /// # async fn run(client: leasedlock_driver::Client) -> Result<(), leasedlock_driver::Error> {
+    /// let stats = client.stats().await?;
+    /// println!(
+    ///     "{} locks held, {} acquisitions waited {:?} in all, {} reconnects",
+    ///     stats.locks_held, stats.acquisitions, stats.wait_total, stats.reconnects
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Stats(tx))?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// A watch of the connection state: [`ConnectionState::Connecting`](crate::ConnectionState::Connecting),
+    /// [`Connected`](crate::ConnectionState::Connected) or [`Disconnected`](crate::ConnectionState::Disconnected) with its cause. Unlike
+    /// [`Client::connected`], it sees every later change too; its stream ends when the driver
+    /// stops.
+    pub fn connection_state(&self) -> ConnectionWatch {
+        self.tx.connection_state()
     }
 
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]

@@ -54,6 +54,8 @@ mod handle;
 mod mailbox;
 mod settings;
 mod slot;
+mod state;
+mod stats;
 mod tls;
 
 pub use clock::now;
@@ -61,6 +63,8 @@ pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
 pub use env::{EnvError, ENV_VARS};
 pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
+pub use state::{ConnectionState, ConnectionWatch, Disconnection};
+pub use stats::{Outcomes, Stats};
 pub use tls::{TlsConfig, TlsError};
 
 /// rustls, re-exported for the adapters' TLS streams.
