@@ -144,8 +144,9 @@ pub(crate) struct Actor {
     watchers: Vec<oneshot::Sender<Result<(), Error>>>,
     /// The connection state the watches see.
     state: Publisher,
-    /// Why the last connection ended or the last attempt failed: the cause of a reconnect.
-    last_cause: Option<Disconnection>,
+    /// While there is no connection: why the last one ended (or the first attempt failed), and
+    /// the count of failed attempts then. A reconnect is traced with both.
+    outage: Option<(Disconnection, u64)>,
     /// The metrics the actor counts (the engine counts the rest).
     stats: Stats,
     /// The engine's counters at the last look: their increases are traced.
@@ -190,7 +191,7 @@ impl Actor {
             connected: false,
             watchers: Vec::new(),
             state,
-            last_cause: None,
+            outage: None,
             stats: Stats::default(),
             seen: lock::Stats::default(),
             now: now.instant,
@@ -254,7 +255,8 @@ impl Actor {
     /// There is no connection any more, or the attempt failed: tell the watches why.
     fn no_connection(&mut self, cause: Disconnection) {
         self.state.set(ConnectionState::Disconnected(cause.clone()));
-        self.last_cause = Some(cause);
+        let failures = self.stats.connect_failures;
+        self.outage.get_or_insert((cause, failures));
     }
 
     /// New authentication data (a rotated token): see
@@ -435,9 +437,10 @@ impl Actor {
                     if self.stats.connections > 1 {
                         self.stats.reconnects += 1;
                     }
-                    match self.last_cause.take() {
-                        Some(cause) if self.stats.connections > 1 => {
-                            info!(%cause, session_present, "reconnected to the broker")
+                    match self.outage.take() {
+                        Some((cause, failures)) if self.stats.connections > 1 => {
+                            let failed_attempts = self.stats.connect_failures - failures;
+                            info!(%cause, failed_attempts, session_present, "reconnected to the broker");
                         }
                         _ => info!(session_present, "connected to the broker"),
                     }
