@@ -453,7 +453,7 @@ impl Actor {
                     self.stats.connect_failures += 1;
                     self.connected = false;
                     self.session_ended = true;
-                    self.no_connection(Disconnection::Refused(reason.clone()));
+                    self.no_connection(Disconnection::Refused(reason));
                     self.notify_watchers(Err(Error::Refused(reason)));
                 }
                 ConnEvent::Disconnected(cause) => {

@@ -54,6 +54,24 @@ pub enum Error {
 }
 
 /// A lease won: its fencing token and until when it may be used.
+///
+/// Pass the token along with every write to the resource the lock guards, and stop using it
+/// once [`Lease::is_valid`] is false:
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn guarded_write(client: &Client) -> Result<(), Error> {
+///     let lease = client.acquire("job", Duration::from_secs(10), Options::default()).await?;
+///     if lease.is_valid() {
+///         println!("write with fencing token {}", lease.token);
+///     }
+///     client.release("job", Options::default()).await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The fencing token of this acquisition (or renewal).
@@ -85,6 +103,28 @@ pub enum HoldEvent {
 /// Lock names and keys are bytes; options (timeout, session id) are the core's
 /// [`Options`](leasedlock::lock::Options). A call costs the adapter one allocation (the slot its
 /// events come back in) when the lock name is at most 38 bytes long, two otherwise.
+///
+/// An adapter's `connect` returns one (the adapters re-export this type); clone it freely,
+/// every clone talks to the same driver:
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn run_once(client: &Client) -> Result<(), Error> {
+///     client.connected().await?;
+///     let lease = Duration::from_secs(10);
+///     match client.try_acquire("nightly-report", lease, Options::default()).await? {
+///         Some(won) => {
+///             println!("mine, token {}", won.token);
+///             client.release("nightly-report", Options::default()).await?;
+///         }
+///         None => println!("held by {:?}", client.holder("nightly-report", Options::default()).await?),
+///     }
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     tx: Sender,
@@ -378,6 +418,26 @@ async fn released(op: Op) -> Result<bool, Error> {
 }
 
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error, HoldEvent};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn lead(client: &Client) -> Result<(), Error> {
+///     let lease = Duration::from_secs(10);
+///     let mut hold = client.hold("leader", lease, Duration::from_secs(3), Options::default()).await?;
+///     while let Some(event) = hold.next_event().await {
+///         match event {
+///             HoldEvent::Lost(reason) => eprintln!("not the leader any more: {reason:?}"),
+///             HoldEvent::Acquired(_) | HoldEvent::Renewed(_) => {
+///                 println!("leading with token {:?}", hold.token())
+///             }
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
 pub struct Hold {
     name: Name,
     client: Client,
@@ -470,6 +530,21 @@ impl Hold {
 /// when the broker refused the notification registration (the stream then ends).
 ///
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+///
+/// async fn watch_leader(client: &Client) -> Result<(), Error> {
+///     let mut changes = client.observe("leader").await?;
+///     while let Some(change) = changes.next().await {
+///         match change? {
+///             Some(holder) => println!("led by {}", holder.escape_ascii()),
+///             None => println!("nobody leads"),
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
 pub struct Observer {
     rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
     tx: Sender,

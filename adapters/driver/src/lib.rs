@@ -15,6 +15,10 @@
 //!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
 //! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
 //!   the rustls configuration of TLS to the broker ([`TlsConfig`]), and the clock reading [`now`].
+//! - observability: traces through `tracing` (and `log`), each operation in a span with its lock
+//!   name; metrics from [`Client::stats`] ([`Stats`]); the connection state as a watch,
+//!   [`Client::connection_state`] ([`ConnectionWatch`]). The README lists the levels and the
+//!   metrics.
 //!
 //! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-io` each
 //! implement [`Runtime`] in a few lines. The API is the same through both:

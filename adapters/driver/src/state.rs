@@ -8,7 +8,23 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-/// Where the driver's connection to the broker stands.
+/// Where the driver's connection to the broker stands, from [`ConnectionWatch`].
+///
+/// ```
+/// use leasedlock_driver::{ConnectionState, Disconnection};
+///
+/// fn healthy(state: &ConnectionState) -> bool {
+///     match state {
+///         ConnectionState::Connected => true,
+///         ConnectionState::Disconnected(Disconnection::Refused(reason)) => {
+///             eprintln!("check the credentials: {reason:?}");
+///             false
+///         }
+///         _ => false,
+///     }
+/// }
+/// assert!(!healthy(&ConnectionState::Connecting));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionState {

@@ -27,7 +27,22 @@ pub struct Outcomes {
 /// A snapshot of a driver's metrics, from [`Client::stats`](crate::Client::stats). Counters only
 /// grow, from the driver's start; `locks_held` is the state now.
 ///
-/// The README's "Metrics" table lists the same fields under the names an exporter would use.
+/// The README's "Metrics" table lists the fields; `examples/metrics.rs` of `leasedlock-tokio`
+/// prints them periodically.
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+///
+/// async fn report(client: &Client) -> Result<(), Error> {
+///     let s = client.stats().await?;
+///     let waited = s.wait_total.checked_div(s.acquisitions as u32).unwrap_or_default();
+///     println!(
+///         "acquire: {} ok, {} failed; mean wait {waited:?}; closest renewal {:?}",
+///         s.acquire.succeeded, s.acquire.failed, s.renewal_slack_min
+///     );
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

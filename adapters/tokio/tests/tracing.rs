@@ -32,11 +32,14 @@ impl Visit for Fields {
     }
 }
 
-/// An event of the driver, with its level, fields and the fields of its parent span.
+/// A span's name and fields.
+type SpanFields = (&'static str, BTreeMap<&'static str, String>);
+
+/// An event of the driver, with its level, fields and its parent span.
 struct Recorded {
     level: Level,
     fields: BTreeMap<&'static str, String>,
-    span: Option<(&'static str, BTreeMap<&'static str, String>)>,
+    span: Option<SpanFields>,
 }
 
 impl Recorded {
@@ -52,7 +55,7 @@ impl Recorded {
 #[derive(Default)]
 struct Recorder {
     next_span: AtomicU64,
-    spans: Mutex<BTreeMap<u64, (&'static str, BTreeMap<&'static str, String>)>>,
+    spans: Mutex<BTreeMap<u64, SpanFields>>,
     events: Arc<Mutex<Vec<Recorded>>>,
 }
 
