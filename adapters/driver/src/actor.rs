@@ -709,6 +709,47 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_attempt_is_traced_to_log_and_published_as_the_connection_state() {
+        /// Without a tracing subscriber the records go to `log`: catch them there.
+        struct Capture(std::sync::Mutex<Vec<(log::Level, String)>>);
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                let text = record.args().to_string();
+                self.0.lock().unwrap().push((record.level(), text));
+            }
+            fn flush(&self) {}
+        }
+        static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+        log::set_logger(&CAPTURE).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+
+        let (mut actor, client, _rx) = actor();
+        let watch = client.connection_state();
+        assert_eq!(watch.current(), ConnectionState::Connecting);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        actor.connect_failed(&refused);
+        assert_eq!(
+            watch.current(),
+            ConnectionState::Disconnected(Disconnection::Transport {
+                kind: std::io::ErrorKind::ConnectionRefused,
+                message: "refused".into(),
+            })
+        );
+        assert_eq!(actor.stats.connect_failures, 1);
+        let records = CAPTURE.0.lock().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|(level, text)| *level == log::Level::Warn
+                    && text.contains("cannot reach the broker")),
+            "{records:?}"
+        );
+    }
+
+    #[test]
     fn short_names_are_inline_and_long_ones_boxed() {
         assert_eq!(std::mem::size_of::<Name>(), 40);
         for len in [1, 15, Name::INLINE, Name::INLINE + 1, 300] {
