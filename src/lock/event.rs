@@ -1,6 +1,6 @@
 //! What the engine tells: [`Event`]s for the user and [`Output`]s for the driver.
 
-use super::{LockId, OpError, OpId, Request};
+use super::{Accessed, Holder, LockId, OpError, OpId, Request};
 use crate::hlc::FencingToken;
 use bytes::Bytes;
 use std::time::Instant;
@@ -116,15 +116,15 @@ pub enum Event {
         op: OpId,
         /// The lock.
         lock: LockId,
-        /// Holder value.
-        holder: Option<Bytes>,
+        /// Who holds it.
+        holder: Option<Holder>,
     },
     /// An observed lock changed holder: `None` when it was released or expired.
     HolderChanged {
         /// The lock.
         lock: LockId,
-        /// New holder value.
-        holder: Option<Bytes>,
+        /// Who holds it now.
+        holder: Option<Holder>,
     },
     /// Observing a lock failed: the KEYNOTIFY registration was refused.
     ObserveFailed {
@@ -151,6 +151,15 @@ pub enum Event {
         /// What it did.
         outcome: EditOutcome,
     },
+    /// A store access finished (*final*).
+    Accessed {
+        /// The access.
+        op: OpId,
+        /// The lock it was started on.
+        lock: LockId,
+        /// What it found or did.
+        outcome: Accessed,
+    },
     /// The operation failed (*final*).
     Failed {
         /// The operation.
@@ -175,6 +184,7 @@ impl Event {
             | Event::Holder { op, .. }
             | Event::EditRequested { op, .. }
             | Event::EditDone { op, .. }
+            | Event::Accessed { op, .. }
             | Event::Failed { op, .. } => Some(*op),
             Event::Expired { .. } | Event::HolderChanged { .. } | Event::ObserveFailed { .. } => {
                 None
@@ -192,6 +202,7 @@ impl Event {
             | Event::HoldEnded { .. }
             | Event::Holder { .. }
             | Event::EditDone { .. }
+            | Event::Accessed { .. }
             | Event::Failed { .. } => true,
             Event::Renewed { .. }
             | Event::Lost { .. }

@@ -3,6 +3,7 @@
 
 use super::client::Client;
 use super::request::{Owner, RequestId, RequestKind};
+use super::Holder;
 use super::{Event, IntentError, LockId, LossReason, OpError, OpId, Output};
 use crate::store::{self, Command, NotificationOp, ResponseBody, ResponseError, StoreReply};
 use crate::Now;
@@ -131,7 +132,7 @@ impl Client {
         if l.observed {
             self.out.push_back(Output::Event(Event::HolderChanged {
                 lock,
-                holder: holder.clone(),
+                holder: holder.clone().map(Holder::from_value),
             }));
         }
         // A change newer than our lease that leaves the lock to someone else: the lease is gone.

@@ -47,9 +47,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, ClientCertificate, ConnectionState, ConnectionWatch,
-    Disconnection, EnvError, Error, Hold, HoldEvent, Lease, Observer, Outcomes, Settings,
-    SetupError, Stats, TlsSettings,
+    leasedlock, Backoff, Change, Client, ClientCertificate, ConnectionState, ConnectionWatch,
+    Disconnection, Election, EnvError, Error, Hold, HoldEvent, HoldWatch, Leadership, Lease, Lock,
+    Observer, Outcomes, Settings, SetupError, Stats, TlsSettings,
 };
 
 /// The async-io [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `Timer`.

@@ -1,7 +1,7 @@
 //! The state around a [`Connection`]: commands from handles in, events routed out to the handle
 //! that started each operation.
 
-use crate::handle::Error;
+use crate::handle::{Change, Error};
 use crate::settings::{Backoff, Settings};
 use crate::slot::{Sink, Slot};
 use crate::state::{ConnectionState, Disconnection, Publisher};
@@ -24,7 +24,7 @@ use tracing::{debug, info, trace, warn};
 pub(crate) type Ticket = u64;
 
 /// Where holder changes of an observed lock go.
-pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Option<Bytes>, OpError>>;
+pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Change, OpError>>;
 
 /// A lock name on its way from a handle to the actor: carried inline when short (no
 /// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
@@ -520,11 +520,11 @@ impl Actor {
         match &event {
             Event::HolderChanged { lock, holder } => {
                 let name = name_of(&self.conn, *lock);
-                trace!(lock = %name, holder = ?holder.as_deref().map(<[u8]>::escape_ascii), "holder changed");
+                trace!(lock = %name, holder = holder.as_ref().map(tracing::field::display), "holder changed");
                 match self.observers.get(lock) {
                     Some(subs) => {
                         for (_, sink) in subs {
-                            let _ = sink.unbounded_send(Ok(holder.clone()));
+                            let _ = sink.unbounded_send(Ok(Change::from(holder.clone())));
                         }
                     }
                     None => self.stats.events_dropped += 1,
@@ -652,7 +652,7 @@ fn trace_event(route: &Route, event: &Event, conn: &Connection, now: Instant) {
         Event::Holder { lock, holder, .. } => debug!(
             parent: span,
             lock = %name_of(conn, *lock),
-            holder = ?holder.as_deref().map(<[u8]>::escape_ascii),
+            holder = holder.as_ref().map(tracing::field::display),
             "holder read"
         ),
         Event::EditRequested { lock, current, .. } => debug!(
@@ -663,6 +663,9 @@ fn trace_event(route: &Route, event: &Event, conn: &Connection, now: Instant) {
         ),
         Event::EditDone { lock, outcome, .. } => {
             debug!(parent: span, lock = %name_of(conn, *lock), ?outcome, "edit done")
+        }
+        Event::Accessed { lock, outcome, .. } => {
+            debug!(parent: span, lock = %name_of(conn, *lock), ?outcome, "store access done")
         }
         Event::Failed {
             lock,

@@ -50,11 +50,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod actor;
 mod clock;
 mod driver;
+mod election;
 mod env;
 mod handle;
+mod lock;
 mod mailbox;
 mod settings;
 mod slot;
@@ -64,8 +67,10 @@ mod tls;
 
 pub use clock::now;
 pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
+pub use election::{Election, Leadership};
 pub use env::{EnvError, ENV_VARS};
-pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
+pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
+pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use state::{ConnectionState, ConnectionWatch, Disconnection};
 pub use stats::{Outcomes, Stats};

@@ -12,9 +12,9 @@ pub struct Outcomes {
     /// Operations the engine accepted.
     pub started: u64,
     /// Operations that did what they were asked: the lock won (a hold: first won), released,
-    /// its holder read, the edit done.
+    /// its holder read, the edit or the store access done.
     pub succeeded: u64,
-    /// `try_acquire` found another holder.
+    /// `try_acquire` (or `try_hold`) found another holder.
     pub busy: u64,
     /// Operations that failed (timeout, disconnect, refused request, …).
     pub failed: u64,
@@ -52,12 +52,17 @@ pub struct Stats {
     pub acquire: Outcomes,
     /// `hold` calls (succeeded: the lock was first won).
     pub hold: Outcomes,
+    /// Holds that end at their first loss: `try_hold` and election campaigns (succeeded: the
+    /// lock was won; busy: a single try found another holder).
+    pub keep: Outcomes,
     /// `release` calls and `Hold::close`.
     pub release: Outcomes,
     /// `holder` calls.
     pub holder: Outcomes,
     /// `edit` calls.
     pub edit: Outcomes,
+    /// Store accesses: `get`, `set` and `delete` of any key.
+    pub access: Outcomes,
     /// State-store requests published.
     pub requests_sent: u64,
     /// Requests that got no response in time.
@@ -86,7 +91,8 @@ pub struct Stats {
     /// Locks held now (a lease won and not yet released, lost or run out), by any operation.
     pub locks_held: u64,
     /// Acquisitions whose wait is counted in `wait_total` and `wait_max`: every `acquire` and
-    /// `try_acquire` won, every `hold` first won and every `edit` that got the lock.
+    /// `try_acquire` won, every hold (`hold`, `try_hold`, a campaign) first won and every `edit`
+    /// that got the lock.
     pub acquisitions: u64,
     /// Time from those operations' start until they had the lock, added up.
     pub wait_total: Duration,
@@ -102,7 +108,7 @@ pub struct Stats {
     pub renewal_slack_last: Option<Duration>,
     /// The slacks of all renewals, added up (divide by `renewals` for the mean).
     pub renewal_slack_total: Duration,
-    /// Leases of holds lost (each is then acquired again).
+    /// Leases of holds lost (a `hold` then acquires again; a `try_hold` or a leadership ends).
     pub leases_lost: u64,
     /// Leases of `try_acquire`/`acquire` that ran out or were taken before their release.
     pub leases_expired: u64,
@@ -116,9 +122,11 @@ pub(crate) enum Kind {
     TryAcquire,
     Acquire,
     Hold,
+    Keep,
     Release,
     Holder,
     Edit,
+    Access,
 }
 
 impl Kind {
@@ -127,9 +135,11 @@ impl Kind {
             Intent::TryAcquire { .. } => Kind::TryAcquire,
             Intent::Acquire { .. } => Kind::Acquire,
             Intent::Hold { .. } => Kind::Hold,
+            Intent::Keep { .. } => Kind::Keep,
             Intent::Release | Intent::CloseHold => Kind::Release,
             Intent::Holder => Kind::Holder,
             Intent::Edit { .. } => Kind::Edit,
+            Intent::Access { .. } => Kind::Access,
         }
     }
 
@@ -139,9 +149,11 @@ impl Kind {
             Kind::TryAcquire => "try_acquire",
             Kind::Acquire => "acquire",
             Kind::Hold => "hold",
+            Kind::Keep => "keep",
             Kind::Release => "release",
             Kind::Holder => "holder",
             Kind::Edit => "edit",
+            Kind::Access => "access",
         }
     }
 }
@@ -162,7 +174,8 @@ impl Outcome {
             Event::Acquired { .. }
             | Event::Released { .. }
             | Event::Holder { .. }
-            | Event::EditDone { .. } => Some(Outcome::Succeeded),
+            | Event::EditDone { .. }
+            | Event::Accessed { .. } => Some(Outcome::Succeeded),
             Event::Busy { .. } => Some(Outcome::Busy),
             Event::Failed {
                 error: OpError::Cancelled,
@@ -181,9 +194,11 @@ impl Stats {
             Kind::TryAcquire => &mut self.try_acquire,
             Kind::Acquire => &mut self.acquire,
             Kind::Hold => &mut self.hold,
+            Kind::Keep => &mut self.keep,
             Kind::Release => &mut self.release,
             Kind::Holder => &mut self.holder,
             Kind::Edit => &mut self.edit,
+            Kind::Access => &mut self.access,
         }
     }
 
