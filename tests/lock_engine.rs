@@ -281,12 +281,14 @@ fn try_acquire_gives_the_token_until_send_time_plus_lease_minus_margin() {
     let until = start + 10 * SEC - margin;
     assert_eq!(t.client.valid_until(lock), Some(until));
     assert_eq!(t.client.token(t.now, lock), Some(&token));
+    assert_eq!(t.client.leases_held(), 1);
     // Just before the end it is held, at the end it is not, and the user is told.
     let before = Now::new(until - MS, 0);
     assert!(t.client.is_held(before, lock));
     assert_eq!(t.client.poll_timeout(), Some(until));
     t.run_to_timeout();
     assert!(!t.client.is_held(t.now, lock));
+    assert_eq!(t.client.leases_held(), 0);
     assert_eq!(
         t.take_events(),
         vec![Event::Expired {
@@ -495,10 +497,12 @@ fn a_hold_whose_renewals_go_unanswered_is_lost_by_its_validity_end_then_reacquir
     t.take_events();
     let until = acquire_sent_at + 4 * SEC - t.client.config().margin(4 * SEC);
     // Renewals are sent but never answered.
+    let before = t.client.stats();
+    let mut sets = 0;
     let mut lost_at = None;
     while lost_at.is_none() {
         t.run_to_timeout();
-        t.take_sent();
+        sets += t.take_sent().iter().filter(|s| s.verb() == "SET").count() as u64;
         for e in t.take_events() {
             if let Event::Lost { op, reason, .. } = e {
                 assert_eq!(op, hold);
@@ -509,6 +513,16 @@ fn a_hold_whose_renewals_go_unanswered_is_lost_by_its_validity_end_then_reacquir
     }
     assert!(lost_at.unwrap() <= until, "Lost no later than validity end");
     assert!(!t.client.is_held(t.now, lock));
+    // The last SET is the first try to acquire again. Every renewal but the first was sent
+    // because the one before it timed out; the last renewal was dropped by the loss.
+    let stats = t.client.stats();
+    assert_eq!(stats.requests_sent - before.requests_sent, sets);
+    let renewals = sets - 1;
+    assert_eq!(
+        stats.request_timeouts - before.request_timeouts,
+        renewals - 1
+    );
+    assert_eq!(stats.retries - before.retries, renewals - 1);
     // It acquires again and announces the new token.
     loop {
         let sets: Vec<Sent> = t.take_sent();

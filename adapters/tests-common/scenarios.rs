@@ -7,10 +7,11 @@
 
 use crate::adapter::leasedlock::bytes::Bytes;
 use crate::adapter::leasedlock::lock::{
-    EditAction, EditOutcome, Holder, LossReason, OpError, Options,
+    EditAction, EditOutcome, Holder, IntentError, LossReason, OpError, Options,
 };
+use crate::adapter::leasedlock::mqtt::DisconnectCause;
 use crate::adapter::leasedlock::store::ServiceError;
-use crate::adapter::{Change, Client, Error, HoldEvent, Settings};
+use crate::adapter::{Change, Client, ConnectionState, Disconnection, Error, HoldEvent, Settings};
 use leasedlock_testkit::{Broker, StoreEmulator};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -652,6 +653,112 @@ pub async fn election_hands_over_and_reports_the_loss<R: Rt>(env: Env) {
     );
 }
 
+/// The metrics count what the clients did: operations by kind and outcome, locks held, the
+/// waits of acquisitions, renewals and their slack.
+pub async fn stats_count_operations<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    assert_eq!(
+        b.try_acquire("L", LEASE, Options::default()).await,
+        Ok(None)
+    );
+    let s = a.stats().await.unwrap();
+    assert_eq!((s.acquire.started, s.acquire.succeeded), (1, 1));
+    assert_eq!((s.locks_held, s.acquisitions, s.connections), (1, 1, 1));
+    assert_eq!(s.wait_max, s.wait_total, "one wait");
+    assert!(s.requests_sent >= 2, "KEYNOTIFY and SET: {s:?}");
+    assert!(a.release("L", Options::default()).await.unwrap());
+    let s = a.stats().await.unwrap();
+    assert_eq!((s.release.started, s.release.succeeded), (1, 1));
+    assert_eq!(s.locks_held, 0);
+    let s = b.stats().await.unwrap();
+    let t = s.try_acquire;
+    assert_eq!((t.started, t.busy, t.succeeded, t.failed), (1, 1, 0, 0));
+    assert_eq!(s.acquisitions, 0, "a busy try_acquire never had the lock");
+    // A call the engine refuses at once is counted apart.
+    assert_eq!(
+        b.try_acquire("", LEASE, Options::default()).await,
+        Err(Error::Intent(IntentError::EmptyKey))
+    );
+    assert_eq!(b.stats().await.unwrap().try_acquire.refused, 1);
+    // A hold is a lock held while it lasts; its renewals are counted with their slack.
+    let mut hold = b
+        .hold(
+            "H",
+            Duration::from_secs(2),
+            Duration::from_millis(150),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    match within::<R, _>(hold.next_event()).await {
+        Some(HoldEvent::Renewed(_)) => {}
+        other => panic!("expected a renewal, got {other:?}"),
+    }
+    let s = b.stats().await.unwrap();
+    assert_eq!((s.hold.started, s.hold.succeeded, s.locks_held), (1, 1, 1));
+    assert!(s.renewals >= 1);
+    let slack = s.renewal_slack_min.expect("a renewal's slack");
+    assert!(
+        slack < Duration::from_secs(2),
+        "within the lease: {slack:?}"
+    );
+    assert!(s.renewal_slack_total >= slack);
+    assert!(hold.close().await.unwrap());
+    let s = b.stats().await.unwrap();
+    assert_eq!((s.release.succeeded, s.locks_held), (1, 0));
+    // A try_hold on a held lock is busy; store accesses count as such.
+    a.acquire("K", LEASE, Options::default()).await.unwrap();
+    let busy = b.try_hold("K", LEASE, LEASE / 4, Options::default()).await;
+    assert!(matches!(busy, Ok(None)), "{busy:?}");
+    b.set("stats-key", "v", None, Options::default())
+        .await
+        .unwrap();
+    let value = b.get("stats-key", Options::default()).await.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    let s = b.stats().await.unwrap();
+    assert_eq!((s.keep.started, s.keep.busy), (1, 1));
+    assert_eq!((s.access.started, s.access.succeeded), (2, 2));
+}
+
+/// The connection state follows a broker restart: the watch yields `Disconnected` with the
+/// cause, then `Connected`; the metrics count the reconnect. Its stream ends with the driver.
+pub async fn connection_state_follows_a_broker_restart<R: Rt>(env: Env) {
+    if !env.can_restart() {
+        eprintln!("skipped: the broker cannot restart");
+        return;
+    }
+    let (a, ta, _) = env.client::<R>("a");
+    let mut watch = a.connection_state();
+    within::<R, _>(a.connected()).await.unwrap();
+    assert_eq!(watch.current(), ConnectionState::Connected);
+    while within::<R, _>(watch.next()).await != Some(ConnectionState::Connected) {}
+    env.restart_broker::<R>().await;
+    let mut causes = Vec::new();
+    loop {
+        match within::<R, _>(watch.next()).await.expect("the driver runs") {
+            ConnectionState::Disconnected(cause) => causes.push(cause),
+            ConnectionState::Connected => break,
+            _ => {}
+        }
+    }
+    // The broker was killed: the transport closed under the session. Later attempts may have
+    // found the port closed before the broker was back.
+    assert_eq!(
+        causes.first(),
+        Some(&Disconnection::Ended(DisconnectCause::TransportClosed)),
+        "{causes:?}"
+    );
+    let s = a.stats().await.unwrap();
+    assert_eq!((s.connections, s.reconnects, s.disconnects), (2, 1, 1));
+    assert_eq!(s.connect_failures, causes.len() as u64 - 1);
+    // Every handle gone: the driver disconnects and stops, and the stream ends.
+    drop(a);
+    while within::<R, _>(watch.next()).await.is_some() {}
+    drop(ta);
+}
+
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
@@ -699,6 +806,8 @@ macro_rules! scenarios {
             fenced_store_access_with_the_held_token,
             try_hold_does_not_wait_and_ends_at_its_first_loss,
             election_hands_over_and_reports_the_loss,
+            stats_count_operations,
+            connection_state_follows_a_broker_restart,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {

@@ -249,6 +249,10 @@ impl LockTable {
         self.locks.keys()
     }
 
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Lock> {
+        self.locks.iter()
+    }
+
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Lock> {
         self.locks.values_mut()
     }

@@ -58,6 +58,7 @@ impl Client {
                         return;
                     }
                 }
+                self.stats.retries += 1;
                 self.advance(now, id);
             }
         }

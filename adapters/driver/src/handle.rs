@@ -7,6 +7,8 @@
 use crate::actor::{Command, Name, Ticket};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
+use crate::state::ConnectionWatch;
+use crate::stats::Stats;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
@@ -57,6 +59,24 @@ pub enum Error {
 }
 
 /// A lease won: its fencing token and until when it may be used.
+///
+/// Pass the token along with every write to the resource the lock guards, and stop using it
+/// once [`Lease::is_valid`] is false:
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn guarded_write(client: &Client) -> Result<(), Error> {
+///     let lease = client.acquire("job", Duration::from_secs(10), Options::default()).await?;
+///     if lease.is_valid() {
+///         println!("write with fencing token {}", lease.token);
+///     }
+///     client.release("job", Options::default()).await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lease {
@@ -90,6 +110,28 @@ pub enum HoldEvent {
 /// Lock names and keys are bytes; options (timeout, session id) are the core's
 /// [`Options`](leasedlock::lock::Options). A call costs the adapter one allocation (the slot its
 /// events come back in) when the lock name is at most 38 bytes long, two otherwise.
+///
+/// An adapter's `connect` returns one (the adapters re-export this type); clone it freely,
+/// every clone talks to the same driver:
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn run_once(client: &Client) -> Result<(), Error> {
+///     client.connected().await?;
+///     let lease = Duration::from_secs(10);
+///     match client.try_acquire("nightly-report", lease, Options::default()).await? {
+///         Some(won) => {
+///             println!("mine, token {}", won.token);
+///             client.release("nightly-report", Options::default()).await?;
+///         }
+///         None => println!("held by {:?}", client.holder("nightly-report", Options::default()).await?),
+///     }
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     tx: Sender,
@@ -368,6 +410,32 @@ impl Client {
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
+    /// The driver's metrics now: operations by kind and outcome, requests, retries,
+    /// connections, ignored input, locks held, waits and renewal slack (see [`Stats`]).
+    ///
+    /// ```no_run
+    /// # async fn run(client: leasedlock_driver::Client) -> Result<(), leasedlock_driver::Error> {
+    /// let stats = client.stats().await?;
+    /// println!(
+    ///     "{} locks held, {} acquisitions waited {:?} in all, {} reconnects",
+    ///     stats.locks_held, stats.acquisitions, stats.wait_total, stats.reconnects
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Stats(tx))?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// A watch of the connection state: [`ConnectionState::Connecting`](crate::ConnectionState::Connecting),
+    /// [`Connected`](crate::ConnectionState::Connected) or [`Disconnected`](crate::ConnectionState::Disconnected) with its cause. Unlike
+    /// [`Client::connected`], it sees every later change too; its stream ends when the driver
+    /// stops.
+    pub fn connection_state(&self) -> ConnectionWatch {
+        self.tx.connection_state()
+    }
+
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
@@ -601,6 +669,21 @@ impl From<Option<Holder>> for Change {
 /// registration (the stream then ends).
 ///
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
+///
+/// ```no_run
+/// use leasedlock_driver::{Change, Client, Error};
+///
+/// async fn watch_leader(client: &Client) -> Result<(), Error> {
+///     let mut changes = client.observe("leader").await?;
+///     while let Some(change) = changes.next().await {
+///         match change? {
+///             Change::Held(holder) => println!("led by {holder}"),
+///             _ => println!("nobody leads"),
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
 pub struct Observer {
     rx: mpsc::UnboundedReceiver<Result<Change, OpError>>,
     tx: Sender,
