@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 /// [`Connection::start`](crate::connection::Connection::start)) take. Each variant is the intent
 /// method of the same name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Intent {
     /// [`Client::try_acquire`].
     TryAcquire {

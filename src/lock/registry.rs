@@ -250,7 +250,7 @@ impl LockTable {
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &Lock> {
-        self.locks.iter()
+        self.locks.values()
     }
 
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Lock> {

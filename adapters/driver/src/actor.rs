@@ -641,7 +641,7 @@ fn trace_event(route: &Route, event: &Event, conn: &Connection, now: Instant) {
             parent: span,
             lock = %name_of(conn, *lock),
             ?reason,
-            "lease lost: acquiring it again"
+            "lease lost"
         ),
         Event::Released { lock, was_held, .. } => {
             debug!(parent: span, lock = %name_of(conn, *lock), was_held, "released")
@@ -675,7 +675,8 @@ fn trace_event(route: &Route, event: &Event, conn: &Connection, now: Instant) {
         Event::Failed { lock, error, .. } => {
             info!(parent: span, op, lock = %name_of(conn, *lock), %error, "{op} failed")
         }
-        Event::Expired { .. } | Event::HolderChanged { .. } | Event::ObserveFailed { .. } => {}
+        // Events of no operation are traced where they are routed.
+        _ => {}
     }
 }
 
