@@ -1983,3 +1983,49 @@ fn locks_no_longer_in_use_give_their_slots_to_new_names() {
     );
     assert_eq!(t.lock("observed"), observed, "an observed lock is kept");
 }
+
+#[test]
+fn a_renewal_answered_after_the_lease_ended_reports_the_loss_first() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { .. }]));
+    let lock = t.lock("L");
+    t.run_to_timeout();
+    let renew = t.take_one("SET");
+    // The reply is handled after the lease's validity, before any timer has fired: a driver
+    // that reads the socket before it looks at its timers.
+    let until = t.client.valid_until(lock).unwrap();
+    t.now = t.now + (until - t.now.instant) + MS;
+    t.ok(&renew);
+    let events = t.take_events();
+    assert!(
+        events.iter().all(|e| !matches!(e, Event::Renewed { .. })),
+        "no renewal across the gap: {events:?}"
+    );
+    assert!(
+        events.contains(&Event::Lost {
+            op: hold,
+            lock,
+            reason: LossReason::ExpiredLocally
+        }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_delete_that_overtakes_the_refused_sets_reply_retries_at_once() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    t.client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]); // KEYNOTIFY
+                    // The holder releases: its DELETE arrives before the reply to our SET, which the store
+                    // refused just before.
+    t.notify("L", NotificationOp::Delete, None);
+    let v = t.next_version();
+    t.reply(&sent[1], StoreReply::Integer(-1), Some(v));
+    let retry = t.take_one("SET");
+    lease_set(&retry, "L", "c1", 5_000);
+}

@@ -133,6 +133,8 @@ pub(super) struct Op {
     pub(super) saw_busy: bool,
     /// The current attempt was made because of a DELETE (a refusal then means a lost race).
     pub(super) after_delete: bool,
+    /// A DELETE of the lock arrived while the current attempt was in flight.
+    pub(super) freed_meanwhile: bool,
     pub(super) kind: OpKind,
 }
 
@@ -207,6 +209,7 @@ impl Client {
             retry_timer: None,
             saw_busy: false,
             after_delete: false,
+            freed_meanwhile: false,
             kind,
         });
         let l = &mut self.locks[lock];
