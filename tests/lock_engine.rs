@@ -2029,3 +2029,40 @@ fn a_delete_that_overtakes_the_refused_sets_reply_retries_at_once() {
     let retry = t.take_one("SET");
     lease_set(&retry, "L", "c1", 5_000);
 }
+
+#[test]
+fn a_clock_that_refuses_to_send_loses_the_hold_lease_and_the_hold_recovers_with_the_clock() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { .. }]));
+    let lock = t.lock("L");
+    // The wall clock steps back by far more than the HLC tolerates: nothing can be sent.
+    let back = t.client.config().max_clock_drift + 60 * SEC;
+    let back_ms = u64::try_from(back.as_millis()).unwrap();
+    t.now = Now::new(t.now.instant, t.now.wall_ms - back_ms);
+    let mut events = Vec::new();
+    while !events.iter().any(|e| matches!(e, Event::Lost { .. })) {
+        t.run_to_timeout();
+        assert!(t.take_sent().is_empty(), "the clock refuses every request");
+        events.extend(t.take_events());
+    }
+    assert_eq!(
+        events,
+        vec![Event::Lost {
+            op: hold,
+            lock,
+            reason: LossReason::ExpiredLocally
+        }],
+        "the hold reports the loss and goes on"
+    );
+    // The clock comes back: the hold takes the lock again.
+    t.now = Now::new(t.now.instant, t.now.wall_ms + back_ms);
+    let set = loop {
+        t.run_to_timeout();
+        if let Some(set) = t.take_sent().into_iter().find(|s| s.verb() == "SET") {
+            break set;
+        }
+    };
+    let v = t.ok(&set);
+    assert_eq!(acquired(&t.take_events(), hold).as_hlc(), &v);
+}
