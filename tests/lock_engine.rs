@@ -2066,3 +2066,29 @@ fn a_clock_that_refuses_to_send_loses_the_hold_lease_and_the_hold_recovers_with_
     let v = t.ok(&set);
     assert_eq!(acquired(&t.take_events(), hold).as_hlc(), &v);
 }
+
+#[test]
+fn a_suspended_host_never_trusts_a_lease_past_its_end_by_the_wall_clock() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { .. }]));
+    let lock = t.lock("L");
+    let before = t.now;
+    // Five minutes suspended: the wall clock moved on, the monotonic one did not.
+    t.now = Now::new(t.now.instant + MS, t.now.wall_ms + 300_000);
+    assert!(!t.client.is_held(t.now, lock), "not held by the wall clock");
+    assert!(t
+        .client
+        .is_held(Now::new(t.now.instant, before.wall_ms + 1), lock));
+    // The next timeout reports the loss at once, not when the monotonic timers would fire.
+    t.client.handle_timeout(t.now);
+    t.drain();
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Lost {
+            op: hold,
+            lock,
+            reason: LossReason::ExpiredLocally
+        }]
+    );
+}

@@ -100,7 +100,7 @@ impl Client {
     /// The token of the lease held on `lock` under `holder`, while it may be used.
     fn held_token(&self, now: Now, lock: LockId, holder: &Bytes) -> Option<FencingToken> {
         let lease = self.locks.get(lock).ok()?.lease.as_ref()?;
-        (lease.holder == *holder && now.instant < lease.valid_until).then(|| lease.token.clone())
+        (lease.holder == *holder && lease.validity.holds_at(now)).then(|| lease.token.clone())
     }
 
     /// The request of a store access of `key` by `holder` on `lock`, or why it cannot be sent.

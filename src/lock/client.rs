@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 /// Delay before repeating a request that reached no state store.
 const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 
+/// How far the wall clock may run ahead of the monotonic one between two timeouts before the
+/// client looks for leases that a pause has ended (well below the smallest safety margin).
+pub(super) const PAUSE_SLACK: Duration = Duration::from_millis(20);
+
 /// Counters of what the client sent, repeated, ignored or refused; useful in tests, diagnostics
 /// and metrics. They only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,6 +94,9 @@ pub struct Client {
     /// Where the correlation data and payloads of messages are cut from (`Client::to_message`).
     pub(super) blocks: Blocks,
     pub(super) stats: Stats,
+    /// The clocks at the last `handle_timeout`: a wall clock that ran ahead of the monotonic one
+    /// since then tells of a suspended host (see [`Client::expire_after_pause`]).
+    pub(super) last_tick: Option<Now>,
 }
 
 impl Client {
@@ -121,6 +128,7 @@ impl Client {
             out: VecDeque::new(),
             blocks: Blocks::new(4096),
             stats: Stats::default(),
+            last_tick: None,
             config,
         })
     }
@@ -238,6 +246,35 @@ impl Client {
         }
     }
 
+    /// Reports the leases that a pause of the monotonic clock (a suspended host or VM) has ended:
+    /// their timers count monotonic time and would fire late, while [`Client::token`] already
+    /// refuses them by the wall clock. Looks at every lease only when the wall clock ran ahead
+    /// of the monotonic one since the last call by more than [`PAUSE_SLACK`].
+    fn expire_after_pause(&mut self, now: Now) {
+        let last = self.last_tick.replace(now);
+        let Some(last) = last.filter(|l| l.instant <= now.instant) else {
+            return;
+        };
+        let monotonic = now.instant - last.instant;
+        let wall = Duration::from_millis(now.wall_ms.saturating_sub(last.wall_ms));
+        if wall <= monotonic + PAUSE_SLACK {
+            return;
+        }
+        let ended: Vec<LockId> = self
+            .locks
+            .ids()
+            .filter(|&lock| {
+                let l = &self.locks[lock];
+                l.lease
+                    .as_ref()
+                    .is_some_and(|lease| !lease.validity.holds_at(now))
+            })
+            .collect();
+        for lock in ended {
+            self.lease_lost(now, lock, LossReason::ExpiredLocally);
+        }
+    }
+
     /// The MQTT connection is down. Requests in flight are given up (and repeated after the next
     /// connection where that is safe); leases stay trusted until their validity ends.
     pub fn handle_disconnected(&mut self, now: Now) {
@@ -324,6 +361,7 @@ impl Client {
 
     /// Deadlines up to `now` have passed.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.expire_after_pause(now);
         while let Some((key, timer)) = self.timers.pop_due(now.instant) {
             match timer {
                 Timer::OpDeadline(id) => {

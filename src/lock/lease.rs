@@ -5,16 +5,49 @@ use super::operation::OpKind;
 use super::timer::TimerKey;
 use super::{Event, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
+use crate::time::later;
 use crate::Now;
 use bytes::Bytes;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Until when a lease may be trusted, by both clocks: the monotonic clock does not advance while
+/// the host is suspended, the wall clock does (and a wall clock that steps forward only ends the
+/// lease sooner). The lease holds while both say so.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Validity {
+    pub(super) instant: Instant,
+    pub(super) wall_ms: u64,
+}
+
+impl Validity {
+    /// `trusted` from the SET's send time `sent`.
+    pub(super) fn from(sent: Now, trusted: Duration) -> Validity {
+        let ms = u64::try_from(trusted.as_millis()).unwrap_or(u64::MAX);
+        Validity {
+            instant: later(sent.instant, trusted),
+            wall_ms: sent.wall_ms.saturating_add(ms),
+        }
+    }
+
+    pub(super) fn holds_at(&self, now: Now) -> bool {
+        now.instant < self.instant && now.wall_ms < self.wall_ms
+    }
+
+    /// The later end of two validities of one holder.
+    pub(super) fn latest(self, other: Validity) -> Validity {
+        Validity {
+            instant: self.instant.max(other.instant),
+            wall_ms: self.wall_ms.max(other.wall_ms),
+        }
+    }
+}
 
 /// A lease this client believes it holds.
 #[derive(Debug)]
 pub(super) struct Lease {
     pub(super) holder: Bytes,
     pub(super) token: FencingToken,
-    pub(super) valid_until: Instant,
+    pub(super) validity: Validity,
     pub(super) timer: TimerKey,
     /// The hold or edit whose lease this is; `None` for `try_acquire`/`acquire`.
     pub(super) owner: Option<OpId>,
@@ -24,7 +57,7 @@ impl Client {
     /// The newest fencing token of the lock, while the lease is valid at `now`.
     pub fn token(&self, now: Now, lock: LockId) -> Option<&FencingToken> {
         let lease = self.locks.get(lock).ok()?.lease.as_ref()?;
-        (now.instant < lease.valid_until).then_some(&lease.token)
+        lease.validity.holds_at(now).then_some(&lease.token)
     }
 
     /// Whether the client holds the lock at `now` (the lease is valid).
@@ -34,7 +67,7 @@ impl Client {
 
     /// Until when the current lease may be trusted (it may already be in the past).
     pub fn valid_until(&self, lock: LockId) -> Option<Instant> {
-        Some(self.locks.get(lock).ok()?.lease.as_ref()?.valid_until)
+        Some(self.locks.get(lock).ok()?.lease.as_ref()?.validity.instant)
     }
 
     pub(super) fn lease_lost(&mut self, now: Now, lock: LockId, reason: LossReason) {

@@ -601,7 +601,10 @@ impl Client {
             // reply is lost (the request timeout alone could outlast the lease); never sooner
             // than the shortest re-check, so that the lease's end, not a burst of retries, comes
             // last.
-            let left = lease.valid_until.saturating_duration_since(now.instant);
+            let left = lease
+                .validity
+                .instant
+                .saturating_duration_since(now.instant);
             let half = later(now.instant, (left / 2).max(MIN_FALLBACK));
             deadline = Some(deadline.map_or(half, |d| d.min(half)));
         }

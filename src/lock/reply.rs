@@ -2,7 +2,7 @@
 //! lock, and requests that will never be answered.
 
 use super::client::{Client, Timer};
-use super::lease::Lease;
+use super::lease::{Lease, Validity};
 use super::notify::Notify;
 use super::operation::{EditPhase, Keep, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
 use super::request::{Owner, Pending, RequestKind, RequestLost};
@@ -232,11 +232,12 @@ impl Client {
                     return;
                 };
                 #[cfg(not(feature = "canary"))]
-                let valid_until = later(p.sent, lease - self.config.margin(lease));
+                let trusted = lease - self.config.margin(lease);
                 #[cfg(feature = "canary")] // planted bug for the simulator: no safety margin
-                let valid_until = later(p.sent, lease);
+                let trusted = lease;
+                let valid_until = Validity::from(p.sent, trusted);
                 let undone = self.locks[lock].epoch != epoch;
-                if undone || valid_until <= now.instant {
+                if undone || !valid_until.holds_at(now) {
                     // Released since, or the reply came too late to be trusted.
                     match &self.ops[&id].kind {
                         OpKind::TryAcquire { .. } => {
@@ -246,7 +247,13 @@ impl Client {
                     }
                     return;
                 }
-                self.won(now, id, FencingToken::new(version), p.sent, valid_until);
+                self.won(
+                    now,
+                    id,
+                    FencingToken::new(version),
+                    p.sent.instant,
+                    valid_until,
+                );
             }
             StoreReply::Integer(-1) => {
                 if renewal {
@@ -292,7 +299,7 @@ impl Client {
         id: OpId,
         token: FencingToken,
         sent: Instant,
-        valid_until: Instant,
+        valid_until: Validity,
     ) {
         let op = &self.ops[&id];
         let lock = op.lock;
@@ -316,22 +323,23 @@ impl Client {
         }
         let l = &mut self.locks[lock];
         // Several SETs of one holder may succeed: the newest token and the latest end stand.
-        let (token, valid_until, owner) = match l.lease.take() {
+        let (token, validity, owner) = match l.lease.take() {
             Some(old) => {
                 self.timers.cancel(Some(old.timer));
                 (
                     token.max(old.token),
-                    valid_until.max(old.valid_until),
+                    valid_until.latest(old.validity),
                     owner.or(old.owner),
                 )
             }
             None => (token, valid_until, owner),
         };
+        let valid_until = validity.instant;
         let timer = self.timers.schedule(valid_until, Timer::LeaseEnd(lock));
         l.lease = Some(Lease {
             holder,
             token: token.clone(),
-            valid_until,
+            validity,
             timer,
             owner,
         });

@@ -102,7 +102,8 @@ pub(super) struct Pending {
     pub(super) seq: u64,
     pub(super) owner: Owner,
     pub(super) kind: RequestKind,
-    pub(super) sent: Instant,
+    /// When it was sent, by both clocks.
+    pub(super) sent: Now,
     /// When the request is given up; `None` when its operation's deadline timer, due at the
     /// same instant, ends the operation (and with it the request) first.
     pub(super) timer: Option<TimerKey>,
@@ -238,7 +239,7 @@ impl Client {
             seq: self.next_seq,
             owner,
             kind,
-            sent: now.instant,
+            sent: now,
             timer,
         });
         self.stats.requests_sent += 1;

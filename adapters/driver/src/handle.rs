@@ -77,19 +77,43 @@ pub enum Error {
 ///     Ok(())
 /// }
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Eq)]
 #[non_exhaustive]
 pub struct Lease {
     /// The fencing token of this acquisition (or renewal).
     pub token: FencingToken,
     /// The token may be used until this instant (lease minus the safety margin).
     pub valid_until: Instant,
+    /// `valid_until` on the wall clock, read when the lease was reported: the monotonic clock
+    /// stands still while the host is suspended, the wall clock does not.
+    valid_until_wall_ms: u64,
+}
+
+/// Two leases are the same lease when their token and end are.
+impl PartialEq for Lease {
+    fn eq(&self, other: &Lease) -> bool {
+        self.token == other.token && self.valid_until == other.valid_until
+    }
 }
 
 impl Lease {
-    /// Whether the token may still be used now.
+    /// The lease the engine reported now: `token`, usable until `valid_until`.
+    pub(crate) fn new(token: FencingToken, valid_until: Instant) -> Lease {
+        let now = crate::clock::now();
+        let left = valid_until.saturating_duration_since(now.instant);
+        let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        Lease {
+            token,
+            valid_until,
+            valid_until_wall_ms: now.wall_ms.saturating_add(left_ms),
+        }
+    }
+
+    /// Whether the token may still be used now, by both clocks (a suspended host's monotonic
+    /// clock does not advance).
     pub fn is_valid(&self) -> bool {
-        crate::clock::now().instant < self.valid_until
+        let now = crate::clock::now();
+        now.instant < self.valid_until && now.wall_ms < self.valid_until_wall_ms
     }
 }
 
@@ -237,7 +261,7 @@ impl Client {
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
-            } => Some(Some(Lease { token, valid_until })),
+            } => Some(Some(Lease::new(token, valid_until))),
             Event::Busy { .. } => Some(None),
             _ => None,
         })
@@ -255,7 +279,7 @@ impl Client {
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
-            } => Some(Lease { token, valid_until }),
+            } => Some(Lease::new(token, valid_until)),
             _ => None,
         })
         .await
@@ -595,7 +619,7 @@ impl Hold {
                 Ok(Item::Refused(e)) => return self.ended(Some(Error::Intent(e))),
                 Err(e) => return self.ended(Some(e)),
             };
-            let lease = |token, valid_until| Lease { token, valid_until };
+            let lease = Lease::new;
             match event {
                 Event::Renewed {
                     token, valid_until, ..

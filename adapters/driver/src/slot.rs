@@ -191,7 +191,7 @@ impl Sink {
             Event::Renewed {
                 token, valid_until, ..
             } => {
-                state.lease = Some(Lease { token, valid_until });
+                state.lease = Some(Lease::new(token, valid_until));
                 if !matches!(state.back_mut(), Some(Entry::Renewed(None))) {
                     state.push(Entry::Renewed(None));
                 }
@@ -206,10 +206,7 @@ impl Sink {
                     token, valid_until, ..
                 } = &event
                 {
-                    state.lease = Some(Lease {
-                        token: token.clone(),
-                        valid_until: *valid_until,
-                    });
+                    state.lease = Some(Lease::new(token.clone(), *valid_until));
                 }
                 state.push(Entry::Event(event));
             }
@@ -303,10 +300,7 @@ pub(crate) mod tests {
             }
         }
         fn lease(&self, n: u64) -> Lease {
-            Lease {
-                token: token(n),
-                valid_until: self.valid_until(n),
-            }
+            Lease::new(token(n), self.valid_until(n))
         }
     }
 
