@@ -3,7 +3,9 @@
 //!
 //! - live heap of a `Connection` after 1 000, 100 000 and 1 000 000 try_acquire → release cycles
 //!   (the engine must not grow);
-//! - live heap per held lock for one client holding and renewing 10 000 locks.
+//! - live heap per held lock for one client holding and renewing 10 000 locks;
+//! - live heap after a million distinct lock names, each acquired and released once (the lock
+//!   table must shrink back: within 10 % of its start).
 //!
 //! Run: `cargo bench --bench memory`.
 
@@ -26,6 +28,7 @@ fn main() {
     }
     cycles();
     held_locks();
+    distinct_names();
 }
 
 fn cycles() {
@@ -71,5 +74,27 @@ fn held_locks() {
     println!(
         "  one renewal round: {renewed} renewals in {round:?} = {:?} CPU per renewal (bytes and broker included)",
         round / LOCKS as u32
+    );
+}
+
+fn distinct_names() {
+    const NAMES: u64 = 1_000_000;
+    let mut cycle = Cycle::new();
+    cycle.run_named("warm-up");
+    let base = live();
+    let started = Instant::now();
+    println!("a million distinct lock names, each acquired and released once:");
+    for i in 0..NAMES {
+        cycle.run_named(&format!("device-{i:07}"));
+    }
+    let grown = live() - base;
+    println!(
+        "  live heap {grown:+} bytes vs. start ({} locks kept), mean {:?} per name",
+        cycle.conn.engine().locks_kept(),
+        started.elapsed() / NAMES as u32
+    );
+    assert!(
+        grown * 10 <= base,
+        "the lock table did not shrink back: {grown:+} bytes over a start of {base}"
     );
 }

@@ -273,7 +273,7 @@ async fn leader_worker(i: usize, client: Client, shared: Shared, end: Instant) {
                     board(&shared).workers[i].renewals += 1;
                 }
                 Some(HoldEvent::Acquired(_)) => board(&shared).workers[i].terms += 1,
-                Some(HoldEvent::Lost(_)) => {}
+                Some(_) => {} // lost: the hold takes the lock again
                 None => break,
             }
         }

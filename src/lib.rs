@@ -47,7 +47,7 @@
 //!
 //! Start at [`lock`] for the engine and its safety rules, or at [`connection`] for a complete
 //! runtime-free driver over a `std::net::TcpStream`. The runtime adapters (`leasedlock-tokio`,
-//! `leasedlock-async-std`) are thin drivers around [`connection::Connection`]; another MQTT client
+//! `leasedlock-async-io`) are thin drivers around [`connection::Connection`]; another MQTT client
 //! drives [`lock::Client`] directly and publishes [`lock::Client::to_message`] of each request.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

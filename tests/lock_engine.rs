@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use leasedlock::hlc::Hlc;
 use leasedlock::lock::{
-    Client, Config, EditAction, EditOutcome, Event, LockId, LossReason, OpError, OpId, Options,
-    Output,
+    Access, Accessed, Client, Config, EditAction, EditOutcome, Event, Fence, Holder, IntentError,
+    LockId, LossReason, OpError, OpId, Options, Output,
 };
 use leasedlock::store::{
     self, Command, Notification, NotificationOp, ServiceError, SetCondition, StoreReply,
@@ -281,12 +281,14 @@ fn try_acquire_gives_the_token_until_send_time_plus_lease_minus_margin() {
     let until = start + 10 * SEC - margin;
     assert_eq!(t.client.valid_until(lock), Some(until));
     assert_eq!(t.client.token(t.now, lock), Some(&token));
+    assert_eq!(t.client.leases_held(), 1);
     // Just before the end it is held, at the end it is not, and the user is told.
     let before = Now::new(until - MS, 0);
     assert!(t.client.is_held(before, lock));
     assert_eq!(t.client.poll_timeout(), Some(until));
     t.run_to_timeout();
     assert!(!t.client.is_held(t.now, lock));
+    assert_eq!(t.client.leases_held(), 0);
     assert_eq!(
         t.take_events(),
         vec![Event::Expired {
@@ -495,10 +497,12 @@ fn a_hold_whose_renewals_go_unanswered_is_lost_by_its_validity_end_then_reacquir
     t.take_events();
     let until = acquire_sent_at + 4 * SEC - t.client.config().margin(4 * SEC);
     // Renewals are sent but never answered.
+    let before = t.client.stats();
+    let mut sets = 0;
     let mut lost_at = None;
     while lost_at.is_none() {
         t.run_to_timeout();
-        t.take_sent();
+        sets += t.take_sent().iter().filter(|s| s.verb() == "SET").count() as u64;
         for e in t.take_events() {
             if let Event::Lost { op, reason, .. } = e {
                 assert_eq!(op, hold);
@@ -509,6 +513,16 @@ fn a_hold_whose_renewals_go_unanswered_is_lost_by_its_validity_end_then_reacquir
     }
     assert!(lost_at.unwrap() <= until, "Lost no later than validity end");
     assert!(!t.client.is_held(t.now, lock));
+    // The last SET is the first try to acquire again. Every renewal but the first was sent
+    // because the one before it timed out; the last renewal was dropped by the loss.
+    let stats = t.client.stats();
+    assert_eq!(stats.requests_sent - before.requests_sent, sets);
+    let renewals = sets - 1;
+    assert_eq!(
+        stats.request_timeouts - before.request_timeouts,
+        renewals - 1
+    );
+    assert_eq!(stats.retries - before.retries, renewals - 1);
     // It acquires again and announces the new token.
     loop {
         let sets: Vec<Sent> = t.take_sent();
@@ -641,7 +655,7 @@ fn holder_reads_the_lock_value() {
             Event::Holder {
                 op: a,
                 lock,
-                holder: Some(Bytes::from_static(b"other"))
+                holder: Some(Holder::from_value("other"))
             },
             Event::Holder {
                 op: b,
@@ -1048,7 +1062,7 @@ fn observe_reports_holder_changes() {
         vec![
             Event::HolderChanged {
                 lock,
-                holder: Some(Bytes::from_static(b"c2"))
+                holder: Some(Holder::from_value("c2"))
             },
             Event::HolderChanged { lock, holder: None }
         ]
@@ -1599,4 +1613,373 @@ fn a_renewal_whose_reply_is_lost_is_retried_while_the_lease_still_holds() {
         )),
         "renewed by the retry"
     );
+}
+
+/// Takes lock `L` with `try_acquire` (under `options`' session) and returns its token.
+fn acquire_l(t: &mut T, options: Options) -> (LockId, Hlc) {
+    let lock = t.lock("L");
+    let op = t.client.try_acquire(t.now, lock, 5 * SEC, options).unwrap();
+    let set = t.take_one("SET");
+    let token = t.ok(&set);
+    assert_eq!(acquired(&t.take_events(), op).as_hlc(), &token);
+    (lock, token)
+}
+
+fn access(t: &mut T, lock: LockId, access: Access, fence: Fence, options: Options) -> OpId {
+    t.client
+        .access(
+            t.now,
+            lock,
+            Bytes::from_static(b"K"),
+            access,
+            fence,
+            options,
+        )
+        .unwrap()
+}
+
+fn accessed(t: &mut T, op: OpId) -> Result<Accessed, OpError> {
+    match t.take_events().as_slice() {
+        [Event::Accessed { op: o, outcome, .. }] if *o == op => Ok(outcome.clone()),
+        [Event::Failed { op: o, error, .. }] if *o == op => Err(error.clone()),
+        other => panic!("expected the end of {op:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn store_access_fenced_by_the_lease_carries_its_token_and_reads_without_one() {
+    let mut t = T::connected("c1");
+    let (lock, token) = acquire_l(&mut t, Options::default());
+    let value = Bytes::from_static(b"v");
+    let op = access(
+        &mut t,
+        lock,
+        Access::Set(value.clone()),
+        Fence::Held,
+        Options::default(),
+    );
+    let set = t.take_one("SET");
+    assert_eq!(
+        set_parts(&set),
+        (
+            Bytes::from_static(b"K"),
+            value.clone(),
+            SetCondition::Always,
+            None
+        )
+    );
+    assert_eq!(set.prop("__ft"), Some(token.to_string().as_str()));
+    t.ok(&set);
+    assert_eq!(accessed(&mut t, op), Ok(Accessed::Written));
+
+    let op = access(&mut t, lock, Access::Get, Fence::Held, Options::default());
+    let get = t.take_one("GET");
+    assert_eq!(get.prop("__ft"), None, "a read carries no token");
+    t.reply(&get, StoreReply::Value(value.clone()), None);
+    assert_eq!(accessed(&mut t, op), Ok(Accessed::Value(Some(value))));
+
+    let op = access(
+        &mut t,
+        lock,
+        Access::Delete,
+        Fence::Held,
+        Options::default(),
+    );
+    let del = t.take_one("DEL");
+    assert_eq!(del.prop("__ft"), Some(token.to_string().as_str()));
+    t.reply(&del, StoreReply::Integer(1), None);
+    assert_eq!(
+        accessed(&mut t, op),
+        Ok(Accessed::Deleted { existed: true })
+    );
+    assert!(
+        t.client.is_held(t.now, lock),
+        "access leaves the lease alone"
+    );
+}
+
+#[test]
+fn store_access_past_the_lease_or_under_another_session_fails_without_sending() {
+    let mut t = T::connected("c1");
+    let s1 = Options::default().with_session_id("s1");
+    let (lock, _) = acquire_l(&mut t, s1.clone());
+    let s2 = Options::default().with_session_id("s2");
+    let op = access(&mut t, lock, Access::Delete, Fence::Held, s2);
+    assert_eq!(accessed(&mut t, op), Err(OpError::LeaseLapsed));
+    assert!(
+        t.take_sent().is_empty(),
+        "another session's lease is not ours"
+    );
+
+    let until = t.client.valid_until(lock).unwrap();
+    t.advance(until - t.now.instant);
+    t.take_events(); // Expired
+    let op = access(&mut t, lock, Access::Set(Bytes::new()), Fence::Held, s1);
+    assert_eq!(accessed(&mut t, op), Err(OpError::LeaseLapsed));
+    assert!(t.take_sent().is_empty());
+    assert_eq!(
+        t.client.access(
+            t.now,
+            lock,
+            Bytes::from_static(b"L"),
+            Access::Delete,
+            Fence::Held,
+            Options::default()
+        ),
+        Err(IntentError::KeyIsTheLock)
+    );
+}
+
+#[test]
+fn a_fenced_read_answered_after_the_lease_ends_is_not_trusted() {
+    let mut t = T::connected("c1");
+    let (lock, _) = acquire_l(&mut t, Options::default());
+    let op = access(&mut t, lock, Access::Get, Fence::Held, Options::default());
+    let get = t.take_one("GET");
+    let until = t.client.valid_until(lock).unwrap();
+    t.advance(until - t.now.instant);
+    t.take_events(); // Expired
+    t.reply(&get, StoreReply::Value(Bytes::from_static(b"old")), None);
+    assert_eq!(accessed(&mut t, op), Err(OpError::LeaseLapsed));
+}
+
+#[test]
+fn store_access_with_a_given_token_or_none_and_a_stale_token_refused_with_its_text() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("K");
+    let given = leasedlock::FencingToken::new(Hlc::new(42, 3, "other"));
+    let op = access(
+        &mut t,
+        lock,
+        Access::Set(Bytes::from_static(b"v")),
+        Fence::Token(given.clone()),
+        Options::default(),
+    );
+    let set = t.take_one("SET");
+    assert_eq!(set.prop("__ft"), Some(given.to_string().as_str()));
+    t.reply(
+        &set,
+        StoreReply::Error(ServiceError::FencingTokenLowerVersion),
+        None,
+    );
+    let error = accessed(&mut t, op).unwrap_err();
+    assert_eq!(
+        error,
+        OpError::Service(ServiceError::FencingTokenLowerVersion)
+    );
+    assert!(error
+        .to_string()
+        .contains(ServiceError::FencingTokenLowerVersion.text()));
+
+    let op = access(
+        &mut t,
+        lock,
+        Access::Delete,
+        Fence::Unfenced,
+        Options::default(),
+    );
+    let del = t.take_one("DEL");
+    assert_eq!(del.prop("__ft"), None);
+    t.reply(&del, StoreReply::Integer(0), None);
+    assert_eq!(
+        accessed(&mut t, op),
+        Ok(Accessed::Deleted { existed: false })
+    );
+}
+
+#[test]
+fn a_store_write_without_a_definite_answer_is_indeterminate_and_never_repeated() {
+    // No answer before the timeout, the connection lost, a 5xx.
+    for fault in ["timeout", "disconnect", "503"] {
+        let mut t = T::connected("c1");
+        let lock = t.lock("K");
+        let op = access(
+            &mut t,
+            lock,
+            Access::Set(Bytes::from_static(b"v")),
+            Fence::Unfenced,
+            Options::default(),
+        );
+        let set = t.take_one("SET");
+        match fault {
+            "timeout" => t.run_to_timeout(),
+            "disconnect" => {
+                t.client.handle_disconnected(t.now);
+                t.drain();
+            }
+            _ => protocol_error(&mut t, &set, 503),
+        }
+        assert_eq!(accessed(&mut t, op), Err(OpError::Indeterminate), "{fault}");
+        if fault == "disconnect" {
+            t.connect();
+        }
+        assert!(
+            t.take_sent().iter().all(|s| s.verb() != "SET"),
+            "{fault}: not repeated"
+        );
+    }
+}
+
+#[test]
+fn a_store_read_lost_with_the_connection_is_sent_again() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("K");
+    let op = access(
+        &mut t,
+        lock,
+        Access::Get,
+        Fence::Unfenced,
+        Options::default(),
+    );
+    t.take_one("GET");
+    t.client.handle_disconnected(t.now);
+    t.connect();
+    let get = t.take_one("GET");
+    t.reply(&get, StoreReply::NotFound, None);
+    assert_eq!(accessed(&mut t, op), Ok(Accessed::Value(None)));
+}
+
+/// Starts a hold (or a keep) of `L` under `options` and answers its KEYNOTIFY and first SET with
+/// `first`; returns the op and the events.
+fn hold_answered(
+    t: &mut T,
+    keep: Option<bool>,
+    options: Options,
+    first: StoreReply,
+) -> (OpId, Vec<Event>) {
+    let lock = t.lock("L");
+    let op = match keep {
+        None => t.client.hold(t.now, lock, 10 * SEC, 3 * SEC, options),
+        Some(wait) => t.client.keep(t.now, lock, 10 * SEC, 3 * SEC, wait, options),
+    }
+    .unwrap();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET"]
+    );
+    t.ok(&sent[0]);
+    let v = t.next_version();
+    t.reply(&sent[1], first, Some(v));
+    (op, t.take_events())
+}
+
+#[test]
+fn a_release_under_another_session_leaves_the_hold_of_this_one_alone() {
+    let mut t = T::connected("c1");
+    let s1 = Options::default().with_session_id("s1");
+    let (hold, events) = hold_answered(&mut t, None, s1, StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { op, .. }] if *op == hold));
+    let lock = t.lock("L");
+    let other = Options::default().with_session_id("s2");
+    let release = t.client.release(t.now, lock, other).unwrap();
+    let vdel = t.take_one("VDEL");
+    assert_eq!(
+        vdel.command,
+        Command::VDel {
+            key: Bytes::from_static(b"L"),
+            value: Bytes::from_static(b"c1:s2")
+        }
+    );
+    assert!(t.take_events().is_empty(), "the hold of s1 goes on");
+    assert!(t.client.is_held(t.now, lock));
+    t.reply(&vdel, StoreReply::Integer(0), None);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Released {
+            op: release,
+            lock,
+            was_held: false
+        }]
+    );
+    t.run_to_timeout();
+    let renew = t.take_one("SET");
+    lease_set(&renew, "L", "c1:s1", 10_000);
+}
+
+#[test]
+fn a_keep_that_does_not_wait_ends_busy_at_its_one_try() {
+    let mut t = T::connected("c1");
+    let (op, events) = hold_answered(
+        &mut t,
+        Some(false),
+        Options::default(),
+        StoreReply::Integer(-1),
+    );
+    let lock = t.lock("L");
+    assert_eq!(events, vec![Event::Busy { op, lock }]);
+    assert_eq!(t.client.operations_in_progress(), 0);
+    assert!(
+        t.take_sent().iter().all(|s| s.verb() != "SET"),
+        "no second try"
+    );
+    // Waiting, it does not give up at a refusal.
+    let (_, events) = hold_answered(
+        &mut t,
+        Some(true),
+        Options::default(),
+        StoreReply::Integer(-1),
+    );
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(t.client.operations_in_progress(), 1);
+}
+
+#[test]
+fn a_keep_ends_at_its_first_loss_and_releases() {
+    let mut t = T::connected("c1");
+    let (op, events) = hold_answered(&mut t, Some(false), Options::default(), StoreReply::Ok);
+    let lock = t.lock("L");
+    assert!(matches!(
+        events.as_slice(),
+        [Event::Acquired { hold: true, .. }]
+    ));
+    t.run_to_timeout();
+    let renew = t.take_one("SET");
+    let v = t.next_version();
+    t.reply(&renew, StoreReply::Integer(-1), Some(v));
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::Lost {
+                op,
+                lock,
+                reason: LossReason::RenewalRefused
+            },
+            Event::HoldEnded { op, lock }
+        ]
+    );
+    let sent = t.take_sent();
+    assert!(sent.iter().any(|s| s.verb() == "VDEL"), "released");
+    assert!(sent.iter().all(|s| s.verb() != "SET"), "not won again");
+}
+
+#[test]
+fn locks_no_longer_in_use_give_their_slots_to_new_names() {
+    let mut t = T::connected("c1");
+    let observed = t.lock("observed");
+    t.client.observe(t.now, observed).unwrap();
+    let keynotify = t.take_one("KEYNOTIFY");
+    t.ok(&keynotify);
+    let first = t.lock("name-0");
+    for i in 0..100 {
+        let lock = t.lock(&format!("name-{i}"));
+        let op = t
+            .client
+            .try_acquire(t.now, lock, 5 * SEC, Options::default())
+            .unwrap();
+        let set = t.take_one("SET");
+        t.ok(&set);
+        acquired(&t.take_events(), op);
+        t.client.release(t.now, lock, Options::default()).unwrap();
+        let vdel = t.take_one("VDEL");
+        t.reply(&vdel, StoreReply::Integer(1), None);
+    }
+    assert!(t.client.locks_kept() <= 3, "{}", t.client.locks_kept());
+    assert_eq!(
+        t.client
+            .try_acquire(t.now, first, 5 * SEC, Options::default()),
+        Err(IntentError::UnknownLock),
+        "a freed lock's id is stale, not another lock's"
+    );
+    assert_eq!(t.lock("observed"), observed, "an observed lock is kept");
 }

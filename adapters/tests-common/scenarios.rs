@@ -6,10 +6,12 @@
 //! for events, bounded by a generous [`WAIT`].
 
 use crate::adapter::leasedlock::bytes::Bytes;
-use crate::adapter::leasedlock::lock::{EditAction, EditOutcome, OpError, Options};
-use crate::adapter::leasedlock::store::StoreReply;
-use crate::adapter::leasedlock::FencingToken;
-use crate::adapter::{Client, Error, HoldEvent, Settings};
+use crate::adapter::leasedlock::lock::{
+    EditAction, EditOutcome, Holder, IntentError, LossReason, OpError, Options,
+};
+use crate::adapter::leasedlock::mqtt::DisconnectCause;
+use crate::adapter::leasedlock::store::ServiceError;
+use crate::adapter::{Change, Client, ConnectionState, Disconnection, Error, HoldEvent, Settings};
 use leasedlock_testkit::{Broker, StoreEmulator};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -190,7 +192,7 @@ pub async fn handoff_on_release<R: Rt>(env: Env) {
     let second = second.unwrap();
     assert!(second.token > first.token);
     let holder = a.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder.as_deref(), Some(b_id.as_bytes()));
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(b_id.as_bytes()));
 }
 
 /// A holder killed without releasing: the waiter gets the lock once the lease expires.
@@ -223,8 +225,12 @@ pub async fn hold_renews_with_newer_tokens<R: Rt>(env: Env) {
         .await
         .unwrap();
     let mut last = hold.token().expect("a fresh hold has a token");
+    let watch = hold.watch();
     for _ in 0..3 {
-        match within::<R, _>(hold.next_event()).await {
+        // The token is read through the watch while the hold's events are awaited.
+        let (event, seen) = join2(within::<R, _>(hold.next_event()), async { watch.token() }).await;
+        assert!(seen.is_some_and(|t| t >= last));
+        match event {
             Some(HoldEvent::Renewed(lease)) => {
                 assert!(lease.token > last);
                 last = lease.token;
@@ -233,7 +239,9 @@ pub async fn hold_renews_with_newer_tokens<R: Rt>(env: Env) {
         }
     }
     assert!(hold.token().is_some_and(|t| t >= last));
+    assert!(watch.token().is_some_and(|t| t >= last));
     assert!(hold.close().await.unwrap());
+    assert_eq!(watch.token(), None, "closed: no token");
     assert_eq!(a.holder("L", Options::default()).await, Ok(None));
 }
 
@@ -288,6 +296,7 @@ pub async fn killed_driver_closes_pending_operations<R: Rt>(env: Env) {
     R::kill(tb).await;
     assert_eq!(within::<R, _>(waiting).await, Err(Error::Closed));
     assert_eq!(within::<R, _>(hold.next_event()).await, None);
+    assert_eq!(hold.error(), Some(&Error::Closed), "why the hold ended");
     assert_eq!(b.holder("L", Options::default()).await, Err(Error::Closed));
     assert!(a.release("L", Options::default()).await.unwrap());
 }
@@ -349,7 +358,7 @@ pub async fn session_ids_make_distinct_holders<R: Rt>(env: Env) {
     let s2 = Options::default().with_session_id("s2");
     a.acquire("L", LEASE, s1.clone()).await.unwrap();
     let holder = a.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder, Some(Bytes::from(format!("{a_id}:s1"))));
+    assert!(holder.is_some_and(|h| h.is(&a_id, Some("s1"))));
     assert_eq!(a.release("L", s2.clone()).await, Ok(false));
     assert!(a.release("L", s1).await.unwrap());
     assert!(a.try_acquire("L", LEASE, s2).await.unwrap().is_some());
@@ -368,7 +377,7 @@ pub async fn holder_and_observe<R: Rt>(env: Env) {
         let seen = bounded::<R, _>(Duration::from_millis(500), async {
             loop {
                 match observer.next().await {
-                    Some(Ok(Some(h))) if h == a_id.as_bytes() => return,
+                    Some(Ok(Change::Held(h))) if h.is(&a_id, None) => return,
                     Some(Ok(_)) => {}
                     other => panic!("observer ended: {other:?}"),
                 }
@@ -381,9 +390,12 @@ pub async fn holder_and_observe<R: Rt>(env: Env) {
         a.release("L", Options::default()).await.unwrap();
     }
     let holder = b.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder.as_deref(), Some(a_id.as_bytes()));
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(a_id.as_bytes()));
     assert!(a.release("L", Options::default()).await.unwrap());
-    assert_eq!(within::<R, _>(observer.next()).await, Some(Ok(None)));
+    assert_eq!(
+        within::<R, _>(observer.next()).await,
+        Some(Ok(Change::Free))
+    );
 }
 
 /// Operation timeouts end the wait with `Timeout`.
@@ -428,7 +440,7 @@ pub async fn cancel_by_drop<R: Rt>(env: Env) {
         .await
         .unwrap();
     let holder = b.holder("L", Options::default()).await.unwrap();
-    assert_eq!(holder.as_deref(), Some(c_id.as_bytes()));
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(c_id.as_bytes()));
     assert!(c.release("L", Options::default()).await.unwrap());
 
     // A dropped hold releases the lock.
@@ -468,7 +480,7 @@ pub async fn broker_restart_during_hold<R: Rt>(env: Env) {
     loop {
         match within::<R, _>(hold.next_event()).await {
             Some(HoldEvent::Renewed(_) | HoldEvent::Acquired(_)) => break,
-            Some(HoldEvent::Lost(_)) => {}
+            Some(_) => {} // a loss while the broker was away
             None => panic!("the hold ended"),
         }
     }
@@ -499,8 +511,9 @@ pub async fn broker_restart_during_wait<R: Rt>(env: Env) {
     won.unwrap();
 }
 
-/// A stale fencing token is refused by the store: a write guarded by the token of an earlier
-/// lease fails once an edit has written the key under a newer one.
+/// A stale fencing token is refused by the store, with its exact text: a write guarded by the
+/// token of an earlier lease fails once an edit has written the key under a newer one; the token
+/// of a newer lease goes through.
 pub async fn stale_token_is_fenced<R: Rt>(env: Env) {
     let (a, _ta, _) = env.client::<R>("a");
     let (b, _tb, _) = env.client::<R>("b");
@@ -513,97 +526,237 @@ pub async fn stale_token_is_fenced<R: Rt>(env: Env) {
         .await
         .unwrap();
     assert_eq!(outcome, EditOutcome::Written);
-    let port = env.port;
-    let reply = R::unblock(move || raw_set(port, "K", "stale", old.token)).await;
-    assert!(matches!(reply, StoreReply::Error(_)), "{reply:?}");
-    // The same raw write with the token of a newer lease goes through.
+    let refused = a
+        .set("K", "stale", Some(old.token), Options::default())
+        .await;
+    let stale = ServiceError::FencingTokenLowerVersion;
+    assert_eq!(refused, Err(Error::Op(OpError::Service(stale.clone()))));
+    assert!(refused.unwrap_err().to_string().contains(stale.text()));
     let newer = a.acquire("L", LEASE, Options::default()).await.unwrap();
-    let reply = R::unblock(move || raw_set(port, "K", "newer", newer.token)).await;
-    assert_eq!(reply, StoreReply::Ok);
+    a.set("K", "newer", Some(newer.token), Options::default())
+        .await
+        .unwrap();
     assert!(a.release("L", Options::default()).await.unwrap());
-    let seen = Arc::new(Mutex::new(None));
-    let s = seen.clone();
-    b.edit("L", "K", LEASE, Options::default(), |current| async move {
-        *s.lock().unwrap() = current;
-        EditAction::Abort
-    })
-    .await
-    .unwrap();
-    assert_eq!(seen.lock().unwrap().as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        b.get("K", Options::default()).await.unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
 }
 
-/// `SET key value` guarded by `token`, sent through the core's store and MQTT layers over a
-/// blocking socket; returns the store's reply.
-fn raw_set(port: u16, key: &str, value: &str, token: FencingToken) -> StoreReply {
-    use crate::adapter::leasedlock::hlc::Hlc;
-    use crate::adapter::leasedlock::mqtt::{self, Session};
-    use crate::adapter::leasedlock::store::{self, Command, Request};
-    use crate::adapter::leasedlock::QoS;
-    use std::io::{Read, Write};
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+/// A hold and a lock handle write the keys the lock protects with the lease's token; after the
+/// lease, such a write fails without being sent; the next holder's token fences out the old one.
+pub async fn fenced_store_access_with_the_held_token<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let lock = a.lock("L");
+    let hold = lock
+        .hold(LEASE, LEASE / 4, Options::default())
+        .await
+        .unwrap();
+    hold.set("K", "1").await.unwrap();
+    assert_eq!(hold.get("K").await.unwrap().as_deref(), Some(&b"1"[..]));
+    lock.set("K2", "x", Options::default()).await.unwrap();
+    assert!(hold.delete("K2").await.unwrap());
+    assert!(!hold.delete("K2").await.unwrap(), "already gone");
+    assert_eq!(
+        b.get("K", Options::default()).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    let old = hold.token().unwrap();
+    assert!(hold.close().await.unwrap());
+    assert_eq!(
+        lock.set("K", "late", Options::default()).await,
+        Err(Error::Op(OpError::LeaseLapsed)),
+        "no lease: nothing is sent"
+    );
+    let b_lock = b.lock("L");
+    b_lock.acquire(LEASE, Options::default()).await.unwrap();
+    b_lock.set("K", "2", Options::default()).await.unwrap();
+    assert!(matches!(
+        a.delete("K", Some(old), Options::default()).await,
+        Err(Error::Op(OpError::Service(_)))
+    ));
+    assert_eq!(
+        a.get("K", Options::default()).await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert!(b_lock.release(Options::default()).await.unwrap());
+}
 
-    let id = format!("raw-writer-{}", NEXT_CLIENT.fetch_add(1, Ordering::Relaxed));
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let mut session = Session::new(mqtt::Options::new(id.clone()));
-    session.connect(Instant::now());
-    let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 65536];
-    let mut step = |session: &mut Session| -> Vec<mqtt::Event> {
-        assert!(Instant::now() < deadline, "raw writer timed out");
-        while let Some(bytes) = session.poll_transmit() {
-            stream.write_all(&bytes).unwrap();
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => panic!("broker closed the raw writer's connection"),
-            Ok(n) => session.handle_bytes(Instant::now(), &buf[..n]),
-            Err(_) => session.handle_timeout(Instant::now()),
-        }
-        std::iter::from_fn(|| session.poll_event()).collect()
-    };
-    while !step(&mut session)
-        .iter()
-        .any(|e| matches!(e, mqtt::Event::Connected { .. }))
-    {}
-    session
-        .subscribe(
-            Instant::now(),
-            &[(&store::response_topic(&id), QoS::AtLeastOnce)],
-        )
-        .unwrap();
-    while !step(&mut session)
-        .iter()
-        .any(|e| matches!(e, mqtt::Event::Subscribed { .. }))
-    {}
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let request = Request {
-        command: Command::Set {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            options: Default::default(),
-        },
-        timestamp: Hlc::new(wall.as_millis() as u64, 0, id.clone()),
-        fencing_token: Some(token),
-    };
-    let message = request
-        .to_message(
-            &store::RequestSender::new(&id).unwrap(),
-            Bytes::from_static(b"raw-1"),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-    session.publish(Instant::now(), message).unwrap();
+/// `try_hold` does not wait: busy, it is `None`; won, it renews until its first loss, which
+/// ends it with `LeaseLost`.
+pub async fn try_hold_does_not_wait_and_ends_at_its_first_loss<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let interval = Duration::from_secs(2);
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    let busy = b.try_hold("L", LEASE, interval, Options::default()).await;
+    assert!(matches!(busy, Ok(None)), "{busy:?}");
+    assert!(a.release("L", Options::default()).await.unwrap());
+    let mut hold = b
+        .try_hold("L", LEASE, interval, Options::default())
+        .await
+        .unwrap()
+        .expect("free: won");
+    assert!(hold.token().is_some());
+    // Somebody deletes the lock key: the store no longer has b as the holder.
+    assert!(a.delete("L", None, Options::default()).await.unwrap());
+    let reason = LossReason::TakenAway;
+    assert_eq!(
+        within::<R, _>(hold.next_event()).await,
+        Some(HoldEvent::Lost(reason.clone()))
+    );
+    assert_eq!(
+        within::<R, _>(hold.next_event()).await,
+        None,
+        "not won again"
+    );
+    assert_eq!(hold.error(), Some(&Error::LeaseLost(reason)));
+}
+
+/// A campaign waits for the leader to resign, then leads; deleting the lock ends the new
+/// leadership, which `lost` reports.
+pub async fn election_hands_over_and_reports_the_loss<R: Rt>(env: Env) {
+    let (a, _ta, a_id) = env.client::<R>("a");
+    let (b, _tb, b_id) = env.client::<R>("b");
+    let (ea, eb) = (a.election("E", LEASE), b.election("E", LEASE));
+    let leading = ea.campaign().await.unwrap();
+    assert!(leading.token().is_some());
+    assert!(eb
+        .leader()
+        .await
+        .unwrap()
+        .is_some_and(|h| h.is(&a_id, None)));
+    let mut changes = eb.observe().await.unwrap();
+    let mut campaign = Box::pin(eb.campaign());
+    assert!(bounded::<R, _>(Duration::ZERO, campaign.as_mut())
+        .await
+        .is_none());
+    assert!(leading.resign().await.unwrap());
+    let mut leading = within::<R, _>(campaign).await.unwrap();
+    assert!(ea
+        .leader()
+        .await
+        .unwrap()
+        .is_some_and(|h| h.is(&b_id, None)));
     loop {
-        for event in step(&mut session) {
-            if let mqtt::Event::Message(m) = event {
-                let response = store::parse_response(&m).unwrap();
-                return response.outcome.unwrap().reply;
-            }
+        match within::<R, _>(changes.next()).await {
+            Some(Ok(Change::Held(h))) if h.is(&b_id, None) => break,
+            Some(Ok(_)) => {}
+            other => panic!("expected b to lead, got {other:?}"),
         }
     }
+    assert!(a.delete("E", None, Options::default()).await.unwrap());
+    assert_eq!(
+        within::<R, _>(leading.lost()).await,
+        Error::LeaseLost(LossReason::TakenAway)
+    );
+}
+
+/// The metrics count what the clients did: operations by kind and outcome, locks held, the
+/// waits of acquisitions, renewals and their slack.
+pub async fn stats_count_operations<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    a.acquire("L", LEASE, Options::default()).await.unwrap();
+    assert_eq!(
+        b.try_acquire("L", LEASE, Options::default()).await,
+        Ok(None)
+    );
+    let s = a.stats().await.unwrap();
+    assert_eq!((s.acquire.started, s.acquire.succeeded), (1, 1));
+    assert_eq!((s.locks_held, s.acquisitions, s.connections), (1, 1, 1));
+    assert_eq!(s.wait_max, s.wait_total, "one wait");
+    assert!(s.requests_sent >= 2, "KEYNOTIFY and SET: {s:?}");
+    assert!(a.release("L", Options::default()).await.unwrap());
+    let s = a.stats().await.unwrap();
+    assert_eq!((s.release.started, s.release.succeeded), (1, 1));
+    assert_eq!(s.locks_held, 0);
+    let s = b.stats().await.unwrap();
+    let t = s.try_acquire;
+    assert_eq!((t.started, t.busy, t.succeeded, t.failed), (1, 1, 0, 0));
+    assert_eq!(s.acquisitions, 0, "a busy try_acquire never had the lock");
+    // A call the engine refuses at once is counted apart.
+    assert_eq!(
+        b.try_acquire("", LEASE, Options::default()).await,
+        Err(Error::Intent(IntentError::EmptyKey))
+    );
+    assert_eq!(b.stats().await.unwrap().try_acquire.refused, 1);
+    // A hold is a lock held while it lasts; its renewals are counted with their slack.
+    let mut hold = b
+        .hold(
+            "H",
+            Duration::from_secs(2),
+            Duration::from_millis(150),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    match within::<R, _>(hold.next_event()).await {
+        Some(HoldEvent::Renewed(_)) => {}
+        other => panic!("expected a renewal, got {other:?}"),
+    }
+    let s = b.stats().await.unwrap();
+    assert_eq!((s.hold.started, s.hold.succeeded, s.locks_held), (1, 1, 1));
+    assert!(s.renewals >= 1);
+    let slack = s.renewal_slack_min.expect("a renewal's slack");
+    assert!(
+        slack < Duration::from_secs(2),
+        "within the lease: {slack:?}"
+    );
+    assert!(s.renewal_slack_total >= slack);
+    assert!(hold.close().await.unwrap());
+    let s = b.stats().await.unwrap();
+    assert_eq!((s.release.succeeded, s.locks_held), (1, 0));
+    // A try_hold on a held lock is busy; store accesses count as such.
+    a.acquire("K", LEASE, Options::default()).await.unwrap();
+    let busy = b.try_hold("K", LEASE, LEASE / 4, Options::default()).await;
+    assert!(matches!(busy, Ok(None)), "{busy:?}");
+    b.set("stats-key", "v", None, Options::default())
+        .await
+        .unwrap();
+    let value = b.get("stats-key", Options::default()).await.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    let s = b.stats().await.unwrap();
+    assert_eq!((s.keep.started, s.keep.busy), (1, 1));
+    assert_eq!((s.access.started, s.access.succeeded), (2, 2));
+}
+
+/// The connection state follows a broker restart: the watch yields `Disconnected` with the
+/// cause, then `Connected`; the metrics count the reconnect. Its stream ends with the driver.
+pub async fn connection_state_follows_a_broker_restart<R: Rt>(env: Env) {
+    if !env.can_restart() {
+        eprintln!("skipped: the broker cannot restart");
+        return;
+    }
+    let (a, ta, _) = env.client::<R>("a");
+    let mut watch = a.connection_state();
+    within::<R, _>(a.connected()).await.unwrap();
+    assert_eq!(watch.current(), ConnectionState::Connected);
+    while within::<R, _>(watch.next()).await != Some(ConnectionState::Connected) {}
+    env.restart_broker::<R>().await;
+    let mut causes = Vec::new();
+    loop {
+        match within::<R, _>(watch.next()).await.expect("the driver runs") {
+            ConnectionState::Disconnected(cause) => causes.push(cause),
+            ConnectionState::Connected => break,
+            _ => {}
+        }
+    }
+    // The broker was killed: the transport closed under the session. Later attempts may have
+    // found the port closed before the broker was back.
+    assert_eq!(
+        causes.first(),
+        Some(&Disconnection::Ended(DisconnectCause::TransportClosed)),
+        "{causes:?}"
+    );
+    let s = a.stats().await.unwrap();
+    assert_eq!((s.connections, s.reconnects, s.disconnects), (2, 1, 1));
+    assert_eq!(s.connect_failures, causes.len() as u64 - 1);
+    // Every handle gone: the driver disconnects and stops, and the stream ends.
+    drop(a);
+    while within::<R, _>(watch.next()).await.is_some() {}
+    drop(ta);
 }
 
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
@@ -650,6 +803,11 @@ macro_rules! scenarios {
             broker_restart_during_hold,
             broker_restart_during_wait,
             stale_token_is_fenced,
+            fenced_store_access_with_the_held_token,
+            try_hold_does_not_wait_and_ends_at_its_first_loss,
+            election_hands_over_and_reports_the_loss,
+            stats_count_operations,
+            connection_state_follows_a_broker_restart,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {

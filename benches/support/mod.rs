@@ -274,7 +274,18 @@ impl Cycle {
 
     /// One try_acquire of a 10 s lease, then its release, each answered in full.
     pub fn run(&mut self) {
-        let (t, lock, lease) = (now(), self.lock, Duration::from_secs(10));
+        self.run_on(self.lock);
+    }
+
+    /// [`Cycle::run`] on the lock called `name`.
+    #[allow(dead_code)] // only the memory benchmark names locks
+    pub fn run_named(&mut self, name: &str) {
+        let lock = self.conn.lock_id(name).expect("a name");
+        self.run_on(lock);
+    }
+
+    fn run_on(&mut self, lock: leasedlock::lock::LockId) {
+        let (t, lease) = (now(), Duration::from_secs(10));
         let acquire = Intent::TryAcquire { lease };
         self.conn
             .start(t, lock, acquire, Options::default())

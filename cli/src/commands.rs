@@ -4,11 +4,10 @@
 use crate::child::Interrupts;
 use crate::connection::Connection;
 use crate::exit;
-use crate::output::{parse_holder, Json};
+use crate::output::{shown, Json};
 use crate::Failure;
-use leasedlock_tokio::leasedlock::bytes::Bytes;
-use leasedlock_tokio::leasedlock::lock::OpError;
-use leasedlock_tokio::{Error, Lease};
+use leasedlock_tokio::leasedlock::lock::{Holder, OpError};
+use leasedlock_tokio::{Change, Error, Lease};
 use std::time::Duration;
 
 /// The failure of an operation, with the status its kind calls for.
@@ -16,7 +15,7 @@ pub fn op_failure(err: Error) -> Failure {
     let status = match &err {
         Error::Intent(_) => exit::USAGE,
         Error::Refused(_) | Error::NotAccepted(_) | Error::Transport { .. } => exit::UNAVAILABLE,
-        Error::Op(_) | Error::Closed => exit::FAILED,
+        _ => exit::FAILED,
     };
     let message = match &err {
         Error::Op(OpError::Timeout) => {
@@ -27,20 +26,13 @@ pub fn op_failure(err: Error) -> Failure {
     Failure::new(status, message)
 }
 
-/// A holder value as text (holder values are UTF-8 in practice; anything else is shown lossily).
-fn text(value: &Option<Bytes>) -> Option<String> {
-    value
-        .as_ref()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
 /// Prints a holder: plain, `CLIENT_ID (session SESSION)` or `free_line` when free (nothing
 /// when `None`); with `--json`, an object with `held` and the parsed holder.
-fn print_holder(json: bool, name: &str, holder: Option<&str>, free_line: Option<&str>) {
+fn print_holder(json: bool, name: &str, holder: Option<&Holder>, free_line: Option<&str>) {
     if json {
         Json::new("lock", name).holder(holder).print();
     } else if let Some(holder) = holder {
-        println!("{}", parse_holder(holder));
+        println!("{}", shown(holder));
     } else if let Some(line) = free_line {
         println!("{line}");
     }
@@ -53,8 +45,7 @@ pub async fn holder(conn: &Connection, json: bool, name: &str) -> Result<u8, Fai
         .holder(name, conn.options.clone())
         .await
         .map_err(op_failure)?;
-    let holder = text(&holder);
-    print_holder(json, name, holder.as_deref(), None);
+    print_holder(json, name, holder.as_ref(), None);
     Ok(if holder.is_some() { exit::OK } else { exit::NO })
 }
 
@@ -63,21 +54,22 @@ pub async fn watch(conn: &Connection, json: bool, name: &str) -> Result<u8, Fail
     let mut interrupts = Interrupts::catch()?;
     // Observe first, read second: no change falls between the two.
     let mut observer = conn.client.observe(name).await.map_err(op_failure)?;
-    let mut last = text(
-        &conn
-            .client
-            .holder(name, conn.options.clone())
-            .await
-            .map_err(op_failure)?,
-    );
-    print_holder(json, name, last.as_deref(), Some("free"));
+    let mut last = conn
+        .client
+        .holder(name, conn.options.clone())
+        .await
+        .map_err(op_failure)?;
+    print_holder(json, name, last.as_ref(), Some("free"));
     loop {
         tokio::select! {
             change = observer.next() => match change {
-                Some(Ok(holder)) => {
-                    let holder = text(&holder);
+                Some(Ok(change)) => {
+                    let holder = match change {
+                        Change::Held(holder) => Some(holder),
+                        _ => None,
+                    };
                     if holder != last {
-                        print_holder(json, name, holder.as_deref(), Some("free"));
+                        print_holder(json, name, holder.as_ref(), Some("free"));
                         last = holder;
                     }
                 }

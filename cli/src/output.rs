@@ -1,38 +1,15 @@
-//! What the commands print: holder values parsed, plain lines for people, JSON lines for
-//! scripts (one object per line, written by hand: the CLI needs no serialization crate).
+//! What the commands print: plain lines for people, JSON lines for scripts (one object per
+//! line, written by hand: the CLI needs no serialization crate).
 
+use leasedlock_tokio::leasedlock::lock::Holder;
 use std::fmt::Write as _;
 
-/// A holder value parsed: `clientId` or `clientId:sessionId`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Holder<'a> {
-    /// The MQTT client id of the holder.
-    pub client_id: &'a str,
-    /// The session id given by the holder, if any.
-    pub session: Option<&'a str>,
-}
-
-/// Splits a holder value at its first `:`.
-pub fn parse_holder(value: &str) -> Holder<'_> {
-    match value.split_once(':') {
-        Some((client_id, session)) => Holder {
-            client_id,
-            session: Some(session),
-        },
-        None => Holder {
-            client_id: value,
-            session: None,
-        },
-    }
-}
-
-impl std::fmt::Display for Holder<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.client_id)?;
-        match self.session {
-            Some(session) => write!(f, " (session {session})"),
-            None => Ok(()),
-        }
+/// A holder for people: `CLIENT_ID`, or `CLIENT_ID (session SESSION)`.
+pub fn shown(holder: &Holder) -> String {
+    let client_id = String::from_utf8_lossy(holder.client_id());
+    match holder.session_id() {
+        Some(session) => format!("{client_id} (session {})", String::from_utf8_lossy(session)),
+        None => client_id.into_owned(),
     }
 }
 
@@ -80,18 +57,16 @@ impl Json {
         self.raw(key, &value.to_string())
     }
 
-    /// The holder's fields: `held`, and when held `holder`, `client_id`, `session`.
-    pub fn holder(self, value: Option<&str>) -> Json {
-        let json = self.bool("held", value.is_some());
-        match value {
-            Some(value) => {
-                let holder = parse_holder(value);
-                json.str("holder", value)
-                    .str("client_id", holder.client_id)
-                    .opt_str("session", holder.session)
-            }
-            None => json,
-        }
+    /// The holder's fields: `held`, and when held `holder` (the value), `client_id`, `session`.
+    pub fn holder(self, holder: Option<&Holder>) -> Json {
+        let json = self.bool("held", holder.is_some());
+        let Some(holder) = holder else {
+            return json;
+        };
+        let text = |bytes| String::from_utf8_lossy(bytes);
+        json.str("holder", &text(holder.as_bytes()))
+            .str("client_id", &text(holder.client_id()))
+            .opt_str("session", holder.session_id().map(text).as_deref())
     }
 
     fn raw(self, key: &str, value: &str) -> Json {
@@ -141,29 +116,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_holder_splits_at_the_first_colon() {
-        assert_eq!(
-            parse_holder("worker-1"),
-            Holder {
-                client_id: "worker-1",
-                session: None
-            }
-        );
-        assert_eq!(
-            parse_holder("worker-1:job:7"),
-            Holder {
-                client_id: "worker-1",
-                session: Some("job:7")
-            }
-        );
-        assert_eq!(parse_holder("w:s").to_string(), "w (session s)");
-        assert_eq!(parse_holder("w").to_string(), "w");
+    fn a_holder_is_shown_with_its_session() {
+        assert_eq!(shown(&Holder::from_value("w:job:7")), "w (session job:7)");
+        assert_eq!(shown(&Holder::from_value("w")), "w");
     }
 
     #[test]
     fn json_escapes_and_orders_fields() {
         let line = Json::new("lock", "a\"b\\c\n\u{1}é")
-            .holder(Some("w:s"))
+            .holder(Some(&Holder::from_value("w:s")))
             .num("n", 7)
             .opt_str("none", None)
             .finish();

@@ -92,6 +92,7 @@ fn loss(reason: &LossReason) -> &'static str {
         LossReason::ExpiredLocally => "no renewal succeeded in time",
         LossReason::Disconnected => "the connection was down for too long",
         LossReason::TakenAway => "the store reported the lock deleted or taken",
+        _ => "the lease was lost",
     }
 }
 
@@ -110,7 +111,8 @@ async fn supervise(
             event = hold.next_event() => match event {
                 Some(HoldEvent::Lost(reason)) => return Ok(Ended::Lost(loss(&reason))),
                 None => return Ok(Ended::Lost("the hold ended")),
-                Some(HoldEvent::Renewed(_) | HoldEvent::Acquired(_)) => {}
+                // Renewals, and an acquisition after a loss already reported.
+                Some(_) => {}
             },
             // The loop's next turn asks the hold whether a renewal came in time.
             () = tokio::time::sleep_until(lease.valid_until.into()) => {}
@@ -156,21 +158,13 @@ async fn first_hold(
             Err(Error::Op(OpError::Timeout)) => Ok(None),
             other => other.map(Some),
         },
-        // Exactly one attempt: try_acquire answers busy at the first refusal, where a hold with
-        // a short timeout would wait out its timeout (and might win meanwhile), and could take a
-        // slow store for a busy lock. Once won, the hold's first SET (NX, or equal to our own
-        // holder) renews our lease at once; it must succeed while that lease is valid.
+        // Exactly one attempt: try_hold answers busy at the store's first refusal, where a hold
+        // with a short timeout would wait out its timeout (and might win meanwhile), and could
+        // take a slow store for a busy lock. Its hold ends at the first loss, as run does.
         Wait::Once => {
-            let Some(lease) = client
-                .try_acquire(&what.name, what.lease, options.clone())
-                .await?
-            else {
-                return Ok(None);
-            };
-            match tokio::time::timeout_at(lease.valid_until.into(), hold(options)).await {
-                Ok(hold) => hold.map(Some),
-                Err(_) => Err(Error::Op(OpError::LeaseLapsed)),
-            }
+            client
+                .try_hold(&what.name, what.lease, interval, options)
+                .await
         }
     }
 }

@@ -24,11 +24,17 @@ use std::time::{Duration, Instant};
 /// Delay before repeating a request that reached no state store.
 const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 
-/// Counters of what the client ignored or refused; useful in tests and diagnostics.
+/// Counters of what the client sent, repeated, ignored or refused; useful in tests, diagnostics
+/// and metrics. They only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests published.
     pub requests_sent: u64,
+    /// Requests that got no response in time (the request timeout or the operation's deadline).
+    pub request_timeouts: u64,
+    /// Requests of an operation that had to be made again: the previous one timed out, was cut
+    /// by a disconnect, or reached no state store.
+    pub retries: u64,
     /// Responses whose correlation data matched no pending request (late, duplicate or foreign).
     pub unmatched_responses: u64,
     /// Messages that could not be decoded or were on a topic the client does not use.
@@ -139,9 +145,21 @@ impl Client {
         self.stats
     }
 
+    /// Number of locks this client holds a lease on (whether by `try_acquire`/`acquire`, a hold
+    /// or an edit), until the lease is released, lost or its validity ends.
+    pub fn leases_held(&self) -> usize {
+        self.locks.iter().filter(|l| l.lease.is_some()).count()
+    }
+
     /// Number of operations that have not ended.
     pub fn operations_in_progress(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Number of locks the client keeps: those in use, and idle ones whose slots the next new
+    /// name will free ([`LockId`]).
+    pub fn locks_kept(&self) -> usize {
+        self.locks.len()
     }
 
     /// The id of the lock called `name`, the same for the same name; the first call for a name
@@ -229,6 +247,10 @@ impl Client {
         for l in self.locks.iter_mut() {
             l.notify = Notify::Off;
         }
+        let locks: Vec<LockId> = self.locks.ids().collect();
+        for lock in locks {
+            self.locks.may_be_idle(lock);
+        }
         let ids = self.pending.ids_in_order();
         for req_id in ids {
             if let Some(p) = self.pending.remove(&req_id) {
@@ -287,6 +309,7 @@ impl Client {
         match why {
             NotDelivered::NoSubscribers => {
                 let delay = NOT_DELIVERED_RETRY + self.jitter();
+                self.stats.retries += 1;
                 self.retry_after(now, id, delay);
             }
             NotDelivered::Refused(reason) => {
@@ -317,6 +340,7 @@ impl Client {
                 }
                 Timer::Request(req_id) => {
                     if let Some(p) = self.pending.remove(&req_id) {
+                        self.stats.request_timeouts += 1;
                         self.request_lost(now, p, RequestLost::Timeout);
                     }
                 }

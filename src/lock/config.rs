@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// Configuration of a lock [`Client`](super::Client).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// The MQTT client id: the holder value of every lock (with `:sessionId` when a session id is
     /// given), `__srcId` of every request, and part of the response and notification topics.
@@ -92,6 +93,7 @@ impl Config {
 
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The client id is empty.
     #[error("the client id is empty")]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// Why an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpError {
     /// The operation's deadline passed.
     #[error("the operation timed out")]
@@ -48,6 +49,7 @@ pub enum OpError {
 
 /// A misuse detected synchronously by an intent: nothing was sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IntentError {
     /// The lock id does not belong to this client.
     #[error("unknown lock id")]

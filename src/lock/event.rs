@@ -1,12 +1,13 @@
 //! What the engine tells: [`Event`]s for the user and [`Output`]s for the driver.
 
-use super::{LockId, OpError, OpId, Request};
+use super::{Accessed, Holder, LockId, OpError, OpId, Request};
 use crate::hlc::FencingToken;
 use bytes::Bytes;
 use std::time::Instant;
 
 /// What an edit did to the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EditOutcome {
     /// A value was written.
     Written,
@@ -18,6 +19,7 @@ pub enum EditOutcome {
 
 /// Why a held lease was lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LossReason {
     /// A renewal found the lock held by another holder.
     RenewalRefused,
@@ -31,6 +33,7 @@ pub enum LossReason {
 
 /// Why the broker did not deliver a request (from its PUBACK).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotDelivered {
     /// Nobody is subscribed to the request topic: the state store is not connected (yet). The
     /// request is repeated after a short delay.
@@ -43,6 +46,7 @@ pub enum NotDelivered {
 /// Something the user should learn. Events with an `op` belong to that operation; the operation
 /// ends with its final event (marked *final* below).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The lease was won: `try_acquire`/`acquire` (*final*), or a hold (`hold: true`, not final: a
     /// hold announces every acquisition, also after a loss).
@@ -116,15 +120,15 @@ pub enum Event {
         op: OpId,
         /// The lock.
         lock: LockId,
-        /// Holder value.
-        holder: Option<Bytes>,
+        /// Who holds it.
+        holder: Option<Holder>,
     },
     /// An observed lock changed holder: `None` when it was released or expired.
     HolderChanged {
         /// The lock.
         lock: LockId,
-        /// New holder value.
-        holder: Option<Bytes>,
+        /// Who holds it now.
+        holder: Option<Holder>,
     },
     /// Observing a lock failed: the KEYNOTIFY registration was refused.
     ObserveFailed {
@@ -151,6 +155,15 @@ pub enum Event {
         /// What it did.
         outcome: EditOutcome,
     },
+    /// A store access finished (*final*).
+    Accessed {
+        /// The access.
+        op: OpId,
+        /// The lock it was started on.
+        lock: LockId,
+        /// What it found or did.
+        outcome: Accessed,
+    },
     /// The operation failed (*final*).
     Failed {
         /// The operation.
@@ -175,6 +188,7 @@ impl Event {
             | Event::Holder { op, .. }
             | Event::EditRequested { op, .. }
             | Event::EditDone { op, .. }
+            | Event::Accessed { op, .. }
             | Event::Failed { op, .. } => Some(*op),
             Event::Expired { .. } | Event::HolderChanged { .. } | Event::ObserveFailed { .. } => {
                 None
@@ -192,6 +206,7 @@ impl Event {
             | Event::HoldEnded { .. }
             | Event::Holder { .. }
             | Event::EditDone { .. }
+            | Event::Accessed { .. }
             | Event::Failed { .. } => true,
             Event::Renewed { .. }
             | Event::Lost { .. }
@@ -203,7 +218,8 @@ impl Event {
     }
 }
 
-/// What the client asks its driver to do.
+/// What the client asks its driver to do. Deliberately exhaustive: a driver must carry out
+/// every output, so a new one is a breaking change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Send this state-store request: publish it with QoS 1 (as a [`Message`](crate::Message):

@@ -1,8 +1,9 @@
 //! Intents: what a user asks of the engine. Each checks its input synchronously (nothing is sent
 //! when it fails: [`IntentError`]) and returns the id of the operation it started.
 
+use super::access::{Access, Fence};
 use super::client::{Client, Sub};
-use super::operation::{EditPhase, OpKind};
+use super::operation::{EditPhase, Keep, OpKind};
 use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
 use crate::time::{later, MAX_DURATION};
 use crate::Now;
@@ -35,6 +36,15 @@ pub enum Intent {
         /// How often to renew.
         interval: Duration,
     },
+    /// [`Client::keep`].
+    Keep {
+        /// The lease of the acquisition and each renewal.
+        lease: Duration,
+        /// How often to renew.
+        interval: Duration,
+        /// Wait for the lock (else one try).
+        wait: bool,
+    },
     /// [`Client::close_hold`] (it takes no options: the hold's own are used).
     CloseHold,
     /// [`Client::edit`].
@@ -43,6 +53,15 @@ pub enum Intent {
         key: Bytes,
         /// The lease to ask for.
         lease: Duration,
+    },
+    /// [`Client::access`].
+    Access {
+        /// The key to read or write.
+        key: Bytes,
+        /// What to do to it.
+        access: Access,
+        /// Which fencing token the write carries.
+        fence: Fence,
     },
 }
 
@@ -68,8 +87,16 @@ impl Client {
             Intent::Release => self.release(now, lock, options),
             Intent::Holder => self.holder(now, lock, options),
             Intent::Hold { lease, interval } => self.hold(now, lock, lease, interval, options),
+            Intent::Keep {
+                lease,
+                interval,
+                wait,
+            } => self.keep(now, lock, lease, interval, wait, options),
             Intent::CloseHold => self.close_hold(now, lock),
             Intent::Edit { key, lease } => self.edit(now, lock, key, lease, options),
+            Intent::Access { key, access, fence } => {
+                self.access(now, lock, key, access, fence, options)
+            }
         }
     }
 
@@ -136,8 +163,37 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<OpId, IntentError> {
+        self.start_hold(now, lock, lease, interval, None, options)
+    }
+
+    /// A lease renewed until it is closed or lost: like [`Client::hold`], but the first
+    /// acquisition is one try unless `wait` ([`Event::Busy`] ends it), and the first loss ends
+    /// it: [`Event::Lost`], then [`Event::HoldEnded`] (the lock is released, in case the store
+    /// still has it). What a leader election campaigns with.
+    pub fn keep(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        interval: Duration,
+        wait: bool,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
+        self.start_hold(now, lock, lease, interval, Some(Keep { wait }), options)
+    }
+
+    fn start_hold(
+        &mut self,
+        now: Now,
+        lock: LockId,
+        lease: Duration,
+        interval: Duration,
+        keep: Option<Keep>,
+        options: Options,
+    ) -> Result<OpId, IntentError> {
         let lease = whole_millis(lease);
-        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, false)?;
+        let bounded = keep.is_some_and(|k| !k.wait);
+        let (holder, deadline) = self.admit(now, lock, Some(lease), &options, bounded)?;
         if let Some(h) = self.locks[lock].hold {
             return Err(IntentError::LockInUse(h));
         }
@@ -149,6 +205,7 @@ impl Client {
             lease,
             interval,
             held: false,
+            keep,
         };
         let id = self.start_op(now, lock, holder, deadline, kind);
         self.locks[lock].hold = Some(id);
@@ -258,7 +315,9 @@ impl Client {
         let lock = o.lock;
         match &o.kind {
             OpKind::Hold { .. } => self.end_hold(now, op, true),
-            OpKind::Edit { .. } => self.finish_edit(now, op, Err(OpError::Cancelled)),
+            OpKind::Edit { .. } | OpKind::Access { .. } => {
+                self.fail(now, op, lock, OpError::Cancelled)
+            }
             _ => self.finish(
                 now,
                 op,

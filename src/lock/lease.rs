@@ -58,12 +58,17 @@ impl Client {
                         self.timers.cancel(p.timer);
                     }
                     self.timers.cancel(timer);
+                    let keep = matches!(op.kind, OpKind::Hold { keep: Some(_), .. });
                     self.emit(Output::Event(Event::Lost {
                         op: owner,
                         lock,
                         reason,
                     }));
-                    self.advance(now, owner);
+                    if keep {
+                        self.end_hold(now, owner, true);
+                    } else {
+                        self.advance(now, owner);
+                    }
                 }
                 Some(OpKind::Edit { .. }) => {
                     self.finish_edit(now, owner, Err(OpError::LeaseLapsed));
@@ -71,5 +76,6 @@ impl Client {
                 _ => {}
             },
         }
+        self.locks.may_be_idle(lock);
     }
 }

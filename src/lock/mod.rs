@@ -50,10 +50,12 @@
 //! - A release ends any hold on the lock first: no renewal response that arrives later is used.
 //! - Every loss of a lease is reported ([`Event::Lost`] for holds, [`Event::Expired`] otherwise).
 
+mod access;
 mod client;
 mod config;
 mod error;
 mod event;
+mod holder;
 mod intent;
 mod lease;
 mod notify;
@@ -66,10 +68,12 @@ mod rng;
 mod slab;
 mod timer;
 
+pub use access::{Access, Accessed, Fence};
 pub use client::{Client, Stats};
 pub use config::{Config, ConfigError};
 pub use error::{IntentError, OpError};
 pub use event::{EditOutcome, Event, LossReason, NotDelivered, Output};
+pub use holder::Holder;
 pub use intent::Intent;
 pub use operation::{OpId, ABSENT_PLACEHOLDER};
 pub use options::{EditAction, Options};

@@ -3,6 +3,7 @@
 
 use super::client::Client;
 use super::request::{Owner, RequestId, RequestKind};
+use super::Holder;
 use super::{Event, IntentError, LockId, LossReason, OpError, OpId, Output};
 use crate::store::{self, Command, NotificationOp, ResponseBody, ResponseError, StoreReply};
 use crate::Now;
@@ -39,6 +40,7 @@ impl Client {
         }
         l.observed = false;
         self.maybe_stop_notify(now, lock);
+        self.locks.may_be_idle(lock);
         Ok(())
     }
 
@@ -86,7 +88,10 @@ impl Client {
         kind: RequestKind,
         outcome: Result<ResponseBody, ResponseError>,
     ) {
-        let l = &mut self.locks[lock];
+        // A KEYNOTIFY STOP may be answered after its idle lock was freed.
+        let Ok(l) = self.locks.get_mut(lock) else {
+            return;
+        };
         if kind != RequestKind::KeyNotify || l.notify != Notify::Pending(req_id) {
             return;
         }
@@ -111,6 +116,7 @@ impl Client {
             l.observed = false;
             self.emit(Output::Event(Event::ObserveFailed { lock, error }));
         }
+        self.locks.may_be_idle(lock);
     }
 
     pub(super) fn on_notification(&mut self, now: Now, n: store::Notification) {
@@ -131,7 +137,7 @@ impl Client {
         if l.observed {
             self.out.push_back(Output::Event(Event::HolderChanged {
                 lock,
-                holder: holder.clone(),
+                holder: holder.clone().map(Holder::from_value),
             }));
         }
         // A change newer than our lease that leaves the lock to someone else: the lease is gone.

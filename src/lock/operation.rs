@@ -26,6 +26,7 @@
 //! barrier first: no SET of the lock leaves until its VDEL is answered or given up, and a SET sent
 //! before it can never give a lease (`Lock::epoch`).
 
+use super::access::{Access, Fence};
 use super::client::{Client, Timer};
 use super::request::{Owner, RequestId, RequestKind};
 use super::timer::TimerKey;
@@ -86,16 +87,33 @@ pub(super) enum OpKind {
         silent: bool,
     },
     Holder,
+    /// `keep`: a [`Client::keep`] (one try unless `wait`, and it ends at its first loss)
+    /// rather than a [`Client::hold`] (which waits, and wins the lock again after a loss).
     Hold {
         lease: Duration,
         interval: Duration,
         held: bool,
+        keep: Option<Keep>,
     },
     Edit {
         key: Bytes,
         lease: Duration,
         phase: EditPhase,
     },
+    /// `sent`: the request went out (a write is never repeated).
+    Access {
+        key: Bytes,
+        access: Access,
+        fence: Fence,
+        sent: bool,
+    },
+}
+
+/// How a [`Client::keep`] differs from a hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Keep {
+    /// The first acquisition waits for the lock (else one try: `Busy`).
+    pub(super) wait: bool,
 }
 
 /// One live operation.
@@ -140,6 +158,27 @@ impl Op {
 /// Anything else (a 5xx, a status or payload that cannot be read) leaves it unknown.
 fn refused_unprocessed(error: &ResponseError) -> bool {
     matches!(error, ResponseError::Protocol(p) if (400..500).contains(&p.status))
+}
+
+/// What `error` means for a write that was sent `attempts` times: a write sent and not answered
+/// definitely (no answer, a 5xx, a reply that cannot be read or that a write cannot have) may
+/// have been applied, and so may an earlier attempt of a write whose repetition was refused.
+fn after_write(error: OpError, attempts: u32) -> OpError {
+    match error {
+        OpError::Timeout
+        | OpError::Cancelled
+        | OpError::LeaseLapsed
+        | OpError::Disconnected
+        | OpError::SubscriptionRefused(_)
+        | OpError::UnexpectedReply(_)
+            if attempts >= 1 =>
+        {
+            OpError::Indeterminate
+        }
+        OpError::Protocol(e) if attempts >= 1 && !refused_unprocessed(&e) => OpError::Indeterminate,
+        _ if attempts >= 2 => OpError::Indeterminate,
+        error => error,
+    }
 }
 
 impl Client {
@@ -188,11 +227,15 @@ impl Client {
         deadline: Option<Instant>,
         silent: bool,
     ) -> OpId {
+        // Only this holder value's hold and lease end: a release under another session id
+        // leaves them alone (the store keeps them too).
         if let Some(hold) = self.locks[lock].hold {
-            self.end_hold(now, hold, false);
+            if self.ops[&hold].holder == holder {
+                self.end_hold(now, hold, false);
+            }
         }
         let l = &mut self.locks[lock];
-        if let Some(lease) = l.lease.take() {
+        if let Some(lease) = l.lease.take_if(|lease| lease.holder == holder) {
             self.timers.cancel(Some(lease.timer));
         }
         l.releasing += 1;
@@ -222,6 +265,15 @@ impl Client {
     pub(super) fn fail(&mut self, now: Now, id: OpId, lock: LockId, error: OpError) {
         match self.ops.get(&id).map(|o| &o.kind) {
             Some(OpKind::Edit { .. }) => self.finish_edit(now, id, Err(error)),
+            Some(OpKind::Access { .. }) => {
+                let error = after_write(error, u32::from(self.access_write_sent(id)));
+                let event = Event::Failed {
+                    op: id,
+                    lock,
+                    error,
+                };
+                self.finish(now, id, Some(event));
+            }
             Some(OpKind::Release { silent: true }) => self.finish(now, id, None),
             Some(_) => self.finish(
                 now,
@@ -249,8 +301,6 @@ impl Client {
         };
         let lock = op.lock;
         let holder = op.holder.clone();
-        // A write that was sent and got no definite answer may have been applied; so may an
-        // earlier attempt of a write whose repetition was refused.
         let attempts = match &op.kind {
             OpKind::Edit {
                 phase: EditPhase::Writing { attempts, .. },
@@ -258,23 +308,7 @@ impl Client {
             } => *attempts,
             _ => 0,
         };
-        let outcome = match outcome {
-            Err(
-                OpError::Timeout
-                | OpError::Cancelled
-                | OpError::LeaseLapsed
-                | OpError::Disconnected
-                | OpError::SubscriptionRefused(_),
-            ) if attempts >= 1 => Err(OpError::Indeterminate),
-            // A reply that does not say the write was refused unprocessed (a 5xx, a reply that
-            // cannot be read, one a write cannot have) leaves its outcome unknown too.
-            Err(OpError::Protocol(e)) if attempts >= 1 && !refused_unprocessed(&e) => {
-                Err(OpError::Indeterminate)
-            }
-            Err(OpError::UnexpectedReply(_)) if attempts >= 1 => Err(OpError::Indeterminate),
-            Err(_) if attempts >= 2 => Err(OpError::Indeterminate),
-            o => o,
-        };
+        let outcome = outcome.map_err(|e| after_write(e, attempts));
         let event = match outcome {
             Ok(outcome) => Event::EditDone {
                 op: id,
@@ -390,6 +424,7 @@ impl Client {
         if released {
             self.release_settled(now, lock);
         }
+        self.locks.may_be_idle(lock);
     }
 
     /// A release's VDEL was answered or given up: once no release is in progress, the lock's
@@ -403,6 +438,7 @@ impl Client {
                 self.advance(now, w);
             }
         }
+        self.locks.may_be_idle(lock);
     }
 
     pub(super) fn on_deadline(&mut self, now: Now, id: OpId) {
@@ -475,6 +511,15 @@ impl Client {
                 phase: EditPhase::Queued | EditPhase::AwaitingUser { .. },
                 ..
             } => return,
+            OpKind::Access {
+                key, access, fence, ..
+            } => match self.access_request(now, lock, &op.holder, key, access, fence) {
+                Ok((command, token)) => (command, RequestKind::Access, token),
+                Err(error) => {
+                    self.fail(now, id, lock, error);
+                    return;
+                }
+            },
             OpKind::Edit {
                 key,
                 phase: EditPhase::Fencing { current },
@@ -558,12 +603,13 @@ impl Client {
             Ok(req_id) => {
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.req = Some(req_id);
-                    if let OpKind::Edit {
-                        phase: EditPhase::Writing { attempts, .. },
-                        ..
-                    } = &mut op.kind
-                    {
-                        *attempts += 1;
+                    match &mut op.kind {
+                        OpKind::Edit {
+                            phase: EditPhase::Writing { attempts, .. },
+                            ..
+                        } => *attempts += 1,
+                        OpKind::Access { sent, .. } => *sent = true,
+                        _ => {}
                     }
                 }
             }

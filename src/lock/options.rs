@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Per-operation options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// Deadline of the whole operation, from the intent. Sent on the wire as each request's message
     /// expiry, rounded up to whole seconds; the exact deadline is kept locally. `None`: a single

@@ -1,16 +1,32 @@
-//! The lock table: every lock the client knows, by id and by name.
+//! The lock table: every lock the client knows, by id and by name. A lock that nothing needs any
+//! more (no operation, lease, hold, observer, notification registration or release in flight)
+//! is idle, and its slot is freed when a new name needs one: the table shrinks back to the locks
+//! in use, and a stale id is told apart from the slot's next lock by its generation.
 
 use super::lease::Lease;
 use super::notify::Notify;
-use super::slab::push_tight;
+use super::slab::{Slab, SlabKey};
 use super::{IntentError, OpId};
 use bytes::Bytes;
 use std::collections::BTreeSet;
+use std::num::NonZeroU64;
 use std::time::Instant;
 
-/// A named lock of one [`Client`](super::Client) (no I/O to create).
+/// A named lock of one [`Client`](super::Client) (no I/O to create). An id stays valid while
+/// its lock is in use (an operation, a lease, a hold or an observer), and after that until the
+/// client names a new lock; [`Client::lock_id`](super::Client::lock_id) always gives the current
+/// one, and a stale id is refused with [`IntentError::UnknownLock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LockId(pub(crate) u32);
+pub struct LockId(pub(crate) NonZeroU64);
+
+impl SlabKey for LockId {
+    fn from_raw(raw: u64) -> Self {
+        LockId(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
+    }
+    fn raw(self) -> u64 {
+        self.0.get()
+    }
+}
 
 /// FNV-1a of a lock name: deterministic, for [`LockTable::by_name`].
 fn name_hash(name: &[u8]) -> u64 {
@@ -107,25 +123,52 @@ pub(super) struct Lock {
     /// random spread the one the broker notifies first would nearly always win. A waiter that has
     /// not lost such a race retries at once (the handoff then costs no timer at all).
     pub(super) herd_until: Option<Instant>,
+    /// On the table's list of locks that may be idle.
+    listed: bool,
 }
 
 impl Lock {
     pub(super) fn notify_refs(&self) -> usize {
         self.watchers.len() + usize::from(self.observed)
     }
+
+    /// Nothing needs the lock: its slot may go (the fairness hints `reacquire_after` and
+    /// `herd_until` go with it: they only spread retries).
+    fn is_idle(&self) -> bool {
+        self.ops.len() == 0
+            && self.lease.is_none()
+            && self.hold.is_none()
+            && self.edit.is_none()
+            && !self.observed
+            && self.notify == Notify::Off
+            && self.releasing == 0
+    }
 }
 
-/// Every lock of the client, in the order they were first named; found by id or by name.
-#[derive(Debug, Default)]
+/// Every lock of the client; found by id or by name.
+#[derive(Debug)]
 pub(super) struct LockTable {
-    locks: Vec<Lock>,
+    locks: Slab<LockId, Lock>,
     /// Every lock by a hash of its name (the name itself is kept once, in the lock; names with
     /// the same hash are told apart by comparing them).
     by_name: BTreeSet<(u64, LockId)>,
+    /// Locks that became idle since the last new name (some may be in use again).
+    maybe_idle: Vec<LockId>,
+}
+
+impl Default for LockTable {
+    fn default() -> Self {
+        LockTable {
+            locks: Slab::new(),
+            by_name: BTreeSet::new(),
+            maybe_idle: Vec::new(),
+        }
+    }
 }
 
 impl LockTable {
-    /// The id of the lock called `name`, making an entry for it when it is new.
+    /// The id of the lock called `name`, making an entry for it when it is new (after freeing
+    /// the slots of idle locks).
     pub(super) fn id(&mut self, name: &[u8]) -> Result<LockId, IntentError> {
         if name.is_empty() {
             return Err(IntentError::EmptyKey);
@@ -133,71 +176,99 @@ impl LockTable {
         if let Some(id) = self.find(name) {
             return Ok(id);
         }
-        let id = LockId(u32::try_from(self.locks.len()).map_err(|_| IntentError::UnknownLock)?);
-        push_tight(
-            &mut self.locks,
-            Lock {
-                name: Bytes::copy_from_slice(name),
-                lease: None,
-                hold: None,
-                edit: None,
-                ops: IdSet::default(),
-                watchers: IdSet::default(),
-                observed: false,
-                notify: Notify::Off,
-                releasing: 0,
-                epoch: 0,
-                contended: false,
-                reacquire_after: None,
-                herd_until: None,
-            },
-        );
+        self.free_idle();
+        let id = self.locks.insert(Lock {
+            name: Bytes::copy_from_slice(name),
+            lease: None,
+            hold: None,
+            edit: None,
+            ops: IdSet::default(),
+            watchers: IdSet::default(),
+            observed: false,
+            notify: Notify::Off,
+            releasing: 0,
+            epoch: 0,
+            contended: false,
+            reacquire_after: None,
+            herd_until: None,
+            listed: false,
+        });
         self.by_name.insert((name_hash(name), id));
         Ok(id)
+    }
+
+    /// Notes that `lock` may have become idle (it is freed when a new name comes, if it still is).
+    pub(super) fn may_be_idle(&mut self, lock: LockId) {
+        if let Some(l) = self.locks.get_mut(&lock) {
+            if !l.listed && l.is_idle() {
+                l.listed = true;
+                self.maybe_idle.push(lock);
+            }
+        }
+    }
+
+    fn free_idle(&mut self) {
+        for id in std::mem::take(&mut self.maybe_idle) {
+            let Some(l) = self.locks.get_mut(&id) else {
+                continue;
+            };
+            l.listed = false;
+            if l.is_idle() {
+                let hash = name_hash(&l.name);
+                self.by_name.remove(&(hash, id));
+                self.locks.remove(&id);
+            }
+        }
     }
 
     /// The lock called `name`, if there is one.
     pub(super) fn find(&self, name: &[u8]) -> Option<LockId> {
         let hash = name_hash(name);
+        let (lo, hi) = (LockId(NonZeroU64::MIN), LockId(NonZeroU64::MAX));
         self.by_name
-            .range((hash, LockId(0))..=(hash, LockId(u32::MAX)))
+            .range((hash, lo)..=(hash, hi))
             .map(|&(_, id)| id)
             .find(|id| self[*id].name.as_ref() == name)
     }
 
     pub(super) fn get(&self, lock: LockId) -> Result<&Lock, IntentError> {
-        self.locks
-            .get(lock.0 as usize)
-            .ok_or(IntentError::UnknownLock)
+        self.locks.get(&lock).ok_or(IntentError::UnknownLock)
     }
 
     pub(super) fn get_mut(&mut self, lock: LockId) -> Result<&mut Lock, IntentError> {
-        self.locks
-            .get_mut(lock.0 as usize)
-            .ok_or(IntentError::UnknownLock)
+        self.locks.get_mut(&lock).ok_or(IntentError::UnknownLock)
     }
 
-    /// Every lock id, in order.
-    pub(super) fn ids(&self) -> impl Iterator<Item = LockId> {
-        (0..self.locks.len() as u32).map(LockId)
+    /// How many locks the table has.
+    pub(super) fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Every lock id, in slot order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = LockId> + '_ {
+        self.locks.keys()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Lock> {
+        self.locks.values()
     }
 
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Lock> {
-        self.locks.iter_mut()
+        self.locks.values_mut()
     }
 }
 
-/// Only ids this table gave out are ever used to index it.
+/// Only ids of live locks are used to index it (stale ids go through [`LockTable::get`]).
 impl std::ops::Index<LockId> for LockTable {
     type Output = Lock;
     fn index(&self, lock: LockId) -> &Lock {
-        &self.locks[lock.0 as usize]
+        &self.locks[&lock]
     }
 }
 
 impl std::ops::IndexMut<LockId> for LockTable {
     fn index_mut(&mut self, lock: LockId) -> &mut Lock {
-        &mut self.locks[lock.0 as usize]
+        self.locks.get_mut(&lock).expect("a live lock")
     }
 }
 
@@ -222,5 +293,28 @@ mod tests {
         }
         assert_eq!(table.find(b"lock-3000"), None);
         assert_eq!(table.id(b""), Err(IntentError::EmptyKey));
+    }
+
+    #[test]
+    fn an_idle_lock_gives_its_slot_to_the_next_new_name_and_its_id_goes_stale() {
+        let mut table = LockTable::default();
+        let busy = table.id(b"busy").unwrap();
+        table[busy].observed = true;
+        let idle = table.id(b"idle").unwrap();
+        table.may_be_idle(busy);
+        table.may_be_idle(idle);
+        assert_eq!(table.len(), 2, "nothing freed before a new name");
+        assert_eq!(table.id(b"idle").unwrap(), idle, "an old name keeps its id");
+        let next = table.id(b"next").unwrap();
+        assert_eq!(table.len(), 2, "the idle lock's slot went to the new name");
+        assert_eq!(table.find(b"idle"), None);
+        assert_eq!(
+            table.get(idle).err(),
+            Some(IntentError::UnknownLock),
+            "stale"
+        );
+        assert_eq!(table.find(b"busy"), Some(busy), "in use: kept");
+        assert_eq!(&table[next].name[..], b"next");
+        assert_ne!(table.id(b"idle").unwrap(), idle, "named again: a new id");
     }
 }

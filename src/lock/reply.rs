@@ -4,9 +4,9 @@
 use super::client::{Client, Timer};
 use super::lease::Lease;
 use super::notify::Notify;
-use super::operation::{EditPhase, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
+use super::operation::{EditPhase, Keep, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
 use super::request::{Owner, Pending, RequestKind, RequestLost};
-use super::{EditAction, EditOutcome, Event, LockId, LossReason, OpError, OpId, Output};
+use super::{EditAction, EditOutcome, Event, Holder, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
 use crate::store::{ResponseBody, ResponseError, StoreReply};
 use crate::time::later;
@@ -22,13 +22,23 @@ impl Client {
         match p.owner {
             Owner::Lock(lock) if p.kind == RequestKind::VDel => self.release_settled(now, lock),
             Owner::Lock(lock) => {
-                let l = &mut self.locks[lock];
+                // A KEYNOTIFY STOP may be lost after its idle lock was freed.
+                let Ok(l) = self.locks.get_mut(lock) else {
+                    return;
+                };
                 if p.kind == RequestKind::KeyNotify && matches!(l.notify, Notify::Pending(_)) {
                     l.notify = Notify::Off;
                     if why == RequestLost::Timeout {
                         self.ensure_notify(now, lock);
                     }
+                    self.locks.may_be_idle(lock);
                 }
+            }
+            // A store access's write is never repeated: its outcome is unknown (a read is
+            // repeated, below).
+            Owner::Op(id) if self.access_write_sent(id) => {
+                let lock = self.ops[&id].lock;
+                self.fail(now, id, lock, OpError::Indeterminate);
             }
             Owner::Op(id) => {
                 let Some(op) = self.ops.get_mut(&id) else {
@@ -48,6 +58,7 @@ impl Client {
                         return;
                     }
                 }
+                self.stats.retries += 1;
                 self.advance(now, id);
             }
         }
@@ -119,10 +130,13 @@ impl Client {
                     (&body.reply, p.kind),
                     (
                         StoreReply::Ok,
-                        RequestKind::Set { .. } | RequestKind::Fence | RequestKind::Write
+                        RequestKind::Set { .. }
+                            | RequestKind::Fence
+                            | RequestKind::Write
+                            | RequestKind::Access
                     ) | (
                         StoreReply::Integer(1..),
-                        RequestKind::VDel | RequestKind::Write
+                        RequestKind::VDel | RequestKind::Write | RequestKind::Access
                     )
                 );
                 if let (Some(e), false) = (clock_error, applied) {
@@ -134,6 +148,7 @@ impl Client {
                     RequestKind::Get => self.on_get_reply(now, id, body.reply),
                     RequestKind::Fence => self.on_fence_reply(now, id, body.reply),
                     RequestKind::Write => self.on_write_reply(now, id, body.reply),
+                    RequestKind::Access => self.on_access_reply(now, id, body.reply),
                     RequestKind::VDel => {
                         let was_held = match body.reply {
                             StoreReply::Integer(n) => n > 0,
@@ -240,7 +255,15 @@ impl Client {
                 if lost_race {
                     l.herd_until = Some(later(now.instant, HERD_MEMORY));
                 }
-                if matches!(self.ops[&id].kind, OpKind::TryAcquire { .. }) {
+                let one_try = matches!(
+                    self.ops[&id].kind,
+                    OpKind::TryAcquire { .. }
+                        | OpKind::Hold {
+                            keep: Some(Keep { wait: false }),
+                            ..
+                        }
+                );
+                if one_try {
                     self.finish(now, id, Some(Event::Busy { op: id, lock }));
                 } else {
                     // Wait for the DELETE; re-check anyway once the holder's lease could be over.
@@ -377,7 +400,7 @@ impl Client {
                 Some(Event::Holder {
                     op: id,
                     lock,
-                    holder: value,
+                    holder: value.map(Holder::from_value),
                 }),
             ),
             OpKind::Edit { .. } => {

@@ -78,6 +78,8 @@ pub(super) enum RequestKind {
     Write,
     /// VDEL: release.
     VDel,
+    /// The GET, SET or DEL of a store access.
+    Access,
     /// KEYNOTIFY of a lock.
     KeyNotify,
     /// KEYNOTIFY STOP of a lock.

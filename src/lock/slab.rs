@@ -139,6 +139,10 @@ impl<K: SlabKey, T> Slab<K, T> {
             .map(|(slot, e)| K::from_raw(key(slot as u32, e.generation)))
     }
 
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.entries.iter().filter_map(|e| e.value.as_ref())
+    }
+
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
         self.entries.iter_mut().filter_map(|e| e.value.as_mut())
     }

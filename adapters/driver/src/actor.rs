@@ -1,26 +1,30 @@
 //! The state around a [`Connection`]: commands from handles in, events routed out to the handle
 //! that started each operation.
 
-use crate::handle::Error;
+use crate::handle::{Change, Error};
 use crate::settings::{Backoff, Settings};
 use crate::slot::{Sink, Slot};
+use crate::state::{ConnectionState, Disconnection, Publisher};
+use crate::stats::{Kind, Outcome, Stats};
 use futures_channel::{mpsc, oneshot};
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event as ConnEvent};
 use leasedlock::lock::{
-    ConfigError, EditAction, Event, Intent, IntentError, LockId, OpError, OpId, Options,
+    self, ConfigError, EditAction, Event, Intent, IntentError, LockId, OpError, OpId, Options,
 };
-use leasedlock::mqtt::AuthError;
+use leasedlock::mqtt::{AuthError, DisconnectCause};
 use leasedlock::Now;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::{debug, info, trace, warn};
 
 /// Names an observer from the handle side.
 pub(crate) type Ticket = u64;
 
 /// Where holder changes of an observed lock go.
-pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Option<Bytes>, OpError>>;
+pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Change, OpError>>;
 
 /// A lock name on its way from a handle to the actor: carried inline when short (no
 /// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
@@ -63,6 +67,20 @@ impl std::fmt::Debug for Name {
     }
 }
 
+/// A lock name in traces: its bytes, non-ASCII escaped. Formatted only when a trace is recorded.
+struct Shown<'a>(&'a [u8]);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.escape_ascii())
+    }
+}
+
+/// The name of `lock` as the engine knows it.
+fn name_of(conn: &Connection, lock: LockId) -> Shown<'_> {
+    Shown(conn.engine().lock_name(lock).map_or(&[], |name| &name[..]))
+}
+
 /// A message from a handle to the actor.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -88,6 +106,25 @@ pub(crate) enum Command {
     Unobserve { ticket: Ticket },
     /// Report when the broker accepts a connection, or why an attempt failed.
     WatchConnection(oneshot::Sender<Result<(), Error>>),
+    /// Report the metrics.
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// What the actor keeps of a live operation.
+struct Route {
+    /// Where its events go.
+    sink: Sink,
+    kind: Kind,
+    /// When it started: its wait for the lock counts from then.
+    started: Instant,
+    /// Its outcome has been counted.
+    counted: bool,
+    /// It has had the lock (its wait is counted).
+    had_lock: bool,
+    /// Until when its latest lease may be used: a renewal's slack is measured against it.
+    valid_until: Option<Instant>,
+    /// The operation's span: its kind and lock name.
+    span: tracing::Span,
 }
 
 /// The actor: owns the [`Connection`], the routes of live operations (the actor's side of each
@@ -98,13 +135,24 @@ pub(crate) enum Command {
 /// connection is routed as soon as it is produced.
 pub(crate) struct Actor {
     conn: Connection,
-    ops: BTreeMap<OpId, Sink>,
+    ops: BTreeMap<OpId, Route>,
     observers: BTreeMap<LockId, Vec<(Ticket, ObserveSink)>>,
     backoff: Backoff,
     session_ended: bool,
     connected: bool,
     /// Handles waiting for the outcome of a connection attempt.
     watchers: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// The connection state the watches see.
+    state: Publisher,
+    /// While there is no connection: why the last one ended (or the first attempt failed), and
+    /// the count of failed attempts then. A reconnect is traced with both.
+    outage: Option<(Disconnection, u64)>,
+    /// The metrics the actor counts (the engine counts the rest).
+    stats: Stats,
+    /// The engine's counters at the last look: their increases are traced.
+    seen: lock::Stats,
+    /// The latest instant the driver gave: events are timed by it.
+    now: Instant,
 }
 
 impl std::fmt::Debug for Actor {
@@ -119,7 +167,11 @@ impl std::fmt::Debug for Actor {
 
 impl Actor {
     /// An actor for these settings, not connected.
-    pub(crate) fn new(settings: &Settings, now: Now) -> Result<Actor, ConfigError> {
+    pub(crate) fn new(
+        settings: &Settings,
+        now: Now,
+        state: Publisher,
+    ) -> Result<Actor, ConfigError> {
         let conn = Connection::new(
             settings.lock.clone(),
             settings.mqtt.clone(),
@@ -138,6 +190,11 @@ impl Actor {
             session_ended: false,
             connected: false,
             watchers: Vec::new(),
+            state,
+            outage: None,
+            stats: Stats::default(),
+            seen: lock::Stats::default(),
+            now: now.instant,
         })
     }
 
@@ -146,8 +203,16 @@ impl Actor {
         self.connected
     }
 
+    /// A connection attempt starts: the transport is being opened.
+    pub(crate) fn connecting(&mut self) {
+        debug!("connecting to the broker");
+        self.state.set(ConnectionState::Connecting);
+    }
+
     /// A new transport is up: send CONNECT.
     pub(crate) fn connect(&mut self, now: Now) {
+        self.now = now.instant;
+        debug!("transport open, sending CONNECT");
         self.session_ended = false;
         self.conn.connect(now);
         self.route();
@@ -155,18 +220,21 @@ impl Actor {
 
     /// Bytes read from the transport.
     pub(crate) fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
+        self.now = now.instant;
         self.conn.handle_bytes(now, bytes);
         self.route();
     }
 
     /// A deadline may have passed.
     pub(crate) fn handle_timeout(&mut self, now: Now) {
+        self.now = now.instant;
         self.conn.handle_timeout(now);
         self.route();
     }
 
     /// The transport broke or was closed by us.
     pub(crate) fn transport_closed(&mut self, now: Now) {
+        self.now = now.instant;
         self.conn.handle_transport_closed(now);
         self.route();
         self.session_ended = false;
@@ -174,16 +242,33 @@ impl Actor {
 
     /// The transport could not be opened (TCP or TLS).
     pub(crate) fn connect_failed(&mut self, error: &std::io::Error) {
-        self.notify_watchers(Err(Error::Transport {
-            kind: error.kind(),
-            message: error.to_string(),
-        }));
+        warn!(%error, "cannot reach the broker");
+        self.stats.connect_failures += 1;
+        let (kind, message) = (error.kind(), error.to_string());
+        self.no_connection(Disconnection::Transport {
+            kind,
+            message: message.clone(),
+        });
+        self.notify_watchers(Err(Error::Transport { kind, message }));
+    }
+
+    /// There is no connection any more, or the attempt failed: tell the watches why.
+    fn no_connection(&mut self, cause: Disconnection) {
+        self.state.set(ConnectionState::Disconnected(cause.clone()));
+        let failures = self.stats.connect_failures;
+        self.outage.get_or_insert((cause, failures));
     }
 
     /// New authentication data (a rotated token): see
     /// [`Connection::reauthenticate`](leasedlock::connection::Connection::reauthenticate).
     pub(crate) fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
+        self.now = now.instant;
         let result = self.conn.reauthenticate(now, data);
+        match &result {
+            Ok(true) => debug!("re-authenticating with a new token"),
+            Ok(false) => debug!("a new token, kept for the next CONNECT"),
+            Err(error) => debug!(%error, "a new token, not sent yet"),
+        }
         self.route();
         result
     }
@@ -196,6 +281,8 @@ impl Actor {
 
     /// Send DISCONNECT.
     pub(crate) fn disconnect(&mut self, now: Now) {
+        self.now = now.instant;
+        info!("every handle is gone: disconnecting");
         self.conn.disconnect(now);
         self.route();
     }
@@ -225,6 +312,7 @@ impl Actor {
 
     /// A command from a handle.
     pub(crate) fn handle_command(&mut self, now: Now, command: Command) {
+        self.now = now.instant;
         match command {
             Command::Start {
                 name,
@@ -236,6 +324,8 @@ impl Actor {
                 // The edit may have ended meanwhile (timeout): its final event is on its way.
                 if self.ops.contains_key(&op) {
                     let _ = self.conn.complete_edit(now, op, action);
+                } else {
+                    debug!(?op, "the answer came after the edit ended: dropped");
                 }
             }
             Command::Cancel { slot } => {
@@ -262,22 +352,41 @@ impl Actor {
                     self.watchers.push(watcher);
                 }
             }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats.with_engine(self.conn.engine()));
+            }
         }
         self.route();
     }
 
     fn start(&mut self, now: Now, name: Name, intent: Intent, options: Options, sink: Sink) {
-        let lock = match self.conn.lock_id(&*name) {
-            Ok(lock) => lock,
-            Err(e) => return sink.refuse(e),
-        };
-        let started = self.conn.start(now, lock, intent, options);
+        let kind = Kind::of(&intent);
+        let span = tracing::debug_span!("lock_op", op = kind.name(), lock = %Shown(&name));
+        let started = self
+            .conn
+            .lock_id(&*name)
+            .and_then(|lock| self.conn.start(now, lock, intent, options));
         match started {
             Ok(op) => {
+                debug!(parent: &span, lock = %Shown(&name), "{} started", kind.name());
+                self.stats.started(kind);
                 sink.started(op);
-                self.ops.insert(op, sink);
+                let route = Route {
+                    sink,
+                    kind,
+                    started: now.instant,
+                    counted: false,
+                    had_lock: false,
+                    valid_until: None,
+                    span,
+                };
+                self.ops.insert(op, route);
             }
-            Err(e) => sink.refuse(e),
+            Err(error) => {
+                debug!(parent: &span, lock = %Shown(&name), %error, "{} refused", kind.name());
+                self.stats.refused(kind);
+                sink.refuse(error);
+            }
         }
     }
 
@@ -322,43 +431,108 @@ impl Actor {
         while let Some(event) = self.conn.poll_event() {
             match event {
                 ConnEvent::Lock(event) => self.route_lock(event),
-                ConnEvent::Connected { .. } => {
+                ConnEvent::Connected { session_present } => {
                     self.connected = true;
+                    self.stats.connections += 1;
+                    if self.stats.connections > 1 {
+                        self.stats.reconnects += 1;
+                    }
+                    match self.outage.take() {
+                        Some((cause, failures)) if self.stats.connections > 1 => {
+                            let failed_attempts = self.stats.connect_failures - failures;
+                            info!(%cause, failed_attempts, session_present, "reconnected to the broker");
+                        }
+                        _ => info!(session_present, "connected to the broker"),
+                    }
+                    self.state.set(ConnectionState::Connected);
                     self.backoff.reset();
                     self.notify_watchers(Ok(()));
                 }
                 ConnEvent::ConnectFailed(reason) => {
+                    warn!(?reason, "the broker refused the connection");
+                    self.stats.connect_failures += 1;
                     self.connected = false;
                     self.session_ended = true;
+                    self.no_connection(Disconnection::Refused(reason));
                     self.notify_watchers(Err(Error::Refused(reason)));
                 }
                 ConnEvent::Disconnected(cause) => {
-                    if !self.connected {
-                        self.notify_watchers(Err(Error::NotAccepted(cause)));
+                    if self.connected {
+                        self.stats.disconnects += 1;
+                        if cause == DisconnectCause::ByClient {
+                            info!("disconnected");
+                        } else {
+                            warn!(?cause, "the connection to the broker ended");
+                        }
+                    } else {
+                        self.stats.connect_failures += 1;
+                        warn!(?cause, "the connection ended before the broker accepted it");
+                        self.notify_watchers(Err(Error::NotAccepted(cause.clone())));
                     }
+                    self.no_connection(Disconnection::Ended(cause));
                     self.connected = false;
                     self.session_ended = true;
                 }
                 // The engine times the request out and reports it on its operation.
-                ConnEvent::PublishRefused(_) => {}
+                ConnEvent::PublishRefused(error) => {
+                    self.stats.publishes_refused += 1;
+                    warn!(%error, "the MQTT session refused to publish a request: it will time out");
+                }
                 // K8S-SAT needs no challenge round; a broker that sends one is not answered and
                 // its connect times out.
-                ConnEvent::AuthenticationChallenge { .. } | ConnEvent::Reauthenticated => {}
+                ConnEvent::AuthenticationChallenge { .. } => {
+                    warn!("the broker asked for an authentication round: not answered (K8S-SAT needs none)");
+                }
+                ConnEvent::Reauthenticated => info!("re-authenticated with the new token"),
             }
+        }
+        self.trace_ignored();
+    }
+
+    /// Traces what the engine ignored since the last look (it only counts it).
+    fn trace_ignored(&mut self) {
+        let now = self.conn.engine().stats();
+        let seen = std::mem::replace(&mut self.seen, now);
+        if now.malformed_messages > seen.malformed_messages {
+            let count = now.malformed_messages - seen.malformed_messages;
+            warn!(
+                count,
+                "ignored messages that do not decode or are on an unknown topic"
+            );
+        }
+        if now.unmatched_responses > seen.unmatched_responses {
+            let count = now.unmatched_responses - seen.unmatched_responses;
+            debug!(
+                count,
+                "ignored responses that match no pending request (late or duplicate)"
+            );
+        }
+        if now.clock_errors > seen.clock_errors {
+            let count = now.clock_errors - seen.clock_errors;
+            warn!(
+                count,
+                "the hybrid logical clock refused timestamps (clock drift?)"
+            );
         }
     }
 
     fn route_lock(&mut self, event: Event) {
         match &event {
             Event::HolderChanged { lock, holder } => {
-                if let Some(subs) = self.observers.get(lock) {
-                    for (_, sink) in subs {
-                        let _ = sink.unbounded_send(Ok(holder.clone()));
+                let name = name_of(&self.conn, *lock);
+                trace!(lock = %name, holder = holder.as_ref().map(tracing::field::display), "holder changed");
+                match self.observers.get(lock) {
+                    Some(subs) => {
+                        for (_, sink) in subs {
+                            let _ = sink.unbounded_send(Ok(Change::from(holder.clone())));
+                        }
                     }
+                    None => self.stats.events_dropped += 1,
                 }
                 return;
             }
             Event::ObserveFailed { lock, error } => {
+                warn!(lock = %name_of(&self.conn, *lock), %error, "observing the lock failed");
                 // The engine stopped observing: tell every observer, whose streams then end.
                 if let Some(subs) = self.observers.remove(lock) {
                     for (_, sink) in subs {
@@ -368,19 +542,141 @@ impl Actor {
                 return;
             }
             // A lease of try_acquire/acquire ran out: its holder checks `Lease::valid_until`.
-            Event::Expired { .. } => return,
+            Event::Expired { lock, reason } => {
+                self.stats.leases_expired += 1;
+                warn!(lock = %name_of(&self.conn, *lock), ?reason, "a lease ended before its release");
+                return;
+            }
             _ => {}
         }
         let Some(op) = event.op() else { return };
-        let Some(sink) = self.ops.get(&op) else {
+        let Some(route) = self.ops.get_mut(&op) else {
+            self.stats.events_dropped += 1;
+            trace!(?event, "an event of an operation nobody waits for: dropped");
             return;
         };
+        trace_event(route, &event, &self.conn, self.now);
+        record(&mut self.stats, route, &event, self.now);
         let last = event.is_final();
-        sink.deliver(event);
+        route.sink.deliver(event);
         if last {
             // Dropping the sink closes the slot.
             self.ops.remove(&op);
         }
+    }
+}
+
+/// Counts what `event` tells of its operation.
+fn record(stats: &mut Stats, route: &mut Route, event: &Event, now: Instant) {
+    match event {
+        Event::Acquired { valid_until, .. } => {
+            route.valid_until = Some(*valid_until);
+            if !route.had_lock {
+                stats.waited(now.saturating_duration_since(route.started));
+            }
+            route.had_lock = true;
+        }
+        Event::EditRequested { .. } if !route.had_lock => {
+            stats.waited(now.saturating_duration_since(route.started));
+            route.had_lock = true;
+        }
+        Event::Renewed { valid_until, .. } => {
+            if let Some(previous) = route.valid_until {
+                stats.renewed(previous.saturating_duration_since(now));
+            }
+            route.valid_until = Some(*valid_until);
+        }
+        Event::Lost { .. } => {
+            stats.leases_lost += 1;
+            route.valid_until = None;
+        }
+        _ => {}
+    }
+    if !route.counted {
+        if let Some(outcome) = Outcome::of(event) {
+            stats.ended(route.kind, outcome);
+            route.counted = true;
+        }
+    }
+}
+
+/// Traces `event` in its operation's span (before it is counted: `route` still has the previous
+/// lease), at a level that fits how often it happens and whether an operator must look.
+fn trace_event(route: &Route, event: &Event, conn: &Connection, now: Instant) {
+    let span = &route.span;
+    let op = route.kind.name();
+    match event {
+        Event::Acquired {
+            lock,
+            token,
+            valid_until,
+            hold,
+            ..
+        } => {
+            let lock = name_of(conn, *lock);
+            let valid_for = valid_until.saturating_duration_since(now);
+            if *hold && route.had_lock {
+                info!(parent: span, %lock, %token, ?valid_for, "hold won the lock again");
+            } else {
+                debug!(parent: span, op, %lock, %token, ?valid_for, "lock won");
+            }
+        }
+        Event::Busy { lock, .. } => {
+            debug!(parent: span, lock = %name_of(conn, *lock), "lock busy: held by another holder")
+        }
+        Event::Renewed {
+            lock,
+            token,
+            valid_until,
+            ..
+        } => trace!(
+            parent: span,
+            lock = %name_of(conn, *lock),
+            %token,
+            valid_for = ?valid_until.saturating_duration_since(now),
+            slack = ?route.valid_until.map(|v| v.saturating_duration_since(now)),
+            "lease renewed"
+        ),
+        Event::Lost { lock, reason, .. } => warn!(
+            parent: span,
+            lock = %name_of(conn, *lock),
+            ?reason,
+            "lease lost"
+        ),
+        Event::Released { lock, was_held, .. } => {
+            debug!(parent: span, lock = %name_of(conn, *lock), was_held, "released")
+        }
+        Event::HoldEnded { lock, .. } => {
+            debug!(parent: span, lock = %name_of(conn, *lock), "hold ended")
+        }
+        Event::Holder { lock, holder, .. } => debug!(
+            parent: span,
+            lock = %name_of(conn, *lock),
+            holder = holder.as_ref().map(tracing::field::display),
+            "holder read"
+        ),
+        Event::EditRequested { lock, current, .. } => debug!(
+            parent: span,
+            lock = %name_of(conn, *lock),
+            present = current.is_some(),
+            "edit has the lock and the key's value"
+        ),
+        Event::EditDone { lock, outcome, .. } => {
+            debug!(parent: span, lock = %name_of(conn, *lock), ?outcome, "edit done")
+        }
+        Event::Accessed { lock, outcome, .. } => {
+            debug!(parent: span, lock = %name_of(conn, *lock), ?outcome, "store access done")
+        }
+        Event::Failed {
+            lock,
+            error: OpError::Cancelled,
+            ..
+        } => debug!(parent: span, op, lock = %name_of(conn, *lock), "cancelled"),
+        Event::Failed { lock, error, .. } => {
+            info!(parent: span, op, lock = %name_of(conn, *lock), %error, "{op} failed")
+        }
+        // Events of no operation are traced where they are routed.
+        _ => {}
     }
 }
 
@@ -397,8 +693,13 @@ mod tests {
 
     /// An actor that never connects, and a client whose commands it is fed by hand.
     fn actor() -> (Actor, Client, Receiver) {
-        let actor = Actor::new(&Settings::new("127.0.0.1", 1, "actor-test"), now()).unwrap();
         let (tx, rx) = mailbox();
+        let actor = Actor::new(
+            &Settings::new("127.0.0.1", 1, "actor-test"),
+            now(),
+            rx.publisher(),
+        )
+        .unwrap();
         (actor, Client::new(tx), rx)
     }
 
@@ -409,6 +710,47 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    #[test]
+    fn a_failed_attempt_is_traced_to_log_and_published_as_the_connection_state() {
+        /// Without a tracing subscriber the records go to `log`: catch them there.
+        struct Capture(std::sync::Mutex<Vec<(log::Level, String)>>);
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                let text = record.args().to_string();
+                self.0.lock().unwrap().push((record.level(), text));
+            }
+            fn flush(&self) {}
+        }
+        static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+        log::set_logger(&CAPTURE).unwrap();
+        log::set_max_level(log::LevelFilter::Warn);
+
+        let (mut actor, client, _rx) = actor();
+        let watch = client.connection_state();
+        assert_eq!(watch.current(), ConnectionState::Connecting);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        actor.connect_failed(&refused);
+        assert_eq!(
+            watch.current(),
+            ConnectionState::Disconnected(Disconnection::Transport {
+                kind: std::io::ErrorKind::ConnectionRefused,
+                message: "refused".into(),
+            })
+        );
+        assert_eq!(actor.stats.connect_failures, 1);
+        let records = CAPTURE.0.lock().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|(level, text)| *level == log::Level::Warn
+                    && text.contains("cannot reach the broker")),
+            "{records:?}"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Target {
 
 /// Why [`connect`] could not set up a driver.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The lock engine's configuration is invalid.
     #[error(transparent)]
@@ -110,6 +111,8 @@ pub struct Driver<R: Runtime> {
     fired: Option<(Instant, Instant)>,
     closing: bool,
     read_buf: Box<[u8]>,
+    /// The connection's span (client id and broker), entered while the driver runs.
+    span: tracing::Span,
 }
 
 impl<R: Runtime> std::fmt::Debug for Driver<R> {
@@ -141,7 +144,8 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
         Some(tls) => Some(TlsConfig::new(tls, &settings.host)?),
         None => None,
     };
-    let actor = Actor::new(settings, now())?;
+    let (tx, commands) = mailbox();
+    let actor = Actor::new(settings, now(), commands.publisher())?;
     let sat = settings.sat_file.as_ref().map(|path| {
         let next = now().instant + settings.sat_poll_interval;
         SatWatch {
@@ -152,7 +156,12 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
             token: None,
         }
     });
-    let (tx, commands) = mailbox();
+    let span = tracing::info_span!(
+        "leasedlock",
+        client_id = %settings.lock.client_id,
+        host = %settings.host,
+        port = settings.port,
+    );
     let driver = Driver {
         actor,
         commands,
@@ -170,6 +179,7 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
         fired: None,
         closing: false,
         read_buf: vec![0; 64 * 1024].into_boxed_slice(),
+        span,
     };
     Ok((Client::new(tx), driver))
 }
@@ -263,6 +273,7 @@ impl<R: Runtime> Driver<R> {
                 if now().instant < *retry_at {
                     return false;
                 }
+                self.actor.connecting();
                 self.transport = Transport::Connecting(R::connect(&self.target));
                 true
             }
@@ -399,20 +410,31 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
+impl<R: Runtime> Driver<R> {
+    /// Rounds until nothing moves or the driver has stopped.
+    fn poll_rounds(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.poll_round(cx) {
+            if matches!(self.transport, Transport::Closed) {
+                return Poll::Ready(());
+            }
+        }
+        if matches!(self.transport, Transport::Closed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 impl<R: Runtime> Future for Driver<R> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        while this.poll_round(cx) {
-            if matches!(this.transport, Transport::Closed) {
-                return Poll::Ready(());
-            }
-        }
-        if matches!(this.transport, Transport::Closed) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        // Taken out for the poll, so that the driver's traces are in it.
+        let span = std::mem::replace(&mut this.span, tracing::Span::none());
+        let poll = span.in_scope(|| this.poll_rounds(cx));
+        this.span = span;
+        poll
     }
 }

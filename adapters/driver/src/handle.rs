@@ -7,11 +7,13 @@
 use crate::actor::{Command, Name, Ticket};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
+use crate::state::ConnectionWatch;
+use crate::stats::Stats;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{
-    EditAction, EditOutcome, Event, Intent, IntentError, LossReason, OpError, Options,
+    EditAction, EditOutcome, Event, Holder, Intent, IntentError, LossReason, OpError, Options,
 };
 use leasedlock::mqtt::{ConnectReason, DisconnectCause};
 use leasedlock::FencingToken;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The engine refused the intent at once: nothing was sent.
     #[error(transparent)]
@@ -33,6 +36,10 @@ pub enum Error {
     /// The driver has stopped (its task ended or was dropped).
     #[error("the driver has stopped")]
     Closed,
+    /// The lease of a hold that ends at its first loss ([`Client::try_hold`], a
+    /// [`Leadership`](crate::Leadership)) was lost.
+    #[error("the lease was lost: {0:?}")]
+    LeaseLost(LossReason),
     /// The broker refused the connection (CONNACK reason code: bad user name or password, not
     /// authorized, …). The driver keeps trying with backoff.
     #[error("the broker refused the connection: {0:?}")]
@@ -52,7 +59,26 @@ pub enum Error {
 }
 
 /// A lease won: its fencing token and until when it may be used.
+///
+/// Pass the token along with every write to the resource the lock guards, and stop using it
+/// once [`Lease::is_valid`] is false:
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn guarded_write(client: &Client) -> Result<(), Error> {
+///     let lease = client.acquire("job", Duration::from_secs(10), Options::default()).await?;
+///     if lease.is_valid() {
+///         println!("write with fencing token {}", lease.token);
+///     }
+///     client.release("job", Options::default()).await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The fencing token of this acquisition (or renewal).
     pub token: FencingToken,
@@ -69,6 +95,7 @@ impl Lease {
 
 /// What happened to a [`Hold`] after it first acquired the lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HoldEvent {
     /// The lease was renewed: use the new token from now on.
     Renewed(Lease),
@@ -83,6 +110,28 @@ pub enum HoldEvent {
 /// Lock names and keys are bytes; options (timeout, session id) are the core's
 /// [`Options`](leasedlock::lock::Options). A call costs the adapter one allocation (the slot its
 /// events come back in) when the lock name is at most 38 bytes long, two otherwise.
+///
+/// An adapter's `connect` returns one (the adapters re-export this type); clone it freely,
+/// every clone talks to the same driver:
+///
+/// ```no_run
+/// use leasedlock_driver::{Client, Error};
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// async fn run_once(client: &Client) -> Result<(), Error> {
+///     client.connected().await?;
+///     let lease = Duration::from_secs(10);
+///     match client.try_acquire("nightly-report", lease, Options::default()).await? {
+///         Some(won) => {
+///             println!("mine, token {}", won.token);
+///             client.release("nightly-report", Options::default()).await?;
+///         }
+///         None => println!("held by {:?}", client.holder("nightly-report", Options::default()).await?),
+///     }
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     tx: Sender,
@@ -90,7 +139,7 @@ pub struct Client {
 
 /// The handle side of one operation: the slot its events arrive in. Dropping it before the
 /// operation ended cancels the operation.
-struct Op {
+pub(crate) struct Op {
     slot: Arc<Slot>,
     tx: Sender,
     /// The operation may still be running: cancel it when dropped.
@@ -130,7 +179,10 @@ impl Op {
 
     /// Waits for the operation's final event: `outcome` maps it to the result (`None` for events
     /// that are not final); a failure is the operation's error.
-    async fn outcome<T>(mut self, outcome: impl Fn(Event) -> Option<T>) -> Result<T, Error> {
+    pub(crate) async fn outcome<T>(
+        mut self,
+        outcome: impl Fn(Event) -> Option<T>,
+    ) -> Result<T, Error> {
         loop {
             let Item::Event(event) = self.next().await? else {
                 continue;
@@ -155,8 +207,8 @@ impl Client {
 
     /// Sends the start of an operation; its events arrive in a new slot, its only allocation
     /// (with a name of up to 38 bytes).
-    fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
-        let slot = Slot::new(matches!(intent, Intent::Hold { .. }));
+    pub(crate) fn start(&self, name: Name, intent: Intent, options: Options) -> Result<Op, Error> {
+        let slot = Slot::new(matches!(intent, Intent::Hold { .. } | Intent::Keep { .. }));
         self.tx.send(Command::Start {
             name,
             intent,
@@ -215,12 +267,12 @@ impl Client {
         released(op).await
     }
 
-    /// Who holds the lock: the holder value, `None` when free.
+    /// Who holds the lock, `None` when it is free.
     pub async fn holder(
         &self,
         name: impl AsRef<[u8]>,
         options: Options,
-    ) -> Result<Option<Bytes>, Error> {
+    ) -> Result<Option<Holder>, Error> {
         let op = self.start(Name::new(name.as_ref()), Intent::Holder, options)?;
         op.outcome(|event| match event {
             Event::Holder { holder, .. } => Some(holder),
@@ -231,6 +283,8 @@ impl Client {
 
     /// Take the lock and keep it, renewing every `interval`; resolves once it is first acquired
     /// (`options.timeout` bounds that first acquisition). Dropping the [`Hold`] releases the lock.
+    /// After a loss the hold takes the lock again by itself ([`HoldEvent::Lost`], then
+    /// [`HoldEvent::Acquired`]).
     ///
     /// A hold costs no task and no wake-up while nobody reads its events: its latest lease is
     /// kept for [`Hold::token`], and its renewals are coalesced (see [`Hold::next_event`]).
@@ -241,18 +295,57 @@ impl Client {
         interval: Duration,
         options: Options,
     ) -> Result<Hold, Error> {
-        let name = Name::new(name.as_ref());
         let intent = Intent::Hold { lease, interval };
-        let mut op = self.start(name.clone(), intent, options)?;
+        // A hold that waits never ends busy.
+        let held = self.start_hold(name.as_ref(), intent, options).await?;
+        held.ok_or(Error::Op(OpError::Cancelled))
+    }
+
+    /// One attempt to take the lock, kept on success: `None` when another holder has it, else
+    /// a [`Hold`] renewed every `interval` until it is closed or its lease is lost (the first
+    /// loss ends it: [`HoldEvent::Lost`], then no more events, and [`Hold::error`] is
+    /// [`Error::LeaseLost`]).
+    pub async fn try_hold(
+        &self,
+        name: impl AsRef<[u8]>,
+        lease: Duration,
+        interval: Duration,
+        options: Options,
+    ) -> Result<Option<Hold>, Error> {
+        let intent = Intent::Keep {
+            lease,
+            interval,
+            wait: false,
+        };
+        self.start_hold(name.as_ref(), intent, options).await
+    }
+
+    /// Starts a hold or a keep and waits for its first acquisition (`None`: busy).
+    pub(crate) async fn start_hold(
+        &self,
+        name: &[u8],
+        intent: Intent,
+        options: Options,
+    ) -> Result<Option<Hold>, Error> {
+        let name = Name::new(name);
+        let ends_at_loss = matches!(intent, Intent::Keep { .. });
+        let mut op = self.start(name.clone(), intent, options.clone())?;
         loop {
             match op.next().await? {
                 Item::Event(Event::Acquired { .. }) => {
-                    return Ok(Hold {
+                    return Ok(Some(Hold {
                         name,
                         client: self.clone(),
+                        options: without_timeout(options),
                         op,
-                        ended: false,
-                    })
+                        ends_at_loss,
+                        lost: None,
+                        end: None,
+                    }))
+                }
+                Item::Event(Event::Busy { .. }) => {
+                    op.done();
+                    return Ok(None);
                 }
                 Item::Event(Event::Failed { error, .. }) => {
                     op.done();
@@ -317,6 +410,32 @@ impl Client {
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
+    /// The driver's metrics now: operations by kind and outcome, requests, retries,
+    /// connections, ignored input, locks held, waits and renewal slack (see [`Stats`]).
+    ///
+    /// ```no_run
+    /// # async fn run(client: leasedlock_driver::Client) -> Result<(), leasedlock_driver::Error> {
+    /// let stats = client.stats().await?;
+    /// println!(
+    ///     "{} locks held, {} acquisitions waited {:?} in all, {} reconnects",
+    ///     stats.locks_held, stats.acquisitions, stats.wait_total, stats.reconnects
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Stats(tx))?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// A watch of the connection state: [`ConnectionState::Connecting`](crate::ConnectionState::Connecting),
+    /// [`Connected`](crate::ConnectionState::Connected) or [`Disconnected`](crate::ConnectionState::Disconnected) with its cause. Unlike
+    /// [`Client::connected`], it sees every later change too; its stream ends when the driver
+    /// stops.
+    pub fn connection_state(&self) -> ConnectionWatch {
+        self.tx.connection_state()
+    }
+
     /// Report the holder changes of a lock (`None`: released or expired) until the [`Observer`]
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
@@ -349,13 +468,70 @@ async fn released(op: Op) -> Result<bool, Error> {
     .await
 }
 
+/// `options` without their timeout (a hold's store accesses have none of their own).
+fn without_timeout(mut options: Options) -> Options {
+    options.timeout = None;
+    options
+}
+
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
+///
+/// ```no_run
+/// # async fn run(client: leasedlock_driver::Client) -> Result<(), leasedlock_driver::Error> {
+/// use leasedlock::lock::Options;
+/// use std::time::Duration;
+///
+/// let mut hold = client
+///     .hold("leader", Duration::from_secs(10), Duration::from_secs(3), Options::default())
+///     .await?;
+/// let watch = hold.watch(); // the token, readable from any task
+/// hold.set("leader/config", "v2").await?; // fenced with the current token
+/// while let Some(event) = hold.next_event().await {
+///     println!("{event:?}; token now {:?}", watch.token());
+/// }
+/// println!("the hold ended: {:?}", hold.error());
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping a Hold releases the lock"]
 pub struct Hold {
     name: Name,
     client: Client,
+    /// The hold's own options: its session id names the lease of [`Hold::set`] and the others.
+    options: Options,
     op: Op,
-    /// The hold has ended (an error of the hold, or the driver stopped): no more events.
-    ended: bool,
+    /// Its first loss ends it ([`Client::try_hold`], a leadership).
+    ends_at_loss: bool,
+    /// The loss that ends a hold that ends at its first loss.
+    lost: Option<LossReason>,
+    /// The hold has ended: no more events. `Some(None)`: ended by a release or a close.
+    end: Option<Option<Error>>,
+}
+
+/// The lease of a [`Hold`], readable from any task while another awaits the hold's events
+/// ([`Hold::watch`]); cheap to clone.
+#[derive(Clone)]
+pub struct HoldWatch {
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for HoldWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldWatch")
+            .field("lease", &self.lease())
+            .finish()
+    }
+}
+
+impl HoldWatch {
+    /// [`Hold::lease`].
+    pub fn lease(&self) -> Option<Lease> {
+        self.slot.lease().filter(Lease::is_valid)
+    }
+
+    /// [`Hold::token`].
+    pub fn token(&self) -> Option<FencingToken> {
+        self.lease().map(|l| l.token)
+    }
 }
 
 impl std::fmt::Debug for Hold {
@@ -371,12 +547,34 @@ impl Hold {
     /// The current lease, while its token may be used (checked against the clock now). It is
     /// the latest renewal's, whether or not [`Hold::next_event`] has reported it.
     pub fn lease(&self) -> Option<Lease> {
-        self.op.slot.lease().filter(Lease::is_valid)
+        self.watch().lease()
     }
 
     /// The current fencing token, while it may be used.
     pub fn token(&self) -> Option<FencingToken> {
         self.lease().map(|l| l.token)
+    }
+
+    /// A handle to this hold's lease for other tasks.
+    pub fn watch(&self) -> HoldWatch {
+        HoldWatch {
+            slot: self.op.slot.clone(),
+        }
+    }
+
+    /// Why the hold ended, once [`Hold::next_event`] has returned `None` (as the Go seed's
+    /// `Token()` returns it): the hold's error, [`Error::LeaseLost`] for a hold that ends at its
+    /// first loss, [`Error::Closed`] when the driver stopped. `None` while the hold runs, and
+    /// when a release ended it.
+    pub fn error(&self) -> Option<&Error> {
+        self.end.as_ref()?.as_ref()
+    }
+
+    /// The hold has ended, with this error (or none).
+    fn ended(&mut self, error: Option<Error>) -> Option<HoldEvent> {
+        self.op.done();
+        self.end = Some(error);
+        None
     }
 
     /// The next renewal, loss or re-acquisition; `None` once the hold has ended (an error of the
@@ -387,17 +585,15 @@ impl Hold {
     /// events are never read keeps bounded memory). Losses and re-acquisitions are never
     /// dropped and keep their order; a renewal reported before a loss is the last one before it.
     pub async fn next_event(&mut self) -> Option<HoldEvent> {
-        if self.ended {
+        if self.end.is_some() {
             return None;
         }
         loop {
             let event = match self.op.next().await {
                 Ok(Item::Renewed(lease)) => return Some(HoldEvent::Renewed(lease)),
                 Ok(Item::Event(event)) => event,
-                Ok(Item::Refused(_)) | Err(_) => {
-                    self.ended = true;
-                    return None;
-                }
+                Ok(Item::Refused(e)) => return self.ended(Some(Error::Intent(e))),
+                Err(e) => return self.ended(Some(e)),
             };
             let lease = |token, valid_until| Lease { token, valid_until };
             match event {
@@ -407,15 +603,30 @@ impl Hold {
                 Event::Acquired {
                     token, valid_until, ..
                 } => return Some(HoldEvent::Acquired(lease(token, valid_until))),
-                Event::Lost { reason, .. } => return Some(HoldEvent::Lost(reason)),
-                Event::HoldEnded { .. } | Event::Failed { .. } => {
-                    self.op.done();
-                    self.ended = true;
-                    return None;
+                Event::Lost { reason, .. } => {
+                    if self.ends_at_loss {
+                        self.lost = Some(reason.clone());
+                    }
+                    return Some(HoldEvent::Lost(reason));
                 }
+                Event::HoldEnded { .. } => {
+                    let error = self.lost.take().map(Error::LeaseLost);
+                    return self.ended(error);
+                }
+                Event::Failed { error, .. } => return self.ended(Some(Error::Op(error))),
                 _ => {}
             }
         }
+    }
+
+    /// The lock this hold keeps.
+    pub fn lock(&self) -> crate::Lock {
+        self.client.lock(Bytes::copy_from_slice(&self.name))
+    }
+
+    /// The options of this hold's store accesses: its session id, no timeout of its own.
+    pub(crate) fn options(&self) -> Options {
+        self.options.clone()
     }
 
     /// How many events wait unread (at most one of them a renewal). For tests and diagnostics.
@@ -426,7 +637,7 @@ impl Hold {
 
     /// Stop renewing and release the lock; `true` when the store still had it under our holder.
     pub async fn close(mut self) -> Result<bool, Error> {
-        if self.ended {
+        if self.end.is_some() {
             return Err(Error::Intent(IntentError::NoHold));
         }
         let op = self
@@ -438,12 +649,43 @@ impl Hold {
     }
 }
 
-/// Holder changes of one lock: `Ok(Some(holder))`, `Ok(None)` when released or expired, `Err`
-/// when the broker refused the notification registration (the stream then ends).
+/// A holder change of an observed lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The lock was taken (or renewed, or taken over) by this holder.
+    Held(Holder),
+    /// The lock was released, or its lease ran out at the store.
+    Free,
+}
+
+impl From<Option<Holder>> for Change {
+    fn from(holder: Option<Holder>) -> Change {
+        holder.map_or(Change::Free, Change::Held)
+    }
+}
+
+/// Holder changes of one lock, as [`Change`]s; `Err` when the broker refused the notification
+/// registration (the stream then ends).
 ///
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
+///
+/// ```no_run
+/// use leasedlock_driver::{Change, Client, Error};
+///
+/// async fn watch_leader(client: &Client) -> Result<(), Error> {
+///     let mut changes = client.observe("leader").await?;
+///     while let Some(change) = changes.next().await {
+///         match change? {
+///             Change::Held(holder) => println!("led by {holder}"),
+///             _ => println!("nobody leads"),
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
 pub struct Observer {
-    rx: mpsc::UnboundedReceiver<Result<Option<Bytes>, OpError>>,
+    rx: mpsc::UnboundedReceiver<Result<Change, OpError>>,
     tx: Sender,
     ticket: Ticket,
 }
@@ -463,13 +705,13 @@ impl std::fmt::Debug for Observer {
 
 impl Observer {
     /// The next holder change; `None` when the driver stopped or observing failed.
-    pub async fn next(&mut self) -> Option<Result<Option<Bytes>, OpError>> {
+    pub async fn next(&mut self) -> Option<Result<Change, OpError>> {
         poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
     }
 }
 
 impl Stream for Observer {
-    type Item = Result<Option<Bytes>, OpError>;
+    type Item = Result<Change, OpError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.rx).poll_next(cx)

@@ -15,8 +15,12 @@
 //!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
 //! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
 //!   the rustls configuration of TLS to the broker ([`TlsConfig`]), and the clock reading [`now`].
+//! - observability: traces through `tracing` (and `log`), each operation in a span with its lock
+//!   name; metrics from [`Client::stats`] ([`Stats`]); the connection state as a watch,
+//!   [`Client::connection_state`] ([`ConnectionWatch`]). The README lists the levels and the
+//!   metrics.
 //!
-//! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-std` each
+//! It opens no socket and needs no runtime: `leasedlock-tokio` and `leasedlock-async-io` each
 //! implement [`Runtime`] in a few lines. The API is the same through both:
 //!
 //! ```
@@ -46,21 +50,30 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod actor;
 mod clock;
 mod driver;
+mod election;
 mod env;
 mod handle;
+mod lock;
 mod mailbox;
 mod settings;
 mod slot;
+mod state;
+mod stats;
 mod tls;
 
 pub use clock::now;
 pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
+pub use election::{Election, Leadership};
 pub use env::{EnvError, ENV_VARS};
-pub use handle::{Client, Error, Hold, HoldEvent, Lease, Observer};
+pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
+pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
+pub use state::{ConnectionState, ConnectionWatch, Disconnection};
+pub use stats::{Outcomes, Stats};
 pub use tls::{TlsConfig, TlsError};
 
 /// rustls, re-exported for the adapters' TLS streams.

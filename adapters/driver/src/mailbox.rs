@@ -9,6 +9,7 @@
 
 use crate::actor::Command;
 use crate::handle::Error;
+use crate::state::{ConnectionWatch, Publisher, Shared};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +21,8 @@ struct Mailbox {
     senders: AtomicUsize,
     /// The next ticket handed out by [`Sender::ticket`].
     tickets: AtomicU64,
+    /// The connection state, published by the actor.
+    connection: Arc<Shared>,
 }
 
 #[derive(Default)]
@@ -52,6 +55,7 @@ pub(crate) fn mailbox() -> (Sender, Receiver) {
         state: Mutex::new(State::default()),
         senders: AtomicUsize::new(1),
         tickets: AtomicU64::new(0),
+        connection: Arc::default(),
     });
     (Sender(mailbox.clone()), Receiver(mailbox))
 }
@@ -71,6 +75,11 @@ impl Sender {
         state.queue.push_back(command);
         wake(state);
         Ok(())
+    }
+
+    /// A watch of the connection state the driver publishes.
+    pub(crate) fn connection_state(&self) -> ConnectionWatch {
+        ConnectionWatch::new(self.0.connection.clone())
     }
 
     /// A number never handed out before by this queue.
@@ -128,6 +137,12 @@ impl Receiver {
             waker => *waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+
+    /// Where the actor publishes the connection state (take it once: dropping it ends the
+    /// watches).
+    pub(crate) fn publisher(&self) -> Publisher {
+        Publisher::new(self.0.connection.clone())
     }
 
     /// The oldest queued command (tests).

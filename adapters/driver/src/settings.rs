@@ -12,6 +12,7 @@ pub const SAT_METHOD: &str = "K8S-SAT";
 
 /// TLS to the broker (rustls with the ring provider; TLS 1.2 and 1.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsSettings {
     /// PEM file with the CA certificate(s) that sign the broker's certificate; `None` trusts the
     /// system's store.
@@ -57,7 +58,22 @@ pub struct ClientCertificate {
 }
 
 /// Everything a driver needs to connect and run.
+///
+/// From code, starting from [`Settings::new`]'s defaults, or from the AIO SDK environment
+/// variables with [`Settings::from_env`]:
+///
+/// ```
+/// use leasedlock_driver::{Settings, TlsSettings};
+/// use std::time::Duration;
+///
+/// let mut settings = Settings::new("aio-broker", 18883, "worker-1");
+/// settings.tls = Some(TlsSettings::with_ca_file("/var/run/certs/ca.crt"));
+/// settings.reconnect_max = Duration::from_secs(5);
+/// let settings = settings.with_sat_file("/var/run/secrets/tokens/broker-sat");
+/// assert_eq!(settings.lock.client_id, "worker-1");
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Settings {
     /// Broker host name or IP address.
     pub host: String,

@@ -39,8 +39,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
-    Observer, Settings, SetupError, TlsSettings,
+    leasedlock, Backoff, Change, Client, ClientCertificate, ConnectionState, ConnectionWatch,
+    Disconnection, Election, EnvError, Error, Hold, HoldEvent, HoldWatch, Leadership, Lease, Lock,
+    Observer, Outcomes, Settings, SetupError, Stats, TlsSettings,
 };
 
 /// The tokio [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `tokio::time::Sleep`.

@@ -88,13 +88,13 @@ async fn delayed_write_of_a_previous_holder(raise_edit_fence: bool) -> Option<By
     )
     .await
     .unwrap();
-    let between = within("a read of the key", reader.holder("K", Options::default()))
+    let between = within("a read of the key", reader.get("K", Options::default()))
         .await
         .unwrap();
     go_tx.send(()).unwrap();
     let written = within("the second edit", second).await.unwrap();
     assert_eq!(written, Ok(EditOutcome::Written));
-    let last = within("a read of the key", reader.holder("K", Options::default())).await;
+    let last = within("a read of the key", reader.get("K", Options::default())).await;
     assert_eq!(last, Ok(Some(Bytes::from_static(b"fresh"))));
     between
 }

@@ -1,7 +1,7 @@
 //! The shared real-broker scenarios through the async-io adapter, on async-std and on smol.
 #![allow(clippy::disallowed_methods)] // the test is the driver
 
-use leasedlock_async_std as adapter;
+use leasedlock_async_io as adapter;
 
 #[path = "../../tests-common/scenarios.rs"]
 #[macro_use]

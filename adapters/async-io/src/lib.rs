@@ -1,4 +1,4 @@
-//! # leasedlock-async-std: leasedlock on async-io, for smol and async-std
+//! # leasedlock-async-io: leasedlock for async-std and smol, on async-io
 //!
 //! [`leasedlock`] on `async-io`: `Async<TcpStream>` (TCP_NODELAY set), with TLS from
 //! `futures-rustls` when [`Settings::tls`] is set, and `async_io::Timer`.
@@ -10,12 +10,12 @@
 //!   async-io too;
 //! - any other executor.
 //!
-//! The crate keeps the name it was first given; nothing in it depends on async-std. The API is
-//! the same as `leasedlock-tokio`'s.
+//! async-std and smol both drive their I/O and timers with async-io, so this one crate serves
+//! both, and nothing in it depends on either. The API is the same as `leasedlock-tokio`'s.
 //!
 //! ```no_run
-//! use leasedlock_async_std::{connect, Settings};
-//! use leasedlock_async_std::leasedlock::lock::Options;
+//! use leasedlock_async_io::{connect, Settings};
+//! use leasedlock_async_io::leasedlock::lock::Options;
 //! use std::time::Duration;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,8 +47,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub use leasedlock_driver::{
-    leasedlock, Backoff, Client, ClientCertificate, EnvError, Error, Hold, HoldEvent, Lease,
-    Observer, Settings, SetupError, TlsSettings,
+    leasedlock, Backoff, Change, Client, ClientCertificate, ConnectionState, ConnectionWatch,
+    Disconnection, Election, EnvError, Error, Hold, HoldEvent, HoldWatch, Leadership, Lease, Lock,
+    Observer, Outcomes, Settings, SetupError, Stats, TlsSettings,
 };
 
 /// The async-io [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `Timer`.
