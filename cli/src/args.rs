@@ -4,6 +4,7 @@
 
 use crate::duration;
 use crate::exit;
+use leasedlock_tokio::leasedlock::FencingToken;
 use lexopt::prelude::*;
 use std::ffi::OsString;
 use std::time::Duration;
@@ -89,6 +90,19 @@ pub enum Command {
     Run { what: Supervised, wait: Wait },
     /// `elect NAME -- CMD…`.
     Elect { what: Supervised },
+    /// `get KEY`.
+    Get { key: String },
+    /// `set KEY VALUE [--fence TOKEN]`.
+    Set {
+        key: String,
+        value: String,
+        fence: Option<FencingToken>,
+    },
+    /// `del KEY [--fence TOKEN]`.
+    Del {
+        key: String,
+        fence: Option<FencingToken>,
+    },
 }
 
 /// What the command line asks for.
@@ -185,7 +199,7 @@ after --grace); the lock is released once CMD has exited.
 
 A lease is trusted until its validity minus a safety margin (100 ms plus 1% of the lease) on
 this machine's clock; a CMD that ignores SIGTERM may still run after that, until SIGKILL. Pass
-LEASEDLOCK_TOKEN as a fence to the writes where that matters.",
+LEASEDLOCK_TOKEN as a fence to the writes where that matters (leasedlock set --fence).",
     },
     Sub {
         name: "elect",
@@ -198,6 +212,30 @@ SIGKILL after --grace, and elect campaigns again, starting CMD anew with the nex
 
 If CMD exits by itself elect releases the lock and exits with CMD's status. SIGINT or SIGTERM to
 elect stops CMD (passing the signal on), releases the lock and exits 0.",
+    },
+    Sub {
+        name: "get",
+        args: &["KEY"],
+        options: &[],
+        summary: "print the value of a key of the state store (exit 1 when absent)",
+        help: "Prints the value of the key, or nothing and exits 1 when the key is absent.",
+    },
+    Sub {
+        name: "set",
+        args: &["KEY", "VALUE"],
+        options: &["fence"],
+        summary: "write a key, optionally fenced with a lock's token",
+        help: "Writes VALUE to the key. With --fence TOKEN (the LEASEDLOCK_TOKEN of run or elect, or the
+token printed by acquire) the store refuses the write, exit 77, when the key was written with a
+newer token: a later holder of the lock has taken over.",
+    },
+    Sub {
+        name: "del",
+        args: &["KEY"],
+        options: &["fence"],
+        summary: "delete a key, optionally fenced with a lock's token",
+        help: "Deletes the key: prints \"deleted\" (exit 0), or \"no such key\" (exit 1). --fence TOKEN
+as with set (exit 77 when the token is older than the key's).",
     },
 ];
 
@@ -212,6 +250,7 @@ fn option_help(option: &str) -> &'static str {
             "    --no-wait              one attempt: exit 75 at once when the lock is busy\n"
         }
         "grace" => "    --grace DURATION       between SIGTERM and SIGKILL to CMD (default 5s)\n",
+        "fence" => "    --fence TOKEN          a fencing token: refused when older than the key's (exit 77)\n",
         _ => "",
     }
 }
@@ -291,6 +330,7 @@ struct Own {
     timeout: Option<Duration>,
     no_wait: bool,
     grace: Option<Duration>,
+    fence: Option<FencingToken>,
 }
 
 /// Parses the arguments (without the program name).
@@ -355,6 +395,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
                 own_option("grace")?;
                 own.grace = Some(duration::parse(&string_of(parser.value())?)?);
             }
+            Long("fence") => {
+                own_option("fence")?;
+                let text = string(&mut parser)?;
+                own.fence = Some(
+                    text.parse()
+                        .map_err(|_| format!("bad --fence {text:?}: not a fencing token"))?,
+                );
+            }
             Value(value) if sub.is_none() => {
                 let value = string_of(Ok(value))?;
                 sub = Some(
@@ -410,6 +458,7 @@ fn build(
     }
     let mut positional = positional.into_iter();
     let name = positional.next().unwrap_or_default();
+    let fence = own.fence;
     let lease = own.lease.unwrap_or(DEFAULT_LEASE);
     let supervised = |cmd| Supervised {
         name: name.clone(),
@@ -441,9 +490,16 @@ fn build(
                 wait,
             }
         }
-        _ => Command::Elect {
+        "elect" => Command::Elect {
             what: supervised(cmd),
         },
+        "get" => Command::Get { key: name },
+        "set" => Command::Set {
+            key: name,
+            value: positional.next().unwrap_or_default(),
+            fence,
+        },
+        _ => Command::Del { key: name, fence },
     })
 }
 
@@ -569,6 +625,9 @@ mod tests {
             (&["frobnicate"], "unknown subcommand"),
             (&[], "no subcommand"),
             (&["holder", "L", "--bogus"], "--bogus"),
+            (&["set", "k"], "missing VALUE"),
+            (&["set", "k", "v", "--fence", "x"], "bad --fence \"x\""),
+            (&["get", "k", "--fence", "x"], "not an option of get"),
         ] {
             let err = parse_str(args).unwrap_err();
             assert!(err.contains(error), "{args:?}: {err}");

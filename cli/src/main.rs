@@ -9,6 +9,7 @@ mod commands;
 mod connection;
 mod duration;
 mod exit;
+mod keys;
 mod output;
 mod supervise;
 
@@ -99,6 +100,11 @@ async fn execute(global: &Global, command: &Command) -> Result<u8, Failure> {
             };
             supervise::elect(&conn, what, report).await
         }
+        Command::Get { key } => keys::get(&conn, json, key).await,
+        Command::Set { key, value, fence } => {
+            keys::set(&conn, json, key, value, fence.as_ref()).await
+        }
+        Command::Del { key, fence } => keys::del(&conn, json, key, fence.as_ref()).await,
     };
     conn.close().await;
     result

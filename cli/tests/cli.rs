@@ -23,6 +23,7 @@ const USAGE: i32 = 2;
 const UNAVAILABLE: i32 = 69;
 const BUSY: i32 = 75;
 const LOST: i32 = 76;
+const FENCED: i32 = 77;
 
 /// A broker with the state store on it, and a directory for the commands' files.
 struct Setup {
@@ -511,5 +512,56 @@ fn errors_are_clear_and_do_not_hang() {
         stderr(&out).contains("refused the connection"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn keys_are_read_written_and_fenced() {
+    let setup = Setup::start();
+    let run = |args: &[&str]| output(setup.cli().args(args));
+    let out = run(&["get", "k"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(NO), ""));
+    assert!(run(&["set", "k", "v1"]).status.success());
+    let out = run(&["get", "k"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "v1\n")
+    );
+    let out = run(&["--json", "get", "k"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        r#"{"key":"k","found":true,"value":"v1"}"#
+    );
+
+    // Two holders of the lock in turn: the first one's token no longer writes.
+    let holder = |id: &str| {
+        let out = run(&["--client-id", id, "acquire", "L", "--lease", "1m"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(run(&["--client-id", id, "release", "L"]).status.success());
+        stdout(&out).trim().to_owned()
+    };
+    let (old, new) = (holder("first"), holder("second"));
+    let out = run(&["set", "k", "v2", "--fence", &old]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--json", "set", "k", "v3", "--fence", &new]);
+    assert_eq!(stdout(&out).trim(), r#"{"key":"k","written":true}"#);
+    let out = run(&["set", "k", "v4", "--fence", &old]);
+    assert_eq!(out.status.code(), Some(FENCED), "{}", stderr(&out));
+    assert!(stderr(&out).contains("fencing token"), "{}", stderr(&out));
+    let out = run(&["del", "k", "--fence", &old]);
+    assert_eq!(out.status.code(), Some(FENCED), "{}", stderr(&out));
+    assert_eq!(stdout(&run(&["get", "k"])), "v3\n");
+
+    let out = run(&["del", "k", "--fence", &new]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).trim()),
+        (Some(0), "deleted")
+    );
+    let out = run(&["--json", "del", "k"]);
+    assert_eq!(out.status.code(), Some(NO));
+    assert_eq!(stdout(&out).trim(), r#"{"key":"k","deleted":false}"#);
+    assert_eq!(
+        run(&["set", "k", "v", "--fence", "nonsense"]).status.code(),
+        Some(USAGE)
     );
 }
