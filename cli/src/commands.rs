@@ -4,7 +4,7 @@
 use crate::child::Interrupts;
 use crate::connection::Connection;
 use crate::exit;
-use crate::output::{shown, Json};
+use crate::output::{say, shown, Json};
 use crate::Failure;
 use leasedlock_tokio::leasedlock::lock::{Holder, OpError};
 use leasedlock_tokio::{Change, Error, Lease};
@@ -28,13 +28,20 @@ pub fn op_failure(err: Error) -> Failure {
 
 /// Prints a holder: plain, `CLIENT_ID (session SESSION)` or `free_line` when free (nothing
 /// when `None`); with `--json`, an object with `held` and the parsed holder.
-fn print_holder(json: bool, name: &str, holder: Option<&Holder>, free_line: Option<&str>) {
+fn print_holder(
+    json: bool,
+    name: &str,
+    holder: Option<&Holder>,
+    free_line: Option<&str>,
+) -> Result<(), Failure> {
     if json {
-        Json::new("lock", name).holder(holder).print();
+        Json::new("lock", name).holder(holder).print()
     } else if let Some(holder) = holder {
-        println!("{}", shown(holder));
+        say(&shown(holder))
     } else if let Some(line) = free_line {
-        println!("{line}");
+        say(line)
+    } else {
+        Ok(())
     }
 }
 
@@ -45,7 +52,7 @@ pub async fn holder(conn: &Connection, json: bool, name: &str) -> Result<u8, Fai
         .holder(name, conn.options.clone())
         .await
         .map_err(op_failure)?;
-    print_holder(json, name, holder.as_ref(), None);
+    print_holder(json, name, holder.as_ref(), None)?;
     Ok(if holder.is_some() { exit::OK } else { exit::NO })
 }
 
@@ -59,7 +66,7 @@ pub async fn watch(conn: &Connection, json: bool, name: &str) -> Result<u8, Fail
         .holder(name, conn.options.clone())
         .await
         .map_err(op_failure)?;
-    print_holder(json, name, last.as_ref(), Some("free"));
+    print_holder(json, name, last.as_ref(), Some("free"))?;
     loop {
         tokio::select! {
             change = observer.next() => match change {
@@ -69,7 +76,7 @@ pub async fn watch(conn: &Connection, json: bool, name: &str) -> Result<u8, Fail
                         _ => None,
                     };
                     if holder != last {
-                        print_holder(json, name, holder.as_ref(), Some("free"));
+                        print_holder(json, name, holder.as_ref(), Some("free"))?;
                         last = holder;
                     }
                 }
@@ -82,26 +89,26 @@ pub async fn watch(conn: &Connection, json: bool, name: &str) -> Result<u8, Fail
 }
 
 /// Prints a lease won: its token (plain), or an object with `acquired`, `token`, `lease_ms`.
-fn print_lease(json: bool, name: &str, lease: Duration, won: &Lease) {
+fn print_lease(json: bool, name: &str, lease: Duration, won: &Lease) -> Result<(), Failure> {
     if json {
         Json::new("lock", name)
             .bool("acquired", true)
             .str("token", &won.token.to_string())
             .num("lease_ms", lease.as_millis())
-            .print();
+            .print()
     } else {
-        println!("{}", won.token);
+        say(&won.token.to_string())
     }
 }
 
 /// Says that the lock is busy, and returns the status for it.
-fn busy(json: bool, name: &str, why: &str) -> u8 {
+fn busy(json: bool, name: &str, why: &str) -> Result<u8, Failure> {
     if json {
-        Json::new("lock", name).bool("acquired", false).print();
+        Json::new("lock", name).bool("acquired", false).print()?;
     } else {
         eprintln!("leasedlock: {name} {why}");
     }
-    exit::BUSY
+    Ok(exit::BUSY)
 }
 
 /// `acquire NAME`: waits (at most `timeout`), prints the token.
@@ -118,11 +125,11 @@ pub async fn acquire(
     }
     match conn.client.acquire(name, lease, options).await {
         Ok(won) => {
-            print_lease(json, name, lease, &won);
+            print_lease(json, name, lease, &won)?;
             Ok(exit::OK)
         }
         Err(Error::Op(OpError::Timeout)) => {
-            Ok(busy(json, name, "is still held by another (--timeout)"))
+            busy(json, name, "is still held by another (--timeout)")
         }
         Err(e) => Err(op_failure(e)),
     }
@@ -142,10 +149,10 @@ pub async fn try_acquire(
         .map_err(op_failure)?
     {
         Some(won) => {
-            print_lease(json, name, lease, &won);
+            print_lease(json, name, lease, &won)?;
             Ok(exit::OK)
         }
-        None => Ok(busy(json, name, "is held by another")),
+        None => busy(json, name, "is held by another"),
     }
 }
 
@@ -157,11 +164,13 @@ pub async fn release(conn: &Connection, json: bool, name: &str) -> Result<u8, Fa
         .await
         .map_err(op_failure)?;
     if json {
-        Json::new("lock", name).bool("released", was_ours).print();
-    } else if was_ours {
-        println!("released");
+        Json::new("lock", name).bool("released", was_ours).print()?;
     } else {
-        println!("not held by us");
+        say(if was_ours {
+            "released"
+        } else {
+            "not held by us"
+        })?;
     }
     Ok(if was_ours { exit::OK } else { exit::NO })
 }

@@ -4,13 +4,12 @@
 use crate::commands::op_failure;
 use crate::connection::Connection;
 use crate::exit;
-use crate::output::Json;
+use crate::output::{say, say_bytes, Json};
 use crate::Failure;
 use leasedlock_tokio::leasedlock::lock::OpError;
 use leasedlock_tokio::leasedlock::store::ServiceError;
 use leasedlock_tokio::leasedlock::FencingToken;
 use leasedlock_tokio::Error;
-use std::io::Write;
 
 /// The failure of a write, [`exit::FENCED`] when the store found its token stale.
 fn write_failure(err: Error) -> Failure {
@@ -33,14 +32,13 @@ pub async fn get(conn: &Connection, json: bool, key: &str) -> Result<u8, Failure
     if json {
         let found = Json::new("key", key).bool("found", value.is_some());
         match &value {
-            Some(value) => found.str("value", &String::from_utf8_lossy(value)).print(),
-            None => found.print(),
+            Some(value) => found
+                .str("value", &String::from_utf8_lossy(value))
+                .print()?,
+            None => found.print()?,
         }
     } else if let Some(value) = &value {
-        let mut out = std::io::stdout().lock();
-        out.write_all(value)
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(|e| Failure::new(exit::FAILED, format!("writing the value: {e}")))?;
+        say_bytes(value)?;
     }
     Ok(if value.is_some() { exit::OK } else { exit::NO })
 }
@@ -58,7 +56,7 @@ pub async fn set(
         .await
         .map_err(write_failure)?;
     if json {
-        Json::new("key", key).bool("written", true).print();
+        Json::new("key", key).bool("written", true).print()?;
     }
     Ok(exit::OK)
 }
@@ -76,9 +74,9 @@ pub async fn del(
         .await
         .map_err(write_failure)?;
     if json {
-        Json::new("key", key).bool("deleted", existed).print();
+        Json::new("key", key).bool("deleted", existed).print()?;
     } else {
-        println!("{}", if existed { "deleted" } else { "no such key" });
+        say(if existed { "deleted" } else { "no such key" })?;
     }
     Ok(if existed { exit::OK } else { exit::NO })
 }

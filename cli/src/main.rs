@@ -35,6 +35,11 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// An end with this status that needs no message.
+    pub fn quiet(status: u8) -> Failure {
+        Failure::new(status, "")
+    }
 }
 
 fn main() -> ExitCode {
@@ -60,7 +65,9 @@ fn main() -> ExitCode {
 }
 
 fn fail(failure: Failure) -> ExitCode {
-    eprintln!("leasedlock: {}", failure.message);
+    if !failure.message.is_empty() {
+        eprintln!("leasedlock: {}", failure.message);
+    }
     ExitCode::from(failure.status)
 }
 

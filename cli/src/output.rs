@@ -1,8 +1,31 @@
 //! What the commands print: plain lines for people, JSON lines for scripts (one object per
 //! line, written by hand: the CLI needs no serialization crate).
 
+use crate::exit;
+use crate::Failure;
 use leasedlock_tokio::leasedlock::lock::Holder;
 use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// Writes `bytes` and a newline to stdout. A reader that has gone (a closed pipe, as in
+/// `leasedlock watch L | head -1`) ends the command quietly with the status of a process that
+/// SIGPIPE killed; another error is a failure.
+pub fn say_bytes(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Failure::quiet(exit::signalled(13)),
+        _ => Failure::new(exit::FAILED, format!("writing to stdout: {e}")),
+    })
+}
+
+/// Writes a line to stdout (see [`say_bytes`]).
+pub fn say(line: &str) -> Result<(), Failure> {
+    say_bytes(line.as_bytes())
+}
 
 /// A holder for people: `CLIENT_ID`, or `CLIENT_ID (session SESSION)`.
 pub fn shown(holder: &Holder) -> String {
@@ -76,8 +99,8 @@ impl Json {
     }
 
     /// Prints the object as one line on stdout.
-    pub fn print(self) {
-        println!("{}", self.finish());
+    pub fn print(self) -> Result<(), Failure> {
+        say(&self.finish())
     }
 
     /// Prints the object as one line on stderr (the lifecycle of `run` and `elect`, whose

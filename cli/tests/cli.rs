@@ -259,12 +259,17 @@ fn a_lost_lease_stops_the_command_before_the_next_holder_starts() {
          while :; do sleep 1; done",
         log = log.display()
     );
-    let mut a = Running::start(
+    let events = setup.file("events");
+    let mut a = Running(
         cli(proxy.addr())
             .args([
                 "--json", "run", "L", "--lease", "2s", "--grace", "10s", "--",
             ])
-            .args(sh(&first, "a")),
+            .args(sh(&first, "a"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&events).unwrap())
+            .spawn()
+            .unwrap(),
     );
     wait_for_lines(&log, "a's start", |l| !l.is_empty());
     let second = format!("echo \"start $1\" >> {}", log.display());
@@ -279,6 +284,40 @@ fn a_lost_lease_stops_the_command_before_the_next_holder_starts() {
     assert_eq!(a.exit().code(), Some(LOST));
     assert!(b.exit().success());
     assert_eq!(lines(&log), ["start a", "term a", "start b"]);
+    // The command's stderr is there too (the shell reports its `sleep` killed).
+    let events: Vec<String> = lines(&events)
+        .into_iter()
+        .filter(|l| l.starts_with('{'))
+        .collect();
+    assert_eq!(events.len(), 3, "acquired, lost, exited: {events:?}");
+    assert!(
+        events[1].starts_with(r#"{"lock":"L","event":"lost","reason":""#),
+        "{events:?}"
+    );
+    assert_eq!(events[2], r#"{"lock":"L","event":"exited","status":76}"#);
+}
+
+#[test]
+fn a_signal_to_run_goes_to_the_command_and_the_lock_is_released() {
+    let setup = Setup::start();
+    let log = setup.file("log");
+    let script = format!(
+        "trap 'echo \"$1 got TERM\" >> {log}; exit 3' TERM; echo start >> {log}; \
+         while :; do sleep 1; done",
+        log = log.display()
+    );
+    let mut run = Running::start(
+        setup
+            .cli()
+            .args(["run", "L", "--"])
+            .args(sh(&script, "cmd")),
+    );
+    wait_for_lines(&log, "the command's start", |l| !l.is_empty());
+    run.signal(Signal::TERM);
+    assert_eq!(run.exit().code(), Some(3), "the command's status");
+    assert_eq!(lines(&log), ["start", "cmd got TERM"]);
+    let out = output(setup.cli().args(["holder", "L"]));
+    assert_eq!(out.status.code(), Some(NO), "released: {}", stdout(&out));
 }
 
 #[test]
@@ -442,6 +481,30 @@ fn holder_acquire_release_and_json() {
 
     watch.signal(Signal::INT);
     assert!(watch.exit().success());
+
+    // A reader that goes away ends watch quietly, with the status of SIGPIPE.
+    let quiet = setup.file("watch-stderr");
+    let mut watch = Running(
+        setup
+            .cli()
+            .args(["watch", "L"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&quiet).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(watch.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "free\n");
+    let out = output(setup.cli().args(me).args(["acquire", "L"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(watch.exit().code(), Some(128 + 13));
+    assert_eq!(std::fs::read_to_string(&quiet).unwrap(), "");
+    assert!(output(setup.cli().args(me).args(["release", "L"]))
+        .status
+        .success());
 
     // acquire, try-acquire and release need the holder's client id.
     let out = output(setup.cli().args(["release", "L"]));
