@@ -30,6 +30,9 @@ pub const CANNOT_EXECUTE: u8 = 126;
 /// `run`, `elect`: the command was not found.
 pub const NOT_FOUND: u8 = 127;
 
+/// The reader of stdout went away (a closed pipe): the status of a process that SIGPIPE killed.
+pub const CLOSED_STDOUT: u8 = 128 + 13;
+
 /// The status of a process that died of signal `signal`, as shells report it.
 pub fn signalled(signal: i32) -> u8 {
     u8::try_from(128 + signal).unwrap_or(u8::MAX)
@@ -48,5 +51,6 @@ Exit status:
     77   set/del: the --fence token is older than the key's (a later holder wrote it)
     126  run/elect: the command cannot be executed
     127  run/elect: the command was not found
+    141  stdout was closed (as a process killed by SIGPIPE): watch ... | head -1
     run and elect otherwise exit with the command's status (128+N if it died of signal N)
 ";

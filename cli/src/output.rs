@@ -17,7 +17,7 @@ pub fn say_bytes(bytes: &[u8]) -> Result<(), Failure> {
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush());
     written.map_err(|e| match e.kind() {
-        std::io::ErrorKind::BrokenPipe => Failure::quiet(exit::signalled(13)),
+        std::io::ErrorKind::BrokenPipe => Failure::quiet(exit::CLOSED_STDOUT),
         _ => Failure::new(exit::FAILED, format!("writing to stdout: {e}")),
     })
 }
