@@ -362,6 +362,44 @@ fn elect_hands_over_when_the_leader_is_killed() {
 }
 
 #[test]
+fn elect_stops_the_command_on_a_loss_and_campaigns_again() {
+    let setup = Setup::start();
+    let proxy = Proxy::start(setup.broker.addr());
+    let log = setup.file("log");
+    let script = format!(
+        "trap 'echo \"stop $1\" >> {log}; exit 0' TERM; echo \"leader $1\" >> {log}; \
+         while :; do sleep 1; done",
+        log = log.display()
+    );
+    let elect = |broker: SocketAddr, id: &str| {
+        Running::start(
+            cli(broker)
+                .args(["elect", "L", "--lease", "2s", "--"])
+                .args(sh(&script, id)),
+        )
+    };
+    let mut a = elect(proxy.addr(), "a");
+    wait_for_lines(&log, "a leading", |l| !l.is_empty());
+    let mut b = elect(setup.broker.addr(), "b");
+    // a's renewals stop reaching the broker: a stops its command, b takes over.
+    proxy.hold();
+    wait_for_lines(&log, "b leading", |l| l.len() >= 3);
+    // a's connection flows again: a campaigns, and leads again once b steps down.
+    proxy.release();
+    b.signal(Signal::TERM);
+    assert!(b.exit().success());
+    let terms = wait_for_lines(&log, "a leading again", |l| l.len() >= 5);
+    assert_eq!(
+        terms,
+        ["leader a", "stop a", "leader b", "stop b", "leader a"]
+    );
+    // Told to stop, elect passes the signal on to its command.
+    a.signal(Signal::TERM);
+    assert!(a.exit().success());
+    assert_eq!(lines(&log).last().map(String::as_str), Some("stop a"));
+}
+
+#[test]
 fn no_wait_on_a_busy_lock_exits_busy() {
     let setup = Setup::start();
     let ran = setup.file("ran");
