@@ -1983,3 +1983,86 @@ fn locks_no_longer_in_use_give_their_slots_to_new_names() {
     );
     assert_eq!(t.lock("observed"), observed, "an observed lock is kept");
 }
+
+#[test]
+fn a_renewal_answered_after_the_lease_ended_reports_the_loss_first() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { .. }]));
+    let lock = t.lock("L");
+    t.run_to_timeout();
+    let renew = t.take_one("SET");
+    // The reply is handled after the lease's validity, before any timer has fired: a driver
+    // that reads the socket before it looks at its timers.
+    let until = t.client.valid_until(lock).unwrap();
+    t.now = t.now + (until - t.now.instant) + MS;
+    t.ok(&renew);
+    let events = t.take_events();
+    assert!(
+        events.iter().all(|e| !matches!(e, Event::Renewed { .. })),
+        "no renewal across the gap: {events:?}"
+    );
+    assert!(
+        events.contains(&Event::Lost {
+            op: hold,
+            lock,
+            reason: LossReason::ExpiredLocally
+        }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_delete_that_overtakes_the_refused_sets_reply_retries_at_once() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    t.client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]); // KEYNOTIFY
+                    // The holder releases: its DELETE arrives before the reply to our SET, which the store
+                    // refused just before.
+    t.notify("L", NotificationOp::Delete, None);
+    let v = t.next_version();
+    t.reply(&sent[1], StoreReply::Integer(-1), Some(v));
+    let retry = t.take_one("SET");
+    lease_set(&retry, "L", "c1", 5_000);
+}
+
+#[test]
+fn a_clock_that_refuses_to_send_loses_the_hold_lease_and_the_hold_recovers_with_the_clock() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { .. }]));
+    let lock = t.lock("L");
+    // The wall clock steps back by far more than the HLC tolerates: nothing can be sent.
+    let back = t.client.config().max_clock_drift + 60 * SEC;
+    let back_ms = u64::try_from(back.as_millis()).unwrap();
+    t.now = Now::new(t.now.instant, t.now.wall_ms - back_ms);
+    let mut events = Vec::new();
+    while !events.iter().any(|e| matches!(e, Event::Lost { .. })) {
+        t.run_to_timeout();
+        assert!(t.take_sent().is_empty(), "the clock refuses every request");
+        events.extend(t.take_events());
+    }
+    assert_eq!(
+        events,
+        vec![Event::Lost {
+            op: hold,
+            lock,
+            reason: LossReason::ExpiredLocally
+        }],
+        "the hold reports the loss and goes on"
+    );
+    // The clock comes back: the hold takes the lock again.
+    t.now = Now::new(t.now.instant, t.now.wall_ms + back_ms);
+    let set = loop {
+        t.run_to_timeout();
+        if let Some(set) = t.take_sent().into_iter().find(|s| s.verb() == "SET") {
+            break set;
+        }
+    };
+    let v = t.ok(&set);
+    assert_eq!(acquired(&t.take_events(), hold).as_hlc(), &v);
+}

@@ -360,8 +360,26 @@ pub async fn session_ids_make_distinct_holders<R: Rt>(env: Env) {
     let holder = a.holder("L", Options::default()).await.unwrap();
     assert!(holder.is_some_and(|h| h.is(&a_id, Some("s1"))));
     assert_eq!(a.release("L", s2.clone()).await, Ok(false));
-    assert!(a.release("L", s1).await.unwrap());
-    assert!(a.try_acquire("L", LEASE, s2).await.unwrap().is_some());
+    assert!(a.release("L", s1.clone()).await.unwrap());
+    assert!(a
+        .try_acquire("L", LEASE, s2.clone())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(a.release("L", s2.clone()).await.unwrap());
+    // A release under another session leaves this session's hold alone: it keeps its token
+    // and goes on renewing.
+    let mut hold = a
+        .hold("H", LEASE, Duration::from_millis(200), s1)
+        .await
+        .unwrap();
+    assert_eq!(a.release("H", s2).await, Ok(false));
+    assert!(hold.token().is_some());
+    assert!(matches!(
+        within::<R, _>(hold.next_event()).await,
+        Some(HoldEvent::Renewed(_))
+    ));
+    assert!(hold.close().await.unwrap(), "still ours at the store");
 }
 
 /// `holder` reads the lock; an observer sees it taken and released.

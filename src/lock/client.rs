@@ -262,7 +262,11 @@ impl Client {
 
     /// A message on the response topic or the notification filter. Anything else is counted and
     /// ignored; nothing that arrives can make the client panic.
+    ///
+    /// Timers due by `now` fire first: what was due before the message (a lease's end above
+    /// all) happened before it, whichever the driver looked at first.
     pub fn handle_message(&mut self, now: Now, message: &Message) {
+        self.handle_timeout(now);
         if message.topic == self.response_topic {
             self.on_response_message(now, message);
         } else {

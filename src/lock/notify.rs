@@ -152,6 +152,22 @@ impl Client {
             // (see `Lock::herd_until`), after a seeded jitter so that the herd spreads out.
             let l = &self.locks[lock];
             let herd = l.herd_until.is_some_and(|until| now.instant < until);
+            // A waiter whose SET is in flight may be refused for the holder that has just gone
+            // (the DELETE overtook the reply): it tries again at the refusal.
+            let in_flight: Vec<OpId> = l
+                .watchers
+                .iter()
+                .filter(|id| {
+                    let op = &self.ops[id];
+                    op.req.is_some() && op.acquiring_lease().is_some()
+                })
+                .collect();
+            for id in in_flight {
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.freed_meanwhile = true;
+                }
+            }
+            let l = &self.locks[lock];
             let waiting: Vec<OpId> = l
                 .watchers
                 .iter()

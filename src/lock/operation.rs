@@ -42,6 +42,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub(crate) NonZeroU64);
 
+/// How soon a hold tries again after its clock refused to send.
+const CLOCK_RETRY: Duration = Duration::from_secs(1);
+
 /// Shortest fallback re-check of a waiting acquire.
 pub(super) const MIN_FALLBACK: Duration = Duration::from_millis(10);
 
@@ -133,6 +136,8 @@ pub(super) struct Op {
     pub(super) saw_busy: bool,
     /// The current attempt was made because of a DELETE (a refusal then means a lost race).
     pub(super) after_delete: bool,
+    /// A DELETE of the lock arrived while the current attempt was in flight.
+    pub(super) freed_meanwhile: bool,
     pub(super) kind: OpKind,
 }
 
@@ -207,6 +212,7 @@ impl Client {
             retry_timer: None,
             saw_busy: false,
             after_delete: false,
+            freed_meanwhile: false,
             kind,
         });
         let l = &mut self.locks[lock];
@@ -612,6 +618,12 @@ impl Client {
                         _ => {}
                     }
                 }
+            }
+            // A clock that refuses to send (the wall clock stepped far back) does not end a hold:
+            // its lease runs out and is reported lost, and it goes on trying until the clock
+            // lets it send again.
+            Err(OpError::Clock(_)) if matches!(self.ops[&id].kind, OpKind::Hold { .. }) => {
+                self.retry_after(now, id, CLOCK_RETRY);
             }
             Err(error) => self.fail(now, id, lock, error),
         }

@@ -73,13 +73,15 @@ impl Client {
     /// [`store::parse_response`](crate::store::parse_response)): its correlation data and what it
     /// says. A response without correlation data (`&[]` with
     /// [`ResponseError::MissingCorrelationData`]) is counted as malformed; one that matches no
-    /// pending request (late, duplicate, another client's) is counted and ignored.
+    /// pending request (late, duplicate, another client's) is counted and ignored. Timers due by
+    /// `now` fire first, as for [`Client::handle_message`].
     pub fn handle_response(
         &mut self,
         now: Now,
         correlation_data: &[u8],
         outcome: Result<ResponseBody, ResponseError>,
     ) {
+        self.handle_timeout(now);
         if correlation_data.is_empty() && outcome == Err(ResponseError::MissingCorrelationData) {
             self.stats.malformed_messages += 1;
             return;
@@ -207,6 +209,10 @@ impl Client {
             .ops
             .get_mut(&id)
             .is_some_and(|op| std::mem::take(&mut op.after_delete));
+        let freed_meanwhile = self
+            .ops
+            .get_mut(&id)
+            .is_some_and(|op| std::mem::take(&mut op.freed_meanwhile));
         let op = &self.ops[&id];
         let lock = op.lock;
         let (lease, renewal) = match &op.kind {
@@ -265,6 +271,9 @@ impl Client {
                 );
                 if one_try {
                     self.finish(now, id, Some(Event::Busy { op: id, lock }));
+                } else if freed_meanwhile {
+                    // The lock was freed after the store refused this SET: try again now.
+                    self.advance(now, id);
                 } else {
                     // Wait for the DELETE; re-check anyway once the holder's lease could be over.
                     self.retry_after(now, id, lease.max(MIN_FALLBACK));

@@ -13,6 +13,8 @@ pub(crate) enum OpKind {
     Release,
     Holder,
     Hold,
+    /// A hold that may end busy at its one try and ends at its first loss (`Intent::Keep`).
+    Keep,
     Edit,
 }
 
@@ -23,6 +25,8 @@ pub(crate) struct Track {
     pub ended: bool,
     /// An edit whose write the user asked for (it may be on the wire).
     pub writing: bool,
+    /// A keep that reported its loss: it must end, never win the lock again.
+    pub lost: bool,
 }
 
 /// What the invariants remember, per lock.
@@ -147,6 +151,17 @@ impl World<'_> {
             (Holder, Event::Holder { .. }) => true,
             (Hold, Event::Acquired { .. } | Event::Renewed { .. } | Event::Lost { .. }) => false,
             (Hold, Event::HoldEnded { .. }) => true,
+            (Keep, Event::Acquired { .. }) if t.lost => {
+                return Err(format!(
+                    "S3: {id}'s keep {op:?} won the lock again after its loss"
+                ))
+            }
+            (Keep, Event::Lost { .. }) => {
+                t.lost = true;
+                false
+            }
+            (Keep, Event::Acquired { .. } | Event::Renewed { .. }) => false,
+            (Keep, Event::Busy { .. } | Event::HoldEnded { .. }) => true,
             (Edit, Event::EditRequested { .. }) => false,
             (Edit, Event::EditDone { .. }) => true,
             (_, Event::Failed { .. }) => true,

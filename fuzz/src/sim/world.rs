@@ -355,7 +355,7 @@ impl<'a> World<'a> {
             let holds: Vec<usize> = self.clients[i]
                 .ops
                 .values()
-                .filter(|t| t.kind == OpKind::Hold && !t.ended)
+                .filter(|t| matches!(t.kind, OpKind::Hold | OpKind::Keep) && !t.ended)
                 .map(|t| t.lock)
                 .collect();
             for lock in holds {
@@ -467,6 +467,7 @@ impl<'a> World<'a> {
                 lock,
                 ended: false,
                 writing: false,
+                lost: false,
             },
         );
     }
@@ -497,7 +498,7 @@ impl<'a> World<'a> {
                 e.start(now, lock, Intent::Acquire { lease }, options),
                 OpKind::Acquire,
             ),
-            3 => (
+            3 if what & 0x40 == 0 => (
                 "hold",
                 e.start(
                     now,
@@ -509,6 +510,20 @@ impl<'a> World<'a> {
                     options,
                 ),
                 OpKind::Hold,
+            ),
+            3 => (
+                "keep",
+                e.start(
+                    now,
+                    lock,
+                    Intent::Keep {
+                        lease,
+                        interval: lease / 3,
+                        wait: what & 0x80 != 0,
+                    },
+                    options,
+                ),
+                OpKind::Keep,
             ),
             4 => return self.intent_close_hold(c, li),
             5 => return self.intent_release(c, li),
