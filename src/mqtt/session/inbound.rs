@@ -90,6 +90,7 @@ impl Session {
     }
 
     fn handle_packet(&mut self, now: Instant, inbound: Inbound) {
+        self.last_received = Some(now);
         if let State::Connecting { .. } = self.state {
             return match inbound {
                 Inbound::ConnAck(ack) => self.handle_connack(now, ack),

@@ -1,4 +1,5 @@
-//! Timers: the CONNACK deadline, PINGREQ after a quiet keep-alive interval, the PINGRESP deadline.
+//! Timers: the CONNACK deadline, PINGREQ after a keep-alive interval in which either direction
+//! was quiet, the PINGRESP deadline.
 
 use std::time::Instant;
 
@@ -43,7 +44,12 @@ impl Session {
         if self.limits.keep_alive.is_zero() {
             return None;
         }
-        self.last_sent
-            .and_then(|at| at.checked_add(self.limits.keep_alive))
+        // A PINGREQ once either direction has been quiet for the keep-alive: its PINGRESP is due
+        // half an interval later, so a broker that sends nothing is noticed after 1.5 intervals.
+        let quiet_since = match (self.last_sent, self.last_received) {
+            (Some(sent), Some(received)) => Some(sent.min(received)),
+            (sent, received) => sent.or(received),
+        };
+        quiet_since.and_then(|at| at.checked_add(self.limits.keep_alive))
     }
 }

@@ -134,6 +134,9 @@ pub struct Session {
     /// The topic of the last outbound PUBLISH, known to be valid.
     checked_topic: SharedStr,
     last_sent: Option<Instant>,
+    /// When the last whole packet arrived: a broker that sends nothing (stopped, or behind a
+    /// half-open TCP connection) is pinged even while this side keeps sending.
+    last_received: Option<Instant>,
     ping_deadline: Option<Instant>,
     /// Where the enhanced authentication exchange stands on this connection.
     auth: AuthExchange,
@@ -172,6 +175,7 @@ impl Session {
             rx_blocks: Blocks::new(RX_BLOCK),
             checked_topic: SharedStr::from_static("/"),
             last_sent: None,
+            last_received: None,
             ping_deadline: None,
             auth: AuthExchange::Idle,
             reauthenticate_after_connack: false,

@@ -596,16 +596,26 @@ fn keep_alive_ping_and_late_pingresp() {
     assert_eq!(s.poll_timeout(), Some(now + secs(15)));
     s.handle_bytes(now + secs(11), &[0xD0, 0x00]);
     assert_eq!(s.poll_timeout(), Some(now + secs(20)));
-    // Sending anything postpones the next PINGREQ.
+    // Sending postpones the next PINGREQ only as long as something was received lately too.
     s.publish(now + secs(12), message("t", b"x")).unwrap();
     tx(&mut s);
-    assert_eq!(s.poll_timeout(), Some(now + secs(22)));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(now + secs(21)),
+        "10 s after the PINGRESP"
+    );
+    s.handle_bytes(now + secs(13), &[0x40, 0x02, 0x00, 0x01]); // its PUBACK
+    assert_eq!(
+        s.poll_timeout(),
+        Some(now + secs(22)),
+        "10 s after the last send"
+    );
     s.handle_timeout(now + secs(22));
     assert_eq!(tx(&mut s), [0xC0, 0x00]);
     s.handle_timeout(now + secs(27));
     assert_eq!(
-        events(&mut s),
-        [Event::Disconnected(DisconnectCause::KeepAliveTimeout)]
+        events(&mut s).last(),
+        Some(&Event::Disconnected(DisconnectCause::KeepAliveTimeout))
     );
     assert!(!s.is_connected());
     assert_eq!(s.poll_timeout(), None);
@@ -614,6 +624,37 @@ fn keep_alive_ping_and_late_pingresp() {
     s.handle_timeout(now + secs(28));
     assert_eq!(events(&mut s), []);
     assert_eq!(tx(&mut s), [0u8; 0]);
+}
+
+#[test]
+fn a_broker_that_sends_nothing_is_noticed_while_the_client_keeps_sending() {
+    let now = t0();
+    let mut options = Options::new("c");
+    options.keep_alive = secs(10);
+    let mut s = connected(options, now);
+    // Steady publishes (renewals, say) every 4 s; the broker answers nothing, not even PUBACKs.
+    let mut ended = None;
+    for second in 1..=40 {
+        let t = now + secs(second);
+        s.handle_timeout(t);
+        if !s.is_connected() {
+            ended = Some(second);
+            break;
+        }
+        if second % 4 == 0 {
+            s.publish(t, message("t", b"x")).unwrap();
+        }
+        tx(&mut s);
+    }
+    assert_eq!(
+        ended,
+        Some(15),
+        "closed 1.5 × keep-alive after the last packet received (the CONNACK)"
+    );
+    assert_eq!(
+        events(&mut s).last(),
+        Some(&Event::Disconnected(DisconnectCause::KeepAliveTimeout))
+    );
 }
 
 #[test]
