@@ -2092,3 +2092,34 @@ fn a_suspended_host_never_trusts_a_lease_past_its_end_by_the_wall_clock() {
         }]
     );
 }
+
+#[test]
+fn renewals_answered_with_errors_back_off_instead_of_storming() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Ok);
+    assert!(matches!(events.as_slice(), [Event::Acquired { .. }]));
+    // Every renewal is answered with a 5xx until the lease is lost.
+    let mut attempts = 0;
+    loop {
+        t.run_to_timeout();
+        for s in t.take_sent() {
+            if s.verb() == "SET" {
+                attempts += 1;
+                protocol_error(&mut t, &s, 503);
+            }
+        }
+        if t.take_events()
+            .iter()
+            .any(|e| matches!(e, Event::Lost { op, .. } if *op == hold))
+        {
+            break;
+        }
+    }
+    // A 10 s lease renewed every 3 s leaves ~7 s: retries that double from 10 ms, never waiting
+    // past half the validity left, take a few dozen attempts at most (logarithmic in the lease);
+    // retries every 10 ms took 681.
+    assert!(
+        attempts <= 32,
+        "{attempts} renewal attempts before the loss"
+    );
+}

@@ -349,7 +349,7 @@ impl Client {
         }
         match why {
             NotDelivered::NoSubscribers => {
-                let delay = NOT_DELIVERED_RETRY + self.jitter();
+                let delay = self.backoff(id, NOT_DELIVERED_RETRY);
                 self.stats.retries += 1;
                 self.retry_after(now, id, delay);
             }

@@ -42,6 +42,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub(crate) NonZeroU64);
 
+/// The longest wait between two retries of a failed attempt.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// How soon a hold tries again after its clock refused to send.
 const CLOCK_RETRY: Duration = Duration::from_secs(1);
 
@@ -138,6 +141,8 @@ pub(super) struct Op {
     pub(super) after_delete: bool,
     /// A DELETE of the lock arrived while the current attempt was in flight.
     pub(super) freed_meanwhile: bool,
+    /// Attempts in a row that failed and are retried: each retry waits twice as long.
+    pub(super) failures: u32,
     pub(super) kind: OpKind,
 }
 
@@ -213,6 +218,7 @@ impl Client {
             saw_busy: false,
             after_delete: false,
             freed_meanwhile: false,
+            failures: 0,
             kind,
         });
         let l = &mut self.locks[lock];
@@ -636,6 +642,17 @@ impl Client {
         let lo = u64::try_from(self.config.retry_jitter_min.as_micros()).unwrap_or(u64::MAX);
         let hi = u64::try_from(self.config.retry_jitter_max.as_micros()).unwrap_or(u64::MAX);
         Duration::from_micros(self.rng.between(lo, hi))
+    }
+
+    /// The delay before retrying an attempt of `id` that failed: `base`, doubled for every
+    /// failure in a row before it (at most [`MAX_BACKOFF`]), plus the seeded jitter.
+    pub(super) fn backoff(&mut self, id: OpId, base: Duration) -> Duration {
+        let failures = self.ops.get_mut(&id).map_or(0, |op| {
+            op.failures = op.failures.saturating_add(1);
+            op.failures - 1
+        });
+        let delay = base.saturating_mul(1 << failures.min(16)).min(MAX_BACKOFF);
+        delay + self.jitter()
     }
 
     pub(super) fn retry_after(&mut self, now: Now, id: OpId, delay: Duration) {

@@ -128,6 +128,9 @@ impl Client {
                     self.on_failed_reply(now, id, lock, p.kind, error);
                     return;
                 }
+                if let Some(op) = self.ops.get_mut(&id) {
+                    op.failures = 0;
+                }
                 let applied = matches!(
                     (&body.reply, p.kind),
                     (
@@ -188,8 +191,14 @@ impl Client {
             Some(OpKind::Hold { held: true, .. })
         );
         if renewal && kind != RequestKind::Write {
-            // Try again soon; if nothing succeeds, the lease end reports the loss.
-            let delay = self.jitter().max(MIN_FALLBACK);
+            // Try again, backing off (but never past half the validity left, so that one more
+            // try still fits); if nothing succeeds, the lease end reports the loss.
+            let left = self.locks[lock].lease.as_ref().map_or(Duration::ZERO, |l| {
+                l.validity.instant.saturating_duration_since(now.instant)
+            });
+            let delay = self
+                .backoff(id, MIN_FALLBACK)
+                .min((left / 2).max(MIN_FALLBACK));
             self.retry_after(now, id, delay);
             return;
         }
