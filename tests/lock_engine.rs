@@ -2123,3 +2123,35 @@ fn renewals_answered_with_errors_back_off_instead_of_storming() {
         "{attempts} renewal attempts before the loss"
     );
 }
+
+#[test]
+fn an_acquire_that_times_out_with_its_set_in_flight_leaves_a_waiting_hold_alone() {
+    let mut t = T::connected("c1");
+    let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Integer(-1));
+    assert!(events.is_empty(), "the hold waits: {events:?}");
+    let lock = t.lock("L");
+    let acquire = t
+        .client
+        .acquire(t.now, lock, 5 * SEC, Options::default().with_timeout(SEC))
+        .unwrap();
+    let set = t.take_one("SET");
+    t.advance(SEC); // its SET unanswered: the acquire times out, its SET is undone
+    let events = t.take_events();
+    assert_eq!(
+        events,
+        vec![Event::Failed {
+            op: acquire,
+            lock,
+            error: OpError::Timeout
+        }],
+        "the hold does not end"
+    );
+    let _ = set;
+    assert!(t.take_sent().iter().any(|s| s.verb() == "VDEL"), "undone");
+    assert_eq!(
+        t.client.operations_in_progress(),
+        2,
+        "the hold and the undoing release"
+    );
+    let _ = hold;
+}

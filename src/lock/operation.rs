@@ -239,9 +239,11 @@ impl Client {
         deadline: Option<Instant>,
         silent: bool,
     ) -> OpId {
-        // Only this holder value's hold and lease end: a release under another session id
-        // leaves them alone (the store keeps them too).
-        if let Some(hold) = self.locks[lock].hold {
+        // A user's release ends the hold of its holder value, and only that one: a release under
+        // another session id leaves it alone (the store keeps it too). The engine's own releases
+        // (`silent`: a hold's or an edit's end, undoing an abandoned SET) end no hold: one that
+        // undoes the SET of a timed-out acquire must not end a hold waiting beside it.
+        if let (Some(hold), false) = (self.locks[lock].hold, silent) {
             if self.ops[&hold].holder == holder {
                 self.end_hold(now, hold, false);
             }
