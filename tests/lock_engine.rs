@@ -2155,3 +2155,33 @@ fn an_acquire_that_times_out_with_its_set_in_flight_leaves_a_waiting_hold_alone(
     );
     let _ = hold;
 }
+
+#[test]
+fn a_try_acquire_answered_too_late_to_trust_releases_what_it_won() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .try_acquire(t.now, lock, SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    t.now = t.now + 2 * SEC; // the reply comes after the whole lease
+    t.ok(&set);
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op,
+            lock,
+            error: OpError::LeaseLapsed
+        }]
+    );
+    let vdel = t.take_one("VDEL");
+    assert_eq!(
+        vdel.command,
+        Command::VDel {
+            key: Bytes::from_static(b"L"),
+            value: Bytes::from_static(b"c1")
+        },
+        "the store gave it the lock: no orphan lease until it expires"
+    );
+}

@@ -250,7 +250,15 @@ impl Client {
                     // Released since, or the reply came too late to be trusted.
                     match &self.ops[&id].kind {
                         OpKind::TryAcquire { .. } => {
+                            let holder = self.ops[&id].holder.clone();
                             self.fail(now, id, lock, OpError::LeaseLapsed);
+                            // The store did give it the lock: free it rather than leave it
+                            // held until its lease runs out there.
+                            if !undone && self.locks[lock].lease.is_none() {
+                                let deadline =
+                                    Some(later(now.instant, self.config.request_timeout));
+                                self.start_release(now, lock, holder, deadline, true);
+                            }
                         }
                         _ => self.advance(now, id),
                     }
