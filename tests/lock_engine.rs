@@ -2185,3 +2185,33 @@ fn a_try_acquire_answered_too_late_to_trust_releases_what_it_won() {
         "the store gave it the lock: no orphan lease until it expires"
     );
 }
+
+#[test]
+fn an_edit_write_answered_after_the_lease_ended_is_indeterminate_not_written() {
+    // Ended by the monotonic clock, and by a pause that only the wall clock saw.
+    for pause in [false, true] {
+        let mut t = T::connected_unfenced("c1");
+        let lock = t.lock("L");
+        let (op, _, _) = edit_to_request(&mut t, lock, StoreReply::NotFound);
+        t.client
+            .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"1")))
+            .unwrap();
+        let write = t.take_one("SET");
+        let until = t.client.valid_until(lock).unwrap();
+        t.now = if pause {
+            Now::new(t.now.instant + MS, t.now.wall_ms + 300_000)
+        } else {
+            t.now + (until - t.now.instant) + MS
+        };
+        t.ok(&write);
+        let events = t.take_events();
+        assert!(
+            events.contains(&Event::Failed {
+                op,
+                lock,
+                error: OpError::Indeterminate
+            }),
+            "pause {pause}: {events:?}"
+        );
+    }
+}
