@@ -406,13 +406,13 @@ fn timeout_and_cancel_end_the_wait_and_stop_keynotify_once_nobody_watches() {
         .unwrap();
     let b = t
         .client
-        .acquire(t.now, lock, SEC, Options::default())
+        .acquire(t.now, lock, SEC, Options::default().with_session_id("b"))
         .unwrap();
     let sent = t.take_sent();
     assert_eq!(
         sent.iter().map(Sent::verb).collect::<Vec<_>>(),
         vec!["KEYNOTIFY", "SET", "SET"],
-        "one registration for two waiters"
+        "one registration for two waiters (two holder values)"
     );
     assert_eq!(sent[1].message.message_expiry, Some(3));
     t.ok(&sent[0]);
@@ -2130,10 +2130,14 @@ fn an_acquire_that_times_out_with_its_set_in_flight_leaves_a_waiting_hold_alone(
     let (hold, events) = hold_answered(&mut t, None, Options::default(), StoreReply::Integer(-1));
     assert!(events.is_empty(), "the hold waits: {events:?}");
     let lock = t.lock("L");
-    let acquire = t
-        .client
-        .acquire(t.now, lock, 5 * SEC, Options::default().with_timeout(SEC))
-        .unwrap();
+    // Under the hold's own holder value a second caller is refused (one caller per holder
+    // value); under another session id it runs beside the hold.
+    assert_eq!(
+        t.client.acquire(t.now, lock, 5 * SEC, Options::default()),
+        Err(IntentError::LockInUse(hold))
+    );
+    let other = Options::default().with_session_id("s2").with_timeout(SEC);
+    let acquire = t.client.acquire(t.now, lock, 5 * SEC, other).unwrap();
     let set = t.take_one("SET");
     t.advance(SEC); // its SET unanswered: the acquire times out, its SET is undone
     let events = t.take_events();
@@ -2214,4 +2218,38 @@ fn an_edit_write_answered_after_the_lease_ended_is_indeterminate_not_written() {
             "pause {pause}: {events:?}"
         );
     }
+}
+
+#[test]
+fn one_holder_value_has_one_caller_per_lock_and_holder_values_cannot_collide() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let first = t
+        .client
+        .try_acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    // While the first attempt runs, and once it holds the lock, a second caller under the same
+    // holder value is refused: the store could not tell the two apart.
+    assert_eq!(
+        t.client.acquire(t.now, lock, 5 * SEC, Options::default()),
+        Err(IntentError::LockInUse(first))
+    );
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), first);
+    for second in [
+        t.client
+            .try_acquire(t.now, lock, 5 * SEC, Options::default()),
+        t.client.hold(t.now, lock, 5 * SEC, SEC, Options::default()),
+    ] {
+        assert_eq!(second, Err(IntentError::HeldLocally));
+    }
+    // Another session id is another holder: it contends at the store.
+    let other = Options::default().with_session_id("s2");
+    assert!(t.client.try_acquire(t.now, lock, 5 * SEC, other).is_ok());
+    // A client id with `:` could equal another client's id with a session id.
+    assert!(matches!(
+        Client::new(Config::new("a:b"), t.now, 1),
+        Err(leasedlock::lock::ConfigError::InvalidClientId(_))
+    ));
 }

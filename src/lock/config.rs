@@ -75,7 +75,9 @@ impl Config {
         if self.client_id.is_empty() {
             return Err(ConfigError::EmptyClientId);
         }
-        if self.client_id.contains(['+', '#', '/']) {
+        // `:` separates the session id in a holder value: a client id with one could be read as
+        // another client's id with a session id.
+        if self.client_id.contains(['+', '#', '/', ':']) {
             return Err(ConfigError::InvalidClientId(self.client_id.clone()));
         }
         if self.request_timeout.is_zero() {
@@ -98,8 +100,9 @@ pub enum ConfigError {
     /// The client id is empty.
     #[error("the client id is empty")]
     EmptyClientId,
-    /// The client id contains a character that is not allowed in an MQTT topic level.
-    #[error("the client id {0:?} contains '+', '#' or '/', which cannot appear in a topic level")]
+    /// The client id contains a character that is not allowed in an MQTT topic level, or `:`,
+    /// which separates the session id in a holder value.
+    #[error("the client id {0:?} contains '+', '#', '/' (not allowed in a topic level) or ':' (the session separator of holder values)")]
     InvalidClientId(String),
     /// The request timeout is zero.
     #[error("the request timeout is zero")]

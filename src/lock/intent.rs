@@ -347,11 +347,39 @@ impl Client {
         bounded: bool,
     ) -> Result<(Bytes, Option<Instant>), IntentError> {
         self.check_exclusive(lock)?;
+        let holder = self.holder_value(options)?;
         if let Some(lease) = lease {
             self.check_lease(lease)?;
+            self.check_one_caller(now, lock, &holder)?;
         }
         let deadline = self.deadline(now, options, bounded)?;
-        Ok((self.holder_value(options)?, deadline))
+        Ok((holder, deadline))
+    }
+
+    /// One caller per lock and holder value: the store cannot tell two callers with the same
+    /// holder value apart (both would win, and one's release would end the other's lease), so
+    /// an acquisition is refused while another of the same holder value runs or holds the lock.
+    /// Callers that should contend take a session id each.
+    fn check_one_caller(&self, now: Now, lock: LockId, holder: &Bytes) -> Result<(), IntentError> {
+        let l = self.locks.get(lock)?;
+        if l.lease
+            .as_ref()
+            .is_some_and(|lease| lease.holder == *holder && lease.validity.holds_at(now))
+        {
+            return Err(IntentError::HeldLocally);
+        }
+        let acquiring = l.ops.iter().find(|id| {
+            let op = &self.ops[id];
+            op.holder == *holder
+                && matches!(
+                    op.kind,
+                    OpKind::TryAcquire { .. } | OpKind::Acquire { .. } | OpKind::Hold { .. }
+                )
+        });
+        match acquiring {
+            Some(other) => Err(IntentError::LockInUse(other)),
+            None => Ok(()),
+        }
     }
 
     /// Acquiring, holding and releasing cannot run beside an edit of the same lock.
