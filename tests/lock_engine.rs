@@ -2253,3 +2253,27 @@ fn one_holder_value_has_one_caller_per_lock_and_holder_values_cannot_collide() {
         Err(leasedlock::lock::ConfigError::InvalidClientId(_))
     ));
 }
+
+#[test]
+fn a_connection_reported_twice_without_a_disconnect_registers_notifications_again() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .acquire(t.now, lock, 5 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]); // KEYNOTIFY
+    let v = t.next_version();
+    t.reply(&sent[1], StoreReply::Integer(-1), Some(v));
+    // A driver reconnects over a new transport (`Connection::connect` while connected): the old
+    // connection's registrations are gone with it.
+    t.connect();
+    let sent = t.take_sent();
+    assert_eq!(
+        sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+        vec!["KEYNOTIFY", "SET"],
+        "registered again, then re-checked"
+    );
+    let _ = op;
+}

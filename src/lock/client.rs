@@ -213,7 +213,11 @@ impl Client {
 
     /// The MQTT connection is up: the client asks for its two subscriptions.
     pub fn handle_connected(&mut self, now: Now) {
-        let _ = now;
+        // A new connection without a disconnect in between (a driver that connected again over
+        // a new transport): the old one's registrations and requests are gone with it.
+        if self.connected {
+            self.handle_disconnected(now);
+        }
         self.connected = true;
         self.sub_response = Sub::Waiting;
         self.sub_notify = Sub::Waiting;
