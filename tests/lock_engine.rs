@@ -2277,3 +2277,28 @@ fn a_connection_reported_twice_without_a_disconnect_registers_notifications_agai
     );
     let _ = op;
 }
+
+#[test]
+fn a_release_whose_first_vdel_may_have_deleted_the_lock_does_not_report_it_was_not_ours() {
+    let mut t = T::connected("c1");
+    let (lock, _) = acquire_l(&mut t, Options::default());
+    let op = t.client.release(t.now, lock, Options::default()).unwrap();
+    t.take_one("VDEL");
+    // The connection drops with the VDEL unanswered: it may have been applied.
+    t.client.handle_disconnected(t.now);
+    t.connect();
+    let again = t
+        .take_sent()
+        .into_iter()
+        .find(|s| s.verb() == "VDEL")
+        .expect("the VDEL is sent again");
+    t.reply(&again, StoreReply::Integer(0), None); // the first one deleted it
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Released {
+            op,
+            lock,
+            was_held: true
+        }]
+    );
+}

@@ -89,8 +89,12 @@ pub(super) enum OpKind {
     Acquire {
         lease: Duration,
     },
+    /// `believed_held`: this client held the lock under the holder value when the release
+    /// started; `sent`: how many times its VDEL went out (an earlier one may have deleted it).
     Release {
         silent: bool,
+        believed_held: bool,
+        sent: u32,
     },
     Holder,
     /// `keep`: a [`Client::keep`] (one try unless `wait`, and it ends at its first loss)
@@ -249,16 +253,25 @@ impl Client {
             }
         }
         let l = &mut self.locks[lock];
-        if let Some(lease) = l.lease.take_if(|lease| lease.holder == holder) {
-            self.timers.cancel(Some(lease.timer));
-        }
+        let believed_held = match l.lease.take_if(|lease| lease.holder == holder) {
+            Some(lease) => {
+                self.timers.cancel(Some(lease.timer));
+                true
+            }
+            None => false,
+        };
         l.releasing += 1;
         l.epoch += 1;
         if l.contended {
             let delay = self.config.release_holdback + self.jitter();
             self.locks[lock].reacquire_after = Some(later(now.instant, delay));
         }
-        self.start_op(now, lock, holder, deadline, OpKind::Release { silent })
+        let kind = OpKind::Release {
+            silent,
+            believed_held,
+            sent: 0,
+        };
+        self.start_op(now, lock, holder, deadline, kind)
     }
 
     /// Ends a hold: stops renewing, forgets the lease, and (when asked) releases it silently.
@@ -288,7 +301,7 @@ impl Client {
                 };
                 self.finish(now, id, Some(event));
             }
-            Some(OpKind::Release { silent: true }) => self.finish(now, id, None),
+            Some(OpKind::Release { silent: true, .. }) => self.finish(now, id, None),
             Some(_) => self.finish(
                 now,
                 id,
@@ -626,6 +639,7 @@ impl Client {
                             ..
                         } => *attempts += 1,
                         OpKind::Access { sent, .. } => *sent = true,
+                        OpKind::Release { sent, .. } => *sent += 1,
                         _ => {}
                     }
                 }

@@ -155,15 +155,24 @@ impl Client {
                     RequestKind::Write => self.on_write_reply(now, id, body.reply),
                     RequestKind::Access => self.on_access_reply(now, id, body.reply),
                     RequestKind::VDel => {
+                        let OpKind::Release {
+                            silent,
+                            believed_held,
+                            sent,
+                        } = self.ops[&id].kind
+                        else {
+                            return;
+                        };
                         let was_held = match body.reply {
-                            StoreReply::Integer(n) => n > 0,
+                            // `:0` after a VDEL sent before (and maybe applied) says nothing
+                            // of the lock as it was: then what the client believed stands.
+                            StoreReply::Integer(n) => n > 0 || (sent > 1 && believed_held),
                             other => {
                                 let error = OpError::UnexpectedReply(other);
                                 self.fail(now, id, lock, error);
                                 return;
                             }
                         };
-                        let silent = matches!(self.ops[&id].kind, OpKind::Release { silent: true });
                         let event = (!silent).then_some(Event::Released {
                             op: id,
                             lock,
