@@ -802,6 +802,29 @@ async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     (ra.unwrap(), rb.unwrap())
 }
 
+/// The parts of an [`Rt`] on tokio that do not depend on the adapter: a current-thread runtime
+/// per test, its sleep and its blocking pool. Expanded inside the `impl Rt`.
+#[macro_export]
+macro_rules! tokio_rt {
+    () => {
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        async fn sleep(d: std::time::Duration) {
+            tokio::time::sleep(d).await;
+        }
+
+        async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+            tokio::task::spawn_blocking(f).await.unwrap()
+        }
+    };
+}
+
 /// One `#[test]` per scenario, on runtime `$rt`.
 #[macro_export]
 macro_rules! scenarios {

@@ -55,6 +55,7 @@ mod actor;
 mod clock;
 mod driver;
 mod election;
+mod engine;
 mod env;
 mod handle;
 mod lock;
@@ -64,17 +65,21 @@ mod slot;
 mod state;
 mod stats;
 mod tls;
+mod transport;
 
 pub use clock::now;
-pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
+pub use driver::{
+    attach, connect, Attached, ConnectFuture, Driver, Runtime, SetupError, Target, Timers,
+};
 pub use election::{Election, Leadership};
-pub use env::{EnvError, ENV_VARS};
+pub use env::{EnvError, CLIENT_ID_SUFFIX, CLIENT_ID_SUFFIX_VAR, ENV_VARS};
 pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
 pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use state::{ConnectionState, ConnectionWatch, Disconnection};
 pub use stats::{Outcomes, Stats};
 pub use tls::{TlsConfig, TlsError};
+pub use transport::{Topics, Transport, TransportEvent};
 
 /// rustls, re-exported for the adapters' TLS streams.
 pub use rustls;
