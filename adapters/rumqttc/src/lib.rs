@@ -230,7 +230,8 @@ fn to_message(p: &Publish) -> Message {
 }
 
 /// The event loop's side of the lock: hand it everything rumqttc's [`EventLoop::poll`] returns.
-/// Cheap to clone; sending to a lock that has stopped does nothing.
+/// Cheap to clone; sending to a lock that has stopped does nothing. Once every clone is
+/// dropped, the lock stops (its operations end with `Error::Closed`).
 #[derive(Clone, Debug)]
 pub struct Feed {
     reports: mpsc::UnboundedSender<Report>,
@@ -283,21 +284,45 @@ impl Feed {
 /// Polls `eventloop` and feeds the lock until the lock stops or every [`AsyncClient`] is gone,
 /// for an application that needs nothing of the event loop itself. After an error it waits
 /// before the next poll (rumqttc reconnects at that poll): 50 ms, doubling up to 2 s, back to
-/// 50 ms after every accepted connection.
+/// 50 ms after every accepted connection. After a session takeover (DISCONNECT 0x8E: another
+/// connection uses the client id) it waits 2 s, doubling with every takeover in a row up to
+/// 5 min; an accepted connection does not shorten that wait, only a connection that ends some
+/// other way does, so that two clients with one id do not take the session from each other in
+/// a tight loop.
 pub async fn run_event_loop(mut eventloop: EventLoop, feed: Feed) {
-    let mut pause = Duration::from_millis(50);
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+    const TAKEOVER_MAX: Duration = Duration::from_secs(300);
+    let (mut pause, mut takeover, mut connected) = (FIRST, None::<Duration>, false);
     while !feed.is_closed() {
         let polled = eventloop.poll().await;
         feed.handle(&polled);
-        match polled {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => pause = Duration::from_millis(50),
-            Ok(_) => {}
-            Err(ConnectionError::RequestsDone) => return,
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+        let error = match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                (pause, connected) = (FIRST, true);
+                continue;
             }
-        }
+            Ok(_) => continue,
+            Err(ConnectionError::RequestsDone) => return,
+            Err(error) => error,
+        };
+        let ended = std::mem::replace(&mut connected, false);
+        let wait = match Lost::of(&error) {
+            Lost::ByServer(DisconnectReason::SessionTakenOver) => {
+                let wait = takeover.map_or(MAX, |last| (last * 2).min(TAKEOVER_MAX));
+                takeover = Some(wait);
+                wait
+            }
+            _ => {
+                if ended {
+                    takeover = None;
+                }
+                let wait = pause;
+                pause = (pause * 2).min(MAX);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -584,4 +609,171 @@ pub fn attach_with(
     let (transport, feed) = Rumqttc::new(client, &config.client_id, acks);
     let (client, task) = leasedlock_tokio::attach(config, transport)?;
     Ok((client, feed, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasedlock::lock::NotDelivered;
+    use rumqttc::v5::mqttbytes::v5::{ConnAck, PubAck, SubAck};
+    use rumqttc::v5::MqttOptions;
+    use std::task::Waker;
+
+    /// A transport and its feed over a client whose event loop is never polled (kept, so that
+    /// rumqttc's queue stays open).
+    fn transport(acks: Acks) -> (Rumqttc, Feed, EventLoop) {
+        let (client, eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 8);
+        let (transport, feed) = Rumqttc::new(client, "t", acks);
+        (transport, feed, eventloop)
+    }
+
+    fn poll(t: &mut Rumqttc) -> Poll<Option<TransportEvent>> {
+        t.poll_event(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn request(correlation: &'static [u8]) -> Message {
+        Message {
+            topic: "statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke".into(),
+            payload: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+            qos: QoS::AtLeastOnce,
+            correlation_data: Some(Bytes::from_static(correlation)),
+            response_topic: None,
+            message_expiry: None,
+            content_type: None,
+            user_properties: Vec::new(),
+        }
+    }
+
+    fn puback(pkid: u16, reason: PubAckReason) -> Result<Event, ConnectionError> {
+        Ok(Event::Incoming(Packet::PubAck(PubAck {
+            pkid,
+            reason,
+            properties: None,
+        })))
+    }
+
+    #[test]
+    fn pubacks_are_matched_to_the_requests_by_their_packet_ids_in_order() {
+        let (mut t, feed, _eventloop) = transport(Acks::Matched);
+        t.publish(request(b"first"));
+        t.publish(request(b"second"));
+        assert_eq!(poll(&mut t), Poll::Pending, "both handed to rumqttc");
+        feed.handle(&Ok(Event::Outgoing(Outgoing::Publish(7))));
+        feed.handle(&Ok(Event::Outgoing(Outgoing::Publish(8))));
+        feed.handle(&puback(7, PubAckReason::Success));
+        feed.handle(&puback(8, PubAckReason::NoMatchingSubscribers));
+        assert_eq!(
+            poll(&mut t),
+            Poll::Ready(Some(TransportEvent::NotDelivered {
+                correlation_data: Bytes::from_static(b"second"),
+                reason: NotDelivered::NoSubscribers,
+            })),
+            "0x10: the state store is not up"
+        );
+        t.publish(request(b"third"));
+        assert_eq!(poll(&mut t), Poll::Pending);
+        feed.handle(&Ok(Event::Outgoing(Outgoing::Publish(9))));
+        feed.handle(&puback(9, PubAckReason::NotAuthorized));
+        assert!(matches!(
+            poll(&mut t),
+            Poll::Ready(Some(TransportEvent::NotDelivered {
+                reason: NotDelivered::Refused(_),
+                ..
+            }))
+        ));
+        // A PUBACK of a packet the lock did not send is the application's.
+        feed.handle(&puback(10, PubAckReason::NoMatchingSubscribers));
+        assert_eq!(poll(&mut t), Poll::Pending);
+    }
+
+    #[test]
+    fn subacks_grant_or_refuse_the_filters() {
+        let (mut t, feed, _eventloop) = transport(Acks::Matched);
+        t.subscribe("responses");
+        t.subscribe("notifications/+");
+        assert_eq!(poll(&mut t), Poll::Pending);
+        feed.handle(&Ok(Event::Outgoing(Outgoing::Subscribe(1))));
+        feed.handle(&Ok(Event::Outgoing(Outgoing::Subscribe(2))));
+        for (pkid, code) in [
+            (2, SubscribeReasonCode::NotAuthorized),
+            (1, SubscribeReasonCode::Success(RQoS::AtLeastOnce)),
+        ] {
+            feed.handle(&Ok(Event::Incoming(Packet::SubAck(SubAck {
+                pkid,
+                return_codes: vec![code],
+                properties: None,
+            }))));
+        }
+        let granted = |filter: &str, granted| {
+            Poll::Ready(Some(TransportEvent::Subscribed {
+                filter: filter.into(),
+                granted,
+            }))
+        };
+        assert_eq!(poll(&mut t), granted("notifications/+", false));
+        assert_eq!(poll(&mut t), granted("responses", true));
+    }
+
+    #[test]
+    fn trusted_acks_grant_at_once_and_map_no_puback() {
+        let (mut t, feed, _eventloop) = transport(Acks::Trusted);
+        t.subscribe("responses");
+        t.publish(request(b"first"));
+        let granted = TransportEvent::Subscribed {
+            filter: "responses".into(),
+            granted: true,
+        };
+        assert_eq!(poll(&mut t), Poll::Ready(Some(granted)));
+        feed.handle(&Ok(Event::Outgoing(Outgoing::Publish(1))));
+        feed.handle(&puback(1, PubAckReason::NoMatchingSubscribers));
+        assert_eq!(poll(&mut t), Poll::Pending);
+    }
+
+    #[test]
+    fn connection_changes_carry_their_cause() {
+        let (mut t, feed, _eventloop) = transport(Acks::Matched);
+        let connack = |code| {
+            Ok(Event::Incoming(Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+                properties: None,
+            })))
+        };
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        feed.handle(&Err(ConnectionError::Io(refused)));
+        feed.handle(&Err(ConnectionError::ConnectionRefused(
+            ConnectReturnCode::NotAuthorized,
+        )));
+        feed.handle(&connack(ConnectReturnCode::Success));
+        feed.handle(&Err(ConnectionError::MqttState(
+            StateError::ServerDisconnect {
+                reason_code: rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver,
+                reason_string: None,
+            },
+        )));
+        feed.handle(&connack(ConnectReturnCode::Success));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        feed.handle(&Err(ConnectionError::Io(reset)));
+        let expected = [
+            TransportEvent::Disconnected(Disconnection::Transport {
+                kind: std::io::ErrorKind::ConnectionRefused,
+                message: "refused".into(),
+            }),
+            TransportEvent::Disconnected(Disconnection::Refused(ConnectReason::NotAuthorized)),
+            TransportEvent::Connected {
+                session_present: false,
+            },
+            TransportEvent::Disconnected(Disconnection::TakenOver),
+            TransportEvent::Connected {
+                session_present: false,
+            },
+            // Up, an I/O error is the end of the connection, not a failed attempt.
+            TransportEvent::Disconnected(Disconnection::Ended(DisconnectCause::TransportClosed)),
+        ];
+        for event in expected {
+            assert_eq!(poll(&mut t), Poll::Ready(Some(event)));
+        }
+        drop(feed);
+        assert_eq!(poll(&mut t), Poll::Ready(None), "the feed is gone");
+    }
 }
