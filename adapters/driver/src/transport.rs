@@ -37,8 +37,9 @@ use std::task::{Context, Poll};
 /// which the driver calls after every round of commands. A request that never gets out is timed
 /// out by the engine.
 ///
-/// The crate's `tests` module shows a complete transport over the core's own sans-IO
-/// [`mqtt::Session`](leasedlock::mqtt::Session); `leasedlock-rumqttc` is one over rumqttc.
+/// `adapters/async-io/tests/transport.rs` in the repository is a recipe: a complete transport
+/// over the core's own sans-IO [`mqtt::Session`](leasedlock::mqtt::Session) on async-io, and the
+/// API run over it. `leasedlock-rumqttc` is one over rumqttc.
 pub trait Transport {
     /// Publish `message` with QoS 1.
     fn publish(&mut self, message: Message);
