@@ -11,8 +11,11 @@
 //!   one shared queue whose buffers are reused; each operation's events come back through one
 //!   small shared slot (its only allocation), and a [`Hold`] needs no task of its own: its
 //!   latest lease is always at hand and its renewals are coalesced;
-//! - the run loop: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
-//!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
+//! - the run loops: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
+//!   read/write, a timer), which reconnects with a capped exponential [`Backoff`] (and a longer
+//!   one after a session takeover, [`Disconnection::TakenOver`]); and an [`Attached`] future
+//!   ([`attach`]) that runs the same API over the application's own MQTT client, a
+//!   [`Transport`], needing only the runtime's [`Timers`];
 //! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
 //!   the rustls configuration of TLS to the broker ([`TlsConfig`]), and the clock reading [`now`].
 //! - observability: traces through `tracing` (and `log`), each operation in a span with its lock
