@@ -1,5 +1,6 @@
-//! The state around a [`Connection`]: commands from handles in, events routed out to the handle
-//! that started each operation.
+//! The state around the engine and what carries its messages (a [`Connection`] or a [`Bridge`]
+//! to a [`Transport`]): commands from handles in, events routed out to the handle that started
+//! each operation.
 
 use crate::engine::Engine;
 use crate::handle::{Change, Error};

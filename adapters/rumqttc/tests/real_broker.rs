@@ -15,7 +15,7 @@ mod scenarios;
 use adapter::leasedlock::lock::{Config, Options};
 use adapter::{Client, Settings};
 use leasedlock_testkit::{Broker, StoreEmulator};
-use rumqttc::v5::{AsyncClient, MqttOptions};
+use rumqttc::v5::MqttOptions;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 enum Rumqttc {}
 
 /// A rumqttc connection for `settings` (its broker address, client id and keep-alive) and the
-/// lock over it: the lock's handle, the lock's task and the event loop's task.
+/// lock of `config` over it: the lock's handle and the two tasks.
 fn over_rumqttc(settings: &Settings, config: Config) -> (Client, [JoinHandle<()>; 2]) {
     let mut options = MqttOptions::new(
         settings.lock.client_id.clone(),
@@ -32,10 +32,11 @@ fn over_rumqttc(settings: &Settings, config: Config) -> (Client, [JoinHandle<()>
     );
     options.set_keep_alive(settings.mqtt.keep_alive);
     options.set_clean_start(true);
-    let (mqtt, eventloop) = AsyncClient::new(options, 64);
-    let (client, feed, lock) = adapter::attach(config, mqtt).unwrap();
-    let events = tokio::spawn(adapter::run_event_loop(eventloop, feed));
-    (client, [lock, events])
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
+    let (client, _mqtt, tasks) = adapter::spawn(options, config).unwrap();
+    (client, tasks)
 }
 
 impl scenarios::Rt for Rumqttc {
