@@ -54,7 +54,10 @@ static NEXT_CLIENT: AtomicU32 = AtomicU32::new(0);
 
 impl Env {
     pub fn start(test: &'static str) -> Env {
-        let broker = Broker::start();
+        Env::with_broker(test, Broker::start())
+    }
+
+    fn with_broker(test: &'static str, broker: Broker) -> Env {
         let store = StoreEmulator::start(broker.addr());
         Env {
             port: broker.addr().port(),
@@ -777,6 +780,38 @@ pub async fn connection_state_follows_a_broker_restart<R: Rt>(env: Env) {
     drop(ta);
 }
 
+/// Two clients under one client id: each connection takes the session from the other
+/// (DISCONNECT 0x8E). The one taken over reports it as such, and the pair backs off instead of
+/// taking the session in turns: over a few seconds they connect a handful of times (a tight
+/// loop would connect every few tens of milliseconds, dozens of times). Over the test kit's
+/// embedded broker, which sends the DISCONNECT 0x8E as the AIO broker does; mosquitto 2.0
+/// closes the old connection without it.
+pub async fn a_session_takeover_is_reported_and_backs_off<R: Rt>(env: Env) {
+    let env = Env::with_broker(env.test, Broker::embedded());
+    let settings = env.settings("twin");
+    let (a, _ta) = R::connect(&settings);
+    within::<R, _>(a.connected()).await.unwrap();
+    let mut watch = a.connection_state();
+    let (b, _tb) = R::connect(&settings);
+    loop {
+        match within::<R, _>(watch.next()).await.expect("the driver runs") {
+            ConnectionState::Disconnected(Disconnection::TakenOver) => break,
+            ConnectionState::Disconnected(other) => panic!("not a takeover: {other:?}"),
+            _ => {}
+        }
+    }
+    assert!(a.stats().await.unwrap().takeovers >= 1);
+    // The window over which the connections are counted (the outcome is in the counts).
+    R::sleep(Duration::from_secs(3)).await;
+    let (sa, sb) = (a.stats().await.unwrap(), b.stats().await.unwrap());
+    let connections = sa.connections + sb.connections;
+    assert!(
+        connections <= 12,
+        "{connections} connections: a: {sa:?}, b: {sb:?}"
+    );
+    assert!(sa.takeovers + sb.takeovers >= 1);
+}
+
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
@@ -800,6 +835,29 @@ async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     })
     .await;
     (ra.unwrap(), rb.unwrap())
+}
+
+/// The parts of an [`Rt`] on tokio that do not depend on the adapter: a current-thread runtime
+/// per test, its sleep and its blocking pool. Expanded inside the `impl Rt`.
+#[macro_export]
+macro_rules! tokio_rt {
+    () => {
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        async fn sleep(d: std::time::Duration) {
+            tokio::time::sleep(d).await;
+        }
+
+        async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+            tokio::task::spawn_blocking(f).await.unwrap()
+        }
+    };
 }
 
 /// One `#[test]` per scenario, on runtime `$rt`.
@@ -826,6 +884,7 @@ macro_rules! scenarios {
             election_hands_over_and_reports_the_loss,
             stats_count_operations,
             connection_state_follows_a_broker_restart,
+            a_session_takeover_is_reported_and_backs_off,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {

@@ -72,6 +72,9 @@ pub fn settings(
             .clone()
             .or_else(|| env(var))
             .or_else(|| (!identity).then(made_up_client_id)),
+        // An id given on the command line is used as it is; one from the environment gets the
+        // driver's suffix, so that it never takes over the application's own session.
+        "LEASEDLOCK_CLIENT_ID_SUFFIX" if global.client_id.is_some() => Some(String::new()),
         // A command line lives for seconds: no session for the broker to keep.
         "AIO_MQTT_SESSION_EXPIRY" => env(var).or_else(|| Some("0".into())),
         "AIO_MQTT_CLEAN_START" => env(var).or_else(|| Some("true".into())),
@@ -195,7 +198,7 @@ mod tests {
     fn the_environment_alone() {
         let s = settings(&global(&[]), true, with_env(&AIO)).unwrap();
         assert_eq!((s.host.as_str(), s.port), ("aio-broker", 18883));
-        assert_eq!(s.lock.client_id, "pod-1");
+        assert_eq!(s.lock.client_id, "pod-1-leasedlock", "the driver's suffix");
         let tls = s.tls.expect("TLS by default, as the SDKs");
         assert_eq!(tls.ca_file.unwrap().to_str(), Some("/var/run/certs/ca.crt"));
         assert_eq!(s.mqtt.username.as_deref(), Some("env-user"));

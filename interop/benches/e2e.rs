@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Progress goes to stderr; the result table (markdown) to stdout. Knobs (environment):
-//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale`), `E2E_GETS` (2000),
+//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale,rumqttc`), `E2E_GETS` (2000),
 //! `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8), `E2E_SECONDS` (10),
 //! `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT` (100: first
 //! acquisitions in flight at once in the scale test), `E2E_CONTENDED_JITTER_US` (3000: the tuned
@@ -27,6 +27,7 @@ use leasedlock_interop::leasedlock_tokio::{self, Client, Hold, Settings};
 use leasedlock_interop::sdk::state_store::SetOptions;
 use leasedlock_interop::{within, Env, Sdk, SDK_REQUEST_TIMEOUT as T, WAIT};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -374,6 +375,50 @@ async fn run(env: &Env, k: &Knobs) -> String {
             "",
         );
     }
+    // (6) The same lock over the application's rumqttc connection (leasedlock-rumqttc) beside
+    // its own connection, measured alternately.
+    if k.wants("rumqttc") {
+        eprintln!(
+            "rumqttc: {} GETs, {:?} of cycles, {} handoff rounds each",
+            k.gets, k.uncontended, k.rounds
+        );
+        let own = env.ours("rumqttc-own");
+        let (over, _tasks) = over_rumqttc(&env.settings("rumqttc-over"));
+        let (o, r) = alternate(
+            k.gets,
+            || async {
+                own.client
+                    .holder("floor", Options::default())
+                    .await
+                    .unwrap();
+            },
+            || async {
+                over.holder("floor", Options::default()).await.unwrap();
+            },
+        )
+        .await;
+        pair_row(&mut out, "GET round trip p50 / p99", &o, &r);
+        let (mut oc, mut rc) = (Cycles::default(), Cycles::default());
+        for _ in 0..4 {
+            cycles_ours(env, &own.client, "cycles-own", k.uncontended / 4, &mut oc).await;
+            cycles_ours(env, &over, "cycles-rumqttc", k.uncontended / 4, &mut rc).await;
+        }
+        row(
+            &mut out,
+            "6",
+            "uncontended acquire + release, cycles/s: own connection; over rumqttc",
+            &format!("{:.0}; {:.0}", oc.per_sec(), rc.per_sec()),
+            "",
+            &format!("rumqttc / own: {:.2}×", rc.per_sec() / oc.per_sec()),
+        );
+        let holder = env.ours("rumqttc-own-holder");
+        let waiter = env.ours_with(&tuned(env, "rumqttc-own-waiter", Duration::ZERO));
+        let o = handoff_ours(env, &holder.client, &waiter.client, "handoff-own", k.rounds).await;
+        let (r_holder, _h) = over_rumqttc(&env.settings("rumqttc-holder"));
+        let (r_waiter, _w) = over_rumqttc(&tuned(env, "rumqttc-waiter", Duration::ZERO));
+        let r = handoff_ours(env, &r_holder, &r_waiter, "handoff-rumqttc", k.rounds).await;
+        pair_row(&mut out, "handoff p50 / p99 (jitter 0)", &o, &r);
+    }
     sdk.close().await;
     let _ = writeln!(out, "\nRT = {} (one GET round trip).", ms(rt));
     out
@@ -382,6 +427,27 @@ async fn run(env: &Env, k: &Knobs) -> String {
 fn row(out: &mut String, n: &str, what: &str, ours: &str, sdk: &str, ratio: &str) {
     let _ = writeln!(out, "| {n} | {what} | {ours} | {sdk} | {ratio} |");
     eprintln!("  {what}: ours {ours}; sdk {sdk}; {ratio}");
+}
+
+/// A row of section 6: latencies over the own connection and over rumqttc.
+fn pair_row(out: &mut String, what: &str, own: &Latencies, over: &Latencies) {
+    row(
+        out,
+        "6",
+        &format!("{what}: own connection; over rumqttc"),
+        &format!(
+            "{} / {}; {} / {}",
+            ms(own.p50),
+            ms(own.p99),
+            ms(over.p50),
+            ms(over.p99)
+        ),
+        "",
+        &format!(
+            "rumqttc / own: {:.2}×",
+            over.p50.as_secs_f64() / own.p50.as_secs_f64()
+        ),
+    );
 }
 
 fn ms(d: Duration) -> String {
@@ -395,6 +461,19 @@ fn mib(kib: u64) -> String {
 /// How many times better ours is when smaller is better.
 fn ratio(sdk: f64, ours: f64) -> String {
     format!("{:.2}× better", sdk / ours)
+}
+
+/// The lock of `settings` over a rumqttc connection of the same client id and broker (TCP_NODELAY
+/// on, as ours): its handle and tasks.
+fn over_rumqttc(settings: &Settings) -> (Client, [tokio::task::JoinHandle<()>; 2]) {
+    let id = settings.lock.client_id.clone();
+    let mut options = rumqttc::v5::MqttOptions::new(id, settings.host.clone(), settings.port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
+    let (client, _mqtt, tasks) = leasedlock_rumqttc::spawn(options, settings.lock.clone()).unwrap();
+    (client, tasks)
 }
 
 // ----- statistics ---------------------------------------------------------------------------
@@ -417,21 +496,39 @@ fn latencies(mut v: Vec<Duration>) -> Latencies {
 // ----- (1) floor ------------------------------------------------------------------------------
 
 async fn floor(ours: &Client, sdk: &Sdk, n: usize) -> (Latencies, Latencies) {
-    let (mut o, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    // Warm both paths up, then alternate so that both see the same machine.
+    alternate(
+        n,
+        || async {
+            ours.holder("floor", Options::default()).await.unwrap();
+        },
+        || async {
+            sdk.store.get(b"floor".to_vec(), T).await.unwrap();
+        },
+    )
+    .await
+}
+
+/// The latencies of `a` and of `b`, each run `n` times, alternately (after 100 of each to warm
+/// both paths up), so that both see the same machine.
+async fn alternate<A: Future<Output = ()>, B: Future<Output = ()>>(
+    n: usize,
+    mut a: impl FnMut() -> A,
+    mut b: impl FnMut() -> B,
+) -> (Latencies, Latencies) {
     for _ in 0..100 {
-        ours.holder("floor", Options::default()).await.unwrap();
-        sdk.store.get(b"floor".to_vec(), T).await.unwrap();
+        a().await;
+        b().await;
     }
+    let (mut la, mut lb) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let t = Instant::now();
-        ours.holder("floor", Options::default()).await.unwrap();
-        o.push(t.elapsed());
+        a().await;
+        la.push(t.elapsed());
         let t = Instant::now();
-        sdk.store.get(b"floor".to_vec(), T).await.unwrap();
-        s.push(t.elapsed());
+        b().await;
+        lb.push(t.elapsed());
     }
-    (latencies(o), latencies(s))
+    (latencies(la), latencies(lb))
 }
 
 // ----- (2) uncontended ------------------------------------------------------------------------
@@ -462,20 +559,7 @@ async fn uncontended(env: &Env, ours: &Client, sdk: &Sdk, total: Duration) -> (C
     let lease = sdk.lease("uncontended-sdk");
     let slice = total / 4;
     for _ in 0..4 {
-        let (r0, t0) = (env.requests(), Instant::now());
-        while t0.elapsed() < slice {
-            let t = Instant::now();
-            let won = ours.try_acquire("uncontended-ours", LEASE, Options::default());
-            assert!(won.await.unwrap().is_some());
-            let between = Instant::now();
-            let released = ours.release("uncontended-ours", Options::default());
-            assert!(released.await.unwrap());
-            o.acquire.push(between - t);
-            o.release.push(between.elapsed());
-            o.cycles += 1;
-        }
-        o.elapsed += t0.elapsed();
-        o.requests += env.requests() - r0;
+        cycles_ours(env, ours, "uncontended-ours", slice, &mut o).await;
         let (r0, t0) = (env.requests(), Instant::now());
         while t0.elapsed() < slice {
             let t = Instant::now();
@@ -490,6 +574,24 @@ async fn uncontended(env: &Env, ours: &Client, sdk: &Sdk, total: Duration) -> (C
         s.requests += env.requests() - r0;
     }
     (o, s)
+}
+
+/// try_acquire + release cycles of `lock` by `ours` for `slice`, counted into `c`.
+async fn cycles_ours(env: &Env, ours: &Client, lock: &str, slice: Duration, c: &mut Cycles) {
+    let (r0, t0) = (env.requests(), Instant::now());
+    while t0.elapsed() < slice {
+        let t = Instant::now();
+        let won = ours.try_acquire(lock, LEASE, Options::default());
+        assert!(won.await.unwrap().is_some());
+        let between = Instant::now();
+        let released = ours.release(lock, Options::default());
+        assert!(released.await.unwrap());
+        c.acquire.push(between - t);
+        c.release.push(between.elapsed());
+        c.cycles += 1;
+    }
+    c.elapsed += t0.elapsed();
+    c.requests += env.requests() - r0;
 }
 
 // ----- (3) handoff ----------------------------------------------------------------------------

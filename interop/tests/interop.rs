@@ -70,7 +70,10 @@ async fn ours_holds_then_the_sdk_waits_for_our_release() {
         ours_lease.token
     );
     let holder = ours.client.holder("L", Options::default()).await.unwrap();
-    assert!(holder.is_some_and(|h| h.is(&theirs.id, None)), "the SDK holds");
+    assert!(
+        holder.is_some_and(|h| h.is(&theirs.id, None)),
+        "the SDK holds"
+    );
 
     sdk_lock.unlock(T).await.unwrap();
     assert_eq!(
@@ -98,7 +101,10 @@ async fn sdk_holds_then_ours_waits_for_their_release() {
         Ok(None)
     );
     let holder = ours.client.holder("L", Options::default()).await.unwrap();
-    assert!(holder.is_some_and(|h| h.is(&theirs.id, None)), "the SDK holds");
+    assert!(
+        holder.is_some_and(|h| h.is(&theirs.id, None)),
+        "the SDK holds"
+    );
 
     // Our acquire waits: it registers KEYNOTIFY, then its SET is refused.
     let before = env.requests();

@@ -2,7 +2,7 @@
 //! and the lock clients, nothing more.
 //!
 //! Supported: CONNECT (any client id; an empty one gets an assigned id; a second connection with
-//! the same id takes over), SUBSCRIBE/UNSUBSCRIBE with `+` and `#` wildcards and the No Local
+//! the same id takes over, with DISCONNECT 0x8E to the old one), SUBSCRIBE/UNSUBSCRIBE with `+` and `#` wildcards and the No Local
 //! option, QoS 0 and QoS 1 PUBLISH (forwarded with their property block untouched, at the lower of
 //! the publish and subscription QoS, once per client), PUBACK, PINGREQ, DISCONNECT, keep-alive
 //! (1.5 × the client's interval). Not supported: QoS 2 (the connection is closed), retained
@@ -211,7 +211,9 @@ fn handle_packets(id: u64, stream: &mut TcpStream, shared: &Shared) -> io::Resul
                     );
                     route(shared, None, ERROR_LOG_TOPIC, 0, &[], line.as_bytes());
                 }
+                // As the AIO broker does: DISCONNECT 0x8E (session taken over), then close.
                 for c in old {
+                    let _ = send(&c.writer, 0xE0, &[0x8E, 0x00]);
                     let _ = lock(&c.writer).shutdown(Shutdown::Both);
                 }
                 let mut props = Vec::new();

@@ -1,5 +1,5 @@
 //! Smoke tests of the runnable examples: `examples/blocking.rs` (root crate) and
-//! `adapters/tokio/examples/rumqttc.rs` against a broker and the emulator (`--broker`), and
+//! `adapters/rumqttc/examples/rumqttc.rs` against a broker and the emulator (`--broker`), and
 //! `examples/demo.rs` in its zero-setup form (embedded broker and emulator in-process).
 //!
 //! Each example is built by a nested `cargo build --example NAME -p PACKAGE` (a no-op when
@@ -75,7 +75,7 @@ fn blocking_example_succeeds() {
 
 #[test]
 fn rumqttc_example_succeeds() {
-    let stdout = run_example("leasedlock-tokio", "rumqttc");
+    let stdout = run_example("leasedlock-rumqttc", "rumqttc");
     assert!(stdout.contains("acquired, fencing token"), "{stdout}");
     assert!(stdout.contains("counter written"), "{stdout}");
 }

@@ -93,9 +93,24 @@ async fn tcp(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
     Err(last)
 }
 
+impl leasedlock_driver::Timers for AsyncIo {
+    type Timer = Timer;
+
+    fn timer(at: Instant) -> Timer {
+        Timer::at(at)
+    }
+
+    fn reset_timer(timer: &mut Timer, at: Instant) {
+        timer.set_at(at);
+    }
+
+    fn poll_timer(timer: &mut Timer, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(timer).poll(cx).map(|_| ())
+    }
+}
+
 impl leasedlock_driver::Runtime for AsyncIo {
     type Stream = Stream;
-    type Timer = Timer;
 
     fn connect(target: &Target) -> ConnectFuture<Stream> {
         let target = target.clone();
@@ -129,18 +144,6 @@ impl leasedlock_driver::Runtime for AsyncIo {
 
     fn poll_flush(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         stream.io().poll_flush(cx)
-    }
-
-    fn timer(at: Instant) -> Timer {
-        Timer::at(at)
-    }
-
-    fn reset_timer(timer: &mut Timer, at: Instant) {
-        timer.set_at(at);
-    }
-
-    fn poll_timer(timer: &mut Timer, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(timer).poll(cx).map(|_| ())
     }
 }
 

@@ -1,22 +1,26 @@
-//! The state around a [`Connection`]: commands from handles in, events routed out to the handle
-//! that started each operation.
+//! The state around the engine and what carries its messages (a [`Connection`] or a [`Bridge`]
+//! to a [`Transport`]): commands from handles in, events routed out to the handle that started
+//! each operation.
 
+use crate::engine::Engine;
 use crate::handle::{Change, Error};
 use crate::settings::{Backoff, Settings};
 use crate::slot::{Sink, Slot};
 use crate::state::{ConnectionState, Disconnection, Publisher};
 use crate::stats::{Kind, Outcome, Stats};
+use crate::transport::{Bridge, Transport, TransportEvent};
 use futures_channel::{mpsc, oneshot};
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event as ConnEvent};
 use leasedlock::lock::{
     self, ConfigError, EditAction, Event, Intent, IntentError, LockId, OpError, OpId, Options,
 };
-use leasedlock::mqtt::{AuthError, DisconnectCause};
+use leasedlock::mqtt::{AuthError, DisconnectCause, DisconnectReason};
 use leasedlock::Now;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, trace, warn};
 
@@ -77,7 +81,7 @@ impl fmt::Display for Shown<'_> {
 }
 
 /// The name of `lock` as the engine knows it.
-fn name_of(conn: &Connection, lock: LockId) -> Shown<'_> {
+fn name_of<C: Engine>(conn: &C, lock: LockId) -> Shown<'_> {
     Shown(conn.engine().lock_name(lock).map_or(&[], |name| &name[..]))
 }
 
@@ -127,17 +131,51 @@ struct Route {
     span: tracing::Span,
 }
 
-/// The actor: owns the [`Connection`], the routes of live operations (the actor's side of each
-/// operation's [`Slot`], by the engine's id) and the observers.
+/// When the driver connects again: the backoff of failed attempts, reset by every accepted
+/// connection, and the longer one after session takeovers. A takeover means that another client
+/// uses our client id; reconnecting at once would take the session back and start a ping-pong,
+/// so after a takeover the delay grows with every takeover in a row (from
+/// [`Settings::reconnect_max`] up to [`Settings::takeover_backoff_max`]) and an accepted
+/// connection does not reset it: only a connection that ends some other way does.
+struct Reconnect {
+    backoff: Backoff,
+    takeover: Backoff,
+    /// The last connection was taken over.
+    taken_over: bool,
+}
+
+impl Reconnect {
+    fn next_delay(&mut self) -> Duration {
+        if self.taken_over {
+            self.takeover.next_delay()
+        } else {
+            self.backoff.next_delay()
+        }
+    }
+
+    /// A connection ended; `taken_over` by a session takeover.
+    fn ended(&mut self, taken_over: bool) {
+        self.taken_over = taken_over;
+        if !taken_over {
+            self.takeover.reset();
+        }
+    }
+}
+
+/// The actor: owns the engine and what carries its messages (`C`: the driver's own
+/// [`Connection`], or a [`Bridge`] to the application's MQTT client), the routes of live
+/// operations (the actor's side of each operation's [`Slot`], by the engine's id) and the
+/// observers.
 ///
-/// A runtime adapter feeds it commands, bytes, timeouts and transport changes, writes what
-/// [`Actor::poll_transmit`] returns and sleeps until [`Actor::poll_timeout`]. Every event of the
-/// connection is routed as soon as it is produced.
-pub(crate) struct Actor {
-    conn: Connection,
+/// A driver feeds it commands, bytes (or transport reports), timeouts and transport changes,
+/// writes what [`Actor::poll_transmit`] returns and sleeps until [`Actor::poll_timeout`]. Every
+/// event of the connection is routed as soon as it is produced.
+pub(crate) struct Actor<C = Connection> {
+    conn: C,
     ops: BTreeMap<OpId, Route>,
     observers: BTreeMap<LockId, Vec<(Ticket, ObserveSink)>>,
-    backoff: Backoff,
+    /// When the driver connects again; `None` over a transport, whose client reconnects itself.
+    reconnect: Option<Reconnect>,
     session_ended: bool,
     connected: bool,
     /// Handles waiting for the outcome of a connection attempt.
@@ -155,7 +193,7 @@ pub(crate) struct Actor {
     now: Instant,
 }
 
-impl std::fmt::Debug for Actor {
+impl<C> std::fmt::Debug for Actor<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Actor")
             .field("operations", &self.ops.len())
@@ -165,7 +203,27 @@ impl std::fmt::Debug for Actor {
     }
 }
 
-impl Actor {
+impl<C: Engine> Actor<C> {
+    /// An actor over `conn`, not connected.
+    fn with(conn: C, reconnect: Option<Reconnect>, now: Now, state: Publisher) -> Actor<C> {
+        Actor {
+            conn,
+            ops: BTreeMap::new(),
+            observers: BTreeMap::new(),
+            reconnect,
+            session_ended: false,
+            connected: false,
+            watchers: Vec::new(),
+            state,
+            outage: None,
+            stats: Stats::default(),
+            seen: lock::Stats::default(),
+            now: now.instant,
+        }
+    }
+}
+
+impl Actor<Connection> {
     /// An actor for these settings, not connected.
     pub(crate) fn new(
         settings: &Settings,
@@ -178,29 +236,28 @@ impl Actor {
             now,
             settings.seed,
         )?;
-        Ok(Actor {
-            conn,
-            ops: BTreeMap::new(),
-            observers: BTreeMap::new(),
+        let reconnect = Reconnect {
             backoff: Backoff::new(
                 settings.reconnect_min,
                 settings.reconnect_max,
                 settings.seed.rotate_left(17),
             ),
-            session_ended: false,
-            connected: false,
-            watchers: Vec::new(),
-            state,
-            outage: None,
-            stats: Stats::default(),
-            seen: lock::Stats::default(),
-            now: now.instant,
-        })
+            takeover: Backoff::new(
+                settings.reconnect_max,
+                settings.takeover_backoff_max,
+                settings.seed.rotate_left(29),
+            ),
+            taken_over: false,
+        };
+        Ok(Actor::with(conn, Some(reconnect), now, state))
     }
 
-    /// Whether the broker has accepted the current connection.
-    pub(crate) fn is_connected(&self) -> bool {
-        self.connected
+    /// The delay before the next connection attempt: after a session takeover, the takeover
+    /// backoff's; otherwise the reconnect backoff's.
+    pub(crate) fn next_backoff(&mut self) -> Duration {
+        self.reconnect
+            .as_mut()
+            .map_or(Duration::ZERO, Reconnect::next_delay)
     }
 
     /// A connection attempt starts: the transport is being opened.
@@ -225,19 +282,104 @@ impl Actor {
         self.route();
     }
 
-    /// A deadline may have passed.
-    pub(crate) fn handle_timeout(&mut self, now: Now) {
-        self.now = now.instant;
-        self.conn.handle_timeout(now);
-        self.route();
-    }
-
     /// The transport broke or was closed by us.
     pub(crate) fn transport_closed(&mut self, now: Now) {
         self.now = now.instant;
         self.conn.handle_transport_closed(now);
         self.route();
         self.session_ended = false;
+    }
+
+    /// New authentication data (a rotated token): see
+    /// [`Connection::reauthenticate`](leasedlock::connection::Connection::reauthenticate).
+    pub(crate) fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
+        self.now = now.instant;
+        let result = self.conn.reauthenticate(now, data);
+        match &result {
+            Ok(true) => debug!("re-authenticating with a new token"),
+            Ok(false) => debug!("a new token, kept for the next CONNECT"),
+            Err(error) => debug!(%error, "a new token, not sent yet"),
+        }
+        self.route();
+        result
+    }
+
+    /// Send DISCONNECT.
+    pub(crate) fn disconnect(&mut self, now: Now) {
+        self.now = now.instant;
+        info!("every handle is gone: disconnecting");
+        self.conn.disconnect(now);
+        self.route();
+    }
+
+    /// Whether the MQTT session ended the connection by itself (keep-alive timeout, refused
+    /// CONNACK, DISCONNECT from the broker): the transport should be closed and a new one opened.
+    pub(crate) fn session_ended(&self) -> bool {
+        self.session_ended
+    }
+
+    /// Bytes to write to the transport, in order.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+        let bytes = self.conn.poll_transmit();
+        self.route();
+        bytes
+    }
+}
+
+impl<T: Transport> Actor<Bridge<T>> {
+    /// An actor over the application's MQTT client, not connected (until the transport reports
+    /// a connection).
+    pub(crate) fn attached(engine: lock::Client, transport: T, now: Now, state: Publisher) -> Self {
+        Actor::with(Bridge::new(engine, transport), None, now, state)
+    }
+
+    /// Handles what the transport reports until it has nothing more; `None` once it is gone for
+    /// good, else whether anything moved.
+    pub(crate) fn poll_transport(&mut self, cx: &mut Context<'_>) -> Option<bool> {
+        let mut moved = false;
+        loop {
+            match self.conn.transport.poll_event(cx) {
+                Poll::Ready(Some(event)) => {
+                    self.handle_link(crate::clock::now(), event);
+                    moved = true;
+                }
+                Poll::Ready(None) => return None,
+                Poll::Pending => return Some(moved),
+            }
+        }
+    }
+
+    /// Ready once the transport has every publish handed to it.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.conn.transport.poll_flush(cx)
+    }
+
+    /// A report of the transport. A transport error while not connected is a failed attempt.
+    fn handle_link(&mut self, now: Now, event: TransportEvent) {
+        self.now = now.instant;
+        match event {
+            TransportEvent::Disconnected(Disconnection::Transport { kind, message })
+                if !self.connected =>
+            {
+                self.connect_failed(&std::io::Error::new(kind, message));
+            }
+            event => self.conn.handle(now, event),
+        }
+        self.route();
+    }
+}
+
+impl<C: Engine> Actor<C> {
+    /// Whether the broker has accepted the current connection.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// A deadline may have passed.
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
+        self.now = now.instant;
+        self.conn.handle_timeout(now);
+        self.route();
     }
 
     /// The transport could not be opened (TCP or TLS).
@@ -259,50 +401,10 @@ impl Actor {
         self.outage.get_or_insert((cause, failures));
     }
 
-    /// New authentication data (a rotated token): see
-    /// [`Connection::reauthenticate`](leasedlock::connection::Connection::reauthenticate).
-    pub(crate) fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
-        self.now = now.instant;
-        let result = self.conn.reauthenticate(now, data);
-        match &result {
-            Ok(true) => debug!("re-authenticating with a new token"),
-            Ok(false) => debug!("a new token, kept for the next CONNECT"),
-            Err(error) => debug!(%error, "a new token, not sent yet"),
-        }
-        self.route();
-        result
-    }
-
     fn notify_watchers(&mut self, outcome: Result<(), Error>) {
         for watcher in self.watchers.drain(..) {
             let _ = watcher.send(outcome.clone());
         }
-    }
-
-    /// Send DISCONNECT.
-    pub(crate) fn disconnect(&mut self, now: Now) {
-        self.now = now.instant;
-        info!("every handle is gone: disconnecting");
-        self.conn.disconnect(now);
-        self.route();
-    }
-
-    /// Whether the MQTT session ended the connection by itself (keep-alive timeout, refused
-    /// CONNACK, DISCONNECT from the broker): the transport should be closed and a new one opened.
-    pub(crate) fn session_ended(&self) -> bool {
-        self.session_ended
-    }
-
-    /// The delay before the next connection attempt.
-    pub(crate) fn next_backoff(&mut self) -> Duration {
-        self.backoff.next_delay()
-    }
-
-    /// Bytes to write to the transport, in order.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
-        let bytes = self.conn.poll_transmit();
-        self.route();
-        bytes
     }
 
     /// When [`Actor::handle_timeout`] should be called next.
@@ -445,7 +547,9 @@ impl Actor {
                         _ => info!(session_present, "connected to the broker"),
                     }
                     self.state.set(ConnectionState::Connected);
-                    self.backoff.reset();
+                    if let Some(reconnect) = &mut self.reconnect {
+                        reconnect.backoff.reset();
+                    }
                     self.notify_watchers(Ok(()));
                 }
                 ConnEvent::ConnectFailed(reason) => {
@@ -457,11 +561,25 @@ impl Actor {
                     self.notify_watchers(Err(Error::Refused(reason)));
                 }
                 ConnEvent::Disconnected(cause) => {
+                    let taken_over =
+                        cause == DisconnectCause::ByServer(DisconnectReason::SessionTakenOver);
+                    if let Some(reconnect) = &mut self.reconnect {
+                        reconnect.ended(taken_over);
+                    }
+                    if taken_over {
+                        self.stats.takeovers += 1;
+                        warn!(
+                            takeovers = self.stats.takeovers,
+                            "the broker gave this client id's session to another connection \
+                             (DISCONNECT 0x8E): another client uses the same client id; \
+                             reconnecting after the takeover backoff"
+                        );
+                    }
                     if self.connected {
                         self.stats.disconnects += 1;
                         if cause == DisconnectCause::ByClient {
                             info!("disconnected");
-                        } else {
+                        } else if !taken_over {
                             warn!(?cause, "the connection to the broker ended");
                         }
                     } else {
@@ -469,7 +587,11 @@ impl Actor {
                         warn!(?cause, "the connection ended before the broker accepted it");
                         self.notify_watchers(Err(Error::NotAccepted(cause.clone())));
                     }
-                    self.no_connection(Disconnection::Ended(cause));
+                    self.no_connection(if taken_over {
+                        Disconnection::TakenOver
+                    } else {
+                        Disconnection::Ended(cause)
+                    });
                     self.connected = false;
                     self.session_ended = true;
                 }
@@ -602,7 +724,7 @@ fn record(stats: &mut Stats, route: &mut Route, event: &Event, now: Instant) {
 
 /// Traces `event` in its operation's span (before it is counted: `route` still has the previous
 /// lease), at a level that fits how often it happens and whether an operator must look.
-fn trace_event(route: &Route, event: &Event, conn: &Connection, now: Instant) {
+fn trace_event<C: Engine>(route: &Route, event: &Event, conn: &C, now: Instant) {
     let span = &route.span;
     let op = route.kind.name();
     match event {

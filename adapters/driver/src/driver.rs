@@ -1,14 +1,19 @@
-//! The run loop, written once: a [`Driver`] future that owns the actor and a
-//! transport provided by a [`Runtime`].
+//! The run loops: a [`Driver`] future that owns the actor and a transport provided by a
+//! [`Runtime`], and an [`Attached`] future that runs the actor over the application's MQTT
+//! client, a [`Transport`].
 
 use crate::actor::{Actor, Command};
 use crate::clock::now;
+use crate::engine::Engine;
 use crate::handle::Client;
 use crate::mailbox::{mailbox, Receiver};
+use crate::settings::seed_for;
 use crate::settings::Settings;
 use crate::tls::{TlsConfig, TlsError};
+use crate::transport::{Bridge, Transport};
 use leasedlock::bytes::Bytes;
-use leasedlock::lock::ConfigError;
+use leasedlock::connection::Connection;
+use leasedlock::lock::{self, ConfigError};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -43,14 +48,25 @@ pub enum SetupError {
     Tls(#[from] TlsError),
 }
 
-/// What a runtime adapter provides: a TCP connector (with TCP_NODELAY set) that adds TLS when
-/// the [`Target`] asks for it, poll-based reads, writes and flushes, and a resettable timer. No
-/// protocol logic belongs here.
-pub trait Runtime: 'static {
-    /// A connected byte stream: plain TCP or TLS over TCP.
-    type Stream: Send + Unpin + 'static;
+/// A runtime's timers: all a driver over an application's [`Transport`] needs of its runtime.
+pub trait Timers: 'static {
     /// A timer that fires at an instant and can be moved.
     type Timer: Send + Unpin + 'static;
+
+    /// A timer firing at `at`.
+    fn timer(at: Instant) -> Self::Timer;
+    /// Move the timer to fire at `at`.
+    fn reset_timer(timer: &mut Self::Timer, at: Instant);
+    /// Ready once the timer's instant has passed.
+    fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// What a runtime adapter provides for the driver's own connection: a TCP connector (with
+/// TCP_NODELAY set) that adds TLS when the [`Target`] asks for it, poll-based reads, writes and
+/// flushes, and (through [`Timers`]) a resettable timer. No protocol logic belongs here.
+pub trait Runtime: Timers {
+    /// A connected byte stream: plain TCP or TLS over TCP.
+    type Stream: Send + Unpin + 'static;
 
     /// Open a stream to the broker (TCP_NODELAY set) and complete the TLS handshake if
     /// `target.tls` is set.
@@ -69,15 +85,10 @@ pub trait Runtime: 'static {
     ) -> Poll<io::Result<usize>>;
     /// Push out what the stream buffered (TLS records).
     fn poll_flush(stream: &mut Self::Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// A timer firing at `at`.
-    fn timer(at: Instant) -> Self::Timer;
-    /// Move the timer to fire at `at`.
-    fn reset_timer(timer: &mut Self::Timer, at: Instant);
-    /// Ready once the timer's instant has passed.
-    fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()>;
 }
 
-enum Transport<S> {
+/// The driver's own transport to the broker.
+enum Link<S> {
     /// Waiting until `retry_at` to connect.
     Idle {
         retry_at: Instant,
@@ -99,17 +110,10 @@ enum Transport<S> {
 /// dropped, after sending DISCONNECT. Dropping it kills the connection without releasing
 /// anything (leases then expire at the store).
 pub struct Driver<R: Runtime> {
-    actor: Actor,
-    commands: Receiver,
-    /// The commands taken from the queue at once, being handled (its buffer is reused).
-    batch: VecDeque<Command>,
-    transport: Transport<R::Stream>,
+    run: Run<R, Connection>,
+    transport: Link<R::Stream>,
     target: Target,
-    timer: Option<(R::Timer, Instant)>,
     sat: Option<SatWatch<R::Timer>>,
-    /// The last engine deadline handled, and when: never spin on a deadline the engine keeps.
-    fired: Option<(Instant, Instant)>,
-    closing: bool,
     read_buf: Box<[u8]>,
     /// The connection's span (client id and broker), entered while the driver runs.
     span: tracing::Span,
@@ -118,11 +122,11 @@ pub struct Driver<R: Runtime> {
 impl<R: Runtime> std::fmt::Debug for Driver<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("actor", &self.actor)
+            .field("actor", &self.run.actor)
             .field("host", &self.target.host)
             .field("port", &self.target.port)
             .field("tls", &self.target.tls.is_some())
-            .field("closing", &self.closing)
+            .field("closing", &self.run.closing)
             .finish_non_exhaustive()
     }
 }
@@ -163,10 +167,8 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
         port = settings.port,
     );
     let driver = Driver {
-        actor,
-        commands,
-        batch: VecDeque::new(),
-        transport: Transport::Idle {
+        run: Run::new(actor, commands),
+        transport: Link::Idle {
             retry_at: now().instant,
         },
         target: Target {
@@ -174,10 +176,7 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
             port: settings.port,
             tls,
         },
-        timer: None,
         sat,
-        fired: None,
-        closing: false,
         read_buf: vec![0; 64 * 1024].into_boxed_slice(),
         span,
     };
@@ -187,7 +186,7 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
 impl<R: Runtime> Driver<R> {
     /// Whether the broker has accepted the current connection.
     pub fn is_connected(&self) -> bool {
-        self.actor.is_connected()
+        self.run.actor.is_connected()
     }
 
     /// One round over commands, transport and timer; `true` when anything moved.
@@ -230,57 +229,43 @@ impl<R: Runtime> Driver<R> {
             return;
         }
         if sat.token.as_ref() != Some(&token)
-            && self.actor.reauthenticate(now(), token.clone()).is_ok()
+            && self.run.actor.reauthenticate(now(), token.clone()).is_ok()
         {
             sat.token = Some(token);
         }
     }
 
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut moved = false;
-        while !self.closing {
-            match self.commands.poll_drain(cx, &mut self.batch) {
-                Poll::Ready(true) => {
-                    for command in self.batch.drain(..) {
-                        self.actor.handle_command(now(), command);
-                    }
-                    // Swapped with the queue at the next drain: a burst's capacity goes back.
-                    if self.batch.capacity() > 1024 {
-                        self.batch.shrink_to(64);
-                    }
-                    moved = true;
+        match self.run.poll_commands(cx) {
+            Commands::Idle => false,
+            Commands::Handled => true,
+            Commands::AllGone => {
+                // Every handle is gone: say goodbye and stop.
+                if matches!(self.transport, Link::Up { .. }) && self.run.actor.is_connected() {
+                    self.run.actor.disconnect(now());
+                } else {
+                    self.transport = Link::Closed;
                 }
-                Poll::Ready(false) => {
-                    // Every handle is gone: say goodbye and stop.
-                    self.closing = true;
-                    moved = true;
-                    if matches!(self.transport, Transport::Up { .. }) && self.actor.is_connected() {
-                        self.actor.disconnect(now());
-                    } else {
-                        self.transport = Transport::Closed;
-                    }
-                }
-                Poll::Pending => break,
+                true
             }
         }
-        moved
     }
 
     fn poll_transport(&mut self, cx: &mut Context<'_>) -> bool {
         match &mut self.transport {
-            Transport::Closed => false,
-            Transport::Idle { retry_at } => {
+            Link::Closed => false,
+            Link::Idle { retry_at } => {
                 if now().instant < *retry_at {
                     return false;
                 }
-                self.actor.connecting();
-                self.transport = Transport::Connecting(R::connect(&self.target));
+                self.run.actor.connecting();
+                self.transport = Link::Connecting(R::connect(&self.target));
                 true
             }
-            Transport::Connecting(connecting) => match connecting.as_mut().poll(cx) {
+            Link::Connecting(connecting) => match connecting.as_mut().poll(cx) {
                 Poll::Pending => false,
                 Poll::Ready(Ok(stream)) => {
-                    self.transport = Transport::Up {
+                    self.transport = Link::Up {
                         stream,
                         out: VecDeque::new(),
                         written: 0,
@@ -288,16 +273,16 @@ impl<R: Runtime> Driver<R> {
                     };
                     // The CONNECT carries the token as the file holds it now.
                     self.refresh_token();
-                    self.actor.connect(now());
+                    self.run.actor.connect(now());
                     true
                 }
                 Poll::Ready(Err(e)) => {
-                    self.actor.connect_failed(&e);
+                    self.run.actor.connect_failed(&e);
                     self.retry_later();
                     true
                 }
             },
-            Transport::Up {
+            Link::Up {
                 stream,
                 out,
                 written,
@@ -312,13 +297,13 @@ impl<R: Runtime> Driver<R> {
                             break;
                         }
                         Poll::Ready(Ok(n)) => {
-                            self.actor.handle_bytes(now(), &self.read_buf[..n]);
+                            self.run.actor.handle_bytes(now(), &self.read_buf[..n]);
                             moved = true;
                         }
                         Poll::Pending => break,
                     }
                 }
-                while let Some(bytes) = self.actor.poll_transmit() {
+                while let Some(bytes) = self.run.actor.poll_transmit() {
                     out.push_back(bytes);
                 }
                 while let Some(front) = out.front() {
@@ -346,12 +331,12 @@ impl<R: Runtime> Driver<R> {
                         Poll::Pending => {}
                     }
                 }
-                if self.closing && ((out.is_empty() && !*unflushed) || broken) {
-                    self.transport = Transport::Closed;
+                if self.run.closing && ((out.is_empty() && !*unflushed) || broken) {
+                    self.transport = Link::Closed;
                     return true;
                 }
-                if broken || self.actor.session_ended() {
-                    self.actor.transport_closed(now());
+                if broken || self.run.actor.session_ended() {
+                    self.run.actor.transport_closed(now());
                     self.retry_later();
                     moved = true;
                 }
@@ -361,11 +346,11 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn retry_later(&mut self) {
-        if self.closing {
-            self.transport = Transport::Closed;
+        if self.run.closing {
+            self.transport = Link::Closed;
         } else {
-            let delay = self.actor.next_backoff();
-            self.transport = Transport::Idle {
+            let delay = self.run.actor.next_backoff();
+            self.transport = Link::Idle {
                 retry_at: now().instant + delay,
             };
         }
@@ -373,9 +358,99 @@ impl<R: Runtime> Driver<R> {
 
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         let retry = match self.transport {
-            Transport::Idle { retry_at } => Some(retry_at),
+            Link::Idle { retry_at } => Some(retry_at),
             _ => None,
         };
+        self.run.poll_deadline(cx, retry)
+    }
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Rounds until nothing moves or the driver has stopped.
+    fn poll_rounds(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.poll_round(cx) {
+            if matches!(self.transport, Link::Closed) {
+                return Poll::Ready(());
+            }
+        }
+        if matches!(self.transport, Link::Closed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<R: Runtime> Future for Driver<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        in_span(self.get_mut(), |d| &mut d.span, |d| d.poll_rounds(cx))
+    }
+}
+
+/// What every driver does the same way: hands the handles' commands to the actor and fires the
+/// engine's deadlines.
+struct Run<R: Timers, C> {
+    actor: Actor<C>,
+    commands: Receiver,
+    /// The commands taken from the queue at once, being handled (its buffer is reused).
+    batch: VecDeque<Command>,
+    timer: Option<(R::Timer, Instant)>,
+    /// The last engine deadline handled, and when: never spin on a deadline the engine keeps.
+    fired: Option<(Instant, Instant)>,
+    /// Every handle is gone: the driver is stopping.
+    closing: bool,
+}
+
+/// What a look at the command queue found.
+enum Commands {
+    /// Nothing new.
+    Idle,
+    /// Commands, now handled.
+    Handled,
+    /// Every handle has just gone.
+    AllGone,
+}
+
+impl<R: Timers, C: Engine> Run<R, C> {
+    fn new(actor: Actor<C>, commands: Receiver) -> Self {
+        Run {
+            actor,
+            commands,
+            batch: VecDeque::new(),
+            timer: None,
+            fired: None,
+            closing: false,
+        }
+    }
+
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> Commands {
+        let mut found = Commands::Idle;
+        while !self.closing {
+            match self.commands.poll_drain(cx, &mut self.batch) {
+                Poll::Ready(true) => {
+                    for command in self.batch.drain(..) {
+                        self.actor.handle_command(now(), command);
+                    }
+                    // Swapped with the queue at the next drain: a burst's capacity goes back.
+                    if self.batch.capacity() > 1024 {
+                        self.batch.shrink_to(64);
+                    }
+                    found = Commands::Handled;
+                }
+                Poll::Ready(false) => {
+                    self.closing = true;
+                    return Commands::AllGone;
+                }
+                Poll::Pending => break,
+            }
+        }
+        found
+    }
+
+    /// Fires the engine's deadline, or wakes at `retry` (a reconnect), whichever comes first.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, retry: Option<Instant>) -> bool {
         let deadline = match (self.actor.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -410,15 +485,79 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
-impl<R: Runtime> Driver<R> {
+/// The future that runs the lock over the application's MQTT client (a [`Transport`]): spawn it
+/// on the runtime its [`Timers`] belong to. It ends once every [`Client`] handle (and every
+/// future, hold and observer made from one) is dropped and the transport has the last
+/// publishes (the releases of dropped holds), or once the transport is gone for good; it never
+/// disconnects the application's client. Dropping it stops the lock without releasing anything
+/// (leases then expire at the store).
+pub struct Attached<R: Timers, T: Transport> {
+    run: Run<R, Bridge<T>>,
+    done: bool,
+    /// The lock client's span (its client id), entered while the driver runs.
+    span: tracing::Span,
+}
+
+impl<R: Timers, T: Transport> std::fmt::Debug for Attached<R, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached")
+            .field("actor", &self.run.actor)
+            .field("closing", &self.run.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client handle and the driver future that runs the lock engine of `config` over
+/// `transport`, the application's MQTT client: the same async API as over the driver's own
+/// connection ([`connect`]). `config.client_id` is the lock holder's name and names the
+/// response topic; give it the MQTT client id of the transport's connection, as the AIO SDKs
+/// do.
+///
+/// The engine's seed (correlation data, jitter) is drawn from the client id and the wall clock.
+pub fn attach<R: Timers, T: Transport>(
+    config: lock::Config,
+    transport: T,
+) -> Result<(Client, Attached<R, T>), ConfigError> {
+    let now = now();
+    let span = tracing::info_span!("leasedlock", client_id = %config.client_id);
+    let seed = seed_for(&config.client_id);
+    let engine = lock::Client::new(config, now, seed)?;
+    let (tx, commands) = mailbox();
+    let actor = Actor::attached(engine, transport, now, commands.publisher());
+    let driver = Attached {
+        run: Run::new(actor, commands),
+        done: false,
+        span,
+    };
+    Ok((Client::new(tx), driver))
+}
+
+impl<R: Timers, T: Transport> Attached<R, T> {
+    /// Whether the transport reports a connection.
+    pub fn is_connected(&self) -> bool {
+        self.run.actor.is_connected()
+    }
+
     /// Rounds until nothing moves or the driver has stopped.
     fn poll_rounds(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while self.poll_round(cx) {
-            if matches!(self.transport, Transport::Closed) {
-                return Poll::Ready(());
+        while !self.done {
+            let mut moved = !matches!(self.run.poll_commands(cx), Commands::Idle);
+            match self.run.actor.poll_transport(cx) {
+                Some(transport_moved) => moved |= transport_moved,
+                None => {
+                    tracing::info!("the MQTT client is gone: the lock stops");
+                    self.done = true;
+                }
+            }
+            moved |= self.run.poll_deadline(cx, None);
+            if self.run.closing && self.run.actor.poll_flush(cx).is_ready() {
+                self.done = true;
+            }
+            if !moved {
+                break;
             }
         }
-        if matches!(self.transport, Transport::Closed) {
+        if self.done {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -426,15 +565,23 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
-impl<R: Runtime> Future for Driver<R> {
+impl<R: Timers, T: Transport + Unpin> Future for Attached<R, T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        // Taken out for the poll, so that the driver's traces are in it.
-        let span = std::mem::replace(&mut this.span, tracing::Span::none());
-        let poll = span.in_scope(|| this.poll_rounds(cx));
-        this.span = span;
-        poll
+        in_span(self.get_mut(), |d| &mut d.span, |d| d.poll_rounds(cx))
     }
+}
+
+/// Runs `poll` on a driver inside its span, taken out of the driver for the while, so that the
+/// driver's traces are in it.
+fn in_span<D, T>(
+    driver: &mut D,
+    span: fn(&mut D) -> &mut tracing::Span,
+    poll: impl FnOnce(&mut D) -> T,
+) -> T {
+    let taken = std::mem::replace(span(driver), tracing::Span::none());
+    let out = taken.in_scope(|| poll(driver));
+    *span(driver) = taken;
+    out
 }

@@ -23,6 +23,17 @@ pub const ENV_VARS: [&str; 14] = [
     "AIO_MQTT_CLEAN_START",
 ];
 
+/// What [`Settings::from_env`] appends to `AIO_MQTT_CLIENT_ID` for the lock's own connection,
+/// unless [`CLIENT_ID_SUFFIX_VAR`] says otherwise. In an AIO pod the application's SDK session
+/// uses `AIO_MQTT_CLIENT_ID` as it is; a second connection under the same id would take that
+/// session over (DISCONNECT 0x8E) and be taken over in turn.
+pub const CLIENT_ID_SUFFIX: &str = "-leasedlock";
+
+/// The variable that replaces [`CLIENT_ID_SUFFIX`]: its value is appended instead, and an empty
+/// value appends nothing (the lock's connection then uses `AIO_MQTT_CLIENT_ID` as it is: only
+/// when nothing else in the process connects under that id).
+pub const CLIENT_ID_SUFFIX_VAR: &str = "LEASEDLOCK_CLIENT_ID_SUFFIX";
+
 /// A setting from the environment that is missing, invalid or unsupported; names the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
@@ -73,7 +84,8 @@ impl Settings {
     /// |-|-|
     /// | `AIO_BROKER_HOSTNAME` | broker host (required) |
     /// | `AIO_BROKER_TCP_PORT` | broker port |
-    /// | `AIO_MQTT_CLIENT_ID` | MQTT client id, also the lock holder's name (required) |
+    /// | `AIO_MQTT_CLIENT_ID` | MQTT client id, also the lock holder's name, with [`CLIENT_ID_SUFFIX`] appended (required) |
+    /// | `LEASEDLOCK_CLIENT_ID_SUFFIX` | the suffix instead of [`CLIENT_ID_SUFFIX`]; empty for none |
     /// | `AIO_MQTT_USE_TLS` | `true`/`false` |
     /// | `AIO_TLS_CA_FILE` | PEM CA file (else the system's store) |
     /// | `AIO_TLS_CERT_FILE`, `AIO_TLS_KEY_FILE` | client certificate and key (both or neither) |
@@ -96,6 +108,7 @@ impl Settings {
     /// })
     /// .unwrap();
     /// assert_eq!((settings.host.as_str(), settings.port), ("aio-broker", 1883));
+    /// assert_eq!(settings.lock.client_id, "worker-1-leasedlock");
     /// assert!(settings.tls.is_none());
     /// ```
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, EnvError> {
@@ -117,7 +130,9 @@ impl Settings {
                 }
             },
         };
-        let mut settings = Settings::new(host, port, client_id);
+        // Not through `get`: an empty suffix is a choice, not an unset variable.
+        let suffix = lookup(CLIENT_ID_SUFFIX_VAR).unwrap_or_else(|| CLIENT_ID_SUFFIX.to_owned());
+        let mut settings = Settings::new(host, port, client_id).with_client_id_suffix(&suffix);
         settings.mqtt.keep_alive = Duration::from_secs(60);
         settings.mqtt.clean_start = false;
         if let Some(secs) = parse_u32(&get, "AIO_MQTT_KEEP_ALIVE")? {
@@ -291,7 +306,8 @@ mod tests {
         let s = settings(&BASE).unwrap();
         assert_eq!(s.host, "aio-broker");
         assert_eq!(s.port, 18883);
-        assert_eq!(s.lock.client_id, "worker-1");
+        assert_eq!(s.lock.client_id, "worker-1-leasedlock");
+        assert_eq!(s.mqtt.client_id, s.lock.client_id);
         assert_eq!(s.tls, Some(TlsSettings::default()));
         assert_eq!(s.mqtt.keep_alive, Duration::from_secs(60));
         assert_eq!(s.mqtt.session_expiry, 3600);
@@ -302,6 +318,19 @@ mod tests {
 
         let s = settings(&with(&[("AIO_MQTT_USE_TLS", "false")])).unwrap();
         assert_eq!((s.port, s.tls), (1883, None));
+    }
+
+    #[test]
+    fn the_client_id_gets_a_suffix_that_can_be_replaced_or_dropped() {
+        let s = settings(&with(&[("LEASEDLOCK_CLIENT_ID_SUFFIX", "-lock-b")])).unwrap();
+        assert_eq!(s.lock.client_id, "worker-1-lock-b");
+        assert_eq!(s.mqtt.client_id, "worker-1-lock-b");
+        let s = settings(&with(&[("LEASEDLOCK_CLIENT_ID_SUFFIX", "")])).unwrap();
+        assert_eq!(
+            s.lock.client_id, "worker-1",
+            "an empty suffix keeps the id as it is"
+        );
+        assert_eq!(s.mqtt.client_id, "worker-1");
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //!   one shared queue whose buffers are reused; each operation's events come back through one
 //!   small shared slot (its only allocation), and a [`Hold`] needs no task of its own: its
 //!   latest lease is always at hand and its renewals are coalesced;
-//! - the run loop: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
-//!   read/write, a timer), which reconnects with a capped exponential [`Backoff`];
+//! - the run loops: a [`Driver`] future generic over a [`Runtime`] (TCP connect, poll-based
+//!   read/write, a timer), which reconnects with a capped exponential [`Backoff`] (and a longer
+//!   one after a session takeover, [`Disconnection::TakenOver`]); and an [`Attached`] future
+//!   ([`attach`]) that runs the same API over the application's own MQTT client, a
+//!   [`Transport`], needing only the runtime's [`Timers`];
 //! - [`Settings`] (from code or from the AIO SDK environment variables, [`Settings::from_env`]),
 //!   the rustls configuration of TLS to the broker ([`TlsConfig`]), and the clock reading [`now`].
 //! - observability: traces through `tracing` (and `log`), each operation in a span with its lock
@@ -55,6 +58,7 @@ mod actor;
 mod clock;
 mod driver;
 mod election;
+mod engine;
 mod env;
 mod handle;
 mod lock;
@@ -64,17 +68,21 @@ mod slot;
 mod state;
 mod stats;
 mod tls;
+mod transport;
 
 pub use clock::now;
-pub use driver::{connect, ConnectFuture, Driver, Runtime, SetupError, Target};
+pub use driver::{
+    attach, connect, Attached, ConnectFuture, Driver, Runtime, SetupError, Target, Timers,
+};
 pub use election::{Election, Leadership};
-pub use env::{EnvError, ENV_VARS};
+pub use env::{EnvError, CLIENT_ID_SUFFIX, CLIENT_ID_SUFFIX_VAR, ENV_VARS};
 pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
 pub use lock::Lock;
 pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use state::{ConnectionState, ConnectionWatch, Disconnection};
 pub use stats::{Outcomes, Stats};
 pub use tls::{TlsConfig, TlsError};
+pub use transport::{Topics, Transport, TransportEvent};
 
 /// rustls, re-exported for the adapters' TLS streams.
 pub use rustls;

@@ -88,6 +88,14 @@ pub struct Settings {
     pub reconnect_min: Duration,
     /// Largest delay between two connection attempts.
     pub reconnect_max: Duration,
+    /// Largest delay before reconnecting after the broker gave the session to another
+    /// connection with the same client id (DISCONNECT 0x8E,
+    /// [`Disconnection::TakenOver`](crate::Disconnection::TakenOver)). After a takeover the
+    /// driver waits `reconnect_max`, doubled for every further takeover in a row up to this
+    /// (each delay drawn from its upper half); an accepted connection does not reset it, a
+    /// connection that ends for another reason does. Two clients with one id thus reconnect
+    /// fewer and fewer times instead of taking the session from each other in a tight loop.
+    pub takeover_backoff_max: Duration,
     /// Seed of the engine (correlation ids, retry jitter) and of the reconnect jitter.
     pub seed: u64,
     /// TLS, or plain TCP when `None`.
@@ -107,7 +115,7 @@ impl Settings {
         let client_id = client_id.into();
         let mut mqtt = mqtt::Options::new(client_id.clone());
         mqtt.keep_alive = Duration::from_secs(10);
-        let seed = fnv1a(client_id.as_bytes()) ^ crate::clock::now().wall_ms;
+        let seed = seed_for(&client_id);
         Settings {
             host: host.into(),
             port,
@@ -115,6 +123,7 @@ impl Settings {
             mqtt,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
+            takeover_backoff_max: Duration::from_secs(300),
             seed,
             tls: None,
             sat_file: None,
@@ -148,11 +157,34 @@ impl Settings {
         self
     }
 
+    /// The same settings with `suffix` appended to the client id (the MQTT client id and the
+    /// lock holder's name). A process whose application already has an MQTT session under a
+    /// client id gives the lock's own connection a distinct one this way: two connections with
+    /// the same id take the session from each other (DISCONNECT 0x8E).
+    /// [`Settings::from_env`] appends [`CLIENT_ID_SUFFIX`](crate::CLIENT_ID_SUFFIX) by default.
+    ///
+    /// ```
+    /// use leasedlock_driver::Settings;
+    ///
+    /// let settings = Settings::new("aio-broker", 1883, "my-app").with_client_id_suffix("-lock");
+    /// assert_eq!(settings.lock.client_id, "my-app-lock");
+    /// ```
+    pub fn with_client_id_suffix(mut self, suffix: &str) -> Self {
+        self.lock.client_id.push_str(suffix);
+        self.mqtt.client_id.clone_from(&self.lock.client_id);
+        self
+    }
+
     /// The same settings with another seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
+}
+
+/// A seed drawn from a client id and the wall clock.
+pub(crate) fn seed_for(client_id: &str) -> u64 {
+    fnv1a(client_id.as_bytes()) ^ crate::clock::now().wall_ms
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

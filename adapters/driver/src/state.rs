@@ -48,6 +48,14 @@ pub enum Disconnection {
     /// The broker refused the connection (CONNACK reason code).
     #[error("the broker refused the connection: {0:?}")]
     Refused(ConnectReason),
+    /// The broker gave the session to another connection with the same client id (DISCONNECT
+    /// 0x8E, session taken over). Two clients share a client id: give each its own (see
+    /// [`Settings::with_client_id_suffix`](crate::Settings::with_client_id_suffix)). The driver
+    /// reconnects only after the takeover backoff, which grows with every takeover in a row
+    /// (see [`Settings::takeover_backoff_max`](crate::Settings::takeover_backoff_max)), so the
+    /// two never take the session from each other in a tight loop.
+    #[error("another connection with the same client id took the session over")]
+    TakenOver,
     /// The TCP connection or the TLS handshake failed.
     #[error("cannot reach the broker ({kind:?}): {message}")]
     Transport {
@@ -95,11 +103,12 @@ impl Publisher {
         Publisher(shared)
     }
 
-    /// Publishes `state` unless it is the current one already; wakes the waiting watches.
+    /// Publishes `state` unless it is the current one already (a `Disconnected` state is
+    /// published every time: each is another failed attempt); wakes the waiting watches.
     pub(crate) fn set(&self, state: ConnectionState) {
         let wakers = with(&self.0, |inner| {
             let (seq, now) = current(inner);
-            if *now == state {
+            if *now == state && !matches!(state, ConnectionState::Disconnected(_)) {
                 return Vec::new();
             }
             let seq = seq + 1;

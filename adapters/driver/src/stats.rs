@@ -80,6 +80,9 @@ pub struct Stats {
     pub connect_failures: u64,
     /// Accepted connections that ended.
     pub disconnects: u64,
+    /// Connections the broker ended because another connection took the session over
+    /// (DISCONNECT 0x8E: another client uses the same client id).
+    pub takeovers: u64,
     /// Messages that could not be decoded or were on a topic the client does not use.
     pub malformed_messages: u64,
     /// Responses that matched no pending request (late, duplicate or foreign).

@@ -41,7 +41,8 @@ use tokio_rustls::TlsConnector;
 pub use leasedlock_driver::{
     leasedlock, Backoff, Change, Client, ClientCertificate, ConnectionState, ConnectionWatch,
     Disconnection, Election, EnvError, Error, Hold, HoldEvent, HoldWatch, Leadership, Lease, Lock,
-    Observer, Outcomes, Settings, SetupError, Stats, TlsSettings,
+    Observer, Outcomes, Settings, SetupError, Stats, TlsSettings, Topics, Transport,
+    TransportEvent,
 };
 
 /// The tokio [`Runtime`](leasedlock_driver::Runtime): [`Stream`] and `tokio::time::Sleep`.
@@ -69,9 +70,24 @@ impl Stream {
     }
 }
 
+impl leasedlock_driver::Timers for Tokio {
+    type Timer = Pin<Box<tokio::time::Sleep>>;
+
+    fn timer(at: Instant) -> Self::Timer {
+        Box::pin(tokio::time::sleep_until(at.into()))
+    }
+
+    fn reset_timer(timer: &mut Self::Timer, at: Instant) {
+        timer.as_mut().reset(at.into());
+    }
+
+    fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()> {
+        timer.as_mut().poll(cx)
+    }
+}
+
 impl leasedlock_driver::Runtime for Tokio {
     type Stream = Stream;
-    type Timer = Pin<Box<tokio::time::Sleep>>;
 
     fn connect(target: &Target) -> ConnectFuture<Stream> {
         let target = target.clone();
@@ -112,18 +128,6 @@ impl leasedlock_driver::Runtime for Tokio {
     fn poll_flush(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         stream.io().poll_flush(cx)
     }
-
-    fn timer(at: Instant) -> Self::Timer {
-        Box::pin(tokio::time::sleep_until(at.into()))
-    }
-
-    fn reset_timer(timer: &mut Self::Timer, at: Instant) {
-        timer.as_mut().reset(at.into());
-    }
-
-    fn poll_timer(timer: &mut Self::Timer, cx: &mut Context<'_>) -> Poll<()> {
-        timer.as_mut().poll(cx)
-    }
 }
 
 /// The driver future on tokio (spawned by [`connect`]).
@@ -139,5 +143,21 @@ pub type Driver = leasedlock_driver::Driver<Tokio>;
 /// Outside a tokio runtime.
 pub fn connect(settings: &Settings) -> Result<(Client, tokio::task::JoinHandle<()>), SetupError> {
     let (client, driver) = leasedlock_driver::connect::<Tokio>(settings)?;
+    Ok((client, tokio::spawn(driver)))
+}
+
+/// Run the lock over the application's MQTT client instead of a connection of its own: spawns
+/// the task that drives the engine of `config` over `transport` (see
+/// [`leasedlock_driver::attach`]) on the current tokio runtime and returns the client handle and
+/// the task. `leasedlock-rumqttc` provides the transport for rumqttc.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+pub fn attach<T: Transport + Send + Unpin + 'static>(
+    config: leasedlock::lock::Config,
+    transport: T,
+) -> Result<(Client, tokio::task::JoinHandle<()>), leasedlock::lock::ConfigError> {
+    let (client, driver) = leasedlock_driver::attach::<Tokio, T>(config, transport)?;
     Ok((client, tokio::spawn(driver)))
 }

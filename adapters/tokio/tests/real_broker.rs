@@ -12,8 +12,6 @@ mod scenarios;
 mod secure;
 
 use adapter::{Client, Settings};
-use std::future::Future;
-use std::time::Duration;
 
 /// A current-thread tokio runtime per test; drivers are tasks on it.
 enum Tokio {}
@@ -21,13 +19,7 @@ enum Tokio {}
 impl scenarios::Rt for Tokio {
     type Task = tokio::task::JoinHandle<()>;
 
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    tokio_rt!();
 
     fn connect(settings: &Settings) -> (Client, Self::Task) {
         adapter::connect(settings).unwrap()
@@ -36,14 +28,6 @@ impl scenarios::Rt for Tokio {
     async fn kill(task: Self::Task) {
         task.abort();
         let _ = task.await;
-    }
-
-    async fn sleep(d: Duration) {
-        tokio::time::sleep(d).await;
-    }
-
-    async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        tokio::task::spawn_blocking(f).await.unwrap()
     }
 }
 
