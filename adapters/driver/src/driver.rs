@@ -90,10 +90,10 @@ pub trait Runtime: Timers {
 /// The driver's own transport to the broker.
 enum Link<S> {
     /// Waiting until `retry_at` to connect.
-    Idle {
-        retry_at: Instant,
-    },
-    Connecting(ConnectFuture<S>),
+    Idle { retry_at: Instant },
+    /// TCP connect and TLS handshake in progress, given up at the instant (the MQTT connect
+    /// timeout: a peer that accepts TCP and never answers the handshake must not hang it).
+    Connecting(ConnectFuture<S>, Instant),
     Up {
         stream: S,
         out: VecDeque<Bytes>,
@@ -115,6 +115,8 @@ pub struct Driver<R: Runtime> {
     target: Target,
     sat: Option<SatWatch<R::Timer>>,
     read_buf: Box<[u8]>,
+    /// How long a TCP connect and TLS handshake may take.
+    connect_timeout: Duration,
     /// The connection's span (client id and broker), entered while the driver runs.
     span: tracing::Span,
 }
@@ -178,6 +180,7 @@ pub fn connect<R: Runtime>(settings: &Settings) -> Result<(Client, Driver<R>), S
         },
         sat,
         read_buf: vec![0; 64 * 1024].into_boxed_slice(),
+        connect_timeout: settings.mqtt.connect_timeout,
         span,
     };
     Ok((Client::new(tx), driver))
@@ -259,10 +262,19 @@ impl<R: Runtime> Driver<R> {
                     return false;
                 }
                 self.run.actor.connecting();
-                self.transport = Link::Connecting(R::connect(&self.target));
+                let give_up = now().instant + self.connect_timeout;
+                self.transport = Link::Connecting(R::connect(&self.target), give_up);
                 true
             }
-            Link::Connecting(connecting) => match connecting.as_mut().poll(cx) {
+            Link::Connecting(connecting, give_up) => match connecting.as_mut().poll(cx) {
+                Poll::Pending if now().instant >= *give_up => {
+                    let kind = std::io::ErrorKind::TimedOut;
+                    let error =
+                        std::io::Error::new(kind, "no TCP connection or TLS handshake in time");
+                    self.run.actor.connect_failed(&error);
+                    self.retry_later();
+                    true
+                }
                 Poll::Pending => false,
                 Poll::Ready(Ok(stream)) => {
                     self.transport = Link::Up {
@@ -359,6 +371,7 @@ impl<R: Runtime> Driver<R> {
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         let retry = match self.transport {
             Link::Idle { retry_at } => Some(retry_at),
+            Link::Connecting(_, give_up) => Some(give_up),
             _ => None,
         };
         self.run.poll_deadline(cx, retry)

@@ -32,7 +32,8 @@ pub struct Options {
     pub max_packet_size: u32,
     /// Our own cap on unacknowledged QoS 1 publishes (further ones wait in a queue); 0 counts as 1.
     pub max_inflight: u16,
-    /// How long to wait for the CONNACK after [`Session::connect`].
+    /// How long to wait for the CONNACK after [`Session::connect`]. The driver of
+    /// `leasedlock-driver` gives its TCP connect and TLS handshake the same bound.
     pub connect_timeout: Duration,
 }
 
