@@ -307,10 +307,11 @@ impl Client {
     /// Timers due by `now` fire first: what was due before the message (a lease's end above
     /// all) happened before it, whichever the driver looked at first.
     pub fn handle_message(&mut self, now: Now, message: &Message) {
-        self.handle_timeout(now);
         if message.topic == self.response_topic {
+            // `handle_response` fires the due timers first.
             self.on_response_message(now, message);
         } else {
+            self.handle_timeout(now);
             match store::parse_notification(message) {
                 Ok(n) => self.on_notification(now, n),
                 Err(_) => self.stats.malformed_messages += 1,

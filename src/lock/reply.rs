@@ -223,14 +223,12 @@ impl Client {
         body: ResponseBody,
     ) {
         // Whether this attempt followed a DELETE: refused, it lost a race to another waiter.
-        let lost_race = self
-            .ops
-            .get_mut(&id)
-            .is_some_and(|op| std::mem::take(&mut op.after_delete));
-        let freed_meanwhile = self
-            .ops
-            .get_mut(&id)
-            .is_some_and(|op| std::mem::take(&mut op.freed_meanwhile));
+        let (lost_race, freed_meanwhile) = self.ops.get_mut(&id).map_or((false, false), |op| {
+            (
+                std::mem::take(&mut op.after_delete),
+                std::mem::take(&mut op.freed_meanwhile),
+            )
+        });
         let op = &self.ops[&id];
         let lock = op.lock;
         let (lease, renewal) = match &op.kind {
