@@ -2,6 +2,7 @@
 //! else the embedded broker of [`crate::embedded`].
 
 use crate::embedded::EmbeddedBroker;
+use rustix::process::{kill_process, Pid, Signal};
 use std::fs;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -284,6 +285,45 @@ impl Broker {
             }
             Kind::Embedded(_) => panic!("the embedded broker cannot be restarted"),
         }
+    }
+
+    /// Whether [`Broker::pause`] works (mosquitto only).
+    pub fn can_pause(&self) -> bool {
+        self.is_mosquitto()
+    }
+
+    /// Stops the broker process with SIGSTOP: its sockets stay open and the kernel still accepts
+    /// TCP connections for it, but it answers nothing (a silent broker, a paused host) until
+    /// [`Broker::resume`].
+    ///
+    /// # Panics
+    ///
+    /// On the embedded broker (see [`Broker::can_pause`]) or a stopped broker.
+    pub fn pause(&self) {
+        self.signal(Signal::STOP);
+    }
+
+    /// Lets a paused broker go on (SIGCONT); what its clients sent meanwhile is read now.
+    ///
+    /// # Panics
+    ///
+    /// On the embedded broker or a stopped broker.
+    pub fn resume(&self) {
+        self.signal(Signal::CONT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        let Kind::Mosquitto {
+            child: Some(child), ..
+        } = &self.kind
+        else {
+            panic!("only a running mosquitto can be sent {signal:?}");
+        };
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .expect("a child's pid is positive");
+        kill_process(pid, signal).unwrap_or_else(|e| panic!("send {signal:?} to mosquitto: {e}"));
     }
 
     /// Stops the broker (idempotent). Clients see their connections break.

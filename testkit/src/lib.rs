@@ -27,6 +27,6 @@ pub use broker::{
     Broker, BrokerBuilder, BrokerTls, MOSQUITTO, MOSQUITTO_PASSWD, REQUIRE_MOSQUITTO_ENV,
 };
 pub use pki::{TestPki, OPENSSL};
-pub use proxy::Proxy;
+pub use proxy::{Direction, Proxy};
 pub use statestore_emulator::Status;
 pub use store::{StoreEmulator, EMULATOR_LOG_ENV};
