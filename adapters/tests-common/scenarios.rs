@@ -12,17 +12,23 @@ use crate::adapter::leasedlock::lock::{
 use crate::adapter::leasedlock::mqtt::DisconnectCause;
 use crate::adapter::leasedlock::store::ServiceError;
 use crate::adapter::{Change, Client, ConnectionState, Disconnection, Error, HoldEvent, Settings};
-use leasedlock_testkit::{Broker, StoreEmulator};
+use leasedlock_testkit::{Broker, Direction, Proxy, StoreEmulator};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bound on any single wait; reaching it fails the test.
 pub const WAIT: Duration = Duration::from_secs(20);
 const LEASE: Duration = Duration::from_secs(10);
+/// The keep-alive of the clients under network faults: a silence is noticed after 1.5 of it.
+const FAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Their connect timeout, so that an attempt into a frozen network is given up soon.
+const FAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The lease of the locks under faults: short, so that a lost holder's lease ends soon.
+const FAULT_LEASE: Duration = Duration::from_secs(2);
 
 /// What a scenario needs from a runtime.
 pub trait Rt: 'static {
@@ -71,13 +77,22 @@ impl Env {
         self.broker.lock().unwrap().can_restart()
     }
 
+    fn can_pause(&self) -> bool {
+        self.broker.lock().unwrap().can_pause()
+    }
+
     fn settings(&self, name: &str) -> Settings {
+        self.settings_at(name, self.port)
+    }
+
+    /// A client's settings for the broker listening on `port` (or a proxy in front of it).
+    fn settings_at(&self, name: &str, port: u16) -> Settings {
         let id = format!(
             "{}-{name}-{}",
             self.test,
             NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut s = Settings::new("127.0.0.1", self.port, id);
+        let mut s = Settings::new("127.0.0.1", port, id);
         s.reconnect_max = Duration::from_millis(300);
         s
     }
@@ -88,10 +103,42 @@ impl Env {
         (client, task, s.lock.client_id)
     }
 
+    /// A client whose network faults the test drives: connected through its own proxy, with
+    /// the short [`FAULT_KEEP_ALIVE`] and [`FAULT_CONNECT_TIMEOUT`].
+    fn proxied_client<R: Rt>(&self, name: &str) -> (Client, R::Task, Proxy) {
+        let proxy = Proxy::start(self.broker.lock().unwrap().addr());
+        let mut s = self.settings_at(name, proxy.addr().port());
+        s.mqtt.keep_alive = FAULT_KEEP_ALIVE;
+        s.mqtt.connect_timeout = FAULT_CONNECT_TIMEOUT;
+        let (client, task) = R::connect(&s);
+        (client, task, proxy)
+    }
+
     async fn restart_broker<R: Rt>(&self) {
         let broker = self.broker.clone();
         R::unblock(move || broker.lock().unwrap().restart()).await;
     }
+}
+
+/// Waits until `watch` reports a state `wanted` accepts, and returns it.
+async fn state_where<R: Rt>(
+    watch: &mut crate::adapter::ConnectionWatch,
+    wanted: impl Fn(&ConnectionState) -> bool,
+) -> ConnectionState {
+    loop {
+        let state = within::<R, _>(watch.next()).await.expect("the driver runs");
+        if wanted(&state) {
+            return state;
+        }
+    }
+}
+
+fn is_connected(state: &ConnectionState) -> bool {
+    *state == ConnectionState::Connected
+}
+
+fn is_disconnected(state: &ConnectionState) -> bool {
+    matches!(state, ConnectionState::Disconnected(_))
 }
 
 /// `f`, or a panic after [`WAIT`].
@@ -812,6 +859,284 @@ pub async fn a_session_takeover_is_reported_and_backs_off<R: Rt>(env: Env) {
     assert!(sa.takeovers + sb.takeovers >= 1);
 }
 
+// ----- network and broker faults -------------------------------------------------------------
+
+/// A holder cut off by a partition (its proxy frozen: no socket closes, nothing passes) is told
+/// `Lost` before anyone else holds the lock: when the other client's acquisition returns, the
+/// holder's loss was reported earlier and its watch has no token. After heal the hold rejoins:
+/// it takes the lock again once the other client releases it.
+pub async fn a_partitioned_holder_is_told_lost_before_another_holds<R: Rt>(env: Env) {
+    let (a, _ta, proxy) = env.proxied_client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let mut hold = a
+        .hold("L", FAULT_LEASE, FAULT_LEASE / 4, Options::default())
+        .await
+        .unwrap();
+    let watch = hold.watch();
+    proxy.freeze();
+    let lost = async {
+        loop {
+            match within::<R, _>(hold.next_event()).await {
+                Some(HoldEvent::Lost(_)) => return Instant::now(),
+                Some(HoldEvent::Renewed(_)) => {} // answered before the freeze
+                other => panic!("expected the loss, got {other:?}"),
+            }
+        }
+    };
+    let won = async {
+        let lease = within::<R, _>(b.acquire("L", LEASE, timeout(WAIT)))
+            .await
+            .unwrap();
+        let at = Instant::now();
+        assert_eq!(watch.token(), None, "b holds the lock: a must not");
+        (at, lease)
+    };
+    let (lost_at, (won_at, b_lease)) = join2(lost, won).await;
+    assert!(lost_at <= won_at, "a was told its loss after b won");
+    proxy.heal();
+    assert!(b.release("L", Options::default()).await.unwrap());
+    loop {
+        match within::<R, _>(hold.next_event()).await {
+            Some(HoldEvent::Acquired(lease)) => {
+                assert!(lease.token > b_lease.token);
+                break;
+            }
+            Some(HoldEvent::Lost(_)) => {} // a failed attempt while reconnecting
+            other => panic!("expected the hold to rejoin, got {other:?}"),
+        }
+    }
+    assert!(within::<R, _>(hold.close()).await.unwrap());
+}
+
+/// A broker that stops answering (SIGSTOP: its sockets stay open) is noticed by the keep-alive
+/// although a hold keeps sending renewals: the connection goes down, and comes back once the
+/// broker goes on (SIGCONT); the hold has a token again. The two times are printed (figures
+/// for RELIABILITY.md, not thresholds).
+pub async fn a_silent_broker_is_noticed_and_the_connection_comes_back<R: Rt>(env: Env) {
+    if !env.can_pause() {
+        eprintln!("skipped: the broker cannot pause");
+        return;
+    }
+    let mut s = env.settings("a");
+    s.mqtt.keep_alive = FAULT_KEEP_ALIVE;
+    s.mqtt.connect_timeout = FAULT_CONNECT_TIMEOUT;
+    let (a, _ta) = R::connect(&s);
+    let mut watch = a.connection_state();
+    within::<R, _>(a.connected()).await.unwrap();
+    let mut hold = a
+        .hold(
+            "L",
+            Duration::from_secs(3),
+            Duration::from_millis(250),
+            Options::default(),
+        )
+        .await
+        .unwrap();
+    let broker = env.broker.clone();
+    broker.lock().unwrap().pause();
+    let paused = Instant::now();
+    let down = state_where::<R>(&mut watch, is_disconnected).await;
+    let detected = paused.elapsed();
+    broker.lock().unwrap().resume();
+    let resumed = Instant::now();
+    state_where::<R>(&mut watch, is_connected).await;
+    let recovered = resumed.elapsed();
+    eprintln!(
+        "silent broker: keep-alive asked {FAULT_KEEP_ALIVE:?}, noticed after {detected:?} ({down:?}), \
+         connected {recovered:?} after SIGCONT"
+    );
+    loop {
+        match within::<R, _>(hold.next_event()).await {
+            Some(HoldEvent::Renewed(_) | HoldEvent::Acquired(_)) => break,
+            Some(HoldEvent::Lost(_)) => {} // the pause outlasted the lease's validity
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("the hold ended: {:?}", hold.error()),
+        }
+    }
+    assert!(hold.token().is_some());
+    assert!(within::<R, _>(hold.close()).await.unwrap());
+}
+
+/// How a waiter misses the notification that the lock was deleted.
+#[derive(Clone, Copy, Debug)]
+enum MissedNotice {
+    /// Its network is frozen across the release until its keep-alive gives the connection up.
+    Frozen,
+    /// Its connection is cut across the release.
+    Cut,
+}
+
+/// A waiter whose DELETE notification was lost (its network frozen or cut across the release)
+/// still takes the lock: it does not wait for ever for a notification that never comes.
+pub async fn a_waiter_whose_delete_notice_was_lost_takes_the_lock<R: Rt>(env: Env) {
+    for missed in [MissedNotice::Frozen, MissedNotice::Cut] {
+        let (a, _ta, _) = env.client::<R>("a");
+        let (b, _tb, proxy) = env.proxied_client::<R>("b");
+        let mut watch = b.connection_state();
+        within::<R, _>(b.connected()).await.unwrap();
+        let first = a.acquire("L", LEASE, Options::default()).await.unwrap();
+        let waiter = b.acquire("L", FAULT_LEASE, timeout(WAIT));
+        let release_unseen = async {
+            // Let the waiter register first; the outcome does not depend on it.
+            R::sleep(Duration::from_millis(200)).await;
+            match missed {
+                MissedNotice::Frozen => proxy.freeze(),
+                MissedNotice::Cut => proxy.cut(),
+            }
+            assert!(a.release("L", Options::default()).await.unwrap());
+            state_where::<R>(&mut watch, is_disconnected).await;
+            proxy.heal();
+        };
+        let (won, ()) = within::<R, _>(join2(waiter, release_unseen)).await;
+        let won = won.unwrap_or_else(|e| panic!("{missed:?}: {e}"));
+        assert!(won.token > first.token, "{missed:?}");
+        assert!(b.release("L", Options::default()).await.unwrap());
+    }
+}
+
+/// The lease of the edits under faults.
+const EDIT_LEASE: Duration = Duration::from_secs(1);
+
+/// What one round of [`edits_under_faults_count_what_was_reported`] does to which client.
+struct FaultRound {
+    frozen: &'static [usize],
+    cut: &'static [usize],
+    /// Delayed both ways, the replies by half an edit's lease.
+    delayed: &'static [usize],
+    /// The broker restarts at the start of the round.
+    restart: bool,
+}
+
+/// Every client meets every fault.
+const ROUNDS: [FaultRound; 4] = [
+    FaultRound {
+        frozen: &[0, 1],
+        cut: &[2],
+        delayed: &[3],
+        restart: false,
+    },
+    FaultRound {
+        frozen: &[2, 3],
+        cut: &[4],
+        delayed: &[0],
+        restart: true,
+    },
+    FaultRound {
+        frozen: &[4, 0],
+        cut: &[1],
+        delayed: &[2],
+        restart: false,
+    },
+    FaultRound {
+        frozen: &[1, 3],
+        cut: &[0],
+        delayed: &[4],
+        restart: false,
+    },
+];
+
+/// Five clients increment one counter by edits while their networks freeze, their connections
+/// are cut and the broker restarts. Every edit reported written is in the counter, and nothing
+/// else is except edits reported `Indeterminate`: written <= counter <= written + indeterminate.
+pub async fn edits_under_faults_count_what_was_reported<R: Rt>(env: Env) {
+    let clients: Vec<_> = (0..5)
+        .map(|i| env.proxied_client::<R>(&format!("e{i}")))
+        .collect();
+    let proxies: Vec<&Proxy> = clients.iter().map(|(_, _, proxy)| proxy).collect();
+    let faults_over = AtomicBool::new(false);
+    let (written, indeterminate, failed) =
+        (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
+    let mut work: Vec<Pin<Box<dyn Future<Output = ()>>>> = clients
+        .iter()
+        .map(|(client, _, _)| {
+            let (faults_over, written, indeterminate, failed) =
+                (&faults_over, &written, &indeterminate, &failed);
+            Box::pin(async move {
+                let mut edits = 0;
+                while edits < 3 || !faults_over.load(Ordering::SeqCst) {
+                    edits += 1;
+                    let outcome = within::<R, _>(client.edit(
+                        "L",
+                        "counter",
+                        EDIT_LEASE,
+                        timeout(Duration::from_secs(10)),
+                        |current| async move {
+                            EditAction::Set(Bytes::from((parse(current) + 1).to_string()))
+                        },
+                    ))
+                    .await;
+                    match outcome {
+                        Ok(EditOutcome::Written) => written.fetch_add(1, Ordering::SeqCst),
+                        Err(Error::Op(OpError::Indeterminate)) => {
+                            indeterminate.fetch_add(1, Ordering::SeqCst)
+                        }
+                        Ok(other) => panic!("an increment is a write: {other:?}"),
+                        Err(e) => {
+                            eprintln!("an edit failed: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            }) as Pin<Box<dyn Future<Output = ()>>>
+        })
+        .collect();
+    let faults = async {
+        // Each round of faults lasts a moment (the sleeps only set how long): longer than an
+        // edit's lease, so that a write caught in a frozen network outlives its lease.
+        for round in &ROUNDS {
+            for &i in round.frozen {
+                proxies[i].freeze();
+            }
+            for &i in round.cut {
+                proxies[i].cut();
+            }
+            for &i in round.delayed {
+                proxies[i].delay(Direction::ToBroker, EDIT_LEASE / 4);
+                proxies[i].delay(Direction::ToClient, EDIT_LEASE / 2);
+            }
+            if round.restart && env.can_restart() {
+                env.restart_broker::<R>().await;
+            }
+            R::sleep(EDIT_LEASE + EDIT_LEASE / 2).await;
+            for proxy in &proxies {
+                proxy.heal();
+            }
+            R::sleep(EDIT_LEASE / 4).await;
+        }
+        faults_over.store(true, Ordering::SeqCst);
+    };
+    work.push(Box::pin(faults));
+    join_all(work).await;
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let outcome = within::<R, _>(clients[0].0.edit(
+        "L",
+        "counter",
+        LEASE,
+        timeout(WAIT),
+        |current| async move {
+            *s.lock().unwrap() = Some(parse(current));
+            EditAction::Abort
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(outcome, EditOutcome::Unchanged);
+    let counter = seen.lock().unwrap().expect("the edit read the counter");
+    let (written, indeterminate, failed) = (
+        u64::from(written.into_inner()),
+        u64::from(indeterminate.into_inner()),
+        failed.into_inner(),
+    );
+    eprintln!(
+        "counter {counter}: {written} written, {indeterminate} indeterminate, {failed} failed"
+    );
+    assert!(
+        (written..=written + indeterminate).contains(&counter),
+        "counter {counter}, {written} written, {indeterminate} indeterminate"
+    );
+}
+
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
@@ -885,6 +1210,10 @@ macro_rules! scenarios {
             stats_count_operations,
             connection_state_follows_a_broker_restart,
             a_session_takeover_is_reported_and_backs_off,
+            a_partitioned_holder_is_told_lost_before_another_holds,
+            a_silent_broker_is_noticed_and_the_connection_comes_back,
+            a_waiter_whose_delete_notice_was_lost_takes_the_lock,
+            edits_under_faults_count_what_was_reported,
         );
     };
     (@each $rt:ty; $($name:ident,)*) => {

@@ -12,6 +12,10 @@
 //! }
 //! store.stop();
 //! ```
+//!
+//! Faults: [`Proxy`] sits between one client and the broker (delay, freeze, cut, heal), and
+//! [`Broker::pause`] stops the broker without closing anything (SIGSTOP) until
+//! [`Broker::resume`].
 #![forbid(unsafe_code)]
 // The test kit is a driver of the sans-IO core: reading the clocks is its job (the rule is for the core).
 #![allow(clippy::disallowed_methods)]
