@@ -11,7 +11,9 @@ use crate::adapter::leasedlock::lock::{
 };
 use crate::adapter::leasedlock::mqtt::DisconnectCause;
 use crate::adapter::leasedlock::store::ServiceError;
-use crate::adapter::{Change, Client, ConnectionState, Disconnection, Error, HoldEvent, Settings};
+use crate::adapter::{
+    Change, Client, ConnectionState, Disconnection, Error, Hold, HoldEvent, Lease, Settings,
+};
 use leasedlock_testkit::{Broker, Direction, Proxy, StoreEmulator};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -861,51 +863,81 @@ pub async fn a_session_takeover_is_reported_and_backs_off<R: Rt>(env: Env) {
 
 // ----- network and broker faults -------------------------------------------------------------
 
-/// A holder cut off by a partition (its proxy frozen: no socket closes, nothing passes) is told
-/// `Lost` before anyone else holds the lock: when the other client's acquisition returns, the
-/// holder's loss was reported earlier and its watch has no token. After heal the hold rejoins:
-/// it takes the lock again once the other client releases it.
-pub async fn a_partitioned_holder_is_told_lost_before_another_holds<R: Rt>(env: Env) {
-    let (a, _ta, proxy) = env.proxied_client::<R>("a");
-    let (b, _tb, _) = env.client::<R>("b");
-    let mut hold = a
-        .hold("L", FAULT_LEASE, FAULT_LEASE / 4, Options::default())
-        .await
-        .unwrap();
+/// Waits for `hold` (on lock `L`) to be lost and for `other` to acquire `L`, and checks that
+/// the loss was reported first and that the hold had no token once `other` held the lock.
+/// Returns `other`'s lease.
+async fn lost_before_the_other_holds<R: Rt>(hold: &mut Hold, other: &Client) -> Lease {
     let watch = hold.watch();
-    proxy.freeze();
     let lost = async {
         loop {
             match within::<R, _>(hold.next_event()).await {
                 Some(HoldEvent::Lost(_)) => return Instant::now(),
-                Some(HoldEvent::Renewed(_)) => {} // answered before the freeze
+                Some(HoldEvent::Renewed(_)) => {} // answered before the fault
                 other => panic!("expected the loss, got {other:?}"),
             }
         }
     };
     let won = async {
-        let lease = within::<R, _>(b.acquire("L", LEASE, timeout(WAIT)))
+        let lease = within::<R, _>(other.acquire("L", LEASE, timeout(WAIT)))
             .await
             .unwrap();
         let at = Instant::now();
-        assert_eq!(watch.token(), None, "b holds the lock: a must not");
+        assert_eq!(
+            watch.token(),
+            None,
+            "the other holds the lock: the hold must not"
+        );
         (at, lease)
     };
-    let (lost_at, (won_at, b_lease)) = join2(lost, won).await;
-    assert!(lost_at <= won_at, "a was told its loss after b won");
-    proxy.heal();
-    assert!(b.release("L", Options::default()).await.unwrap());
-    loop {
-        match within::<R, _>(hold.next_event()).await {
-            Some(HoldEvent::Acquired(lease)) => {
-                assert!(lease.token > b_lease.token);
-                break;
+    let (lost_at, (won_at, lease)) = join2(lost, won).await;
+    assert!(lost_at <= won_at, "the loss was told after the other won");
+    lease
+}
+
+/// How a holder is cut off from the store.
+#[derive(Clone, Copy, Debug)]
+enum CutOff {
+    /// A partition: its proxy frozen, no socket closes, nothing passes either way.
+    Frozen,
+    /// Its replies come back later than its lease (the broker-to-client direction of its proxy
+    /// delayed by more than the lease) while its requests still pass at once: the store sees
+    /// renewals the holder can no longer trust.
+    RepliesLate,
+}
+
+/// A holder cut off from the store is told `Lost` before anyone else holds the lock: when the
+/// other client's acquisition returns, the holder's loss was reported earlier and its watch has
+/// no token (and the lock is not kept from the other client for ever). After heal the hold
+/// rejoins: it takes the lock again once the other client releases it.
+pub async fn a_cut_off_holder_is_told_lost_before_another_holds<R: Rt>(env: Env) {
+    for cut_off in [CutOff::Frozen, CutOff::RepliesLate] {
+        let (a, _ta, proxy) = env.proxied_client::<R>("a");
+        let (b, _tb, _) = env.client::<R>("b");
+        let mut hold = a
+            .hold("L", FAULT_LEASE, FAULT_LEASE / 4, Options::default())
+            .await
+            .unwrap();
+        match cut_off {
+            CutOff::Frozen => proxy.freeze(),
+            CutOff::RepliesLate => {
+                proxy.delay(Direction::ToClient, FAULT_LEASE + FAULT_LEASE / 2);
             }
-            Some(HoldEvent::Lost(_)) => {} // a failed attempt while reconnecting
-            other => panic!("expected the hold to rejoin, got {other:?}"),
         }
+        let b_lease = lost_before_the_other_holds::<R>(&mut hold, &b).await;
+        proxy.heal();
+        assert!(b.release("L", Options::default()).await.unwrap());
+        loop {
+            match within::<R, _>(hold.next_event()).await {
+                Some(HoldEvent::Acquired(lease)) => {
+                    assert!(lease.token > b_lease.token, "{cut_off:?}");
+                    break;
+                }
+                Some(HoldEvent::Lost(_)) => {} // a failed attempt while reconnecting
+                other => panic!("{cut_off:?}: expected the hold to rejoin, got {other:?}"),
+            }
+        }
+        assert!(within::<R, _>(hold.close()).await.unwrap(), "{cut_off:?}");
     }
-    assert!(within::<R, _>(hold.close()).await.unwrap());
 }
 
 /// A broker that stops answering (SIGSTOP: its sockets stay open) is noticed by the keep-alive
@@ -937,12 +969,18 @@ pub async fn a_silent_broker_is_noticed_and_the_connection_comes_back<R: Rt>(env
     let paused = Instant::now();
     let down = state_where::<R>(&mut watch, is_disconnected).await;
     let detected = paused.elapsed();
+    let silence = Disconnection::Ended(DisconnectCause::KeepAliveTimeout);
+    assert_eq!(
+        down,
+        ConnectionState::Disconnected(silence),
+        "noticed by the keep-alive"
+    );
     broker.lock().unwrap().resume();
     let resumed = Instant::now();
     state_where::<R>(&mut watch, is_connected).await;
     let recovered = resumed.elapsed();
     eprintln!(
-        "silent broker: keep-alive asked {FAULT_KEEP_ALIVE:?}, noticed after {detected:?} ({down:?}), \
+        "silent broker: keep-alive asked {FAULT_KEEP_ALIVE:?}, noticed after {detected:?}, \
          connected {recovered:?} after SIGCONT"
     );
     loop {
@@ -1007,30 +1045,30 @@ struct FaultRound {
     restart: bool,
 }
 
-/// Every client meets every fault.
+/// Every client is frozen, cut and delayed in some round.
 const ROUNDS: [FaultRound; 4] = [
     FaultRound {
         frozen: &[0, 1],
         cut: &[2],
-        delayed: &[3],
+        delayed: &[3, 4],
         restart: false,
     },
     FaultRound {
         frozen: &[2, 3],
-        cut: &[4],
-        delayed: &[0],
+        cut: &[4, 0],
+        delayed: &[1],
         restart: true,
     },
     FaultRound {
-        frozen: &[4, 0],
-        cut: &[1],
-        delayed: &[2],
+        frozen: &[4],
+        cut: &[1, 3],
+        delayed: &[0, 2],
         restart: false,
     },
     FaultRound {
-        frozen: &[1, 3],
-        cut: &[0],
-        delayed: &[4],
+        frozen: &[0, 2, 4],
+        cut: &[],
+        delayed: &[1, 3],
         restart: false,
     },
 ];
@@ -1210,7 +1248,7 @@ macro_rules! scenarios {
             stats_count_operations,
             connection_state_follows_a_broker_restart,
             a_session_takeover_is_reported_and_backs_off,
-            a_partitioned_holder_is_told_lost_before_another_holds,
+            a_cut_off_holder_is_told_lost_before_another_holds,
             a_silent_broker_is_noticed_and_the_connection_comes_back,
             a_waiter_whose_delete_notice_was_lost_takes_the_lock,
             edits_under_faults_count_what_was_reported,

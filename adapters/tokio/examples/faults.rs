@@ -4,7 +4,9 @@
 //!   SIGCONT until it is back and the hold has a token again;
 //! - a partitioned holder (its proxy frozen): how long until it is told `Lost`, how long until
 //!   another client holds the lock, and whether that other client ever held it while the first
-//!   still had a token (a violation); after heal, how long until the first holds it again.
+//!   still had a token (a violation); after heal, how long until the first holds it again;
+//! - a broker restart: how long after the new broker accepts TCP until the connection is back
+//!   and the hold has a token again.
 //!
 //! ```text
 //! cargo run --release -p leasedlock-tokio --example faults -- [rounds] [keep-alive secs]
@@ -62,15 +64,31 @@ fn summary(mut d: Vec<Duration>) -> String {
     )
 }
 
-async fn silent_broker(broker: &Broker, rounds: usize, keep_alive: Duration) {
-    let (client, _task) =
-        adapter::connect(&settings(broker.addr().port(), "silent", keep_alive)).expect("settings");
+/// A client of `broker` holding lock `id` (2 s lease renewed every 250 ms), and its
+/// connection watch.
+async fn holding_client(
+    broker: &Broker,
+    id: &str,
+    keep_alive: Duration,
+) -> (
+    Client,
+    tokio::task::JoinHandle<()>,
+    adapter::ConnectionWatch,
+    adapter::Hold,
+) {
+    let (client, task) =
+        adapter::connect(&settings(broker.addr().port(), id, keep_alive)).expect("settings");
     client.connected().await.expect("connected");
-    let mut watch = client.connection_state();
-    let mut hold = client
-        .hold("S", LEASE, LEASE / 8, Options::default())
+    let watch = client.connection_state();
+    let hold = client
+        .hold(id, LEASE, LEASE / 8, Options::default())
         .await
         .expect("hold");
+    (client, task, watch, hold)
+}
+
+async fn silent_broker(broker: &Broker, rounds: usize, keep_alive: Duration) {
+    let (_client, _task, mut watch, mut hold) = holding_client(broker, "silent", keep_alive).await;
     let (mut noticed, mut connected, mut held) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         broker.pause();
@@ -93,6 +111,31 @@ async fn silent_broker(broker: &Broker, rounds: usize, keep_alive: Duration) {
     println!("  SIGSTOP -> connection given up:  {}", summary(noticed));
     println!("  SIGCONT -> connected:            {}", summary(connected));
     println!("  SIGCONT -> hold renewed/re-won:  {}", summary(held));
+}
+
+async fn restart(broker: &mut Broker, rounds: usize, keep_alive: Duration) {
+    let (_client, _task, mut watch, mut hold) = holding_client(broker, "restart", keep_alive).await;
+    let (mut connected, mut held) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        // Blocks the runtime while mosquitto restarts: the times count from when it accepts TCP.
+        broker.restart();
+        let back = Instant::now();
+        state_where(&mut watch, |s| {
+            matches!(s, ConnectionState::Disconnected(_))
+        })
+        .await;
+        state_where(&mut watch, |s| *s == ConnectionState::Connected).await;
+        connected.push(back.elapsed());
+        held_again(&mut hold).await;
+        held.push(back.elapsed());
+        tokio::time::sleep(LEASE / 2).await;
+    }
+    println!("broker restart (SIGKILL, new mosquitto on the port), reconnect backoff up to 300 ms, {rounds} rounds:");
+    println!(
+        "  broker back -> connected:           {}",
+        summary(connected)
+    );
+    println!("  broker back -> hold renewed/re-won: {}", summary(held));
 }
 
 async fn partition(broker: &Broker, rounds: usize, keep_alive: Duration) {
@@ -157,8 +200,9 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let rounds = args.next().map_or(5, |a| a.parse().expect("rounds"));
     let keep_alive = Duration::from_secs(args.next().map_or(1, |a| a.parse().expect("seconds")));
-    let broker = Broker::mosquitto();
+    let mut broker = Broker::mosquitto();
     let _store = StoreEmulator::start(broker.addr());
     silent_broker(&broker, rounds, keep_alive).await;
     partition(&broker, rounds, keep_alive).await;
+    restart(&mut broker, rounds, keep_alive).await;
 }
