@@ -640,6 +640,34 @@ fn release_reports_whether_the_lock_was_ours() {
 }
 
 #[test]
+fn an_abandoned_win_is_released_silently_and_only_that_lease() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    t.ok(&set);
+    let token = acquired(&t.take_events(), op);
+    // A token the client never won, or a lock it does not hold, is not released.
+    let other = leasedlock::FencingToken::from(t.next_version());
+    assert!(!t.client.abandon(t.now, lock, &other));
+    let free = t.lock("M");
+    assert!(!t.client.abandon(t.now, free, &token));
+    assert!(t.take_sent().is_empty());
+    // The win's caller is gone: the lease is released with no event, and no longer held.
+    assert!(t.client.abandon(t.now, lock, &token));
+    assert!(!t.client.is_held(t.now, lock));
+    let vdel = t.take_one("VDEL");
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    assert_eq!(t.take_events(), vec![]);
+    assert_eq!(t.client.operations_in_progress(), 0);
+    // Once is enough.
+    assert!(!t.client.abandon(t.now, lock, &token));
+}
+
+#[test]
 fn holder_reads_the_lock_value() {
     let mut t = T::connected("c1");
     let lock = t.lock("L");

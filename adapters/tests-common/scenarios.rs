@@ -480,6 +480,72 @@ pub async fn cancel_by_drop<R: Rt>(env: Env) {
         .unwrap();
 }
 
+/// The `Lease` of an `acquire` reads invalid as soon as the client learns that the lease is
+/// gone before its time: the store reports the lock deleted by someone else, or the client
+/// released it.
+pub async fn a_lease_taken_away_or_released_reads_invalid<R: Rt>(env: Env) {
+    let (a, _ta, _) = env.client::<R>("a");
+    let (b, _tb, _) = env.client::<R>("b");
+    let mut changes = a.observe("L").await.unwrap();
+    // Longer than `WAIT`: only the news of its end can make it invalid within the test.
+    let lease = a
+        .acquire("L", Duration::from_secs(60), Options::default())
+        .await
+        .unwrap();
+    assert!(lease.is_valid());
+    // Someone deletes the lock under a's feet: a hears of it, and its lease is gone.
+    assert!(b.delete("L", None, Options::default()).await.unwrap());
+    within::<R, _>(async {
+        while let Some(change) = changes.next().await {
+            if change.unwrap() == Change::Free {
+                return;
+            }
+        }
+        panic!("the observer ended");
+    })
+    .await;
+    within::<R, _>(async {
+        while lease.is_valid() {
+            R::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // A released lease reads invalid at once.
+    let again = a.acquire("L", LEASE, Options::default()).await.unwrap();
+    assert!(again.is_valid() && again.token > lease.token);
+    assert!(a.release("L", Options::default()).await.unwrap());
+    assert!(!again.is_valid());
+}
+
+/// An `acquire` dropped after its SET won but before its future read the win (a `select!` or
+/// a timeout racing it) releases the lock: the win is not leaked until the lease runs out.
+pub async fn a_win_nobody_read_is_released<R: Rt>(env: Env) {
+    let (a, _ta, a_id) = env.client::<R>("a");
+    let (c, _tc, _) = env.client::<R>("c");
+    let mut won = Box::pin(a.acquire("L", Duration::from_secs(60), Options::default()));
+    // One poll sends the intent; the future is not polled again.
+    poll_fn(|cx| {
+        assert!(won.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    // a's own answer of the holder comes after its SET's reply on the same topic: once a reads
+    // itself as the holder, its win waits, unread, in the dropped future's slot.
+    let holder = within::<R, _>(a.holder("L", Options::default()))
+        .await
+        .unwrap();
+    assert_eq!(holder.as_ref().map(Holder::as_bytes), Some(a_id.as_bytes()));
+    drop(won);
+    // Leaked, the lease would keep c out for a minute.
+    within::<R, _>(c.acquire("L", LEASE, timeout(Duration::from_secs(5))))
+        .await
+        .unwrap();
+    assert!(c.release("L", Options::default()).await.unwrap());
+    // And a can take the lock again: the abandoned win left no caller behind.
+    let lease = a.try_acquire("L", LEASE, Options::default()).await.unwrap();
+    assert!(lease.is_some());
+}
+
 /// The broker restarts during a hold: the hold reports a renewal (or a loss and a new
 /// acquisition) after reconnecting, and has a token again.
 pub async fn broker_restart_during_hold<R: Rt>(env: Env) {
@@ -876,6 +942,8 @@ macro_rules! scenarios {
             holder_and_observe,
             timeouts,
             cancel_by_drop,
+            a_lease_taken_away_or_released_reads_invalid,
+            a_win_nobody_read_is_released,
             broker_restart_during_hold,
             broker_restart_during_wait,
             stale_token_is_fenced,

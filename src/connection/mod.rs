@@ -209,8 +209,9 @@ impl Connection {
         self.intent(now, |c| c.cancel(now, op))
     }
 
-    /// Runs an intent at `now`, which becomes the clock of what the intent's outputs cause.
-    fn intent<T>(&mut self, now: Now, intent: impl FnOnce(&mut Client) -> T) -> T {
+    /// Runs `intent` on the engine at `now` (which becomes the clock of what its outputs cause)
+    /// and moves its outputs into the session: for what the other methods do not cover.
+    pub fn intent<T>(&mut self, now: Now, intent: impl FnOnce(&mut Client) -> T) -> T {
         self.last_now = now;
         let result = intent(&mut self.client);
         self.pump();

@@ -19,7 +19,7 @@ use leasedlock::mqtt::{AuthError, DisconnectCause, DisconnectReason};
 use leasedlock::Now;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, trace, warn};
@@ -174,6 +174,9 @@ pub(crate) struct Actor<C = Connection> {
     conn: C,
     ops: BTreeMap<OpId, Route>,
     observers: BTreeMap<LockId, Vec<(Ticket, ObserveSink)>>,
+    /// Per lock, the slot of the `try_acquire`/`acquire` whose lease the engine holds: revoked
+    /// when the lease is gone before its time.
+    won: BTreeMap<LockId, Weak<Slot>>,
     /// When the driver connects again; `None` over a transport, whose client reconnects itself.
     reconnect: Option<Reconnect>,
     session_ended: bool,
@@ -210,6 +213,7 @@ impl<C: Engine> Actor<C> {
             conn,
             ops: BTreeMap::new(),
             observers: BTreeMap::new(),
+            won: BTreeMap::new(),
             reconnect,
             session_ended: false,
             connected: false,
@@ -425,7 +429,7 @@ impl<C: Engine> Actor<C> {
             Command::CompleteEdit { op, action } => {
                 // The edit may have ended meanwhile (timeout): its final event is on its way.
                 if self.ops.contains_key(&op) {
-                    let _ = self.conn.complete_edit(now, op, action);
+                    let _ = self.conn.intent(now, |c| c.complete_edit(now, op, action));
                 } else {
                     debug!(?op, "the answer came after the edit ended: dropped");
                 }
@@ -433,8 +437,18 @@ impl<C: Engine> Actor<C> {
             Command::Cancel { slot } => {
                 // Commands arrive in order: the operation's start came before, and its id is in
                 // the slot unless the engine refused it.
-                if let Some(op) = slot.op().filter(|op| self.ops.contains_key(op)) {
-                    let _ = self.conn.cancel(now, op);
+                match slot.op().filter(|op| self.ops.contains_key(op)) {
+                    Some(op) => {
+                        let _ = self.conn.intent(now, |c| c.cancel(now, op));
+                    }
+                    // The operation ended; a win nobody read is released, as if its caller had.
+                    None => {
+                        if let Some((lock, token)) = slot.unread_win() {
+                            debug!(lock = %name_of(&self.conn, lock), "the caller that won the lock is gone: releasing it");
+                            self.won.remove(&lock);
+                            let _ = self.conn.intent(now, |c| c.abandon(now, lock, &token));
+                        }
+                    }
                 }
             }
             Command::Observe {
@@ -466,8 +480,11 @@ impl<C: Engine> Actor<C> {
         let span = tracing::debug_span!("lock_op", op = kind.name(), lock = %Shown(&name));
         let started = self
             .conn
-            .lock_id(&*name)
-            .and_then(|lock| self.conn.start(now, lock, intent, options));
+            .intent(now, |c| c.lock_id(&*name))
+            .and_then(|lock| {
+                self.conn
+                    .intent(now, |c| c.start(now, lock, intent, options))
+            });
         match started {
             Ok(op) => {
                 debug!(parent: &span, lock = %Shown(&name), "{} started", kind.name());
@@ -499,10 +516,10 @@ impl<C: Engine> Actor<C> {
         name: &[u8],
         sink: ObserveSink,
     ) -> Result<(), IntentError> {
-        let lock = self.conn.lock_id(name)?;
+        let lock = self.conn.intent(now, |c| c.lock_id(name))?;
         let subscribers = self.observers.entry(lock).or_default();
         if subscribers.is_empty() {
-            if let Err(e) = self.conn.observe(now, lock) {
+            if let Err(e) = self.conn.intent(now, |c| c.observe(now, lock)) {
                 self.observers.remove(&lock);
                 return Err(e);
             }
@@ -524,7 +541,7 @@ impl<C: Engine> Actor<C> {
         subscribers.retain(|(t, _)| *t != ticket);
         if subscribers.is_empty() {
             self.observers.remove(&lock);
-            let _ = self.conn.unobserve(now, lock);
+            let _ = self.conn.intent(now, |c| c.unobserve(now, lock));
         }
     }
 
@@ -638,6 +655,13 @@ impl<C: Engine> Actor<C> {
         }
     }
 
+    /// The lease of `lock` that a `try_acquire`/`acquire` won is gone.
+    fn revoke(&mut self, lock: LockId) {
+        if let Some(slot) = self.won.remove(&lock).and_then(|slot| slot.upgrade()) {
+            slot.revoke();
+        }
+    }
+
     fn route_lock(&mut self, event: Event) {
         match &event {
             Event::HolderChanged { lock, holder } => {
@@ -663,11 +687,15 @@ impl<C: Engine> Actor<C> {
                 }
                 return;
             }
-            // A lease of try_acquire/acquire ran out: its holder checks `Lease::valid_until`.
+            // A lease of try_acquire/acquire ended: its `Lease` reads invalid from now on.
             Event::Expired { lock, reason } => {
                 self.stats.leases_expired += 1;
                 warn!(lock = %name_of(&self.conn, *lock), ?reason, "a lease ended before its release");
+                self.revoke(*lock);
                 return;
+            }
+            Event::Released { lock, .. } if self.conn.engine().valid_until(*lock).is_none() => {
+                self.revoke(*lock);
             }
             _ => {}
         }
@@ -679,6 +707,14 @@ impl<C: Engine> Actor<C> {
         };
         trace_event(route, &event, &self.conn, self.now);
         record(&mut self.stats, route, &event, self.now);
+        if let (Event::Acquired { lock, .. }, Kind::TryAcquire | Kind::Acquire) =
+            (&event, route.kind)
+        {
+            // The engine keeps one lease per lock: one won before is gone.
+            if let Some(before) = self.won.insert(*lock, route.sink.slot()) {
+                before.upgrade().inspect(|slot| slot.revoke());
+            }
+        }
         let last = event.is_final();
         route.sink.deliver(event);
         if last {
