@@ -2330,3 +2330,42 @@ fn a_release_whose_first_vdel_may_have_deleted_the_lock_does_not_report_it_was_n
         }]
     );
 }
+
+/// A write fenced with the lease's token is given up when the lease ends: its message expires
+/// with the lease (and the connection drops it if it has not left by then), and a reply that
+/// comes after the lease cannot say whether it landed under it: `Indeterminate`, not `Written`.
+#[test]
+fn a_fenced_write_answered_after_its_lease_ended_is_indeterminate() {
+    let mut t = T::connected("c1");
+    let (lock, _) = acquire_l(&mut t, Options::default());
+    let until = t.client.valid_until(lock).unwrap();
+    // Two seconds of validity left, less than the request timeout.
+    t.advance(until - t.now.instant - 2 * SEC);
+    let op = access(
+        &mut t,
+        lock,
+        Access::Set(Bytes::from_static(b"v")),
+        Fence::Held,
+        Options::default(),
+    );
+    let set = t.take_one("SET");
+    assert_eq!(
+        set.message.message_expiry,
+        Some(2),
+        "expires with the lease"
+    );
+    assert!(t.client.config().request_timeout > 2 * SEC);
+    // The reply comes after the lease's end: the end is handled first.
+    t.advance(2 * SEC + MS);
+    t.ok(&set);
+    let events = t.take_events();
+    assert!(
+        events.contains(&Event::Failed {
+            op,
+            lock,
+            error: OpError::Indeterminate
+        }),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Accessed { .. })));
+}
