@@ -131,33 +131,48 @@ struct Route {
     span: tracing::Span,
 }
 
-/// When the driver connects again: the backoff of failed attempts, reset by every accepted
-/// connection, and the longer one after session takeovers. A takeover means that another client
-/// uses our client id; reconnecting at once would take the session back and start a ping-pong,
-/// so after a takeover the delay grows with every takeover in a row (from
-/// [`Settings::reconnect_max`] up to [`Settings::takeover_backoff_max`]) and an accepted
-/// connection does not reset it: only a connection that ends some other way does.
+/// When the driver connects again. Failed attempts back off from [`Settings::reconnect_min`] to
+/// [`Settings::reconnect_max`]. A connection that the broker accepted but that did not last
+/// [`Settings::stable_connection`] — a session takeover (DISCONNECT 0x8E, or a broker such as
+/// mosquitto 2.0 that closes the socket without one), or a broker that drops us right after the
+/// CONNACK — goes on the longer flapping backoff, from `reconnect_max` doubling up to
+/// [`Settings::takeover_backoff_max`]: reconnecting at once would take the session back from the
+/// client that shares our id and start a ping-pong. Only a connection that stayed up that long
+/// resets both.
 struct Reconnect {
     backoff: Backoff,
-    takeover: Backoff,
-    /// The last connection was taken over.
-    taken_over: bool,
+    flapping: Backoff,
+    /// How long a connection must last to count as stable.
+    stable: Duration,
+    /// When the current connection was accepted.
+    connected_at: Option<Instant>,
+    /// The last accepted connection ended before it was stable.
+    flapped: bool,
 }
 
 impl Reconnect {
     fn next_delay(&mut self) -> Duration {
-        if self.taken_over {
-            self.takeover.next_delay()
+        if self.flapped {
+            self.flapping.next_delay()
         } else {
             self.backoff.next_delay()
         }
     }
 
-    /// A connection ended; `taken_over` by a session takeover.
-    fn ended(&mut self, taken_over: bool) {
-        self.taken_over = taken_over;
-        if !taken_over {
-            self.takeover.reset();
+    /// The broker accepted a connection at `now`.
+    fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
+    }
+
+    /// The connection, or the attempt, ended at `now`; `taken_over` by a session takeover.
+    fn ended(&mut self, now: Instant, taken_over: bool) {
+        let Some(at) = self.connected_at.take() else {
+            return; // an attempt that failed: the backoff goes on
+        };
+        self.flapped = taken_over || now.saturating_duration_since(at) < self.stable;
+        if !self.flapped {
+            self.backoff.reset();
+            self.flapping.reset();
         }
     }
 }
@@ -246,12 +261,14 @@ impl Actor<Connection> {
                 settings.reconnect_max,
                 settings.seed.rotate_left(17),
             ),
-            takeover: Backoff::new(
+            flapping: Backoff::new(
                 settings.reconnect_max,
                 settings.takeover_backoff_max,
                 settings.seed.rotate_left(29),
             ),
-            taken_over: false,
+            stable: settings.stable_connection,
+            connected_at: None,
+            flapped: false,
         };
         Ok(Actor::with(conn, Some(reconnect), now, state))
     }
@@ -565,7 +582,7 @@ impl<C: Engine> Actor<C> {
                     }
                     self.state.set(ConnectionState::Connected);
                     if let Some(reconnect) = &mut self.reconnect {
-                        reconnect.backoff.reset();
+                        reconnect.connected(self.now);
                     }
                     self.notify_watchers(Ok(()));
                 }
@@ -581,7 +598,7 @@ impl<C: Engine> Actor<C> {
                     let taken_over =
                         cause == DisconnectCause::ByServer(DisconnectReason::SessionTakenOver);
                     if let Some(reconnect) = &mut self.reconnect {
-                        reconnect.ended(taken_over);
+                        reconnect.ended(self.now, taken_over);
                     }
                     if taken_over {
                         self.stats.takeovers += 1;
@@ -859,6 +876,45 @@ mod tests {
         )
         .unwrap();
         (actor, Client::new(tx), rx)
+    }
+
+    /// The reconnect backoff of default settings but for `reconnect_max` 1 s.
+    fn reconnect() -> Reconnect {
+        let mut settings = Settings::new("127.0.0.1", 1, "backoff-test");
+        settings.reconnect_max = Duration::from_secs(1);
+        let (_, rx) = mailbox();
+        let actor = Actor::new(&settings, now(), rx.publisher()).unwrap();
+        actor.reconnect.unwrap()
+    }
+
+    #[test]
+    fn a_connack_alone_does_not_reset_the_reconnect_backoff() {
+        let mut r = reconnect();
+        let t0 = now().instant;
+        // Failed attempts grow towards reconnect_max (1 s; each delay is from its upper half).
+        let failed: Vec<Duration> = (0..6).map(|_| r.next_delay()).collect();
+        assert!(failed[0] <= Duration::from_millis(50), "{failed:?}");
+        assert!(failed[5] >= Duration::from_millis(500), "{failed:?}");
+        // Accepted, then dropped at once (mosquitto closing a taken-over session's socket):
+        // the next delays start at reconnect_max and keep growing past it.
+        let mut at = t0;
+        let mut flapping = Vec::new();
+        for _ in 0..4 {
+            r.connected(at);
+            at += Duration::from_millis(20);
+            r.ended(at, false);
+            flapping.push(r.next_delay());
+        }
+        assert!(flapping[0] >= Duration::from_millis(500), "{flapping:?}");
+        assert!(flapping[3] >= Duration::from_secs(4), "{flapping:?}");
+        // A connection that lasted resets both.
+        r.connected(at);
+        r.ended(at + Duration::from_secs(10), false);
+        assert!(r.next_delay() <= Duration::from_millis(50));
+        // A takeover is flapping however long the connection lasted.
+        r.connected(at);
+        r.ended(at + Duration::from_secs(60), true);
+        assert!(r.next_delay() >= Duration::from_millis(500));
     }
 
     fn feed(actor: &mut Actor, rx: &mut Receiver) -> usize {

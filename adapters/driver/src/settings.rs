@@ -88,14 +88,19 @@ pub struct Settings {
     pub reconnect_min: Duration,
     /// Largest delay between two connection attempts.
     pub reconnect_max: Duration,
-    /// Largest delay before reconnecting after the broker gave the session to another
-    /// connection with the same client id (DISCONNECT 0x8E,
-    /// [`Disconnection::TakenOver`](crate::Disconnection::TakenOver)). After a takeover the
-    /// driver waits `reconnect_max`, doubled for every further takeover in a row up to this
-    /// (each delay drawn from its upper half); an accepted connection does not reset it, a
-    /// connection that ends for another reason does. Two clients with one id thus reconnect
-    /// fewer and fewer times instead of taking the session from each other in a tight loop.
+    /// Largest delay before reconnecting after a connection that did not last
+    /// [`Settings::stable_connection`]: the broker gave the session to another connection with
+    /// the same client id (DISCONNECT 0x8E,
+    /// [`Disconnection::TakenOver`](crate::Disconnection::TakenOver), or the socket closed
+    /// without one, as mosquitto 2.0 does), or it dropped the connection right after accepting
+    /// it. The driver then waits `reconnect_max`, doubled for every such connection in a row up
+    /// to this (each delay drawn from its upper half); only a stable connection resets it. Two
+    /// clients with one id thus reconnect fewer and fewer times instead of taking the session
+    /// from each other in a tight loop.
     pub takeover_backoff_max: Duration,
+    /// How long an accepted connection must last before the reconnect backoffs start over
+    /// (10 s by default): a CONNACK alone does not reset them.
+    pub stable_connection: Duration,
     /// Seed of the engine (correlation ids, retry jitter) and of the reconnect jitter.
     pub seed: u64,
     /// TLS, or plain TCP when `None`.
@@ -124,6 +129,7 @@ impl Settings {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             takeover_backoff_max: Duration::from_secs(300),
+            stable_connection: Duration::from_secs(10),
             seed,
             tls: None,
             sat_file: None,
