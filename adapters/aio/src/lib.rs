@@ -48,13 +48,23 @@
 //! The SDK queues publishes and subscribes while the session is down and sends them when it is
 //! back; the engine's request timeout still bounds every operation. Once the session has ended
 //! for good (the SDK reports the managed client detached), the lock stops: its operations end
-//! with [`Error::Closed`].
+//! with [`Error::Closed`]. That is noticed at the lock's next request, and the lock sends none
+//! while the link is down: when `Session::run` returns, drop the lock's handles too.
 //!
 //! The state store sends KEYNOTIFY notifications to the topic of the session's client id, so the
 //! lock's [`Config::client_id`](lock::Config::client_id) must be the session's (see
-//! [`attach`]); the SDK's `state_store::Client` on the same session receives on the same topics.
-//! Observe a key through one of them only: a KEYNOTIFY registration belongs to the client id,
-//! and the one that unregisters it ends it for both.
+//! [`attach`]). An SDK `state_store::Client` on the same session subscribes to the same
+//! notification filter, and each ignores the notifications of keys it does not observe. Two
+//! things follow from sharing one client id:
+//!
+//! - observe a key through one of them only: a KEYNOTIFY registration belongs to the client id,
+//!   and the one that unregisters it ends it for both;
+//! - keep that SDK client as long as the lock: its `shutdown` (also run when it is dropped)
+//!   unsubscribes the shared filter, after which no notification reaches the lock (a waiting
+//!   `acquire` is no longer woken by the holder's release). The lock itself never unsubscribes.
+//!
+//! The monitor is a flag: a disconnection and a reconnection that both happen before the lock's
+//! task next runs are not seen (the SDK's own clients share this).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

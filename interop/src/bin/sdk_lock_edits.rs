@@ -4,9 +4,9 @@
 //! `sdk_lock_edits <broker port> <client id> <lock name> <counter key> <rounds>`: each round
 //! takes the lock (`leased_lock::lock::Client::lock`, waiting), reads the counter, writes it
 //! plus one fenced by the lock's token, and unlocks. Prints `written <n>`: how many of those
-//! writes the store accepted.
+//! writes the store accepted (a write refused for an older token is not counted).
 
-use leasedlock_interop::sdk::state_store::SetOptions;
+use leasedlock_interop::sdk::state_store::{ErrorKind, ServiceError, SetOptions};
 use leasedlock_interop::{Sdk, SDK_REQUEST_TIMEOUT as T};
 use std::time::Duration;
 
@@ -43,10 +43,17 @@ async fn main() {
                 Some(token),
                 SetOptions::default(),
             )
-            .await
-            .expect("SDK fenced set");
-        if set.response {
-            written += 1;
+            .await;
+        match set {
+            Ok(set) if set.response => written += 1,
+            Ok(_) => {}
+            // A newer token wrote the key meanwhile: not written (and the lock did not exclude).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ServiceError(ServiceError::FencingTokenLowerVersion)
+                ) => {}
+            Err(e) => panic!("SDK fenced set: {e:?}"),
         }
         lock.unlock(T).await.expect("the SDK's unlock");
     }
