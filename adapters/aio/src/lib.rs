@@ -69,7 +69,7 @@
 #![deny(missing_docs)]
 
 use azure_iot_operations_mqtt::control_packet::{
-    DeliveryQoS, PubAck, Publish, PublishProperties, QoS as SdkQoS, RetainOptions,
+    DeliveryQoS, PubAck, Publish, PublishProperties, QoS as SdkQoS, RetainOptions, SubAck,
     SubscribeProperties, TopicFilter, TopicName,
 };
 use azure_iot_operations_mqtt::error::CompletionError;
@@ -77,6 +77,7 @@ use azure_iot_operations_mqtt::session::{
     SessionManagedClient, SessionMonitor, SessionPubReceiver,
 };
 use azure_iot_operations_mqtt::token::{PublishQoS1CompletionToken, SubscribeCompletionToken};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{self, ConfigError, NotDelivered};
 use leasedlock::mqtt::DisconnectCause;
@@ -130,6 +131,35 @@ enum Out {
     Subscribe(String),
 }
 
+/// The SDK's completion token of a request, with what the request is known by (taken when the
+/// token completes).
+enum Awaited {
+    Puback(Option<Bytes>, PublishQoS1CompletionToken),
+    Suback(Option<String>, SubscribeCompletionToken),
+}
+
+/// A completed [`Awaited`].
+enum Acked {
+    Puback(Bytes, Result<PubAck, CompletionError>),
+    Suback(String, Result<SubAck, CompletionError>),
+}
+
+impl Future for Awaited {
+    type Output = Acked;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Acked> {
+        // The tokens are `Unpin`, and so is this.
+        match self.get_mut() {
+            Awaited::Puback(correlation, token) => Pin::new(token).poll(cx).map(|result| {
+                Acked::Puback(correlation.take().expect("polled after completion"), result)
+            }),
+            Awaited::Suback(filter, token) => Pin::new(token).poll(cx).map(|result| {
+                Acked::Suback(filter.take().expect("polled after completion"), result)
+            }),
+        }
+    }
+}
+
 /// A request on its way into the SDK's queue (which makes the caller wait while it is full).
 type Handing = Pin<Box<dyn Future<Output = Handed> + Send>>;
 
@@ -144,10 +174,8 @@ pub struct Aio {
     /// Requests not yet with the SDK, in order.
     outbox: VecDeque<Out>,
     handing: Option<Handing>,
-    /// Publishes sent, by Correlation Data, until their PUBACK.
-    pubacks: Vec<(Bytes, PublishQoS1CompletionToken)>,
-    /// Subscribes sent, until their SUBACK.
-    subacks: Vec<(String, SubscribeCompletionToken)>,
+    /// Publishes and subscribes with the SDK, until their acknowledgement.
+    acks: FuturesUnordered<Awaited>,
     /// Until the monitor sees the other state than `connected`.
     link: Pin<Box<dyn Future<Output = ()> + Send>>,
     connected: bool,
@@ -202,8 +230,7 @@ impl Aio {
             receivers,
             outbox: VecDeque::new(),
             handing: None,
-            pubacks: Vec::new(),
-            subacks: Vec::new(),
+            acks: FuturesUnordered::new(),
             connected: false,
             was_connected: false,
             ready: VecDeque::new(),
@@ -277,10 +304,12 @@ impl Aio {
     fn handed(&mut self, handed: Handed) {
         match handed {
             Handed::Publish(Some(correlation), Ok(token)) => {
-                self.pubacks.push((correlation, token));
+                self.acks.push(Awaited::Puback(Some(correlation), token));
             }
             Handed::Publish(None, Ok(_)) => {}
-            Handed::Subscribe(filter, Ok(token)) => self.subacks.push((filter, token)),
+            Handed::Subscribe(filter, Ok(token)) => {
+                self.acks.push(Awaited::Suback(Some(filter), token));
+            }
             Handed::Publish(_, Err(Gone)) | Handed::Subscribe(_, Err(Gone)) => self.gone = true,
             Handed::Invalid(Out::Publish(message), error) => {
                 if let Some(correlation_data) = message.correlation_data {
@@ -301,19 +330,20 @@ impl Aio {
 
     /// Moves the acknowledgements that have come to the events to report.
     fn poll_acks(&mut self, cx: &mut Context<'_>) {
-        for (correlation, result) in take_ready(&mut self.pubacks, cx) {
-            match result {
-                Ok(ack) => self.ready.extend(puback_event(correlation, &ack)),
-                Err(error) => self.completion_failed(&error),
-            }
-        }
-        for (filter, result) in take_ready(&mut self.subacks, cx) {
-            match result {
-                Ok(ack) => self.ready.push_back(TransportEvent::Subscribed {
-                    filter,
-                    granted: ack.is_success(),
-                }),
-                Err(error) => self.completion_failed(&error),
+        while let Poll::Ready(Some(acked)) = self.acks.poll_next_unpin(cx) {
+            match acked {
+                Acked::Puback(correlation, Ok(ack)) => {
+                    self.ready.extend(puback_event(correlation, &ack));
+                }
+                Acked::Suback(filter, Ok(ack)) => {
+                    self.ready.push_back(TransportEvent::Subscribed {
+                        filter,
+                        granted: ack.is_success(),
+                    })
+                }
+                Acked::Puback(_, Err(error)) | Acked::Suback(_, Err(error)) => {
+                    self.completion_failed(&error);
+                }
             }
         }
     }
@@ -350,22 +380,6 @@ impl Aio {
             }
         })
     }
-}
-
-/// Takes the completion tokens that are ready out of `pending`, with what they are for.
-fn take_ready<K, F: Future + Unpin>(
-    pending: &mut Vec<(K, F)>,
-    cx: &mut Context<'_>,
-) -> Vec<(K, F::Output)> {
-    let mut ready = Vec::new();
-    let mut i = 0;
-    while i < pending.len() {
-        match Pin::new(&mut pending[i].1).poll(cx) {
-            Poll::Ready(output) => ready.push((pending.swap_remove(i).0, output)),
-            Poll::Pending => i += 1,
-        }
-    }
-    ready
 }
 
 /// The report of the SDK's PUBACK of the request with this Correlation Data, if it failed.
@@ -606,7 +620,7 @@ mod tests {
         t.subscribe(&topic::response_topic("t"));
         t.publish(request(b"first"));
         assert_eq!(poll(&mut t), Poll::Pending, "queued in the SDK, no outcome");
-        assert_eq!((t.subacks.len(), t.pubacks.len()), (1, 1));
+        assert_eq!(t.acks.len(), 2, "both wait for their acknowledgement");
         drop(session);
         // The queued requests' acknowledgements will never come: the session is gone.
         assert_eq!(poll(&mut t), Poll::Ready(None));
