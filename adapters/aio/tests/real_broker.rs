@@ -19,8 +19,10 @@ use adapter::azure_iot_operations_mqtt::session::{
     Session, SessionError, SessionErrorKind, SessionOptionsBuilder,
 };
 use adapter::leasedlock::lock::Config;
-use adapter::{Client, ConnectionState, Settings};
-use leasedlock_testkit::Broker;
+use adapter::leasedlock::lock::Options;
+use adapter::{Client, ConnectionState, HoldEvent, Settings};
+use leasedlock_testkit::{Broker, Proxy, StoreEmulator};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// A current-thread tokio runtime per test; the lock and the SDK session are tasks on it.
@@ -88,6 +90,11 @@ impl scenarios::Rt for Aio {
 //   `connection_runner` in azure_iot_operations_mqtt 1.2.3, session.rs), as the SDK requires of
 //   a broker that keeps sessions (the AIO broker does). The monitor then says disconnected for
 //   ever, and the lock, which publishes nothing while disconnected, waits until its handles go.
+//   `a_broker_that_forgets_the_session_ends_the_sdk_session` shows this, and
+//   `a_lost_connection_is_resumed_and_the_hold_goes_on` covers what the three check on a broker
+//   that keeps the session.
+//
+// A scenario added to `scenarios!` is to be added here too.
 // - `a_session_takeover_is_reported_and_backs_off`: the session monitor tells connected or
 //   disconnected, never why, so a DISCONNECT 0x8E cannot be reported as
 //   `Disconnection::TakenOver`; and the test kit's embedded broker never resumes a session, so
@@ -154,5 +161,65 @@ fn a_broker_that_forgets_the_session_ends_the_sdk_session() {
             }
         }
         drop(broker.await);
+    });
+}
+
+/// What the broker-restart scenarios would show on a broker that keeps sessions (the AIO broker
+/// does): the connection is lost, the SDK connects again and resumes its session, and the lock
+/// goes on over it. The connection goes through a proxy that holds back what the client sends:
+/// its keep-alive runs out, the old connection ends, and the new one gets through once the
+/// proxy lets it.
+#[test]
+fn a_lost_connection_is_resumed_and_the_hold_goes_on() {
+    <Aio as scenarios::Rt>::block_on(async {
+        let broker = Broker::start();
+        let _store = StoreEmulator::start(broker.addr());
+        let proxy = Proxy::start(broker.addr());
+        let mut settings = Settings::new("127.0.0.1", proxy.addr().port(), "aio-resumed");
+        settings.mqtt.keep_alive = Duration::from_secs(1);
+        settings.reconnect_max = Duration::from_millis(300);
+        let (client, (_lock, session)) = over_sdk(&settings, settings.lock.clone());
+        let mut hold = client
+            .hold(
+                "L",
+                Duration::from_secs(10),
+                Duration::from_millis(300),
+                Options::default(),
+            )
+            .await
+            .unwrap();
+        let first = hold.token().expect("a fresh hold has a token");
+        let mut watch = client.connection_state();
+        proxy.hold();
+        loop {
+            match scenarios::within::<Aio, _>(watch.next()).await {
+                Some(ConnectionState::Disconnected(_)) => break,
+                Some(_) => {}
+                None => panic!("the lock stopped"),
+            }
+        }
+        proxy.release();
+        loop {
+            match scenarios::within::<Aio, _>(watch.next()).await {
+                Some(ConnectionState::Connected) => break,
+                Some(_) => {}
+                None => panic!("the lock stopped"),
+            }
+        }
+        loop {
+            match scenarios::within::<Aio, _>(hold.next_event()).await {
+                Some(HoldEvent::Renewed(lease) | HoldEvent::Acquired(lease)) => {
+                    if lease.token > first {
+                        break;
+                    }
+                }
+                Some(_) => {} // a loss while the link was down
+                None => panic!("the hold ended"),
+            }
+        }
+        assert!(!session.is_finished(), "the SDK resumed its session");
+        let s = client.stats().await.unwrap();
+        assert!(s.reconnects >= 1, "{s:?}");
+        assert!(scenarios::within::<Aio, _>(hold.close()).await.unwrap());
     });
 }
