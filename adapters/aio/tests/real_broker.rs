@@ -20,7 +20,7 @@ use adapter::azure_iot_operations_mqtt::session::{
 };
 use adapter::leasedlock::lock::Config;
 use adapter::leasedlock::lock::Options;
-use adapter::{Client, ConnectionState, HoldEvent, Settings};
+use adapter::{Client, ConnectionState, ConnectionWatch, HoldEvent, Settings};
 use leasedlock_testkit::{Broker, Proxy, StoreEmulator};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -90,9 +90,10 @@ impl scenarios::Rt for Aio {
 //   `connection_runner` in azure_iot_operations_mqtt 1.2.3, session.rs), as the SDK requires of
 //   a broker that keeps sessions (the AIO broker does). The monitor then says disconnected for
 //   ever, and the lock, which publishes nothing while disconnected, waits until its handles go.
-//   `a_broker_that_forgets_the_session_ends_the_sdk_session` shows this, and
-//   `a_lost_connection_is_resumed_and_the_hold_goes_on` covers what the three check on a broker
-//   that keeps the session.
+//   `a_broker_that_forgets_the_session_ends_the_sdk_session` shows this;
+//   `a_lost_connection_is_resumed_and_the_hold_goes_on` and
+//   `a_waiter_whose_connection_is_lost_still_gets_the_lock` check a hold and a wait across a
+//   lost connection whose session the broker keeps.
 //
 // A scenario added to `scenarios!` is to be added here too.
 // - `a_session_takeover_is_reported_and_backs_off`: the session monitor tells connected or
@@ -164,6 +165,40 @@ fn a_broker_that_forgets_the_session_ends_the_sdk_session() {
     });
 }
 
+/// An SDK session through `proxy` and the lock over it, with a keep-alive of one second.
+fn through(proxy: &Proxy, name: &str) -> (Client, Tasks) {
+    let mut settings = Settings::new("127.0.0.1", proxy.addr().port(), name);
+    settings.mqtt.keep_alive = Duration::from_secs(1);
+    settings.reconnect_max = Duration::from_millis(300);
+    over_sdk(&settings, settings.lock.clone())
+}
+
+/// The proxy holds back what the clients send until the lock has seen its link go down, then
+/// runs `while_down` and lets the clients through; returns once the link is up again.
+async fn lose_and_resume(
+    proxy: &Proxy,
+    watch: &mut ConnectionWatch,
+    while_down: impl std::future::Future<Output = ()>,
+) {
+    proxy.hold();
+    loop {
+        match scenarios::within::<Aio, _>(watch.next()).await {
+            Some(ConnectionState::Disconnected(_)) => break,
+            Some(_) => {}
+            None => panic!("the lock stopped"),
+        }
+    }
+    while_down.await;
+    proxy.release();
+    loop {
+        match scenarios::within::<Aio, _>(watch.next()).await {
+            Some(ConnectionState::Connected) => return,
+            Some(_) => {}
+            None => panic!("the lock stopped"),
+        }
+    }
+}
+
 /// What the broker-restart scenarios would show on a broker that keeps sessions (the AIO broker
 /// does): the connection is lost, the SDK connects again and resumes its session, and the lock
 /// goes on over it. The connection goes through a proxy that holds back what the client sends:
@@ -175,10 +210,7 @@ fn a_lost_connection_is_resumed_and_the_hold_goes_on() {
         let broker = Broker::start();
         let _store = StoreEmulator::start(broker.addr());
         let proxy = Proxy::start(broker.addr());
-        let mut settings = Settings::new("127.0.0.1", proxy.addr().port(), "aio-resumed");
-        settings.mqtt.keep_alive = Duration::from_secs(1);
-        settings.reconnect_max = Duration::from_millis(300);
-        let (client, (_lock, session)) = over_sdk(&settings, settings.lock.clone());
+        let (client, (_lock, session)) = through(&proxy, "aio-resumed");
         let mut hold = client
             .hold(
                 "L",
@@ -190,22 +222,7 @@ fn a_lost_connection_is_resumed_and_the_hold_goes_on() {
             .unwrap();
         let first = hold.token().expect("a fresh hold has a token");
         let mut watch = client.connection_state();
-        proxy.hold();
-        loop {
-            match scenarios::within::<Aio, _>(watch.next()).await {
-                Some(ConnectionState::Disconnected(_)) => break,
-                Some(_) => {}
-                None => panic!("the lock stopped"),
-            }
-        }
-        proxy.release();
-        loop {
-            match scenarios::within::<Aio, _>(watch.next()).await {
-                Some(ConnectionState::Connected) => break,
-                Some(_) => {}
-                None => panic!("the lock stopped"),
-            }
-        }
+        lose_and_resume(&proxy, &mut watch, async {}).await;
         loop {
             match scenarios::within::<Aio, _>(hold.next_event()).await {
                 Some(HoldEvent::Renewed(lease) | HoldEvent::Acquired(lease)) => {
@@ -221,5 +238,38 @@ fn a_lost_connection_is_resumed_and_the_hold_goes_on() {
         let s = client.stats().await.unwrap();
         assert!(s.reconnects >= 1, "{s:?}");
         assert!(scenarios::within::<Aio, _>(hold.close()).await.unwrap());
+    });
+}
+
+/// The waiting side of the same: a waiter whose connection is lost while the holder releases
+/// (the DELETE notification is sent while it is away) still gets the lock once its session is
+/// resumed.
+#[test]
+fn a_waiter_whose_connection_is_lost_still_gets_the_lock() {
+    <Aio as scenarios::Rt>::block_on(async {
+        let broker = Broker::start();
+        let _store = StoreEmulator::start(broker.addr());
+        let proxy = Proxy::start(broker.addr());
+        let holder = Settings::new("127.0.0.1", broker.addr().port(), "aio-holder");
+        let (a, _ta) = over_sdk(&holder, holder.lock.clone());
+        let (b, _tb) = through(&proxy, "aio-waiter");
+        let lease = Duration::from_secs(10);
+        let first = a.acquire("L", lease, Options::default()).await.unwrap();
+        scenarios::within::<Aio, _>(b.connected()).await.unwrap();
+        let mut watch = b.connection_state();
+        let before = b.stats().await.unwrap().requests_sent;
+        let waiter = b.acquire("L", lease, Options::default().with_timeout(scenarios::WAIT));
+        let lose = async {
+            // The waiter has registered for notifications and been refused before its link goes.
+            while b.stats().await.unwrap().requests_sent < before + 2 {
+                tokio::task::yield_now().await;
+            }
+            let release = async {
+                assert!(a.release("L", Options::default()).await.unwrap());
+            };
+            lose_and_resume(&proxy, &mut watch, release).await;
+        };
+        let (won, ()) = scenarios::within::<Aio, _>(async { tokio::join!(waiter, lose) }).await;
+        assert!(won.unwrap().token > first.token);
     });
 }
