@@ -170,7 +170,7 @@ pub struct Aio {
     client: Arc<SessionManagedClient>,
     monitor: SessionMonitor,
     /// The lock's response topic and its notification filter.
-    receivers: [SessionPubReceiver; 2],
+    receivers: Vec<SessionPubReceiver>,
     /// Requests not yet with the SDK, in order.
     outbox: VecDeque<Out>,
     handing: Option<Handing>,
@@ -214,15 +214,13 @@ impl Aio {
     /// the session's. Its receivers for the lock's topics are registered at once, so that no
     /// response or notification is missed once the engine has subscribed.
     pub fn new(client: SessionManagedClient, monitor: SessionMonitor) -> Aio {
-        let id = client.client_id().to_owned();
-        let receiver = |filter: String| {
-            let filter = TopicFilter::new(filter).expect("the lock's topics are valid filters");
-            client.create_filtered_pub_receiver(filter)
-        };
-        let receivers = [
-            receiver(topic::response_topic(&id)),
-            receiver(topic::notification_filter(&id)),
-        ];
+        let id = client.client_id();
+        // None for a client id that is no topic level (the lock's configuration refuses it).
+        let receivers = [topic::response_topic(id), topic::notification_filter(id)]
+            .into_iter()
+            .filter_map(|filter| TopicFilter::new(filter).ok())
+            .map(|filter| client.create_filtered_pub_receiver(filter))
+            .collect();
         Aio {
             link: link_change(&monitor, true),
             client: Arc::new(client),
@@ -627,23 +625,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn attach_refuses_a_client_id_that_is_not_the_sessions() {
-        let session = session("app");
-        let refused = attach(
-            lock::Config::new("other"),
-            session.create_managed_client(),
-            session.create_session_monitor(),
-        );
+    async fn attach_refuses_a_client_id_that_is_not_the_sessions_or_no_topic_level() {
+        let attach_to = |id: &str, config: &str| {
+            let session = session(id);
+            attach(
+                lock::Config::new(config),
+                session.create_managed_client(),
+                session.create_session_monitor(),
+            )
+        };
         assert!(matches!(
-            refused,
+            attach_to("app", "other"),
             Err(AttachError::ClientId { ref lock, ref session }) if lock == "other" && session == "app"
         ));
-        let (_client, task) = attach(
-            lock::Config::new("app"),
-            session.create_managed_client(),
-            session.create_session_monitor(),
-        )
-        .unwrap();
+        let refused = attach_to("a+b", "a+b");
+        assert!(
+            matches!(
+                refused,
+                Err(AttachError::Config(ConfigError::InvalidClientId(_)))
+            ),
+            "{refused:?}"
+        );
+        let (_client, task) = attach_to("app", "app").unwrap();
         task.abort();
     }
 }
