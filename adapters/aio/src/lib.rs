@@ -164,8 +164,9 @@ impl Future for Awaited {
 type Handing = Pin<Box<dyn Future<Output = Handed> + Send>>;
 
 /// The [`Transport`] over an SDK session's [`SessionManagedClient`] and [`SessionMonitor`].
-/// [`attach`] builds it and runs the lock over it; use this with [`leasedlock_tokio::attach`]
-/// only to build the configuration check yourself.
+/// [`attach`] builds it, checks the lock's client id against the session's and runs the lock
+/// over it; to run it with [`leasedlock_tokio::attach`] yourself, give the lock the session's
+/// client id.
 pub struct Aio {
     client: Arc<SessionManagedClient>,
     monitor: SessionMonitor,
