@@ -893,6 +893,32 @@ async fn twins_back_off<R: Rt>(env: &Env, cause: Option<Disconnection>) {
     );
 }
 
+/// A request published before the state store is up gets a PUBACK with reason 0x10 (no
+/// matching subscribers): the transport maps it, and the engine repeats the request shortly
+/// instead of waiting for its (here one-minute) timeout. Once the store is up, the lock is won.
+/// Run by the tests of the transports over an application's client (not part of
+/// [`scenarios!`]: it needs no store to start with).
+#[allow(dead_code)]
+pub async fn a_puback_without_subscribers_repeats_the_request<R: Rt>(test: &str) {
+    let broker = Broker::start();
+    let addr = broker.addr();
+    let mut settings = Settings::new("127.0.0.1", addr.port(), test);
+    settings.lock.request_timeout = Duration::from_secs(60);
+    let (client, _task) = R::connect(&settings);
+    within::<R, _>(client.connected()).await.unwrap();
+    let acquire = client.try_acquire("L", LEASE, timeout(WAIT));
+    let start_store = async {
+        // The store starts once a request has been repeated: only a mapped PUBACK can repeat it
+        // before the minute is over.
+        while client.stats().await.unwrap().retries == 0 {
+            R::sleep(Duration::from_millis(20)).await;
+        }
+        StoreEmulator::start(addr)
+    };
+    let (won, _store) = within::<R, _>(join2(acquire, start_store)).await;
+    assert!(won.unwrap().is_some(), "free once the store is up");
+}
+
 async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
