@@ -10,7 +10,6 @@ mod adapter {
 
 #[path = "../../tests-common/scenarios.rs"]
 #[macro_use]
-#[allow(dead_code)] // the four scenarios left out below
 mod scenarios;
 
 use adapter::azure_iot_operations_mqtt::aio::connection_settings::MqttConnectionSettingsBuilder;
@@ -65,6 +64,22 @@ type Tasks = (JoinHandle<()>, JoinHandle<Result<(), SessionError>>);
 impl scenarios::Rt for Aio {
     type Task = Tasks;
 
+    /// The test broker (mosquitto with `persistence false`, killed and started again) forgets
+    /// every session. The SDK reconnects with Clean Start 0, gets Session Present 0, and ends
+    /// its session: `Session::run` returns `SessionLost` (`connection_runner` in
+    /// azure_iot_operations_mqtt 1.2.3, session.rs), as the SDK requires of a broker that keeps
+    /// sessions (the AIO broker does). The monitor then says disconnected for ever, and the lock
+    /// waits until its handles go: `a_broker_that_forgets_the_session_ends_the_sdk_session`
+    /// shows it, and `a_lost_connection_is_resumed_and_the_hold_goes_on` and
+    /// `a_waiter_whose_connection_is_lost_still_gets_the_lock` check a hold and a wait across a
+    /// lost connection whose session the broker keeps.
+    const SURVIVES_A_FORGOTTEN_SESSION: bool = false;
+    /// The session monitor tells connected or disconnected, never why, so a DISCONNECT 0x8E
+    /// cannot be reported as `Disconnection::TakenOver`, and the SDK reconnects by its own
+    /// policy; the test kit's embedded broker never resumes a session either, so a session
+    /// taken over ends with `SessionLost` at its next connection.
+    const TELLS_TAKEOVERS: bool = false;
+
     tokio_rt!();
 
     fn connect(settings: &Settings) -> (Client, Self::Task) {
@@ -80,45 +95,7 @@ impl scenarios::Rt for Aio {
     }
 }
 
-// Every scenario of `scenarios!` but four that cannot pass over an SDK session, for reasons of
-// the SDK's:
-//
-// - `broker_restart_during_hold`, `broker_restart_during_wait`,
-//   `connection_state_follows_a_broker_restart`: the test broker (mosquitto with `persistence
-//   false`, killed and started again) forgets every session. The SDK reconnects with Clean Start
-//   0, gets Session Present 0, and ends its session: `Session::run` returns `SessionLost` (see
-//   `connection_runner` in azure_iot_operations_mqtt 1.2.3, session.rs), as the SDK requires of
-//   a broker that keeps sessions (the AIO broker does). The monitor then says disconnected for
-//   ever, and the lock, which publishes nothing while disconnected, waits until its handles go.
-//   `a_broker_that_forgets_the_session_ends_the_sdk_session` shows this;
-//   `a_lost_connection_is_resumed_and_the_hold_goes_on` and
-//   `a_waiter_whose_connection_is_lost_still_gets_the_lock` check a hold and a wait across a
-//   lost connection whose session the broker keeps.
-//
-// A scenario added to `scenarios!` is to be added here too.
-// - `a_session_takeover_is_reported_and_backs_off`: the session monitor tells connected or
-//   disconnected, never why, so a DISCONNECT 0x8E cannot be reported as
-//   `Disconnection::TakenOver`; and the test kit's embedded broker never resumes a session, so
-//   the session taken over ends with `SessionLost` at its next connection (no ping-pong to
-//   back off from).
-scenarios!(@each Aio;
-    three_clients_contend,
-    handoff_on_release,
-    handoff_on_expiry_after_kill,
-    hold_renews_with_newer_tokens,
-    undrained_hold_stays_bounded,
-    killed_driver_closes_pending_operations,
-    edits_count_exactly,
-    session_ids_make_distinct_holders,
-    holder_and_observe,
-    timeouts,
-    cancel_by_drop,
-    stale_token_is_fenced,
-    fenced_store_access_with_the_held_token,
-    try_hold_does_not_wait_and_ends_at_its_first_loss,
-    election_hands_over_and_reports_the_loss,
-    stats_count_operations,
-);
+scenarios!(Aio);
 
 /// A PUBACK 0x10 (no matching subscribers: the store is not up) repeats the request shortly.
 #[test]

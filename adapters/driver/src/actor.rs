@@ -4,7 +4,8 @@
 
 use crate::engine::Engine;
 use crate::handle::{Change, Error};
-use crate::settings::{Backoff, Settings};
+use crate::reconnect::Reconnect;
+use crate::settings::Settings;
 use crate::slot::{Sink, Slot};
 use crate::state::{ConnectionState, Disconnection, Publisher};
 use crate::stats::{Kind, Outcome, Stats};
@@ -131,52 +132,6 @@ struct Route {
     span: tracing::Span,
 }
 
-/// When the driver connects again. Failed attempts back off from [`Settings::reconnect_min`] to
-/// [`Settings::reconnect_max`]. A connection that the broker accepted but that did not last
-/// [`Settings::stable_connection`] — a session takeover (DISCONNECT 0x8E, or a broker such as
-/// mosquitto 2.0 that closes the socket without one), or a broker that drops us right after the
-/// CONNACK — goes on the longer flapping backoff, from `reconnect_max` doubling up to
-/// [`Settings::takeover_backoff_max`]: reconnecting at once would take the session back from the
-/// client that shares our id and start a ping-pong. Only a connection that stayed up that long
-/// resets both.
-struct Reconnect {
-    backoff: Backoff,
-    flapping: Backoff,
-    /// How long a connection must last to count as stable.
-    stable: Duration,
-    /// When the current connection was accepted.
-    connected_at: Option<Instant>,
-    /// The last accepted connection ended before it was stable.
-    flapped: bool,
-}
-
-impl Reconnect {
-    fn next_delay(&mut self) -> Duration {
-        if self.flapped {
-            self.flapping.next_delay()
-        } else {
-            self.backoff.next_delay()
-        }
-    }
-
-    /// The broker accepted a connection at `now`.
-    fn connected(&mut self, now: Instant) {
-        self.connected_at = Some(now);
-    }
-
-    /// The connection, or the attempt, ended at `now`; `taken_over` by a session takeover.
-    fn ended(&mut self, now: Instant, taken_over: bool) {
-        let Some(at) = self.connected_at.take() else {
-            return; // an attempt that failed: the backoff goes on
-        };
-        self.flapped = taken_over || now.saturating_duration_since(at) < self.stable;
-        if !self.flapped {
-            self.backoff.reset();
-            self.flapping.reset();
-        }
-    }
-}
-
 /// The actor: owns the engine and what carries its messages (`C`: the driver's own
 /// [`Connection`], or a [`Bridge`] to the application's MQTT client), the routes of live
 /// operations (the actor's side of each operation's [`Slot`], by the engine's id) and the
@@ -255,21 +210,13 @@ impl Actor<Connection> {
             now,
             settings.seed,
         )?;
-        let reconnect = Reconnect {
-            backoff: Backoff::new(
-                settings.reconnect_min,
-                settings.reconnect_max,
-                settings.seed.rotate_left(17),
-            ),
-            flapping: Backoff::new(
-                settings.reconnect_max,
-                settings.takeover_backoff_max,
-                settings.seed.rotate_left(29),
-            ),
-            stable: settings.stable_connection,
-            connected_at: None,
-            flapped: false,
-        };
+        let reconnect = Reconnect::new(
+            settings.reconnect_min,
+            settings.reconnect_max,
+            settings.takeover_backoff_max,
+            settings.stable_connection,
+            settings.seed,
+        );
         Ok(Actor::with(conn, Some(reconnect), now, state))
     }
 
