@@ -617,6 +617,15 @@ impl Client {
             }
         };
         let mut deadline = op.deadline;
+        if let (Some(token), Some(lease)) = (&fencing, &l.lease) {
+            // A write fenced with our lease's token is given up when the lease ends: it must not
+            // leave after that (the connection drops it unsent), and a reply that comes later
+            // cannot tell whether it landed under the lease.
+            if *token == lease.token {
+                let end = lease.validity.instant;
+                deadline = Some(deadline.map_or(end, |d| d.min(end)));
+            }
+        }
         if let (OpKind::Hold { held: true, .. }, Some(lease)) = (&op.kind, &l.lease) {
             // A renewal gives up at half the validity left, so that a retry still fits when its
             // reply is lost (the request timeout alone could outlast the lease); never sooner

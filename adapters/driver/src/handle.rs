@@ -61,7 +61,9 @@ pub enum Error {
 /// A lease won: its fencing token and until when it may be used.
 ///
 /// Pass the token along with every write to the resource the lock guards, and stop using it
-/// once [`Lease::is_valid`] is false:
+/// once [`Lease::is_valid`] is false. A lease of `try_acquire`/`acquire` also turns invalid as
+/// soon as the client learns that it is gone before its time: the store reported the lock
+/// deleted or taken by another holder, or it was released.
 ///
 /// ```no_run
 /// use leasedlock_driver::{Client, Error};
@@ -74,10 +76,11 @@ pub enum Error {
 ///         println!("write with fencing token {}", lease.token);
 ///     }
 ///     client.release("job", Options::default()).await?;
+///     assert!(!lease.is_valid());
 ///     Ok(())
 /// }
 /// ```
-#[derive(Clone, Debug, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Lease {
     /// The fencing token of this acquisition (or renewal).
@@ -87,12 +90,27 @@ pub struct Lease {
     /// `valid_until` on the wall clock, read when the lease was reported: the monotonic clock
     /// stands still while the host is suspended, the wall clock does not.
     valid_until_wall_ms: u64,
+    /// The slot of the `try_acquire`/`acquire` that won it: the actor revokes it there when
+    /// the lease is gone early. `None` for a hold's leases, whose losses the hold reports.
+    won_by: Option<Arc<Slot>>,
 }
 
 /// Two leases are the same lease when their token and end are.
 impl PartialEq for Lease {
     fn eq(&self, other: &Lease) -> bool {
         self.token == other.token && self.valid_until == other.valid_until
+    }
+}
+
+impl Eq for Lease {}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("token", &self.token)
+            .field("valid_until", &self.valid_until)
+            .field("revoked", &self.is_revoked())
+            .finish()
     }
 }
 
@@ -106,14 +124,29 @@ impl Lease {
             token,
             valid_until,
             valid_until_wall_ms: now.wall_ms.saturating_add(left_ms),
+            won_by: None,
         }
     }
 
-    /// Whether the token may still be used now, by both clocks (a suspended host's monotonic
-    /// clock does not advance).
+    /// The lease a `try_acquire`/`acquire` won, revoked through its `slot`.
+    fn won(token: FencingToken, valid_until: Instant, slot: Arc<Slot>) -> Lease {
+        Lease {
+            won_by: Some(slot),
+            ..Lease::new(token, valid_until)
+        }
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.won_by.as_ref().is_some_and(|slot| slot.is_revoked())
+    }
+
+    /// Whether the token may still be used now: by both clocks (a suspended host's monotonic
+    /// clock does not advance), and while the client knows of no end of the lease.
     pub fn is_valid(&self) -> bool {
         let now = crate::clock::now();
-        now.instant < self.valid_until && now.wall_ms < self.valid_until_wall_ms
+        now.instant < self.valid_until
+            && now.wall_ms < self.valid_until_wall_ms
+            && !self.is_revoked()
     }
 }
 
@@ -258,10 +291,11 @@ impl Client {
             Intent::TryAcquire { lease },
             options,
         )?;
+        let slot = op.slot.clone();
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
-            } => Some(Some(Lease::new(token, valid_until))),
+            } => Some(Some(Lease::won(token, valid_until, slot.clone()))),
             Event::Busy { .. } => Some(None),
             _ => None,
         })
@@ -276,10 +310,11 @@ impl Client {
         options: Options,
     ) -> Result<Lease, Error> {
         let op = self.start(Name::new(name.as_ref()), Intent::Acquire { lease }, options)?;
+        let slot = op.slot.clone();
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
-            } => Some(Lease::new(token, valid_until)),
+            } => Some(Lease::won(token, valid_until, slot.clone())),
             _ => None,
         })
         .await

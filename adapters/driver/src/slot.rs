@@ -14,9 +14,11 @@
 //! one of them changes the lease, a pending marker gets its own copy of the lease it stands for.
 
 use crate::handle::Lease;
-use leasedlock::lock::{Event, IntentError, OpId};
+use leasedlock::lock::{Event, IntentError, LockId, OpId};
+use leasedlock::FencingToken;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 /// What the handle of an operation reads from its slot.
@@ -45,6 +47,9 @@ enum Entry {
 pub(crate) struct Slot {
     /// Set for holds: renewals are coalesced and the lease is kept.
     hold: bool,
+    /// The lease this operation won is gone (the store reported it taken or deleted, it
+    /// expired, or it was released): every [`Lease`] of it reads invalid.
+    revoked: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -99,7 +104,34 @@ impl Slot {
     pub(crate) fn new(hold: bool) -> Arc<Slot> {
         Arc::new(Slot {
             hold,
+            revoked: AtomicBool::new(false),
             state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The lease won by this operation is gone.
+    pub(crate) fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Slot::revoke`] was called.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// The lease this slot's `try_acquire`/`acquire` won, when its win is queued unread: the
+    /// handle is gone without seeing it.
+    pub(crate) fn unread_win(&self) -> Option<(LockId, FencingToken)> {
+        let state = self.state();
+        let mut queued = state.head.iter().chain(state.rest.iter());
+        queued.find_map(|entry| match entry {
+            Entry::Event(Event::Acquired {
+                lock,
+                token,
+                hold: false,
+                ..
+            }) => Some((*lock, token.clone())),
+            _ => None,
         })
     }
 
@@ -165,6 +197,11 @@ impl Sink {
     /// The actor's side of `slot`.
     pub(crate) fn new(slot: Arc<Slot>) -> Sink {
         Sink(slot)
+    }
+
+    /// The slot, for revoking the lease its operation won after the operation has ended.
+    pub(crate) fn slot(&self) -> Weak<Slot> {
+        Arc::downgrade(&self.0)
     }
 
     /// The engine started the operation as `op`.
