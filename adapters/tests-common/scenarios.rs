@@ -1153,7 +1153,9 @@ pub async fn a_waiter_whose_delete_notice_was_lost_takes_the_lock<R: Rt>(env: En
             state_where::<R>(&mut watch, is_disconnected).await;
             proxy.heal();
         };
-        let (won, ()) = within::<R, _>(join2(waiter, release_unseen)).await;
+        let (won, ()) = bounded::<R, _>(WAIT, join2(waiter, release_unseen))
+            .await
+            .unwrap_or_else(|| panic!("{missed:?}: no outcome within {WAIT:?}"));
         let won = won.unwrap_or_else(|e| panic!("{missed:?}: {e}"));
         assert!(won.token > first.token, "{missed:?}");
         assert!(b.release("L", Options::default()).await.unwrap());

@@ -24,6 +24,13 @@ use leasedlock_testkit::{Broker, Proxy, StoreEmulator};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// The shortest keep-alive under which the SDK notices a silent broker. Its PINGRESP timeout is
+/// fixed at 2 s (`azure_mqtt_adapter.rs` in azure_iot_operations_mqtt 1.2.3) and every PINGREQ
+/// starts it again (`azure_mqtt/client.rs`): with a shorter keep-alive a new PINGREQ goes out
+/// before the timeout and a connection that receives nothing is never given up (a frozen
+/// network showed it: no disconnect in 20 s with keep-alive 1 s).
+const SDK_MIN_KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 /// A current-thread tokio runtime per test; the lock and the SDK session are tasks on it.
 enum Aio {}
 
@@ -82,8 +89,11 @@ impl scenarios::Rt for Aio {
 
     tokio_rt!();
 
+    /// With a keep-alive of at least [`SDK_MIN_KEEP_ALIVE`].
     fn connect(settings: &Settings) -> (Client, Self::Task) {
-        over_sdk(settings, settings.lock.clone())
+        let mut settings = settings.clone();
+        settings.mqtt.keep_alive = settings.mqtt.keep_alive.max(SDK_MIN_KEEP_ALIVE);
+        over_sdk(&settings, settings.lock.clone())
     }
 
     /// The lock's task and the session go: the socket closes, and leases expire at the store.

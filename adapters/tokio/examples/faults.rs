@@ -9,7 +9,7 @@
 //!   and the hold has a token again.
 //!
 //! ```text
-//! cargo run --release -p leasedlock-tokio --example faults -- [rounds] [keep-alive secs]
+//! cargo run -p leasedlock-tokio --example faults -- [rounds] [keep-alive secs] [secs between faults]
 //! ```
 #![allow(clippy::disallowed_methods)] // a measurement reads the clock
 
@@ -19,6 +19,14 @@ use leasedlock_tokio::{self as adapter, leasedlock, Client, ConnectionState, Hol
 use std::time::{Duration, Instant};
 
 const LEASE: Duration = Duration::from_secs(2);
+
+/// What every measurement shares.
+struct Run {
+    rounds: usize,
+    keep_alive: Duration,
+    /// How long a connection lasts after its recovery before the next fault.
+    settle: Duration,
+}
 
 fn settings(port: u16, id: &str, keep_alive: Duration) -> Settings {
     let mut s = Settings::new("127.0.0.1", port, id);
@@ -87,10 +95,11 @@ async fn holding_client(
     (client, task, watch, hold)
 }
 
-async fn silent_broker(broker: &Broker, rounds: usize, keep_alive: Duration) {
-    let (_client, _task, mut watch, mut hold) = holding_client(broker, "silent", keep_alive).await;
+async fn silent_broker(broker: &Broker, run: &Run) {
+    let (_client, _task, mut watch, mut hold) =
+        holding_client(broker, "silent", run.keep_alive).await;
     let (mut noticed, mut connected, mut held) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
+    for _ in 0..run.rounds {
         broker.pause();
         let paused = Instant::now();
         state_where(&mut watch, |s| {
@@ -104,19 +113,23 @@ async fn silent_broker(broker: &Broker, rounds: usize, keep_alive: Duration) {
         connected.push(resumed.elapsed());
         held_again(&mut hold).await;
         held.push(resumed.elapsed());
-        // Steady again before the next round.
-        tokio::time::sleep(LEASE / 2).await;
+        // The connection settles before the next round.
+        tokio::time::sleep(run.settle).await;
     }
-    println!("silent broker (SIGSTOP), keep-alive {keep_alive:?}, {rounds} rounds, a hold renewing every {:?}:", LEASE / 8);
+    println!(
+        "silent broker (SIGSTOP), a hold renewing every {:?}:",
+        LEASE / 8
+    );
     println!("  SIGSTOP -> connection given up:  {}", summary(noticed));
     println!("  SIGCONT -> connected:            {}", summary(connected));
     println!("  SIGCONT -> hold renewed/re-won:  {}", summary(held));
 }
 
-async fn restart(broker: &mut Broker, rounds: usize, keep_alive: Duration) {
-    let (_client, _task, mut watch, mut hold) = holding_client(broker, "restart", keep_alive).await;
+async fn restart(broker: &mut Broker, run: &Run) {
+    let (_client, _task, mut watch, mut hold) =
+        holding_client(broker, "restart", run.keep_alive).await;
     let (mut connected, mut held) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
+    for _ in 0..run.rounds {
         // Blocks the runtime while mosquitto restarts: the times count from when it accepts TCP.
         broker.restart();
         let back = Instant::now();
@@ -128,9 +141,11 @@ async fn restart(broker: &mut Broker, rounds: usize, keep_alive: Duration) {
         connected.push(back.elapsed());
         held_again(&mut hold).await;
         held.push(back.elapsed());
-        tokio::time::sleep(LEASE / 2).await;
+        tokio::time::sleep(run.settle).await;
     }
-    println!("broker restart (SIGKILL, new mosquitto on the port), reconnect backoff up to 300 ms, {rounds} rounds:");
+    println!(
+        "broker restart (SIGKILL, new mosquitto on the port), reconnect backoff up to 300 ms:"
+    );
     println!(
         "  broker back -> connected:           {}",
         summary(connected)
@@ -138,12 +153,12 @@ async fn restart(broker: &mut Broker, rounds: usize, keep_alive: Duration) {
     println!("  broker back -> hold renewed/re-won: {}", summary(held));
 }
 
-async fn partition(broker: &Broker, rounds: usize, keep_alive: Duration) {
+async fn partition(broker: &Broker, run: &Run) {
     let proxy = Proxy::start(broker.addr());
-    let (a, _ta) =
-        adapter::connect(&settings(proxy.addr().port(), "holder", keep_alive)).expect("settings");
-    let (b, _tb) =
-        adapter::connect(&settings(broker.addr().port(), "other", keep_alive)).expect("settings");
+    let (a, _ta) = adapter::connect(&settings(proxy.addr().port(), "holder", run.keep_alive))
+        .expect("settings");
+    let (b, _tb) = adapter::connect(&settings(broker.addr().port(), "other", run.keep_alive))
+        .expect("settings");
     let mut hold = a
         .hold("P", LEASE, LEASE / 4, Options::default())
         .await
@@ -151,7 +166,7 @@ async fn partition(broker: &Broker, rounds: usize, keep_alive: Duration) {
     let watch = hold.watch();
     let (mut told, mut taken, mut rejoined, mut violations) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
-    for _ in 0..rounds {
+    for _ in 0..run.rounds {
         proxy.freeze();
         let frozen = Instant::now();
         let lost = async {
@@ -178,10 +193,9 @@ async fn partition(broker: &Broker, rounds: usize, keep_alive: Duration) {
         release(&b).await;
         held_again(&mut hold).await;
         rejoined.push(healed.elapsed());
+        tokio::time::sleep(run.settle).await;
     }
-    println!(
-        "partitioned holder (proxy frozen), lease {LEASE:?}, keep-alive {keep_alive:?}, {rounds} rounds:"
-    );
+    println!("partitioned holder (proxy frozen), lease {LEASE:?}, the other client waiting:");
     println!("  freeze -> holder told Lost:      {}", summary(told));
     println!("  freeze -> other client holds:    {}", summary(taken));
     println!("  heal + release -> holder again:  {}", summary(rejoined));
@@ -200,9 +214,23 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let rounds = args.next().map_or(5, |a| a.parse().expect("rounds"));
     let keep_alive = Duration::from_secs(args.next().map_or(1, |a| a.parse().expect("seconds")));
+    // By default a connection outlives the driver's stable_connection before the next fault, so
+    // that each fault meets a fresh reconnect backoff.
+    let stable = Settings::new("127.0.0.1", 1, "x").stable_connection;
+    let settle = args
+        .next()
+        .map_or(stable + Duration::from_millis(500), |a| {
+            Duration::from_secs_f64(a.parse().expect("seconds"))
+        });
+    let run = Run {
+        rounds,
+        keep_alive,
+        settle,
+    };
+    println!("{rounds} rounds, keep-alive {keep_alive:?}, {settle:?} between faults");
     let mut broker = Broker::mosquitto();
     let _store = StoreEmulator::start(broker.addr());
-    silent_broker(&broker, rounds, keep_alive).await;
-    partition(&broker, rounds, keep_alive).await;
-    restart(&mut broker, rounds, keep_alive).await;
+    silent_broker(&broker, &run).await;
+    partition(&broker, &run).await;
+    restart(&mut broker, &run).await;
 }
