@@ -1125,6 +1125,54 @@ fn a_lease_taken_away_at_the_store_is_reported_at_once() {
     assert!(!t.client.is_held(t.now, lock));
 }
 
+/// `close_hold` while the hold acquires again, its SET in flight: the store applies the SET and
+/// then the VDEL (one publisher, one topic: in order), so the release finds the lock ours and
+/// says so; the SET's late success gives back no lease. Had the SET lost, the VDEL would find
+/// nothing and `false` would be the truth: the hold held nothing then.
+#[test]
+fn close_hold_during_a_reacquisition_reports_what_the_vdel_found() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 10 * SEC, 3 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    t.take_events();
+    let v = t.next_version();
+    t.notify("L", NotificationOp::Delete, Some(v));
+    assert!(matches!(t.take_events()[..], [Event::Lost { .. }]));
+    let set = loop {
+        if let Some(set) = t.take_sent().into_iter().find(|s| s.verb() == "SET") {
+            break set;
+        }
+        t.run_to_timeout();
+    };
+    let rel = t.client.close_hold(t.now, lock).unwrap();
+    let mut vdels: Vec<Sent> = t.take_sent();
+    vdels.retain(|s| s.verb() == "VDEL");
+    assert_eq!(vdels.len(), 1, "one VDEL undoes the SET's win too");
+    let vdel = vdels.remove(0);
+    t.ok(&set);
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::HoldEnded { op: hold, lock },
+            Event::Released {
+                op: rel,
+                lock,
+                was_held: true
+            }
+        ]
+    );
+    assert!(!t.client.is_held(t.now, lock));
+    assert_eq!(t.client.leases_held(), 0);
+    assert_eq!(t.client.operations_in_progress(), 0);
+}
+
 #[test]
 fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_first() {
     let mut t = T::connected("c1");

@@ -612,6 +612,21 @@ pub async fn a_win_nobody_read_is_released<R: Rt>(env: Env) {
     assert!(lease.is_some());
 }
 
+/// A broker given by host name: the adapter resolves it (the async-io adapter off the
+/// executor's threads) and the lock works as over an address.
+pub async fn a_broker_named_by_host_name_is_reached<R: Rt>(env: Env) {
+    let mut settings = env.settings("a");
+    settings.host = "localhost".into();
+    let (a, _ta) = R::connect(&settings);
+    within::<R, _>(a.connected()).await.unwrap();
+    assert!(a
+        .try_acquire("L", LEASE, Options::default())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(a.release("L", Options::default()).await.unwrap());
+}
+
 /// The broker restarts during a hold: the hold reports a renewal (or a loss and a new
 /// acquisition) after reconnecting, and has a token again.
 pub async fn broker_restart_during_hold<R: Rt>(env: Env) {
@@ -1372,6 +1387,7 @@ macro_rules! scenarios {
             cancel_by_drop,
             a_lease_taken_away_or_released_reads_invalid,
             a_win_nobody_read_is_released,
+            a_broker_named_by_host_name_is_reached,
             broker_restart_during_hold,
             broker_restart_during_wait,
             stale_token_is_fenced,

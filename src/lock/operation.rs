@@ -249,6 +249,12 @@ impl Client {
         // undoes the SET of a timed-out acquire must not end a hold waiting beside it.
         if let (Some(hold), false) = (self.locks[lock].hold, silent) {
             if self.ops[&hold].holder == holder {
+                // This VDEL follows the hold's SET in flight (one topic, in order), so it undoes
+                // a win of that SET too: the hold ends without a second release of its own.
+                let req = self.ops.get_mut(&hold).and_then(|op| op.req.take());
+                if let Some(p) = req.and_then(|r| self.pending.remove(&r)) {
+                    self.timers.cancel(p.timer);
+                }
                 self.end_hold(now, hold, false);
             }
         }

@@ -2,6 +2,7 @@
 //! to a [`Transport`]): commands from handles in, events routed out to the handle that started
 //! each operation.
 
+use crate::changes::ChangeSink;
 use crate::engine::Engine;
 use crate::handle::{Change, Error};
 use crate::reconnect::Reconnect;
@@ -10,7 +11,7 @@ use crate::slot::{Sink, Slot};
 use crate::state::{ConnectionState, Disconnection, Publisher};
 use crate::stats::{Kind, Outcome, Stats};
 use crate::transport::{Bridge, Transport, TransportEvent};
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event as ConnEvent};
 use leasedlock::lock::{
@@ -29,7 +30,7 @@ use tracing::{debug, info, trace, warn};
 pub(crate) type Ticket = u64;
 
 /// Where holder changes of an observed lock go.
-pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Change, OpError>>;
+pub(crate) type ObserveSink = ChangeSink;
 
 /// A lock name on its way from a handle to the actor: carried inline when short (no
 /// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
@@ -634,7 +635,10 @@ impl<C: Engine> Actor<C> {
                 match self.observers.get(lock) {
                     Some(subs) => {
                         for (_, sink) in subs {
-                            let _ = sink.unbounded_send(Ok(Change::from(holder.clone())));
+                            // An observer that does not read loses its oldest changes.
+                            if !sink.push(Ok(Change::from(holder.clone()))) {
+                                self.stats.events_dropped += 1;
+                            }
                         }
                     }
                     None => self.stats.events_dropped += 1,
@@ -646,7 +650,7 @@ impl<C: Engine> Actor<C> {
                 // The engine stopped observing: tell every observer, whose streams then end.
                 if let Some(subs) = self.observers.remove(lock) {
                     for (_, sink) in subs {
-                        let _ = sink.unbounded_send(Err(error.clone()));
+                        sink.push(Err(error.clone()));
                     }
                 }
                 return;

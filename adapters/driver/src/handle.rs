@@ -5,11 +5,12 @@
 //! KEYNOTIFY STOP; a hold is released).
 
 use crate::actor::{Command, Name, Ticket};
+use crate::changes::{changes, ChangeSource};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
 use crate::state::ConnectionWatch;
 use crate::stats::Stats;
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{
@@ -499,7 +500,7 @@ impl Client {
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
         let ticket = self.tx.ticket();
-        let (sink, rx) = mpsc::unbounded();
+        let (sink, rx) = changes();
         let (ack, acked) = oneshot::channel();
         self.tx.send(Command::Observe {
             ticket,
@@ -727,6 +728,10 @@ impl From<Option<Holder>> for Change {
 /// Holder changes of one lock, as [`Change`]s; `Err` when the broker refused the notification
 /// registration (the stream then ends).
 ///
+/// An observer that falls behind by more than 64 changes loses the oldest ones (counted in
+/// [`Stats::events_dropped`](crate::Stats::events_dropped)): memory stays bounded, and the last
+/// change it reads is always the latest.
+///
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
 ///
 /// ```no_run
@@ -744,7 +749,7 @@ impl From<Option<Holder>> for Change {
 /// }
 /// ```
 pub struct Observer {
-    rx: mpsc::UnboundedReceiver<Result<Change, OpError>>,
+    rx: ChangeSource,
     tx: Sender,
     ticket: Ticket,
 }
@@ -765,15 +770,15 @@ impl std::fmt::Debug for Observer {
 impl Observer {
     /// The next holder change; `None` when the driver stopped or observing failed.
     pub async fn next(&mut self) -> Option<Result<Change, OpError>> {
-        poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
+        poll_fn(|cx| self.rx.poll_next(cx)).await
     }
 }
 
 impl Stream for Observer {
     type Item = Result<Change, OpError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.rx).poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_next(cx)
     }
 }
 

@@ -55,6 +55,7 @@
 
 mod access;
 mod actor;
+mod changes;
 mod clock;
 mod driver;
 mod election;

@@ -12,6 +12,9 @@
 //! stands for the slot's current lease; a newer renewal replaces the lease and leaves the marker
 //! where it is. Every other event (`Lost`, `Acquired`, the final one) is queued in order; before
 //! one of them changes the lease, a pending marker gets its own copy of the lease it stands for.
+//! A hold nobody reads while it loses and wins its lock again and again stays bounded too: once
+//! [`HOLD_BACKLOG`] events wait, a new acquisition drops what came after the oldest unread loss,
+//! so the reader is told that the lease was lost, then where the hold stands now.
 
 use crate::handle::Lease;
 use leasedlock::lock::{Event, IntentError, LockId, OpId};
@@ -97,7 +100,22 @@ impl State {
     fn len(&self) -> usize {
         usize::from(self.head.is_some()) + self.rest.len()
     }
+
+    /// Forgets what came after the oldest unread loss, when there is one: a hold's reader that
+    /// has fallen far behind is told the loss and then the latest acquisition only.
+    fn collapse_after_first_loss(&mut self) {
+        let is_loss = |entry: &Entry| matches!(entry, Entry::Event(Event::Lost { .. }));
+        if self.head.as_ref().is_some_and(is_loss) {
+            self.rest.clear();
+        } else if let Some(at) = self.rest.iter().position(is_loss) {
+            self.rest.truncate(at + 1);
+        }
+    }
 }
+
+/// Unread events of a hold beyond which a new acquisition collapses the ones since the oldest
+/// unread loss.
+const HOLD_BACKLOG: usize = 32;
 
 impl Slot {
     /// A new, empty slot; `hold` for the operation of a hold.
@@ -244,6 +262,9 @@ impl Sink {
                 } = &event
                 {
                     state.lease = Some(Lease::new(token.clone(), *valid_until));
+                    if state.len() >= HOLD_BACKLOG {
+                        state.collapse_after_first_loss();
+                    }
                 }
                 state.push(Entry::Event(event));
             }
@@ -380,6 +401,36 @@ pub(crate) mod tests {
             slot.lease(),
             Some(e.lease(9_999)),
             "reading keeps the lease"
+        );
+    }
+
+    #[test]
+    fn an_unread_hold_that_keeps_losing_its_lock_stays_bounded_and_tells_the_first_loss() {
+        let e = Events::new();
+        let slot = Slot::new(true);
+        let sink = Sink::new(slot.clone());
+        sink.deliver(e.acquired(1));
+        sink.deliver(e.renewed(2));
+        for n in 1..10_000 {
+            sink.deliver(e.lost());
+            sink.deliver(e.acquired(10 * n));
+            sink.deliver(e.renewed(10 * n + 1));
+            assert!(slot.queued() <= HOLD_BACKLOG + 2, "{}", slot.queued());
+        }
+        assert_eq!(slot.lease(), Some(e.lease(99_991)));
+        let read = drain(&slot);
+        assert_eq!(
+            read[..3],
+            [
+                format!("acquired {}", token(1)),
+                format!("renewed {}", token(2)),
+                "lost".to_owned()
+            ]
+        );
+        assert_eq!(
+            read.last(),
+            Some(&format!("renewed {}", token(99_991))),
+            "the latest"
         );
     }
 
