@@ -45,6 +45,23 @@ impl std::ops::Add<Duration> for Now {
     }
 }
 
+/// How far the wall clock may run ahead of the monotonic one between two readings before the
+/// difference counts as a pause of the monotonic clock (a suspended host or VM); well below the
+/// smallest safety margin.
+pub(crate) const PAUSE_SLACK: Duration = Duration::from_millis(20);
+
+impl Now {
+    /// How long the monotonic clock stood still between `earlier` and this reading: the time the
+    /// wall clock ran ahead of it, when that is more than [`PAUSE_SLACK`]. A wall clock stepped
+    /// forward counts the same; either way, deadlines on the monotonic clock come that much late.
+    pub(crate) fn pause_since(self, earlier: Now) -> Option<Duration> {
+        let monotonic = self.instant.checked_duration_since(earlier.instant)?;
+        let wall = Duration::from_millis(self.wall_ms.saturating_sub(earlier.wall_ms));
+        wall.checked_sub(monotonic)
+            .filter(|pause| *pause > PAUSE_SLACK)
+    }
+}
+
 /// Longest lease or timeout the core accepts: anything longer is surely a unit mistake.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 

@@ -30,6 +30,8 @@ struct ScriptedBroker {
     stalled: bool,
     /// PUBLISHes received with DUP set (re-sent by the client's session).
     dups: usize,
+    /// The packet identifier of the last PUBLISH received.
+    last_packet_id: u16,
 }
 
 impl ScriptedBroker {
@@ -43,6 +45,7 @@ impl ScriptedBroker {
             resume: false,
             stalled: false,
             dups: 0,
+            last_packet_id: 0,
         }
     }
 
@@ -73,6 +76,7 @@ impl ScriptedBroker {
                 Packet::Publish(p) => {
                     assert_eq!(p.qos, mqttbytes::QoS::AtLeastOnce);
                     self.dups += usize::from(p.dup);
+                    self.last_packet_id = p.pkid;
                     if self.stalled {
                         continue;
                     }
@@ -328,6 +332,55 @@ fn given_up_requests_are_not_resent_on_a_resumed_session() {
     );
     assert_eq!((broker.requests.clone(), broker.dups), (vec![], 0));
     assert_eq!(broker.holder, None);
+}
+
+/// A write fenced with the lease waits behind a full in-flight window while the host is
+/// suspended past the lease's end: when the host wakes and the window frees, the write is not
+/// sent (the monotonic clock missed the suspension; the wall clock did not).
+#[test]
+fn a_fenced_write_held_up_across_a_suspension_past_its_lease_is_not_sent() {
+    let now = start_now();
+    let mut options = mqtt::Options::new("dev-6");
+    options.max_inflight = 1;
+    let mut conn = Connection::new(Config::new("dev-6"), options, now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.lock_id("L").unwrap();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    let lease = Duration::from_secs(10);
+    conn.start(now, lock, Intent::TryAcquire { lease }, Options::default())
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    assert!(conn.engine().is_held(now, lock));
+    // A read takes the only place in flight and is not answered yet; the write waits.
+    broker.stalled = true;
+    conn.start(now, lock, Intent::Holder, Options::default())
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    let read = broker.last_packet_id;
+    let write = Intent::Access {
+        key: Bytes::from_static(b"K"),
+        access: lock::Access::Set(Bytes::from_static(b"v")),
+        fence: lock::Fence::Held,
+    };
+    let op = conn.start(now, lock, write, Options::default()).unwrap();
+    run(&mut conn, &mut broker, now);
+    // The host sleeps 20 s: the monotonic clock moves 1 ms, the wall clock 20 s.
+    let woken = Now::new(now.instant + Duration::from_millis(1), now.wall_ms + 20_000);
+    let [hi, lo] = read.to_be_bytes();
+    conn.handle_bytes(woken, &[0x40, 0x02, hi, lo]);
+    conn.handle_timeout(woken);
+    broker.stalled = false;
+    let events = run(&mut conn, &mut broker, woken);
+    assert_eq!(
+        broker.last_packet_id, read,
+        "nothing published after the read"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e,
+            Event::Lock(lock::Event::Failed { op: o, error: lock::OpError::LeaseLapsed | lock::OpError::Indeterminate, .. }) if *o == op)),
+        "{events:?}"
+    );
 }
 
 #[test]

@@ -213,7 +213,7 @@ impl Connection {
     /// Runs `intent` on the engine at `now` (which becomes the clock of what its outputs cause)
     /// and moves its outputs into the session: for what the other methods do not cover.
     pub fn intent<T>(&mut self, now: Now, intent: impl FnOnce(&mut Client) -> T) -> T {
-        self.last_now = now;
+        self.tick(now);
         let result = intent(&mut self.client);
         self.pump();
         result
@@ -228,21 +228,21 @@ impl Connection {
 
     /// A new transport is up: send CONNECT.
     pub fn connect(&mut self, now: Now) {
-        self.last_now = now;
+        self.tick(now);
         self.mqtt.connect(now.instant);
         self.pump();
     }
 
     /// Bytes read from the transport.
     pub fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
-        self.last_now = now;
+        self.tick(now);
         self.mqtt.handle_bytes(now.instant, bytes);
         self.pump();
     }
 
     /// Deadlines up to `now` have passed (safe to call early, late or twice).
     pub fn handle_timeout(&mut self, now: Now) {
-        self.last_now = now;
+        self.tick(now);
         self.mqtt.handle_timeout(now.instant);
         self.client.handle_timeout(now);
         self.pump();
@@ -250,14 +250,14 @@ impl Connection {
 
     /// The transport broke or was closed.
     pub fn handle_transport_closed(&mut self, now: Now) {
-        self.last_now = now;
+        self.tick(now);
         self.mqtt.handle_transport_closed(now.instant);
         self.pump();
     }
 
     /// Send DISCONNECT (normal disconnection); close the transport once it is written.
     pub fn disconnect(&mut self, now: Now) {
-        self.last_now = now;
+        self.tick(now);
         self.mqtt
             .disconnect(now.instant, mqtt::DisconnectReason::NormalDisconnection);
         self.pump();
@@ -267,7 +267,7 @@ impl Connection {
     /// result is `true`), right after the CONNACK while connecting, and in every later CONNECT.
     /// See [`Session::reauthenticate`].
     pub fn reauthenticate(&mut self, now: Now, data: Bytes) -> Result<bool, AuthError> {
-        self.last_now = now;
+        self.tick(now);
         let sent = self.mqtt.reauthenticate(now.instant, data);
         self.pump();
         sent
@@ -275,7 +275,7 @@ impl Connection {
 
     /// Answers an [`Event::AuthenticationChallenge`]. See [`Session::continue_authentication`].
     pub fn continue_authentication(&mut self, now: Now, data: Bytes) -> Result<(), AuthError> {
-        self.last_now = now;
+        self.tick(now);
         let sent = self.mqtt.continue_authentication(now.instant, data);
         self.pump();
         sent
@@ -354,6 +354,16 @@ impl Connection {
         }
     }
 
+    /// A new reading of the clocks. A pause of the monotonic clock since the last one (a
+    /// suspended host, seen by the wall clock) brings the session's send-by instants forward by
+    /// as much: a request whose time ran out while the host slept is not sent when it wakes.
+    fn tick(&mut self, now: Now) {
+        if let Some(pause) = now.pause_since(self.last_now) {
+            self.mqtt.clock_paused(pause);
+        }
+        self.last_now = now;
+    }
+
     /// Hands a request to the session: as a PUBLISH written from the template, or as a message.
     /// It goes out only while the engine waits for its answer: the session drops it unsent
     /// once its timeout has passed (a full in-flight window, no connection).
@@ -426,10 +436,16 @@ impl Connection {
                     (None, None) => {}
                 }
             }
-            // A publish of a session the broker did not resume: the engine has given up its
-            // requests at the disconnection already.
+            // A request the session dropped unsent, its time run out: the engine learns that
+            // the store never saw it. (Those dropped at or after a disconnection the engine has
+            // given up already, and it ignores them.)
             mqtt::Event::PublishDropped { id, .. } => {
-                self.requests.retain(|(p, _)| *p != id);
+                if let Some(at) = self.requests.iter().position(|(p, _)| *p == id) {
+                    if let Some((_, correlation)) = self.requests.remove(at) {
+                        self.client
+                            .handle_not_delivered(now, &correlation, NotDelivered::Unsent);
+                    }
+                }
             }
         }
     }

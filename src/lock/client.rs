@@ -24,10 +24,6 @@ use std::time::{Duration, Instant};
 /// Delay before repeating a request that reached no state store.
 const NOT_DELIVERED_RETRY: Duration = Duration::from_millis(100);
 
-/// How far the wall clock may run ahead of the monotonic one between two timeouts before the
-/// client looks for leases that a pause has ended (well below the smallest safety margin).
-pub(super) const PAUSE_SLACK: Duration = Duration::from_millis(20);
-
 /// Counters of what the client sent, repeated, ignored or refused; useful in tests, diagnostics
 /// and metrics. They only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,15 +249,10 @@ impl Client {
     /// Reports the leases that a pause of the monotonic clock (a suspended host or VM) has ended:
     /// their timers count monotonic time and would fire late, while [`Client::token`] already
     /// refuses them by the wall clock. Looks at every lease only when the wall clock ran ahead
-    /// of the monotonic one since the last call by more than [`PAUSE_SLACK`].
+    /// of the monotonic one since the last call by more than [`PAUSE_SLACK`](crate::time::PAUSE_SLACK).
     fn expire_after_pause(&mut self, now: Now) {
         let last = self.last_tick.replace(now);
-        let Some(last) = last.filter(|l| l.instant <= now.instant) else {
-            return;
-        };
-        let monotonic = now.instant - last.instant;
-        let wall = Duration::from_millis(now.wall_ms.saturating_sub(last.wall_ms));
-        if wall <= monotonic + PAUSE_SLACK {
+        if last.and_then(|last| now.pause_since(last)).is_none() {
             return;
         }
         let ended: Vec<LockId> = self
@@ -345,14 +336,16 @@ impl Client {
         op.req = None;
         let lock = op.lock;
         // The store never saw it: a write not delivered was not applied.
-        if let OpKind::Edit {
-            phase: EditPhase::Writing { attempts, .. },
-            ..
-        } = &mut op.kind
-        {
-            *attempts = attempts.saturating_sub(1);
+        match &mut op.kind {
+            OpKind::Edit {
+                phase: EditPhase::Writing { attempts, .. },
+                ..
+            } => *attempts = attempts.saturating_sub(1),
+            OpKind::Access { sent, .. } => *sent = false,
+            _ => {}
         }
         match why {
+            NotDelivered::Unsent => self.request_lost(now, p, RequestLost::Timeout),
             NotDelivered::NoSubscribers => {
                 let delay = self.backoff(id, NOT_DELIVERED_RETRY);
                 self.stats.retries += 1;

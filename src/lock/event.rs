@@ -41,6 +41,10 @@ pub enum NotDelivered {
     /// The broker refused the request (the PUBACK reason, e.g. "not authorized"); the operation
     /// fails with [`OpError::NotDelivered`].
     Refused(String),
+    /// The client's MQTT session dropped it unsent: its time ran out before it could leave (no
+    /// connection, a full in-flight window, a suspended host). The store never saw it; the
+    /// engine goes on as after a timeout, knowing that a write was not applied.
+    Unsent,
 }
 
 /// Something the user should learn. Events with an `op` belong to that operation; the operation

@@ -33,6 +33,13 @@ impl Validity {
         now.instant < self.instant && now.wall_ms < self.wall_ms
     }
 
+    /// The monotonic instant at which it ends, as of `now`: sooner than `instant` when the wall
+    /// clock says so (the monotonic clock lost a suspension before `now`).
+    pub(super) fn end_as_of(&self, now: Now) -> Instant {
+        let wall_left = Duration::from_millis(self.wall_ms.saturating_sub(now.wall_ms));
+        self.instant.min(later(now.instant, wall_left))
+    }
+
     /// The later end of two validities of one holder.
     pub(super) fn latest(self, other: Validity) -> Validity {
         Validity {

@@ -628,7 +628,7 @@ impl Client {
             // leave after that (the connection drops it unsent), and a reply that comes later
             // cannot tell whether it landed under the lease.
             if *token == lease.token {
-                let end = lease.validity.instant;
+                let end = lease.validity.end_as_of(now);
                 deadline = Some(deadline.map_or(end, |d| d.min(end)));
             }
         }

@@ -1,6 +1,6 @@
 //! Publishing: QoS 0 at once, QoS 1 through the in-flight window and its packet identifiers.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -216,6 +216,23 @@ impl Session {
         });
         self.drain_waiting(now);
         id
+    }
+
+    /// The monotonic clock stood still for `pause` (a suspended host), which the caller learned
+    /// from its wall clock: every send-by instant ([`Session::publish_by`]) comes that much
+    /// sooner, so that a publish whose time ran out during the pause is dropped, not sent, when
+    /// the window or the connection lets it go.
+    pub fn clock_paused(&mut self, pause: Duration) {
+        // `checked_sub` fails only before the clock's own origin, which no deadline comes near.
+        let sooner = |by: &mut Option<Instant>| {
+            if let Some(earlier) = by.and_then(|at| at.checked_sub(pause)) {
+                *by = Some(earlier);
+            }
+        };
+        self.waiting.iter_mut().for_each(|w| sooner(&mut w.send_by));
+        self.inflight
+            .iter_mut()
+            .for_each(|i| sooner(&mut i.send_by));
     }
 
     /// Drops every QoS 1 publish not acknowledged yet, in flight or waiting, each with
