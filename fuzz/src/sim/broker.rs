@@ -18,7 +18,8 @@
 //!   of ours in flight; nothing follows DISCONNECT;
 //! - **W2** the client never has more QoS 1 PUBLISHes unacknowledged than the Receive Maximum of
 //!   the CONNACK;
-//! - **W3** the client sends a packet at least every 1.5 × its Keep Alive.
+//! - **W3** the client sends a packet at least every 1.5 × its Keep Alive (not counting the time
+//!   its host was suspended).
 //!
 //! What the client had received when it sent a packet is known exactly: every chunk from a client
 //! carries a stamp, the number of bytes of this connection the client had read when it wrote the
@@ -70,6 +71,8 @@ pub(crate) struct Broker {
     /// The expected client id of each client.
     ids: Vec<String>,
     conns: Vec<Option<Conn>>,
+    /// When each client's host was suspended (from, to), ns: not counted as its silence.
+    asleep: Vec<Vec<(u64, u64)>>,
     /// Receive Maximum of the CONNACK (`None`: not sent, 65 535).
     receive_maximum: Option<u16>,
     /// Chooses harmless variations of the encoding (CONNACK properties, PUBACK forms, property
@@ -121,10 +124,18 @@ impl Broker {
     pub(crate) fn new(ids: Vec<String>, receive_maximum: Option<u16>, seed: u64) -> Broker {
         Broker {
             conns: ids.iter().map(|_| None).collect(),
+            asleep: vec![Vec::new(); ids.len()],
             ids,
             receive_maximum,
             rng: SplitMix64::new(seed),
         }
+    }
+
+    /// The host of client `c` is suspended from `from` to `to` (ns): its silence meanwhile is
+    /// not held against it by W3 (the broker does not time suspended clients out; see the model
+    /// limits).
+    pub(crate) fn excuse_silence(&mut self, c: usize, from: u64, to: u64) {
+        self.asleep[c].push((from, to));
     }
 
     /// Message mode: client `c` connected (its subscriptions start empty).
@@ -257,7 +268,13 @@ impl Broker {
         }
         let packet = codec::decode(&bytes)
             .map_err(|e| format!("W1: {id} sent a malformed packet: {e} ({bytes:02x?})"))?;
-        let gap = now - wire.last_heard;
+        let heard = wire.last_heard;
+        self.asleep[c].retain(|&(_, to)| to > heard);
+        let asleep: u64 = self.asleep[c]
+            .iter()
+            .map(|&(from, to)| to.min(now).saturating_sub(from.max(heard)))
+            .sum();
+        let gap = now - wire.last_heard - asleep;
         if wire.connected && wire.keep_alive_ns > 0 && gap > wire.keep_alive_ns * 3 / 2 {
             return Err(format!(
                 "W3: {id} sent nothing for {:.3} ms, keep alive {} ms",

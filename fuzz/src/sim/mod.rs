@@ -3,9 +3,17 @@
 //! The input bytes choose a configuration (1–4 clients, clock skews and drifts, network delays,
 //! leases, the mode) and then, step by step, one of the actions possible at that moment: let time
 //! jump to the next deadline, sleep, start a user intent on a client, complete an edit,
-//! disconnect, reconnect or crash a client, or change a client's clock rate. Whatever a client or
-//! the store sends takes one more byte that decides its fate (below). Time only moves to the next
-//! deadline (a delivery, a client timer, a key expiry): there is no tick.
+//! disconnect, reconnect or crash a client, change a client's clock rate, or suspend a client's
+//! host. Whatever a client or the store sends takes one more byte that decides its fate (below).
+//! Time only moves to the next deadline (a delivery, a client timer, a key expiry): there is no
+//! tick.
+//!
+//! A **suspended host** (a laptop's lid closed, a VM paused) is suspended for a quarter of a lease
+//! to over three leases: its monotonic clock stands still while its wall clock runs on, as
+//! `CLOCK_MONOTONIC` does; the rest of the world goes on; the client runs no timer and reads
+//! nothing until it wakes, then reads what arrived meanwhile, in order. The engine must not
+//! believe a lease past its end by either clock (caught without the wall clock by the canary
+//! `canary-pause`, as S1 or S2).
 //!
 //! # Two modes
 //!
@@ -60,13 +68,15 @@
 //! die with their connection. The broker takes QoS 1 requests only, and no UNSUBSCRIBE, AUTH, will,
 //! topic alias or shared subscription (the client uses none; a Subscription Identifier would be
 //! read but not sent back); it never refuses a publish or a subscription (no PUBACK 0x10 or 0x87, no
-//! SUBACK failure) and never disconnects a client itself. Time jumps ignore idle keep-alive
-//! deadlines (the pings on the way still go out when due).
+//! SUBACK failure) and never disconnects a client itself: not even one whose host is suspended
+//! past its keep-alive (W3 does not count the time the client was suspended). Time jumps ignore
+//! idle keep-alive deadlines (the pings on the way still go out when due).
 //!
 //! After every step the invariants are checked:
 //!
 //! - **S1** no two clients consider themselves holders of a lock at the same real instant
-//!   (each client's monotonic clock drifts at most `clock_rate_drift_ppm` from real time);
+//!   (each client's monotonic clock drifts at most `clock_rate_drift_ppm` from real time while
+//!   its host is awake; its wall clock, skewed by a constant, also counts the time suspended);
 //! - **S2** the fencing tokens announced to users (`Acquired`, `Renewed`) never decrease per lock;
 //! - **S3** every operation ends exactly once, with a final event of its kind, and gets no event
 //!   after that;
@@ -88,7 +98,8 @@
 //!   answers a PUBLISH of the broker in flight; nothing follows DISCONNECT;
 //! - **W2** a client never has more QoS 1 PUBLISHes unacknowledged than the broker's Receive
 //!   Maximum (counted from what the client had read when it wrote each one);
-//! - **W3** a client sends a packet at least every 1.5 × its keep-alive, as MQTT requires;
+//! - **W3** a client sends a packet at least every 1.5 × its keep-alive while its host is awake,
+//!   as MQTT requires;
 //! - **W4** the session accepts everything the broker sends (it never reports a malformed packet,
 //!   a protocol violation, a refused connection, a resumed session or an authentication event).
 //!

@@ -47,6 +47,16 @@ pub(crate) enum Carried {
     Copy(Message),
 }
 
+impl Carried {
+    /// Whether the client reads it (rather than the broker or the store).
+    pub(crate) fn is_for_client(&self) -> bool {
+        matches!(
+            self,
+            Carried::Message(_) | Carried::SubAck(_) | Carried::ToClient(_) | Carried::Reset
+        )
+    }
+}
+
 /// A connection: (client, epoch).
 pub(crate) type ConnId = (usize, u64);
 
