@@ -6,14 +6,17 @@
 //! - `canary-edit-fence` (edits that do not raise the key's fence before the user sees the
 //!   value) in message mode, where a fenced write can be held past the next holder's read;
 //! - `canary-pause` (lease validity by the monotonic clock only) in each mode, where a client's
-//!   host is suspended: its monotonic clock stands still while its wall clock runs on.
+//!   host is suspended: its monotonic clock stands still while its wall clock runs on;
+//! - `canary-stall` (a lease's validity counted from the reply's arrival, not from the SET's
+//!   sending) in each mode, where a message or a connection's bytes stall beyond the margin.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
-//! with `--features canary-edit-fence` and `--features canary-pause`.
+//! with `--features canary-edit-fence`, `--features canary-pause` and `--features canary-stall`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
-    feature = "canary-pause"
+    feature = "canary-pause",
+    feature = "canary-stall"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -78,5 +81,20 @@ fn simulator_finds_validity_by_the_monotonic_clock_only() {
 #[cfg(feature = "canary-pause")]
 #[test]
 fn simulator_finds_validity_by_the_monotonic_clock_only_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S1", "S2"]);
+}
+
+/// With validity counted from the reply, a reply that stalled beyond the margin makes the client
+/// trust its lease after the store has ended it and given the lock to another (S1), or announce
+/// a token older than the next holder's (S2).
+#[cfg(feature = "canary-stall")]
+#[test]
+fn simulator_finds_validity_counted_from_the_reply() {
+    finds_the_planted_bug(Mode::Messages, &["S1", "S2"]);
+}
+
+#[cfg(feature = "canary-stall")]
+#[test]
+fn simulator_finds_validity_counted_from_the_reply_in_byte_mode() {
     finds_the_planted_bug(Mode::Bytes, &["S1", "S2"]);
 }

@@ -251,7 +251,13 @@ impl Client {
                 let trusted = lease - self.config.margin(lease);
                 #[cfg(feature = "canary")] // planted bug for the simulator: no safety margin
                 let trusted = lease;
-                let valid_until = Validity::from(p.sent, trusted);
+                // `canary-stall` plants a bug for the simulator: validity from the reply's arrival.
+                let start = if cfg!(feature = "canary-stall") {
+                    now
+                } else {
+                    p.sent
+                };
+                let valid_until = Validity::from(start, trusted);
                 let undone = self.locks[lock].epoch != epoch;
                 if undone || !valid_until.holds_at(now) {
                     // Released since, or the reply came too late to be trusted.

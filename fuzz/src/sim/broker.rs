@@ -18,8 +18,8 @@
 //!   of ours in flight; nothing follows DISCONNECT;
 //! - **W2** the client never has more QoS 1 PUBLISHes unacknowledged than the Receive Maximum of
 //!   the CONNACK;
-//! - **W3** the client sends a packet at least every 1.5 × its Keep Alive (not counting the time
-//!   its host was suspended).
+//! - **W3** the client writes a packet at least every 1.5 × its Keep Alive (by when it wrote each,
+//!   not when it arrived, and not counting the time its host was suspended).
 //!
 //! What the client had received when it sent a packet is known exactly: every chunk from a client
 //! carries a stamp, the number of bytes of this connection the client had read when it wrote the
@@ -39,6 +39,8 @@ pub(crate) struct Chunk {
     pub bytes: Bytes,
     /// How many bytes of the connection the client had read when it wrote these.
     pub stamp: u64,
+    /// When the client wrote them, ns.
+    pub sent: u64,
     /// The ordinal (1-based, on the connection) of a PUBLISH whose reply the broker loses.
     pub lose: Option<u64>,
 }
@@ -93,15 +95,15 @@ struct Wire {
     /// CONNECT received.
     connected: bool,
     keep_alive_ns: u64,
-    /// When the last packet arrived, ns.
-    last_heard: u64,
+    /// When the client wrote the last packet read, ns.
+    last_sent: u64,
     client_receive_maximum: usize,
     client_max_packet: usize,
     rx: BytesMut,
     /// Stream offset of `rx[0]`.
     rx_at: u64,
-    /// Where each chunk starts in the stream, and its stamp.
-    stamps: VecDeque<(u64, u64)>,
+    /// Where each chunk starts in the stream, its stamp and when it was written.
+    stamps: VecDeque<(u64, u64, u64)>,
     /// Ordinals of PUBLISHes whose reply is lost.
     lose: VecDeque<u64>,
     /// PUBLISHes read so far.
@@ -189,11 +191,10 @@ impl Broker {
             .is_some_and(|conn| conn.open && conn.epoch == epoch)
     }
 
-    /// Byte mode: a chunk of the connection `epoch` of client `c` arrived at `now` (ns). The
+    /// Byte mode: a chunk of the connection `epoch` of client `c` arrived. The
     /// first bytes of a newer connection open it (taking over an older one still open).
     pub(crate) fn receive(
         &mut self,
-        now: u64,
         c: usize,
         epoch: u64,
         chunk: &Chunk,
@@ -216,7 +217,7 @@ impl Broker {
                     open: true,
                     subs: Vec::new(),
                     wire: Some(Box::new(Wire {
-                        last_heard: now,
+                        last_sent: chunk.sent,
                         next_id: 1,
                         ..Wire::default()
                     })),
@@ -229,8 +230,8 @@ impl Broker {
                 self.ids[c]
             ));
         };
-        wire.stamps
-            .push_back((wire.rx_at + wire.rx.len() as u64, chunk.stamp));
+        let start = wire.rx_at + wire.rx.len() as u64;
+        wire.stamps.push_back((start, chunk.stamp, chunk.sent));
         wire.lose.extend(chunk.lose);
         wire.rx.extend_from_slice(&chunk.bytes);
         Ok(Received::Buffered { took_over })
@@ -256,7 +257,7 @@ impl Broker {
         while wire.stamps.len() > 1 && wire.stamps[1].0 <= start {
             wire.stamps.pop_front();
         }
-        let stamp = wire.stamps.front().map_or(0, |s| s.1);
+        let (stamp, sent) = wire.stamps.front().map_or((0, now), |s| (s.1, s.2));
         // What the client had read when it wrote this packet frees packet ids.
         while let Some(&(end, pid, publish)) = wire.acks.front() {
             if end > stamp {
@@ -268,13 +269,15 @@ impl Broker {
         }
         let packet = codec::decode(&bytes)
             .map_err(|e| format!("W1: {id} sent a malformed packet: {e} ({bytes:02x?})"))?;
-        let heard = wire.last_heard;
-        self.asleep[c].retain(|&(_, to)| to > heard);
+        // W3 counts the time between the client's writes, not the network's delays, nor the
+        // time its host was suspended.
+        let last = wire.last_sent;
+        self.asleep[c].retain(|&(_, to)| to > last);
         let asleep: u64 = self.asleep[c]
             .iter()
-            .map(|&(from, to)| to.min(now).saturating_sub(from.max(heard)))
+            .map(|&(from, to)| to.min(sent).saturating_sub(from.max(last)))
             .sum();
-        let gap = now - wire.last_heard - asleep;
+        let gap = sent.saturating_sub(last) - asleep;
         if wire.connected && wire.keep_alive_ns > 0 && gap > wire.keep_alive_ns * 3 / 2 {
             return Err(format!(
                 "W3: {id} sent nothing for {:.3} ms, keep alive {} ms",
@@ -282,7 +285,7 @@ impl Broker {
                 wire.keep_alive_ns / 1_000_000
             ));
         }
-        wire.last_heard = now;
+        wire.last_sent = wire.last_sent.max(sent);
         let log = format!("broker ← {id}: {}", codec::describe(&packet));
         let mut handled = Handled {
             log,

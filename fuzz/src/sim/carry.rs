@@ -17,7 +17,7 @@ use super::codec;
 use super::link::{Inbound, Mode, Out};
 use super::net::{Carried, ConnId, Delivery, Dir, Fate};
 use super::trace::describe;
-use super::world::{Check, World};
+use super::world::{Check, World, NS_PER_MS};
 
 impl World<'_> {
     // ----- connections --------------------------------------------------------------------------
@@ -148,7 +148,9 @@ impl World<'_> {
                             .iter()
                             .any(|(k, _)| &**k == store::PROP_FENCING_TOKEN);
                         let hold = fenced.then(|| 3 * self.cfg.lease_ns());
-                        let fate = self.net.fate(&mut self.input, self.healing, true, hold);
+                        let fate = self
+                            .net
+                            .fate(&mut self.input, self.healing, true, hold, false);
                         let what = Carried::Request {
                             msg,
                             lose_reply: false,
@@ -195,8 +197,15 @@ impl World<'_> {
         let (delay, lose) = if publishes == 0 {
             (self.net.max_delay_ns / 2, None)
         } else {
-            match self.net.fate(&mut self.input, self.healing, true, None) {
+            match self
+                .net
+                .fate(&mut self.input, self.healing, true, None, true)
+            {
                 Fate::Deliver(d) | Fate::Duplicate(d, _) => (d, None),
+                Fate::Stall(d) => {
+                    self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
+                    (d, None)
+                }
                 Fate::LoseReply(d) => (d, Some(before + 1)),
                 Fate::Drop => {
                     self.cut(conn);
@@ -204,6 +213,7 @@ impl World<'_> {
                 }
             }
         };
+        let sent = self.t_ns;
         self.net.send_bytes(
             self.t_ns,
             delay,
@@ -214,6 +224,7 @@ impl World<'_> {
                 Carried::ToBroker(Chunk {
                     bytes,
                     stamp,
+                    sent,
                     lose: if first { lose } else { None },
                 })
             },
@@ -280,7 +291,9 @@ impl World<'_> {
                 }
                 match self.mode {
                     Mode::Messages => {
-                        let fate = self.net.fate(&mut self.input, self.healing, false, None);
+                        let fate = self
+                            .net
+                            .fate(&mut self.input, self.healing, false, None, true);
                         self.send_message(c, Carried::Message(msg.clone()), fate);
                     }
                     Mode::Bytes => self.publish(c, &msg)?,
@@ -300,8 +313,15 @@ impl World<'_> {
         if self.net.is_cut(conn) {
             return Ok(());
         }
-        match self.net.fate(&mut self.input, self.healing, false, None) {
+        match self
+            .net
+            .fate(&mut self.input, self.healing, false, None, true)
+        {
             Fate::Deliver(d) | Fate::LoseReply(d) => self.publish_on(conn, msg, d, false),
+            Fate::Stall(d) => {
+                self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
+                self.publish_on(conn, msg, d, false)
+            }
             Fate::Drop => {
                 self.cut(conn);
                 Ok(())
@@ -345,6 +365,10 @@ impl World<'_> {
         match fate {
             Fate::Drop => self.log("  (dropped)".into()),
             Fate::Deliver(d) => self.net.schedule(at(d), client, epoch, what),
+            Fate::Stall(d) => {
+                self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
+                self.net.schedule(at(d), client, epoch, what);
+            }
             Fate::LoseReply(d) => {
                 let what = match what {
                     Carried::Request { msg, .. } => Carried::Request {
@@ -406,7 +430,7 @@ impl World<'_> {
                     self.drain(c)?;
                 }
             }
-            Carried::ToBroker(chunk) => match self.broker.receive(self.t_ns, c, epoch, &chunk)? {
+            Carried::ToBroker(chunk) => match self.broker.receive(c, epoch, &chunk)? {
                 Received::Stale => {
                     let line = format!(
                         "broker: bytes of an old connection of {} ignored",

@@ -28,7 +28,8 @@
 //!   lost; a fenced write (an edit's fence or write) may also be **held** for three leases, far
 //!   beyond the safety margin, so that it reaches the store after its lease ended and another
 //!   client has taken the lock and read the key (the fault of a previous holder's delayed write;
-//!   caught without the edit fence by the canary `canary-edit-fence`, as S6).
+//!   caught without the edit fence by the canary `canary-edit-fence`, as S6). A response or a
+//!   notification may also **stall**: arrive 150 ms to two leases late, beyond the safety margin.
 //! - **Byte mode**: each client is a `connection::Connection` — the engine glued to the crate's
 //!   MQTT v5 session, as every production adapter drives it — exchanging bytes with a modelled
 //!   MQTT v5 broker in front of the same emulator (`broker.rs`, with a codec of its own written
@@ -44,7 +45,10 @@
 //!   action or the healing reconnects it), makes the broker lose the reply of the chunk's first
 //!   request (the store applies it, the response goes nowhere), or (broker to client only) sends
 //!   a second copy of the message later, as a new PUBLISH: the only duplicate MQTT allows here,
-//!   the store's own QoS 1 session sending it again. Nothing else is duplicated: with no session
+//!   the store's own QoS 1 session sending it again. Either way, a fate byte may also **stall**
+//!   the chunk or the message 150 ms to two leases, beyond the safety margin, and with it
+//!   everything after it on the connection that way (a broker or a route that stops for a
+//!   while). Nothing else is duplicated: with no session
 //!   resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
 //!   closing the transport; a crash closes the transport after what was written (the process
 //!   dies, its kernel sends the rest and FIN); a new connection with the client id takes over an
@@ -56,9 +60,17 @@
 //!   packet identifiers, the order of the properties of each PUBLISH (user properties keep
 //!   theirs), and whether bytes due together on a connection are read in one go.
 //!
-//! Model limits (each one a decision, see the report in the commit history): one-way delays are
-//! below the engine's safety margin (the margin covers the time a holder needs to act on its
-//! token); a duplicated *request* (message mode) reaches the store right after its original (an
+//! A stall is the fault the safety margin does not cover: the engine must count a lease from the
+//! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
+//! S2), and may only believe a reply that arrives within the validity it gives.
+//!
+//! Model limits (each one a decision, see the report in the commit history): ordinary one-way
+//! delays are below the engine's safety margin, and only stalls go beyond it; in message mode a
+//! *request* never stalls (only a fenced write may be held, above): a request the store applies
+//! long after the client moved on could delete a later lease of the same holder value (see
+//! below), a limit of the protocol, while in byte mode TCP keeps a stalled request before what
+//! the client sends after it and the broker drops an older connection's bytes once a newer one
+//! is up; a duplicated *request* (message mode) reaches the store right after its original (an
 //! MQTT QoS 1 redelivery happens before anything the client sends later), while duplicated
 //! responses and notifications may come at any delay. A request whose copy arrived after the
 //! client had already seen the answer to the original could replay a VDEL onto a later lease of
@@ -98,7 +110,7 @@
 //!   answers a PUBLISH of the broker in flight; nothing follows DISCONNECT;
 //! - **W2** a client never has more QoS 1 PUBLISHes unacknowledged than the broker's Receive
 //!   Maximum (counted from what the client had read when it wrote each one);
-//! - **W3** a client sends a packet at least every 1.5 × its keep-alive while its host is awake,
+//! - **W3** a client writes a packet at least every 1.5 × its keep-alive while its host is awake,
 //!   as MQTT requires;
 //! - **W4** the session accepts everything the broker sends (it never reports a malformed packet,
 //!   a protocol violation, a refused connection, a resumed session or an authentication event).

@@ -13,10 +13,15 @@ use leasedlock::Message;
 use super::broker::Chunk;
 use super::input::{Input, SplitMix64};
 
+/// The shortest stall: longer than the engine's safety margin (100 ms) and any ordinary delay.
+const STALL_MIN_NS: u64 = 150_000_000;
+
 /// What one input byte decides for a message (or, in byte mode, a chunk or a published message).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Fate {
     Deliver(u64),
+    /// Delivered after a delay beyond the safety margin.
+    Stall(u64),
     Drop,
     Duplicate(u64, u64),
     LoseReply(u64),
@@ -79,6 +84,9 @@ pub(crate) struct Net {
     /// One message in `loss_mod` is dropped / duplicated / loses its reply (0: never).
     pub loss_mod: u8,
     pub max_delay_ns: u64,
+    /// The longest stall: how long a message (or, in byte mode, a connection's bytes one way)
+    /// may wait beyond the safety margin.
+    pub stall_ns: u64,
     /// Byte mode: when the last chunk of each connection (client, epoch) is due, each way.
     tails: BTreeMap<ConnId, [u64; 2]>,
     /// Byte mode: connections that were cut.
@@ -88,12 +96,13 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    pub(crate) fn new(loss_mod: u8, max_delay_ns: u64, seed: u64) -> Net {
+    pub(crate) fn new(loss_mod: u8, max_delay_ns: u64, stall_ns: u64, seed: u64) -> Net {
         Net {
             queue: BTreeMap::new(),
             seq: 0,
             loss_mod,
             max_delay_ns,
+            stall_ns,
             tails: BTreeMap::new(),
             cut: BTreeSet::new(),
             rng: SplitMix64::new(seed),
@@ -103,13 +112,15 @@ impl Net {
     /// The fate of the next message (`request`: one sent to the store), from the next input byte;
     /// while healing, or once the input is used up, delivery after half the maximum delay.
     /// `hold_ns`: for a fenced write, how long a held one waits (past its lease and the next
-    /// holder's read of the key); `None` for anything else.
+    /// holder's read of the key); `None` for anything else. `may_stall`: it may wait longer than
+    /// the safety margin (up to [`Net::stall_ns`] more).
     pub(crate) fn fate(
         &self,
         input: &mut Input<'_>,
         healing: bool,
         request: bool,
         hold_ns: Option<u64>,
+        may_stall: bool,
     ) -> Fate {
         let half = self.max_delay_ns / 2;
         if healing {
@@ -133,6 +144,11 @@ impl Net {
                     if let Some(hold) = hold_ns {
                         return Fate::Deliver(hold + delay(b));
                     }
+                }
+                // A stall beyond the safety margin (a broker or a route that stops for a while).
+                4 if may_stall => {
+                    let stall = u64::from(b) * self.stall_ns / 255;
+                    return Fate::Stall(STALL_MIN_NS + stall);
                 }
                 _ => {}
             }
@@ -234,7 +250,8 @@ impl Net {
             2 + (r >> 1) % 3
         };
         let mut rest = bytes;
-        let mut delay = delay.min(self.max_delay_ns);
+        let cap = delay.max(self.max_delay_ns);
+        let mut delay = delay;
         for i in 0..pieces {
             let piece = if i + 1 == pieces || rest.len() < 2 {
                 std::mem::take(&mut rest)
@@ -248,7 +265,7 @@ impl Net {
             if i > 0 {
                 let r = self.rng.next_u64();
                 if r & 1 == 1 {
-                    delay = (delay + (r >> 1) % (self.max_delay_ns / 4 + 1)).min(self.max_delay_ns);
+                    delay = (delay + (r >> 1) % (self.max_delay_ns / 4 + 1)).min(cap);
                 }
             }
             self.send_ordered(now, delay, conn, dir, wrap(piece, i == 0));

@@ -191,10 +191,11 @@ impl<'a> World<'a> {
         let loss_mod = [0, 64, 24, 10][usize::from((b1 >> 1) % 4)];
         let max_delay_ns = [0, 5, 20, 50][usize::from(b2 % 4)] * NS_PER_MS;
         let receive_maximum = [None, Some(4), Some(2), Some(1)][usize::from((b0 >> 2) % 4)];
+        let lease = Duration::from_millis([600, 1_500, 4_000][usize::from(b3 % 3)]);
         let cfg = SimConfig {
             n_locks: 1 + usize::from(b1 % 2),
             drift_ppm,
-            lease: Duration::from_millis([600, 1_500, 4_000][usize::from(b3 % 3)]),
+            lease,
             request_timeout: Duration::from_millis(
                 [500, 2_000, 10_000][usize::from((b3 >> 2) % 3)],
             ),
@@ -225,7 +226,12 @@ impl<'a> World<'a> {
             clients: Vec::new(),
             store,
             broker,
-            net: Net::new(loss_mod, max_delay_ns, seed ^ 0x7c9f_0a11_5eed_0002),
+            net: Net::new(
+                loss_mod,
+                max_delay_ns,
+                2 * ns(lease),
+                seed ^ 0x7c9f_0a11_5eed_0002,
+            ),
             waiting_for_wake: Vec::new(),
             rng: SplitMix64::new(seed),
             healing: false,
