@@ -8,21 +8,24 @@
 //! - `canary-pause` (lease validity by the monotonic clock only) in each mode, where a client's
 //!   host is suspended: its monotonic clock stands still while its wall clock runs on;
 //! - `canary-stall` (a lease's validity counted from the reply's arrival, not from the SET's
-//!   sending) in each mode, where a message or a connection's bytes stall beyond the margin.
+//!   sending) in each mode, where a message or a connection's bytes stall beyond the margin;
+//! - `canary-5xx` (a write answered 503 taken as a definite failure) in each mode, where the
+//!   service answers 503 to a request the store may or may not have applied.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
-//! with `--features canary-edit-fence`, `--features canary-pause` and `--features canary-stall`.
+//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall` and `canary-5xx`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
     feature = "canary-pause",
-    feature = "canary-stall"
+    feature = "canary-stall",
+    feature = "canary-5xx"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
 
 /// Seeds tried before a test gives up.
-const BUDGET: u64 = 500;
+const BUDGET: u64 = 1000;
 const INPUT_LEN: usize = 600;
 
 /// The first seed whose run in `mode` fails; the failure must be one of the invariants
@@ -97,4 +100,18 @@ fn simulator_finds_validity_counted_from_the_reply() {
 #[test]
 fn simulator_finds_validity_counted_from_the_reply_in_byte_mode() {
     finds_the_planted_bug(Mode::Bytes, &["S1", "S2"]);
+}
+
+/// With a 503 taken as a definite failure, an edit whose write the store applied before the
+/// service answered 503 is reported failed: the counter is above what the edits report (S4).
+#[cfg(feature = "canary-5xx")]
+#[test]
+fn simulator_finds_unavailable_taken_as_not_applied() {
+    finds_the_planted_bug(Mode::Messages, &["S4"]);
+}
+
+#[cfg(feature = "canary-5xx")]
+#[test]
+fn simulator_finds_unavailable_taken_as_not_applied_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S4"]);
 }

@@ -32,6 +32,7 @@ use leasedlock::{store, Message, QoS};
 
 use super::codec::{self, Packet};
 use super::input::SplitMix64;
+use super::net::Reply;
 
 /// Bytes from a client, as the network delivers them.
 #[derive(Clone, Debug)]
@@ -41,8 +42,9 @@ pub(crate) struct Chunk {
     pub stamp: u64,
     /// When the client wrote them, ns.
     pub sent: u64,
-    /// The ordinal (1-based, on the connection) of a PUBLISH whose reply the broker loses.
-    pub lose: Option<u64>,
+    /// The ordinal (1-based, on the connection) of a PUBLISH whose reply is not the store's, and
+    /// what it is.
+    pub reply: Option<(u64, Reply)>,
 }
 
 /// What one packet of a client asks of the world.
@@ -52,8 +54,8 @@ pub(crate) struct Handled {
     pub log: String,
     /// The broker's answer, to be sent to the client.
     pub reply: Option<Bytes>,
-    /// A request for the store, and whether its reply is lost.
-    pub request: Option<(Message, bool)>,
+    /// A request for the store, and what becomes of its reply.
+    pub request: Option<(Message, Reply)>,
     /// The connection ended (DISCONNECT).
     pub closed: bool,
     /// A PUBLISH to acknowledge once the store's answer to it is out ([`Broker::puback`]).
@@ -104,8 +106,8 @@ struct Wire {
     rx_at: u64,
     /// Where each chunk starts in the stream, its stamp and when it was written.
     stamps: VecDeque<(u64, u64, u64)>,
-    /// Ordinals of PUBLISHes whose reply is lost.
-    lose: VecDeque<u64>,
+    /// Ordinals of PUBLISHes whose reply is not the store's, and what it is.
+    replies: VecDeque<(u64, Reply)>,
     /// PUBLISHes read so far.
     publishes: u64,
     /// Bytes written to the client so far.
@@ -232,7 +234,7 @@ impl Broker {
         };
         let start = wire.rx_at + wire.rx.len() as u64;
         wire.stamps.push_back((start, chunk.stamp, chunk.sent));
-        wire.lose.extend(chunk.lose);
+        wire.replies.extend(chunk.reply);
         wire.rx.extend_from_slice(&chunk.bytes);
         Ok(Received::Buffered { took_over })
     }
@@ -341,10 +343,13 @@ impl Broker {
                     ));
                 }
                 wire.publishes += 1;
-                let lose = wire.lose.front() == Some(&wire.publishes);
-                if lose {
-                    wire.lose.pop_front();
-                }
+                let reply = match wire.replies.front() {
+                    Some(&(n, reply)) if n == wire.publishes => {
+                        wire.replies.pop_front();
+                        reply
+                    }
+                    _ => Reply::Sent,
+                };
                 // The PUBACK goes before the store's answer, or (as from a broker that
                 // acknowledges once it has forwarded the message) after it.
                 let form = self.rng.next_u64();
@@ -353,7 +358,7 @@ impl Broker {
                 } else {
                     handled.ack_later = Some(packet_id);
                 }
-                handled.request = Some((message, lose));
+                handled.request = Some((message, reply));
             }
             Packet::PubAck { packet_id, .. } => {
                 if !wire.ours.remove(&packet_id) {

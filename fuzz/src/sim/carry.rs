@@ -15,7 +15,7 @@ use leasedlock::Message;
 use super::broker::{Chunk, Received};
 use super::codec;
 use super::link::{Inbound, Mode, Out};
-use super::net::{Carried, ConnId, Delivery, Dir, Fate};
+use super::net::{Carried, ConnId, Delivery, Dir, Fate, Reply};
 use super::trace::describe;
 use super::world::{Check, World, NS_PER_MS};
 
@@ -153,7 +153,7 @@ impl World<'_> {
                             .fate(&mut self.input, self.healing, true, hold, false);
                         let what = Carried::Request {
                             msg,
-                            lose_reply: false,
+                            reply: Reply::Sent,
                         };
                         self.send_message(c, what, fate);
                     } else {
@@ -194,7 +194,7 @@ impl World<'_> {
             return Ok(());
         }
         let (stamp, before) = self.clients[c].link.wrote(publishes);
-        let (delay, lose) = if publishes == 0 {
+        let (delay, reply) = if publishes == 0 {
             (self.net.max_delay_ns / 2, None)
         } else {
             match self
@@ -206,7 +206,7 @@ impl World<'_> {
                     self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
                     (d, None)
                 }
-                Fate::LoseReply(d) => (d, Some(before + 1)),
+                Fate::Reply(d, reply) => (d, Some((before + 1, reply))),
                 Fate::Drop => {
                     self.cut(conn);
                     return Ok(());
@@ -225,7 +225,7 @@ impl World<'_> {
                     bytes,
                     stamp,
                     sent,
-                    lose: if first { lose } else { None },
+                    reply: if first { reply } else { None },
                 })
             },
         );
@@ -285,19 +285,25 @@ impl World<'_> {
                 self.log(format!("  reply lost: {}", describe(&msg)));
                 continue;
             }
-            for c in 0..self.clients.len() {
-                if !self.broker.subscribed(c, &msg.topic) {
-                    continue;
+            self.route(&msg)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a message of the service to the clients subscribed to its topic.
+    fn route(&mut self, msg: &Message) -> Check {
+        for c in 0..self.clients.len() {
+            if !self.broker.subscribed(c, &msg.topic) {
+                continue;
+            }
+            match self.mode {
+                Mode::Messages => {
+                    let fate = self
+                        .net
+                        .fate(&mut self.input, self.healing, false, None, true);
+                    self.send_message(c, Carried::Message(msg.clone()), fate);
                 }
-                match self.mode {
-                    Mode::Messages => {
-                        let fate = self
-                            .net
-                            .fate(&mut self.input, self.healing, false, None, true);
-                        self.send_message(c, Carried::Message(msg.clone()), fate);
-                    }
-                    Mode::Bytes => self.publish(c, &msg)?,
-                }
+                Mode::Bytes => self.publish(c, msg)?,
             }
         }
         Ok(())
@@ -317,7 +323,7 @@ impl World<'_> {
             .net
             .fate(&mut self.input, self.healing, false, None, true)
         {
-            Fate::Deliver(d) | Fate::LoseReply(d) => self.publish_on(conn, msg, d, false),
+            Fate::Deliver(d) | Fate::Reply(d, _) => self.publish_on(conn, msg, d, false),
             Fate::Stall(d) => {
                 self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
                 self.publish_on(conn, msg, d, false)
@@ -369,12 +375,9 @@ impl World<'_> {
                 self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
                 self.net.schedule(at(d), client, epoch, what);
             }
-            Fate::LoseReply(d) => {
+            Fate::Reply(d, reply) => {
                 let what = match what {
-                    Carried::Request { msg, .. } => Carried::Request {
-                        msg,
-                        lose_reply: true,
-                    },
+                    Carried::Request { msg, .. } => Carried::Request { msg, reply },
                     other => other,
                 };
                 self.net.schedule(at(d), client, epoch, what);
@@ -382,9 +385,9 @@ impl World<'_> {
             Fate::Duplicate(d1, d2) => {
                 self.log("  (duplicated)".into());
                 let copy = match &what {
-                    Carried::Request { msg, lose_reply } => Carried::Request {
+                    Carried::Request { msg, reply } => Carried::Request {
                         msg: msg.clone(),
-                        lose_reply: *lose_reply,
+                        reply: *reply,
                     },
                     Carried::Message(m) => Carried::Message(m.clone()),
                     Carried::Subscribe(f) => Carried::Subscribe(f.clone()),
@@ -403,9 +406,9 @@ impl World<'_> {
         let (c, epoch) = (d.client, d.epoch);
         let current = self.clients[c].connected && self.clients[c].epoch == epoch;
         match d.what {
-            Carried::Request { msg, lose_reply } => {
+            Carried::Request { msg, reply } => {
                 // Sent over a connection the broker had: processed even if it dropped since.
-                self.request_reaches_store(c, &msg, lose_reply)?;
+                self.request_reaches_store(c, &msg, reply)?;
             }
             Carried::Subscribe(filter) => {
                 if current {
@@ -504,8 +507,8 @@ impl World<'_> {
                     );
                 }
             }
-            if let Some((msg, lose_reply)) = handled.request {
-                self.request_reaches_store(c, &msg, lose_reply)?;
+            if let Some((msg, reply)) = handled.request {
+                self.request_reaches_store(c, &msg, reply)?;
             }
             if let Some(packet_id) = handled.ack_later {
                 if let (Some(epoch), Some(ack)) =
@@ -525,15 +528,32 @@ impl World<'_> {
         Ok(())
     }
 
-    /// A request from client `c` reaches the store.
-    fn request_reaches_store(&mut self, c: usize, msg: &Message, lose_reply: bool) -> Check {
+    /// A request from client `c` reaches the service: the store applies it (unless the service
+    /// is unavailable and does not), and `reply` says what goes back.
+    fn request_reaches_store(&mut self, c: usize, msg: &Message, reply: Reply) -> Check {
         let line = format!("store ← {}: {}", self.clients[c].id, describe(msg));
         self.log(line);
-        let store_now = self.store_now();
-        let id = self.clients[c].id.clone();
-        self.store.handle_request(store_now, &id, msg);
-        let lost = lose_reply.then(|| msg.correlation_data.clone()).flatten();
-        self.route_store_output(lost)
+        if reply != (Reply::Unavailable { applied: false }) {
+            let store_now = self.store_now();
+            let id = self.clients[c].id.clone();
+            self.store.handle_request(store_now, &id, msg);
+        }
+        let lost = (reply != Reply::Sent)
+            .then(|| msg.correlation_data.clone())
+            .flatten();
+        self.route_store_output(lost)?;
+        if let (Reply::Unavailable { applied }, Some(topic)) = (reply, &msg.response_topic) {
+            self.log(format!("  the service answers 503 (applied: {applied})"));
+            let error = store::ProtocolError {
+                status: 503,
+                message: Some("service unavailable".into()),
+                ..store::ProtocolError::default()
+            };
+            let correlation_data = msg.correlation_data.clone().unwrap_or_default();
+            let answer = store::protocol_error_message(topic, correlation_data, &error);
+            self.route(&answer)?;
+        }
+        Ok(())
     }
 
     /// Byte mode: the broker's connection of `c` ended: the store drops its registrations.

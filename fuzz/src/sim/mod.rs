@@ -25,7 +25,8 @@
 //!   another MQTT client would drive it: `poll_output`, `to_message`, `handle_message`,
 //!   `handle_subscribed`), and the network carries messages. A fate byte delivers a message after
 //!   a delay (which reorders), drops it, duplicates it, or (requests) applies it with the reply
-//!   lost; a fenced write (an edit's fence or write) may also be **held** for three leases, far
+//!   lost, or has the service answer it **503** (unavailable) instead of the store, which may or
+//!   may not have applied it; a fenced write (an edit's fence or write) may also be **held** for three leases, far
 //!   beyond the safety margin, so that it reaches the store after its lease ended and another
 //!   client has taken the lock and read the key (the fault of a previous holder's delayed write;
 //!   caught without the edit fence by the canary `canary-edit-fence`, as S6). A response or a
@@ -43,13 +44,13 @@
 //!   connection (drop: what is on the wire both ways is lost, the broker's end learns at once and
 //!   the client's after half the maximum delay, and the client stays disconnected until a connect
 //!   action or the healing reconnects it), makes the broker lose the reply of the chunk's first
-//!   request (the store applies it, the response goes nowhere), or (broker to client only) sends
-//!   a second copy of the message later, as a new PUBLISH: the only duplicate MQTT allows here,
-//!   the store's own QoS 1 session sending it again. Either way, a fate byte may also **stall**
-//!   the chunk or the message 150 ms to two leases, beyond the safety margin, and with it
-//!   everything after it on the connection that way (a broker or a route that stops for a
-//!   while). Nothing else is duplicated: with no session
-//!   resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
+//!   request (the store applies it, the response goes nowhere) or have the service answer it
+//!   503, applied or not (as in message mode), or (broker to client only) sends a second copy
+//!   of the message later, as a new PUBLISH: the only duplicate MQTT allows here, the store's
+//!   own QoS 1 session sending it again. Either way, a fate byte may also **stall** the chunk or
+//!   the message 150 ms to two leases, beyond the safety margin, and with it everything after it
+//!   on the connection that way (a broker or a route that stops for a while). Nothing else is
+//!   duplicated: with no session resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
 //!   closing the transport; a crash closes the transport after what was written (the process
 //!   dies, its kernel sends the rest and FIN); a new connection with the client id takes over an
 //!   older one still open at the broker. Byte mode also draws the broker's Receive Maximum
@@ -63,6 +64,11 @@
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
 //! S2), and may only believe a reply that arrives within the validity it gives.
+//!
+//! A 503 is the service's error reply that does not say whether the request was applied: a
+//! write so answered must be reported `Indeterminate` (taken for a refusal by the canary
+//! `canary-5xx`, as S4). Other error replies of the store (quota, syntax, fencing) are not
+//! modelled as faults: the emulator answers them where the real store would.
 //!
 //! Model limits (each one a decision, see the report in the commit history): ordinary one-way
 //! delays are below the engine's safety margin, and only stalls go beyond it; in message mode a

@@ -24,7 +24,20 @@ pub(crate) enum Fate {
     Stall(u64),
     Drop,
     Duplicate(u64, u64),
-    LoseReply(u64),
+    /// A request delivered after a delay, its reply not the store's.
+    Reply(u64, Reply),
+}
+
+/// What becomes of the reply to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// The store's reply goes back.
+    Sent,
+    /// The store applies the request; its reply is lost.
+    Lost,
+    /// The service answers 503 (unavailable) instead, the store having applied the request
+    /// (`applied`) or not: the client cannot tell which.
+    Unavailable { applied: bool },
 }
 
 /// What is carried.
@@ -32,7 +45,7 @@ pub(crate) enum Carried {
     // Message mode.
     Request {
         msg: Message,
-        lose_reply: bool,
+        reply: Reply,
     },
     Subscribe(String),
     Message(Message),
@@ -137,7 +150,13 @@ impl Net {
                 // before anything the client sent later); other copies come at any delay.
                 1 if request => return Fate::Duplicate(delay(b), delay(b)),
                 1 => return Fate::Duplicate(delay(b), delay(b.rotate_left(4))),
-                2 if request => return Fate::LoseReply(delay(b)),
+                2 if request => return Fate::Reply(delay(b), Reply::Lost),
+                // The service is unavailable: it answers 503, whether or not the store applied
+                // the request.
+                5 if request => {
+                    let applied = b & 0x80 != 0;
+                    return Fate::Reply(delay(b), Reply::Unavailable { applied });
+                }
                 // A fenced write held far beyond the margin: the lease ends, another client
                 // takes the lock and reads the key before the write reaches the store.
                 3 => {
