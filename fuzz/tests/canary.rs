@@ -10,16 +10,20 @@
 //! - `canary-stall` (a lease's validity counted from the reply's arrival, not from the SET's
 //!   sending) in each mode, where a message or a connection's bytes stall beyond the margin;
 //! - `canary-5xx` (a write answered 503 taken as a definite failure) in each mode, where the
-//!   service answers 503 to a request the store may or may not have applied.
+//!   service answers 503 to a request the store may or may not have applied;
+//! - `canary-handoff` (a waiter ignores the DELETE that overtook its refused SET's reply) in
+//!   message mode, where messages are reordered, by the handoff bound L3.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
-//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall` and `canary-5xx`.
+//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx` and
+//! `canary-handoff`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
     feature = "canary-pause",
     feature = "canary-stall",
-    feature = "canary-5xx"
+    feature = "canary-5xx",
+    feature = "canary-handoff"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -114,4 +118,12 @@ fn simulator_finds_unavailable_taken_as_not_applied() {
 #[test]
 fn simulator_finds_unavailable_taken_as_not_applied_in_byte_mode() {
     finds_the_planted_bug(Mode::Bytes, &["S4"]);
+}
+
+/// A waiter that ignores the DELETE which overtook its refused SET's reply sleeps until its
+/// re-check, past the handoff bound (L3).
+#[cfg(feature = "canary-handoff")]
+#[test]
+fn simulator_finds_a_waiter_that_sleeps_through_the_handoff() {
+    finds_the_planted_bug(Mode::Messages, &["L3"]);
 }

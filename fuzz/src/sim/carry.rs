@@ -57,6 +57,7 @@ impl World<'_> {
                 client.link.down(now);
                 self.store.handle_client_disconnected(store_now, &client.id);
                 let id = client.id.clone();
+                self.handoff_forget(c);
                 self.log(format!("{id} disconnected"));
                 self.route_store_output(None)?;
                 self.drain(c)
@@ -141,6 +142,7 @@ impl World<'_> {
                     let line = format!("{} → {}", self.clients[c].id, describe(&msg));
                     self.log(line);
                     if self.clients[c].connected {
+                        self.handoff_on_request(c, &msg);
                         // Message mode only: bytes keep their connection's order (a held write
                         // there is a held connection, which the cut and delay faults cover).
                         let fenced = msg
@@ -421,6 +423,7 @@ impl World<'_> {
                 if current {
                     let line = format!("{} ← {}", self.clients[c].id, describe(&msg));
                     self.log(line);
+                    self.handoff_on_message(c, &msg);
                     let now = self.client_now(c);
                     self.clients[c].link.deliver(now, Inbound::Message(&msg));
                     self.drain(c)?;

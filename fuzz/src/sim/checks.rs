@@ -180,8 +180,9 @@ impl World<'_> {
         Ok(())
     }
 
-    /// The invariants that hold at every instant: S1 and S4.
+    /// The invariants that hold at every instant: S1, S4 and L3.
     pub(super) fn check(&mut self) -> Check {
+        self.check_handoff()?;
         // S1: at most one holder per lock at this real instant.
         for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
             let mut holder: Option<usize> = None;

@@ -4,7 +4,9 @@
 //! leases, the mode) and then, step by step, one of the actions possible at that moment: let time
 //! jump to the next deadline, sleep, start a user intent on a client, complete an edit,
 //! disconnect, reconnect or crash a client, change a client's clock rate, or suspend a client's
-//! host. Whatever a client or the store sends takes one more byte that decides its fate (below).
+//! host. An intent may name a lock another operation of the same client is using (a second
+//! caller in one engine): the engine refuses it (`LockInUse`, `HeldLocally`) or queues it (edits),
+//! and S1 holds across clients either way. Whatever a client or the store sends takes one more byte that decides its fate (below).
 //! Time only moves to the next deadline (a delivery, a client timer, a key expiry): there is no
 //! tick.
 //!
@@ -126,11 +128,19 @@
 //! (bounded). Then **L1** every operation has ended, and **L2** a fresh `acquire` on a free lock
 //! succeeds within a bounded simulated time.
 //!
+//! Message mode also bounds the handoff at every step (`handoff.rs`): **L3** a waiter (an
+//! acquire or a hold of a client that does not hold the lock) whose SET was refused, and which
+//! had received a DELETE notification of the lock after it sent that SET (the notification
+//! overtook the refusal), sends a new SET within the retry jitter (+ 1 ms) of the refusal's
+//! arrival, unless it has released the lock or lost its connection since (caught otherwise by
+//! the canary `canary-handoff`, which waits for the re-check a lease later).
+//!
 //! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the mode, the
 //! invariant and the last events of the trace.
 //!
 //! The files: `world.rs` (the configuration, the run, the actions and intents, time),
 //! `link.rs` (the client's front in each mode), `net.rs` (the network and the fates),
+//! `handoff.rs` (L3),
 //! `carry.rs` (how outputs are carried and delivered in each mode), `broker.rs` and `codec.rs`
 //! (the modelled broker), `checks.rs` (the invariants), `trace.rs`, `input.rs`.
 
@@ -138,6 +148,7 @@ mod broker;
 mod carry;
 mod checks;
 mod codec;
+mod handoff;
 mod input;
 mod link;
 mod net;

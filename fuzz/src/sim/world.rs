@@ -15,6 +15,7 @@ use leasedlock::Now;
 
 use super::broker::Broker;
 use super::checks::{Invariants, OpKind, Track};
+use super::handoff::Watch;
 use super::input::{mode_of, Input, SplitMix64};
 use super::link::{Link, Mode, MqttConfig};
 use super::net::{Delivery, Net};
@@ -98,6 +99,8 @@ pub(super) struct SimClient {
     pub sessions: bool,
     pub locks: Vec<LockId>,
     pub ops: BTreeMap<OpId, Track>,
+    /// L3's watch of each lock (message mode).
+    pub handoff: Vec<Watch>,
     pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
 }
 
@@ -111,6 +114,11 @@ pub(super) struct SimConfig {
 }
 
 impl SimConfig {
+    /// The largest retry jitter of the engines, in ns.
+    pub(super) fn jitter_max_ns(&self) -> u64 {
+        ns(self.jitter_max)
+    }
+
     /// The lease of every lock operation, in ns.
     pub(super) fn lease_ns(&self) -> u64 {
         ns(self.lease)
@@ -263,6 +271,7 @@ impl<'a> World<'a> {
                 sessions,
                 locks,
                 ops: BTreeMap::new(),
+                handoff: vec![Watch::default(); LOCK_NAMES.len()],
                 awaiting_edits: Vec::new(),
             });
         }
@@ -610,6 +619,7 @@ impl<'a> World<'a> {
                     self.clients[c].id, LOCK_NAMES[li]
                 ));
                 self.track(c, op, OpKind::Release, li);
+                self.handoff_released(c, li);
             }
             Err(e) => self.log(format!(
                 "{} close_hold {} refused: {e}",
@@ -634,6 +644,7 @@ impl<'a> World<'a> {
                     self.clients[c].id, LOCK_NAMES[li]
                 ));
                 self.track(c, op, OpKind::Release, li);
+                self.handoff_released(c, li);
             }
             Err(e) => self.log(format!(
                 "{} release {} refused: {e}",
@@ -698,6 +709,7 @@ impl<'a> World<'a> {
             self.inv.edits_indeterminate[t.lock] += 1;
         }
         self.process_gone(c);
+        self.handoff_forget(c);
         self.clients[c].incarnation += 1;
         let now = self.client_now(c);
         let id = self.clients[c].id.clone();
