@@ -142,6 +142,7 @@ impl World<'_> {
                     let line = format!("{} → {}", self.clients[c].id, describe(&msg));
                     self.log(line);
                     if self.clients[c].connected {
+                        self.check_fenced_write_leaves(c, &msg)?;
                         self.handoff_on_request(c, &msg);
                         // Message mode only: bytes keep their connection's order (a held write
                         // there is a held connection, which the cut and delay faults cover).
@@ -182,14 +183,18 @@ impl World<'_> {
     /// are not allowed here (MQTT resends only on a resumed session, and the broker resumes none).
     fn send_bytes(&mut self, c: usize, bytes: Bytes) -> Check {
         let id = &self.clients[c].id;
-        let publishes = codec::count_publishes(&bytes)
-            .map_err(|e| format!("W1: {id} wrote a bad buffer: {e}"))?;
+        let messages =
+            codec::published(&bytes).map_err(|e| format!("W1: {id} wrote a bad buffer: {e}"))?;
+        let publishes = messages.len() as u64;
         let line = format!("{id} → {} bytes, {publishes} PUBLISH", bytes.len());
         self.log(line);
         let conn = (c, self.clients[c].epoch);
         if !self.clients[c].connected {
             self.log("  (no transport: lost)".into());
             return Ok(());
+        }
+        for msg in &messages {
+            self.check_fenced_write_leaves(c, msg)?;
         }
         if self.net.is_cut(conn) {
             self.log("  (connection cut: lost)".into());

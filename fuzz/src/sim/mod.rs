@@ -92,7 +92,7 @@
 //! past its keep-alive (W3 does not count the time the client was suspended). Time jumps ignore
 //! idle keep-alive deadlines (the pings on the way still go out when due).
 //!
-//! After every step the invariants are checked:
+//! After every step the invariants are checked (S7 as each request is written):
 //!
 //! - **S1** no two clients consider themselves holders of a lock at the same real instant
 //!   (each client's monotonic clock drifts at most `clock_rate_drift_ppm` from real time while
@@ -105,7 +105,13 @@
 //!   fencing token or with one lower than the stored token;
 //! - **S5** nothing panics (a panic is a failure of the run);
 //! - **S6** once an edit has shown its user a counter's value, the store accepts no write to that
-//!   counter with an older token: what the user saw stays the value until its edit writes.
+//!   counter with an older token: what the user saw stays the value until its edit writes;
+//! - **S7** a fenced write to a counter (an edit's fence or its write) leaves a client only
+//!   while the client holds the lock with that token, by its own clocks, at the moment it is
+//!   written: in message mode when the engine hands it out, in byte mode when its bytes are
+//!   written to the transport (a write the engine gave up, or whose lease ended while it waited
+//!   in the MQTT session's queue, must not go). The fence on the store only refuses a stale
+//!   write once a newer holder has raised it; S7 asks the engine not to send one at all.
 //!
 //! Byte mode checks the wire as well (the broker checks the client, the world checks what the
 //! session reports of the broker):
