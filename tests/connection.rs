@@ -24,6 +24,12 @@ struct ScriptedBroker {
     holder: Option<Bytes>,
     /// The next this many requests reach no subscriber (the store is not connected yet).
     unrouted: usize,
+    /// The CONNACK says the session is resumed.
+    resume: bool,
+    /// Requests are taken and neither acknowledged nor answered (a stalled broker).
+    stalled: bool,
+    /// PUBLISHes received with DUP set (re-sent by the client's session).
+    dups: usize,
 }
 
 impl ScriptedBroker {
@@ -34,6 +40,9 @@ impl ScriptedBroker {
             requests: Vec::new(),
             holder: None,
             unrouted: 0,
+            resume: false,
+            stalled: false,
+            dups: 0,
         }
     }
 
@@ -49,9 +58,9 @@ impl ScriptedBroker {
             };
             match packet {
                 Packet::Connect(_) => {
-                    // CONNACK: no session present, success, empty properties (mqttbytes 0.6
-                    // would leave out the property length that MQTT v5 requires).
-                    out.extend_from_slice(&[0x20, 0x03, 0x00, 0x00, 0x00]);
+                    // CONNACK: session present or not, success, empty properties (mqttbytes
+                    // 0.6 would leave out the property length that MQTT v5 requires).
+                    out.extend_from_slice(&[0x20, 0x03, u8::from(self.resume), 0x00, 0x00]);
                 }
                 Packet::Subscribe(s) => {
                     let codes = s
@@ -63,6 +72,10 @@ impl ScriptedBroker {
                 }
                 Packet::Publish(p) => {
                     assert_eq!(p.qos, mqttbytes::QoS::AtLeastOnce);
+                    self.dups += usize::from(p.dup);
+                    if self.stalled {
+                        continue;
+                    }
                     if self.unrouted > 0 {
                         // PUBACK 0x10: accepted, but nobody is subscribed.
                         self.unrouted -= 1;
@@ -263,6 +276,58 @@ fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
     assert!(conn.engine().is_held(later, lock));
     // Keep-alive: nothing to do but ping until the next renewal.
     assert!(conn.poll_timeout().is_some());
+}
+
+/// A request the engine gave up at a disconnection never reaches the store: the session does
+/// not re-send it on the resumed session (with DUP; the engine sends what it still needs
+/// itself), nor does a request made while disconnected go out once the engine has stopped
+/// waiting for it.
+#[test]
+fn given_up_requests_are_not_resent_on_a_resumed_session() {
+    let now = start_now();
+    let mut conn =
+        Connection::new(Config::new("dev-5"), mqtt::Options::new("dev-5"), now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let (l, m) = (conn.lock_id("L").unwrap(), conn.lock_id("M").unwrap());
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    broker.stalled = true;
+    let lease = Duration::from_secs(5);
+    let timeout = Options::default().with_timeout(Duration::from_secs(1));
+    // In flight when the connection breaks, given up at its timeout.
+    let first = conn
+        .start(now, l, Intent::TryAcquire { lease }, timeout.clone())
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    conn.handle_transport_closed(now);
+    run(&mut conn, &mut broker, now);
+    // Made while disconnected, given up at its timeout too.
+    let second = conn
+        .start(now, m, Intent::TryAcquire { lease }, timeout)
+        .unwrap();
+    let later = now + Duration::from_secs(2);
+    conn.handle_timeout(later);
+    let events = run(&mut conn, &mut broker, later);
+    for op in [first, second] {
+        assert!(
+            events.iter().any(|e| matches!(e,
+                Event::Lock(lock::Event::Failed { op: o, .. }) if *o == op)),
+            "{events:?}"
+        );
+    }
+    // The broker resumes the session: the store sees neither SET.
+    let mut broker = ScriptedBroker::new();
+    broker.resume = true;
+    conn.connect(later);
+    let events = run(&mut conn, &mut broker, later);
+    assert_eq!(
+        events[0],
+        Event::Connected {
+            session_present: true
+        }
+    );
+    assert_eq!((broker.requests.clone(), broker.dups), (vec![], 0));
+    assert_eq!(broker.holder, None);
 }
 
 #[test]

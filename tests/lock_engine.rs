@@ -640,6 +640,34 @@ fn release_reports_whether_the_lock_was_ours() {
 }
 
 #[test]
+fn an_abandoned_win_is_released_silently_and_only_that_lease() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    let set = t.take_one("SET");
+    t.ok(&set);
+    let token = acquired(&t.take_events(), op);
+    // A token the client never won, or a lock it does not hold, is not released.
+    let other = leasedlock::FencingToken::from(t.next_version());
+    assert!(!t.client.abandon(t.now, lock, &other));
+    let free = t.lock("M");
+    assert!(!t.client.abandon(t.now, free, &token));
+    assert!(t.take_sent().is_empty());
+    // The win's caller is gone: the lease is released with no event, and no longer held.
+    assert!(t.client.abandon(t.now, lock, &token));
+    assert!(!t.client.is_held(t.now, lock));
+    let vdel = t.take_one("VDEL");
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    assert_eq!(t.take_events(), vec![]);
+    assert_eq!(t.client.operations_in_progress(), 0);
+    // Once is enough.
+    assert!(!t.client.abandon(t.now, lock, &token));
+}
+
+#[test]
 fn holder_reads_the_lock_value() {
     let mut t = T::connected("c1");
     let lock = t.lock("L");
@@ -1095,6 +1123,54 @@ fn a_lease_taken_away_at_the_store_is_reported_at_once() {
         }
     );
     assert!(!t.client.is_held(t.now, lock));
+}
+
+/// `close_hold` while the hold acquires again, its SET in flight: the store applies the SET and
+/// then the VDEL (one publisher, one topic: in order), so the release finds the lock ours and
+/// says so; the SET's late success gives back no lease. Had the SET lost, the VDEL would find
+/// nothing and `false` would be the truth: the hold held nothing then.
+#[test]
+fn close_hold_during_a_reacquisition_reports_what_the_vdel_found() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 10 * SEC, 3 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.ok(&sent[1]);
+    t.take_events();
+    let v = t.next_version();
+    t.notify("L", NotificationOp::Delete, Some(v));
+    assert!(matches!(t.take_events()[..], [Event::Lost { .. }]));
+    let set = loop {
+        if let Some(set) = t.take_sent().into_iter().find(|s| s.verb() == "SET") {
+            break set;
+        }
+        t.run_to_timeout();
+    };
+    let rel = t.client.close_hold(t.now, lock).unwrap();
+    let mut vdels: Vec<Sent> = t.take_sent();
+    vdels.retain(|s| s.verb() == "VDEL");
+    assert_eq!(vdels.len(), 1, "one VDEL undoes the SET's win too");
+    let vdel = vdels.remove(0);
+    t.ok(&set);
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    assert_eq!(
+        t.take_events(),
+        vec![
+            Event::HoldEnded { op: hold, lock },
+            Event::Released {
+                op: rel,
+                lock,
+                was_held: true
+            }
+        ]
+    );
+    assert!(!t.client.is_held(t.now, lock));
+    assert_eq!(t.client.leases_held(), 0);
+    assert_eq!(t.client.operations_in_progress(), 0);
 }
 
 #[test]
@@ -2301,4 +2377,43 @@ fn a_release_whose_first_vdel_may_have_deleted_the_lock_does_not_report_it_was_n
             was_held: true
         }]
     );
+}
+
+/// A write fenced with the lease's token is given up when the lease ends: its message expires
+/// with the lease (and the connection drops it if it has not left by then), and a reply that
+/// comes after the lease cannot say whether it landed under it: `Indeterminate`, not `Written`.
+#[test]
+fn a_fenced_write_answered_after_its_lease_ended_is_indeterminate() {
+    let mut t = T::connected("c1");
+    let (lock, _) = acquire_l(&mut t, Options::default());
+    let until = t.client.valid_until(lock).unwrap();
+    // Two seconds of validity left, less than the request timeout.
+    t.advance(until - t.now.instant - 2 * SEC);
+    let op = access(
+        &mut t,
+        lock,
+        Access::Set(Bytes::from_static(b"v")),
+        Fence::Held,
+        Options::default(),
+    );
+    let set = t.take_one("SET");
+    assert_eq!(
+        set.message.message_expiry,
+        Some(2),
+        "expires with the lease"
+    );
+    assert!(t.client.config().request_timeout > 2 * SEC);
+    // The reply comes after the lease's end: the end is handled first.
+    t.advance(2 * SEC + MS);
+    t.ok(&set);
+    let events = t.take_events();
+    assert!(
+        events.contains(&Event::Failed {
+            op,
+            lock,
+            error: OpError::Indeterminate
+        }),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Accessed { .. })));
 }

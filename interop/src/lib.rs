@@ -7,15 +7,19 @@
 //!
 //! - `tests/interop.rs`: the two implementations exclude each other on the same lock, and the
 //!   store's fencing orders their tokens.
+//! - `tests/one_session.rs`: our lock and the SDK's state store on one SDK session (through
+//!   `leasedlock-aio`), against the SDK's lock in another process (`src/bin/sdk_lock_edits.rs`).
 //! - `benches/e2e.rs`: end-to-end numbers of both over the same broker.
 //!
 //! This crate is outside the root workspace (the SDK is a heavy build):
-//! `cargo test --manifest-path interop/Cargo.toml`.
+//! `cargo test --manifest-path interop/Cargo.toml --workspace` (with `leasedlock-aio`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 use azure_iot_operations_mqtt::aio::connection_settings::MqttConnectionSettingsBuilder;
-use azure_iot_operations_mqtt::session::{Session, SessionExitHandle, SessionOptionsBuilder};
+use azure_iot_operations_mqtt::session::{
+    Session, SessionExitHandle, SessionManagedClient, SessionMonitor, SessionOptionsBuilder,
+};
 use azure_iot_operations_protocol::application::ApplicationContextBuilder;
 use azure_iot_operations_protocol::common::hybrid_logical_clock::HybridLogicalClock;
 use azure_iot_operations_services::leased_lock::{lease, lock};
@@ -136,6 +140,9 @@ pub struct Sdk {
     pub id: String,
     /// The state-store client.
     pub store: Arc<state_store::Client>,
+    /// The session's client and monitor, for [`Sdk::attach_ours`].
+    session_client: SessionManagedClient,
+    monitor: SessionMonitor,
     exit: SessionExitHandle,
     session: JoinHandle<()>,
 }
@@ -170,10 +177,14 @@ impl Sdk {
         let context = ApplicationContextBuilder::default()
             .build()
             .expect("an application context");
-        let store = state_store::Client::new(
-            context,
+        let (session_client, monitor) = (
             session.create_managed_client(),
             session.create_session_monitor(),
+        );
+        let store = state_store::Client::new(
+            context,
+            session_client.clone(),
+            monitor.clone(),
             state_store::ClientOptionsBuilder::default()
                 .build()
                 .expect("state-store client options"),
@@ -188,6 +199,8 @@ impl Sdk {
         let sdk = Sdk {
             id,
             store: Arc::new(store),
+            session_client,
+            monitor,
             exit,
             session,
         };
@@ -241,6 +254,20 @@ impl Sdk {
     pub fn lease(&self, name: &str) -> lease::Client {
         lease::Client::new(self.store.clone(), name.into(), self.id.clone().into())
             .expect("valid SDK lease name and holder")
+    }
+
+    /// Our lock on this client's session (through `leasedlock-aio`), beside the SDK's state
+    /// store: one MQTT connection carries both. Its holder value is this client's id.
+    pub fn attach_ours(&self) -> Ours {
+        let config = leasedlock::lock::Config::new(self.id.clone());
+        let (client, task) =
+            leasedlock_aio::attach(config, self.session_client.clone(), self.monitor.clone())
+                .expect("a lock on the SDK session");
+        Ours {
+            client,
+            task,
+            id: self.id.clone(),
+        }
     }
 
     /// Shuts the state-store client and the session down.

@@ -84,6 +84,7 @@ use crate::mqtt::{
     Session, SubscribeId,
 };
 use crate::store::ResponseParser;
+use crate::time::later;
 use crate::{Now, QoS};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -209,8 +210,9 @@ impl Connection {
         self.intent(now, |c| c.cancel(now, op))
     }
 
-    /// Runs an intent at `now`, which becomes the clock of what the intent's outputs cause.
-    fn intent<T>(&mut self, now: Now, intent: impl FnOnce(&mut Client) -> T) -> T {
+    /// Runs `intent` on the engine at `now` (which becomes the clock of what its outputs cause)
+    /// and moves its outputs into the session: for what the other methods do not cover.
+    pub fn intent<T>(&mut self, now: Now, intent: impl FnOnce(&mut Client) -> T) -> T {
         self.last_now = now;
         let result = intent(&mut self.client);
         self.pump();
@@ -353,15 +355,18 @@ impl Connection {
     }
 
     /// Hands a request to the session: as a PUBLISH written from the template, or as a message.
+    /// It goes out only while the engine waits for its answer: the session drops it unsent
+    /// once its timeout has passed (a full in-flight window, no connection).
     fn send_request(&mut self, now: Now, request: lock::Request) {
+        let send_by = later(now.instant, request.timeout);
         let published = match &mut self.writer {
             Some(writer) => match writer.write(&request) {
-                Ok((bytes, id_at)) => self.mqtt.publish_packet(now.instant, bytes, id_at),
+                Ok((bytes, id_at)) => self.mqtt.publish_packet(now.instant, bytes, id_at, send_by),
                 Err(refused) => Err(refused),
             },
             None => {
                 let message = self.client.to_message(&request);
-                self.mqtt.publish(now.instant, message)
+                self.mqtt.publish_by(now.instant, message, send_by)
             }
         };
         match published {
@@ -396,6 +401,9 @@ impl Connection {
             mqtt::Event::Disconnected(cause) => {
                 self.subscribes.clear();
                 self.client.handle_disconnected(now);
+                // The engine gave up every request in flight: none of them may reach the store
+                // later, re-sent on a resumed session or sent on the next connection.
+                self.mqtt.drop_unacknowledged();
                 self.events.push_back(Event::Disconnected(cause));
             }
             mqtt::Event::PublishAcked {

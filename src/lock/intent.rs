@@ -6,7 +6,7 @@ use super::client::{Client, Sub};
 use super::operation::{EditPhase, Keep, OpKind};
 use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
 use crate::time::{later, MAX_DURATION};
-use crate::Now;
+use crate::{FencingToken, Now};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -219,6 +219,26 @@ impl Client {
         let holder = self.ops[&hold].holder.clone();
         let deadline = Some(later(now.instant, self.config.request_timeout));
         Ok(self.start_release(now, lock, holder, deadline, false))
+    }
+
+    /// The caller of the `try_acquire`/`acquire` that won `token` on the lock is gone without
+    /// having seen it (its future was dropped after the win): release the lease silently, as
+    /// if the caller had. `false` when the client holds no such lease (it ended already, or a
+    /// hold or a newer acquisition has the lock); nothing is sent then.
+    pub fn abandon(&mut self, now: Now, lock: LockId, token: &FencingToken) -> bool {
+        let Ok(l) = self.locks.get(lock) else {
+            return false;
+        };
+        let Some(lease) = &l.lease else {
+            return false;
+        };
+        if lease.owner.is_some() || lease.token != *token {
+            return false;
+        }
+        let holder = lease.holder.clone();
+        let deadline = Some(later(now.instant, self.config.request_timeout));
+        self.start_release(now, lock, holder, deadline, true);
+        true
     }
 
     /// Read-modify-write `key` under the lock: acquire, GET, [`Event::EditRequested`], then

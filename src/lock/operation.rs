@@ -255,6 +255,12 @@ impl Client {
         // undoes the SET of a timed-out acquire must not end a hold waiting beside it.
         if let (Some(hold), false) = (self.locks[lock].hold, silent) {
             if self.ops[&hold].holder == holder {
+                // This VDEL follows the hold's SET in flight (one topic, in order), so it undoes
+                // a win of that SET too: the hold ends without a second release of its own.
+                let req = self.ops.get_mut(&hold).and_then(|op| op.req.take());
+                if let Some(p) = req.and_then(|r| self.pending.remove(&r)) {
+                    self.timers.cancel(p.timer);
+                }
                 self.end_hold(now, hold, false);
             }
         }
@@ -623,6 +629,15 @@ impl Client {
             }
         };
         let mut deadline = op.deadline;
+        if let (Some(token), Some(lease)) = (&fencing, &l.lease) {
+            // A write fenced with our lease's token is given up when the lease ends: it must not
+            // leave after that (the connection drops it unsent), and a reply that comes later
+            // cannot tell whether it landed under the lease.
+            if *token == lease.token {
+                let end = lease.validity.instant;
+                deadline = Some(deadline.map_or(end, |d| d.min(end)));
+            }
+        }
         if let (OpKind::Hold { held: true, .. }, Some(lease)) = (&op.kind, &l.lease) {
             // A renewal gives up at half the validity left, so that a retry still fits when its
             // reply is lost (the request timeout alone could outlast the lease); never sooner

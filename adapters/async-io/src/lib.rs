@@ -41,7 +41,7 @@ use futures_rustls::TlsConnector;
 use leasedlock_driver::{ConnectFuture, Target};
 use std::future::Future;
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -78,10 +78,18 @@ impl Stream {
 }
 
 /// A TCP connection to the first address of `host` that accepts, TCP_NODELAY set. Host names are
-/// resolved with the system resolver before connecting (IP literals need no lookup).
+/// resolved with the system resolver on `blocking`'s thread pool, off the executor's threads (a
+/// slow DNS server must not stall the tasks beside the lock); IP literals need no lookup.
 async fn tcp(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => {
+            let host = host.to_owned();
+            blocking::unblock(move || (host, port).to_socket_addrs().map(Vec::from_iter)).await?
+        }
+    };
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
-    for addr in (host, port).to_socket_addrs()? {
+    for addr in addrs {
         match Async::<TcpStream>::connect(addr).await {
             Ok(stream) => {
                 stream.get_ref().set_nodelay(true)?;

@@ -2,14 +2,16 @@
 //! to a [`Transport`]): commands from handles in, events routed out to the handle that started
 //! each operation.
 
+use crate::changes::ChangeSink;
 use crate::engine::Engine;
 use crate::handle::{Change, Error};
-use crate::settings::{Backoff, Settings};
+use crate::reconnect::Reconnect;
+use crate::settings::Settings;
 use crate::slot::{Sink, Slot};
 use crate::state::{ConnectionState, Disconnection, Publisher};
 use crate::stats::{Kind, Outcome, Stats};
 use crate::transport::{Bridge, Transport, TransportEvent};
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use leasedlock::bytes::Bytes;
 use leasedlock::connection::{Connection, Event as ConnEvent};
 use leasedlock::lock::{
@@ -19,7 +21,7 @@ use leasedlock::mqtt::{AuthError, DisconnectCause, DisconnectReason};
 use leasedlock::Now;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, trace, warn};
@@ -28,7 +30,7 @@ use tracing::{debug, info, trace, warn};
 pub(crate) type Ticket = u64;
 
 /// Where holder changes of an observed lock go.
-pub(crate) type ObserveSink = mpsc::UnboundedSender<Result<Change, OpError>>;
+pub(crate) type ObserveSink = ChangeSink;
 
 /// A lock name on its way from a handle to the actor: carried inline when short (no
 /// allocation: the engine keeps its own copy of every name it knows), boxed otherwise.
@@ -131,37 +133,6 @@ struct Route {
     span: tracing::Span,
 }
 
-/// When the driver connects again: the backoff of failed attempts, reset by every accepted
-/// connection, and the longer one after session takeovers. A takeover means that another client
-/// uses our client id; reconnecting at once would take the session back and start a ping-pong,
-/// so after a takeover the delay grows with every takeover in a row (from
-/// [`Settings::reconnect_max`] up to [`Settings::takeover_backoff_max`]) and an accepted
-/// connection does not reset it: only a connection that ends some other way does.
-struct Reconnect {
-    backoff: Backoff,
-    takeover: Backoff,
-    /// The last connection was taken over.
-    taken_over: bool,
-}
-
-impl Reconnect {
-    fn next_delay(&mut self) -> Duration {
-        if self.taken_over {
-            self.takeover.next_delay()
-        } else {
-            self.backoff.next_delay()
-        }
-    }
-
-    /// A connection ended; `taken_over` by a session takeover.
-    fn ended(&mut self, taken_over: bool) {
-        self.taken_over = taken_over;
-        if !taken_over {
-            self.takeover.reset();
-        }
-    }
-}
-
 /// The actor: owns the engine and what carries its messages (`C`: the driver's own
 /// [`Connection`], or a [`Bridge`] to the application's MQTT client), the routes of live
 /// operations (the actor's side of each operation's [`Slot`], by the engine's id) and the
@@ -174,6 +145,9 @@ pub(crate) struct Actor<C = Connection> {
     conn: C,
     ops: BTreeMap<OpId, Route>,
     observers: BTreeMap<LockId, Vec<(Ticket, ObserveSink)>>,
+    /// Per lock, the slot of the `try_acquire`/`acquire` whose lease the engine holds: revoked
+    /// when the lease is gone before its time.
+    won: BTreeMap<LockId, Weak<Slot>>,
     /// When the driver connects again; `None` over a transport, whose client reconnects itself.
     reconnect: Option<Reconnect>,
     session_ended: bool,
@@ -210,6 +184,7 @@ impl<C: Engine> Actor<C> {
             conn,
             ops: BTreeMap::new(),
             observers: BTreeMap::new(),
+            won: BTreeMap::new(),
             reconnect,
             session_ended: false,
             connected: false,
@@ -236,19 +211,13 @@ impl Actor<Connection> {
             now,
             settings.seed,
         )?;
-        let reconnect = Reconnect {
-            backoff: Backoff::new(
-                settings.reconnect_min,
-                settings.reconnect_max,
-                settings.seed.rotate_left(17),
-            ),
-            takeover: Backoff::new(
-                settings.reconnect_max,
-                settings.takeover_backoff_max,
-                settings.seed.rotate_left(29),
-            ),
-            taken_over: false,
-        };
+        let reconnect = Reconnect::new(
+            settings.reconnect_min,
+            settings.reconnect_max,
+            settings.takeover_backoff_max,
+            settings.stable_connection,
+            settings.seed,
+        );
         Ok(Actor::with(conn, Some(reconnect), now, state))
     }
 
@@ -425,7 +394,7 @@ impl<C: Engine> Actor<C> {
             Command::CompleteEdit { op, action } => {
                 // The edit may have ended meanwhile (timeout): its final event is on its way.
                 if self.ops.contains_key(&op) {
-                    let _ = self.conn.complete_edit(now, op, action);
+                    let _ = self.conn.intent(now, |c| c.complete_edit(now, op, action));
                 } else {
                     debug!(?op, "the answer came after the edit ended: dropped");
                 }
@@ -433,8 +402,18 @@ impl<C: Engine> Actor<C> {
             Command::Cancel { slot } => {
                 // Commands arrive in order: the operation's start came before, and its id is in
                 // the slot unless the engine refused it.
-                if let Some(op) = slot.op().filter(|op| self.ops.contains_key(op)) {
-                    let _ = self.conn.cancel(now, op);
+                match slot.op().filter(|op| self.ops.contains_key(op)) {
+                    Some(op) => {
+                        let _ = self.conn.intent(now, |c| c.cancel(now, op));
+                    }
+                    // The operation ended; a win nobody read is released, as if its caller had.
+                    None => {
+                        if let Some((lock, token)) = slot.unread_win() {
+                            debug!(lock = %name_of(&self.conn, lock), "the caller that won the lock is gone: releasing it");
+                            self.won.remove(&lock);
+                            let _ = self.conn.intent(now, |c| c.abandon(now, lock, &token));
+                        }
+                    }
                 }
             }
             Command::Observe {
@@ -466,8 +445,11 @@ impl<C: Engine> Actor<C> {
         let span = tracing::debug_span!("lock_op", op = kind.name(), lock = %Shown(&name));
         let started = self
             .conn
-            .lock_id(&*name)
-            .and_then(|lock| self.conn.start(now, lock, intent, options));
+            .intent(now, |c| c.lock_id(&*name))
+            .and_then(|lock| {
+                self.conn
+                    .intent(now, |c| c.start(now, lock, intent, options))
+            });
         match started {
             Ok(op) => {
                 debug!(parent: &span, lock = %Shown(&name), "{} started", kind.name());
@@ -499,10 +481,10 @@ impl<C: Engine> Actor<C> {
         name: &[u8],
         sink: ObserveSink,
     ) -> Result<(), IntentError> {
-        let lock = self.conn.lock_id(name)?;
+        let lock = self.conn.intent(now, |c| c.lock_id(name))?;
         let subscribers = self.observers.entry(lock).or_default();
         if subscribers.is_empty() {
-            if let Err(e) = self.conn.observe(now, lock) {
+            if let Err(e) = self.conn.intent(now, |c| c.observe(now, lock)) {
                 self.observers.remove(&lock);
                 return Err(e);
             }
@@ -524,7 +506,7 @@ impl<C: Engine> Actor<C> {
         subscribers.retain(|(t, _)| *t != ticket);
         if subscribers.is_empty() {
             self.observers.remove(&lock);
-            let _ = self.conn.unobserve(now, lock);
+            let _ = self.conn.intent(now, |c| c.unobserve(now, lock));
         }
     }
 
@@ -548,7 +530,7 @@ impl<C: Engine> Actor<C> {
                     }
                     self.state.set(ConnectionState::Connected);
                     if let Some(reconnect) = &mut self.reconnect {
-                        reconnect.backoff.reset();
+                        reconnect.connected(self.now);
                     }
                     self.notify_watchers(Ok(()));
                 }
@@ -564,7 +546,7 @@ impl<C: Engine> Actor<C> {
                     let taken_over =
                         cause == DisconnectCause::ByServer(DisconnectReason::SessionTakenOver);
                     if let Some(reconnect) = &mut self.reconnect {
-                        reconnect.ended(taken_over);
+                        reconnect.ended(self.now, taken_over);
                     }
                     if taken_over {
                         self.stats.takeovers += 1;
@@ -638,6 +620,13 @@ impl<C: Engine> Actor<C> {
         }
     }
 
+    /// The lease of `lock` that a `try_acquire`/`acquire` won is gone.
+    fn revoke(&mut self, lock: LockId) {
+        if let Some(slot) = self.won.remove(&lock).and_then(|slot| slot.upgrade()) {
+            slot.revoke();
+        }
+    }
+
     fn route_lock(&mut self, event: Event) {
         match &event {
             Event::HolderChanged { lock, holder } => {
@@ -646,7 +635,10 @@ impl<C: Engine> Actor<C> {
                 match self.observers.get(lock) {
                     Some(subs) => {
                         for (_, sink) in subs {
-                            let _ = sink.unbounded_send(Ok(Change::from(holder.clone())));
+                            // An observer that does not read loses its oldest changes.
+                            if !sink.push(Ok(Change::from(holder.clone()))) {
+                                self.stats.events_dropped += 1;
+                            }
                         }
                     }
                     None => self.stats.events_dropped += 1,
@@ -658,16 +650,20 @@ impl<C: Engine> Actor<C> {
                 // The engine stopped observing: tell every observer, whose streams then end.
                 if let Some(subs) = self.observers.remove(lock) {
                     for (_, sink) in subs {
-                        let _ = sink.unbounded_send(Err(error.clone()));
+                        sink.push(Err(error.clone()));
                     }
                 }
                 return;
             }
-            // A lease of try_acquire/acquire ran out: its holder checks `Lease::valid_until`.
+            // A lease of try_acquire/acquire ended: its `Lease` reads invalid from now on.
             Event::Expired { lock, reason } => {
                 self.stats.leases_expired += 1;
                 warn!(lock = %name_of(&self.conn, *lock), ?reason, "a lease ended before its release");
+                self.revoke(*lock);
                 return;
+            }
+            Event::Released { lock, .. } if self.conn.engine().valid_until(*lock).is_none() => {
+                self.revoke(*lock);
             }
             _ => {}
         }
@@ -679,6 +675,14 @@ impl<C: Engine> Actor<C> {
         };
         trace_event(route, &event, &self.conn, self.now);
         record(&mut self.stats, route, &event, self.now);
+        if let (Event::Acquired { lock, .. }, Kind::TryAcquire | Kind::Acquire) =
+            (&event, route.kind)
+        {
+            // The engine keeps one lease per lock: one won before is gone.
+            if let Some(before) = self.won.insert(*lock, route.sink.slot()) {
+                before.upgrade().inspect(|slot| slot.revoke());
+            }
+        }
         let last = event.is_final();
         route.sink.deliver(event);
         if last {
@@ -823,6 +827,45 @@ mod tests {
         )
         .unwrap();
         (actor, Client::new(tx), rx)
+    }
+
+    /// The reconnect backoff of default settings but for `reconnect_max` 1 s.
+    fn reconnect() -> Reconnect {
+        let mut settings = Settings::new("127.0.0.1", 1, "backoff-test");
+        settings.reconnect_max = Duration::from_secs(1);
+        let (_, rx) = mailbox();
+        let actor = Actor::new(&settings, now(), rx.publisher()).unwrap();
+        actor.reconnect.unwrap()
+    }
+
+    #[test]
+    fn a_connack_alone_does_not_reset_the_reconnect_backoff() {
+        let mut r = reconnect();
+        let t0 = now().instant;
+        // Failed attempts grow towards reconnect_max (1 s; each delay is from its upper half).
+        let failed: Vec<Duration> = (0..6).map(|_| r.next_delay()).collect();
+        assert!(failed[0] <= Duration::from_millis(50), "{failed:?}");
+        assert!(failed[5] >= Duration::from_millis(500), "{failed:?}");
+        // Accepted, then dropped at once (mosquitto closing a taken-over session's socket):
+        // the next delays start at reconnect_max and keep growing past it.
+        let mut at = t0;
+        let mut flapping = Vec::new();
+        for _ in 0..4 {
+            r.connected(at);
+            at += Duration::from_millis(20);
+            r.ended(at, false);
+            flapping.push(r.next_delay());
+        }
+        assert!(flapping[0] >= Duration::from_millis(500), "{flapping:?}");
+        assert!(flapping[3] >= Duration::from_secs(4), "{flapping:?}");
+        // A connection that lasted resets both.
+        r.connected(at);
+        r.ended(at + Duration::from_secs(10), false);
+        assert!(r.next_delay() <= Duration::from_millis(50));
+        // A takeover is flapping however long the connection lasted.
+        r.connected(at);
+        r.ended(at + Duration::from_secs(60), true);
+        assert!(r.next_delay() >= Duration::from_millis(500));
     }
 
     fn feed(actor: &mut Actor, rx: &mut Receiver) -> usize {

@@ -5,11 +5,12 @@
 //! KEYNOTIFY STOP; a hold is released).
 
 use crate::actor::{Command, Name, Ticket};
+use crate::changes::{changes, ChangeSource};
 use crate::mailbox::Sender;
 use crate::slot::{Item, Sink, Slot};
 use crate::state::ConnectionWatch;
 use crate::stats::Stats;
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use futures_core::Stream;
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{
@@ -61,7 +62,9 @@ pub enum Error {
 /// A lease won: its fencing token and until when it may be used.
 ///
 /// Pass the token along with every write to the resource the lock guards, and stop using it
-/// once [`Lease::is_valid`] is false:
+/// once [`Lease::is_valid`] is false. A lease of `try_acquire`/`acquire` also turns invalid as
+/// soon as the client learns that it is gone before its time: the store reported the lock
+/// deleted or taken by another holder, or it was released.
 ///
 /// ```no_run
 /// use leasedlock_driver::{Client, Error};
@@ -74,10 +77,11 @@ pub enum Error {
 ///         println!("write with fencing token {}", lease.token);
 ///     }
 ///     client.release("job", Options::default()).await?;
+///     assert!(!lease.is_valid());
 ///     Ok(())
 /// }
 /// ```
-#[derive(Clone, Debug, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Lease {
     /// The fencing token of this acquisition (or renewal).
@@ -87,12 +91,27 @@ pub struct Lease {
     /// `valid_until` on the wall clock, read when the lease was reported: the monotonic clock
     /// stands still while the host is suspended, the wall clock does not.
     valid_until_wall_ms: u64,
+    /// The slot of the `try_acquire`/`acquire` that won it: the actor revokes it there when
+    /// the lease is gone early. `None` for a hold's leases, whose losses the hold reports.
+    won_by: Option<Arc<Slot>>,
 }
 
 /// Two leases are the same lease when their token and end are.
 impl PartialEq for Lease {
     fn eq(&self, other: &Lease) -> bool {
         self.token == other.token && self.valid_until == other.valid_until
+    }
+}
+
+impl Eq for Lease {}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("token", &self.token)
+            .field("valid_until", &self.valid_until)
+            .field("revoked", &self.is_revoked())
+            .finish()
     }
 }
 
@@ -106,14 +125,29 @@ impl Lease {
             token,
             valid_until,
             valid_until_wall_ms: now.wall_ms.saturating_add(left_ms),
+            won_by: None,
         }
     }
 
-    /// Whether the token may still be used now, by both clocks (a suspended host's monotonic
-    /// clock does not advance).
+    /// The lease a `try_acquire`/`acquire` won, revoked through its `slot`.
+    fn won(token: FencingToken, valid_until: Instant, slot: Arc<Slot>) -> Lease {
+        Lease {
+            won_by: Some(slot),
+            ..Lease::new(token, valid_until)
+        }
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.won_by.as_ref().is_some_and(|slot| slot.is_revoked())
+    }
+
+    /// Whether the token may still be used now: by both clocks (a suspended host's monotonic
+    /// clock does not advance), and while the client knows of no end of the lease.
     pub fn is_valid(&self) -> bool {
         let now = crate::clock::now();
-        now.instant < self.valid_until && now.wall_ms < self.valid_until_wall_ms
+        now.instant < self.valid_until
+            && now.wall_ms < self.valid_until_wall_ms
+            && !self.is_revoked()
     }
 }
 
@@ -258,10 +292,11 @@ impl Client {
             Intent::TryAcquire { lease },
             options,
         )?;
+        let slot = op.slot.clone();
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
-            } => Some(Some(Lease::new(token, valid_until))),
+            } => Some(Some(Lease::won(token, valid_until, slot.clone()))),
             Event::Busy { .. } => Some(None),
             _ => None,
         })
@@ -276,10 +311,11 @@ impl Client {
         options: Options,
     ) -> Result<Lease, Error> {
         let op = self.start(Name::new(name.as_ref()), Intent::Acquire { lease }, options)?;
+        let slot = op.slot.clone();
         op.outcome(|event| match event {
             Event::Acquired {
                 token, valid_until, ..
-            } => Some(Lease::new(token, valid_until)),
+            } => Some(Lease::won(token, valid_until, slot.clone())),
             _ => None,
         })
         .await
@@ -464,7 +500,7 @@ impl Client {
     /// is dropped.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer, Error> {
         let ticket = self.tx.ticket();
-        let (sink, rx) = mpsc::unbounded();
+        let (sink, rx) = changes();
         let (ack, acked) = oneshot::channel();
         self.tx.send(Command::Observe {
             ticket,
@@ -692,6 +728,10 @@ impl From<Option<Holder>> for Change {
 /// Holder changes of one lock, as [`Change`]s; `Err` when the broker refused the notification
 /// registration (the stream then ends).
 ///
+/// An observer that falls behind by more than 64 changes loses the oldest ones (counted in
+/// [`Stats::events_dropped`](crate::Stats::events_dropped)): memory stays bounded, and the last
+/// change it reads is always the latest.
+///
 /// Dropping it stops observing (KEYNOTIFY STOP once nobody else needs notifications).
 ///
 /// ```no_run
@@ -709,7 +749,7 @@ impl From<Option<Holder>> for Change {
 /// }
 /// ```
 pub struct Observer {
-    rx: mpsc::UnboundedReceiver<Result<Change, OpError>>,
+    rx: ChangeSource,
     tx: Sender,
     ticket: Ticket,
 }
@@ -730,15 +770,15 @@ impl std::fmt::Debug for Observer {
 impl Observer {
     /// The next holder change; `None` when the driver stopped or observing failed.
     pub async fn next(&mut self) -> Option<Result<Change, OpError>> {
-        poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
+        poll_fn(|cx| self.rx.poll_next(cx)).await
     }
 }
 
 impl Stream for Observer {
     type Item = Result<Change, OpError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.rx).poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_next(cx)
     }
 }
 

@@ -55,6 +55,7 @@
 
 mod access;
 mod actor;
+mod changes;
 mod clock;
 mod driver;
 mod election;
@@ -63,6 +64,7 @@ mod env;
 mod handle;
 mod lock;
 mod mailbox;
+mod reconnect;
 mod settings;
 mod slot;
 mod state;
@@ -78,7 +80,8 @@ pub use election::{Election, Leadership};
 pub use env::{EnvError, CLIENT_ID_SUFFIX, CLIENT_ID_SUFFIX_VAR, ENV_VARS};
 pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
 pub use lock::Lock;
-pub use settings::{Backoff, ClientCertificate, Settings, TlsSettings, SAT_METHOD};
+pub use reconnect::{Backoff, Reconnect};
+pub use settings::{ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use state::{ConnectionState, ConnectionWatch, Disconnection};
 pub use stats::{Outcomes, Stats};
 pub use tls::{TlsConfig, TlsError};

@@ -88,14 +88,19 @@ pub struct Settings {
     pub reconnect_min: Duration,
     /// Largest delay between two connection attempts.
     pub reconnect_max: Duration,
-    /// Largest delay before reconnecting after the broker gave the session to another
-    /// connection with the same client id (DISCONNECT 0x8E,
-    /// [`Disconnection::TakenOver`](crate::Disconnection::TakenOver)). After a takeover the
-    /// driver waits `reconnect_max`, doubled for every further takeover in a row up to this
-    /// (each delay drawn from its upper half); an accepted connection does not reset it, a
-    /// connection that ends for another reason does. Two clients with one id thus reconnect
-    /// fewer and fewer times instead of taking the session from each other in a tight loop.
+    /// Largest delay before reconnecting after a connection that did not last
+    /// [`Settings::stable_connection`]: the broker gave the session to another connection with
+    /// the same client id (DISCONNECT 0x8E,
+    /// [`Disconnection::TakenOver`](crate::Disconnection::TakenOver), or the socket closed
+    /// without one, as mosquitto 2.0 does), or it dropped the connection right after accepting
+    /// it. The driver then waits `reconnect_max`, doubled for every such connection in a row up
+    /// to this (each delay drawn from its upper half); only a stable connection resets it. Two
+    /// clients with one id thus reconnect fewer and fewer times instead of taking the session
+    /// from each other in a tight loop.
     pub takeover_backoff_max: Duration,
+    /// How long an accepted connection must last before the reconnect backoffs start over
+    /// (10 s by default): a CONNACK alone does not reset them.
+    pub stable_connection: Duration,
     /// Seed of the engine (correlation ids, retry jitter) and of the reconnect jitter.
     pub seed: u64,
     /// TLS, or plain TCP when `None`.
@@ -124,6 +129,7 @@ impl Settings {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             takeover_backoff_max: Duration::from_secs(300),
+            stable_connection: Duration::from_secs(10),
             seed,
             tls: None,
             sat_file: None,
@@ -191,69 +197,4 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// Exponential reconnect backoff with a cap and a seeded jitter: the `n`-th delay is drawn from
-/// `[d/2, d]` with `d = min(min · 2ⁿ, max)`.
-///
-/// ```
-/// use leasedlock_driver::Backoff;
-/// use std::time::Duration;
-///
-/// let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 7);
-/// let first = b.next_delay();
-/// assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-/// for _ in 0..10 {
-///     assert!(b.next_delay() <= Duration::from_secs(1));
-/// }
-/// b.reset();
-/// assert!(b.next_delay() <= Duration::from_millis(100));
-/// ```
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    attempt: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    /// A backoff starting at `min`, capped at `max` (at least `min`), with jitter from `seed`.
-    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-            attempt: 0,
-            rng: seed,
-        }
-    }
-
-    /// The delay before the next attempt; each call doubles the next one, up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32 << self.attempt.min(20);
-        let full = self.min.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = full / 2;
-        let span = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if span == 0 {
-            0
-        } else {
-            self.random() % (span + 1)
-        };
-        half + Duration::from_nanos(jitter)
-    }
-
-    /// A connection succeeded: start again from `min`.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// SplitMix64.
-    fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }

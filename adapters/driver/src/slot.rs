@@ -12,11 +12,16 @@
 //! stands for the slot's current lease; a newer renewal replaces the lease and leaves the marker
 //! where it is. Every other event (`Lost`, `Acquired`, the final one) is queued in order; before
 //! one of them changes the lease, a pending marker gets its own copy of the lease it stands for.
+//! A hold nobody reads while it loses and wins its lock again and again stays bounded too: once
+//! [`HOLD_BACKLOG`] events wait, a new acquisition drops what came after the oldest unread loss,
+//! so the reader is told that the lease was lost, then where the hold stands now.
 
 use crate::handle::Lease;
-use leasedlock::lock::{Event, IntentError, OpId};
+use leasedlock::lock::{Event, IntentError, LockId, OpId};
+use leasedlock::FencingToken;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 /// What the handle of an operation reads from its slot.
@@ -45,6 +50,9 @@ enum Entry {
 pub(crate) struct Slot {
     /// Set for holds: renewals are coalesced and the lease is kept.
     hold: bool,
+    /// The lease this operation won is gone (the store reported it taken or deleted, it
+    /// expired, or it was released): every [`Lease`] of it reads invalid.
+    revoked: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -92,14 +100,56 @@ impl State {
     fn len(&self) -> usize {
         usize::from(self.head.is_some()) + self.rest.len()
     }
+
+    /// Forgets what came after the oldest unread loss, when there is one: a hold's reader that
+    /// has fallen far behind is told the loss and then the latest acquisition only.
+    fn collapse_after_first_loss(&mut self) {
+        let is_loss = |entry: &Entry| matches!(entry, Entry::Event(Event::Lost { .. }));
+        if self.head.as_ref().is_some_and(is_loss) {
+            self.rest.clear();
+        } else if let Some(at) = self.rest.iter().position(is_loss) {
+            self.rest.truncate(at + 1);
+        }
+    }
 }
+
+/// Unread events of a hold beyond which a new acquisition collapses the ones since the oldest
+/// unread loss.
+const HOLD_BACKLOG: usize = 32;
 
 impl Slot {
     /// A new, empty slot; `hold` for the operation of a hold.
     pub(crate) fn new(hold: bool) -> Arc<Slot> {
         Arc::new(Slot {
             hold,
+            revoked: AtomicBool::new(false),
             state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The lease won by this operation is gone.
+    pub(crate) fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Slot::revoke`] was called.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// The lease this slot's `try_acquire`/`acquire` won, when its win is queued unread: the
+    /// handle is gone without seeing it.
+    pub(crate) fn unread_win(&self) -> Option<(LockId, FencingToken)> {
+        let state = self.state();
+        let mut queued = state.head.iter().chain(state.rest.iter());
+        queued.find_map(|entry| match entry {
+            Entry::Event(Event::Acquired {
+                lock,
+                token,
+                hold: false,
+                ..
+            }) => Some((*lock, token.clone())),
+            _ => None,
         })
     }
 
@@ -167,6 +217,11 @@ impl Sink {
         Sink(slot)
     }
 
+    /// The slot, for revoking the lease its operation won after the operation has ended.
+    pub(crate) fn slot(&self) -> Weak<Slot> {
+        Arc::downgrade(&self.0)
+    }
+
     /// The engine started the operation as `op`.
     pub(crate) fn started(&self, op: OpId) {
         self.0.state().op = Some(op);
@@ -207,6 +262,9 @@ impl Sink {
                 } = &event
                 {
                     state.lease = Some(Lease::new(token.clone(), *valid_until));
+                    if state.len() >= HOLD_BACKLOG {
+                        state.collapse_after_first_loss();
+                    }
                 }
                 state.push(Entry::Event(event));
             }
@@ -343,6 +401,36 @@ pub(crate) mod tests {
             slot.lease(),
             Some(e.lease(9_999)),
             "reading keeps the lease"
+        );
+    }
+
+    #[test]
+    fn an_unread_hold_that_keeps_losing_its_lock_stays_bounded_and_tells_the_first_loss() {
+        let e = Events::new();
+        let slot = Slot::new(true);
+        let sink = Sink::new(slot.clone());
+        sink.deliver(e.acquired(1));
+        sink.deliver(e.renewed(2));
+        for n in 1..10_000 {
+            sink.deliver(e.lost());
+            sink.deliver(e.acquired(10 * n));
+            sink.deliver(e.renewed(10 * n + 1));
+            assert!(slot.queued() <= HOLD_BACKLOG + 2, "{}", slot.queued());
+        }
+        assert_eq!(slot.lease(), Some(e.lease(99_991)));
+        let read = drain(&slot);
+        assert_eq!(
+            read[..3],
+            [
+                format!("acquired {}", token(1)),
+                format!("renewed {}", token(2)),
+                "lost".to_owned()
+            ]
+        );
+        assert_eq!(
+            read.last(),
+            Some(&format!("renewed {}", token(99_991))),
+            "the latest"
         );
     }
 

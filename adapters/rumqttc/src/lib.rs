@@ -77,6 +77,7 @@ use leasedlock::bytes::Bytes;
 use leasedlock::lock::{self, ConfigError};
 use leasedlock::mqtt::{ConnectReason, DisconnectCause, DisconnectReason};
 use leasedlock::{Message, QoS};
+use leasedlock_driver::Reconnect;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
 };
@@ -87,6 +88,7 @@ use rumqttc::v5::{
 use rumqttc::Outgoing;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -289,46 +291,35 @@ impl Feed {
 
 /// Polls `eventloop` and feeds the lock until the lock stops or every [`AsyncClient`] is gone,
 /// for an application that needs nothing of the event loop itself. After an error it waits
-/// before the next poll (rumqttc reconnects at that poll): 50 ms, doubling up to 2 s, back to
-/// 50 ms after every accepted connection. After a session takeover (DISCONNECT 0x8E: another
-/// connection uses the client id) it waits 2 s, doubling with every takeover in a row up to
-/// 5 min; an accepted connection does not shorten that wait, only a connection that ends some
-/// other way does, so that two clients with one id do not take the session from each other in
-/// a tight loop.
+/// before the next poll (rumqttc reconnects at that poll), by a [`Reconnect`]: 50 ms, doubling
+/// up to 2 s, for failed attempts; after a connection that ended within 10 s of its CONNACK —
+/// a session takeover (DISCONNECT 0x8E, or a socket closed without it, as mosquitto 2.0 does:
+/// another connection uses the client id) — 2 s, doubling with every such connection in a row
+/// up to 5 min. Only a connection that lasted starts both over, so that two clients with one id
+/// do not take the session from each other in a tight loop.
 pub async fn run_event_loop(mut eventloop: EventLoop, feed: Feed) {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(2);
-    const TAKEOVER_MAX: Duration = Duration::from_secs(300);
-    let (mut pause, mut takeover, mut connected) = (FIRST, None::<Duration>, false);
+    let second = Duration::from_secs(1);
+    let seed =
+        std::collections::hash_map::RandomState::new().hash_one(eventloop.options.client_id());
+    let mut reconnect = Reconnect::new(second / 20, 2 * second, 300 * second, 10 * second, seed);
     while !feed.is_closed() {
         let polled = eventloop.poll().await;
         feed.handle(&polled);
         let error = match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                (pause, connected) = (FIRST, true);
+                reconnect.connected(leasedlock_driver::now().instant);
                 continue;
             }
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => error,
         };
-        let ended = std::mem::replace(&mut connected, false);
-        let wait = match Lost::of(&error) {
-            Lost::ByServer(DisconnectReason::SessionTakenOver) => {
-                let wait = takeover.map_or(MAX, |last| (last * 2).min(TAKEOVER_MAX));
-                takeover = Some(wait);
-                wait
-            }
-            _ => {
-                if ended {
-                    takeover = None;
-                }
-                let wait = pause;
-                pause = (pause * 2).min(MAX);
-                wait
-            }
-        };
-        tokio::time::sleep(wait).await;
+        let taken_over = matches!(
+            Lost::of(&error),
+            Lost::ByServer(DisconnectReason::SessionTakenOver)
+        );
+        reconnect.ended(leasedlock_driver::now().instant, taken_over);
+        tokio::time::sleep(reconnect.next_delay()).await;
     }
 }
 

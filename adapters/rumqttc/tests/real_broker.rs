@@ -12,11 +12,9 @@ mod adapter {
 #[macro_use]
 mod scenarios;
 
-use adapter::leasedlock::lock::{Config, Options};
+use adapter::leasedlock::lock::Config;
 use adapter::{Client, Settings};
-use leasedlock_testkit::{Broker, StoreEmulator};
 use rumqttc::v5::MqttOptions;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// A current-thread tokio runtime per test; the lock and rumqttc's event loop are tasks on it.
@@ -59,33 +57,10 @@ impl scenarios::Rt for Rumqttc {
 
 scenarios!(Rumqttc);
 
-/// A request published before the state store is up gets a PUBACK with reason 0x10 (no
-/// matching subscribers): the adapter maps it, and the engine repeats the request shortly
-/// instead of waiting for its (here one-minute) timeout. Once the store is up, the lock is won.
+/// A PUBACK 0x10 (no matching subscribers: the store is not up) repeats the request shortly.
 #[test]
 fn a_puback_without_subscribers_repeats_the_request_until_the_store_is_up() {
-    <Rumqttc as scenarios::Rt>::block_on(async {
-        let broker = Broker::start();
-        let addr = broker.addr();
-        let settings = Settings::new("127.0.0.1", addr.port(), "rumqttc-no-store");
-        let mut config = settings.lock.clone();
-        config.request_timeout = Duration::from_secs(60);
-        let (client, _tasks) = over_rumqttc(&settings, config);
-        scenarios::within::<Rumqttc, _>(client.connected())
-            .await
-            .unwrap();
-        let opts = Options::default().with_timeout(scenarios::WAIT);
-        let acquire = client.try_acquire("L", Duration::from_secs(10), opts);
-        let start_store = async {
-            // The store starts once a request has been repeated: only a mapped PUBACK can
-            // repeat it before the minute is over.
-            while client.stats().await.unwrap().retries == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            StoreEmulator::start(addr)
-        };
-        let (won, _store) =
-            scenarios::within::<Rumqttc, _>(async { tokio::join!(acquire, start_store) }).await;
-        assert!(won.unwrap().is_some(), "free once the store is up");
-    });
+    <Rumqttc as scenarios::Rt>::block_on(
+        scenarios::a_puback_without_subscribers_repeats_the_request::<Rumqttc>("rumqttc-no-store"),
+    );
 }

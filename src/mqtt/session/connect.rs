@@ -214,6 +214,7 @@ impl Session {
                 id: previous.id,
                 packet_id: Some(previous.packet_id),
                 message: previous.message,
+                send_by: previous.send_by,
             });
         }
         if !ack.session_present {

@@ -65,9 +65,11 @@ pub enum Event {
         /// for a packet the caller encoded itself.
         message: Option<Message>,
     },
-    /// A QoS 1 publish that was sent but will never be acknowledged: the broker did not resume our
-    /// session (or its new Maximum Packet Size is below the packet's size). The caller decides
-    /// whether to publish it again.
+    /// A QoS 1 publish that will not be acknowledged: it was sent and the broker did not resume
+    /// our session (or its new Maximum Packet Size is below the packet's size), its send-by
+    /// instant ([`Session::publish_by`](super::Session::publish_by)) passed before it could be
+    /// written, or the caller dropped it ([`Session::drop_unacknowledged`](super::Session::drop_unacknowledged)).
+    /// The caller decides whether to publish it again.
     PublishDropped {
         /// The publish.
         id: PublishId,

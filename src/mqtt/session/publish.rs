@@ -14,6 +14,7 @@ pub(super) struct Inflight {
     pub(super) id: PublishId,
     pub(super) packet_id: u16,
     pub(super) message: Outgoing,
+    pub(super) send_by: Option<Instant>,
 }
 
 /// A QoS 1 publish waiting for room in flight. `packet_id` is set when it was already sent on an
@@ -23,6 +24,8 @@ pub(super) struct Waiting {
     pub(super) id: PublishId,
     pub(super) packet_id: Option<u16>,
     pub(super) message: Outgoing,
+    /// After this instant it is dropped instead of written (see [`Session::publish_by`]).
+    pub(super) send_by: Option<Instant>,
 }
 
 /// What a QoS 1 publish sends: a message, or a whole PUBLISH packet encoded by the caller.
@@ -96,6 +99,15 @@ impl Session {
     /// and sent as soon as connected with room in flight; its outcome arrives as
     /// [`Event::PublishAcked`] or [`Event::PublishDropped`].
     pub fn publish(&mut self, now: Instant, message: Message) -> Result<PublishId, PublishError> {
+        self.publish_until(now, message, None)
+    }
+
+    fn publish_until(
+        &mut self,
+        now: Instant,
+        message: Message,
+        send_by: Option<Instant>,
+    ) -> Result<PublishId, PublishError> {
         // The same topic as the previous publish (the same memory: the request topic is one
         // shared string) was checked already.
         let topic = message.topic.as_bytes();
@@ -131,17 +143,33 @@ impl Session {
                 self.last_sent = Some(now);
                 Ok(id)
             }
-            QoS::AtLeastOnce => Ok(self.publish_qos1(now, Outgoing::Message(message))),
+            QoS::AtLeastOnce => Ok(self.publish_qos1(now, Outgoing::Message(message), send_by)),
         }
     }
 
+    /// Publishes a QoS 1 message that is worth sending only until `send_by`, like
+    /// [`Session::publish`]: if at that instant it still waits to be written (not connected,
+    /// or no room in flight), or it would be re-sent on a resumed session, it is dropped instead,
+    /// with [`Event::PublishDropped`]. A request whose answer nobody waits for any more then
+    /// never reaches the server. A QoS 0 message goes out at once or not at all, as with
+    /// [`Session::publish`].
+    pub fn publish_by(
+        &mut self,
+        now: Instant,
+        message: Message,
+        send_by: Instant,
+    ) -> Result<PublishId, PublishError> {
+        self.publish_until(now, message, Some(send_by))
+    }
+
     /// Publishes a QoS 1 PUBLISH packet encoded by the caller (DUP=0, RETAIN=0, the two bytes at
-    /// `id_at` left for the packet identifier), like [`Session::publish`].
+    /// `id_at` left for the packet identifier), like [`Session::publish_by`].
     pub(crate) fn publish_packet(
         &mut self,
         now: Instant,
         bytes: Bytes,
         id_at: usize,
+        send_by: Instant,
     ) -> Result<PublishId, PublishError> {
         debug_assert_eq!(bytes.first(), Some(&0x32));
         debug_assert!(id_at + 2 <= bytes.len());
@@ -152,10 +180,15 @@ impl Session {
         if size > max {
             return Err(PublishError::TooLarge { size, max });
         }
-        Ok(self.publish_qos1(now, Outgoing::Packet { bytes, id_at }))
+        Ok(self.publish_qos1(now, Outgoing::Packet { bytes, id_at }, Some(send_by)))
     }
 
-    fn publish_qos1(&mut self, now: Instant, message: Outgoing) -> PublishId {
+    fn publish_qos1(
+        &mut self,
+        now: Instant,
+        message: Outgoing,
+        send_by: Option<Instant>,
+    ) -> PublishId {
         let id = PublishId(self.next_id);
         self.next_id += 1;
         // Nothing queued before it and room in flight: straight out (the common case).
@@ -170,6 +203,7 @@ impl Session {
                     id,
                     packet_id,
                     message,
+                    send_by,
                 });
                 return id;
             }
@@ -178,9 +212,34 @@ impl Session {
             id,
             packet_id: None,
             message,
+            send_by,
         });
         self.drain_waiting(now);
         id
+    }
+
+    /// Drops every QoS 1 publish not acknowledged yet, in flight or waiting, each with
+    /// [`Event::PublishDropped`]: for a caller that gives up its publishes when a connection
+    /// ends (the lock engine gives up its requests then, and a copy re-sent on a resumed session
+    /// would reach the store unanswered). QoS 1 keeps no state at the server for a publish the
+    /// client does not re-send, so nothing is left dangling there. Only between connections:
+    /// while connected, a PUBACK may still come, and nothing is dropped.
+    pub fn drop_unacknowledged(&mut self) {
+        if self.state == State::Connected {
+            return;
+        }
+        let inflight = std::mem::take(&mut self.inflight)
+            .into_iter()
+            .map(|i| Waiting {
+                id: i.id,
+                packet_id: Some(i.packet_id),
+                message: i.message,
+                send_by: i.send_by,
+            });
+        let waiting = std::mem::take(&mut self.waiting);
+        for dropped in inflight.chain(waiting) {
+            self.drop_waiting(dropped);
+        }
     }
 
     /// Sends waiting QoS 1 publishes while there is room in flight.
@@ -194,6 +253,11 @@ impl Session {
                 crate::burst::shrink_after_burst(&mut self.waiting);
                 return;
             };
+            if next.send_by.is_some_and(|by| now >= by) {
+                // Too late to be worth sending.
+                self.drop_waiting(next);
+                continue;
+            }
             let (packet_id, dup) = match next.packet_id {
                 Some(packet_id) => (packet_id, true),
                 None => match self.take_packet_id() {
@@ -213,18 +277,27 @@ impl Session {
                         id: next.id,
                         packet_id,
                         message: next.message,
+                        send_by: next.send_by,
                     });
                 }
                 // Only possible when a new CONNACK lowered the server's Maximum Packet Size.
-                _ => {
-                    self.used_packet_ids.remove(&packet_id);
-                    self.push_event(Event::PublishDropped {
-                        id: next.id,
-                        message: next.message.into_message(),
-                    });
-                }
+                false => self.drop_waiting(Waiting {
+                    packet_id: Some(packet_id),
+                    ..next
+                }),
             }
         }
+    }
+
+    /// Gives up a publish that will not be written, freeing its packet identifier.
+    fn drop_waiting(&mut self, waiting: Waiting) {
+        if let Some(packet_id) = waiting.packet_id {
+            self.used_packet_ids.remove(&packet_id);
+        }
+        self.push_event(Event::PublishDropped {
+            id: waiting.id,
+            message: waiting.message.into_message(),
+        });
     }
 
     /// How many QoS 1 publishes may await their PUBACK at once.

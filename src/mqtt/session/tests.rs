@@ -294,7 +294,7 @@ fn encoded_packets_get_their_packet_id_and_dup_when_sent_again() {
     let now = t0();
     let mut s = connected(Options::new("c"), now);
     let packet = || Bytes::from_static(&[0x32, 7, 0, 1, b't', 0, 0, 0, b'x']);
-    let a = s.publish_packet(now, packet(), 5).unwrap();
+    let a = s.publish_packet(now, packet(), 5, now + secs(60)).unwrap();
     let b = s.publish(now, message("t", b"x")).unwrap();
     assert_eq!(
         tx(&mut s),
@@ -302,7 +302,7 @@ fn encoded_packets_get_their_packet_id_and_dup_when_sent_again() {
     );
     s.handle_transport_closed(now);
     events(&mut s);
-    let c = s.publish_packet(now, packet(), 5).unwrap(); // queued while disconnected
+    let c = s.publish_packet(now, packet(), 5, now + secs(60)).unwrap(); // queued while disconnected
     s.connect(now);
     tx(&mut s);
     s.handle_bytes(now, &CONNACK_RESUMED);
@@ -343,7 +343,7 @@ fn encoded_packets_get_their_packet_id_and_dup_when_sent_again() {
     // A packet over the server's maximum packet size is refused before it takes an id.
     s.limits.maximum_packet_size = Some(8);
     assert_eq!(
-        s.publish_packet(now, packet(), 5),
+        s.publish_packet(now, packet(), 5, now + secs(60)),
         Err(PublishError::TooLarge { size: 9, max: 8 })
     );
 }
@@ -1052,4 +1052,103 @@ fn unsolicited_or_foreign_auth_is_a_protocol_error() {
         events(&mut s)[..],
         [Event::Disconnected(DisconnectCause::Malformed(_))]
     ));
+}
+
+#[test]
+fn a_publish_past_its_send_by_is_dropped_unsent_while_it_waits() {
+    let now = t0();
+    let mut options = Options::new("c");
+    options.max_inflight = 1;
+    let mut s = connected(options, now);
+    let a = s
+        .publish_by(now, message("t", b"x"), now + secs(5))
+        .unwrap();
+    // No room in flight: b waits behind a, and its time runs out before a's PUBACK.
+    let b = s
+        .publish_by(now, message("t", b"x"), now + secs(5))
+        .unwrap();
+    assert_eq!(tx(&mut s), publish_t_x(1, false));
+    s.handle_bytes(now + secs(5), &[0x40, 0x02, 0, 1]);
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::PublishAcked {
+                id: a,
+                reason: PubAckReason::Success,
+                message: Some(message("t", b"x"))
+            },
+            Event::PublishDropped {
+                id: b,
+                message: Some(message("t", b"x"))
+            },
+        ]
+    );
+    assert_eq!(tx(&mut s), [0u8; 0]);
+    // Queued while disconnected, it does not go out on a connection made after its time.
+    s.handle_transport_closed(now + secs(5));
+    events(&mut s);
+    let c = s
+        .publish_by(now + secs(5), message("t", b"x"), now + secs(6))
+        .unwrap();
+    s.connect(now + secs(7));
+    tx(&mut s);
+    s.handle_bytes(now + secs(7), &CONNACK_RESUMED);
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Connected {
+                session_present: true
+            },
+            Event::PublishDropped {
+                id: c,
+                message: Some(message("t", b"x"))
+            },
+        ]
+    );
+    assert_eq!(tx(&mut s), [0u8; 0]);
+    // In time, it goes out as usual, with the next packet id.
+    s.publish_by(now + secs(7), message("t", b"x"), now + secs(8))
+        .unwrap();
+    assert_eq!(tx(&mut s), publish_t_x(2, false));
+}
+
+#[test]
+fn dropped_unacknowledged_publishes_are_not_resent_on_a_resumed_session() {
+    let now = t0();
+    let mut s = connected(Options::new("c"), now);
+    let a = s.publish(now, message("t", b"x")).unwrap();
+    tx(&mut s);
+    // While connected nothing is dropped: a's PUBACK may still come.
+    s.drop_unacknowledged();
+    assert_eq!(events(&mut s), []);
+    s.handle_transport_closed(now);
+    events(&mut s);
+    let b = s.publish(now, message("t", b"x")).unwrap(); // queued while disconnected
+    s.drop_unacknowledged();
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::PublishDropped {
+                id: a,
+                message: Some(message("t", b"x"))
+            },
+            Event::PublishDropped {
+                id: b,
+                message: Some(message("t", b"x"))
+            },
+        ]
+    );
+    s.connect(now);
+    tx(&mut s);
+    s.handle_bytes(now, &CONNACK_RESUMED);
+    assert_eq!(
+        events(&mut s),
+        [Event::Connected {
+            session_present: true
+        }]
+    );
+    assert_eq!(tx(&mut s), [0u8; 0], "nothing re-sent with DUP");
+    // What is published now goes out as usual.
+    s.publish(now, message("t", b"x")).unwrap();
+    assert_eq!(tx(&mut s), publish_t_x(2, false));
 }
