@@ -72,12 +72,14 @@ impl World<'_> {
         }
     }
 
-    /// Client `c` releases lock `li`: what it waited for is undone, its watch ends.
-    pub(super) fn handoff_released(&mut self, c: usize, li: usize) {
+    /// Client `c` starts an operation on lock `li` (a release among them): what the watch saw
+    /// belongs to the operations before, and it starts afresh.
+    pub(super) fn handoff_reset(&mut self, c: usize, li: usize) {
         self.clients[c].handoff[li] = Watch::default();
     }
 
-    /// Client `c`'s connection ended or its process restarted: its watches end.
+    /// Client `c`'s connection ended, its process restarted, or it cancelled an operation: its
+    /// watches start afresh.
     pub(super) fn handoff_forget(&mut self, c: usize) {
         for watch in &mut self.clients[c].handoff {
             *watch = Watch::default();

@@ -138,8 +138,9 @@
 //! acquire or a hold of a client that does not hold the lock) whose SET was refused, and which
 //! had received a DELETE notification of the lock after it sent that SET (the notification
 //! overtook the refusal), sends a new SET within the retry jitter (+ 1 ms) of the refusal's
-//! arrival, unless it has released the lock or lost its connection since (caught otherwise by
-//! the canary `canary-handoff`, which waits for the re-check a lease later).
+//! arrival, unless it has started, cancelled or released an operation or lost its connection
+//! since (caught otherwise by the canary `canary-handoff`, which waits for the re-check a lease
+//! later).
 //!
 //! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the mode, the
 //! invariant and the last events of the trace.

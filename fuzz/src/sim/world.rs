@@ -590,6 +590,7 @@ impl<'a> World<'a> {
                     return Ok(());
                 };
                 let r = self.clients[c].link.intents().cancel(now, op);
+                self.handoff_forget(c);
                 self.log(format!("{id} cancel {op:?}: {r:?}"));
                 return self.drain(c);
             }
@@ -597,6 +598,7 @@ impl<'a> World<'a> {
         match result {
             Ok(op) => {
                 self.log(format!("{id} {name} {} → {op:?}", LOCK_NAMES[li]));
+                self.handoff_reset(c, li);
                 self.track(c, op, kind, li);
             }
             Err(e) => self.log(format!("{id} {name} {} refused: {e}", LOCK_NAMES[li])),
@@ -619,7 +621,7 @@ impl<'a> World<'a> {
                     self.clients[c].id, LOCK_NAMES[li]
                 ));
                 self.track(c, op, OpKind::Release, li);
-                self.handoff_released(c, li);
+                self.handoff_reset(c, li);
             }
             Err(e) => self.log(format!(
                 "{} close_hold {} refused: {e}",
@@ -644,7 +646,7 @@ impl<'a> World<'a> {
                     self.clients[c].id, LOCK_NAMES[li]
                 ));
                 self.track(c, op, OpKind::Release, li);
-                self.handoff_released(c, li);
+                self.handoff_reset(c, li);
             }
             Err(e) => self.log(format!(
                 "{} release {} refused: {e}",
