@@ -4,20 +4,37 @@
 //! - `canary` (lease validity without the safety margin) in each mode: driving the engine at the
 //!   `Message` level, and as a `Connection` over bytes through the modelled broker;
 //! - `canary-edit-fence` (edits that do not raise the key's fence before the user sees the
-//!   value) in message mode, where a fenced write can be held past the next holder's read.
+//!   value) in message mode, where a fenced write can be held past the next holder's read;
+//! - `canary-pause` (lease validity by the monotonic clock only) in each mode, where a client's
+//!   host is suspended: its monotonic clock stands still while its wall clock runs on;
+//! - `canary-stall` (a lease's validity counted from the reply's arrival, not from the SET's
+//!   sending) in each mode, where a message or a connection's bytes stall beyond the margin;
+//! - `canary-5xx` (a write answered 503 taken as a definite failure) in each mode, where the
+//!   service answers 503 to a request the store may or may not have applied;
+//! - `canary-handoff` (a waiter ignores the DELETE that overtook its refused SET's reply) in
+//!   message mode, where messages are reordered, by the handoff bound L3.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
-//! with `--features canary-edit-fence`.
-#![cfg(any(feature = "canary", feature = "canary-edit-fence"))]
+//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx` and
+//! `canary-handoff`.
+#![cfg(any(
+    feature = "canary",
+    feature = "canary-edit-fence",
+    feature = "canary-pause",
+    feature = "canary-stall",
+    feature = "canary-5xx",
+    feature = "canary-handoff"
+))]
 
 use leasedlock_fuzz::sim::{self, Mode};
 
 /// Seeds tried before a test gives up.
-const BUDGET: u64 = 500;
+const BUDGET: u64 = 1000;
 const INPUT_LEN: usize = 600;
 
-/// The first seed whose run in `mode` fails; the failure must be the invariant `expected`.
-fn finds_the_planted_bug(mode: Mode, expected: &str) {
+/// The first seed whose run in `mode` fails; the failure must be one of the invariants
+/// `expected`.
+fn finds_the_planted_bug(mode: Mode, expected: &[&str]) {
     for seed in 0..BUDGET {
         let mut input = sim::seed_input(seed, INPUT_LEN);
         sim::set_mode(&mut input, mode);
@@ -28,8 +45,8 @@ fn finds_the_planted_bug(mode: Mode, expected: &str) {
             );
             assert_eq!(failure.mode, mode);
             assert!(
-                failure.message.starts_with(expected),
-                "the planted bug shows as {expected}: {}",
+                expected.iter().any(|e| failure.message.starts_with(e)),
+                "the planted bug shows as one of {expected:?}: {}",
                 failure.message
             );
             return;
@@ -42,13 +59,13 @@ fn finds_the_planted_bug(mode: Mode, expected: &str) {
 #[cfg(feature = "canary")]
 #[test]
 fn simulator_finds_the_planted_bug() {
-    finds_the_planted_bug(Mode::Messages, "S1");
+    finds_the_planted_bug(Mode::Messages, &["S1"]);
 }
 
 #[cfg(feature = "canary")]
 #[test]
 fn simulator_finds_the_planted_bug_in_byte_mode() {
-    finds_the_planted_bug(Mode::Bytes, "S1");
+    finds_the_planted_bug(Mode::Bytes, &["S1"]);
 }
 
 /// Without the edit fence, a held write of a previous holder lands after the next edit showed
@@ -56,5 +73,57 @@ fn simulator_finds_the_planted_bug_in_byte_mode() {
 #[cfg(feature = "canary-edit-fence")]
 #[test]
 fn simulator_finds_the_missing_edit_fence() {
-    finds_the_planted_bug(Mode::Messages, "S6");
+    finds_the_planted_bug(Mode::Messages, &["S6"]);
+}
+
+/// With validity by the monotonic clock only, a client whose host was suspended past its lease
+/// still holds the lock when another has taken it (S1), or takes a reply that waited out the
+/// suspension as a win with a token older than the next holder's (S2).
+#[cfg(feature = "canary-pause")]
+#[test]
+fn simulator_finds_validity_by_the_monotonic_clock_only() {
+    finds_the_planted_bug(Mode::Messages, &["S1", "S2"]);
+}
+
+#[cfg(feature = "canary-pause")]
+#[test]
+fn simulator_finds_validity_by_the_monotonic_clock_only_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S1", "S2"]);
+}
+
+/// With validity counted from the reply, a reply that stalled beyond the margin makes the client
+/// trust its lease after the store has ended it and given the lock to another (S1), or announce
+/// a token older than the next holder's (S2).
+#[cfg(feature = "canary-stall")]
+#[test]
+fn simulator_finds_validity_counted_from_the_reply() {
+    finds_the_planted_bug(Mode::Messages, &["S1", "S2"]);
+}
+
+#[cfg(feature = "canary-stall")]
+#[test]
+fn simulator_finds_validity_counted_from_the_reply_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S1", "S2"]);
+}
+
+/// With a 503 taken as a definite failure, an edit whose write the store applied before the
+/// service answered 503 is reported failed: the counter is above what the edits report (S4).
+#[cfg(feature = "canary-5xx")]
+#[test]
+fn simulator_finds_unavailable_taken_as_not_applied() {
+    finds_the_planted_bug(Mode::Messages, &["S4"]);
+}
+
+#[cfg(feature = "canary-5xx")]
+#[test]
+fn simulator_finds_unavailable_taken_as_not_applied_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S4"]);
+}
+
+/// A waiter that ignores the DELETE which overtook its refused SET's reply sleeps until its
+/// re-check, past the handoff bound (L3).
+#[cfg(feature = "canary-handoff")]
+#[test]
+fn simulator_finds_a_waiter_that_sleeps_through_the_handoff() {
+    finds_the_planted_bug(Mode::Messages, &["L3"]);
 }

@@ -251,7 +251,13 @@ impl Client {
                 let trusted = lease - self.config.margin(lease);
                 #[cfg(feature = "canary")] // planted bug for the simulator: no safety margin
                 let trusted = lease;
-                let valid_until = Validity::from(p.sent, trusted);
+                // `canary-stall` plants a bug for the simulator: validity from the reply's arrival.
+                let start = if cfg!(feature = "canary-stall") {
+                    now
+                } else {
+                    p.sent
+                };
+                let valid_until = Validity::from(start, trusted);
                 let undone = self.locks[lock].epoch != epoch;
                 if undone || !valid_until.holds_at(now) {
                     // Released since, or the reply came too late to be trusted.
@@ -302,7 +308,8 @@ impl Client {
                 );
                 if one_try {
                     self.finish(now, id, Some(Event::Busy { op: id, lock }));
-                } else if freed_meanwhile {
+                } else if freed_meanwhile && cfg!(not(feature = "canary-handoff")) {
+                    // (`canary-handoff` plants a bug for the simulator: `freed_meanwhile` ignored.)
                     // The lock was freed after the store refused this SET: try again now.
                     self.advance(now, id);
                 } else {

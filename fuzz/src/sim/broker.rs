@@ -18,7 +18,8 @@
 //!   of ours in flight; nothing follows DISCONNECT;
 //! - **W2** the client never has more QoS 1 PUBLISHes unacknowledged than the Receive Maximum of
 //!   the CONNACK;
-//! - **W3** the client sends a packet at least every 1.5 × its Keep Alive.
+//! - **W3** the client writes a packet at least every 1.5 × its Keep Alive (by when it wrote each,
+//!   not when it arrived, and not counting the time its host was suspended).
 //!
 //! What the client had received when it sent a packet is known exactly: every chunk from a client
 //! carries a stamp, the number of bytes of this connection the client had read when it wrote the
@@ -31,6 +32,7 @@ use leasedlock::{store, Message, QoS};
 
 use super::codec::{self, Packet};
 use super::input::SplitMix64;
+use super::net::Reply;
 
 /// Bytes from a client, as the network delivers them.
 #[derive(Clone, Debug)]
@@ -38,8 +40,11 @@ pub(crate) struct Chunk {
     pub bytes: Bytes,
     /// How many bytes of the connection the client had read when it wrote these.
     pub stamp: u64,
-    /// The ordinal (1-based, on the connection) of a PUBLISH whose reply the broker loses.
-    pub lose: Option<u64>,
+    /// When the client wrote them, ns.
+    pub sent: u64,
+    /// The ordinal (1-based, on the connection) of a PUBLISH whose reply is not the store's, and
+    /// what it is.
+    pub reply: Option<(u64, Reply)>,
 }
 
 /// What one packet of a client asks of the world.
@@ -49,8 +54,8 @@ pub(crate) struct Handled {
     pub log: String,
     /// The broker's answer, to be sent to the client.
     pub reply: Option<Bytes>,
-    /// A request for the store, and whether its reply is lost.
-    pub request: Option<(Message, bool)>,
+    /// A request for the store, and what becomes of its reply.
+    pub request: Option<(Message, Reply)>,
     /// The connection ended (DISCONNECT).
     pub closed: bool,
     /// A PUBLISH to acknowledge once the store's answer to it is out ([`Broker::puback`]).
@@ -70,6 +75,8 @@ pub(crate) struct Broker {
     /// The expected client id of each client.
     ids: Vec<String>,
     conns: Vec<Option<Conn>>,
+    /// When each client's host was suspended (from, to), ns: not counted as its silence.
+    asleep: Vec<Vec<(u64, u64)>>,
     /// Receive Maximum of the CONNACK (`None`: not sent, 65 535).
     receive_maximum: Option<u16>,
     /// Chooses harmless variations of the encoding (CONNACK properties, PUBACK forms, property
@@ -90,17 +97,17 @@ struct Wire {
     /// CONNECT received.
     connected: bool,
     keep_alive_ns: u64,
-    /// When the last packet arrived, ns.
-    last_heard: u64,
+    /// When the client wrote the last packet read, ns.
+    last_sent: u64,
     client_receive_maximum: usize,
     client_max_packet: usize,
     rx: BytesMut,
     /// Stream offset of `rx[0]`.
     rx_at: u64,
-    /// Where each chunk starts in the stream, and its stamp.
-    stamps: VecDeque<(u64, u64)>,
-    /// Ordinals of PUBLISHes whose reply is lost.
-    lose: VecDeque<u64>,
+    /// Where each chunk starts in the stream, its stamp and when it was written.
+    stamps: VecDeque<(u64, u64, u64)>,
+    /// Ordinals of PUBLISHes whose reply is not the store's, and what it is.
+    replies: VecDeque<(u64, Reply)>,
     /// PUBLISHes read so far.
     publishes: u64,
     /// Bytes written to the client so far.
@@ -121,10 +128,18 @@ impl Broker {
     pub(crate) fn new(ids: Vec<String>, receive_maximum: Option<u16>, seed: u64) -> Broker {
         Broker {
             conns: ids.iter().map(|_| None).collect(),
+            asleep: vec![Vec::new(); ids.len()],
             ids,
             receive_maximum,
             rng: SplitMix64::new(seed),
         }
+    }
+
+    /// The host of client `c` is suspended from `from` to `to` (ns): its silence meanwhile is
+    /// not held against it by W3 (the broker does not time suspended clients out; see the model
+    /// limits).
+    pub(crate) fn excuse_silence(&mut self, c: usize, from: u64, to: u64) {
+        self.asleep[c].push((from, to));
     }
 
     /// Message mode: client `c` connected (its subscriptions start empty).
@@ -178,11 +193,10 @@ impl Broker {
             .is_some_and(|conn| conn.open && conn.epoch == epoch)
     }
 
-    /// Byte mode: a chunk of the connection `epoch` of client `c` arrived at `now` (ns). The
+    /// Byte mode: a chunk of the connection `epoch` of client `c` arrived. The
     /// first bytes of a newer connection open it (taking over an older one still open).
     pub(crate) fn receive(
         &mut self,
-        now: u64,
         c: usize,
         epoch: u64,
         chunk: &Chunk,
@@ -205,7 +219,7 @@ impl Broker {
                     open: true,
                     subs: Vec::new(),
                     wire: Some(Box::new(Wire {
-                        last_heard: now,
+                        last_sent: chunk.sent,
                         next_id: 1,
                         ..Wire::default()
                     })),
@@ -218,9 +232,9 @@ impl Broker {
                 self.ids[c]
             ));
         };
-        wire.stamps
-            .push_back((wire.rx_at + wire.rx.len() as u64, chunk.stamp));
-        wire.lose.extend(chunk.lose);
+        let start = wire.rx_at + wire.rx.len() as u64;
+        wire.stamps.push_back((start, chunk.stamp, chunk.sent));
+        wire.replies.extend(chunk.reply);
         wire.rx.extend_from_slice(&chunk.bytes);
         Ok(Received::Buffered { took_over })
     }
@@ -245,7 +259,7 @@ impl Broker {
         while wire.stamps.len() > 1 && wire.stamps[1].0 <= start {
             wire.stamps.pop_front();
         }
-        let stamp = wire.stamps.front().map_or(0, |s| s.1);
+        let (stamp, sent) = wire.stamps.front().map_or((0, now), |s| (s.1, s.2));
         // What the client had read when it wrote this packet frees packet ids.
         while let Some(&(end, pid, publish)) = wire.acks.front() {
             if end > stamp {
@@ -257,7 +271,15 @@ impl Broker {
         }
         let packet = codec::decode(&bytes)
             .map_err(|e| format!("W1: {id} sent a malformed packet: {e} ({bytes:02x?})"))?;
-        let gap = now - wire.last_heard;
+        // W3 counts the time between the client's writes, not the network's delays, nor the
+        // time its host was suspended.
+        let last = wire.last_sent;
+        self.asleep[c].retain(|&(_, to)| to > last);
+        let asleep: u64 = self.asleep[c]
+            .iter()
+            .map(|&(from, to)| to.min(sent).saturating_sub(from.max(last)))
+            .sum();
+        let gap = sent.saturating_sub(last) - asleep;
         if wire.connected && wire.keep_alive_ns > 0 && gap > wire.keep_alive_ns * 3 / 2 {
             return Err(format!(
                 "W3: {id} sent nothing for {:.3} ms, keep alive {} ms",
@@ -265,7 +287,7 @@ impl Broker {
                 wire.keep_alive_ns / 1_000_000
             ));
         }
-        wire.last_heard = now;
+        wire.last_sent = wire.last_sent.max(sent);
         let log = format!("broker ← {id}: {}", codec::describe(&packet));
         let mut handled = Handled {
             log,
@@ -321,10 +343,13 @@ impl Broker {
                     ));
                 }
                 wire.publishes += 1;
-                let lose = wire.lose.front() == Some(&wire.publishes);
-                if lose {
-                    wire.lose.pop_front();
-                }
+                let reply = match wire.replies.front() {
+                    Some(&(n, reply)) if n == wire.publishes => {
+                        wire.replies.pop_front();
+                        reply
+                    }
+                    _ => Reply::Sent,
+                };
                 // The PUBACK goes before the store's answer, or (as from a broker that
                 // acknowledges once it has forwarded the message) after it.
                 let form = self.rng.next_u64();
@@ -333,7 +358,7 @@ impl Broker {
                 } else {
                     handled.ack_later = Some(packet_id);
                 }
-                handled.request = Some((message, lose));
+                handled.request = Some((message, reply));
             }
             Packet::PubAck { packet_id, .. } => {
                 if !wire.ours.remove(&packet_id) {

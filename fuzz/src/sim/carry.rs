@@ -15,9 +15,9 @@ use leasedlock::Message;
 use super::broker::{Chunk, Received};
 use super::codec;
 use super::link::{Inbound, Mode, Out};
-use super::net::{Carried, ConnId, Delivery, Dir, Fate};
+use super::net::{Carried, ConnId, Delivery, Dir, Fate, Reply};
 use super::trace::describe;
-use super::world::{Check, World};
+use super::world::{Check, World, NS_PER_MS};
 
 impl World<'_> {
     // ----- connections --------------------------------------------------------------------------
@@ -57,6 +57,7 @@ impl World<'_> {
                 client.link.down(now);
                 self.store.handle_client_disconnected(store_now, &client.id);
                 let id = client.id.clone();
+                self.handoff_forget(c);
                 self.log(format!("{id} disconnected"));
                 self.route_store_output(None)?;
                 self.drain(c)
@@ -141,6 +142,8 @@ impl World<'_> {
                     let line = format!("{} → {}", self.clients[c].id, describe(&msg));
                     self.log(line);
                     if self.clients[c].connected {
+                        self.check_fenced_write_leaves(c, &msg)?;
+                        self.handoff_on_request(c, &msg);
                         // Message mode only: bytes keep their connection's order (a held write
                         // there is a held connection, which the cut and delay faults cover).
                         let fenced = msg
@@ -148,10 +151,12 @@ impl World<'_> {
                             .iter()
                             .any(|(k, _)| &**k == store::PROP_FENCING_TOKEN);
                         let hold = fenced.then(|| 3 * self.cfg.lease_ns());
-                        let fate = self.net.fate(&mut self.input, self.healing, true, hold);
+                        let fate = self
+                            .net
+                            .fate(&mut self.input, self.healing, true, hold, false);
                         let what = Carried::Request {
                             msg,
-                            lose_reply: false,
+                            reply: Reply::Sent,
                         };
                         self.send_message(c, what, fate);
                     } else {
@@ -178,8 +183,9 @@ impl World<'_> {
     /// are not allowed here (MQTT resends only on a resumed session, and the broker resumes none).
     fn send_bytes(&mut self, c: usize, bytes: Bytes) -> Check {
         let id = &self.clients[c].id;
-        let publishes = codec::count_publishes(&bytes)
-            .map_err(|e| format!("W1: {id} wrote a bad buffer: {e}"))?;
+        let messages =
+            codec::published(&bytes).map_err(|e| format!("W1: {id} wrote a bad buffer: {e}"))?;
+        let publishes = messages.len() as u64;
         let line = format!("{id} → {} bytes, {publishes} PUBLISH", bytes.len());
         self.log(line);
         let conn = (c, self.clients[c].epoch);
@@ -187,23 +193,34 @@ impl World<'_> {
             self.log("  (no transport: lost)".into());
             return Ok(());
         }
+        for msg in &messages {
+            self.check_fenced_write_leaves(c, msg)?;
+        }
         if self.net.is_cut(conn) {
             self.log("  (connection cut: lost)".into());
             return Ok(());
         }
         let (stamp, before) = self.clients[c].link.wrote(publishes);
-        let (delay, lose) = if publishes == 0 {
+        let (delay, reply) = if publishes == 0 {
             (self.net.max_delay_ns / 2, None)
         } else {
-            match self.net.fate(&mut self.input, self.healing, true, None) {
+            match self
+                .net
+                .fate(&mut self.input, self.healing, true, None, true)
+            {
                 Fate::Deliver(d) | Fate::Duplicate(d, _) => (d, None),
-                Fate::LoseReply(d) => (d, Some(before + 1)),
+                Fate::Stall(d) => {
+                    self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
+                    (d, None)
+                }
+                Fate::Reply(d, reply) => (d, Some((before + 1, reply))),
                 Fate::Drop => {
                     self.cut(conn);
                     return Ok(());
                 }
             }
         };
+        let sent = self.t_ns;
         self.net.send_bytes(
             self.t_ns,
             delay,
@@ -214,7 +231,8 @@ impl World<'_> {
                 Carried::ToBroker(Chunk {
                     bytes,
                     stamp,
-                    lose: if first { lose } else { None },
+                    sent,
+                    reply: if first { reply } else { None },
                 })
             },
         );
@@ -274,17 +292,25 @@ impl World<'_> {
                 self.log(format!("  reply lost: {}", describe(&msg)));
                 continue;
             }
-            for c in 0..self.clients.len() {
-                if !self.broker.subscribed(c, &msg.topic) {
-                    continue;
+            self.route(&msg)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a message of the service to the clients subscribed to its topic.
+    fn route(&mut self, msg: &Message) -> Check {
+        for c in 0..self.clients.len() {
+            if !self.broker.subscribed(c, &msg.topic) {
+                continue;
+            }
+            match self.mode {
+                Mode::Messages => {
+                    let fate = self
+                        .net
+                        .fate(&mut self.input, self.healing, false, None, true);
+                    self.send_message(c, Carried::Message(msg.clone()), fate);
                 }
-                match self.mode {
-                    Mode::Messages => {
-                        let fate = self.net.fate(&mut self.input, self.healing, false, None);
-                        self.send_message(c, Carried::Message(msg.clone()), fate);
-                    }
-                    Mode::Bytes => self.publish(c, &msg)?,
-                }
+                Mode::Bytes => self.publish(c, msg)?,
             }
         }
         Ok(())
@@ -300,8 +326,15 @@ impl World<'_> {
         if self.net.is_cut(conn) {
             return Ok(());
         }
-        match self.net.fate(&mut self.input, self.healing, false, None) {
-            Fate::Deliver(d) | Fate::LoseReply(d) => self.publish_on(conn, msg, d, false),
+        match self
+            .net
+            .fate(&mut self.input, self.healing, false, None, true)
+        {
+            Fate::Deliver(d) | Fate::Reply(d, _) => self.publish_on(conn, msg, d, false),
+            Fate::Stall(d) => {
+                self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
+                self.publish_on(conn, msg, d, false)
+            }
             Fate::Drop => {
                 self.cut(conn);
                 Ok(())
@@ -345,12 +378,13 @@ impl World<'_> {
         match fate {
             Fate::Drop => self.log("  (dropped)".into()),
             Fate::Deliver(d) => self.net.schedule(at(d), client, epoch, what),
-            Fate::LoseReply(d) => {
+            Fate::Stall(d) => {
+                self.log(format!("  (stalled {} ms)", d / NS_PER_MS));
+                self.net.schedule(at(d), client, epoch, what);
+            }
+            Fate::Reply(d, reply) => {
                 let what = match what {
-                    Carried::Request { msg, .. } => Carried::Request {
-                        msg,
-                        lose_reply: true,
-                    },
+                    Carried::Request { msg, .. } => Carried::Request { msg, reply },
                     other => other,
                 };
                 self.net.schedule(at(d), client, epoch, what);
@@ -358,9 +392,9 @@ impl World<'_> {
             Fate::Duplicate(d1, d2) => {
                 self.log("  (duplicated)".into());
                 let copy = match &what {
-                    Carried::Request { msg, lose_reply } => Carried::Request {
+                    Carried::Request { msg, reply } => Carried::Request {
                         msg: msg.clone(),
-                        lose_reply: *lose_reply,
+                        reply: *reply,
                     },
                     Carried::Message(m) => Carried::Message(m.clone()),
                     Carried::Subscribe(f) => Carried::Subscribe(f.clone()),
@@ -379,9 +413,9 @@ impl World<'_> {
         let (c, epoch) = (d.client, d.epoch);
         let current = self.clients[c].connected && self.clients[c].epoch == epoch;
         match d.what {
-            Carried::Request { msg, lose_reply } => {
+            Carried::Request { msg, reply } => {
                 // Sent over a connection the broker had: processed even if it dropped since.
-                self.request_reaches_store(c, &msg, lose_reply)?;
+                self.request_reaches_store(c, &msg, reply)?;
             }
             Carried::Subscribe(filter) => {
                 if current {
@@ -394,6 +428,7 @@ impl World<'_> {
                 if current {
                     let line = format!("{} ← {}", self.clients[c].id, describe(&msg));
                     self.log(line);
+                    self.handoff_on_message(c, &msg);
                     let now = self.client_now(c);
                     self.clients[c].link.deliver(now, Inbound::Message(&msg));
                     self.drain(c)?;
@@ -406,7 +441,7 @@ impl World<'_> {
                     self.drain(c)?;
                 }
             }
-            Carried::ToBroker(chunk) => match self.broker.receive(self.t_ns, c, epoch, &chunk)? {
+            Carried::ToBroker(chunk) => match self.broker.receive(c, epoch, &chunk)? {
                 Received::Stale => {
                     let line = format!(
                         "broker: bytes of an old connection of {} ignored",
@@ -480,8 +515,8 @@ impl World<'_> {
                     );
                 }
             }
-            if let Some((msg, lose_reply)) = handled.request {
-                self.request_reaches_store(c, &msg, lose_reply)?;
+            if let Some((msg, reply)) = handled.request {
+                self.request_reaches_store(c, &msg, reply)?;
             }
             if let Some(packet_id) = handled.ack_later {
                 if let (Some(epoch), Some(ack)) =
@@ -501,15 +536,32 @@ impl World<'_> {
         Ok(())
     }
 
-    /// A request from client `c` reaches the store.
-    fn request_reaches_store(&mut self, c: usize, msg: &Message, lose_reply: bool) -> Check {
+    /// A request from client `c` reaches the service: the store applies it (unless the service
+    /// is unavailable and does not), and `reply` says what goes back.
+    fn request_reaches_store(&mut self, c: usize, msg: &Message, reply: Reply) -> Check {
         let line = format!("store ← {}: {}", self.clients[c].id, describe(msg));
         self.log(line);
-        let store_now = self.store_now();
-        let id = self.clients[c].id.clone();
-        self.store.handle_request(store_now, &id, msg);
-        let lost = lose_reply.then(|| msg.correlation_data.clone()).flatten();
-        self.route_store_output(lost)
+        if reply != (Reply::Unavailable { applied: false }) {
+            let store_now = self.store_now();
+            let id = self.clients[c].id.clone();
+            self.store.handle_request(store_now, &id, msg);
+        }
+        let lost = (reply != Reply::Sent)
+            .then(|| msg.correlation_data.clone())
+            .flatten();
+        self.route_store_output(lost)?;
+        if let (Reply::Unavailable { applied }, Some(topic)) = (reply, &msg.response_topic) {
+            self.log(format!("  the service answers 503 (applied: {applied})"));
+            let error = store::ProtocolError {
+                status: 503,
+                message: Some("service unavailable".into()),
+                ..store::ProtocolError::default()
+            };
+            let correlation_data = msg.correlation_data.clone().unwrap_or_default();
+            let answer = store::protocol_error_message(topic, correlation_data, &error);
+            self.route(&answer)?;
+        }
+        Ok(())
     }
 
     /// Byte mode: the broker's connection of `c` ended: the store drops its registrations.

@@ -1,9 +1,11 @@
-//! The invariants checked after every step (S1–S4, S6; S5 is the absence of panics), and what they
-//! keep track of: every operation of every client, the tokens announced, the writes accepted.
+//! The invariants checked after every step (S1–S4, S6; S5 is the absence of panics; S7 as each
+//! request is written), and what they keep track of: every operation of every client, the tokens
+//! announced, the writes accepted.
 
 use leasedlock::lock::{EditOutcome, Event, LockId, OpError, ABSENT_PLACEHOLDER};
-use leasedlock::FencingToken;
+use leasedlock::{store, FencingToken, Message};
 
+use super::trace::describe;
 use super::world::{Check, SimClient, World, COUNTER_KEYS, LOCK_NAMES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,8 +182,36 @@ impl World<'_> {
         Ok(())
     }
 
-    /// The invariants that hold at every instant: S1 and S4.
+    /// S7: a fenced write to a counter (an edit's fence or its write) leaves client `c` only
+    /// while the client holds the lock with that token (checked as its bytes are written).
+    pub(super) fn check_fenced_write_leaves(&self, c: usize, msg: &Message) -> Check {
+        let request = store::parse_request(msg);
+        let (Ok(command), Ok(Some(ft))) = (&request.command, &request.fencing_token) else {
+            return Ok(());
+        };
+        let Some(li) = COUNTER_KEYS
+            .iter()
+            .position(|k| k.as_bytes() == &command.key()[..])
+        else {
+            return Ok(());
+        };
+        let client = &self.clients[c];
+        let now = self.client_now(c);
+        let held = client.link.engine().token(now, client.locks[li]);
+        if held != Some(ft) {
+            return Err(format!(
+                "S7: {} writes {} while it holds {} with token {held:?}",
+                client.id,
+                describe(msg),
+                LOCK_NAMES[li]
+            ));
+        }
+        Ok(())
+    }
+
+    /// The invariants that hold at every instant: S1, S4 and L3.
     pub(super) fn check(&mut self) -> Check {
+        self.check_handoff()?;
         // S1: at most one holder per lock at this real instant.
         for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
             let mut holder: Option<usize> = None;

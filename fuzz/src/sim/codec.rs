@@ -71,15 +71,19 @@ pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, Bad> {
     Err("remaining length longer than 4 bytes".into())
 }
 
-/// The number of PUBLISH packets in `buf`, which must hold whole packets.
-pub(crate) fn count_publishes(mut buf: &[u8]) -> Result<u64, Bad> {
-    let mut n = 0;
+/// The messages of the PUBLISH packets in `buf`, which must hold whole packets.
+pub(crate) fn published(mut buf: &[u8]) -> Result<Vec<Message>, Bad> {
+    let mut messages = Vec::new();
     while !buf.is_empty() {
         let len = frame_len(buf)?.ok_or("a buffer ends inside a packet")?;
-        n += u64::from(buf[0] >> 4 == 3);
+        if buf[0] >> 4 == 3 {
+            if let Packet::Publish { message, .. } = decode(&buf[..len])? {
+                messages.push(message);
+            }
+        }
         buf = &buf[len..];
     }
-    Ok(n)
+    Ok(messages)
 }
 
 /// Decodes one whole packet (as located by [`frame_len`]).

@@ -3,9 +3,19 @@
 //! The input bytes choose a configuration (1–4 clients, clock skews and drifts, network delays,
 //! leases, the mode) and then, step by step, one of the actions possible at that moment: let time
 //! jump to the next deadline, sleep, start a user intent on a client, complete an edit,
-//! disconnect, reconnect or crash a client, or change a client's clock rate. Whatever a client or
-//! the store sends takes one more byte that decides its fate (below). Time only moves to the next
-//! deadline (a delivery, a client timer, a key expiry): there is no tick.
+//! disconnect, reconnect or crash a client, change a client's clock rate, or suspend a client's
+//! host. An intent may name a lock another operation of the same client is using (a second
+//! caller in one engine): the engine refuses it (`LockInUse`, `HeldLocally`) or queues it (edits),
+//! and S1 holds across clients either way. Whatever a client or the store sends takes one more byte that decides its fate (below).
+//! Time only moves to the next deadline (a delivery, a client timer, a key expiry): there is no
+//! tick.
+//!
+//! A **suspended host** (a laptop's lid closed, a VM paused) is suspended for a quarter of a lease
+//! to over three leases: its monotonic clock stands still while its wall clock runs on, as
+//! `CLOCK_MONOTONIC` does; the rest of the world goes on; the client runs no timer and reads
+//! nothing until it wakes, then reads what arrived meanwhile, in order. The engine must not
+//! believe a lease past its end by either clock (caught without the wall clock by the canary
+//! `canary-pause`, as S1 or S2).
 //!
 //! # Two modes
 //!
@@ -17,10 +27,12 @@
 //!   another MQTT client would drive it: `poll_output`, `to_message`, `handle_message`,
 //!   `handle_subscribed`), and the network carries messages. A fate byte delivers a message after
 //!   a delay (which reorders), drops it, duplicates it, or (requests) applies it with the reply
-//!   lost; a fenced write (an edit's fence or write) may also be **held** for three leases, far
+//!   lost, or has the service answer it **503** (unavailable) instead of the store, which may or
+//!   may not have applied it; a fenced write (an edit's fence or write) may also be **held** for three leases, far
 //!   beyond the safety margin, so that it reaches the store after its lease ended and another
 //!   client has taken the lock and read the key (the fault of a previous holder's delayed write;
-//!   caught without the edit fence by the canary `canary-edit-fence`, as S6).
+//!   caught without the edit fence by the canary `canary-edit-fence`, as S6). A response or a
+//!   notification may also **stall**: arrive 150 ms to two leases late, beyond the safety margin.
 //! - **Byte mode**: each client is a `connection::Connection` — the engine glued to the crate's
 //!   MQTT v5 session, as every production adapter drives it — exchanging bytes with a modelled
 //!   MQTT v5 broker in front of the same emulator (`broker.rs`, with a codec of its own written
@@ -34,10 +46,13 @@
 //!   connection (drop: what is on the wire both ways is lost, the broker's end learns at once and
 //!   the client's after half the maximum delay, and the client stays disconnected until a connect
 //!   action or the healing reconnects it), makes the broker lose the reply of the chunk's first
-//!   request (the store applies it, the response goes nowhere), or (broker to client only) sends
-//!   a second copy of the message later, as a new PUBLISH: the only duplicate MQTT allows here,
-//!   the store's own QoS 1 session sending it again. Nothing else is duplicated: with no session
-//!   resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
+//!   request (the store applies it, the response goes nowhere) or have the service answer it
+//!   503, applied or not (as in message mode), or (broker to client only) sends a second copy
+//!   of the message later, as a new PUBLISH: the only duplicate MQTT allows here, the store's
+//!   own QoS 1 session sending it again. Either way, a fate byte may also **stall** the chunk or
+//!   the message 150 ms to two leases, beyond the safety margin, and with it everything after it
+//!   on the connection that way (a broker or a route that stops for a while). Nothing else is
+//!   duplicated: with no session resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
 //!   closing the transport; a crash closes the transport after what was written (the process
 //!   dies, its kernel sends the rest and FIN); a new connection with the client id takes over an
 //!   older one still open at the broker. Byte mode also draws the broker's Receive Maximum
@@ -48,9 +63,22 @@
 //!   packet identifiers, the order of the properties of each PUBLISH (user properties keep
 //!   theirs), and whether bytes due together on a connection are read in one go.
 //!
-//! Model limits (each one a decision, see the report in the commit history): one-way delays are
-//! below the engine's safety margin (the margin covers the time a holder needs to act on its
-//! token); a duplicated *request* (message mode) reaches the store right after its original (an
+//! A stall is the fault the safety margin does not cover: the engine must count a lease from the
+//! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
+//! S2), and may only believe a reply that arrives within the validity it gives.
+//!
+//! A 503 is the service's error reply that does not say whether the request was applied: a
+//! write so answered must be reported `Indeterminate` (taken for a refusal by the canary
+//! `canary-5xx`, as S4). Other error replies of the store (quota, syntax, fencing) are not
+//! modelled as faults: the emulator answers them where the real store would.
+//!
+//! Model limits (each one a decision, see the report in the commit history): ordinary one-way
+//! delays are below the engine's safety margin, and only stalls go beyond it; in message mode a
+//! *request* never stalls (only a fenced write may be held, above): a request the store applies
+//! long after the client moved on could delete a later lease of the same holder value (see
+//! below), a limit of the protocol, while in byte mode TCP keeps a stalled request before what
+//! the client sends after it and the broker drops an older connection's bytes once a newer one
+//! is up; a duplicated *request* (message mode) reaches the store right after its original (an
 //! MQTT QoS 1 redelivery happens before anything the client sends later), while duplicated
 //! responses and notifications may come at any delay. A request whose copy arrived after the
 //! client had already seen the answer to the original could replay a VDEL onto a later lease of
@@ -60,13 +88,15 @@
 //! die with their connection. The broker takes QoS 1 requests only, and no UNSUBSCRIBE, AUTH, will,
 //! topic alias or shared subscription (the client uses none; a Subscription Identifier would be
 //! read but not sent back); it never refuses a publish or a subscription (no PUBACK 0x10 or 0x87, no
-//! SUBACK failure) and never disconnects a client itself. Time jumps ignore idle keep-alive
-//! deadlines (the pings on the way still go out when due).
+//! SUBACK failure) and never disconnects a client itself: not even one whose host is suspended
+//! past its keep-alive (W3 does not count the time the client was suspended). Time jumps ignore
+//! idle keep-alive deadlines (the pings on the way still go out when due).
 //!
-//! After every step the invariants are checked:
+//! After every step the invariants are checked (S7 as each request is written):
 //!
 //! - **S1** no two clients consider themselves holders of a lock at the same real instant
-//!   (each client's monotonic clock drifts at most `clock_rate_drift_ppm` from real time);
+//!   (each client's monotonic clock drifts at most `clock_rate_drift_ppm` from real time while
+//!   its host is awake; its wall clock, skewed by a constant, also counts the time suspended);
 //! - **S2** the fencing tokens announced to users (`Acquired`, `Renewed`) never decrease per lock;
 //! - **S3** every operation ends exactly once, with a final event of its kind, and gets no event
 //!   after that;
@@ -75,7 +105,13 @@
 //!   fencing token or with one lower than the stored token;
 //! - **S5** nothing panics (a panic is a failure of the run);
 //! - **S6** once an edit has shown its user a counter's value, the store accepts no write to that
-//!   counter with an older token: what the user saw stays the value until its edit writes.
+//!   counter with an older token: what the user saw stays the value until its edit writes;
+//! - **S7** a fenced write to a counter (an edit's fence or its write) leaves a client only
+//!   while the client holds the lock with that token, by its own clocks, at the moment it is
+//!   written: in message mode when the engine hands it out, in byte mode when its bytes are
+//!   written to the transport (a write the engine gave up, or whose lease ended while it waited
+//!   in the MQTT session's queue, must not go). The fence on the store only refuses a stale
+//!   write once a newer holder has raised it; S7 asks the engine not to send one at all.
 //!
 //! Byte mode checks the wire as well (the broker checks the client, the world checks what the
 //! session reports of the broker):
@@ -88,7 +124,8 @@
 //!   answers a PUBLISH of the broker in flight; nothing follows DISCONNECT;
 //! - **W2** a client never has more QoS 1 PUBLISHes unacknowledged than the broker's Receive
 //!   Maximum (counted from what the client had read when it wrote each one);
-//! - **W3** a client sends a packet at least every 1.5 × its keep-alive, as MQTT requires;
+//! - **W3** a client writes a packet at least every 1.5 × its keep-alive while its host is awake,
+//!   as MQTT requires;
 //! - **W4** the session accepts everything the broker sends (it never reports a malformed packet,
 //!   a protocol violation, a refused connection, a resumed session or an authentication event).
 //!
@@ -97,11 +134,20 @@
 //! (bounded). Then **L1** every operation has ended, and **L2** a fresh `acquire` on a free lock
 //! succeeds within a bounded simulated time.
 //!
+//! Message mode also bounds the handoff at every step (`handoff.rs`): **L3** a waiter (an
+//! acquire or a hold of a client that does not hold the lock) whose SET was refused, and which
+//! had received a DELETE notification of the lock after it sent that SET (the notification
+//! overtook the refusal), sends a new SET within the retry jitter (+ 1 ms) of the refusal's
+//! arrival, unless it has started, cancelled or released an operation or lost its connection
+//! since (caught otherwise by the canary `canary-handoff`, which waits for the re-check a lease
+//! later).
+//!
 //! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the mode, the
 //! invariant and the last events of the trace.
 //!
 //! The files: `world.rs` (the configuration, the run, the actions and intents, time),
 //! `link.rs` (the client's front in each mode), `net.rs` (the network and the fates),
+//! `handoff.rs` (L3),
 //! `carry.rs` (how outputs are carried and delivered in each mode), `broker.rs` and `codec.rs`
 //! (the modelled broker), `checks.rs` (the invariants), `trace.rs`, `input.rs`.
 
@@ -109,6 +155,7 @@ mod broker;
 mod carry;
 mod checks;
 mod codec;
+mod handoff;
 mod input;
 mod link;
 mod net;

@@ -13,13 +13,31 @@ use leasedlock::Message;
 use super::broker::Chunk;
 use super::input::{Input, SplitMix64};
 
+/// The shortest stall: longer than the engine's safety margin (100 ms) and any ordinary delay.
+const STALL_MIN_NS: u64 = 150_000_000;
+
 /// What one input byte decides for a message (or, in byte mode, a chunk or a published message).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Fate {
     Deliver(u64),
+    /// Delivered after a delay beyond the safety margin.
+    Stall(u64),
     Drop,
     Duplicate(u64, u64),
-    LoseReply(u64),
+    /// A request delivered after a delay, its reply not the store's.
+    Reply(u64, Reply),
+}
+
+/// What becomes of the reply to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// The store's reply goes back.
+    Sent,
+    /// The store applies the request; its reply is lost.
+    Lost,
+    /// The service answers 503 (unavailable) instead, the store having applied the request
+    /// (`applied`) or not: the client cannot tell which.
+    Unavailable { applied: bool },
 }
 
 /// What is carried.
@@ -27,7 +45,7 @@ pub(crate) enum Carried {
     // Message mode.
     Request {
         msg: Message,
-        lose_reply: bool,
+        reply: Reply,
     },
     Subscribe(String),
     Message(Message),
@@ -45,6 +63,16 @@ pub(crate) enum Carried {
     /// The broker sends a copy of a message it delivered (the store's QoS 1 publish, sent again
     /// by its session): a new PUBLISH, after what the broker wrote in between.
     Copy(Message),
+}
+
+impl Carried {
+    /// Whether the client reads it (rather than the broker or the store).
+    pub(crate) fn is_for_client(&self) -> bool {
+        matches!(
+            self,
+            Carried::Message(_) | Carried::SubAck(_) | Carried::ToClient(_) | Carried::Reset
+        )
+    }
 }
 
 /// A connection: (client, epoch).
@@ -69,6 +97,9 @@ pub(crate) struct Net {
     /// One message in `loss_mod` is dropped / duplicated / loses its reply (0: never).
     pub loss_mod: u8,
     pub max_delay_ns: u64,
+    /// The longest stall: how long a message (or, in byte mode, a connection's bytes one way)
+    /// may wait beyond the safety margin.
+    pub stall_ns: u64,
     /// Byte mode: when the last chunk of each connection (client, epoch) is due, each way.
     tails: BTreeMap<ConnId, [u64; 2]>,
     /// Byte mode: connections that were cut.
@@ -78,12 +109,13 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    pub(crate) fn new(loss_mod: u8, max_delay_ns: u64, seed: u64) -> Net {
+    pub(crate) fn new(loss_mod: u8, max_delay_ns: u64, stall_ns: u64, seed: u64) -> Net {
         Net {
             queue: BTreeMap::new(),
             seq: 0,
             loss_mod,
             max_delay_ns,
+            stall_ns,
             tails: BTreeMap::new(),
             cut: BTreeSet::new(),
             rng: SplitMix64::new(seed),
@@ -93,13 +125,15 @@ impl Net {
     /// The fate of the next message (`request`: one sent to the store), from the next input byte;
     /// while healing, or once the input is used up, delivery after half the maximum delay.
     /// `hold_ns`: for a fenced write, how long a held one waits (past its lease and the next
-    /// holder's read of the key); `None` for anything else.
+    /// holder's read of the key); `None` for anything else. `may_stall`: it may wait longer than
+    /// the safety margin (up to [`Net::stall_ns`] more).
     pub(crate) fn fate(
         &self,
         input: &mut Input<'_>,
         healing: bool,
         request: bool,
         hold_ns: Option<u64>,
+        may_stall: bool,
     ) -> Fate {
         let half = self.max_delay_ns / 2;
         if healing {
@@ -116,13 +150,24 @@ impl Net {
                 // before anything the client sent later); other copies come at any delay.
                 1 if request => return Fate::Duplicate(delay(b), delay(b)),
                 1 => return Fate::Duplicate(delay(b), delay(b.rotate_left(4))),
-                2 if request => return Fate::LoseReply(delay(b)),
+                2 if request => return Fate::Reply(delay(b), Reply::Lost),
+                // The service is unavailable: it answers 503, whether or not the store applied
+                // the request.
+                5 if request => {
+                    let applied = b & 0x80 != 0;
+                    return Fate::Reply(delay(b), Reply::Unavailable { applied });
+                }
                 // A fenced write held far beyond the margin: the lease ends, another client
                 // takes the lock and reads the key before the write reaches the store.
                 3 => {
                     if let Some(hold) = hold_ns {
                         return Fate::Deliver(hold + delay(b));
                     }
+                }
+                // A stall beyond the safety margin (a broker or a route that stops for a while).
+                4 if may_stall => {
+                    let stall = u64::from(b) * self.stall_ns / 255;
+                    return Fate::Stall(STALL_MIN_NS + stall);
                 }
                 _ => {}
             }
@@ -224,7 +269,8 @@ impl Net {
             2 + (r >> 1) % 3
         };
         let mut rest = bytes;
-        let mut delay = delay.min(self.max_delay_ns);
+        let cap = delay.max(self.max_delay_ns);
+        let mut delay = delay;
         for i in 0..pieces {
             let piece = if i + 1 == pieces || rest.len() < 2 {
                 std::mem::take(&mut rest)
@@ -238,7 +284,7 @@ impl Net {
             if i > 0 {
                 let r = self.rng.next_u64();
                 if r & 1 == 1 {
-                    delay = (delay + (r >> 1) % (self.max_delay_ns / 4 + 1)).min(self.max_delay_ns);
+                    delay = (delay + (r >> 1) % (self.max_delay_ns / 4 + 1)).min(cap);
                 }
             }
             self.send_ordered(now, delay, conn, dir, wrap(piece, i == 0));

@@ -15,9 +15,10 @@ use leasedlock::Now;
 
 use super::broker::Broker;
 use super::checks::{Invariants, OpKind, Track};
+use super::handoff::Watch;
 use super::input::{mode_of, Input, SplitMix64};
 use super::link::{Link, Mode, MqttConfig};
-use super::net::Net;
+use super::net::{Delivery, Net};
 use super::trace::Trace;
 
 /// Wall clock of the store at the start, in ms since the Unix epoch.
@@ -88,12 +89,18 @@ pub(super) struct SimClient {
     pub epoch: u64,
     /// Monotonic clock, ns since the start.
     pub local_ns: u64,
+    /// Time the host spent suspended, ns: the monotonic clock stood still, the wall clock ran.
+    pub suspended_ns: u64,
+    /// The host is suspended: its clock stands, it runs no timers, what arrives for it waits.
+    pub asleep: bool,
     /// Rate drift of the monotonic clock, ppm (|rate| ≤ the configured bound).
     pub rate_ppm: i64,
     pub skew_ms: i64,
     pub sessions: bool,
     pub locks: Vec<LockId>,
     pub ops: BTreeMap<OpId, Track>,
+    /// L3's watch of each lock (message mode).
+    pub handoff: Vec<Watch>,
     pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
 }
 
@@ -107,6 +114,11 @@ pub(super) struct SimConfig {
 }
 
 impl SimConfig {
+    /// The largest retry jitter of the engines, in ns.
+    pub(super) fn jitter_max_ns(&self) -> u64 {
+        ns(self.jitter_max)
+    }
+
     /// The lease of every lock operation, in ns.
     pub(super) fn lease_ns(&self) -> u64 {
         ns(self.lease)
@@ -123,6 +135,8 @@ pub(crate) struct World<'a> {
     pub(super) store: Emulator,
     pub(super) broker: Broker,
     pub(super) net: Net,
+    /// What arrived for a suspended client, in order of arrival: it reads it when it wakes.
+    waiting_for_wake: Vec<Delivery>,
     rng: SplitMix64,
     pub(super) healing: bool,
     pub(super) steps: u64,
@@ -185,10 +199,11 @@ impl<'a> World<'a> {
         let loss_mod = [0, 64, 24, 10][usize::from((b1 >> 1) % 4)];
         let max_delay_ns = [0, 5, 20, 50][usize::from(b2 % 4)] * NS_PER_MS;
         let receive_maximum = [None, Some(4), Some(2), Some(1)][usize::from((b0 >> 2) % 4)];
+        let lease = Duration::from_millis([600, 1_500, 4_000][usize::from(b3 % 3)]);
         let cfg = SimConfig {
             n_locks: 1 + usize::from(b1 % 2),
             drift_ppm,
-            lease: Duration::from_millis([600, 1_500, 4_000][usize::from(b3 % 3)]),
+            lease,
             request_timeout: Duration::from_millis(
                 [500, 2_000, 10_000][usize::from((b3 >> 2) % 3)],
             ),
@@ -219,7 +234,13 @@ impl<'a> World<'a> {
             clients: Vec::new(),
             store,
             broker,
-            net: Net::new(loss_mod, max_delay_ns, seed ^ 0x7c9f_0a11_5eed_0002),
+            net: Net::new(
+                loss_mod,
+                max_delay_ns,
+                2 * ns(lease),
+                seed ^ 0x7c9f_0a11_5eed_0002,
+            ),
+            waiting_for_wake: Vec::new(),
             rng: SplitMix64::new(seed),
             healing: false,
             steps: 0,
@@ -232,7 +253,7 @@ impl<'a> World<'a> {
             let ppm = i64::from(drift_ppm);
             let rate_ppm = i64::from(b >> 3) * 2 * ppm / 31 - ppm;
             let sessions = w.input.byte_or_zero().is_multiple_of(3);
-            let (link, locks) = w.new_link(&id, client_now_of(base, 0, skew_ms));
+            let (link, locks) = w.new_link(&id, client_now_of(base, 0, 0, skew_ms));
             w.log(format!(
                 "config {id}: skew {skew_ms} ms, rate {rate_ppm:+} ppm, sessions {sessions}"
             ));
@@ -243,11 +264,14 @@ impl<'a> World<'a> {
                 connected: false,
                 epoch: 0,
                 local_ns: 0,
+                suspended_ns: 0,
+                asleep: false,
                 rate_ppm,
                 skew_ms,
                 sessions,
                 locks,
                 ops: BTreeMap::new(),
+                handoff: vec![Watch::default(); LOCK_NAMES.len()],
                 awaiting_edits: Vec::new(),
             });
         }
@@ -336,6 +360,11 @@ impl<'a> World<'a> {
                 self.clients[c].rate_ppm = rate;
                 self.log(format!("{} clock rate {rate:+} ppm", self.clients[c].id));
                 Ok(())
+            }
+            29 => {
+                let c = self.input.choose(n).unwrap_or(0);
+                let b = self.input.byte().unwrap_or(0);
+                self.suspend(c, b)
             }
             _ => self.advance(),
         }
@@ -561,6 +590,7 @@ impl<'a> World<'a> {
                     return Ok(());
                 };
                 let r = self.clients[c].link.intents().cancel(now, op);
+                self.handoff_forget(c);
                 self.log(format!("{id} cancel {op:?}: {r:?}"));
                 return self.drain(c);
             }
@@ -568,6 +598,7 @@ impl<'a> World<'a> {
         match result {
             Ok(op) => {
                 self.log(format!("{id} {name} {} → {op:?}", LOCK_NAMES[li]));
+                self.handoff_reset(c, li);
                 self.track(c, op, kind, li);
             }
             Err(e) => self.log(format!("{id} {name} {} refused: {e}", LOCK_NAMES[li])),
@@ -590,6 +621,7 @@ impl<'a> World<'a> {
                     self.clients[c].id, LOCK_NAMES[li]
                 ));
                 self.track(c, op, OpKind::Release, li);
+                self.handoff_reset(c, li);
             }
             Err(e) => self.log(format!(
                 "{} close_hold {} refused: {e}",
@@ -614,6 +646,7 @@ impl<'a> World<'a> {
                     self.clients[c].id, LOCK_NAMES[li]
                 ));
                 self.track(c, op, OpKind::Release, li);
+                self.handoff_reset(c, li);
             }
             Err(e) => self.log(format!(
                 "{} release {} refused: {e}",
@@ -678,6 +711,7 @@ impl<'a> World<'a> {
             self.inv.edits_indeterminate[t.lock] += 1;
         }
         self.process_gone(c);
+        self.handoff_forget(c);
         self.clients[c].incarnation += 1;
         let now = self.client_now(c);
         let id = self.clients[c].id.clone();
@@ -691,11 +725,41 @@ impl<'a> World<'a> {
         self.route_store_output(None)
     }
 
+    /// The host of `c` is suspended for a while, from a quarter of a lease to over three: its
+    /// monotonic clock stands still while its wall clock runs on (as `CLOCK_MONOTONIC` does on
+    /// a suspended machine or VM). The rest of the world goes on meanwhile; the client runs no
+    /// timer and reads nothing until it wakes, then reads what arrived, in order.
+    fn suspend(&mut self, c: usize, b: u8) -> Check {
+        let lease = self.cfg.lease_ns();
+        let base = [lease / 4, lease, 3 * lease][usize::from(b % 3)];
+        let pause = base + u64::from(b / 3) * (lease / 128);
+        self.log(format!(
+            "{} host suspended for {} ms",
+            self.clients[c].id,
+            pause / NS_PER_MS
+        ));
+        self.clients[c].asleep = true;
+        self.broker.excuse_silence(c, self.t_ns, self.t_ns + pause);
+        let woke = self.advance_until(self.t_ns + pause);
+        self.clients[c].asleep = false;
+        woke?;
+        self.log(format!("{} host wakes", self.clients[c].id));
+        for delivery in std::mem::take(&mut self.waiting_for_wake) {
+            self.deliver(delivery)?;
+        }
+        self.check()
+    }
+
     // ----- time ---------------------------------------------------------------------------------
 
     pub(super) fn client_now(&self, c: usize) -> Now {
         let client = &self.clients[c];
-        client_now_of(self.base, client.local_ns, client.skew_ms)
+        client_now_of(
+            self.base,
+            client.local_ns,
+            client.suspended_ns,
+            client.skew_ms,
+        )
     }
 
     pub(super) fn store_now(&self) -> Now {
@@ -714,8 +778,12 @@ impl<'a> World<'a> {
         self.t_ns = t;
         for c in &mut self.clients {
             let extra = i128::from(dt) * i128::from(c.rate_ppm) / 1_000_000;
-            let local = i128::from(c.local_ns) + i128::from(dt) + extra;
-            c.local_ns = u64::try_from(local).unwrap_or(c.local_ns);
+            let elapsed = u64::try_from(i128::from(dt) + extra).unwrap_or(0);
+            if c.asleep {
+                c.suspended_ns += elapsed;
+            } else {
+                c.local_ns += elapsed;
+            }
         }
     }
 
@@ -741,6 +809,9 @@ impl<'a> World<'a> {
             .poll_timeout()
             .map(|at| ns(at.saturating_duration_since(self.base)).max(self.t_ns));
         let clients = (0..self.clients.len()).filter_map(|c| {
+            if self.clients[c].asleep {
+                return None;
+            }
             let link = &self.clients[c].link;
             let at = if engines_only {
                 link.engine().poll_timeout()
@@ -778,7 +849,11 @@ impl<'a> World<'a> {
         self.set_time(t);
         for _ in 0..MAX_AT_ONE_INSTANT {
             if let Some(delivery) = self.net.pop_due(self.t_ns) {
-                self.deliver(delivery)?;
+                if self.clients[delivery.client].asleep && delivery.what.is_for_client() {
+                    self.waiting_for_wake.push(delivery);
+                } else {
+                    self.deliver(delivery)?;
+                }
                 continue;
             }
             if self
@@ -793,6 +868,9 @@ impl<'a> World<'a> {
                 continue;
             }
             let due = (0..self.clients.len()).find(|&c| {
+                if self.clients[c].asleep {
+                    return false;
+                }
                 let now = self.client_now(c);
                 self.clients[c]
                     .link
@@ -813,9 +891,11 @@ impl<'a> World<'a> {
     }
 }
 
-/// What a client with this clock reads: its monotonic clock and its skewed wall clock.
-fn client_now_of(base: Instant, local_ns: u64, skew_ms: i64) -> Now {
-    let wall = i128::from(WALL0) + i128::from(skew_ms) + i128::from(local_ns / NS_PER_MS);
+/// What a client with this clock reads: its monotonic clock and its skewed wall clock, which
+/// also counts the time the host was suspended.
+fn client_now_of(base: Instant, local_ns: u64, suspended_ns: u64, skew_ms: i64) -> Now {
+    let awake_and_asleep = i128::from((local_ns + suspended_ns) / NS_PER_MS);
+    let wall = i128::from(WALL0) + i128::from(skew_ms) + awake_and_asleep;
     Now::new(
         base + Duration::from_nanos(local_ns),
         u64::try_from(wall).unwrap_or(0),
