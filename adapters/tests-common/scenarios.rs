@@ -953,14 +953,15 @@ async fn twins_back_off<R: Rt>(env: &Env, cause: Option<Disconnection>) {
     within::<R, _>(a.connected()).await.unwrap();
     let mut watch = a.connection_state();
     let (b, _tb) = R::connect(&settings);
-    let seen = loop {
+    // The first connection is ended, with `cause` among its reports when given (under load a
+    // socket closed before its DISCONNECT was read shows as another cause first).
+    loop {
         let state = within::<R, _>(watch.next()).await.expect("the driver runs");
-        if let ConnectionState::Disconnected(seen) = state {
-            break seen;
+        match (state, &cause) {
+            (ConnectionState::Disconnected(seen), Some(cause)) if seen == *cause => break,
+            (ConnectionState::Disconnected(_), None) => break,
+            _ => {}
         }
-    };
-    if let Some(cause) = &cause {
-        assert_eq!(&seen, cause);
     }
     if cause == Some(Disconnection::TakenOver) {
         assert!(a.stats().await.unwrap().takeovers >= 1);

@@ -5,7 +5,7 @@
 use crate::changes::ChangeSink;
 use crate::engine::Engine;
 use crate::handle::{Change, Error};
-use crate::reconnect::Reconnect;
+use crate::reconnect::{Ending, Reconnect};
 use crate::settings::Settings;
 use crate::slot::{Sink, Slot};
 use crate::state::{ConnectionState, Disconnection, Publisher};
@@ -546,7 +546,14 @@ impl<C: Engine> Actor<C> {
                     let taken_over =
                         cause == DisconnectCause::ByServer(DisconnectReason::SessionTakenOver);
                     if let Some(reconnect) = &mut self.reconnect {
-                        reconnect.ended(self.now, taken_over);
+                        let ending = match &cause {
+                            _ if taken_over => Ending::TakenOver,
+                            DisconnectCause::ByServer(_) | DisconnectCause::TransportClosed => {
+                                Ending::ByBroker
+                            }
+                            _ => Ending::ByClient,
+                        };
+                        reconnect.ended(self.now, ending);
                     }
                     if taken_over {
                         self.stats.takeovers += 1;
@@ -846,26 +853,40 @@ mod tests {
         let failed: Vec<Duration> = (0..6).map(|_| r.next_delay()).collect();
         assert!(failed[0] <= Duration::from_millis(50), "{failed:?}");
         assert!(failed[5] >= Duration::from_millis(500), "{failed:?}");
-        // Accepted, then dropped at once (mosquitto closing a taken-over session's socket):
-        // the next delays start at reconnect_max and keep growing past it.
+        // Accepted, then closed by the broker at once (mosquitto closing a taken-over session's
+        // socket): the next delays start at reconnect_max and keep growing past it.
         let mut at = t0;
         let mut flapping = Vec::new();
         for _ in 0..4 {
             r.connected(at);
             at += Duration::from_millis(20);
-            r.ended(at, false);
+            r.ended(at, Ending::ByBroker);
             flapping.push(r.next_delay());
         }
         assert!(flapping[0] >= Duration::from_millis(500), "{flapping:?}");
         assert!(flapping[3] >= Duration::from_secs(4), "{flapping:?}");
         // A connection that lasted resets both.
         r.connected(at);
-        r.ended(at + Duration::from_secs(10), false);
+        r.ended(at + Duration::from_secs(10), Ending::ByBroker);
         assert!(r.next_delay() <= Duration::from_millis(50));
         // A takeover is flapping however long the connection lasted.
         r.connected(at);
-        r.ended(at + Duration::from_secs(60), true);
+        r.ended(at + Duration::from_secs(60), Ending::TakenOver);
         assert!(r.next_delay() >= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn connections_the_client_gave_up_keep_the_plain_backoff() {
+        let mut r = reconnect();
+        let mut at = now().instant;
+        // Short connections lost to keep-alive timeouts (a flapping network, a paused broker):
+        // never the flapping backoff, so reconnecting stays within reconnect_max (1 s).
+        for _ in 0..20 {
+            r.connected(at);
+            at += Duration::from_millis(20);
+            r.ended(at, Ending::ByClient);
+            assert!(r.next_delay() <= Duration::from_secs(1));
+        }
     }
 
     fn feed(actor: &mut Actor, rx: &mut Receiver) -> usize {

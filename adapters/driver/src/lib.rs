@@ -80,7 +80,7 @@ pub use election::{Election, Leadership};
 pub use env::{EnvError, CLIENT_ID_SUFFIX, CLIENT_ID_SUFFIX_VAR, ENV_VARS};
 pub use handle::{Change, Client, Error, Hold, HoldEvent, HoldWatch, Lease, Observer};
 pub use lock::Lock;
-pub use reconnect::{Backoff, Reconnect};
+pub use reconnect::{Backoff, Ending, Reconnect};
 pub use settings::{ClientCertificate, Settings, TlsSettings, SAT_METHOD};
 pub use state::{ConnectionState, ConnectionWatch, Disconnection};
 pub use stats::{Outcomes, Stats};

@@ -68,28 +68,28 @@ impl Backoff {
     }
 }
 
-/// When to connect again. Failed attempts back off from `min` to `max` ([`Backoff`]). A
-/// connection that the broker accepted but that did not last `stable` — a session takeover
-/// (DISCONNECT 0x8E, or a broker such as mosquitto 2.0 that closes the socket without one), or a
-/// broker that drops the client right after the CONNACK — goes on the longer flapping backoff,
-/// from `max` doubling up to `flapping_max`: reconnecting at once would take the session back
-/// from the client that shares the id and start a ping-pong. Only a connection that stayed up
-/// that long resets both. The driver's own connection uses it with [`Settings::reconnect_min`](crate::Settings::reconnect_min),
+/// When to connect again. Failed attempts, and connections the client gave up itself (a
+/// keep-alive timeout), back off from `min` to `max` ([`Backoff`]). A session takeover
+/// (DISCONNECT 0x8E), and a connection that the broker ended before it lasted `stable` (mosquitto
+/// 2.0 closes a session taken over without 0x8E), go on the longer flapping backoff, from `max`
+/// doubling up to `flapping_max`: reconnecting at once would take the session back from the
+/// client that shares the id and start a ping-pong. A CONNACK alone resets nothing: only a
+/// connection that lasted `stable` and did not end in a takeover resets both. The driver's own connection uses it with [`Settings::reconnect_min`](crate::Settings::reconnect_min),
 /// [`Settings::reconnect_max`](crate::Settings::reconnect_max), [`Settings::takeover_backoff_max`](crate::Settings::takeover_backoff_max) and
 /// [`Settings::stable_connection`](crate::Settings::stable_connection); a transport that reconnects its client itself can use it too.
 ///
 /// ```
-/// use leasedlock_driver::Reconnect;
+/// use leasedlock_driver::{Ending, Reconnect};
 /// use std::time::{Duration, Instant};
 ///
 /// let s = Duration::from_secs(1);
 /// let mut r = Reconnect::new(s / 20, 2 * s, 300 * s, 10 * s, 7);
 /// let t0 = Instant::now();
 /// r.connected(t0);
-/// r.ended(t0 + s / 10, false); // dropped right after the CONNACK
+/// r.ended(t0 + s / 10, Ending::ByBroker); // closed by the broker right after the CONNACK
 /// assert!(r.next_delay() >= s); // not 50 ms again
 /// r.connected(t0 + 2 * s);
-/// r.ended(t0 + 60 * s, false); // a connection that lasted
+/// r.ended(t0 + 60 * s, Ending::ByBroker); // a connection that lasted
 /// assert!(r.next_delay() <= s / 20);
 /// ```
 #[derive(Clone, Debug)]
@@ -137,15 +137,35 @@ impl Reconnect {
         self.connected_at = Some(now);
     }
 
-    /// The connection, or the attempt, ended at `now`; `taken_over` by a session takeover.
-    pub fn ended(&mut self, now: Instant, taken_over: bool) {
+    /// The connection, or the attempt, ended at `now`, as `ending` says.
+    pub fn ended(&mut self, now: Instant, ending: Ending) {
         let Some(at) = self.connected_at.take() else {
             return; // an attempt that failed: the backoff goes on
         };
-        self.flapped = taken_over || now.saturating_duration_since(at) < self.stable;
-        if !self.flapped {
+        let lasted = now.saturating_duration_since(at) >= self.stable;
+        self.flapped = match ending {
+            Ending::TakenOver => true,
+            Ending::ByBroker => !lasted,
+            Ending::ByClient => false,
+        };
+        if lasted && ending != Ending::TakenOver {
             self.backoff.reset();
             self.flapping.reset();
         }
     }
+}
+
+/// How a connection ended, as [`Reconnect`] tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The broker gave the session to another connection with the same client id
+    /// (DISCONNECT 0x8E).
+    TakenOver,
+    /// The broker ended it: a DISCONNECT, or the socket closed from its side (mosquitto 2.0
+    /// closes a session taken over so, without 0x8E; a broker restart looks the same).
+    ByBroker,
+    /// The client gave it up: a keep-alive timeout (a silent broker, a partition), a failed
+    /// write, its own DISCONNECT. A network fault, not a ping-pong: the plain backoff.
+    ByClient,
 }

@@ -77,7 +77,7 @@ use leasedlock::bytes::Bytes;
 use leasedlock::lock::{self, ConfigError};
 use leasedlock::mqtt::{ConnectReason, DisconnectCause, DisconnectReason};
 use leasedlock::{Message, QoS};
-use leasedlock_driver::Reconnect;
+use leasedlock_driver::{Ending, Reconnect};
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
 };
@@ -292,11 +292,12 @@ impl Feed {
 /// Polls `eventloop` and feeds the lock until the lock stops or every [`AsyncClient`] is gone,
 /// for an application that needs nothing of the event loop itself. After an error it waits
 /// before the next poll (rumqttc reconnects at that poll), by a [`Reconnect`]: 50 ms, doubling
-/// up to 2 s, for failed attempts; after a connection that ended within 10 s of its CONNACK —
-/// a session takeover (DISCONNECT 0x8E, or a socket closed without it, as mosquitto 2.0 does:
-/// another connection uses the client id) — 2 s, doubling with every such connection in a row
-/// up to 5 min. Only a connection that lasted starts both over, so that two clients with one id
-/// do not take the session from each other in a tight loop.
+/// up to 2 s, for failed attempts and keep-alive timeouts; after a session takeover
+/// (DISCONNECT 0x8E: another connection uses the client id), or a connection the broker ended
+/// within 10 s of its CONNACK (mosquitto 2.0 closes a session taken over without 0x8E), 2 s,
+/// doubling with every such connection in a row up to 5 min. Only a connection that lasted
+/// starts both over, so that two clients with one id do not take the session from each other
+/// in a tight loop.
 pub async fn run_event_loop(mut eventloop: EventLoop, feed: Feed) {
     let second = Duration::from_secs(1);
     let seed =
@@ -314,11 +315,12 @@ pub async fn run_event_loop(mut eventloop: EventLoop, feed: Feed) {
             Err(ConnectionError::RequestsDone) => return,
             Err(error) => error,
         };
-        let taken_over = matches!(
-            Lost::of(&error),
-            Lost::ByServer(DisconnectReason::SessionTakenOver)
-        );
-        reconnect.ended(leasedlock_driver::now().instant, taken_over);
+        let ending = match Lost::of(&error) {
+            Lost::ByServer(DisconnectReason::SessionTakenOver) => Ending::TakenOver,
+            Lost::ByServer(_) | Lost::Io(..) | Lost::Other(_) => Ending::ByBroker,
+            Lost::KeepAlive | Lost::Refused(_) | Lost::Timeout => Ending::ByClient,
+        };
+        reconnect.ended(leasedlock_driver::now().instant, ending);
         tokio::time::sleep(reconnect.next_delay()).await;
     }
 }
