@@ -383,6 +383,45 @@ fn a_fenced_write_held_up_across_a_suspension_past_its_lease_is_not_sent() {
     );
 }
 
+/// A request waiting in the session behind a full in-flight window is taken back when its
+/// operation is cancelled: the acknowledgement that frees the window does not let it out.
+#[test]
+fn a_cancelled_operations_request_waiting_in_the_session_is_not_sent() {
+    let now = start_now();
+    let mut options = mqtt::Options::new("dev-7");
+    options.max_inflight = 1;
+    let mut conn = Connection::new(Config::new("dev-7"), options, now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.lock_id("L").unwrap();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    broker.stalled = true;
+    conn.start(now, lock, Intent::Holder, Options::default())
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    let read = broker.last_packet_id;
+    let lease = Duration::from_secs(10);
+    let waiting = conn
+        .start(now, lock, Intent::TryAcquire { lease }, Options::default())
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    conn.cancel(now, waiting).unwrap();
+    let [hi, lo] = read.to_be_bytes();
+    conn.handle_bytes(now, &[0x40, 0x02, hi, lo]);
+    broker.stalled = false;
+    run(&mut conn, &mut broker, now);
+    // (The engine undoes a SET that may have left with a VDEL: that one may go.)
+    assert!(
+        !broker
+            .requests
+            .iter()
+            .any(|c| matches!(c, Command::Set { .. })),
+        "the cancelled SET never left: {:?}",
+        broker.requests
+    );
+    assert_eq!(broker.holder, None);
+}
+
 #[test]
 fn a_request_that_reached_no_store_is_repeated_soon_not_after_the_timeout() {
     let now = start_now();

@@ -236,6 +236,7 @@ impl Connection {
     /// Bytes read from the transport.
     pub fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
         self.tick(now);
+        self.withdraw_abandoned();
         self.mqtt.handle_bytes(now.instant, bytes);
         self.pump();
     }
@@ -362,6 +363,23 @@ impl Connection {
             self.mqtt.clock_paused(pause);
         }
         self.last_now = now;
+    }
+
+    /// Takes back, before an acknowledgement can let them out, the requests waiting unsent in
+    /// the session that the engine has given up (cancelled, their operation ended): none of
+    /// them may reach the store.
+    fn withdraw_abandoned(&mut self) {
+        let abandoned: Vec<mqtt::PublishId> = self
+            .mqtt
+            .next_unsent()
+            .filter(|id| {
+                let at = self.requests.binary_search_by_key(id, |(p, _)| *p);
+                at.is_ok_and(|at| !self.client.awaits(&self.requests[at].1))
+            })
+            .collect();
+        for id in abandoned {
+            self.mqtt.withdraw(id);
+        }
     }
 
     /// Hands a request to the session: as a PUBLISH written from the template, or as a message.

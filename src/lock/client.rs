@@ -310,6 +310,16 @@ impl Client {
         }
     }
 
+    /// Whether the client still waits for the answer to the request with this correlation
+    /// data: `false` once it has given the request up (timed out, cancelled, its operation
+    /// ended), when a copy reaching the store would only do harm. A driver whose MQTT session
+    /// still holds the request unsent drops it then.
+    pub fn awaits(&self, correlation_data: &[u8]) -> bool {
+        self.pending
+            .id_of(correlation_data)
+            .is_some_and(|id| self.pending.get(&id).is_some())
+    }
+
     /// The broker did not deliver the request with this correlation data (a PUBACK with a failure
     /// reason, or "no matching subscribers"). A request the state store never saw is repeated
     /// after a short delay; a refused one fails its operation. Unknown correlation data is ignored.

@@ -218,6 +218,32 @@ impl Session {
         id
     }
 
+    /// The QoS 1 publishes that the next acknowledgements could let out first: those waiting,
+    /// never sent yet, within the in-flight window's size from the head of the queue.
+    pub fn next_unsent(&self) -> impl Iterator<Item = PublishId> + '_ {
+        self.waiting
+            .iter()
+            .take(self.inflight_limit())
+            .filter(|w| w.packet_id.is_none())
+            .map(|w| w.id)
+    }
+
+    /// Drops the QoS 1 publish `id` if it waits, never sent, with [`Event::PublishDropped`]:
+    /// for a caller that no longer wants it to go out. `false` when it is not waiting unsent.
+    pub fn withdraw(&mut self, id: PublishId) -> bool {
+        let Some(at) = self
+            .waiting
+            .iter()
+            .position(|w| w.id == id && w.packet_id.is_none())
+        else {
+            return false;
+        };
+        if let Some(waiting) = self.waiting.remove(at) {
+            self.drop_waiting(waiting);
+        }
+        true
+    }
+
     /// The monotonic clock stood still for `pause` (a suspended host), which the caller learned
     /// from its wall clock: every send-by instant ([`Session::publish_by`]) comes that much
     /// sooner, so that a publish whose time ran out during the pause is dropped, not sent, when
