@@ -23,6 +23,7 @@
 
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{EditAction, EditOutcome, Options};
+use leasedlock_interop::delay::DelayProxy;
 use leasedlock_interop::leasedlock_tokio::{self, Client, Hold, Settings};
 use leasedlock_interop::sdk::state_store::SetOptions;
 use leasedlock_interop::{within, Env, Sdk, SDK_REQUEST_TIMEOUT as T, WAIT};
@@ -77,6 +78,13 @@ struct Knobs {
     window: Duration,
     contended_jitter: Duration,
     in_flight: usize,
+    herd_sizes: Vec<usize>,
+    herd_seconds: Duration,
+    delays: Vec<Duration>,
+    delay_gets: usize,
+    delay_seconds: Duration,
+    delay_rounds: usize,
+    scale_burst: bool,
 }
 
 impl Knobs {
@@ -89,6 +97,16 @@ impl Knobs {
                         .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
                 })
                 .unwrap_or(default)
+        };
+        let list = |name: &str, default: &str| -> Vec<usize> {
+            std::env::var(name)
+                .unwrap_or_else(|_| default.to_owned())
+                .split(',')
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{name}: {v} is not a number"))
+                })
+                .collect()
         };
         Knobs {
             only: std::env::var("E2E_ONLY")
@@ -103,6 +121,16 @@ impl Knobs {
             window: Duration::from_secs(num("E2E_SCALE_WINDOW_SECS", 30)),
             contended_jitter: Duration::from_micros(num("E2E_CONTENDED_JITTER_US", 3000)),
             in_flight: num("E2E_SCALE_IN_FLIGHT", 100) as usize,
+            herd_sizes: list("E2E_HERDS", "8,64,256"),
+            herd_seconds: Duration::from_secs(num("E2E_HERD_SECS", 10)),
+            delays: list("E2E_DELAYS_MS", "1,5,20")
+                .into_iter()
+                .map(|ms| Duration::from_millis(ms as u64))
+                .collect(),
+            delay_gets: num("E2E_DELAY_GETS", 100) as usize,
+            delay_seconds: Duration::from_secs(num("E2E_DELAY_SECS", 4)),
+            delay_rounds: num("E2E_DELAY_ROUNDS", 30) as usize,
+            scale_burst: num("E2E_SCALE_BURST", 1) == 1,
         }
     }
 
@@ -247,7 +275,7 @@ async fn run(env: &Env, k: &Knobs) -> String {
     // (4) Contended read-modify-write of one counter.
     if k.wants("contended") {
         eprintln!("contended: {} workers for {:?} each", k.workers, k.seconds);
-        let s = contended_sdk(env, &sdk, k.workers, k.seconds).await;
+        let s = contended_sdk(env, &sdk, "sdk", k.workers, k.seconds).await;
         for (label, jitter, fence) in [
             (
                 format!("default jitter 0..{}", ms(default_jitter)),
@@ -265,7 +293,11 @@ async fn run(env: &Env, k: &Knobs) -> String {
                 false,
             ),
         ] {
-            let o = contended_ours(env, &sdk, k.workers, k.seconds, jitter, fence).await;
+            let tag = format!(
+                "ours-{}-{fence}",
+                jitter.map_or(-1, |j| j.as_micros() as i64)
+            );
+            let o = contended_ours(env, &sdk, &tag, k.workers, k.seconds, jitter, fence).await;
             row(
                 &mut out,
                 "4",
@@ -304,7 +336,7 @@ async fn run(env: &Env, k: &Knobs) -> String {
         );
         let o = scale(env, "ours", k.in_flight, k);
         let s = scale(env, "sdk", k.in_flight, k);
-        let burst = scale(env, "ours", 0, k);
+        let burst = k.scale_burst.then(|| scale(env, "ours", 0, k));
         row(
             &mut out,
             "5",
@@ -363,17 +395,27 @@ async fn run(env: &Env, k: &Knobs) -> String {
         row(
             &mut out,
             "5",
-            "… ours with all first acquisitions at once: VmRSS (peak) / CPU share / time to acquire",
-            &format!(
-                "{} ({}) / {:.1} % / {:.2} s",
-                mib(burst.rss_kib),
-                mib(burst.hwm_kib),
-                burst.cpu_share * 100.0,
-                burst.acquire_secs
-            ),
-            "(times out: see BENCHMARKS.md)",
-            "",
+            "… resident memory per held lock, (VmRSS − connected) / locks",
+            &format!("{:.0} B", o.bytes_per_lock(k.locks)),
+            &format!("{:.0} B", s.bytes_per_lock(k.locks)),
+            &ratio(s.bytes_per_lock(k.locks), o.bytes_per_lock(k.locks)),
         );
+        if let Some(burst) = burst {
+            row(
+                &mut out,
+                "5",
+                "… ours with all first acquisitions at once: VmRSS (peak) / CPU share / time to acquire",
+                &format!(
+                    "{} ({}) / {:.1} % / {:.2} s",
+                    mib(burst.rss_kib),
+                    mib(burst.hwm_kib),
+                    burst.cpu_share * 100.0,
+                    burst.acquire_secs
+                ),
+                "(times out: see BENCHMARKS.md)",
+                "",
+            );
+        }
     }
     // (6) The same lock over the application's rumqttc connection (leasedlock-rumqttc) beside
     // its own connection, measured alternately.
@@ -418,6 +460,16 @@ async fn run(env: &Env, k: &Knobs) -> String {
         let (r_waiter, _w) = over_rumqttc(&tuned(env, "rumqttc-waiter", Duration::ZERO));
         let r = handoff_ours(env, &r_holder, &r_waiter, "handoff-rumqttc", k.rounds).await;
         pair_row(&mut out, "handoff p50 / p99 (jitter 0)", &o, &r);
+    }
+    // (7) Herds: many contenders on one lock.
+    if k.wants("herd") {
+        herds(&mut out, env, &sdk, k).await;
+    }
+    // (8) Latency: the clients reach the broker through a delaying proxy.
+    if k.wants("latency") {
+        for &delay in &k.delays {
+            latency(&mut out, env, delay, k).await;
+        }
     }
     sdk.close().await;
     let _ = writeln!(out, "\nRT = {} (one GET round trip).", ms(rt));
@@ -679,9 +731,53 @@ struct Contended {
     elapsed: Duration,
     counter: u64,
     requests: u64,
+    /// Every written edit's critical section, from `t0`: from the moment its worker has the
+    /// counter's value (ours: the edit closure is called; the SDK: its GET returned) to the
+    /// moment its call returned, the lock released.
+    spans: Vec<(Duration, Duration)>,
+    /// CPU seconds of the broker and of the store over the run.
+    cpu: Cpu,
 }
 
 impl Contended {
+    fn new() -> Contended {
+        Contended {
+            per_worker: Vec::new(),
+            failed: 0,
+            elapsed: Duration::ZERO,
+            counter: 0,
+            requests: 0,
+            spans: Vec::new(),
+            cpu: Cpu::default(),
+        }
+    }
+
+    /// The handoffs: from the end of one critical section to the start of the next one.
+    fn handoffs(&self) -> Option<Latencies> {
+        let mut spans = self.spans.clone();
+        spans.sort();
+        let gaps: Vec<Duration> = spans
+            .windows(2)
+            .map(|w| w[1].0.saturating_sub(w[0].1))
+            .collect();
+        (!gaps.is_empty()).then(|| latencies(gaps))
+    }
+
+    fn requests_per_edit(&self) -> f64 {
+        self.requests as f64 / self.total().max(1) as f64
+    }
+
+    /// Most / fewest edits of one worker.
+    fn spread(&self) -> f64 {
+        let max = self.per_worker.iter().max().copied().unwrap_or(0);
+        let min = self.per_worker.iter().min().copied().unwrap_or(0);
+        if min == 0 {
+            f64::INFINITY
+        } else {
+            max as f64 / min as f64
+        }
+    }
+
     fn total(&self) -> u64 {
         self.per_worker.iter().sum()
     }
@@ -698,18 +794,18 @@ impl Contended {
             "{} ({mark}) / {} / {:.2}",
             self.counter,
             self.failed,
-            self.requests as f64 / self.total().max(1) as f64
+            self.requests_per_edit()
         )
     }
     fn fairness(&self) -> String {
+        format!("{} ({:?})", times(self.spread()), self.per_worker)
+    }
+
+    /// Most and fewest edits of one worker, without the per-worker list.
+    fn extremes(&self) -> String {
         let max = self.per_worker.iter().max().copied().unwrap_or(0);
         let min = self.per_worker.iter().min().copied().unwrap_or(0);
-        let spread = if min == 0 {
-            "∞".to_owned()
-        } else {
-            format!("{:.1}×", max as f64 / min as f64)
-        };
-        format!("{spread} ({:?})", self.per_worker)
+        format!("{} ({max} / {min})", times(self.spread()))
     }
 }
 
@@ -727,18 +823,17 @@ async fn read_counter(sdk: &Sdk, key: &str) -> u64 {
     parse(value.response.as_deref())
 }
 
+/// `workers` clients of ours edit one counter for `seconds`; `tag` names the lock and the counter
+/// (one tag per run: the counter must start absent).
 async fn contended_ours(
     env: &Env,
     reader: &Sdk,
+    tag: &str,
     workers: usize,
     seconds: Duration,
     jitter: Option<Duration>,
     fence: bool,
 ) -> Contended {
-    let tag = format!(
-        "ours-{}-{fence}",
-        jitter.map_or(-1, |j| j.as_micros() as i64)
-    );
     let (lock, key) = (format!("contended-{tag}"), format!("counter-{tag}"));
     let clients: Vec<_> = (0..workers)
         .map(|i| {
@@ -755,70 +850,84 @@ async fn contended_ours(
     for c in &clients {
         c.client.holder(&lock, wait()).await.unwrap();
     }
-    let (r0, t0) = (env.requests(), Instant::now());
+    let meter = CpuMeter::new();
+    let (r0, c0, t0) = (env.requests(), meter.read(), Instant::now());
     let deadline = t0 + seconds;
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
             let (client, lock, key) = (c.client.clone(), lock.clone(), key.clone());
             tokio::spawn(async move {
-                let (mut written, mut failed) = (0, 0);
+                let (mut written, mut failed, mut spans) = (0, 0, Vec::new());
                 while Instant::now() < deadline {
-                    let edit = client.edit(&lock, &key, LEASE, wait(), |current| async move {
-                        let next = parse(current.as_deref()) + 1;
-                        EditAction::Set(Bytes::from(next.to_string()))
+                    let mut entered = None;
+                    let edit = client.edit(&lock, &key, LEASE, wait(), |current| {
+                        entered = Some(Instant::now());
+                        async move {
+                            let next = parse(current.as_deref()) + 1;
+                            EditAction::Set(Bytes::from(next.to_string()))
+                        }
                     });
                     match edit.await {
-                        Ok(EditOutcome::Written) => written += 1,
+                        Ok(EditOutcome::Written) => {
+                            written += 1;
+                            let entered = entered.expect("a written edit called its closure");
+                            spans.push((entered - t0, t0.elapsed()));
+                        }
                         other => {
                             eprintln!("  edit failed: {other:?}");
                             failed += 1;
                         }
                     }
                 }
-                (written, failed)
+                (written, failed, spans)
             })
         })
         .collect();
-    let mut result = Contended {
-        per_worker: Vec::new(),
-        failed: 0,
-        elapsed: Duration::ZERO,
-        counter: 0,
-        requests: 0,
-    };
+    let mut result = Contended::new();
     for task in tasks {
-        let (written, failed) = within("a contending worker", task).await.unwrap();
+        let (written, failed, spans) = within("a contending worker", task).await.unwrap();
         result.per_worker.push(written);
         result.failed += failed;
+        result.spans.extend(spans);
     }
     result.elapsed = t0.elapsed();
+    result.cpu = meter.read() - c0;
     result.requests = env.requests() - r0;
     result.counter = read_counter(reader, &key).await;
     result
 }
 
-async fn contended_sdk(env: &Env, reader: &Sdk, workers: usize, seconds: Duration) -> Contended {
-    let (lock, key) = ("contended-sdk", "counter-sdk");
+/// The same with SDK clients: `lock()` → `get` → `set` with the token → `unlock()`.
+async fn contended_sdk(
+    env: &Env,
+    reader: &Sdk,
+    tag: &str,
+    workers: usize,
+    seconds: Duration,
+) -> Contended {
+    let (lock, key) = (format!("contended-{tag}"), format!("counter-{tag}"));
     let mut clients = Vec::new();
     for i in 0..workers {
         clients.push(env.sdk(&format!("sdk-worker{i}")).await);
     }
-    let (r0, t0) = (env.requests(), Instant::now());
+    let meter = CpuMeter::new();
+    let (r0, c0, t0) = (env.requests(), meter.read(), Instant::now());
     let deadline = t0 + seconds;
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
-            let (lock, store) = (c.lock(lock), c.store.clone());
+            let (lock, store, key) = (c.lock(&lock), c.store.clone(), key.clone());
             tokio::spawn(async move {
-                let (mut written, mut failed) = (0, 0);
+                let (mut written, mut failed, mut spans) = (0, 0, Vec::new());
                 while Instant::now() < deadline {
                     let token = lock.lock(LEASE, T, None).await.unwrap();
-                    let current = store.get(key.into(), T).await.unwrap().response;
+                    let current = store.get(key.clone().into(), T).await.unwrap().response;
+                    let entered = t0.elapsed();
                     let next = parse(current.as_deref()) + 1;
                     let set = store
                         .set(
-                            key.into(),
+                            key.clone().into(),
                             next.to_string().into_bytes(),
                             T,
                             Some(token),
@@ -827,36 +936,282 @@ async fn contended_sdk(env: &Env, reader: &Sdk, workers: usize, seconds: Duratio
                         .await;
                     lock.unlock(T).await.unwrap();
                     match set {
-                        Ok(r) if r.response => written += 1,
+                        Ok(r) if r.response => {
+                            written += 1;
+                            spans.push((entered, t0.elapsed()));
+                        }
                         other => {
                             eprintln!("  sdk edit failed: {other:?}");
                             failed += 1;
                         }
                     }
                 }
-                (written, failed)
+                (written, failed, spans)
             })
         })
         .collect();
-    let mut result = Contended {
-        per_worker: Vec::new(),
-        failed: 0,
-        elapsed: Duration::ZERO,
-        counter: 0,
-        requests: 0,
-    };
+    let mut result = Contended::new();
     for task in tasks {
-        let (written, failed) = within("a contending SDK worker", task).await.unwrap();
+        let (written, failed, spans) = within("a contending SDK worker", task).await.unwrap();
         result.per_worker.push(written);
         result.failed += failed;
+        result.spans.extend(spans);
     }
     result.elapsed = t0.elapsed();
+    result.cpu = meter.read() - c0;
     result.requests = env.requests() - r0;
-    result.counter = read_counter(reader, key).await;
+    result.counter = read_counter(reader, &key).await;
     for c in clients {
         c.close().await;
     }
     result
+}
+
+// ----- (7) herds ------------------------------------------------------------------------------
+
+/// Section 7: `k.herd_sizes` contenders on one counter, ours (default configuration) and the
+/// SDK's, one after the other per size; the goals are relative to our smallest herd.
+async fn herds(out: &mut String, env: &Env, sdk: &Sdk, k: &Knobs) {
+    let mut first: Option<(usize, Contended)> = None;
+    for &n in &k.herd_sizes {
+        eprintln!("herd: {n} contenders for {:?} each", k.herd_seconds);
+        let tag = format!("herd-ours-{n}");
+        let o = contended_ours(env, sdk, &tag, n, k.herd_seconds, None, true).await;
+        let s = contended_sdk(env, sdk, &format!("herd-sdk-{n}"), n, k.herd_seconds).await;
+        let what = |m: &str| format!("{n} contenders × {:?}: {m}", k.herd_seconds);
+        row(
+            out,
+            "7",
+            &what("edits/s"),
+            &format!("{:.0}", o.per_sec()),
+            &format!("{:.0}", s.per_sec()),
+            &format!("**{:.2}×**", o.per_sec() / s.per_sec()),
+        );
+        let handoff = |c: &Contended| {
+            c.handoffs()
+                .map_or("-".to_owned(), |h| format!("{} / {}", ms(h.p50), ms(h.p99)))
+        };
+        row(
+            out,
+            "7",
+            "… handoff p50 / p99 (one edit's release returned → the next edit has the value)",
+            &handoff(&o),
+            &handoff(&s),
+            "",
+        );
+        row(
+            out,
+            "7",
+            "… final counter (= edits counted) / failed edits / requests per edit (at the store)",
+            &o.exactness(),
+            &s.exactness(),
+            "",
+        );
+        row(
+            out,
+            "7",
+            "… fairness: most / fewest edits of one worker",
+            &o.extremes(),
+            &s.extremes(),
+            "",
+        );
+        row(
+            out,
+            "7",
+            "… CPU (share of one core): broker / store / the clients' process (without the store)",
+            &o.cpu.shares(o.elapsed),
+            &s.cpu.shares(s.elapsed),
+            "",
+        );
+        if let Some((n0, o0)) = &first {
+            row(
+                out,
+                "7",
+                &format!("… goals against our {n0}-contender run: edits/s ≥ 0.7×, requests per edit ≤ 2×"),
+                &format!(
+                    "{:.2}× / {:.2}×",
+                    o.per_sec() / o0.per_sec(),
+                    o.requests_per_edit() / o0.requests_per_edit()
+                ),
+                "",
+                "",
+            );
+        } else {
+            first = Some((n, o));
+        }
+    }
+}
+
+// ----- (8) latency ----------------------------------------------------------------------------
+
+/// Section 8: the floor, uncontended cycles, handoff and the contended edits again, with every
+/// client connected through a proxy that delays each direction by `delay`; figures in RT, the
+/// GET round trip measured through the proxy.
+async fn latency(out: &mut String, env: &Env, delay: Duration, k: &Knobs) {
+    let proxy = DelayProxy::start(env.broker.addr(), delay)
+        .await
+        .expect("start the delaying proxy");
+    env.route_clients(Some(proxy.addr().port()));
+    let label = format!("{} one-way", ms(delay));
+    eprintln!("latency: {label}");
+    let ours = env.ours("latency-ours");
+    let sdk = env.sdk("latency-sdk").await;
+    let (o, s) = floor(&ours.client, &sdk, k.delay_gets).await;
+    let rt = o.p50.min(s.p50);
+    let in_rt = |d: Duration| format!("{:.2} RT", d.as_secs_f64() / rt.as_secs_f64());
+    row(
+        out,
+        "8",
+        &format!("{label}: GET round trip p50 (**RT** = the smaller)"),
+        &ms(o.p50),
+        &ms(s.p50),
+        &ratio(s.p50.as_secs_f64(), o.p50.as_secs_f64()),
+    );
+    let (oc, sc) = uncontended(env, &ours.client, &sdk, k.delay_seconds).await;
+    row(
+        out,
+        "8",
+        &format!("{label}: uncontended acquire + release, one cycle (goal ≤ 2.2 RT)"),
+        &in_rt(oc.mean()),
+        &in_rt(sc.mean()),
+        &ratio(sc.mean().as_secs_f64(), oc.mean().as_secs_f64()),
+    );
+    let holder = env.ours("latency-holder");
+    let waiter = env.ours("latency-waiter");
+    let lock = format!("latency-handoff-{}", delay.as_micros());
+    let oh = handoff_ours(env, &holder.client, &waiter.client, &lock, k.delay_rounds).await;
+    let sh = handoff_sdk(env, k.delay_rounds).await;
+    row(
+        out,
+        "8",
+        &format!("{label}: handoff p50 / p99, default configuration (goal p50 ≤ 3.3 RT)"),
+        &format!("{} / {}", in_rt(oh.p50), in_rt(oh.p99)),
+        &format!("{} / {}", in_rt(sh.p50), in_rt(sh.p99)),
+        &ratio(sh.p50.as_secs_f64(), oh.p50.as_secs_f64()),
+    );
+    let tag = format!("latency-{}", delay.as_micros());
+    let ours_tag = format!("{tag}-ours");
+    let oe = contended_ours(env, &sdk, &ours_tag, 8, k.delay_seconds, None, true).await;
+    let se = contended_sdk(env, &sdk, &format!("{tag}-sdk"), 8, k.delay_seconds).await;
+    let bound = 1.0 / (4.0 * rt.as_secs_f64());
+    row(
+        out,
+        "8",
+        &format!(
+            "{label}: 8 workers, edits/s as a share of 1/(4 RT) = {bound:.1}/s (goal ≥ 0.8) \
+             [requests per edit; fairness]"
+        ),
+        &format!(
+            "{:.0} = {:.2} [{:.2}; {}]",
+            oe.per_sec(),
+            oe.per_sec() / bound,
+            oe.requests_per_edit(),
+            times(oe.spread())
+        ),
+        &format!(
+            "{:.0} = {:.2} [{:.2}; {}]",
+            se.per_sec(),
+            se.per_sec() / bound,
+            se.requests_per_edit(),
+            times(se.spread())
+        ),
+        &format!("**{:.2}×**", oe.per_sec() / se.per_sec()),
+    );
+    sdk.close().await;
+    env.route_clients(None);
+}
+
+// ----- CPU of the broker and the store --------------------------------------------------------
+
+/// CPU seconds (user + system) of the broker, the store and the clients over a stretch of time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    broker: Option<f64>,
+    store: Option<f64>,
+    clients: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, before: Cpu) -> Cpu {
+        let minus = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        Cpu {
+            broker: minus(self.broker, before.broker),
+            store: minus(self.store, before.store),
+            clients: self.clients - before.clients,
+        }
+    }
+}
+
+impl Cpu {
+    /// Each as a share of one core over `elapsed`.
+    fn shares(&self, elapsed: Duration) -> String {
+        let share = |cpu: Option<f64>| {
+            cpu.map_or("?".to_owned(), |c| {
+                format!("{:.0} %", c * 100.0 / elapsed.as_secs_f64())
+            })
+        };
+        format!(
+            "{} / {} / {}",
+            share(self.broker),
+            share(self.store),
+            share(Some(self.clients))
+        )
+    }
+}
+
+/// Where to read the CPU time of the broker (a child process of this one, when it is mosquitto)
+/// and of the store (the emulator's thread in this process).
+struct CpuMeter {
+    hz: f64,
+    broker: Option<String>,
+    store: Option<String>,
+}
+
+impl CpuMeter {
+    fn new() -> CpuMeter {
+        let me = std::process::id().to_string();
+        let broker = std::fs::read_dir("/proc").ok().and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let path = format!("{}/stat", e.path().display());
+                let stat = std::fs::read_to_string(&path).ok()?;
+                let (name, rest) = stat.rsplit_once(") ")?;
+                let ppid = rest.split(' ').nth(1)?;
+                (name.ends_with("(mosquitto") && ppid == me).then_some(path)
+            })
+        });
+        let store = std::fs::read_dir("/proc/self/task").ok().and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                comm.starts_with("statestore-emu")
+                    .then(|| format!("{}/stat", e.path().display()))
+            })
+        });
+        CpuMeter {
+            hz: clock_ticks_per_sec(),
+            broker,
+            store,
+        }
+    }
+
+    fn read(&self) -> Cpu {
+        let of = |path: &Option<String>| path.as_deref().and_then(|p| stat_cpu_secs(p, self.hz));
+        let store = of(&self.store);
+        let process = stat_cpu_secs("/proc/self/stat", self.hz).unwrap_or(0.0);
+        Cpu {
+            broker: of(&self.broker),
+            store,
+            clients: process - store.unwrap_or(0.0),
+        }
+    }
+}
+
+fn times(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}×")
+    } else {
+        "∞".to_owned()
+    }
 }
 
 // ----- (5) scale ------------------------------------------------------------------------------
@@ -874,6 +1229,10 @@ struct Scale {
 }
 
 impl Scale {
+    fn bytes_per_lock(&self, locks: usize) -> f64 {
+        self.rss_kib.saturating_sub(self.base_kib) as f64 * 1024.0 / locks.max(1) as f64
+    }
+
     fn cpu_per_renewal_us(&self) -> f64 {
         self.cpu_secs * 1e6 / (self.renewals_per_sec * self.window_secs).max(1.0)
     }
@@ -971,6 +1330,8 @@ fn scale_child(args: &[String]) {
     };
     runtime.block_on(async move {
         let id = format!("scale-{kind}-{}", std::process::id());
+        // WAIT, or a millisecond per lock when that is longer.
+        let acquiring_time = WAIT.max(Duration::from_millis(locks as u64));
         let ready = Arc::new(AtomicU64::new(0));
         let t0;
         // Our holds, checked at the end of the window.
@@ -1009,7 +1370,7 @@ fn scale_child(args: &[String]) {
                     })
                     .collect();
                 holds.reserve_exact(locks);
-                within("every lock to be acquired", async {
+                bounded("every lock to be acquired", acquiring_time, async {
                     for worker in acquiring {
                         holds.extend(worker.await.expect("a worker"));
                     }
@@ -1043,7 +1404,7 @@ fn scale_child(args: &[String]) {
             }
             other => panic!("unknown kind {other}"),
         };
-        within("every lock to be acquired", async {
+        bounded("every lock to be acquired", acquiring_time, async {
             while ready.load(Ordering::Relaxed) < locks as u64 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -1081,6 +1442,14 @@ fn scale_child(args: &[String]) {
     });
 }
 
+/// `f`, or a panic naming `what` after `limit`.
+async fn bounded<F: Future>(what: &str, limit: Duration, f: F) -> F::Output {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
 /// A `kB` field of `/proc/self/status`.
 fn proc_status(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -1093,13 +1462,18 @@ fn proc_status(field: &str) -> u64 {
 
 /// User + system CPU time of this process (all threads), from `/proc/self/stat`.
 fn cpu_secs(ticks_per_sec: f64) -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    stat_cpu_secs("/proc/self/stat", ticks_per_sec).expect("/proc/self/stat")
+}
+
+/// User + system CPU time from a `stat` file of `/proc` (a process's or a thread's).
+fn stat_cpu_secs(path: &str, ticks_per_sec: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / ticks_per_sec
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / ticks_per_sec)
 }
 
 fn clock_ticks_per_sec() -> f64 {
