@@ -6,11 +6,24 @@
 //! ```
 //!
 //! Progress goes to stderr; the result table (markdown) to stdout. Knobs (environment):
-//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale,rumqttc`), `E2E_GETS` (2000),
-//! `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8), `E2E_SECONDS` (10),
-//! `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT` (100: first
-//! acquisitions in flight at once in the scale test), `E2E_CONTENDED_JITTER_US` (3000: the tuned
-//! retry jitter bound of the contended test).
+//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale,rumqttc,herd,latency`),
+//! `E2E_GETS` (2000), `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8),
+//! `E2E_SECONDS` (10), `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT`
+//! (100: first acquisitions in flight at once in the scale test), `E2E_SCALE_BURST` (1: also run
+//! ours with every first acquisition at once; 0 skips it), `E2E_CONTENDED_JITTER_US` (3000: the
+//! tuned retry jitter bound of the contended test), `E2E_HERDS` (`8,64,256`: contenders per herd
+//! run), `E2E_HERD_SECS` (10), `E2E_DELAYS_MS` (`1,5,20`: one-way delays of the latency section),
+//! `E2E_DELAY_GETS` (100), `E2E_DELAY_SECS` (4: uncontended cycles and contended edits per
+//! delay), `E2E_DELAY_ROUNDS` (30: handoff rounds per delay), `E2E_SCALE_ACQUIRE_SECS` (120: a
+//! scale child that has not held every lock by then reports how far it got and gives up).
+//!
+//! Section 7 (herds) runs the contended edit of section 4 with 8, 64 and 256 clients, one MQTT
+//! connection each, all in this process, ours then the SDK's per size; the broker's CPU time is
+//! read from `/proc/<pid>/stat` of the mosquitto child, the store's from the emulator thread's
+//! `/proc/self/task/<tid>/stat`. Section 8 (latency) puts a [`DelayProxy`] between every client
+//! and the broker (the store stays on loopback) and reports in units of the GET round trip
+//! measured through it. The 100 000-lock row of the issue is section 5 with
+//! `E2E_ONLY=scale E2E_LOCKS=100000` (opt-in: minutes of runtime and about 1 GB for the SDK).
 //!
 //! The scale measurement runs each client in a child process (this binary with `--scale-child`)
 //! so that its CPU time and resident memory are the client's alone: the broker is another
@@ -85,6 +98,7 @@ struct Knobs {
     delay_seconds: Duration,
     delay_rounds: usize,
     scale_burst: bool,
+    acquire_limit: Duration,
 }
 
 impl Knobs {
@@ -131,6 +145,7 @@ impl Knobs {
             delay_seconds: Duration::from_secs(num("E2E_DELAY_SECS", 4)),
             delay_rounds: num("E2E_DELAY_ROUNDS", 30) as usize,
             scale_burst: num("E2E_SCALE_BURST", 1) == 1,
+            acquire_limit: Duration::from_secs(num("E2E_SCALE_ACQUIRE_SECS", 120)),
         }
     }
 
@@ -337,69 +352,66 @@ async fn run(env: &Env, k: &Knobs) -> String {
         let o = scale(env, "ours", k.in_flight, k);
         let s = scale(env, "sdk", k.in_flight, k);
         let burst = k.scale_burst.then(|| scale(env, "ours", 0, k));
-        row(
-            &mut out,
-            "5",
-            &format!(
-                "{} locks held (lease {:?}, renewed every {:?}; first acquisitions {} at a time): \
-                 resident memory VmRSS (peak VmHWM)",
-                k.locks, SCALE_LEASE, SCALE_INTERVAL, k.in_flight
+        // A side that gave up has no figures but how far it got.
+        let cell = |side: &Scale, text: String| match &side.gave_up {
+            Some(g) => format!(
+                "**gave up** after {:.0} s: {} of {} held, VmRSS {}",
+                g.secs,
+                g.held,
+                k.locks,
+                mib(g.rss_kib)
             ),
-            &format!("{} ({})", mib(o.rss_kib), mib(o.hwm_kib)),
-            &format!("{} ({})", mib(s.rss_kib), mib(s.hwm_kib)),
-            &ratio(s.rss_kib as f64, o.rss_kib as f64),
-        );
-        row(
-            &mut out,
-            "5",
-            "… resident memory of the same process connected, before any lock",
-            &mib(o.base_kib),
-            &mib(s.base_kib),
-            "",
-        );
-        row(
-            &mut out,
-            "5",
-            &format!(
-                "… client CPU while renewing (share of one core over {:?})",
-                k.window
+            None => text,
+        };
+        let both = |f: &dyn Fn(&Scale) -> String| (cell(&o, f(&o)), cell(&s, f(&s)));
+        let lines: [(String, (String, String), String); 6] = [
+            (
+                format!(
+                    "{} locks held (lease {:?}, renewed every {:?}; first acquisitions {} at a \
+                     time): resident memory VmRSS (peak VmHWM)",
+                    k.locks, SCALE_LEASE, SCALE_INTERVAL, k.in_flight
+                ),
+                both(&|x| format!("{} ({})", mib(x.rss_kib), mib(x.hwm_kib))),
+                ratio(s.rss_kib as f64, o.rss_kib as f64),
             ),
-            &format!("{:.1} %", o.cpu_share * 100.0),
-            &format!("{:.1} %", s.cpu_share * 100.0),
-            &ratio(s.cpu_share, o.cpu_share),
-        );
-        row(
-            &mut out,
-            "5",
-            "… CPU per renewal / renewals per second seen by the store",
-            &format!(
-                "{:.0} µs / {:.0}",
-                o.cpu_per_renewal_us(),
-                o.renewals_per_sec
+            (
+                "… resident memory of the same process connected, before any lock".into(),
+                both(&|x| mib(x.base_kib)),
+                String::new(),
             ),
-            &format!(
-                "{:.0} µs / {:.0}",
-                s.cpu_per_renewal_us(),
-                s.renewals_per_sec
+            (
+                "… resident memory per held lock, (VmRSS − connected) / locks".into(),
+                both(&|x| format!("{:.0} B", x.bytes_per_lock(k.locks))),
+                ratio(s.bytes_per_lock(k.locks), o.bytes_per_lock(k.locks)),
             ),
-            &ratio(s.cpu_per_renewal_us(), o.cpu_per_renewal_us()),
-        );
-        row(
-            &mut out,
-            "5",
-            "… time to acquire all of them",
-            &format!("{:.2} s", o.acquire_secs),
-            &format!("{:.2} s", s.acquire_secs),
-            &ratio(s.acquire_secs, o.acquire_secs),
-        );
-        row(
-            &mut out,
-            "5",
-            "… resident memory per held lock, (VmRSS − connected) / locks",
-            &format!("{:.0} B", o.bytes_per_lock(k.locks)),
-            &format!("{:.0} B", s.bytes_per_lock(k.locks)),
-            &ratio(s.bytes_per_lock(k.locks), o.bytes_per_lock(k.locks)),
-        );
+            (
+                format!(
+                    "… client CPU while renewing (share of one core over {:?})",
+                    k.window
+                ),
+                both(&|x| format!("{:.1} %", x.cpu_share * 100.0)),
+                ratio(s.cpu_share, o.cpu_share),
+            ),
+            (
+                "… CPU per renewal / renewals per second seen by the store".into(),
+                both(&|x| {
+                    format!(
+                        "{:.0} µs / {:.0}",
+                        x.cpu_per_renewal_us(),
+                        x.renewals_per_sec
+                    )
+                }),
+                ratio(s.cpu_per_renewal_us(), o.cpu_per_renewal_us()),
+            ),
+            (
+                "… time to acquire all of them".into(),
+                both(&|x| format!("{:.2} s", x.acquire_secs)),
+                ratio(s.acquire_secs, o.acquire_secs),
+            ),
+        ];
+        for (what, (ours, sdk), r) in lines {
+            row(&mut out, "5", &what, &ours, &sdk, &r);
+        }
         if let Some(burst) = burst {
             row(
                 &mut out,
@@ -1226,6 +1238,16 @@ struct Scale {
     window_secs: f64,
     cpu_share: f64,
     renewals_per_sec: f64,
+    /// Set when the first acquisitions did not all succeed within the limit.
+    gave_up: Option<GaveUp>,
+}
+
+/// How far a scale child got before its acquisition limit.
+#[derive(Debug, Default)]
+struct GaveUp {
+    held: u64,
+    secs: f64,
+    rss_kib: u64,
 }
 
 impl Scale {
@@ -1250,6 +1272,7 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
             &k.locks.to_string(),
             &in_flight.to_string(),
             &k.window.as_millis().to_string(),
+            &k.acquire_limit.as_secs().to_string(),
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -1259,7 +1282,20 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
     let mut window_start = None;
     for line in stdout.lines() {
         let line = line.expect("read the child's stdout");
-        if line == "WINDOW" {
+        if let Some(fields) = line.strip_prefix("GAVEUP ") {
+            let mut gave_up = GaveUp::default();
+            for field in fields.split(' ') {
+                let (name, value) = field.split_once('=').expect("name=value");
+                let value: f64 = value.parse().expect("a number");
+                match name {
+                    "held" => gave_up.held = value as u64,
+                    "secs" => gave_up.secs = value,
+                    "rss_kib" => gave_up.rss_kib = value as u64,
+                    _ => panic!("unknown field {name}"),
+                }
+            }
+            result.gave_up = Some(gave_up);
+        } else if line == "WINDOW" {
             window_start = Some((env.requests(), Instant::now()));
         } else if let Some(fields) = line.strip_prefix("RESULT ") {
             let (r0, t0) = window_start.expect("the window started before the result");
@@ -1282,7 +1318,7 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
     }
     let status = child.wait().expect("wait for the scale child");
     assert!(status.success(), "the scale child failed: {status}");
-    result.cpu_share = result.cpu_secs / result.window_secs;
+    result.cpu_share = result.cpu_secs / result.window_secs.max(1e-9);
     result
 }
 
@@ -1304,9 +1340,13 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
 /// 10 s windows, run to run spread about as large), and it is not the usual setup of either
 /// client.
 fn scale_child(args: &[String]) {
-    let [kind, port, locks, in_flight, window_ms] = args else {
-        panic!("usage: --scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms>");
+    let [kind, port, locks, in_flight, window_ms, acquire_limit_s] = args else {
+        panic!(
+            "usage: --scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms> \
+             <acquire_limit_s>"
+        );
     };
+    let acquire_limit = Duration::from_secs(acquire_limit_s.parse().expect("seconds"));
     let port: u16 = port.parse().expect("a port");
     let locks: usize = locks.parse().expect("a lock count");
     let in_flight: usize = in_flight.parse().expect("a bound");
@@ -1330,9 +1370,22 @@ fn scale_child(args: &[String]) {
     };
     runtime.block_on(async move {
         let id = format!("scale-{kind}-{}", std::process::id());
-        // WAIT, or a millisecond per lock when that is longer.
-        let acquiring_time = WAIT.max(Duration::from_millis(locks as u64));
         let ready = Arc::new(AtomicU64::new(0));
+        // Gives up (and says so) when the first acquisitions take longer than `acquire_limit`.
+        let watchdog = tokio::spawn({
+            let ready = ready.clone();
+            async move {
+                let t0 = Instant::now();
+                tokio::time::sleep(acquire_limit).await;
+                let rss_kib = proc_status("VmRSS:");
+                let held = ready.load(Ordering::Relaxed);
+                println!(
+                    "GAVEUP held={held} secs={:.1} rss_kib={rss_kib}",
+                    t0.elapsed().as_secs_f64()
+                );
+                std::process::exit(0);
+            }
+        });
         let t0;
         // Our holds, checked at the end of the window.
         let mut holds: Vec<Hold> = Vec::new();
@@ -1370,12 +1423,9 @@ fn scale_child(args: &[String]) {
                     })
                     .collect();
                 holds.reserve_exact(locks);
-                bounded("every lock to be acquired", acquiring_time, async {
-                    for worker in acquiring {
-                        holds.extend(worker.await.expect("a worker"));
-                    }
-                })
-                .await;
+                for worker in acquiring {
+                    holds.extend(worker.await.expect("a worker"));
+                }
                 Box::new((client, task))
             }
             "sdk" => {
@@ -1404,13 +1454,11 @@ fn scale_child(args: &[String]) {
             }
             other => panic!("unknown kind {other}"),
         };
-        bounded("every lock to be acquired", acquiring_time, async {
-            while ready.load(Ordering::Relaxed) < locks as u64 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        while ready.load(Ordering::Relaxed) < locks as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let acquire_secs = t0.elapsed().as_secs_f64();
+        watchdog.abort();
         let mut stdout = std::io::stdout();
         writeln!(stdout, "WINDOW").unwrap();
         stdout.flush().unwrap();
@@ -1440,14 +1488,6 @@ fn scale_child(args: &[String]) {
         // Exit without releasing: the leases expire at the store.
         std::process::exit(0);
     });
-}
-
-/// `f`, or a panic naming `what` after `limit`.
-async fn bounded<F: Future>(what: &str, limit: Duration, f: F) -> F::Output {
-    match tokio::time::timeout(limit, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
-    }
 }
 
 /// A `kB` field of `/proc/self/status`.
