@@ -364,6 +364,13 @@ async fn run(env: &Env, k: &Knobs) -> String {
             None => text,
         };
         let both = |f: &dyn Fn(&Scale) -> String| (cell(&o, f(&o)), cell(&s, f(&s)));
+        let ratio = |sdk: f64, ours: f64| {
+            if o.gave_up.is_some() || s.gave_up.is_some() {
+                String::new()
+            } else {
+                ratio(sdk, ours)
+            }
+        };
         let lines: [(String, (String, String), String); 6] = [
             (
                 format!(
