@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 /// Forwards every connection made to [`DelayProxy::addr`] to an upstream address; what is read
@@ -28,12 +28,11 @@ impl DelayProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let acceptor = tokio::spawn(async move {
-            let mut connections = Vec::new();
+            // Aborting the acceptor drops the set, which aborts every connection's task.
+            let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                connections.push(tokio::spawn(forward(client, upstream, delay)));
-            }
-            for c in connections {
-                c.abort();
+                while connections.try_join_next().is_some() {}
+                connections.spawn(forward(client, upstream, delay));
             }
         });
         Ok(DelayProxy { addr, acceptor })
@@ -96,4 +95,44 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) 
     };
     // The writer drains what was read before the reader ended, then ends too.
     tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the client writes reaches the upstream whole and in order, the upstream's answer
+    /// comes back the same way, and the client sees the end when the upstream closes.
+    #[tokio::test]
+    async fn forwards_both_directions_in_order_and_ends_with_the_upstream() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let proxy = DelayProxy::start(upstream_addr, Duration::from_millis(2))
+            .await
+            .unwrap();
+        let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let server = tokio::spawn({
+            let len = request.len();
+            async move {
+                let (mut s, _) = upstream.accept().await.unwrap();
+                let mut got = vec![0u8; len];
+                s.read_exact(&mut got).await.unwrap();
+                let answer: Vec<u8> = got.iter().rev().copied().collect();
+                s.write_all(&answer).await.unwrap();
+                got
+            }
+        });
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        client.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        crate::within("the answer and the end", client.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::within("the upstream", server).await.unwrap(),
+            request
+        );
+        let reversed: Vec<u8> = request.iter().rev().copied().collect();
+        assert_eq!(answer, reversed);
+    }
 }
