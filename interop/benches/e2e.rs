@@ -6,11 +6,24 @@
 //! ```
 //!
 //! Progress goes to stderr; the result table (markdown) to stdout. Knobs (environment):
-//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale,rumqttc`), `E2E_GETS` (2000),
-//! `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8), `E2E_SECONDS` (10),
-//! `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT` (100: first
-//! acquisitions in flight at once in the scale test), `E2E_CONTENDED_JITTER_US` (3000: the tuned
-//! retry jitter bound of the contended test).
+//! `E2E_ONLY` (comma list of `floor,uncontended,handoff,contended,scale,rumqttc,herd,latency`),
+//! `E2E_GETS` (2000), `E2E_UNCONTENDED_SECS` (6), `E2E_ROUNDS` (200), `E2E_WORKERS` (8),
+//! `E2E_SECONDS` (10), `E2E_LOCKS` (10000), `E2E_SCALE_WINDOW_SECS` (30), `E2E_SCALE_IN_FLIGHT`
+//! (100: first acquisitions in flight at once in the scale test), `E2E_SCALE_BURST` (1: also run
+//! ours with every first acquisition at once; 0 skips it), `E2E_CONTENDED_JITTER_US` (3000: the
+//! tuned retry jitter bound of the contended test), `E2E_HERDS` (`8,64,256`: contenders per herd
+//! run), `E2E_HERD_SECS` (10), `E2E_DELAYS_MS` (`1,5,20`: one-way delays of the latency section),
+//! `E2E_DELAY_GETS` (100), `E2E_DELAY_SECS` (4: uncontended cycles and contended edits per
+//! delay), `E2E_DELAY_ROUNDS` (30: handoff rounds per delay), `E2E_SCALE_ACQUIRE_SECS` (120: a
+//! scale child that has not held every lock by then reports how far it got and gives up).
+//!
+//! Section 7 (herds) runs the contended edit of section 4 with 8, 64 and 256 clients, one MQTT
+//! connection each, all in this process, ours then the SDK's per size; the broker's CPU time is
+//! read from `/proc/<pid>/stat` of the mosquitto child, the store's from the emulator thread's
+//! `/proc/self/task/<tid>/stat`. Section 8 (latency) puts a [`DelayProxy`] between every client
+//! and the broker (the store stays on loopback) and reports in units of the GET round trip
+//! measured through it. The 100 000-lock row of the issue is section 5 with
+//! `E2E_ONLY=scale E2E_LOCKS=100000` (opt-in: minutes of runtime and about 1 GB for the SDK).
 //!
 //! The scale measurement runs each client in a child process (this binary with `--scale-child`)
 //! so that its CPU time and resident memory are the client's alone: the broker is another
@@ -23,6 +36,7 @@
 
 use leasedlock::bytes::Bytes;
 use leasedlock::lock::{EditAction, EditOutcome, Options};
+use leasedlock_interop::delay::DelayProxy;
 use leasedlock_interop::leasedlock_tokio::{self, Client, Hold, Settings};
 use leasedlock_interop::sdk::state_store::SetOptions;
 use leasedlock_interop::{within, Env, Sdk, SDK_REQUEST_TIMEOUT as T, WAIT};
@@ -77,6 +91,14 @@ struct Knobs {
     window: Duration,
     contended_jitter: Duration,
     in_flight: usize,
+    herd_sizes: Vec<usize>,
+    herd_seconds: Duration,
+    delays: Vec<Duration>,
+    delay_gets: usize,
+    delay_seconds: Duration,
+    delay_rounds: usize,
+    scale_burst: bool,
+    acquire_limit: Duration,
 }
 
 impl Knobs {
@@ -89,6 +111,16 @@ impl Knobs {
                         .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
                 })
                 .unwrap_or(default)
+        };
+        let list = |name: &str, default: &str| -> Vec<usize> {
+            std::env::var(name)
+                .unwrap_or_else(|_| default.to_owned())
+                .split(',')
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{name}: {v} is not a number"))
+                })
+                .collect()
         };
         Knobs {
             only: std::env::var("E2E_ONLY")
@@ -103,6 +135,17 @@ impl Knobs {
             window: Duration::from_secs(num("E2E_SCALE_WINDOW_SECS", 30)),
             contended_jitter: Duration::from_micros(num("E2E_CONTENDED_JITTER_US", 3000)),
             in_flight: num("E2E_SCALE_IN_FLIGHT", 100) as usize,
+            herd_sizes: list("E2E_HERDS", "8,64,256"),
+            herd_seconds: Duration::from_secs(num("E2E_HERD_SECS", 10)),
+            delays: list("E2E_DELAYS_MS", "1,5,20")
+                .into_iter()
+                .map(|ms| Duration::from_millis(ms as u64))
+                .collect(),
+            delay_gets: num("E2E_DELAY_GETS", 100) as usize,
+            delay_seconds: Duration::from_secs(num("E2E_DELAY_SECS", 4)),
+            delay_rounds: num("E2E_DELAY_ROUNDS", 30) as usize,
+            scale_burst: num("E2E_SCALE_BURST", 1) == 1,
+            acquire_limit: Duration::from_secs(num("E2E_SCALE_ACQUIRE_SECS", 120)),
         }
     }
 
@@ -247,7 +290,7 @@ async fn run(env: &Env, k: &Knobs) -> String {
     // (4) Contended read-modify-write of one counter.
     if k.wants("contended") {
         eprintln!("contended: {} workers for {:?} each", k.workers, k.seconds);
-        let s = contended_sdk(env, &sdk, k.workers, k.seconds).await;
+        let s = contended_sdk(env, &sdk, "sdk", k.workers, k.seconds).await;
         for (label, jitter, fence) in [
             (
                 format!("default jitter 0..{}", ms(default_jitter)),
@@ -265,7 +308,11 @@ async fn run(env: &Env, k: &Knobs) -> String {
                 false,
             ),
         ] {
-            let o = contended_ours(env, &sdk, k.workers, k.seconds, jitter, fence).await;
+            let tag = format!(
+                "ours-{}-{fence}",
+                jitter.map_or(-1, |j| j.as_micros() as i64)
+            );
+            let o = contended_ours(env, &sdk, &tag, k.workers, k.seconds, jitter, fence).await;
             row(
                 &mut out,
                 "4",
@@ -302,78 +349,105 @@ async fn run(env: &Env, k: &Knobs) -> String {
             "scale: {} locks, lease {:?}, renewed every {:?}, window {:?}",
             k.locks, SCALE_LEASE, SCALE_INTERVAL, k.window
         );
+        // Past 10 000 locks the store needs the leases of one child to expire (and their
+        // notifications to go out) before the next child's requests are answered in time.
+        let settle = || {
+            if k.locks > 10_000 {
+                eprintln!("  waiting {SCALE_LEASE:?} for the previous child's leases to expire");
+                std::thread::sleep(SCALE_LEASE + Duration::from_secs(5));
+            }
+        };
         let o = scale(env, "ours", k.in_flight, k);
+        settle();
         let s = scale(env, "sdk", k.in_flight, k);
-        let burst = scale(env, "ours", 0, k);
-        row(
-            &mut out,
-            "5",
-            &format!(
-                "{} locks held (lease {:?}, renewed every {:?}; first acquisitions {} at a time): \
-                 resident memory VmRSS (peak VmHWM)",
-                k.locks, SCALE_LEASE, SCALE_INTERVAL, k.in_flight
+        let burst = k.scale_burst.then(|| {
+            settle();
+            scale(env, "ours", 0, k)
+        });
+        // A side that gave up has no figures but how far it got.
+        let cell = |side: &Scale, text: String| match &side.gave_up {
+            None if side.failed => "**failed** (see the benchmark's stderr)".to_owned(),
+            Some(g) => format!(
+                "**gave up** after {:.0} s: {} of {} held, VmRSS {}",
+                g.secs,
+                g.held,
+                k.locks,
+                mib(g.rss_kib)
             ),
-            &format!("{} ({})", mib(o.rss_kib), mib(o.hwm_kib)),
-            &format!("{} ({})", mib(s.rss_kib), mib(s.hwm_kib)),
-            &ratio(s.rss_kib as f64, o.rss_kib as f64),
-        );
-        row(
-            &mut out,
-            "5",
-            "… resident memory of the same process connected, before any lock",
-            &mib(o.base_kib),
-            &mib(s.base_kib),
-            "",
-        );
-        row(
-            &mut out,
-            "5",
-            &format!(
-                "… client CPU while renewing (share of one core over {:?})",
-                k.window
+            None => text,
+        };
+        let both = |f: &dyn Fn(&Scale) -> String| (cell(&o, f(&o)), cell(&s, f(&s)));
+        let ratio = |sdk: f64, ours: f64| {
+            if o.gave_up.is_some() || s.gave_up.is_some() || o.failed || s.failed {
+                String::new()
+            } else {
+                ratio(sdk, ours)
+            }
+        };
+        let lines: [(String, (String, String), String); 6] = [
+            (
+                format!(
+                    "{} locks held (lease {:?}, renewed every {:?}; first acquisitions {} at a \
+                     time): resident memory VmRSS (peak VmHWM)",
+                    k.locks, SCALE_LEASE, SCALE_INTERVAL, k.in_flight
+                ),
+                both(&|x| format!("{} ({})", mib(x.rss_kib), mib(x.hwm_kib))),
+                ratio(s.rss_kib as f64, o.rss_kib as f64),
             ),
-            &format!("{:.1} %", o.cpu_share * 100.0),
-            &format!("{:.1} %", s.cpu_share * 100.0),
-            &ratio(s.cpu_share, o.cpu_share),
-        );
-        row(
-            &mut out,
-            "5",
-            "… CPU per renewal / renewals per second seen by the store",
-            &format!(
-                "{:.0} µs / {:.0}",
-                o.cpu_per_renewal_us(),
-                o.renewals_per_sec
+            (
+                "… resident memory of the same process connected, before any lock".into(),
+                both(&|x| mib(x.base_kib)),
+                String::new(),
             ),
-            &format!(
-                "{:.0} µs / {:.0}",
-                s.cpu_per_renewal_us(),
-                s.renewals_per_sec
+            (
+                "… resident memory per held lock, (VmRSS − connected) / locks".into(),
+                both(&|x| format!("{:.0} B", x.bytes_per_lock(k.locks))),
+                ratio(s.bytes_per_lock(k.locks), o.bytes_per_lock(k.locks)),
             ),
-            &ratio(s.cpu_per_renewal_us(), o.cpu_per_renewal_us()),
-        );
-        row(
-            &mut out,
-            "5",
-            "… time to acquire all of them",
-            &format!("{:.2} s", o.acquire_secs),
-            &format!("{:.2} s", s.acquire_secs),
-            &ratio(s.acquire_secs, o.acquire_secs),
-        );
-        row(
-            &mut out,
-            "5",
-            "… ours with all first acquisitions at once: VmRSS (peak) / CPU share / time to acquire",
-            &format!(
-                "{} ({}) / {:.1} % / {:.2} s",
-                mib(burst.rss_kib),
-                mib(burst.hwm_kib),
-                burst.cpu_share * 100.0,
-                burst.acquire_secs
+            (
+                format!(
+                    "… client CPU while renewing (share of one core over {:?})",
+                    k.window
+                ),
+                both(&|x| format!("{:.1} %", x.cpu_share * 100.0)),
+                ratio(s.cpu_share, o.cpu_share),
             ),
-            "(times out: see BENCHMARKS.md)",
-            "",
-        );
+            (
+                "… CPU per renewal / renewals per second seen by the store".into(),
+                both(&|x| {
+                    format!(
+                        "{:.0} µs / {:.0}",
+                        x.cpu_per_renewal_us(),
+                        x.renewals_per_sec
+                    )
+                }),
+                ratio(s.cpu_per_renewal_us(), o.cpu_per_renewal_us()),
+            ),
+            (
+                "… time to acquire all of them".into(),
+                both(&|x| format!("{:.2} s", x.acquire_secs)),
+                ratio(s.acquire_secs, o.acquire_secs),
+            ),
+        ];
+        for (what, (ours, sdk), r) in lines {
+            row(&mut out, "5", &what, &ours, &sdk, &r);
+        }
+        if let Some(burst) = burst {
+            row(
+                &mut out,
+                "5",
+                "… ours with all first acquisitions at once: VmRSS (peak) / CPU share / time to acquire",
+                &format!(
+                    "{} ({}) / {:.1} % / {:.2} s",
+                    mib(burst.rss_kib),
+                    mib(burst.hwm_kib),
+                    burst.cpu_share * 100.0,
+                    burst.acquire_secs
+                ),
+                "(times out: see BENCHMARKS.md)",
+                "",
+            );
+        }
     }
     // (6) The same lock over the application's rumqttc connection (leasedlock-rumqttc) beside
     // its own connection, measured alternately.
@@ -418,6 +492,16 @@ async fn run(env: &Env, k: &Knobs) -> String {
         let (r_waiter, _w) = over_rumqttc(&tuned(env, "rumqttc-waiter", Duration::ZERO));
         let r = handoff_ours(env, &r_holder, &r_waiter, "handoff-rumqttc", k.rounds).await;
         pair_row(&mut out, "handoff p50 / p99 (jitter 0)", &o, &r);
+    }
+    // (7) Herds: many contenders on one lock.
+    if k.wants("herd") {
+        herds(&mut out, env, &sdk, k).await;
+    }
+    // (8) Latency: the clients reach the broker through a delaying proxy.
+    if k.wants("latency") {
+        for &delay in &k.delays {
+            latency(&mut out, env, delay, k).await;
+        }
     }
     sdk.close().await;
     let _ = writeln!(out, "\nRT = {} (one GET round trip).", ms(rt));
@@ -679,9 +763,53 @@ struct Contended {
     elapsed: Duration,
     counter: u64,
     requests: u64,
+    /// Every written edit's critical section, from `t0`: from the moment its worker has the
+    /// counter's value (ours: the edit closure is called; the SDK: its GET returned) to the
+    /// moment its call returned, the lock released.
+    spans: Vec<(Duration, Duration)>,
+    /// CPU seconds of the broker and of the store over the run.
+    cpu: Cpu,
 }
 
 impl Contended {
+    fn new() -> Contended {
+        Contended {
+            per_worker: Vec::new(),
+            failed: 0,
+            elapsed: Duration::ZERO,
+            counter: 0,
+            requests: 0,
+            spans: Vec::new(),
+            cpu: Cpu::default(),
+        }
+    }
+
+    /// The handoffs: from the end of one critical section to the start of the next one.
+    fn handoffs(&self) -> Option<Latencies> {
+        let mut spans = self.spans.clone();
+        spans.sort();
+        let gaps: Vec<Duration> = spans
+            .windows(2)
+            .map(|w| w[1].0.saturating_sub(w[0].1))
+            .collect();
+        (!gaps.is_empty()).then(|| latencies(gaps))
+    }
+
+    fn requests_per_edit(&self) -> f64 {
+        self.requests as f64 / self.total().max(1) as f64
+    }
+
+    /// Most / fewest edits of one worker.
+    fn spread(&self) -> f64 {
+        let max = self.per_worker.iter().max().copied().unwrap_or(0);
+        let min = self.per_worker.iter().min().copied().unwrap_or(0);
+        if min == 0 {
+            f64::INFINITY
+        } else {
+            max as f64 / min as f64
+        }
+    }
+
     fn total(&self) -> u64 {
         self.per_worker.iter().sum()
     }
@@ -698,18 +826,18 @@ impl Contended {
             "{} ({mark}) / {} / {:.2}",
             self.counter,
             self.failed,
-            self.requests as f64 / self.total().max(1) as f64
+            self.requests_per_edit()
         )
     }
     fn fairness(&self) -> String {
+        format!("{} ({:?})", times(self.spread()), self.per_worker)
+    }
+
+    /// Most and fewest edits of one worker, without the per-worker list.
+    fn extremes(&self) -> String {
         let max = self.per_worker.iter().max().copied().unwrap_or(0);
         let min = self.per_worker.iter().min().copied().unwrap_or(0);
-        let spread = if min == 0 {
-            "∞".to_owned()
-        } else {
-            format!("{:.1}×", max as f64 / min as f64)
-        };
-        format!("{spread} ({:?})", self.per_worker)
+        format!("{} ({max} / {min})", times(self.spread()))
     }
 }
 
@@ -727,18 +855,17 @@ async fn read_counter(sdk: &Sdk, key: &str) -> u64 {
     parse(value.response.as_deref())
 }
 
+/// `workers` clients of ours edit one counter for `seconds`; `tag` names the lock and the counter
+/// (one tag per run: the counter must start absent).
 async fn contended_ours(
     env: &Env,
     reader: &Sdk,
+    tag: &str,
     workers: usize,
     seconds: Duration,
     jitter: Option<Duration>,
     fence: bool,
 ) -> Contended {
-    let tag = format!(
-        "ours-{}-{fence}",
-        jitter.map_or(-1, |j| j.as_micros() as i64)
-    );
     let (lock, key) = (format!("contended-{tag}"), format!("counter-{tag}"));
     let clients: Vec<_> = (0..workers)
         .map(|i| {
@@ -755,70 +882,84 @@ async fn contended_ours(
     for c in &clients {
         c.client.holder(&lock, wait()).await.unwrap();
     }
-    let (r0, t0) = (env.requests(), Instant::now());
+    let meter = CpuMeter::new();
+    let (r0, c0, t0) = (env.requests(), meter.read(), Instant::now());
     let deadline = t0 + seconds;
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
             let (client, lock, key) = (c.client.clone(), lock.clone(), key.clone());
             tokio::spawn(async move {
-                let (mut written, mut failed) = (0, 0);
+                let (mut written, mut failed, mut spans) = (0, 0, Vec::new());
                 while Instant::now() < deadline {
-                    let edit = client.edit(&lock, &key, LEASE, wait(), |current| async move {
-                        let next = parse(current.as_deref()) + 1;
-                        EditAction::Set(Bytes::from(next.to_string()))
+                    let mut entered = None;
+                    let edit = client.edit(&lock, &key, LEASE, wait(), |current| {
+                        entered = Some(Instant::now());
+                        async move {
+                            let next = parse(current.as_deref()) + 1;
+                            EditAction::Set(Bytes::from(next.to_string()))
+                        }
                     });
                     match edit.await {
-                        Ok(EditOutcome::Written) => written += 1,
+                        Ok(EditOutcome::Written) => {
+                            written += 1;
+                            let entered = entered.expect("a written edit called its closure");
+                            spans.push((entered - t0, t0.elapsed()));
+                        }
                         other => {
                             eprintln!("  edit failed: {other:?}");
                             failed += 1;
                         }
                     }
                 }
-                (written, failed)
+                (written, failed, spans)
             })
         })
         .collect();
-    let mut result = Contended {
-        per_worker: Vec::new(),
-        failed: 0,
-        elapsed: Duration::ZERO,
-        counter: 0,
-        requests: 0,
-    };
+    let mut result = Contended::new();
     for task in tasks {
-        let (written, failed) = within("a contending worker", task).await.unwrap();
+        let (written, failed, spans) = within("a contending worker", task).await.unwrap();
         result.per_worker.push(written);
         result.failed += failed;
+        result.spans.extend(spans);
     }
     result.elapsed = t0.elapsed();
+    result.cpu = meter.read() - c0;
     result.requests = env.requests() - r0;
     result.counter = read_counter(reader, &key).await;
     result
 }
 
-async fn contended_sdk(env: &Env, reader: &Sdk, workers: usize, seconds: Duration) -> Contended {
-    let (lock, key) = ("contended-sdk", "counter-sdk");
+/// The same with SDK clients: `lock()` → `get` → `set` with the token → `unlock()`.
+async fn contended_sdk(
+    env: &Env,
+    reader: &Sdk,
+    tag: &str,
+    workers: usize,
+    seconds: Duration,
+) -> Contended {
+    let (lock, key) = (format!("contended-{tag}"), format!("counter-{tag}"));
     let mut clients = Vec::new();
     for i in 0..workers {
         clients.push(env.sdk(&format!("sdk-worker{i}")).await);
     }
-    let (r0, t0) = (env.requests(), Instant::now());
+    let meter = CpuMeter::new();
+    let (r0, c0, t0) = (env.requests(), meter.read(), Instant::now());
     let deadline = t0 + seconds;
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
-            let (lock, store) = (c.lock(lock), c.store.clone());
+            let (lock, store, key) = (c.lock(&lock), c.store.clone(), key.clone());
             tokio::spawn(async move {
-                let (mut written, mut failed) = (0, 0);
+                let (mut written, mut failed, mut spans) = (0, 0, Vec::new());
                 while Instant::now() < deadline {
                     let token = lock.lock(LEASE, T, None).await.unwrap();
-                    let current = store.get(key.into(), T).await.unwrap().response;
+                    let current = store.get(key.clone().into(), T).await.unwrap().response;
+                    let entered = t0.elapsed();
                     let next = parse(current.as_deref()) + 1;
                     let set = store
                         .set(
-                            key.into(),
+                            key.clone().into(),
                             next.to_string().into_bytes(),
                             T,
                             Some(token),
@@ -827,36 +968,279 @@ async fn contended_sdk(env: &Env, reader: &Sdk, workers: usize, seconds: Duratio
                         .await;
                     lock.unlock(T).await.unwrap();
                     match set {
-                        Ok(r) if r.response => written += 1,
+                        Ok(r) if r.response => {
+                            written += 1;
+                            spans.push((entered, t0.elapsed()));
+                        }
                         other => {
                             eprintln!("  sdk edit failed: {other:?}");
                             failed += 1;
                         }
                     }
                 }
-                (written, failed)
+                (written, failed, spans)
             })
         })
         .collect();
-    let mut result = Contended {
-        per_worker: Vec::new(),
-        failed: 0,
-        elapsed: Duration::ZERO,
-        counter: 0,
-        requests: 0,
-    };
+    let mut result = Contended::new();
     for task in tasks {
-        let (written, failed) = within("a contending SDK worker", task).await.unwrap();
+        let (written, failed, spans) = within("a contending SDK worker", task).await.unwrap();
         result.per_worker.push(written);
         result.failed += failed;
+        result.spans.extend(spans);
     }
     result.elapsed = t0.elapsed();
+    result.cpu = meter.read() - c0;
     result.requests = env.requests() - r0;
-    result.counter = read_counter(reader, key).await;
+    result.counter = read_counter(reader, &key).await;
     for c in clients {
         c.close().await;
     }
     result
+}
+
+// ----- (7) herds ------------------------------------------------------------------------------
+
+/// Section 7: `k.herd_sizes` contenders on one counter, ours (default configuration) and the
+/// SDK's, one after the other per size; the goals are relative to our smallest herd.
+async fn herds(out: &mut String, env: &Env, sdk: &Sdk, k: &Knobs) {
+    let mut first: Option<(usize, Contended)> = None;
+    for &n in &k.herd_sizes {
+        eprintln!("herd: {n} contenders for {:?} each", k.herd_seconds);
+        let tag = format!("herd-ours-{n}");
+        let o = contended_ours(env, sdk, &tag, n, k.herd_seconds, None, true).await;
+        let s = contended_sdk(env, sdk, &format!("herd-sdk-{n}"), n, k.herd_seconds).await;
+        let what = |m: &str| format!("{n} contenders × {:?}: {m}", k.herd_seconds);
+        row(
+            out,
+            "7",
+            &what("edits/s"),
+            &format!("{:.0}", o.per_sec()),
+            &format!("{:.0}", s.per_sec()),
+            &format!("**{:.2}×**", o.per_sec() / s.per_sec()),
+        );
+        let handoff = |c: &Contended| {
+            c.handoffs()
+                .map_or("-".to_owned(), |h| format!("{} / {}", ms(h.p50), ms(h.p99)))
+        };
+        row(
+            out,
+            "7",
+            "… handoff p50 / p99 (one edit's release returned → the next edit has the value)",
+            &handoff(&o),
+            &handoff(&s),
+            "",
+        );
+        row(
+            out,
+            "7",
+            "… final counter (= edits counted) / failed edits / requests per edit (at the store)",
+            &o.exactness(),
+            &s.exactness(),
+            "",
+        );
+        row(
+            out,
+            "7",
+            "… fairness: most / fewest edits of one worker",
+            &o.extremes(),
+            &s.extremes(),
+            "",
+        );
+        row(
+            out,
+            "7",
+            "… CPU (share of one core): broker / store / the clients' process (without the store)",
+            &o.cpu.shares(o.elapsed),
+            &s.cpu.shares(s.elapsed),
+            "",
+        );
+        if let Some((n0, o0)) = &first {
+            row(
+                out,
+                "7",
+                &format!("… goals against our {n0}-contender run: edits/s ≥ 0.7×, requests per edit ≤ 2×"),
+                &format!(
+                    "{:.2}× / {:.2}×",
+                    o.per_sec() / o0.per_sec(),
+                    o.requests_per_edit() / o0.requests_per_edit()
+                ),
+                "",
+                "",
+            );
+        } else {
+            first = Some((n, o));
+        }
+    }
+}
+
+// ----- (8) latency ----------------------------------------------------------------------------
+
+/// Section 8: the floor, uncontended cycles, handoff and the contended edits again, with every
+/// client connected through a proxy that delays each direction by `delay`; figures in RT, the
+/// GET round trip measured through the proxy.
+async fn latency(out: &mut String, env: &Env, delay: Duration, k: &Knobs) {
+    let proxy = DelayProxy::start(env.broker.addr(), delay)
+        .await
+        .expect("start the delaying proxy");
+    env.route_clients(Some(proxy.addr().port()));
+    let label = format!("{} one-way", ms(delay));
+    eprintln!("latency: {label}");
+    let ours = env.ours("latency-ours");
+    let sdk = env.sdk("latency-sdk").await;
+    let (o, s) = floor(&ours.client, &sdk, k.delay_gets).await;
+    let rt = o.p50.min(s.p50);
+    let in_rt = |d: Duration| format!("{:.2} RT", d.as_secs_f64() / rt.as_secs_f64());
+    row(
+        out,
+        "8",
+        &format!("{label}: GET round trip p50 (**RT** = the smaller)"),
+        &ms(o.p50),
+        &ms(s.p50),
+        &ratio(s.p50.as_secs_f64(), o.p50.as_secs_f64()),
+    );
+    let (oc, sc) = uncontended(env, &ours.client, &sdk, k.delay_seconds).await;
+    row(
+        out,
+        "8",
+        &format!("{label}: uncontended acquire + release, one cycle (goal ≤ 2.2 RT)"),
+        &in_rt(oc.mean()),
+        &in_rt(sc.mean()),
+        &ratio(sc.mean().as_secs_f64(), oc.mean().as_secs_f64()),
+    );
+    let holder = env.ours("latency-holder");
+    let waiter = env.ours("latency-waiter");
+    let lock = format!("latency-handoff-{}", delay.as_micros());
+    let oh = handoff_ours(env, &holder.client, &waiter.client, &lock, k.delay_rounds).await;
+    let sh = handoff_sdk(env, k.delay_rounds).await;
+    row(
+        out,
+        "8",
+        &format!("{label}: handoff p50 / p99, default configuration (goal p50 ≤ 3.3 RT)"),
+        &format!("{} / {}", in_rt(oh.p50), in_rt(oh.p99)),
+        &format!("{} / {}", in_rt(sh.p50), in_rt(sh.p99)),
+        &ratio(sh.p50.as_secs_f64(), oh.p50.as_secs_f64()),
+    );
+    let tag = format!("latency-{}", delay.as_micros());
+    let ours_tag = format!("{tag}-ours");
+    let oe = contended_ours(env, &sdk, &ours_tag, 8, k.delay_seconds, None, true).await;
+    let se = contended_sdk(env, &sdk, &format!("{tag}-sdk"), 8, k.delay_seconds).await;
+    let bound = 1.0 / (4.0 * rt.as_secs_f64());
+    let against = |c: &Contended| {
+        format!(
+            "{:.1} = {:.2} [{:.2}; {}]",
+            c.per_sec(),
+            c.per_sec() / bound,
+            c.requests_per_edit(),
+            times(c.spread())
+        )
+    };
+    row(
+        out,
+        "8",
+        &format!(
+            "{label}: 8 workers, edits/s as a share of 1/(4 RT) = {bound:.1}/s (goal ≥ 0.8) \
+             [requests per edit; fairness]"
+        ),
+        &against(&oe),
+        &against(&se),
+        &format!("**{:.2}×**", oe.per_sec() / se.per_sec()),
+    );
+    sdk.close().await;
+    env.route_clients(None);
+}
+
+// ----- CPU of the broker and the store --------------------------------------------------------
+
+/// CPU seconds (user + system) of the broker, the store and the clients over a stretch of time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    broker: Option<f64>,
+    store: Option<f64>,
+    clients: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, before: Cpu) -> Cpu {
+        let minus = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        Cpu {
+            broker: minus(self.broker, before.broker),
+            store: minus(self.store, before.store),
+            clients: self.clients - before.clients,
+        }
+    }
+}
+
+impl Cpu {
+    /// Each as a share of one core over `elapsed`.
+    fn shares(&self, elapsed: Duration) -> String {
+        let share = |cpu: Option<f64>| {
+            cpu.map_or("?".to_owned(), |c| {
+                format!("{:.0} %", c * 100.0 / elapsed.as_secs_f64())
+            })
+        };
+        format!(
+            "{} / {} / {}",
+            share(self.broker),
+            share(self.store),
+            share(Some(self.clients))
+        )
+    }
+}
+
+/// Where to read the CPU time of the broker (a child process of this one, when it is mosquitto)
+/// and of the store (the emulator's thread in this process).
+struct CpuMeter {
+    hz: f64,
+    broker: Option<String>,
+    store: Option<String>,
+}
+
+impl CpuMeter {
+    fn new() -> CpuMeter {
+        let me = std::process::id().to_string();
+        let broker = std::fs::read_dir("/proc").ok().and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let path = format!("{}/stat", e.path().display());
+                let stat = std::fs::read_to_string(&path).ok()?;
+                let (name, rest) = stat.rsplit_once(") ")?;
+                let ppid = rest.split(' ').nth(1)?;
+                (name.ends_with("(mosquitto") && ppid == me).then_some(path)
+            })
+        });
+        let store = std::fs::read_dir("/proc/self/task").ok().and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                comm.starts_with("statestore-emu")
+                    .then(|| format!("{}/stat", e.path().display()))
+            })
+        });
+        CpuMeter {
+            hz: clock_ticks_per_sec(),
+            broker,
+            store,
+        }
+    }
+
+    fn read(&self) -> Cpu {
+        let of = |path: &Option<String>| path.as_deref().and_then(|p| stat_cpu_secs(p, self.hz));
+        let store = of(&self.store);
+        let process = stat_cpu_secs("/proc/self/stat", self.hz).unwrap_or(0.0);
+        Cpu {
+            broker: of(&self.broker),
+            store,
+            clients: process - store.unwrap_or(0.0),
+        }
+    }
+}
+
+fn times(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}×")
+    } else {
+        "∞".to_owned()
+    }
 }
 
 // ----- (5) scale ------------------------------------------------------------------------------
@@ -871,9 +1255,25 @@ struct Scale {
     window_secs: f64,
     cpu_share: f64,
     renewals_per_sec: f64,
+    /// Set when the first acquisitions did not all succeed within the limit.
+    gave_up: Option<GaveUp>,
+    /// The child failed (its stderr says why).
+    failed: bool,
+}
+
+/// How far a scale child got before its acquisition limit.
+#[derive(Debug, Default)]
+struct GaveUp {
+    held: u64,
+    secs: f64,
+    rss_kib: u64,
 }
 
 impl Scale {
+    fn bytes_per_lock(&self, locks: usize) -> f64 {
+        self.rss_kib.saturating_sub(self.base_kib) as f64 * 1024.0 / locks.max(1) as f64
+    }
+
     fn cpu_per_renewal_us(&self) -> f64 {
         self.cpu_secs * 1e6 / (self.renewals_per_sec * self.window_secs).max(1.0)
     }
@@ -891,6 +1291,7 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
             &k.locks.to_string(),
             &in_flight.to_string(),
             &k.window.as_millis().to_string(),
+            &k.acquire_limit.as_secs().to_string(),
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -900,7 +1301,20 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
     let mut window_start = None;
     for line in stdout.lines() {
         let line = line.expect("read the child's stdout");
-        if line == "WINDOW" {
+        if let Some(fields) = line.strip_prefix("GAVEUP ") {
+            let mut gave_up = GaveUp::default();
+            for field in fields.split(' ') {
+                let (name, value) = field.split_once('=').expect("name=value");
+                let value: f64 = value.parse().expect("a number");
+                match name {
+                    "held" => gave_up.held = value as u64,
+                    "secs" => gave_up.secs = value,
+                    "rss_kib" => gave_up.rss_kib = value as u64,
+                    _ => panic!("unknown field {name}"),
+                }
+            }
+            result.gave_up = Some(gave_up);
+        } else if line == "WINDOW" {
             window_start = Some((env.requests(), Instant::now()));
         } else if let Some(fields) = line.strip_prefix("RESULT ") {
             let (r0, t0) = window_start.expect("the window started before the result");
@@ -922,8 +1336,11 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
         }
     }
     let status = child.wait().expect("wait for the scale child");
-    assert!(status.success(), "the scale child failed: {status}");
-    result.cpu_share = result.cpu_secs / result.window_secs;
+    if !status.success() {
+        eprintln!("  the {kind} scale child failed: {status}");
+        result.failed = true;
+    }
+    result.cpu_share = result.cpu_secs / result.window_secs.max(1e-9);
     result
 }
 
@@ -945,9 +1362,13 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
 /// 10 s windows, run to run spread about as large), and it is not the usual setup of either
 /// client.
 fn scale_child(args: &[String]) {
-    let [kind, port, locks, in_flight, window_ms] = args else {
-        panic!("usage: --scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms>");
+    let [kind, port, locks, in_flight, window_ms, acquire_limit_s] = args else {
+        panic!(
+            "usage: --scale-child <ours|sdk> <port> <locks> <in_flight> <window_ms> \
+             <acquire_limit_s>"
+        );
     };
+    let acquire_limit = Duration::from_secs(acquire_limit_s.parse().expect("seconds"));
     let port: u16 = port.parse().expect("a port");
     let locks: usize = locks.parse().expect("a lock count");
     let in_flight: usize = in_flight.parse().expect("a bound");
@@ -972,6 +1393,21 @@ fn scale_child(args: &[String]) {
     runtime.block_on(async move {
         let id = format!("scale-{kind}-{}", std::process::id());
         let ready = Arc::new(AtomicU64::new(0));
+        // Gives up (and says so) when the first acquisitions take longer than `acquire_limit`.
+        let watchdog = tokio::spawn({
+            let ready = ready.clone();
+            async move {
+                let t0 = Instant::now();
+                tokio::time::sleep(acquire_limit).await;
+                let rss_kib = proc_status("VmRSS:");
+                let held = ready.load(Ordering::Relaxed);
+                println!(
+                    "GAVEUP held={held} secs={:.1} rss_kib={rss_kib}",
+                    t0.elapsed().as_secs_f64()
+                );
+                std::process::exit(0);
+            }
+        });
         let t0;
         // Our holds, checked at the end of the window.
         let mut holds: Vec<Hold> = Vec::new();
@@ -1009,12 +1445,9 @@ fn scale_child(args: &[String]) {
                     })
                     .collect();
                 holds.reserve_exact(locks);
-                within("every lock to be acquired", async {
-                    for worker in acquiring {
-                        holds.extend(worker.await.expect("a worker"));
-                    }
-                })
-                .await;
+                for worker in acquiring {
+                    holds.extend(worker.await.expect("a worker"));
+                }
                 Box::new((client, task))
             }
             "sdk" => {
@@ -1043,13 +1476,11 @@ fn scale_child(args: &[String]) {
             }
             other => panic!("unknown kind {other}"),
         };
-        within("every lock to be acquired", async {
-            while ready.load(Ordering::Relaxed) < locks as u64 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        while ready.load(Ordering::Relaxed) < locks as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let acquire_secs = t0.elapsed().as_secs_f64();
+        watchdog.abort();
         let mut stdout = std::io::stdout();
         writeln!(stdout, "WINDOW").unwrap();
         stdout.flush().unwrap();
@@ -1093,13 +1524,18 @@ fn proc_status(field: &str) -> u64 {
 
 /// User + system CPU time of this process (all threads), from `/proc/self/stat`.
 fn cpu_secs(ticks_per_sec: f64) -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    stat_cpu_secs("/proc/self/stat", ticks_per_sec).expect("/proc/self/stat")
+}
+
+/// User + system CPU time from a `stat` file of `/proc` (a process's or a thread's).
+fn stat_cpu_secs(path: &str, ticks_per_sec: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / ticks_per_sec
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / ticks_per_sec)
 }
 
 fn clock_ticks_per_sec() -> f64 {

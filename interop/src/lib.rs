@@ -10,6 +10,7 @@
 //! - `tests/one_session.rs`: our lock and the SDK's state store on one SDK session (through
 //!   `leasedlock-aio`), against the SDK's lock in another process (`src/bin/sdk_lock_edits.rs`).
 //! - `benches/e2e.rs`: end-to-end numbers of both over the same broker.
+//! - [`delay::DelayProxy`]: a TCP proxy adding a one-way latency, for the benchmark's latency rows.
 //!
 //! This crate is outside the root workspace (the SDK is a heavy build):
 //! `cargo test --manifest-path interop/Cargo.toml --workspace` (with `leasedlock-aio`).
@@ -28,10 +29,12 @@ use leasedlock::FencingToken;
 use leasedlock_testkit::{Broker, StoreEmulator};
 use leasedlock_tokio::{Client, Settings};
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+pub mod delay;
 
 pub use azure_iot_operations_services as sdk;
 pub use leasedlock_tokio;
@@ -50,6 +53,8 @@ pub struct Env {
     /// The state store.
     pub store: StoreEmulator,
     prefix: String,
+    /// The port clients connect to: the broker's, or a proxy's (0: the broker's).
+    client_port: AtomicU16,
 }
 
 static NEXT_CLIENT: AtomicU32 = AtomicU32::new(0);
@@ -63,12 +68,28 @@ impl Env {
             broker,
             store,
             prefix: prefix.to_owned(),
+            client_port: AtomicU16::new(0),
         }
     }
 
     /// The broker's port on `127.0.0.1`.
     pub fn port(&self) -> u16 {
         self.broker.addr().port()
+    }
+
+    /// Makes the clients created from now on ([`Env::settings`], [`Env::sdk`]) connect to
+    /// `port` on `127.0.0.1` (a proxy in front of the broker), or to the broker with `None`.
+    /// The store stays connected to the broker directly.
+    pub fn route_clients(&self, port: Option<u16>) {
+        self.client_port.store(port.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The port new clients connect to (see [`Env::route_clients`]).
+    pub fn client_port(&self) -> u16 {
+        match self.client_port.load(Ordering::Relaxed) {
+            0 => self.port(),
+            port => port,
+        }
     }
 
     /// How many requests the store has handled so far.
@@ -97,7 +118,7 @@ impl Env {
 
     /// Settings of a `leasedlock` client of this broker.
     pub fn settings(&self, name: &str) -> Settings {
-        Settings::new("127.0.0.1", self.port(), self.client_id(name))
+        Settings::new("127.0.0.1", self.client_port(), self.client_id(name))
     }
 
     /// Connects a `leasedlock` client (on the current tokio runtime) with `settings`.
@@ -119,7 +140,7 @@ impl Env {
     /// Connects an SDK client and waits until it is subscribed to its responses and
     /// notifications (see [`Sdk::connect`]).
     pub async fn sdk(&self, name: &str) -> Sdk {
-        Sdk::connect(self.port(), self.client_id(name)).await
+        Sdk::connect(self.client_port(), self.client_id(name)).await
     }
 }
 
