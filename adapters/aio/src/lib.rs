@@ -65,6 +65,18 @@
 //!
 //! The monitor is a flag: a disconnection and a reconnection that both happen before the lock's
 //! task next runs are not seen (the SDK's own clients share this).
+//!
+//! Two things of the session are the application's, not the lock's:
+//!
+//! - **Re-sent requests.** The SDK re-sends unacknowledged publishes when it resumes the
+//!   session, the lock's requests among them, though the engine gave them up at the
+//!   disconnection; the driver's own connection drops those, a shared session cannot. What
+//!   bounds a late copy here is each request's Message Expiry Interval (its timeout, rounded up
+//!   to whole seconds; a write fenced with a lease expires with the lease), after which the
+//!   broker discards it.
+//! - **Keep-alive.** azure_iot_operations_mqtt 1.2 waits 2 s for a PINGRESP and restarts that
+//!   wait at every PINGREQ: with a keep-alive under 2 s it never notices a silent broker. Give
+//!   the session a keep-alive of 3 s or more (the SDK's default is 60 s).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
