@@ -635,6 +635,11 @@ impl Client {
             // cannot tell whether it landed under the lease.
             if *token == lease.token {
                 let end = lease.validity.end_as_of(now);
+                if end <= now.instant {
+                    // Already over (a check of the lease by one clock only would let it pass).
+                    self.fail(now, id, lock, OpError::LeaseLapsed);
+                    return;
+                }
                 deadline = Some(deadline.map_or(end, |d| d.min(end)));
             }
         }
