@@ -12,18 +12,21 @@
 //! - `canary-5xx` (a write answered 503 taken as a definite failure) in each mode, where the
 //!   service answers 503 to a request the store may or may not have applied;
 //! - `canary-handoff` (a waiter ignores the DELETE that overtook its refused SET's reply) in
-//!   message mode, where messages are reordered, by the handoff bound L3.
+//!   message mode, where messages are reordered, by the handoff bound L3;
+//! - `canary-resend` (a connection keeps the requests in flight when it ends) in byte mode, where
+//!   the broker resumes sessions: the client re-sends with DUP requests the engine gave up.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
-//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx` and
-//! `canary-handoff`.
+//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
+//! `canary-handoff` and `canary-resend`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
     feature = "canary-pause",
     feature = "canary-stall",
     feature = "canary-5xx",
-    feature = "canary-handoff"
+    feature = "canary-handoff",
+    feature = "canary-resend"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -126,4 +129,13 @@ fn simulator_finds_unavailable_taken_as_not_applied_in_byte_mode() {
 #[test]
 fn simulator_finds_a_waiter_that_sleeps_through_the_handoff() {
     finds_the_planted_bug(Mode::Messages, &["L3"]);
+}
+
+/// A connection that keeps its requests in flight when it ends re-sends them on the resumed
+/// session: a fenced write of an edit the engine gave up leaves after its lease (S7), or a write
+/// the engine reported failed reaches the store (S4), or a SET given up takes the lock (S1).
+#[cfg(feature = "canary-resend")]
+#[test]
+fn simulator_finds_requests_resent_after_the_engine_gave_up() {
+    finds_the_planted_bug(Mode::Bytes, &["S7", "S4", "S1"]);
 }

@@ -431,6 +431,8 @@ impl Connection {
                 self.client.handle_disconnected(now);
                 // The engine gave up every request in flight: none of them may reach the store
                 // later, re-sent on a resumed session or sent on the next connection.
+                // (`canary-resend` plants a bug for the simulator: they are kept and re-sent.)
+                #[cfg(not(feature = "canary-resend"))]
                 self.mqtt.drop_unacknowledged();
                 self.events.push_back(Event::Disconnected(cause));
             }

@@ -4,18 +4,18 @@
 //! connection as the client connects and disconnects and hands it each SUBSCRIBE; in byte mode the
 //! broker reads each connection's bytes itself — in whatever chunks they arrive — one packet at a
 //! time ([`Broker::next_packet`]), so that the world can apply each request to the store before
-//! the next packet is read. It answers CONNECT with CONNACK (no session present: clean sessions),
-//! SUBSCRIBE with SUBACK (QoS 1 granted), PINGREQ with PINGRESP and every QoS 1 PUBLISH with a
+//! the next packet is read. It answers CONNECT with CONNACK (Session Present when it resumes the
+//! client's session: see the module docs of the simulator), SUBSCRIBE with SUBACK (QoS 1 granted), PINGREQ with PINGRESP and every QoS 1 PUBLISH with a
 //! PUBACK; it writes the store's responses and notifications as QoS 1 PUBLISH packets
 //! ([`Broker::publish`]) and takes the client's PUBACKs for them.
 //!
 //! It checks the client as it reads (a violation ends the run):
 //!
 //! - **W1** every packet is well-formed MQTT v5 ([`codec`](super::codec)) and in order: CONNECT
-//!   first and once, with the client's id; requests are QoS 1 PUBLISHes to the request topic,
-//!   neither DUP (the broker resumes no session) nor retained; a packet identifier is reused only
-//!   after the client has received the PUBACK or SUBACK that freed it; a PUBACK answers a PUBLISH
-//!   of ours in flight; nothing follows DISCONNECT;
+//!   first and once, with the client's id; requests are QoS 1 PUBLISHes to the request topic, not
+//!   retained, DUP only on a connection that resumed a session; a packet identifier is reused on
+//!   a connection only after the client has received the PUBACK or SUBACK that freed it; a PUBACK
+//!   answers a PUBLISH of ours in flight; nothing follows DISCONNECT;
 //! - **W2** the client never has more QoS 1 PUBLISHes unacknowledged than the Receive Maximum of
 //!   the CONNACK;
 //! - **W3** the client writes a packet at least every 1.5 × its Keep Alive (by when it wrote each,
@@ -80,8 +80,11 @@ pub(crate) struct Broker {
     /// Receive Maximum of the CONNACK (`None`: not sent, 65 535).
     receive_maximum: Option<u16>,
     /// Chooses harmless variations of the encoding (CONNACK properties, PUBACK forms, property
-    /// order).
+    /// order), and whether a session is forgotten.
     rng: SplitMix64,
+    /// Byte mode: the session each client left when its last connection ended, if it asked to
+    /// keep it (Session Expiry > 0).
+    kept: Vec<Option<Kept>>,
 }
 
 struct Conn {
@@ -92,10 +95,26 @@ struct Conn {
     wire: Option<Box<Wire>>,
 }
 
+/// A client's MQTT session kept while it has no connection: what a CONNECT with Clean Start 0
+/// resumes.
+struct Kept {
+    subs: Vec<String>,
+    /// Our PUBLISHes the client had not acknowledged, in the order sent: re-sent with DUP.
+    unacked: Vec<(u16, Message)>,
+    /// The QoS 1 messages of its subscriptions that came meanwhile: sent after those.
+    queued: Vec<Message>,
+    /// When the session expires, ns.
+    expires: u64,
+}
+
 #[derive(Default)]
 struct Wire {
     /// CONNECT received.
     connected: bool,
+    /// The CONNECT's Session Expiry Interval, s.
+    session_expiry: u32,
+    /// The CONNACK said Session Present: the client may re-send its PUBLISHes (DUP).
+    resumed: bool,
     keep_alive_ns: u64,
     /// When the client wrote the last packet read, ns.
     last_sent: u64,
@@ -119,8 +138,8 @@ struct Wire {
     ids_in_use: BTreeSet<u16>,
     /// QoS 1 PUBLISHes of the client unacknowledged as far as the client knows.
     unacked_publishes: usize,
-    /// Our PUBLISHes waiting for the client's PUBACK.
-    ours: BTreeSet<u16>,
+    /// Our PUBLISHes waiting for the client's PUBACK, in the order sent.
+    ours: Vec<(u16, Message)>,
     next_id: u16,
 }
 
@@ -129,6 +148,7 @@ impl Broker {
         Broker {
             conns: ids.iter().map(|_| None).collect(),
             asleep: vec![Vec::new(); ids.len()],
+            kept: ids.iter().map(|_| None).collect(),
             ids,
             receive_maximum,
             rng: SplitMix64::new(seed),
@@ -152,12 +172,48 @@ impl Broker {
         });
     }
 
-    /// Closes the connection `epoch` of client `c` if it is open; `true` if it was.
-    pub(crate) fn close(&mut self, c: usize, epoch: u64) -> bool {
-        match &mut self.conns[c] {
+    /// Closes the connection `epoch` of client `c` at `now` if it is open; `true` if it was.
+    pub(crate) fn close(&mut self, c: usize, epoch: u64, now: u64) -> bool {
+        match &self.conns[c] {
             Some(conn) if conn.epoch == epoch && conn.open => {
-                conn.open = false;
-                conn.subs.clear();
+                self.end(c, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The open connection of client `c` ends at `now`: its session is kept if the client asked
+    /// for it (byte mode), with our PUBLISHes it has not acknowledged.
+    fn end(&mut self, c: usize, now: u64) {
+        let Some(conn) = self.conns[c].as_mut() else {
+            return;
+        };
+        conn.open = false;
+        let subs = std::mem::take(&mut conn.subs);
+        let Some(wire) = conn.wire.as_mut().filter(|wire| wire.connected) else {
+            return;
+        };
+        self.kept[c] = (wire.session_expiry > 0).then(|| Kept {
+            subs,
+            unacked: std::mem::take(&mut wire.ours),
+            queued: Vec::new(),
+            expires: now + u64::from(wire.session_expiry) * 1_000_000_000,
+        });
+    }
+
+    /// Byte mode: a message for client `c`, which has no connection: queued in its session if it
+    /// kept one subscribed to the topic; `true` if so.
+    pub(crate) fn queue_for_session(&mut self, c: usize, m: &Message, now: u64) -> bool {
+        if self.kept[c].as_ref().is_some_and(|k| k.expires <= now) {
+            self.kept[c] = None;
+        }
+        match &mut self.kept[c] {
+            Some(kept)
+                if m.qos == QoS::AtLeastOnce
+                    && kept.subs.iter().any(|f| codec::matches(f, &m.topic)) =>
+            {
+                kept.queued.push(m.clone());
                 true
             }
             _ => false,
@@ -197,6 +253,7 @@ impl Broker {
     /// first bytes of a newer connection open it (taking over an older one still open).
     pub(crate) fn receive(
         &mut self,
+        now: u64,
         c: usize,
         epoch: u64,
         chunk: &Chunk,
@@ -214,6 +271,9 @@ impl Broker {
             Some(conn) if conn.epoch == epoch => {}
             older => {
                 took_over = older.as_ref().is_some_and(|conn| conn.open);
+                if took_over {
+                    self.end(c, now);
+                }
                 self.conns[c] = Some(Conn {
                     epoch,
                     open: true,
@@ -305,6 +365,21 @@ impl Broker {
                     return Err(format!("W1: {id} connected as {:?}", connect.client_id));
                 }
                 wire.connected = true;
+                wire.session_expiry = connect.session_expiry;
+                // A session kept and not expired is resumed, unless the broker forgot it (it
+                // restarted without persistence while the client was away): one time in four.
+                let kept = self.kept[c].take().filter(|k| k.expires > now);
+                let resumed = match kept {
+                    Some(kept) if !connect.clean_start => {
+                        let forgot = self.rng.next_u64() & 3 == 0;
+                        if forgot {
+                            handled.log.push_str(" (the broker forgot its session)");
+                        }
+                        (!forgot).then_some(kept)
+                    }
+                    _ => None,
+                };
+                wire.resumed = resumed.is_some();
                 let extras = self.rng.next_u64();
                 // Now and then the broker imposes a keep-alive of its own (Server Keep Alive).
                 let server_keep_alive = (extras & 16 != 0).then_some(2);
@@ -314,8 +389,32 @@ impl Broker {
                 wire.client_max_packet = connect
                     .maximum_packet_size
                     .map_or(usize::MAX, |m| m as usize);
-                let connack = codec::connack(self.receive_maximum, server_keep_alive, extras);
-                handled.reply = Some(write(wire, connack));
+                let connack = codec::connack(
+                    wire.resumed,
+                    self.receive_maximum,
+                    server_keep_alive,
+                    extras,
+                );
+                let mut reply = BytesMut::from(&write(wire, connack)[..]);
+                if let Some(kept) = resumed {
+                    // The session goes on: its subscriptions, then what the client has not
+                    // acknowledged, re-sent with DUP and its packet id, then what came meanwhile.
+                    conn.subs = kept.subs;
+                    handled.log.push_str(" (session resumed)");
+                    let resends = kept.unacked.into_iter().map(|(p, m)| (Some(p), m));
+                    let queued = kept.queued.into_iter().map(|m| (None, m));
+                    for (resend, m) in resends.chain(queued) {
+                        let r = self.rng.next_u64();
+                        if let Some((bytes, packet_id)) = send(wire, id, &m, resend, r)? {
+                            let what = if resend.is_some() { " DUP" } else { "" };
+                            handled.log.push_str(&format!(
+                                "\n  broker → {id}: PUBLISH p{packet_id}{what} (session)"
+                            ));
+                            reply.extend_from_slice(&bytes);
+                        }
+                    }
+                }
+                handled.reply = Some(reply.freeze());
             }
             Packet::Publish {
                 packet_id,
@@ -323,14 +422,15 @@ impl Broker {
                 retain,
                 message,
             } => {
+                // DUP marks a re-send, which MQTT allows only on a resumed session.
                 if message.topic != store::REQUEST_TOPIC
                     || message.qos != QoS::AtLeastOnce
-                    || dup
+                    || (dup && !wire.resumed)
                     || retain
                 {
                     return Err(format!(
-                        "W1: {id} published to {:?} with {:?}, DUP {dup}, RETAIN {retain}: not a request",
-                        message.topic, message.qos
+                        "W1: {id} published to {:?} with {:?}, DUP {dup} (session resumed: {}), RETAIN {retain}: not a request",
+                        message.topic, message.qos, wire.resumed
                     ));
                 }
                 take_packet_id(wire, id, packet_id)?;
@@ -361,11 +461,12 @@ impl Broker {
                 handled.request = Some((message, reply));
             }
             Packet::PubAck { packet_id, .. } => {
-                if !wire.ours.remove(&packet_id) {
+                let Some(at) = wire.ours.iter().position(|(p, _)| *p == packet_id) else {
                     return Err(format!(
                         "W1: {id} acknowledged p{packet_id}, which is not in flight"
                     ));
-                }
+                };
+                wire.ours.remove(at);
             }
             Packet::Subscribe { packet_id, filters } => {
                 take_packet_id(wire, id, packet_id)?;
@@ -377,11 +478,10 @@ impl Broker {
                 }
             }
             Packet::PingReq => handled.reply = Some(write(wire, codec::pingresp())),
-            Packet::Disconnect { .. } => {
-                conn.open = false;
-                conn.subs.clear();
-                handled.closed = true;
-            }
+            Packet::Disconnect { .. } => handled.closed = true,
+        }
+        if handled.closed {
+            self.end(c, now);
         }
         Ok(Some(handled))
     }
@@ -411,37 +511,49 @@ impl Broker {
         else {
             return Ok(None);
         };
-        if wire.ours.len() >= wire.client_receive_maximum {
-            return Err(format!(
-                "W1: {} leaves {} PUBLISHes of the broker unacknowledged",
-                self.ids[c],
-                wire.ours.len()
-            ));
-        }
         let r = self.rng.next_u64();
-        let mut packet_id = 0;
-        if m.qos == QoS::AtLeastOnce {
-            // Any free identifier will do: half the time the next one, else one at random.
-            packet_id = if r & 1 == 0 {
-                wire.next_id
-            } else {
-                1 + ((r >> 1) % 65_535) as u16
-            };
-            while wire.ours.contains(&packet_id) {
-                packet_id = packet_id.checked_add(1).unwrap_or(1);
-            }
-        }
-        let bytes = codec::publish(packet_id, m, r >> 17);
-        if bytes.len() > wire.client_max_packet {
-            // MQTT: a message too large for the client is discarded as if delivered.
-            return Ok(None);
-        }
-        if packet_id != 0 {
-            wire.next_id = packet_id.checked_add(1).unwrap_or(1);
-            wire.ours.insert(packet_id);
-        }
-        Ok(Some((write(wire, bytes), packet_id)))
+        send(wire, &self.ids[c], m, None, r)
     }
+}
+
+/// Our PUBLISH of `m` on `wire` (with its packet id, 0 for QoS 0): a new one, or the re-send
+/// (DUP) of packet `resend` of the session; `None` when it is too large for the client. `r`
+/// picks the packet id and the order of the properties.
+fn send(
+    wire: &mut Wire,
+    id: &str,
+    m: &Message,
+    resend: Option<u16>,
+    r: u64,
+) -> Result<Option<(Bytes, u16)>, String> {
+    if wire.ours.len() >= wire.client_receive_maximum {
+        return Err(format!(
+            "W1: {id} leaves {} PUBLISHes of the broker unacknowledged",
+            wire.ours.len()
+        ));
+    }
+    let mut packet_id = resend.unwrap_or(0);
+    if resend.is_none() && m.qos == QoS::AtLeastOnce {
+        // Any free identifier will do: half the time the next one, else one at random.
+        packet_id = if r & 1 == 0 {
+            wire.next_id
+        } else {
+            1 + ((r >> 1) % 65_535) as u16
+        };
+        while wire.ours.iter().any(|(p, _)| *p == packet_id) {
+            packet_id = packet_id.checked_add(1).unwrap_or(1);
+        }
+        wire.next_id = packet_id.checked_add(1).unwrap_or(1);
+    }
+    let bytes = codec::publish(packet_id, m, resend.is_some(), r >> 17);
+    if bytes.len() > wire.client_max_packet {
+        // MQTT: a message too large for the client is discarded as if delivered.
+        return Ok(None);
+    }
+    if packet_id != 0 {
+        wire.ours.push((packet_id, m.clone()));
+    }
+    Ok(Some((write(wire, bytes), packet_id)))
 }
 
 /// A PUBACK for the client's `packet_id`, in one of its encodings; the client may reuse the

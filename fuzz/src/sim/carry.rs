@@ -51,7 +51,7 @@ impl World<'_> {
             Mode::Messages => {
                 let store_now = self.store_now();
                 let client = &mut self.clients[c];
-                self.broker.close(c, client.epoch);
+                self.broker.close(c, client.epoch, self.t_ns);
                 client.connected = false;
                 client.epoch += 1;
                 client.link.down(now);
@@ -82,7 +82,7 @@ impl World<'_> {
                 Mode::Messages => {
                     let store_now = self.store_now();
                     self.store.handle_client_disconnected(store_now, &client.id);
-                    self.broker.close(c, client.epoch);
+                    self.broker.close(c, client.epoch, self.t_ns);
                 }
                 Mode::Bytes if !self.net.is_cut(conn) => {
                     let half = self.net.max_delay_ns / 2;
@@ -179,8 +179,8 @@ impl World<'_> {
     }
 
     /// Byte mode: what client `c` wrote goes to the broker. A chunk with requests takes a fate
-    /// byte: delivered after a delay, the connection cut (drop), or a reply lost; duplicates
-    /// are not allowed here (MQTT resends only on a resumed session, and the broker resumes none).
+    /// byte: delivered after a delay, the connection cut (drop), or a reply lost; no duplicate
+    /// (the client's own session re-sends, with DUP, only on a resumed session).
     fn send_bytes(&mut self, c: usize, bytes: Bytes) -> Check {
         let id = &self.clients[c].id;
         let messages =
@@ -193,7 +193,10 @@ impl World<'_> {
             self.log("  (no transport: lost)".into());
             return Ok(());
         }
-        for msg in &messages {
+        for (dup, msg) in &messages {
+            if *dup {
+                self.check_resend_awaited(c, msg)?;
+            }
             self.check_fenced_write_leaves(c, msg)?;
         }
         if self.net.is_cut(conn) {
@@ -265,10 +268,9 @@ impl World<'_> {
     fn on_session_event(&mut self, c: usize, e: connection::Event) -> Check {
         let id = &self.clients[c].id;
         match e {
-            connection::Event::Connected {
-                session_present: false,
-            } => {
-                self.log(format!("{id} session connected"));
+            connection::Event::Connected { session_present } => {
+                let how = if session_present { "resumed" } else { "new" };
+                self.log(format!("{id} session connected ({how})"));
                 Ok(())
             }
             connection::Event::PublishRefused(e) => {
@@ -301,6 +303,10 @@ impl World<'_> {
     fn route(&mut self, msg: &Message) -> Check {
         for c in 0..self.clients.len() {
             if !self.broker.subscribed(c, &msg.topic) {
+                if self.broker.queue_for_session(c, msg, self.t_ns) {
+                    let line = format!("  broker: queued in the session of {}", self.clients[c].id);
+                    self.log(line);
+                }
                 continue;
             }
             match self.mode {
@@ -441,7 +447,7 @@ impl World<'_> {
                     self.drain(c)?;
                 }
             }
-            Carried::ToBroker(chunk) => match self.broker.receive(c, epoch, &chunk)? {
+            Carried::ToBroker(chunk) => match self.broker.receive(self.t_ns, c, epoch, &chunk)? {
                 Received::Stale => {
                     let line = format!(
                         "broker: bytes of an old connection of {} ignored",
@@ -468,7 +474,7 @@ impl World<'_> {
                 }
             }
             Carried::Closed => {
-                if self.broker.close(c, epoch) {
+                if self.broker.close(c, epoch, self.t_ns) {
                     let line = format!("broker: the connection of {} closed", self.clients[c].id);
                     self.log(line);
                     self.store_disconnected(c)?;

@@ -209,6 +209,26 @@ impl World<'_> {
         Ok(())
     }
 
+    /// S7 (byte mode): a request client `c` re-sends (DUP, on a resumed session) leaves only while
+    /// its engine still waits for its answer: the engine gives up every request in flight when
+    /// its connection ends, and a copy reaching the store then could only do harm (checked as its
+    /// bytes are written).
+    pub(super) fn check_resend_awaited(&self, c: usize, msg: &Message) -> Check {
+        let client = &self.clients[c];
+        let awaited = msg
+            .correlation_data
+            .as_ref()
+            .is_some_and(|cd| client.link.engine().awaits(cd));
+        if !awaited {
+            return Err(format!(
+                "S7: {} re-sends (DUP) {}, which its engine gave up",
+                client.id,
+                describe(msg)
+            ));
+        }
+        Ok(())
+    }
+
     /// The invariants that hold at every instant: S1, S4 and L3.
     pub(super) fn check(&mut self) -> Check {
         self.check_handoff()?;

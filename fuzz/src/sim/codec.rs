@@ -19,6 +19,8 @@ pub(crate) type Bad = String;
 pub(crate) struct Connect {
     pub client_id: String,
     pub clean_start: bool,
+    /// Session Expiry Interval, in seconds (0 when absent: the session ends with the connection).
+    pub session_expiry: u32,
     /// Keep Alive, in seconds (0: off).
     pub keep_alive: u16,
     /// The client's Receive Maximum (65 535 when absent).
@@ -71,14 +73,15 @@ pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, Bad> {
     Err("remaining length longer than 4 bytes".into())
 }
 
-/// The messages of the PUBLISH packets in `buf`, which must hold whole packets.
-pub(crate) fn published(mut buf: &[u8]) -> Result<Vec<Message>, Bad> {
+/// The messages of the PUBLISH packets in `buf`, which must hold whole packets, each with its
+/// DUP flag (a re-send).
+pub(crate) fn published(mut buf: &[u8]) -> Result<Vec<(bool, Message)>, Bad> {
     let mut messages = Vec::new();
     while !buf.is_empty() {
         let len = frame_len(buf)?.ok_or("a buffer ends inside a packet")?;
         if buf[0] >> 4 == 3 {
-            if let Packet::Publish { message, .. } = decode(&buf[..len])? {
-                messages.push(message);
+            if let Packet::Publish { dup, message, .. } = decode(&buf[..len])? {
+                messages.push((dup, message));
             }
         }
         buf = &buf[len..];
@@ -297,6 +300,7 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, Bad> {
     let mut c = Connect {
         client_id: String::new(),
         clean_start: flags & 0x02 != 0,
+        session_expiry: 0,
         keep_alive: r.u16()?,
         receive_maximum: u16::MAX,
         maximum_packet_size: None,
@@ -304,9 +308,7 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, Bad> {
     let (mut method, mut data) = (false, false);
     properties(r, "CONNECT", |id, p| {
         match id {
-            0x11 => {
-                p.u32()?;
-            }
+            0x11 => c.session_expiry = p.u32()?,
             0x21 => {
                 c.receive_maximum = p.u16()?;
                 if c.receive_maximum == 0 {
@@ -564,9 +566,10 @@ fn put_properties(out: &mut BytesMut, props: &[u8]) {
     out.put_slice(props);
 }
 
-/// A successful CONNACK without a session, with a Receive Maximum and a Server Keep Alive if
-/// given; `extras` picks other optional properties (each allowed and harmless).
+/// A successful CONNACK, with Session Present as given, a Receive Maximum and a Server Keep
+/// Alive if given; `extras` picks other optional properties (each allowed and harmless).
 pub(crate) fn connack(
+    session_present: bool,
     receive_maximum: Option<u16>,
     server_keep_alive: Option<u16>,
     extras: u64,
@@ -595,7 +598,7 @@ pub(crate) fn connack(
         put_str(&mut props, b"simulated");
     }
     let mut body = BytesMut::new();
-    body.put_slice(&[0, 0]); // session present 0, success
+    body.put_slice(&[u8::from(session_present), 0]); // success
     put_properties(&mut body, &props);
     packet(0x20, &body)
 }
@@ -626,10 +629,11 @@ pub(crate) fn pingresp() -> Bytes {
     packet(0xd0, &[])
 }
 
-/// The PUBLISH of `m` to a subscriber (QoS 1, DUP 0, RETAIN 0). `order` shuffles where the
+/// The PUBLISH of `m` to a subscriber (RETAIN 0; DUP as given: a QoS 1 re-delivery on a resumed
+/// session). `order` shuffles where the
 /// properties other than user properties go among the user properties (whose order is kept, as
 /// MQTT requires).
-pub(crate) fn publish(packet_id: u16, m: &Message, order: u64) -> Bytes {
+pub(crate) fn publish(packet_id: u16, m: &Message, dup: bool, order: u64) -> Bytes {
     let mut fixed: Vec<BytesMut> = Vec::new();
     let mut prop = |id: u8, write: &dyn Fn(&mut BytesMut)| {
         let mut p = BytesMut::new();
@@ -676,7 +680,11 @@ pub(crate) fn publish(packet_id: u16, m: &Message, order: u64) -> Bytes {
         QoS::AtMostOnce => 0x30,
         QoS::AtLeastOnce => {
             body.put_u16(packet_id);
-            0x32
+            if dup {
+                0x3a
+            } else {
+                0x32
+            }
         }
     };
     put_properties(&mut body, &props);
@@ -706,9 +714,14 @@ pub(crate) fn matches(filter: &str, topic: &str) -> bool {
 pub(crate) fn describe(p: &Packet) -> String {
     match p {
         Packet::Connect(c) => format!(
-            "CONNECT {} clean start {} keep alive {} s",
-            c.client_id, c.clean_start, c.keep_alive
+            "CONNECT {} clean start {} session expiry {} s keep alive {} s",
+            c.client_id, c.clean_start, c.session_expiry, c.keep_alive
         ),
+        Packet::Publish {
+            packet_id,
+            dup: true,
+            ..
+        } => format!("PUBLISH p{packet_id} DUP"),
         Packet::Publish { packet_id, .. } => format!("PUBLISH p{packet_id}"),
         Packet::PubAck {
             packet_id,
@@ -741,14 +754,16 @@ mod tests {
             ..Message::default()
         };
         for order in 0..64 {
-            let bytes = publish(5, &m, order);
+            let resent = order % 2 == 1;
+            let bytes = publish(5, &m, resent, order);
             assert_eq!(frame_len(&bytes), Ok(Some(bytes.len())));
             match decode(&bytes) {
                 Ok(Packet::Publish {
                     packet_id: 5,
+                    dup,
                     message,
                     ..
-                }) => assert_eq!(message, m),
+                }) => assert_eq!((dup, message), (resent, m.clone())),
                 other => panic!("{other:?}"),
             }
         }

@@ -48,11 +48,10 @@
 //!   action or the healing reconnects it), makes the broker lose the reply of the chunk's first
 //!   request (the store applies it, the response goes nowhere) or have the service answer it
 //!   503, applied or not (as in message mode), or (broker to client only) sends a second copy
-//!   of the message later, as a new PUBLISH: the only duplicate MQTT allows here, the store's
-//!   own QoS 1 session sending it again. Either way, a fate byte may also **stall** the chunk or
+//!   of the message later, as a new PUBLISH (the store's own QoS 1 session sending it again).
+//!   Either way, a fate byte may also **stall** the chunk or
 //!   the message 150 ms to two leases, beyond the safety margin, and with it everything after it
-//!   on the connection that way (a broker or a route that stops for a while). Nothing else is
-//!   duplicated: with no session resumed, a client never resends a request. The disconnect action is a DISCONNECT followed by
+//!   on the connection that way (a broker or a route that stops for a while). The disconnect action is a DISCONNECT followed by
 //!   closing the transport; a crash closes the transport after what was written (the process
 //!   dies, its kernel sends the rest and FIN); a new connection with the client id takes over an
 //!   older one still open at the broker. Byte mode also draws the broker's Receive Maximum
@@ -62,6 +61,19 @@
 //!   encoding of each PUBACK, whether it goes before or after the store's answer, the broker's
 //!   packet identifiers, the order of the properties of each PUBLISH (user properties keep
 //!   theirs), and whether bytes due together on a connection are read in one go.
+//!
+//! Byte mode also resumes **MQTT sessions**. The broker keeps a client's session when its
+//! connection ends if the CONNECT asked for it (a Session Expiry above 0; the crate's session asks
+//! for an hour, and after its first connection sends Clean Start 0): its subscriptions, the
+//! PUBLISHes the client had not acknowledged, and the QoS 1 messages of its subscriptions that
+//! come while it has no connection. A CONNECT with Clean Start 0 resumes it (CONNACK Session
+//! Present 1; the subscriptions hold again), and the broker re-sends what was unacknowledged, with
+//! DUP and the same packet ids, then what was queued; one time in four, drawn from a generator
+//! seeded by the input, the broker has forgotten the session (it restarted without persistence
+//! while the client was away) and answers Session Present 0. The client may then re-send its own
+//! unacknowledged requests with DUP: MQTT asks it to, and the crate's connection, whose engine
+//! gives up every request in flight when a connection ends, must not (caught otherwise by the
+//! canary `canary-resend`, as S7). A crashed client restarts with Clean Start 1 and a new session.
 //!
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
@@ -83,9 +95,9 @@
 //! responses and notifications may come at any delay. A request whose copy arrived after the
 //! client had already seen the answer to the original could replay a VDEL onto a later lease of
 //! the same holder value: that is a limit of the protocol (holder values are reused), not of the
-//! engine. Byte mode models clean sessions only: every CONNACK says no session is present, so the
-//! session's resending of unacknowledged publishes (DUP) is not exercised, and in-flight requests
-//! die with their connection. The broker takes QoS 1 requests only, and no UNSUBSCRIBE, AUTH, will,
+//! engine. In byte mode a DISCONNECT's Session Expiry is not read (the crate sends none), and the store's
+//! notification registrations end with the connection even when the session goes on (the engine
+//! registers again on every connection). The broker takes QoS 1 requests only, and no UNSUBSCRIBE, AUTH, will,
 //! topic alias or shared subscription (the client uses none; a Subscription Identifier would be
 //! read but not sent back); it never refuses a publish or a subscription (no PUBACK 0x10 or 0x87, no
 //! SUBACK failure) and never disconnects a client itself: not even one whose host is suspended
@@ -111,23 +123,28 @@
 //!   written: in message mode when the engine hands it out, in byte mode when its bytes are
 //!   written to the transport (a write the engine gave up, or whose lease ended while it waited
 //!   in the MQTT session's queue, must not go). The fence on the store only refuses a stale
-//!   write once a newer holder has raised it; S7 asks the engine not to send one at all.
+//!   write once a newer holder has raised it; S7 asks the engine not to send one at all. In
+//!   byte mode, likewise, a request re-sent with DUP on a resumed session leaves only while the
+//!   engine still waits for its answer.
 //!
 //! Byte mode checks the wire as well (the broker checks the client, the world checks what the
 //! session reports of the broker):
 //!
 //! - **W1** every packet a client writes is well-formed MQTT v5 and in protocol order: every
 //!   buffer of `poll_transmit` holds whole packets; CONNECT first and once, with the client's id;
-//!   requests are QoS 1 PUBLISHes to the request topic, neither DUP nor retained; a packet
-//!   identifier is reused only after the client has read the acknowledgement that freed it (the
-//!   session numbers its packets in turn, so runs of this length never reuse one); a PUBACK
+//!   requests are QoS 1 PUBLISHes to the request topic, not retained, and DUP (a re-send) only on
+//!   a resumed session; a packet identifier is reused on a connection only after the client has
+//!   read the acknowledgement that freed it (the session numbers its packets in turn, so runs of
+//!   this length never reuse one; a new connection starts afresh: the broker keeps no state for a
+//!   QoS 1 PUBLISH of the client, so the packet ids of the old session are free); a PUBACK
 //!   answers a PUBLISH of the broker in flight; nothing follows DISCONNECT;
 //! - **W2** a client never has more QoS 1 PUBLISHes unacknowledged than the broker's Receive
 //!   Maximum (counted from what the client had read when it wrote each one);
 //! - **W3** a client writes a packet at least every 1.5 × its keep-alive while its host is awake,
 //!   as MQTT requires;
 //! - **W4** the session accepts everything the broker sends (it never reports a malformed packet,
-//!   a protocol violation, a refused connection, a resumed session or an authentication event).
+//!   a protocol violation, a refused connection or an authentication event; it reports the
+//!   sessions the broker resumes).
 //!
 //! When the input ends, faults stop and the network heals: every client reconnects, holds are
 //! closed, edits that wait for the user are completed, and the simulation runs to quiescence
