@@ -368,15 +368,23 @@ impl Connection {
     /// Takes back, before an acknowledgement can let them out, the requests waiting unsent in
     /// the session that the engine has given up (cancelled, their operation ended): none of
     /// them may reach the store.
+    ///
+    /// Looked at from the head of the queue until as many wanted ones as could leave at once
+    /// are found: what lies behind them cannot go out before the next read.
     fn withdraw_abandoned(&mut self) {
-        let abandoned: Vec<mqtt::PublishId> = self
-            .mqtt
-            .next_unsent()
-            .filter(|id| {
-                let at = self.requests.binary_search_by_key(id, |(p, _)| *p);
-                at.is_ok_and(|at| !self.client.awaits(&self.requests[at].1))
-            })
-            .collect();
+        let room = self.mqtt.in_flight_limit();
+        let mut wanted = 0;
+        let mut abandoned = Vec::new();
+        for id in self.mqtt.unsent() {
+            if wanted == room {
+                break;
+            }
+            let at = self.requests.binary_search_by_key(&id, |(p, _)| *p);
+            match at {
+                Ok(at) if !self.client.awaits(&self.requests[at].1) => abandoned.push(id),
+                _ => wanted += 1,
+            }
+        }
         for id in abandoned {
             self.mqtt.withdraw(id);
         }

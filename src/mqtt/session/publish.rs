@@ -218,14 +218,18 @@ impl Session {
         id
     }
 
-    /// The QoS 1 publishes that the next acknowledgements could let out first: those waiting,
-    /// never sent yet, within the in-flight window's size from the head of the queue.
-    pub fn next_unsent(&self) -> impl Iterator<Item = PublishId> + '_ {
+    /// The QoS 1 publishes waiting, never sent yet, in the order they will go out.
+    pub fn unsent(&self) -> impl Iterator<Item = PublishId> + '_ {
         self.waiting
             .iter()
-            .take(self.inflight_limit())
             .filter(|w| w.packet_id.is_none())
             .map(|w| w.id)
+    }
+
+    /// How many QoS 1 publishes may await their PUBACK at once: the smaller of
+    /// [`Options::max_inflight`] and the server's Receive Maximum.
+    pub fn in_flight_limit(&self) -> usize {
+        self.inflight_limit()
     }
 
     /// Drops the QoS 1 publish `id` if it waits, never sent, with [`Event::PublishDropped`]:
