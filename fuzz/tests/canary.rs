@@ -12,18 +12,21 @@
 //! - `canary-5xx` (a write answered 503 taken as a definite failure) in each mode, where the
 //!   service answers 503 to a request the store may or may not have applied;
 //! - `canary-handoff` (a waiter ignores the DELETE that overtook its refused SET's reply) in
-//!   message mode, where messages are reordered, by the handoff bound L3.
+//!   message mode, where messages are reordered, by the handoff bound L3;
+//! - `canary-delete-absent` (a delete edit of a key read absent reports `Deleted` and leaves the
+//!   fence's placeholder) in each mode, where edits end with `Delete` or `Abort` too, by S4.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
-//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx` and
-//! `canary-handoff`.
+//! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
+//! `canary-handoff` and `canary-delete-absent`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
     feature = "canary-pause",
     feature = "canary-stall",
     feature = "canary-5xx",
-    feature = "canary-handoff"
+    feature = "canary-handoff",
+    feature = "canary-delete-absent"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -126,4 +129,18 @@ fn simulator_finds_unavailable_taken_as_not_applied_in_byte_mode() {
 #[test]
 fn simulator_finds_a_waiter_that_sleeps_through_the_handoff() {
     finds_the_planted_bug(Mode::Messages, &["L3"]);
+}
+
+/// A delete edit that takes a key read absent as deleted already reports `Deleted` while the
+/// store carried out no delete: S4 counts the deletes as it counts the sets.
+#[cfg(feature = "canary-delete-absent")]
+#[test]
+fn simulator_finds_a_delete_reported_but_not_done() {
+    finds_the_planted_bug(Mode::Messages, &["S4"]);
+}
+
+#[cfg(feature = "canary-delete-absent")]
+#[test]
+fn simulator_finds_a_delete_reported_but_not_done_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S4"]);
 }
