@@ -14,11 +14,13 @@
 //! - `canary-handoff` (a waiter ignores the DELETE that overtook its refused SET's reply) in
 //!   message mode, where messages are reordered, by the handoff bound L3;
 //! - `canary-resend` (a connection keeps the requests in flight when it ends) in byte mode, where
-//!   the broker resumes sessions: the client re-sends with DUP requests the engine gave up.
+//!   the broker resumes sessions: the client re-sends with DUP requests the engine gave up;
+//! - `canary-delete-absent` (a delete edit of a key read absent reports `Deleted` and leaves the
+//!   fence's placeholder) in each mode, where edits end with `Delete` or `Abort` too, by S4.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
 //! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
-//! `canary-handoff` and `canary-resend`.
+//! `canary-handoff`, `canary-resend` and `canary-delete-absent`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
@@ -26,7 +28,8 @@
     feature = "canary-stall",
     feature = "canary-5xx",
     feature = "canary-handoff",
-    feature = "canary-resend"
+    feature = "canary-resend",
+    feature = "canary-delete-absent"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -138,4 +141,18 @@ fn simulator_finds_a_waiter_that_sleeps_through_the_handoff() {
 #[test]
 fn simulator_finds_requests_resent_after_the_engine_gave_up() {
     finds_the_planted_bug(Mode::Bytes, &["S7", "S4", "S1"]);
+}
+
+/// A delete edit that takes a key read absent as deleted already reports `Deleted` while the
+/// store carried out no delete: S4 counts the deletes as it counts the sets.
+#[cfg(feature = "canary-delete-absent")]
+#[test]
+fn simulator_finds_a_delete_reported_but_not_done() {
+    finds_the_planted_bug(Mode::Messages, &["S4"]);
+}
+
+#[cfg(feature = "canary-delete-absent")]
+#[test]
+fn simulator_finds_a_delete_reported_but_not_done_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S4"]);
 }

@@ -314,6 +314,13 @@ impl Client {
         };
         if action == EditAction::Abort && !placeholder {
             self.finish_edit(now, op, Ok(EditOutcome::Unchanged));
+        } else if cfg!(feature = "canary-delete-absent")
+            && action == EditAction::Delete
+            && placeholder
+        {
+            // `canary-delete-absent` plants a bug for the simulator: a key read absent is taken
+            // as deleted already, and the fence's placeholder stays.
+            self.finish_edit(now, op, Ok(EditOutcome::Deleted));
         } else if !self.is_held(now, lock) {
             self.finish_edit(now, op, Err(OpError::LeaseLapsed));
         } else {

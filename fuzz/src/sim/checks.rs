@@ -2,6 +2,8 @@
 //! request is written), and what they keep track of: every operation of every client, the tokens
 //! announced, the writes accepted.
 
+use leasedlock::bytes::Bytes;
+use leasedlock::emulator::RequestRecord;
 use leasedlock::lock::{EditOutcome, Event, LockId, OpError, ABSENT_PLACEHOLDER};
 use leasedlock::{store, FencingToken, Message};
 
@@ -25,10 +27,30 @@ pub(crate) struct Track {
     pub kind: OpKind,
     pub lock: usize,
     pub ended: bool,
-    /// An edit whose write the user asked for (it may be on the wire).
-    pub writing: bool,
+    /// An edit whose write the user asked for (it may be on the wire), and which.
+    pub writing: Option<Write>,
     /// A keep that reported its loss: it must end, never win the lock again.
     pub lost: bool,
+}
+
+/// The write an edit's user asked for: `Set(n + 1)`, or `Delete` (an `Abort` of an edit that read
+/// the key absent deletes the fence's placeholder: it is counted as a delete that may happen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    Set,
+    Delete,
+}
+
+/// What the edits reported of one kind of write to one counter (S4).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tally {
+    /// Reported done (`Written`, `Deleted`).
+    pub ok: u64,
+    /// Reported `Indeterminate`, lost in a crash while in flight, or an abort's delete of its
+    /// placeholder (which `Unchanged` does not promise).
+    pub indeterminate: u64,
+    /// Carried out by the store (a copy of the previous write to the key not counted).
+    pub applied: u64,
 }
 
 /// What the invariants remember, per lock.
@@ -37,8 +59,18 @@ pub(crate) struct Invariants {
     max_write_token: Vec<Option<FencingToken>>,
     /// The newest token of an edit that has shown a user the counter's value (S6).
     max_seen_token: Vec<Option<FencingToken>>,
-    pub edits_ok: Vec<u64>,
-    pub edits_indeterminate: Vec<u64>,
+    pub sets: Vec<Tally>,
+    pub deletes: Vec<Tally>,
+    /// The `Set`s the store carried out since it last carried out a `Delete` of the counter: what
+    /// the counter must hold, every edit adding one to the value it read.
+    since_delete: Vec<u64>,
+    /// The last write the store carried out on each counter, and its token: a copy of it (a
+    /// duplicated request, a re-sent attempt) changes nothing and counts once.
+    last_write: Vec<Option<(store::Command, Option<FencingToken>)>>,
+    /// The newest token of a fence a delete of the counter removed (the store keeps a fence
+    /// only with its key): a write with an older token that lands on the deleted key is a stale
+    /// holder's, which the protocol no longer refuses (PROTOCOL.md §5).
+    removed_fence: Vec<Option<FencingToken>>,
     pub acquisitions: u64,
 }
 
@@ -48,11 +80,46 @@ impl Invariants {
             last_token: vec![None; LOCK_NAMES.len()],
             max_write_token: vec![None; LOCK_NAMES.len()],
             max_seen_token: vec![None; LOCK_NAMES.len()],
-            edits_ok: vec![0; LOCK_NAMES.len()],
-            edits_indeterminate: vec![0; LOCK_NAMES.len()],
+            sets: vec![Tally::default(); LOCK_NAMES.len()],
+            deletes: vec![Tally::default(); LOCK_NAMES.len()],
+            since_delete: vec![0; LOCK_NAMES.len()],
+            last_write: vec![None; LOCK_NAMES.len()],
+            removed_fence: vec![None; LOCK_NAMES.len()],
             acquisitions: 0,
         }
     }
+}
+
+impl Invariants {
+    pub(crate) fn tally(&mut self, li: usize, write: Write) -> &mut Tally {
+        match write {
+            Write::Set => &mut self.sets[li],
+            Write::Delete => &mut self.deletes[li],
+        }
+    }
+}
+
+/// A DEL the store carried out: the key is absent after it (deleting an absent key changes
+/// nothing but is done all the same).
+fn deleted(r: &RequestRecord) -> bool {
+    matches!(r.command, Some(store::Command::Del { .. }))
+        && matches!(r.reply, Some(store::StoreReply::Integer(n)) if n >= 0)
+}
+
+/// What a counter's bytes stand for: a number, or 0 for an edit's fence on an absent counter.
+fn counter_value(v: &Bytes) -> Result<u64, String> {
+    if v == ABSENT_PLACEHOLDER {
+        return Ok(0);
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| format!("S4: the counter holds {v:?}"))
+}
+
+/// An edit's fence: the value it read written back with its token, only if it is still there.
+fn is_fence(options: &store::SetOptions) -> bool {
+    options.condition == store::SetCondition::NotExistsOrEqual
 }
 
 impl World<'_> {
@@ -84,6 +151,9 @@ impl World<'_> {
             }
             Event::EditRequested { op, lock, current } => {
                 // S6: from now on the value this user sees must stay until its edit writes.
+                // What the store did before is taken into account first (a delete then removed
+                // an older edit's claim, not this one's).
+                self.check_store_records()?;
                 let li = lock_index(lock, &self.clients[c]);
                 let now = self.client_now(c);
                 let token = self.clients[c].link.engine().token(now, *lock).cloned();
@@ -102,12 +172,17 @@ impl World<'_> {
                 self.clients[c].awaiting_edits.push((*op, current));
             }
             Event::EditDone {
-                lock,
-                outcome: EditOutcome::Written,
-                ..
+                lock, outcome, op, ..
             } => {
                 let li = lock_index(lock, &self.clients[c]);
-                self.inv.edits_ok[li] += 1;
+                let write = self.clients[c].ops.get(op).and_then(|t| t.writing);
+                match (outcome, write) {
+                    (EditOutcome::Written, _) => self.inv.sets[li].ok += 1,
+                    (EditOutcome::Deleted, _) => self.inv.deletes[li].ok += 1,
+                    // An abort: the delete of its placeholder, if there was one, is not promised.
+                    (_, Some(write)) => self.inv.tally(li, write).indeterminate += 1,
+                    _ => {}
+                }
             }
             Event::Failed {
                 lock,
@@ -115,12 +190,8 @@ impl World<'_> {
                 op,
             } => {
                 let li = lock_index(lock, &self.clients[c]);
-                if self.clients[c]
-                    .ops
-                    .get(op)
-                    .is_some_and(|t| t.kind == OpKind::Edit)
-                {
-                    self.inv.edits_indeterminate[li] += 1;
+                if let Some(write) = self.clients[c].ops.get(op).and_then(|t| t.writing) {
+                    self.inv.tally(li, write).indeterminate += 1;
                 }
             }
             _ => {}
@@ -175,7 +246,7 @@ impl World<'_> {
         };
         if final_event {
             t.ended = true;
-            t.writing = false;
+            t.writing = None;
             let awaiting = &mut self.clients[c].awaiting_edits;
             awaiting.retain(|(o, _)| *o != op);
         }
@@ -229,6 +300,100 @@ impl World<'_> {
         Ok(())
     }
 
+    /// S4 and S6 for one write to counter `li` the store applied: it carries a fencing token, not
+    /// below the key's nor the last one accepted, nor below that of an edit that showed its user
+    /// the value.
+    fn check_fenced_write(&mut self, li: usize, r: &RequestRecord) -> Check {
+        let Some(ft) = &r.fencing_token else {
+            return Err(format!(
+                "S4: the store accepted a write to {} without a fencing token",
+                COUNTER_KEYS[li]
+            ));
+        };
+        for floor in [&r.stored_token, &self.inv.max_write_token[li]]
+            .into_iter()
+            .flatten()
+        {
+            if ft < floor {
+                return Err(format!(
+                    "S4: the store accepted a write to {} with token {ft} below {floor}",
+                    COUNTER_KEYS[li]
+                ));
+            }
+        }
+        if let Some(seen) = self.inv.max_seen_token[li].as_ref().filter(|s| ft < *s) {
+            return Err(format!(
+                "S6: the store accepted a write to {} with token {ft} after an edit with \
+                 token {seen} showed its user the value",
+                COUNTER_KEYS[li]
+            ));
+        }
+        self.inv.max_write_token[li] = Some(ft.clone());
+        Ok(())
+    }
+
+    /// S4's and S6's bookkeeping of one write to counter `li` the store carried out.
+    fn record_counter_write(
+        &mut self,
+        li: usize,
+        r: &RequestRecord,
+        command: &store::Command,
+    ) -> Check {
+        let inv = &mut self.inv;
+        let stale_on_deleted_key = r.stored_token.is_none()
+            && r.fencing_token.is_some()
+            && r.fencing_token.as_ref() < inv.removed_fence[li].as_ref();
+        if r.applied {
+            self.check_fenced_write(li, r)?;
+        }
+        let inv = &mut self.inv;
+        let write = (command.clone(), r.fencing_token.clone());
+        let copy = inv.last_write[li].as_ref() == Some(&write);
+        inv.last_write[li] = Some(write);
+        match command {
+            store::Command::Set { value, options, .. } => {
+                if stale_on_deleted_key {
+                    // The documented hole: the counter now holds what the stale holder computed.
+                    inv.since_delete[li] = counter_value(value)?;
+                } else if !is_fence(options) && !copy {
+                    inv.since_delete[li] += 1;
+                }
+                if !is_fence(options) && !copy {
+                    inv.sets[li].applied += 1;
+                }
+            }
+            store::Command::Del { .. } if !copy => {
+                inv.deletes[li].applied += 1;
+                inv.since_delete[li] = 0;
+                if r.applied {
+                    let removed = inv.max_write_token[li].take().max(r.fencing_token.clone());
+                    if removed > inv.removed_fence[li] {
+                        inv.removed_fence[li] = removed;
+                    }
+                    // What an edit showed its user is gone with the key.
+                    inv.max_seen_token[li] = None;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// S4 and S6 for the writes to the counters the store carried out since the last look.
+    fn check_store_records(&mut self) -> Check {
+        for r in self.store.take_records() {
+            let Some(command) = r.command.as_ref().filter(|_| r.applied || deleted(&r)) else {
+                continue;
+            };
+            let key = command.key();
+            let Some(li) = COUNTER_KEYS.iter().position(|k| k.as_bytes() == &key[..]) else {
+                continue;
+            };
+            self.record_counter_write(li, &r, command)?;
+        }
+        Ok(())
+    }
+
     /// The invariants that hold at every instant: S1, S4 and L3.
     pub(super) fn check(&mut self) -> Check {
         self.check_handoff()?;
@@ -251,63 +416,37 @@ impl World<'_> {
                 }
             }
         }
-        // S4: fenced writes to the counters, as the store accepted them.
-        for r in self.store.take_records() {
-            let Some(command) = r.command.as_ref().filter(|_| r.applied) else {
-                continue;
-            };
-            let key = command.key();
-            let Some(li) = COUNTER_KEYS.iter().position(|k| k.as_bytes() == &key[..]) else {
-                continue;
-            };
-            let Some(ft) = &r.fencing_token else {
+        self.check_store_records()?;
+        for (li, key) in COUNTER_KEYS.iter().enumerate().take(self.cfg.n_locks) {
+            let counter = self
+                .store
+                .get(key.as_bytes())
+                .map_or(Ok(0), counter_value)?;
+            let expected = self.inv.since_delete[li];
+            if counter != expected {
                 return Err(format!(
-                    "S4: the store accepted a write to {} without a fencing token",
-                    COUNTER_KEYS[li]
+                    "S4: {key} = {counter}, but the store carried out {expected} sets since it last \
+                     deleted it: an edit's write was lost"
                 ));
-            };
-            for floor in [&r.stored_token, &self.inv.max_write_token[li]]
-                .into_iter()
-                .flatten()
-            {
-                if ft < floor {
+            }
+            for (write, tally) in [
+                (Write::Set, self.inv.sets[li]),
+                (Write::Delete, self.inv.deletes[li]),
+            ] {
+                let in_flight = self
+                    .clients
+                    .iter()
+                    .flat_map(|c| c.ops.values())
+                    .filter(|t| t.lock == li && t.writing == Some(write) && !t.ended)
+                    .count() as u64;
+                let upper = tally.ok + tally.indeterminate + in_flight;
+                if tally.applied < tally.ok || tally.applied > upper {
                     return Err(format!(
-                        "S4: the store accepted a write to {} with token {ft} below {floor}",
-                        COUNTER_KEYS[li]
+                        "S4: the store carried out {} {write:?}s of {key}, but {} edits reported \
+                         them done, {} indeterminate, {in_flight} in flight",
+                        tally.applied, tally.ok, tally.indeterminate
                     ));
                 }
-            }
-            if let Some(seen) = self.inv.max_seen_token[li].as_ref().filter(|s| ft < *s) {
-                return Err(format!(
-                    "S6: the store accepted a write to {} with token {ft} after an edit with \
-                     token {seen} showed its user the value",
-                    COUNTER_KEYS[li]
-                ));
-            }
-            self.inv.max_write_token[li] = Some(ft.clone());
-        }
-        for (li, key) in COUNTER_KEYS.iter().enumerate().take(self.cfg.n_locks) {
-            let counter = match self.store.get(key.as_bytes()) {
-                None => 0,
-                Some(v) if v == ABSENT_PLACEHOLDER => 0, // an edit's fence on an absent counter
-                Some(v) => std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| format!("S4: the counter holds {v:?}"))?,
-            };
-            let ok = self.inv.edits_ok[li];
-            let writing: u64 = self
-                .clients
-                .iter()
-                .flat_map(|c| c.ops.values())
-                .filter(|t| t.lock == li && t.writing && !t.ended)
-                .count() as u64;
-            let upper = ok + self.inv.edits_indeterminate[li] + writing;
-            if counter < ok || counter > upper {
-                return Err(format!(
-                    "S4: {key} = {counter}, but {ok} edits reported written, {} indeterminate, {writing} in flight",
-                    self.inv.edits_indeterminate[li]
-                ));
             }
         }
         Ok(())

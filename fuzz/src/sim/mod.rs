@@ -2,8 +2,8 @@
 //!
 //! The input bytes choose a configuration (1–4 clients, clock skews and drifts, network delays,
 //! leases, the mode) and then, step by step, one of the actions possible at that moment: let time
-//! jump to the next deadline, sleep, start a user intent on a client, complete an edit,
-//! disconnect, reconnect or crash a client, change a client's clock rate, or suspend a client's
+//! jump to the next deadline, sleep, start a user intent on a client, complete an edit (mostly
+//! with `Set(n + 1)`, one time in sixteen each with `Delete` or `Abort`), disconnect, reconnect or crash a client, change a client's clock rate, or suspend a client's
 //! host. An intent may name a lock another operation of the same client is using (a second
 //! caller in one engine): the engine refuses it (`LockInUse`, `HeldLocally`) or queues it (edits),
 //! and S1 holds across clients either way. Whatever a client or the store sends takes one more byte that decides its fate (below).
@@ -81,7 +81,12 @@
 //!
 //! A 503 is the service's error reply that does not say whether the request was applied: a
 //! write so answered must be reported `Indeterminate` (taken for a refusal by the canary
-//! `canary-5xx`, as S4). Other error replies of the store (quota, syntax, fencing) are not
+//! `canary-5xx`, as S4).
+//!
+//! Delete edits exercise the edit fence's placeholder: an edit that reads the counter absent
+//! fences it with the placeholder, a `Delete` then deletes it (fenced) and reports `Deleted`, an
+//! `Abort` deletes it too and reports `Unchanged` (a delete taken as done on a key read absent,
+//! leaving the placeholder, is caught by the canary `canary-delete-absent`, as S4). Other error replies of the store (quota, syntax, fencing) are not
 //! modelled as faults: the emulator answers them where the real store would.
 //!
 //! Model limits (each one a decision, see the report in the commit history): ordinary one-way
@@ -112,12 +117,22 @@
 //! - **S2** the fencing tokens announced to users (`Acquired`, `Renewed`) never decrease per lock;
 //! - **S3** every operation ends exactly once, with a final event of its kind, and gets no event
 //!   after that;
-//! - **S4** for each lock's counter (edited under the lock): `ok ≤ counter ≤ ok + indeterminate
-//!   (+ writes still in flight)`, and the store never accepts a write to the counter without a
-//!   fencing token or with one lower than the stored token;
+//! - **S4** for each lock's counter (edited under the lock), each kind of write (`Set`, `Delete`)
+//!   counted apart: `done ≤ carried out ≤ done + indeterminate + in flight`, where *carried out*
+//!   counts what the store's records show it did (a copy of the key's previous write, a
+//!   duplicated or re-sent request, counts once; a DEL of an absent key counts, as it leaves the
+//!   key absent) and *done* what the edits reported (`Written`, `Deleted`; an `Abort` promises
+//!   nothing, the delete of its fence's placeholder counts as indeterminate); the counter holds
+//!   exactly the number of `Set`s carried out since the store last deleted it (an absent key or
+//!   the fence's placeholder reads 0); and the store never accepts a write to the counter without
+//!   a fencing token or with one lower than the stored token or than the last write's since the
+//!   last delete. A delete removes the key's fence (PROTOCOL.md §5): a stale holder's write that
+//!   lands on the deleted key with a token older than the removed fence is that documented hole,
+//!   not a violation, and the counter then holds what that write says;
 //! - **S5** nothing panics (a panic is a failure of the run);
 //! - **S6** once an edit has shown its user a counter's value, the store accepts no write to that
-//!   counter with an older token: what the user saw stays the value until its edit writes;
+//!   counter with an older token: what the user saw stays the value until its edit writes (or
+//!   until the key is deleted, which ends the claim);
 //! - **S7** a fenced write to a counter (an edit's fence or its write) leaves a client only
 //!   while the client holds the lock with that token, by its own clocks, at the moment it is
 //!   written: in message mode when the engine hands it out, in byte mode when its bytes are

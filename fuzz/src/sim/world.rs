@@ -14,7 +14,7 @@ use leasedlock::lock::{Config, EditAction, Intent, LockId, OpId, Options};
 use leasedlock::Now;
 
 use super::broker::Broker;
-use super::checks::{Invariants, OpKind, Track};
+use super::checks::{Invariants, OpKind, Track, Write};
 use super::handoff::Watch;
 use super::input::{mode_of, Input, SplitMix64};
 use super::link::{Link, Mode, MqttConfig};
@@ -165,7 +165,7 @@ impl<'a> World<'a> {
                 steps: w.steps,
                 trace_hash: w.trace.hash,
                 clients: w.clients.len(),
-                edits_written: w.inv.edits_ok.iter().sum(),
+                edits_written: w.inv.sets.iter().map(|t| t.ok).sum(),
                 acquisitions: w.inv.acquisitions,
                 simulated_ms: w.t_ns / NS_PER_MS,
                 trace: w.trace.lines(),
@@ -495,7 +495,7 @@ impl<'a> World<'a> {
                 kind,
                 lock,
                 ended: false,
-                writing: false,
+                writing: None,
                 lost: false,
             },
         );
@@ -666,7 +666,20 @@ impl<'a> World<'a> {
         let pick = self.input.byte().map_or(0, usize::from);
         let c = waiting[pick % waiting.len()];
         let k = (pick / 4) % self.clients[c].awaiting_edits.len();
-        self.complete_edit(c, k)
+        let action = self.input.byte().unwrap_or(0);
+        match action % 16 {
+            0 => self.delete_edit(c, k, EditAction::Delete),
+            1 => self.delete_edit(c, k, EditAction::Abort),
+            _ => self.complete_edit(c, k),
+        }
+    }
+
+    /// Completes the `k`-th waiting edit of client `c` with `Delete`, or `Abort` (which deletes
+    /// the placeholder of an edit that read the key absent).
+    fn delete_edit(&mut self, c: usize, k: usize, action: EditAction) -> Check {
+        let (op, current) = self.clients[c].awaiting_edits.remove(k);
+        let write = (action == EditAction::Delete || current.is_none()).then_some(Write::Delete);
+        self.answer_edit(c, op, action, write)
     }
 
     /// Completes the `k`-th waiting edit of client `c` with `Set(n + 1)`.
@@ -679,20 +692,28 @@ impl<'a> World<'a> {
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| format!("S4: the counter holds {v:?}, not a number"))?,
         };
-        let now = self.client_now(c);
         let value = Bytes::from((n + 1).to_string());
+        self.answer_edit(c, op, EditAction::Set(value), Some(Write::Set))
+    }
+
+    /// Gives the user's `action` to edit `op` of client `c`, which may then be writing `write`.
+    fn answer_edit(
+        &mut self,
+        c: usize,
+        op: OpId,
+        action: EditAction,
+        write: Option<Write>,
+    ) -> Check {
+        let now = self.client_now(c);
+        let line = format!("{} complete_edit {op:?} {action:?}", self.clients[c].id);
         let r = self.clients[c]
             .link
             .intents()
-            .complete_edit(now, op, EditAction::Set(value));
-        self.log(format!(
-            "{} complete_edit {op:?} Set({}): {r:?}",
-            self.clients[c].id,
-            n + 1
-        ));
+            .complete_edit(now, op, action);
+        self.log(format!("{line}: {r:?}"));
         if r.is_ok() {
             if let Some(t) = self.clients[c].ops.get_mut(&op) {
-                t.writing = true;
+                t.writing = write;
             }
         }
         self.drain(c)
@@ -703,12 +724,10 @@ impl<'a> World<'a> {
     /// The client process dies and restarts: a new engine with a new seed; its old leases and
     /// operations are gone. Writes it may have had on the wire count as indeterminate.
     fn crash(&mut self, c: usize) -> Check {
-        for t in self.clients[c]
-            .ops
-            .values()
-            .filter(|t| !t.ended && t.writing)
-        {
-            self.inv.edits_indeterminate[t.lock] += 1;
+        for t in self.clients[c].ops.values().filter(|t| !t.ended) {
+            if let Some(write) = t.writing {
+                self.inv.tally(t.lock, write).indeterminate += 1;
+            }
         }
         self.process_gone(c);
         self.handoff_forget(c);
