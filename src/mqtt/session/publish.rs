@@ -227,7 +227,7 @@ impl Session {
     }
 
     /// How many QoS 1 publishes may await their PUBACK at once: the smaller of
-    /// [`Options::max_inflight`] and the server's Receive Maximum.
+    /// [`Options::max_inflight`](super::Options::max_inflight) and the server's Receive Maximum.
     pub fn in_flight_limit(&self) -> usize {
         self.inflight_limit()
     }
