@@ -57,11 +57,7 @@ impl ChangeSink {
             state.queue.pop_front();
         }
         state.queue.push_back(item);
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(state);
         room
     }
 }
@@ -70,11 +66,16 @@ impl Drop for ChangeSink {
     fn drop(&mut self) {
         let mut state = self.0.state();
         state.closed = true;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(state);
+    }
+}
+
+/// Wakes the observer's task, if it waits, once `state` is unlocked.
+fn wake(mut state: MutexGuard<'_, State>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
