@@ -360,7 +360,7 @@ impl Connection {
     /// as much: a request whose time ran out while the host slept is not sent when it wakes.
     fn tick(&mut self, now: Now) {
         if let Some(pause) = now.pause_since(self.last_now) {
-            self.mqtt.clock_paused(pause);
+            self.mqtt.handle_clock_pause(pause);
         }
         self.last_now = now;
     }

@@ -252,7 +252,7 @@ impl Session {
     /// from its wall clock: every send-by instant ([`Session::publish_by`]) comes that much
     /// sooner, so that a publish whose time ran out during the pause is dropped, not sent, when
     /// the window or the connection lets it go.
-    pub fn clock_paused(&mut self, pause: Duration) {
+    pub fn handle_clock_pause(&mut self, pause: Duration) {
         // `checked_sub` fails only before the clock's own origin, which no deadline comes near.
         let sooner = |by: &mut Option<Instant>| {
             if let Some(earlier) = by.and_then(|at| at.checked_sub(pause)) {
