@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use leasedlock::connection::{Connection, Event};
 use leasedlock::hlc::Hlc;
-use leasedlock::lock::{self, Config, Intent, Options};
+use leasedlock::lock::{self, Config, Intent, LockId, OpId, Options};
 use leasedlock::store::{self, Command, StoreReply};
 use leasedlock::{mqtt, Message, Now, QoS};
 use mqttbytes::v5::{self as wire, Packet};
@@ -420,6 +420,52 @@ fn a_cancelled_operations_request_waiting_in_the_session_is_not_sent() {
         broker.requests
     );
     assert_eq!(broker.holder, None);
+}
+
+/// Several cancelled requests waiting in a row behind a full window are all taken back, not
+/// only as many as the window holds: none of them leaves when the window frees.
+#[test]
+fn a_run_of_cancelled_requests_waiting_in_the_session_is_not_sent() {
+    let now = start_now();
+    let mut options = mqtt::Options::new("dev-8");
+    options.max_inflight = 1;
+    let mut conn = Connection::new(Config::new("dev-8"), options, now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let locks: Vec<LockId> = ["L", "M", "N"]
+        .iter()
+        .map(|name| conn.lock_id(name).unwrap())
+        .collect();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    broker.stalled = true;
+    conn.start(now, locks[0], Intent::Holder, Options::default())
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    let read = broker.last_packet_id;
+    let lease = Duration::from_secs(10);
+    let waiting: Vec<OpId> = locks[1..]
+        .iter()
+        .map(|&lock| {
+            conn.start(now, lock, Intent::TryAcquire { lease }, Options::default())
+                .unwrap()
+        })
+        .collect();
+    run(&mut conn, &mut broker, now);
+    for op in waiting {
+        conn.cancel(now, op).unwrap();
+    }
+    let [hi, lo] = read.to_be_bytes();
+    conn.handle_bytes(now, &[0x40, 0x02, hi, lo]);
+    broker.stalled = false;
+    run(&mut conn, &mut broker, now);
+    assert!(
+        !broker
+            .requests
+            .iter()
+            .any(|c| matches!(c, Command::Set { .. })),
+        "no cancelled SET left: {:?}",
+        broker.requests
+    );
 }
 
 #[test]
