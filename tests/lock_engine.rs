@@ -1647,6 +1647,50 @@ fn after_a_refused_subscription_new_operations_fail_at_once_instead_of_waiting()
 }
 
 #[test]
+fn a_hold_or_an_edit_failed_at_its_start_leaves_the_lock_free_for_the_next_connection() {
+    let mut t = T::new(Config::new("c1"));
+    t.client.handle_connected(t.now);
+    t.drain();
+    for s in std::mem::take(&mut t.subscribes) {
+        t.client.handle_subscribed(t.now, &s, false);
+    }
+    t.drain();
+    let lock = t.lock("L");
+    let hold = t
+        .client
+        .hold(t.now, lock, 5 * SEC, SEC, Options::default())
+        .unwrap();
+    let edit = t
+        .client
+        .edit(
+            t.now,
+            lock,
+            Bytes::from_static(b"K"),
+            5 * SEC,
+            Options::default(),
+        )
+        .unwrap();
+    let events = t.take_events();
+    assert!(
+        matches!(events.as_slice(), [
+            Event::Failed { op: h, error: OpError::SubscriptionRefused(_), .. },
+            Event::Failed { op: e, error: OpError::SubscriptionRefused(_), .. },
+        ] if *h == hold && *e == edit),
+        "both fail at once: {events:?}"
+    );
+    // Nothing of theirs stays behind: no hold to close, and the next connection can use the lock.
+    assert_eq!(
+        t.client.close_hold(t.now, lock),
+        Err(IntentError::NoHold),
+        "a hold that failed at its start is no hold"
+    );
+    t.client.handle_disconnected(t.now);
+    t.connect();
+    // (`edit_to_get` asserts that the edit starts: the lock is not in use by the failed one.)
+    edit_to_get(&mut t, lock);
+}
+
+#[test]
 fn a_renewal_whose_reply_is_lost_is_retried_while_the_lease_still_holds() {
     let mut t = T::connected("c1");
     let lock = t.lock("L");

@@ -207,9 +207,7 @@ impl Client {
             held: false,
             keep,
         };
-        let id = self.start_op(now, lock, holder, deadline, kind);
-        self.locks[lock].hold = Some(id);
-        Ok(id)
+        Ok(self.start_op(now, lock, holder, deadline, kind))
     }
 
     /// Stop the hold on the lock and release it: the hold ends with [`Event::HoldEnded`], and the
@@ -281,19 +279,13 @@ impl Client {
         } else {
             EditPhase::Acquiring
         };
-        let id = self.start_op(
+        Ok(self.start_op(
             now,
             lock,
             holder,
             deadline,
             OpKind::Edit { key, lease, phase },
-        );
-        if busy {
-            self.edit_queues.entry(lock).or_default().push_back(id);
-        } else {
-            self.locks[lock].edit = Some(id);
-        }
-        Ok(id)
+        ))
     }
 
     /// Answer an [`Event::EditRequested`].

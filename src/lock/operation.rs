@@ -119,6 +119,16 @@ pub(super) enum OpKind {
     },
 }
 
+/// Where a lock keeps a new operation besides its set of operations.
+enum Slot {
+    /// The lock's one hold.
+    Hold,
+    /// The lock's running edit.
+    Edit,
+    /// The queue of edits waiting for the running one.
+    EditQueue,
+}
+
 /// How a [`Client::keep`] differs from a hold.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Keep {
@@ -216,6 +226,15 @@ impl Client {
             kind,
             OpKind::Acquire { .. } | OpKind::Hold { .. } | OpKind::Edit { .. }
         );
+        let slot = match &kind {
+            OpKind::Hold { .. } => Some(Slot::Hold),
+            OpKind::Edit {
+                phase: EditPhase::Queued,
+                ..
+            } => Some(Slot::EditQueue),
+            OpKind::Edit { .. } => Some(Slot::Edit),
+            _ => None,
+        };
         let deadline_timer = deadline.map(|d| self.timers.schedule(d, Timer::OpDeadline(id)));
         self.ops.insert(Op {
             seq: self.next_seq,
@@ -233,6 +252,15 @@ impl Client {
         });
         let l = &mut self.locks[lock];
         l.ops.insert(id);
+        // The lock knows the operation before its first step, which may already end it (and
+        // empty its slot again).
+        match slot {
+            Some(Slot::Hold) => l.hold = Some(id),
+            Some(Slot::Edit) => l.edit = Some(id),
+            Some(Slot::EditQueue) => self.edit_queues.entry(lock).or_default().push_back(id),
+            None => {}
+        }
+        let l = &mut self.locks[lock];
         if watches {
             l.watchers.insert(id);
             self.ensure_notify(now, lock);
