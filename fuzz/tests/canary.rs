@@ -16,11 +16,13 @@
 //! - `canary-resend` (a connection keeps the requests in flight when it ends) in byte mode, where
 //!   the broker resumes sessions: the client re-sends with DUP requests the engine gave up;
 //! - `canary-delete-absent` (a delete edit of a key read absent reports `Deleted` and leaves the
-//!   fence's placeholder) in each mode, where edits end with `Delete` or `Abort` too, by S4.
+//!   fence's placeholder) in each mode, where edits end with `Delete` or `Abort` too, by S4;
+//! - `canary-suback` (a refused SUBACK ignored: the operations wait on for the subscription) in
+//!   each mode, where the broker refuses subscriptions, by L4.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
 //! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
-//! `canary-handoff`, `canary-resend` and `canary-delete-absent`.
+//! `canary-handoff`, `canary-resend`, `canary-delete-absent` and `canary-suback`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
@@ -29,7 +31,8 @@
     feature = "canary-5xx",
     feature = "canary-handoff",
     feature = "canary-resend",
-    feature = "canary-delete-absent"
+    feature = "canary-delete-absent",
+    feature = "canary-suback"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -155,4 +158,18 @@ fn simulator_finds_a_delete_reported_but_not_done() {
 #[test]
 fn simulator_finds_a_delete_reported_but_not_done_in_byte_mode() {
     finds_the_planted_bug(Mode::Bytes, &["S4"]);
+}
+
+/// A client that ignores a refused SUBACK keeps its operations waiting for a subscription its
+/// connection will not get (L4).
+#[cfg(feature = "canary-suback")]
+#[test]
+fn simulator_finds_operations_waiting_on_a_refused_subscription() {
+    finds_the_planted_bug(Mode::Messages, &["L4"]);
+}
+
+#[cfg(feature = "canary-suback")]
+#[test]
+fn simulator_finds_operations_waiting_on_a_refused_subscription_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["L4"]);
 }

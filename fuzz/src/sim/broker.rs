@@ -60,6 +60,9 @@ pub(crate) struct Handled {
     pub closed: bool,
     /// A PUBLISH to acknowledge once the store's answer to it is out ([`Broker::puback`]).
     pub ack_later: Option<u16>,
+    /// The reply holds a SUBACK that refused a filter: the stream offset where it ends (once
+    /// the client has read that far, it knows).
+    pub refused_at: Option<u64>,
 }
 
 /// What [`Broker::receive`] made of a chunk.
@@ -85,6 +88,8 @@ pub(crate) struct Broker {
     /// Byte mode: the session each client left when its last connection ended, if it asked to
     /// keep it (Session Expiry > 0).
     kept: Vec<Option<Kept>>,
+    /// In runs where the broker refuses subscriptions: decides which, and with what reason.
+    refusals: Option<SplitMix64>,
 }
 
 struct Conn {
@@ -144,8 +149,15 @@ struct Wire {
 }
 
 impl Broker {
-    pub(crate) fn new(ids: Vec<String>, receive_maximum: Option<u16>, seed: u64) -> Broker {
+    /// A broker for the clients `ids`; with `refusal_seed`, it refuses one subscription in four.
+    pub(crate) fn new(
+        ids: Vec<String>,
+        receive_maximum: Option<u16>,
+        seed: u64,
+        refusal_seed: Option<u64>,
+    ) -> Broker {
         Broker {
+            refusals: refusal_seed.map(SplitMix64::new),
             conns: ids.iter().map(|_| None).collect(),
             asleep: vec![Vec::new(); ids.len()],
             kept: ids.iter().map(|_| None).collect(),
@@ -220,11 +232,20 @@ impl Broker {
         }
     }
 
-    /// Message mode: a SUBSCRIBE of client `c`.
-    pub(crate) fn subscribe(&mut self, c: usize, filter: String) {
+    /// From now on the broker grants every subscription (faults stop).
+    pub(crate) fn stop_refusing(&mut self) {
+        self.refusals = None;
+    }
+
+    /// Message mode: a SUBSCRIBE of client `c`; `false` if the broker refused it.
+    pub(crate) fn subscribe(&mut self, c: usize, filter: String) -> bool {
+        if refusal(&mut self.refusals).is_some() {
+            return false;
+        }
         if let Some(conn) = self.conns[c].as_mut().filter(|conn| conn.open) {
             add_subscription(&mut conn.subs, filter);
         }
+        true
     }
 
     /// Whether client `c` has an open connection subscribed to `topic`.
@@ -470,12 +491,25 @@ impl Broker {
             }
             Packet::Subscribe { packet_id, filters } => {
                 take_packet_id(wire, id, packet_id)?;
-                let reply = write(wire, codec::suback(packet_id, &filters));
-                wire.acks.push_back((wire.written, packet_id, false));
-                handled.reply = Some(reply);
-                for (filter, _) in filters {
-                    add_subscription(&mut conn.subs, filter);
+                let mut codes = Vec::with_capacity(filters.len());
+                for (filter, options) in filters {
+                    match refusal(&mut self.refusals) {
+                        Some(code) => codes.push(code),
+                        None => {
+                            codes.push((options & 3).min(1));
+                            add_subscription(&mut conn.subs, filter);
+                        }
+                    }
                 }
+                let reply = write(wire, codec::suback(packet_id, &codes));
+                wire.acks.push_back((wire.written, packet_id, false));
+                if codes.iter().any(|&code| code >= 0x80) {
+                    handled
+                        .log
+                        .push_str(&format!(" (refused: SUBACK {codes:02x?})"));
+                    handled.refused_at = Some(wire.written);
+                }
+                handled.reply = Some(reply);
             }
             Packet::PingReq => handled.reply = Some(write(wire, codec::pingresp())),
             Packet::Disconnect { .. } => handled.closed = true,
@@ -578,6 +612,14 @@ fn take_packet_id(wire: &mut Wire, id: &str, packet_id: u16) -> Result<(), Strin
         ));
     }
     Ok(())
+}
+
+/// Whether a broker that refuses subscriptions (`refusals`) refuses the next one, one in four,
+/// and its SUBACK reason code if so: not authorized, quota exceeded, unspecified or topic filter
+/// invalid (MQTT v5 §3.9.3).
+fn refusal(refusals: &mut Option<SplitMix64>) -> Option<u8> {
+    let r = refusals.as_mut()?.next_u64();
+    (r & 3 == 0).then(|| [0x87, 0x97, 0x80, 0x8f][usize::try_from((r >> 2) & 3).unwrap_or(0)])
 }
 
 /// A subscription replaces one with the same filter.

@@ -404,7 +404,7 @@ impl World<'_> {
                     },
                     Carried::Message(m) => Carried::Message(m.clone()),
                     Carried::Subscribe(f) => Carried::Subscribe(f.clone()),
-                    Carried::SubAck(f) => Carried::SubAck(f.clone()),
+                    Carried::SubAck(f, g) => Carried::SubAck(f.clone(), *g),
                     _ => return,
                 };
                 let (t1, t2) = (at(d1), at(d2));
@@ -425,9 +425,15 @@ impl World<'_> {
             }
             Carried::Subscribe(filter) => {
                 if current {
-                    self.broker.subscribe(c, filter.clone());
+                    let granted = self.broker.subscribe(c, filter.clone());
+                    if !granted {
+                        let line = format!("broker refuses {filter} to {}", self.clients[c].id);
+                        self.log(line);
+                        // Known to the client once the SUBACK arrives (below).
+                        self.clients[c].refused = Some((epoch, u64::MAX));
+                    }
                     let fate = Fate::Deliver(self.net.max_delay_ns / 2);
-                    self.send_message(c, Carried::SubAck(filter), fate);
+                    self.send_message(c, Carried::SubAck(filter, granted), fate);
                 }
             }
             Carried::Message(msg) => {
@@ -440,10 +446,15 @@ impl World<'_> {
                     self.drain(c)?;
                 }
             }
-            Carried::SubAck(filter) => {
+            Carried::SubAck(filter, granted) => {
                 if current {
+                    if !granted {
+                        self.clients[c].refused = Some((epoch, 0));
+                    }
                     let now = self.client_now(c);
-                    self.clients[c].link.deliver(now, Inbound::SubAck(&filter));
+                    self.clients[c]
+                        .link
+                        .deliver(now, Inbound::SubAck(&filter, granted));
                     self.drain(c)?;
                 }
             }
@@ -520,6 +531,9 @@ impl World<'_> {
                         |b, _| Carried::ToClient(b),
                     );
                 }
+            }
+            if let (Some(at), Some(epoch)) = (handled.refused_at, self.broker.open_epoch(c)) {
+                self.clients[c].refused = Some((epoch, at));
             }
             if let Some((msg, reply)) = handled.request {
                 self.request_reaches_store(c, &msg, reply)?;

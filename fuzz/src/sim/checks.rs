@@ -395,8 +395,30 @@ impl World<'_> {
     }
 
     /// The invariants that hold at every instant: S1, S4 and L3.
+    /// L4: a client that has read a refused SUBACK on its connection has no operation left
+    /// open: the subscription will not be granted on that connection, so nothing it waits for
+    /// can come (an operation started later fails at once too).
+    fn check_refusals(&self) -> Check {
+        for client in &self.clients {
+            let refused = client.refused.is_some_and(|(epoch, at)| {
+                client.connected && epoch == client.epoch && client.link.bytes_read() >= at
+            });
+            if !refused {
+                continue;
+            }
+            if let Some((op, t)) = client.ops.iter().find(|(_, t)| !t.ended) {
+                return Err(format!(
+                    "L4: operation {op:?} ({:?} on {}) of {} is still open after the broker refused its subscription",
+                    t.kind, LOCK_NAMES[t.lock], client.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&mut self) -> Check {
         self.check_handoff()?;
+        self.check_refusals()?;
         // S1: at most one holder per lock at this real instant.
         for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
             let mut holder: Option<usize> = None;

@@ -603,14 +603,12 @@ pub(crate) fn connack(
     packet(0x20, &body)
 }
 
-/// A SUBACK granting each filter its requested QoS, at most 1.
-pub(crate) fn suback(packet_id: u16, filters: &[(String, u8)]) -> Bytes {
+/// A SUBACK with a reason code per filter: the QoS granted, or a refusal (0x80 and above).
+pub(crate) fn suback(packet_id: u16, codes: &[u8]) -> Bytes {
     let mut body = BytesMut::new();
     body.put_u16(packet_id);
     put_properties(&mut body, &[]);
-    for (_, options) in filters {
-        body.put_u8((options & 3).min(1));
-    }
+    body.put_slice(codes);
     packet(0x90, &body)
 }
 

@@ -100,7 +100,7 @@ pub(crate) enum Inbound<'a> {
     /// Message mode: a message on a subscribed topic.
     Message(&'a Message),
     /// Message mode: the SUBACK for a filter.
-    SubAck(&'a str),
+    SubAck(&'a str, bool),
     /// Byte mode: bytes read from the transport.
     Bytes(&'a [u8]),
 }
@@ -233,12 +233,22 @@ impl Link {
     pub(crate) fn deliver(&mut self, now: Now, inbound: Inbound<'_>) {
         match (self, inbound) {
             (Link::Messages(c), Inbound::Message(m)) => c.handle_message(now, m),
-            (Link::Messages(c), Inbound::SubAck(filter)) => c.handle_subscribed(now, filter, true),
+            (Link::Messages(c), Inbound::SubAck(filter, granted)) => {
+                c.handle_subscribed(now, filter, granted);
+            }
             (Link::Bytes(b), Inbound::Bytes(bytes)) => {
                 b.received += bytes.len() as u64;
                 b.conn.handle_bytes(now, bytes);
             }
             _ => {}
+        }
+    }
+
+    /// Byte mode: the bytes read on the current transport (message mode: 0).
+    pub(crate) fn bytes_read(&self) -> u64 {
+        match self {
+            Link::Messages(_) => 0,
+            Link::Bytes(b) => b.received,
         }
     }
 

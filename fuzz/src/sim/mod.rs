@@ -75,6 +75,13 @@
 //! gives up every request in flight when a connection ends, must not (caught otherwise by the
 //! canary `canary-resend`, as S7). A crashed client restarts with Clean Start 1 and a new session.
 //!
+//! In runs that draw it (bit 5 of the second input byte), the broker **refuses subscriptions**:
+//! one SUBSCRIBE in four, in either mode, is answered with a SUBACK failure (not authorized,
+//! quota exceeded, unspecified or topic filter invalid); the subscription does not hold, and is
+//! not kept in the session. The client cannot work on that connection: its operations must fail
+//! at once (L4) rather than wait for a grant that will not come, and it works again after it
+//! reconnects (at the healing, a client with a refused subscription reconnects).
+//!
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
 //! S2), and may only believe a reply that arrives within the validity it gives.
@@ -104,8 +111,7 @@
 //! notification registrations end with the connection even when the session goes on (the engine
 //! registers again on every connection). The broker takes QoS 1 requests only, and no UNSUBSCRIBE, AUTH, will,
 //! topic alias or shared subscription (the client uses none; a Subscription Identifier would be
-//! read but not sent back); it never refuses a publish or a subscription (no PUBACK 0x10 or 0x87, no
-//! SUBACK failure) and never disconnects a client itself: not even one whose host is suspended
+//! read but not sent back); it never refuses a publish (no PUBACK 0x10 or 0x87) and never disconnects a client itself: not even one whose host is suspended
 //! past its keep-alive (W3 does not count the time the client was suspended). Time jumps ignore
 //! idle keep-alive deadlines (the pings on the way still go out when due).
 //!
@@ -165,6 +171,11 @@
 //! closed, edits that wait for the user are completed, and the simulation runs to quiescence
 //! (bounded). Then **L1** every operation has ended, and **L2** a fresh `acquire` on a free lock
 //! succeeds within a bounded simulated time.
+//!
+//! At every step, **L4**: a client that has read a refused SUBACK on its current connection has
+//! no operation open (caught otherwise by the canary `canary-suback`, whose engine ignores the
+//! refusal and keeps its operations waiting; the healing would hide it, as a reconnect
+//! subscribes again).
 //!
 //! Message mode also bounds the handoff at every step (`handoff.rs`): **L3** a waiter (an
 //! acquire or a hold of a client that does not hold the lock) whose SET was refused, and which

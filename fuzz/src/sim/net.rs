@@ -49,7 +49,8 @@ pub(crate) enum Carried {
     },
     Subscribe(String),
     Message(Message),
-    SubAck(String),
+    /// Message mode: the broker's answer to a subscription: granted or refused.
+    SubAck(String, bool),
     // Byte mode.
     /// Bytes from the client to the broker.
     ToBroker(Chunk),
@@ -70,7 +71,7 @@ impl Carried {
     pub(crate) fn is_for_client(&self) -> bool {
         matches!(
             self,
-            Carried::Message(_) | Carried::SubAck(_) | Carried::ToClient(_) | Carried::Reset
+            Carried::Message(_) | Carried::SubAck(..) | Carried::ToClient(_) | Carried::Reset
         )
     }
 }

@@ -101,6 +101,10 @@ pub(super) struct SimClient {
     pub ops: BTreeMap<OpId, Track>,
     /// L3's watch of each lock (message mode).
     pub handoff: Vec<Watch>,
+    /// The broker refused a subscription on connection `.0`, in a SUBACK that ends at offset
+    /// `.1` of what it wrote to the client (message mode: `u64::MAX` until the SUBACK arrives,
+    /// then 0): once the client has read that far, L4 holds it to its refusal.
+    pub refused: Option<(u64, u64)>,
     pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
 }
 
@@ -224,7 +228,14 @@ impl<'a> World<'a> {
         let ids: Vec<String> = (0..n_clients).map(|i| format!("client{i}")).collect();
         // Byte mode draws its variations from generators of its own: message mode's draws stay
         // as they were.
-        let broker = Broker::new(ids.clone(), receive_maximum, seed ^ 0xb40c_e12d_5eed_0001);
+        // Bit 5 of `b1`: the broker refuses one subscription in four.
+        let refusals = (b1 & 0x20 != 0).then_some(seed ^ 0x5bac_0f5e_5eed_0003);
+        let broker = Broker::new(
+            ids.clone(),
+            receive_maximum,
+            seed ^ 0xb40c_e12d_5eed_0001,
+            refusals,
+        );
         let mut w = World {
             input,
             cfg,
@@ -272,6 +283,7 @@ impl<'a> World<'a> {
                 locks,
                 ops: BTreeMap::new(),
                 handoff: vec![Watch::default(); LOCK_NAMES.len()],
+                refused: None,
                 awaiting_edits: Vec::new(),
             });
         }
@@ -285,6 +297,9 @@ impl<'a> World<'a> {
             w.net.loss_mod,
             w.cfg.drift_ppm
         ));
+        if refusals.is_some() {
+            w.log("config: the broker refuses one subscription in four".into());
+        }
         if mode == Mode::Bytes {
             w.log(format!(
                 "config: byte mode, Receive Maximum {}, keep alive {:?}",
@@ -375,6 +390,14 @@ impl<'a> World<'a> {
     fn heal(&mut self) -> Check {
         self.healing = true;
         self.log("heal: faults stop".into());
+        self.broker.stop_refusing();
+        for i in 0..self.clients.len() {
+            // A connection with a refused subscription stays of no use: the client reconnects.
+            let client = &self.clients[i];
+            if client.connected && client.refused.is_some_and(|(e, _)| e == client.epoch) {
+                self.disconnect(i)?;
+            }
+        }
         for i in 0..self.clients.len() {
             if !self.clients[i].connected {
                 self.connect(i)?;
