@@ -18,11 +18,14 @@
 //! - `canary-delete-absent` (a delete edit of a key read absent reports `Deleted` and leaves the
 //!   fence's placeholder) in each mode, where edits end with `Delete` or `Abort` too, by S4;
 //! - `canary-suback` (a refused SUBACK ignored: the operations wait on for the subscription) in
-//!   each mode, where the broker refuses subscriptions, by L4.
+//!   each mode, where the broker refuses subscriptions, by L4;
+//! - `canary-holder` (holder values without the session id) in each mode, where two engines
+//!   have one client id and tell their leases apart by session ids, as S1 (or S4).
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
 //! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
-//! `canary-handoff`, `canary-resend`, `canary-delete-absent` and `canary-suback`.
+//! `canary-handoff`, `canary-resend`, `canary-delete-absent`, `canary-suback` and
+//! `canary-holder`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
@@ -32,7 +35,8 @@
     feature = "canary-handoff",
     feature = "canary-resend",
     feature = "canary-delete-absent",
-    feature = "canary-suback"
+    feature = "canary-suback",
+    feature = "canary-holder"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -172,4 +176,18 @@ fn simulator_finds_operations_waiting_on_a_refused_subscription() {
 #[test]
 fn simulator_finds_operations_waiting_on_a_refused_subscription_in_byte_mode() {
     finds_the_planted_bug(Mode::Bytes, &["L4"]);
+}
+
+/// Without the session id in the holder value, two engines with one client id have one holder
+/// value: both win the lock (S1), or one's edit writes under the other's lease (S4).
+#[cfg(feature = "canary-holder")]
+#[test]
+fn simulator_finds_twins_with_one_holder_value() {
+    finds_the_planted_bug(Mode::Messages, &["S1", "S4"]);
+}
+
+#[cfg(feature = "canary-holder")]
+#[test]
+fn simulator_finds_twins_with_one_holder_value_in_byte_mode() {
+    finds_the_planted_bug(Mode::Bytes, &["S1", "S4"]);
 }

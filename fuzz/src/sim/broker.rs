@@ -70,8 +70,21 @@ pub(crate) struct Handled {
 pub(crate) enum Received {
     /// The chunk belongs to a connection the broker has closed since (taken over): ignored.
     Stale,
-    /// Buffered; `took_over` when it opened a new connection and closed an older open one.
-    Buffered { took_over: bool },
+    /// Buffered; `took_over` when it opened a new connection and closed an older open one, and
+    /// `twin` when that closed the open connection of another client with the same client id.
+    Buffered {
+        took_over: bool,
+        twin: Option<TakenOver>,
+    },
+}
+
+/// The connection of a twin (another client with the same client id) that a new connection
+/// took over: the broker closes it, after a DISCONNECT "session taken over".
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TakenOver {
+    pub client: usize,
+    pub epoch: u64,
+    pub disconnect: Bytes,
 }
 
 pub(crate) struct Broker {
@@ -95,6 +108,9 @@ pub(crate) struct Broker {
 struct Conn {
     epoch: u64,
     open: bool,
+    /// Closed by the broker for a twin's new connection: what the client wrote before it read
+    /// the DISCONNECT is not its fault.
+    taken_over: bool,
     subs: Vec<String>,
     /// Byte mode: the wire state.
     wire: Option<Box<Wire>>,
@@ -167,6 +183,51 @@ impl Broker {
         }
     }
 
+    /// Where the session of client `c` is kept: twins (clients with one client id) share the
+    /// slot of the first of them, as a broker keeps one session per client id.
+    fn session_slot(&self, c: usize) -> usize {
+        self.ids
+            .iter()
+            .position(|id| *id == self.ids[c])
+            .unwrap_or(c)
+    }
+
+    /// Whether another client has the client id of `c`.
+    pub(crate) fn has_twin(&self, c: usize) -> bool {
+        self.ids
+            .get(c)
+            .is_some_and(|me| self.ids.iter().filter(|id| *id == me).count() > 1)
+    }
+
+    /// Another client with the client id of `c` that has a connection open, if any.
+    pub(crate) fn open_twin(&self, c: usize) -> Option<usize> {
+        (0..self.ids.len()).find(|&t| {
+            t != c
+                && self.ids[t] == self.ids[c]
+                && self.conns[t].as_ref().is_some_and(|conn| conn.open)
+        })
+    }
+
+    /// Byte mode: a new connection of `c` takes over the open connection of its twin, if it has
+    /// one: the broker writes DISCONNECT 0x8E (session taken over) on it and ends it, keeping
+    /// its session for `c` to resume (MQTT v5 §3.1.4).
+    fn take_over_from_twin(&mut self, c: usize, now: u64) -> Option<TakenOver> {
+        let t = self.open_twin(c)?;
+        let conn = self.conns[t].as_mut()?;
+        conn.taken_over = true;
+        let epoch = conn.epoch;
+        let disconnect = match conn.wire.as_mut() {
+            Some(wire) if wire.connected => write(wire, codec::server_disconnect(0x8e)),
+            _ => Bytes::new(),
+        };
+        self.end(t, now);
+        Some(TakenOver {
+            client: t,
+            epoch,
+            disconnect,
+        })
+    }
+
     /// The host of client `c` is suspended from `from` to `to` (ns): its silence meanwhile is
     /// not held against it by W3 (the broker does not time suspended clients out; see the model
     /// limits).
@@ -179,6 +240,7 @@ impl Broker {
         self.conns[c] = Some(Conn {
             epoch,
             open: true,
+            taken_over: false,
             subs: Vec::new(),
             wire: None,
         });
@@ -198,6 +260,7 @@ impl Broker {
     /// The open connection of client `c` ends at `now`: its session is kept if the client asked
     /// for it (byte mode), with our PUBLISHes it has not acknowledged.
     fn end(&mut self, c: usize, now: u64) {
+        let slot = self.session_slot(c);
         let Some(conn) = self.conns[c].as_mut() else {
             return;
         };
@@ -206,7 +269,7 @@ impl Broker {
         let Some(wire) = conn.wire.as_mut().filter(|wire| wire.connected) else {
             return;
         };
-        self.kept[c] = (wire.session_expiry > 0).then(|| Kept {
+        self.kept[slot] = (wire.session_expiry > 0).then(|| Kept {
             subs,
             unacked: std::mem::take(&mut wire.ours),
             queued: Vec::new(),
@@ -217,6 +280,10 @@ impl Broker {
     /// Byte mode: a message for client `c`, which has no connection: queued in its session if it
     /// kept one subscribed to the topic; `true` if so.
     pub(crate) fn queue_for_session(&mut self, c: usize, m: &Message, now: u64) -> bool {
+        // Twins share one session: it is queued once, by the first of them.
+        if self.session_slot(c) != c {
+            return false;
+        }
         if self.kept[c].as_ref().is_some_and(|k| k.expires <= now) {
             self.kept[c] = None;
         }
@@ -280,8 +347,11 @@ impl Broker {
         chunk: &Chunk,
     ) -> Result<Received, String> {
         let mut took_over = false;
+        let mut twin = None;
         match &self.conns[c] {
-            Some(conn) if conn.epoch > epoch => return Ok(Received::Stale),
+            Some(conn) if conn.epoch > epoch || conn.epoch == epoch && conn.taken_over => {
+                return Ok(Received::Stale)
+            }
             Some(conn) if conn.epoch == epoch && !conn.open => {
                 return Err(format!(
                     "W1: {} sent {} bytes after DISCONNECT",
@@ -295,9 +365,11 @@ impl Broker {
                 if took_over {
                     self.end(c, now);
                 }
+                twin = self.take_over_from_twin(c, now);
                 self.conns[c] = Some(Conn {
                     epoch,
                     open: true,
+                    taken_over: false,
                     subs: Vec::new(),
                     wire: Some(Box::new(Wire {
                         last_sent: chunk.sent,
@@ -317,11 +389,12 @@ impl Broker {
         wire.stamps.push_back((start, chunk.stamp, chunk.sent));
         wire.replies.extend(chunk.reply);
         wire.rx.extend_from_slice(&chunk.bytes);
-        Ok(Received::Buffered { took_over })
+        Ok(Received::Buffered { took_over, twin })
     }
 
     /// Reads and handles the next whole packet of client `c`, if one has arrived.
     pub(crate) fn next_packet(&mut self, now: u64, c: usize) -> Result<Option<Handled>, String> {
+        let slot = self.session_slot(c);
         let id = &self.ids[c];
         let Some(conn) = self.conns[c].as_mut().filter(|conn| conn.open) else {
             return Ok(None);
@@ -389,7 +462,7 @@ impl Broker {
                 wire.session_expiry = connect.session_expiry;
                 // A session kept and not expired is resumed, unless the broker forgot it (it
                 // restarted without persistence while the client was away): one time in four.
-                let kept = self.kept[c].take().filter(|k| k.expires > now);
+                let kept = self.kept[slot].take().filter(|k| k.expires > now);
                 let resumed = match kept {
                     Some(kept) if !connect.clean_start => {
                         let forgot = self.rng.next_u64() & 3 == 0;

@@ -8,11 +8,11 @@
 
 use leasedlock::bytes::Bytes;
 use leasedlock::connection;
-use leasedlock::mqtt::DisconnectCause;
+use leasedlock::mqtt::{DisconnectCause, DisconnectReason};
 use leasedlock::store;
 use leasedlock::Message;
 
-use super::broker::{Chunk, Received};
+use super::broker::{Chunk, Received, TakenOver};
 use super::codec;
 use super::link::{Inbound, Mode, Out};
 use super::net::{Carried, ConnId, Delivery, Dir, Fate, Reply};
@@ -26,6 +26,20 @@ impl World<'_> {
     pub(super) fn connect(&mut self, c: usize) -> Check {
         if self.clients[c].connected {
             return Ok(());
+        }
+        if self.clients[c].retired {
+            return Ok(());
+        }
+        if self.mode == Mode::Messages {
+            // The broker ends a twin's connection (one client id, one connection).
+            if let Some(t) = self.broker.open_twin(c) {
+                let line = format!(
+                    "broker: {} takes over the connection of its twin {}",
+                    self.clients[c].id, self.clients[t].id
+                );
+                self.log(line);
+                self.disconnect(t)?;
+            }
         }
         let now = self.client_now(c);
         let client = &mut self.clients[c];
@@ -55,7 +69,8 @@ impl World<'_> {
                 client.connected = false;
                 client.epoch += 1;
                 client.link.down(now);
-                self.store.handle_client_disconnected(store_now, &client.id);
+                self.store
+                    .handle_client_disconnected(store_now, &client.client_id);
                 let id = client.id.clone();
                 self.handoff_forget(c);
                 self.log(format!("{id} disconnected"));
@@ -81,7 +96,8 @@ impl World<'_> {
             match self.mode {
                 Mode::Messages => {
                     let store_now = self.store_now();
-                    self.store.handle_client_disconnected(store_now, &client.id);
+                    self.store
+                        .handle_client_disconnected(store_now, &client.client_id);
                     self.broker.close(c, client.epoch, self.t_ns);
                 }
                 Mode::Bytes if !self.net.is_cut(conn) => {
@@ -251,6 +267,17 @@ impl World<'_> {
             DisconnectCause::ByClient
             | DisconnectCause::KeepAliveTimeout
             | DisconnectCause::ConnectTimeout => {
+                self.log(format!("{id} session ended: {cause:?}"));
+                self.close_transport(c)?;
+                if self.healing {
+                    self.connect(c)?;
+                }
+                Ok(())
+            }
+            // Only a twin (another client with this client id) takes a session over.
+            DisconnectCause::ByServer(DisconnectReason::SessionTakenOver)
+                if self.broker.has_twin(c) =>
+            {
                 self.log(format!("{id} session ended: {cause:?}"));
                 self.close_transport(c)?;
                 if self.healing {
@@ -466,11 +493,14 @@ impl World<'_> {
                     );
                     self.log(line);
                 }
-                Received::Buffered { took_over } => {
+                Received::Buffered { took_over, twin } => {
                     if took_over {
                         let line = format!("broker: {} takes over", self.clients[c].id);
                         self.log(line);
                         self.store_disconnected(c)?;
+                    }
+                    if let Some(twin) = twin {
+                        self.twin_taken_over(c, twin)?;
                     }
                     self.broker_reads(c)?;
                 }
@@ -512,6 +542,33 @@ impl World<'_> {
             }
         }
         self.check()
+    }
+
+    /// Byte mode: a connection of `c` took over the one of its twin `t`: the store drops the
+    /// client id's registrations, and the twin reads DISCONNECT 0x8E before its connection
+    /// closes.
+    fn twin_taken_over(&mut self, c: usize, t: TakenOver) -> Check {
+        let line = format!(
+            "broker: {} takes over the connection of its twin {}",
+            self.clients[c].id, self.clients[t.client].id
+        );
+        self.log(line);
+        self.store_disconnected(t.client)?;
+        let conn = (t.client, t.epoch);
+        if !self.net.is_cut(conn) {
+            let half = self.net.max_delay_ns / 2;
+            self.net.send_bytes(
+                self.t_ns,
+                half,
+                conn,
+                Dir::ToClient,
+                t.disconnect,
+                |b, _| Carried::ToClient(b),
+            );
+            self.net
+                .send_ordered(self.t_ns, half, conn, Dir::ToClient, Carried::Reset);
+        }
+        Ok(())
     }
 
     /// Byte mode: the broker reads the packets of client `c` that have arrived, one at a time,
@@ -563,7 +620,7 @@ impl World<'_> {
         self.log(line);
         if reply != (Reply::Unavailable { applied: false }) {
             let store_now = self.store_now();
-            let id = self.clients[c].id.clone();
+            let id = self.clients[c].client_id.clone();
             self.store.handle_request(store_now, &id, msg);
         }
         let lost = (reply != Reply::Sent)
@@ -588,7 +645,7 @@ impl World<'_> {
     fn store_disconnected(&mut self, c: usize) -> Check {
         let store_now = self.store_now();
         self.store
-            .handle_client_disconnected(store_now, &self.clients[c].id);
+            .handle_client_disconnected(store_now, &self.clients[c].client_id);
         self.route_store_output(None)
     }
 }

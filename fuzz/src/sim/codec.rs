@@ -623,6 +623,11 @@ pub(crate) fn puback(packet_id: u16, form: u64) -> Bytes {
     }
 }
 
+/// A DISCONNECT of the server with a reason code and no properties.
+pub(crate) fn server_disconnect(reason: u8) -> Bytes {
+    packet(0xe0, &[reason, 0])
+}
+
 pub(crate) fn pingresp() -> Bytes {
     packet(0xd0, &[])
 }

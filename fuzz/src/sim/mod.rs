@@ -82,6 +82,18 @@
 //! at once (L4) rather than wait for a grant that will not come, and it works again after it
 //! reconnects (at the healing, a client with a refused subscription reconnects).
 //!
+//! In runs that draw it (bit 6 of the second input byte, with two clients or more), client 1 is
+//! a **twin** of client 0: a second engine with the same MQTT client id, as two processes
+//! configured alike. Both use session ids (`s…` and `t…`), which keep their holder values apart.
+//! The broker keeps one connection and one session per client id: a twin's new connection takes
+//! the other's over (byte mode: DISCONNECT 0x8E, then the broker closes it; what the other wrote
+//! meanwhile is dropped) and resumes its session, with the other's unacknowledged PUBLISHes and
+//! queued messages (responses the engine does not know, to be ignored); the store, which keys
+//! registrations by client id, drops both twins' when either's connection ends. S1–S7 must
+//! hold (caught otherwise by the canary `canary-holder`, whose holder values leave the session
+//! id out, as S1). At the healing the twin stops for good (its process ends, leaving its lease to
+//! expire), since two connections with one client id cannot both stay up.
+//!
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
 //! S2), and may only believe a reply that arrives within the validity it gives.

@@ -79,7 +79,10 @@ impl fmt::Display for Failure {
 }
 
 pub(super) struct SimClient {
+    /// What the trace calls it.
     pub id: String,
+    /// Its MQTT client id: its name, but for a twin, which has the id of client 0.
+    pub client_id: String,
     pub link: Link,
     pub incarnation: u32,
     /// Message mode: connected. Byte mode: the transport is open (the session may still be
@@ -105,6 +108,11 @@ pub(super) struct SimClient {
     /// `.1` of what it wrote to the client (message mode: `u64::MAX` until the SUBACK arrives,
     /// then 0): once the client has read that far, L4 holds it to its refusal.
     pub refused: Option<(u64, u64)>,
+    /// The first letter of its session ids (`t` for a twin: its holder values differ from its
+    /// twin's).
+    pub session_tag: char,
+    /// A twin put away at the healing: it does not connect again.
+    pub retired: bool,
     pub awaiting_edits: Vec<(OpId, Option<Bytes>)>,
 }
 
@@ -225,7 +233,14 @@ impl<'a> World<'a> {
             },
             store_now,
         );
-        let ids: Vec<String> = (0..n_clients).map(|i| format!("client{i}")).collect();
+        // Bit 6 of `b1` (with two clients or more): client 1 is a twin of client 0, a second
+        // engine with the same client id; both tell their holder values apart by session ids.
+        let twins = n_clients >= 2 && b1 & 0x40 != 0;
+        let ids: Vec<String> = (0..n_clients)
+            .map(|i| format!("client{}", if twins && i == 1 { 0 } else { i }))
+            .collect();
+        // What the trace calls each client.
+        let names = (0..n_clients).map(|i| format!("client{i}"));
         // Byte mode draws its variations from generators of its own: message mode's draws stay
         // as they were.
         // Bit 5 of `b1`: the broker refuses one subscription in four.
@@ -258,18 +273,20 @@ impl<'a> World<'a> {
             trace: Trace::new(),
             inv: Invariants::new(),
         };
-        for id in ids {
+        for (i, (client_id, id)) in ids.into_iter().zip(names).enumerate() {
             let b = w.input.byte_or_zero();
             let skew_ms = [0, 30, -30, 1_500, -1_500, 20_000, -20_000, 3][usize::from(b % 8)];
             let ppm = i64::from(drift_ppm);
             let rate_ppm = i64::from(b >> 3) * 2 * ppm / 31 - ppm;
-            let sessions = w.input.byte_or_zero().is_multiple_of(3);
-            let (link, locks) = w.new_link(&id, client_now_of(base, 0, 0, skew_ms));
+            let sessions = w.input.byte_or_zero().is_multiple_of(3) || twins && i <= 1;
+            let session_tag = if twins && i == 1 { 't' } else { 's' };
+            let (link, locks) = w.new_link(&client_id, client_now_of(base, 0, 0, skew_ms));
             w.log(format!(
                 "config {id}: skew {skew_ms} ms, rate {rate_ppm:+} ppm, sessions {sessions}"
             ));
             w.clients.push(SimClient {
                 id,
+                client_id,
                 link,
                 incarnation: 0,
                 connected: false,
@@ -284,6 +301,8 @@ impl<'a> World<'a> {
                 ops: BTreeMap::new(),
                 handoff: vec![Watch::default(); LOCK_NAMES.len()],
                 refused: None,
+                session_tag,
+                retired: false,
                 awaiting_edits: Vec::new(),
             });
         }
@@ -299,6 +318,9 @@ impl<'a> World<'a> {
         ));
         if refusals.is_some() {
             w.log("config: the broker refuses one subscription in four".into());
+        }
+        if twins {
+            w.log("config: client 1 is a twin of client 0 (one client id)".into());
         }
         if mode == Mode::Bytes {
             w.log(format!(
@@ -391,6 +413,12 @@ impl<'a> World<'a> {
         self.healing = true;
         self.log("heal: faults stop".into());
         self.broker.stop_refusing();
+        // Twins cannot both stay connected (each connection takes the other's over): the twin
+        // stops, as its process would, and stays away.
+        if self.broker.has_twin(1) {
+            self.crash(1)?;
+            self.clients[1].retired = true;
+        }
         for i in 0..self.clients.len() {
             // A connection with a refused subscription stays of no use: the client reconnects.
             let client = &self.clients[i];
@@ -505,7 +533,8 @@ impl<'a> World<'a> {
     fn options(&mut self, c: usize) -> Options {
         let client = &self.clients[c];
         if client.sessions {
-            Options::default().with_session_id(format!("s{}", client.incarnation))
+            Options::default()
+                .with_session_id(format!("{}{}", client.session_tag, client.incarnation))
         } else {
             Options::default()
         }
@@ -757,7 +786,8 @@ impl<'a> World<'a> {
         self.clients[c].incarnation += 1;
         let now = self.client_now(c);
         let id = self.clients[c].id.clone();
-        let (link, locks) = self.new_link(&id, now);
+        let client_id = self.clients[c].client_id.clone();
+        let (link, locks) = self.new_link(&client_id, now);
         let client = &mut self.clients[c];
         client.link = link;
         client.locks = locks;
