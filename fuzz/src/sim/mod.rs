@@ -75,14 +75,14 @@
 //! gives up every request in flight when a connection ends, must not (caught otherwise by the
 //! canary `canary-resend`, as S7). A crashed client restarts with Clean Start 1 and a new session.
 //!
-//! In runs that draw it (bit 5 of the second input byte), the broker **refuses subscriptions**:
+//! In runs that draw it (bits 5–6 of the second input byte = 1), the broker **refuses subscriptions**:
 //! one SUBSCRIBE in four, in either mode, is answered with a SUBACK failure (not authorized,
 //! quota exceeded, unspecified or topic filter invalid); the subscription does not hold, and is
 //! not kept in the session. The client cannot work on that connection: its operations must fail
 //! at once (L4) rather than wait for a grant that will not come, and it works again after it
 //! reconnects (at the healing, a client with a refused subscription reconnects).
 //!
-//! In runs that draw it (bit 6 of the second input byte, with two clients or more), client 1 is
+//! In runs that draw it (bits 5–6 of the second input byte = 2, with two clients or more), client 1 is
 //! a **twin** of client 0: a second engine with the same MQTT client id, as two processes
 //! configured alike. Both use session ids (`s…` and `t…`), which keep their holder values apart.
 //! The broker keeps one connection and one session per client id: a twin's new connection takes

@@ -233,9 +233,10 @@ impl<'a> World<'a> {
             },
             store_now,
         );
-        // Bit 6 of `b1` (with two clients or more): client 1 is a twin of client 0, a second
-        // engine with the same client id; both tell their holder values apart by session ids.
-        let twins = n_clients >= 2 && b1 & 0x40 != 0;
+        // Bits 5–6 of `b1` = 2 (with two clients or more): client 1 is a twin of client 0, a
+        // second engine with the same client id; both tell their holder values apart by session
+        // ids.
+        let twins = n_clients >= 2 && (b1 >> 5) & 3 == 2;
         let ids: Vec<String> = (0..n_clients)
             .map(|i| format!("client{}", if twins && i == 1 { 0 } else { i }))
             .collect();
@@ -243,8 +244,8 @@ impl<'a> World<'a> {
         let names = (0..n_clients).map(|i| format!("client{i}"));
         // Byte mode draws its variations from generators of its own: message mode's draws stay
         // as they were.
-        // Bit 5 of `b1`: the broker refuses one subscription in four.
-        let refusals = (b1 & 0x20 != 0).then_some(seed ^ 0x5bac_0f5e_5eed_0003);
+        // Bits 5–6 of `b1` = 1: the broker refuses one subscription in four.
+        let refusals = ((b1 >> 5) & 3 == 1).then_some(seed ^ 0x5bac_0f5e_5eed_0003);
         let broker = Broker::new(
             ids.clone(),
             receive_maximum,
