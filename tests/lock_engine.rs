@@ -2461,3 +2461,55 @@ fn a_fenced_write_answered_after_its_lease_ended_is_indeterminate() {
     );
     assert!(!events.iter().any(|e| matches!(e, Event::Accessed { .. })));
 }
+
+/// A fenced write may leave only while its lease holds, by both clocks, at the reading of the
+/// moment it is written. Whole-millisecond wall readings may step up to a millisecond ahead of
+/// the true wall time, and a monotonic clock within the drift bound lags it: the write's send-by
+/// deadline is counted short by both, so that at every later reading the engine either still holds
+/// the lease or no longer awaits the write.
+#[test]
+fn a_fenced_write_is_given_up_before_the_lease_ends_by_either_clock() {
+    let mut t = T::connected("c1");
+    let ppm = u64::from(t.client.config().clock_rate_drift_ppm);
+    assert!(ppm > 0, "the default config bounds a drift");
+    let lock = t.lock("L");
+    let (op, token, fence) =
+        edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    t.ok(&fence);
+    assert!(matches!(
+        t.take_events().as_slice(),
+        [Event::EditRequested { .. }]
+    ));
+    // The wall clock runs 10 ms ahead of the monotonic one (within the pause slack): the lease's
+    // end by the wall clock comes first.
+    t.now = Now::new(t.now.instant + SEC, t.now.wall_ms + 1_010);
+    t.client.handle_timeout(t.now);
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
+        .unwrap();
+    let write = t.take_one("SET");
+    assert_eq!(write.prop("__ft"), Some(token.to_string().as_str()));
+    let cd = write.message.correlation_data.clone().unwrap();
+    let (written_at, wall_at) = (t.now.instant, t.now.wall_ms);
+    // The readings of a world in which the true wall time was 0.9995 ms past `wall_at` when the
+    // write was made and the monotonic clock runs slow by the whole drift bound: wall reading
+    // `wall_at + w` comes (w − 1 ms + 1 µs) of wall time later.
+    let mut given_up = false;
+    for w in 1..10_000u64 {
+        let wall = Duration::from_millis(w) - MS + Duration::from_micros(1);
+        let mono = wall - wall * u32::try_from(ppm).unwrap() / 1_000_000;
+        let r = Now::new(written_at + mono, wall_at + w);
+        t.client.handle_timeout(r);
+        t.drain();
+        if !t.client.awaits(&cd) {
+            given_up = true;
+            break;
+        }
+        assert!(
+            t.client.token(r, lock).is_some(),
+            "the write is still awaited {w} ms of wall time after it was made, at a reading at \
+             which the lease no longer holds"
+        );
+    }
+    assert!(given_up, "the write is given up before its lease ends");
+}

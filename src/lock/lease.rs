@@ -35,11 +35,19 @@ impl Validity {
         now.instant < self.instant && by_wall
     }
 
-    /// The monotonic instant at which it ends, as of `now`: sooner than `instant` when the wall
-    /// clock says so (the monotonic clock lost a suspension before `now`).
-    pub(super) fn end_as_of(&self, now: Now) -> Instant {
-        let wall_left = Duration::from_millis(self.wall_ms.saturating_sub(now.wall_ms));
-        self.instant.min(later(now.instant, wall_left))
+    /// The monotonic instant by which it surely still holds, as of `now`: sooner than `instant`
+    /// when the wall clock says so (the monotonic clock lost a suspension before `now`). The wall
+    /// clock's part is counted short twice over: by one millisecond, since a whole-millisecond
+    /// reading may be up to a millisecond behind the true time, and by `drift_ppm`, the most a
+    /// monotonic clock may run slow against it, so that no later reading made before this instant
+    /// finds the lease over by either clock.
+    pub(super) fn end_as_of(&self, now: Now, drift_ppm: u32) -> Instant {
+        let wall_ms = self.wall_ms.saturating_sub(now.wall_ms).saturating_sub(1);
+        let wall_left = Duration::from_millis(wall_ms);
+        let lag_ns = (wall_left.as_nanos() * u128::from(drift_ppm)).div_ceil(1_000_000);
+        let lag = Duration::from_nanos(u64::try_from(lag_ns).unwrap_or(u64::MAX));
+        self.instant
+            .min(later(now.instant, wall_left.saturating_sub(lag)))
     }
 
     /// The later end of two validities of one holder.

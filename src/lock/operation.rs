@@ -662,7 +662,9 @@ impl Client {
             // leave after that (the connection drops it unsent), and a reply that comes later
             // cannot tell whether it landed under the lease.
             if *token == lease.token {
-                let end = lease.validity.end_as_of(now);
+                let end = lease
+                    .validity
+                    .end_as_of(now, self.config.clock_rate_drift_ppm);
                 if end <= now.instant {
                     // Already over (a check of the lease by one clock only would let it pass).
                     self.fail(now, id, lock, OpError::LeaseLapsed);
