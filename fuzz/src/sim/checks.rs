@@ -49,7 +49,7 @@ pub(crate) struct Tally {
     /// Reported `Indeterminate`, lost in a crash while in flight, or an abort's delete of its
     /// placeholder (which `Unchanged` does not promise).
     pub indeterminate: u64,
-    /// Carried out by the store (a copy of the previous write to the key not counted).
+    /// Carried out by the store (a copy of an earlier write not counted).
     pub applied: u64,
 }
 
@@ -64,12 +64,16 @@ pub(crate) struct Invariants {
     /// The `Set`s the store carried out since it last carried out a `Delete` of the counter: what
     /// the counter must hold, every edit adding one to the value it read.
     since_delete: Vec<u64>,
-    /// The last write the store carried out on each counter, and its token: a copy of it (a
-    /// duplicated request, a re-sent attempt) changes nothing and counts once.
-    last_write: Vec<Option<(store::Command, Option<FencingToken>)>>,
+    /// Every write the store carried out on each counter, with its token: a copy of one (a
+    /// duplicated request, a re-sent attempt, a publish the MQTT session held back and
+    /// delivered later, after other writes) counts once, wherever it lands. One edit's writes
+    /// share its lease's token and differ from each other, and no two edits share a token, so a
+    /// write equal to an earlier one is always a copy of it.
+    writes: Vec<Vec<(store::Command, Option<FencingToken>)>>,
     /// The newest token of a fence a delete of the counter removed (the store keeps a fence
-    /// only with its key): a write with an older token that lands on the deleted key is a stale
-    /// holder's, which the protocol no longer refuses (PROTOCOL.md §5).
+    /// only with its key): a write with that token or an older one that lands on the deleted key
+    /// is a stale holder's, or a late copy of the deleting edit's own fence, which the protocol
+    /// no longer refuses (PROTOCOL.md §5).
     removed_fence: Vec<Option<FencingToken>>,
     pub acquisitions: u64,
 }
@@ -83,7 +87,7 @@ impl Invariants {
             sets: vec![Tally::default(); LOCK_NAMES.len()],
             deletes: vec![Tally::default(); LOCK_NAMES.len()],
             since_delete: vec![0; LOCK_NAMES.len()],
-            last_write: vec![None; LOCK_NAMES.len()],
+            writes: vec![Vec::new(); LOCK_NAMES.len()],
             removed_fence: vec![None; LOCK_NAMES.len()],
             acquisitions: 0,
         }
@@ -342,18 +346,20 @@ impl World<'_> {
         let inv = &mut self.inv;
         let stale_on_deleted_key = r.stored_token.is_none()
             && r.fencing_token.is_some()
-            && r.fencing_token.as_ref() < inv.removed_fence[li].as_ref();
+            && r.fencing_token.as_ref() <= inv.removed_fence[li].as_ref();
         if r.applied {
             self.check_fenced_write(li, r)?;
         }
         let inv = &mut self.inv;
         let write = (command.clone(), r.fencing_token.clone());
-        let copy = inv.last_write[li].as_ref() == Some(&write);
-        inv.last_write[li] = Some(write);
+        let copy = inv.writes[li].contains(&write);
+        if !copy {
+            inv.writes[li].push(write);
+        }
         match command {
             store::Command::Set { value, options, .. } => {
                 if stale_on_deleted_key {
-                    // The documented hole: the counter now holds what the stale holder computed.
+                    // The documented hole: the counter now holds what the late write says.
                     inv.since_delete[li] = counter_value(value)?;
                 } else if !is_fence(options) && !copy {
                     inv.since_delete[li] += 1;

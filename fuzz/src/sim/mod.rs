@@ -137,16 +137,18 @@
 //!   after that;
 //! - **S4** for each lock's counter (edited under the lock), each kind of write (`Set`, `Delete`)
 //!   counted apart: `done ≤ carried out ≤ done + indeterminate + in flight`, where *carried out*
-//!   counts what the store's records show it did (a copy of the key's previous write, a
-//!   duplicated or re-sent request, counts once; a DEL of an absent key counts, as it leaves the
+//!   counts what the store's records show it did (a write equal to one carried out before, with
+//!   the same token, is a copy of it, duplicated, re-sent or held back by the MQTT session, and
+//!   counts once wherever it lands; a DEL of an absent key counts, as it leaves the
 //!   key absent) and *done* what the edits reported (`Written`, `Deleted`; an `Abort` promises
 //!   nothing, the delete of its fence's placeholder counts as indeterminate); the counter holds
 //!   exactly the number of `Set`s carried out since the store last deleted it (an absent key or
 //!   the fence's placeholder reads 0); and the store never accepts a write to the counter without
 //!   a fencing token or with one lower than the stored token or than the last write's since the
-//!   last delete. A delete removes the key's fence (PROTOCOL.md §5): a stale holder's write that
-//!   lands on the deleted key with a token older than the removed fence is that documented hole,
-//!   not a violation, and the counter then holds what that write says;
+//!   last delete. A delete removes the key's fence (PROTOCOL.md §5): a write that lands on the
+//!   deleted key with a token not newer than the removed fence (a stale holder's, or a late copy
+//!   of the deleting edit's own fence, which brings back the value it read) is that documented
+//!   hole, not a violation, and the counter then holds what that write says;
 //! - **S5** nothing panics (a panic is a failure of the run);
 //! - **S6** once an edit has shown its user a counter's value, the store accepts no write to that
 //!   counter with an older token: what the user saw stays the value until its edit writes (or
