@@ -2513,3 +2513,50 @@ fn a_fenced_write_is_given_up_before_the_lease_ends_by_either_clock() {
     }
     assert!(given_up, "the write is given up before its lease ends");
 }
+
+/// The send-by instant of a fenced write is the end of its lease for it: when the write goes
+/// unanswered until then, it is not repeated in the moments the lease may have left by a later
+/// reading, and the edit ends `Indeterminate` (the write may have landed).
+#[test]
+fn a_fenced_write_unanswered_by_the_end_of_its_lease_is_not_repeated() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, _, fence) = edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    t.ok(&fence);
+    assert!(matches!(
+        t.take_events().as_slice(),
+        [Event::EditRequested { .. }]
+    ));
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
+        .unwrap();
+    let write = t.take_one("SET");
+    let cd = write.message.correlation_data.clone().unwrap();
+    // The next deadline is the write's; both clocks reach it at the same rate, so the lease still
+    // holds there by this reading.
+    let at = t.client.poll_timeout().expect("the write's deadline");
+    let reading = t.now + at.saturating_duration_since(t.now.instant);
+    assert!(
+        t.client.is_held(reading, lock),
+        "the lease holds by this reading"
+    );
+    t.run_to_timeout();
+    assert!(
+        !t.client.awaits(&cd),
+        "the write was given up at its deadline"
+    );
+    assert!(
+        t.take_sent().iter().all(|s| s.verb() != "SET"),
+        "the write is repeated in the last moments of its lease"
+    );
+    assert!(
+        matches!(
+            t.take_events().as_slice(),
+            [Event::Failed {
+                error: OpError::Indeterminate,
+                ..
+            }]
+        ),
+        "the edit ends with its outcome unknown"
+    );
+}

@@ -82,6 +82,17 @@ impl Client {
         self.token(now, lock).is_some()
     }
 
+    /// Whether a fenced write sent at `sent` under the current lease of `lock` could still be
+    /// sent at `now`: the lease's end for writes, as of that send, is not yet reached.
+    pub(super) fn holds_for_writes_sent(&self, now: Now, lock: LockId, sent: Now) -> bool {
+        let drift_ppm = self.config.clock_rate_drift_ppm;
+        self.locks
+            .get(lock)
+            .ok()
+            .and_then(|l| l.lease.as_ref())
+            .is_some_and(|lease| now.instant < lease.validity.end_as_of(sent, drift_ppm))
+    }
+
     /// Until when the current lease may be trusted (it may already be in the past).
     pub fn valid_until(&self, lock: LockId) -> Option<Instant> {
         Some(self.locks.get(lock).ok()?.lease.as_ref()?.validity.instant)

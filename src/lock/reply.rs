@@ -52,8 +52,10 @@ impl Client {
                 } = op.kind
                 {
                     // Repeat the fenced write while the lease lasts; after that, the outcome is
-                    // unknown.
-                    if !self.is_held(now, lock) {
+                    // unknown. The lease lasts for the write until the send-by instant it was
+                    // given: a later reading may leave a few moments, too few to be worth a
+                    // copy that may land all the same.
+                    if !self.is_held(now, lock) || !self.holds_for_writes_sent(now, lock, p.sent) {
                         self.finish_edit(now, id, Err(OpError::Indeterminate));
                         return;
                     }
