@@ -368,8 +368,11 @@ impl World<'_> {
                     inv.sets[li].applied += 1;
                 }
             }
-            store::Command::Del { .. } if !copy => {
-                inv.deletes[li].applied += 1;
+            store::Command::Del { .. } => {
+                // A copy counts once, but leaves the key absent all the same.
+                if !copy {
+                    inv.deletes[li].applied += 1;
+                }
                 inv.since_delete[li] = 0;
                 if r.applied {
                     let removed = inv.max_write_token[li].take().max(r.fencing_token.clone());
