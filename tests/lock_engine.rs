@@ -2560,3 +2560,36 @@ fn a_fenced_write_unanswered_by_the_end_of_its_lease_is_not_repeated() {
         "the edit ends with its outcome unknown"
     );
 }
+
+/// An operation held behind a release's VDEL whose deadline comes at the very instant the VDEL's
+/// timeout lifts the barrier ends with `Timeout` and sends nothing: a SET made and given up in
+/// the same call would leave unawaited (simulator seed 1000404, S7).
+#[test]
+fn an_operation_whose_deadline_comes_with_the_barrier_lifting_sends_nothing() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let rel = t.client.release(t.now, lock, Options::default()).unwrap();
+    let _vdel = t.take_one("VDEL");
+    t.client.cancel(t.now, rel).unwrap();
+    t.take_events();
+    let timeout = t.client.config().request_timeout;
+    let op = t
+        .client
+        .try_acquire(t.now, lock, 10 * SEC, Options::default().with_timeout(timeout))
+        .unwrap();
+    assert!(t.take_sent().is_empty(), "no SET while the VDEL is in flight");
+    t.run_to_timeout(); // the VDEL's request timeout and the operation's deadline
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op,
+            lock,
+            error: OpError::Timeout
+        }]
+    );
+    let sent = t.take_sent();
+    assert!(
+        sent.iter().all(|s| s.verb() != "SET"),
+        "a SET made for an operation that ends in the same call"
+    );
+}

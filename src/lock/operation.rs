@@ -542,6 +542,15 @@ impl Client {
         if op.req.is_some() || op.retry_timer.is_some() {
             return;
         }
+        if op.deadline.is_some_and(|d| d <= now.instant) {
+            // Its deadline timer is due in this very call (another timer of the same instant,
+            // such as a VDEL's timeout lifting the release barrier, came first): a request sent
+            // now would be given up at once, after it had been handed out to be sent.
+            let timer = self.ops.get_mut(&id).and_then(|op| op.deadline_timer.take());
+            self.timers.cancel(timer);
+            self.on_deadline(now, id);
+            return;
+        }
         let lock = op.lock;
         let held = self.is_held(now, lock);
         let l = &self.locks[lock];
