@@ -221,7 +221,9 @@ impl Session {
     }
 
     /// Sends DISCONNECT with `reason` and ends the connection ([`DisconnectCause::ByClient`]).
-    /// Unacknowledged publishes are kept for the next connection.
+    /// Unacknowledged publishes are kept for the next connection. Bytes not yet taken with
+    /// [`Session::poll_transmit`] are dropped, here and whenever a connection ends: nothing of a
+    /// connection goes out after its end.
     pub fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
         if self.state != State::Idle {
             self.last_sent = Some(now);
@@ -277,8 +279,11 @@ impl Session {
         );
     }
 
-    /// Ends the connection: optionally sends DISCONNECT, reports `cause` once.
+    /// Ends the connection: drops what was not yet written (it belongs to this connection: a
+    /// publish stays unacknowledged and so is kept for a resumed session), optionally sends
+    /// DISCONNECT, reports `cause` once.
     fn end(&mut self, cause: DisconnectCause, send: Option<DisconnectReason>) {
+        self.tx.clear();
         if let Some(reason) = send {
             codec::encode_disconnect(&mut self.tx, reason);
         }

@@ -695,6 +695,23 @@ fn server_disconnect_with_reason_code_and_no_properties() {
 }
 
 #[test]
+fn nothing_unwritten_goes_out_after_the_connection_ends() {
+    let now = t0();
+    let mut s = connected(Options::new("c"), now);
+    s.publish(now, message("t", b"x")).unwrap();
+    // The server's DISCONNECT is read before the publish's bytes were written: the connection
+    // is over, and they belong to it.
+    s.handle_bytes(now, &[0xE0, 0x01, 0x8E]);
+    assert_eq!(tx(&mut s), [0u8; 0]);
+    assert_eq!(s.publishes_in_flight(), 1, "kept for a resumed session");
+    // Ended by the client: only its DISCONNECT goes out.
+    let mut s = connected(Options::new("c"), now);
+    s.publish(now, message("t", b"x")).unwrap();
+    s.disconnect(now, DisconnectReason::NormalDisconnection);
+    assert_eq!(tx(&mut s), [0xE0, 0x00]);
+}
+
+#[test]
 fn client_disconnect() {
     let now = t0();
     let mut s = connected(Options::new("c"), now);
