@@ -383,55 +383,19 @@ fn a_fenced_write_held_up_across_a_suspension_past_its_lease_is_not_sent() {
     );
 }
 
-/// A request waiting in the session behind a full in-flight window is taken back when its
-/// operation is cancelled: the acknowledgement that frees the window does not let it out.
-#[test]
-fn a_cancelled_operations_request_waiting_in_the_session_is_not_sent() {
-    let now = start_now();
-    let mut options = mqtt::Options::new("dev-7");
+/// A connection of client `id` with one place in flight, taken by a read of the first of
+/// `names` that the stalled broker neither acknowledges nor answers: what the test starts next
+/// waits in the session. Returns the locks and the read's packet id.
+fn behind_a_full_window(
+    id: &str,
+    names: &[&str],
+    now: Now,
+) -> (Connection, ScriptedBroker, Vec<LockId>, u16) {
+    let mut options = mqtt::Options::new(id);
     options.max_inflight = 1;
-    let mut conn = Connection::new(Config::new("dev-7"), options, now, 3).unwrap();
+    let mut conn = Connection::new(Config::new(id), options, now, 3).unwrap();
     let mut broker = ScriptedBroker::new();
-    let lock = conn.lock_id("L").unwrap();
-    conn.connect(now);
-    run(&mut conn, &mut broker, now);
-    broker.stalled = true;
-    conn.start(now, lock, Intent::Holder, Options::default())
-        .unwrap();
-    run(&mut conn, &mut broker, now);
-    let read = broker.last_packet_id;
-    let lease = Duration::from_secs(10);
-    let waiting = conn
-        .start(now, lock, Intent::TryAcquire { lease }, Options::default())
-        .unwrap();
-    run(&mut conn, &mut broker, now);
-    conn.cancel(now, waiting).unwrap();
-    let [hi, lo] = read.to_be_bytes();
-    conn.handle_bytes(now, &[0x40, 0x02, hi, lo]);
-    broker.stalled = false;
-    run(&mut conn, &mut broker, now);
-    // (The engine undoes a SET that may have left with a VDEL: that one may go.)
-    assert!(
-        !broker
-            .requests
-            .iter()
-            .any(|c| matches!(c, Command::Set { .. })),
-        "the cancelled SET never left: {:?}",
-        broker.requests
-    );
-    assert_eq!(broker.holder, None);
-}
-
-/// Several cancelled requests waiting in a row behind a full window are all taken back, not
-/// only as many as the window holds: none of them leaves when the window frees.
-#[test]
-fn a_run_of_cancelled_requests_waiting_in_the_session_is_not_sent() {
-    let now = start_now();
-    let mut options = mqtt::Options::new("dev-8");
-    options.max_inflight = 1;
-    let mut conn = Connection::new(Config::new("dev-8"), options, now, 3).unwrap();
-    let mut broker = ScriptedBroker::new();
-    let locks: Vec<LockId> = ["L", "M", "N"]
+    let locks: Vec<LockId> = names
         .iter()
         .map(|name| conn.lock_id(name).unwrap())
         .collect();
@@ -442,6 +406,58 @@ fn a_run_of_cancelled_requests_waiting_in_the_session_is_not_sent() {
         .unwrap();
     run(&mut conn, &mut broker, now);
     let read = broker.last_packet_id;
+    (conn, broker, locks, read)
+}
+
+/// The read's PUBACK frees the window at `at`; the broker answers again from then on.
+fn free_the_window(conn: &mut Connection, broker: &mut ScriptedBroker, read: u16, at: Now) {
+    let [hi, lo] = read.to_be_bytes();
+    conn.handle_bytes(at, &[0x40, 0x02, hi, lo]);
+    broker.stalled = false;
+    run(conn, broker, at);
+}
+
+/// No SET reached the broker.
+fn assert_no_set_left(broker: &ScriptedBroker, what: &str) {
+    assert!(
+        !broker
+            .requests
+            .iter()
+            .any(|c| matches!(c, Command::Set { .. })),
+        "{what}: {:?}",
+        broker.requests
+    );
+}
+
+/// A request waiting in the session behind a full in-flight window is taken back when its
+/// operation is cancelled: the acknowledgement that frees the window does not let it out.
+#[test]
+fn a_cancelled_operations_request_waiting_in_the_session_is_not_sent() {
+    let now = start_now();
+    let (mut conn, mut broker, locks, read) = behind_a_full_window("dev-7", &["L"], now);
+    let lease = Duration::from_secs(10);
+    let waiting = conn
+        .start(
+            now,
+            locks[0],
+            Intent::TryAcquire { lease },
+            Options::default(),
+        )
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    conn.cancel(now, waiting).unwrap();
+    free_the_window(&mut conn, &mut broker, read, now);
+    // (The engine undoes a SET that may have left with a VDEL: that one may go.)
+    assert_no_set_left(&broker, "the cancelled SET never left");
+    assert_eq!(broker.holder, None);
+}
+
+/// Several cancelled requests waiting in a row behind a full window are all taken back, not
+/// only as many as the window holds: none of them leaves when the window frees.
+#[test]
+fn a_run_of_cancelled_requests_waiting_in_the_session_is_not_sent() {
+    let now = start_now();
+    let (mut conn, mut broker, locks, read) = behind_a_full_window("dev-8", &["L", "M", "N"], now);
     let lease = Duration::from_secs(10);
     let waiting: Vec<OpId> = locks[1..]
         .iter()
@@ -454,18 +470,8 @@ fn a_run_of_cancelled_requests_waiting_in_the_session_is_not_sent() {
     for op in waiting {
         conn.cancel(now, op).unwrap();
     }
-    let [hi, lo] = read.to_be_bytes();
-    conn.handle_bytes(now, &[0x40, 0x02, hi, lo]);
-    broker.stalled = false;
-    run(&mut conn, &mut broker, now);
-    assert!(
-        !broker
-            .requests
-            .iter()
-            .any(|c| matches!(c, Command::Set { .. })),
-        "no cancelled SET left: {:?}",
-        broker.requests
-    );
+    free_the_window(&mut conn, &mut broker, read, now);
+    assert_no_set_left(&broker, "no cancelled SET left");
 }
 
 #[test]
@@ -568,4 +574,31 @@ fn reauthentication_passes_through_the_connection() {
         ],
     );
     assert_eq!(conn.poll_event(), Some(Event::Reauthenticated));
+}
+
+/// A cancelled request waiting behind one whose time runs out is not sent either: the
+/// acknowledgement that frees the window comes after the first's send-by instant, so the
+/// session drops the first, and the second, given up by its caller, must not take its place
+/// (simulator seed 1008531).
+#[test]
+fn a_cancelled_request_behind_one_that_runs_out_of_time_is_not_sent() {
+    let now = start_now();
+    let (mut conn, mut broker, locks, read) = behind_a_full_window("dev-9", &["L", "M", "N"], now);
+    let lease = Duration::from_secs(10);
+    let short = Options::default().with_timeout(Duration::from_secs(1));
+    conn.start(now, locks[1], Intent::TryAcquire { lease }, short)
+        .unwrap();
+    let cancelled = conn
+        .start(
+            now,
+            locks[2],
+            Intent::TryAcquire { lease },
+            Options::default(),
+        )
+        .unwrap();
+    run(&mut conn, &mut broker, now);
+    conn.cancel(now, cancelled).unwrap();
+    // The window frees after the first waiting request's time ran out.
+    free_the_window(&mut conn, &mut broker, read, now + Duration::from_secs(2));
+    assert_no_set_left(&broker, "neither the late SET nor the cancelled one left");
 }

@@ -2575,9 +2575,17 @@ fn an_operation_whose_deadline_comes_with_the_barrier_lifting_sends_nothing() {
     let timeout = t.client.config().request_timeout;
     let op = t
         .client
-        .try_acquire(t.now, lock, 10 * SEC, Options::default().with_timeout(timeout))
+        .try_acquire(
+            t.now,
+            lock,
+            10 * SEC,
+            Options::default().with_timeout(timeout),
+        )
         .unwrap();
-    assert!(t.take_sent().is_empty(), "no SET while the VDEL is in flight");
+    assert!(
+        t.take_sent().is_empty(),
+        "no SET while the VDEL is in flight"
+    );
     t.run_to_timeout(); // the VDEL's request timeout and the operation's deadline
     assert_eq!(
         t.take_events(),

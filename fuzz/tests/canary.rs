@@ -13,8 +13,9 @@
 //!   service answers 503 to a request the store may or may not have applied;
 //! - `canary-handoff` (a waiter ignores the DELETE that overtook its refused SET's reply) in
 //!   message mode, where messages are reordered, by the handoff bound L3;
-//! - `canary-resend` (a connection keeps the requests in flight when it ends) in byte mode, where
-//!   the broker resumes sessions: the client re-sends with DUP requests the engine gave up;
+//! - `canary-resend` (a connection keeps the requests in flight when it ends and writes them
+//!   without asking the engine) in byte mode, where the broker resumes sessions: the client
+//!   re-sends with DUP requests the engine gave up;
 //! - `canary-delete-absent` (a delete edit of a key read absent reports `Deleted` and leaves the
 //!   fence's placeholder) in each mode, where edits end with `Delete` or `Abort` too, by S4;
 //! - `canary-suback` (a refused SUBACK ignored: the operations wait on for the subscription) in
@@ -141,8 +142,8 @@ fn simulator_finds_a_waiter_that_sleeps_through_the_handoff() {
     finds_the_planted_bug(Mode::Messages, &["L3"]);
 }
 
-/// A connection that keeps its requests in flight when it ends re-sends them on the resumed
-/// session: a fenced write of an edit the engine gave up leaves after its lease (S7), or a write
+/// A connection that keeps its requests in flight when it ends, and lets out whatever its
+/// session holds without asking the engine, re-sends them on the resumed session: a fenced write of an edit the engine gave up leaves after its lease (S7), or a write
 /// the engine reported failed reaches the store (S4), or a SET given up takes the lock (S1).
 #[cfg(feature = "canary-resend")]
 #[test]

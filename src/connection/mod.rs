@@ -127,6 +127,9 @@ pub struct Connection {
     last_now: Now,
     /// The correlation data of requests in flight, until their PUBACK.
     requests: VecDeque<(PublishId, [u8; 16])>,
+    /// Requests the engine made during one pump, handed to the session at its end (kept for its
+    /// buffer).
+    made: Vec<lock::Request>,
     /// Writes requests as PUBLISH packets (`None`: a client id too long for a template; requests
     /// then go as messages).
     writer: Option<RequestWriter>,
@@ -155,6 +158,7 @@ impl Connection {
             events: VecDeque::new(),
             last_now: now,
             requests: VecDeque::new(),
+            made: Vec::new(),
             writer,
             responses: ResponseParser::default(),
         })
@@ -236,7 +240,6 @@ impl Connection {
     /// Bytes read from the transport.
     pub fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
         self.tick(now);
-        self.withdraw_abandoned();
         self.mqtt.handle_bytes(now.instant, bytes);
         self.pump();
     }
@@ -282,10 +285,21 @@ impl Connection {
         sent
     }
 
-    /// Bytes to write to the transport, in order.
+    /// Bytes to write to the transport, in order. A request that waited in the session for room
+    /// in flight goes out only if the engine still waits for its answer as it is written.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.pump();
-        self.mqtt.poll_transmit()
+        loop {
+            self.pump();
+            let (requests, client) = (&self.requests, &self.client);
+            let bytes = self
+                .mqtt
+                .poll_transmit_with(|id| awaited(requests, client, id));
+            // Requests dropped as they were looked at are told to the engine, which may make
+            // new ones: the bytes are not complete before that.
+            if bytes.is_some() || !self.mqtt.has_events() {
+                return bytes;
+            }
+        }
     }
 
     /// The next event.
@@ -302,10 +316,9 @@ impl Connection {
         }
     }
 
-    /// Moves the engine's outputs into the session and the session's events into the engine,
-    /// until neither has anything left.
-    /// Moves events and requests between the session and the engine. Called by every poll: most
-    /// of the time there is nothing to move, and that check stays inline.
+    /// Moves events and requests between the session and the engine, until neither has anything
+    /// left. Called by every poll: most of the time there is nothing to move, and that check
+    /// stays inline.
     #[inline]
     fn pump(&mut self) {
         if self.mqtt.has_events() || self.client.has_output() {
@@ -336,7 +349,7 @@ impl Connection {
             while let Some(output) = self.client.poll_output() {
                 moved = true;
                 match output {
-                    lock::Output::Request(request) => self.send_request(now, request),
+                    lock::Output::Request(request) => self.made.push(request),
                     lock::Output::Subscribe(filter) => {
                         // Not connected: the engine subscribes again on the next connection.
                         if let Ok(id) = self
@@ -350,9 +363,18 @@ impl Connection {
                 }
             }
             if !moved {
-                return;
+                break;
             }
         }
+        // The engine has read everything that came in; what it gave up meanwhile, made in this
+        // very pump, never reaches the session.
+        let mut made = std::mem::take(&mut self.made);
+        for request in made.drain(..) {
+            if self.client.awaits(&request.correlation_data) {
+                self.send_request(now, request);
+            }
+        }
+        self.made = made;
     }
 
     /// A new reading of the clocks. A pause of the monotonic clock since the last one (a
@@ -363,31 +385,6 @@ impl Connection {
             self.mqtt.handle_clock_pause(pause);
         }
         self.last_now = now;
-    }
-
-    /// Takes back, before an acknowledgement can let them out, the requests waiting unsent in
-    /// the session that the engine has given up (cancelled, their operation ended): none of
-    /// them may reach the store.
-    ///
-    /// Looked at from the head of the queue until as many wanted ones as could leave at once
-    /// are found: what lies behind them cannot go out before the next read.
-    fn withdraw_abandoned(&mut self) {
-        let room = self.mqtt.in_flight_limit();
-        let mut wanted = 0;
-        let mut abandoned = Vec::new();
-        for id in self.mqtt.unsent() {
-            if wanted == room {
-                break;
-            }
-            let at = self.requests.binary_search_by_key(&id, |(p, _)| *p);
-            match at {
-                Ok(at) if !self.client.awaits(&self.requests[at].1) => abandoned.push(id),
-                _ => wanted += 1,
-            }
-        }
-        for id in abandoned {
-            self.mqtt.withdraw(id);
-        }
     }
 
     /// Hands a request to the session: as a PUBLISH written from the template, or as a message.
@@ -439,7 +436,8 @@ impl Connection {
                 self.client.handle_disconnected(now);
                 // The engine gave up every request in flight: none of them may reach the store
                 // later, re-sent on a resumed session or sent on the next connection.
-                // (`canary-resend` plants a bug for the simulator: they are kept and re-sent.)
+                // (`canary-resend` plants a bug for the simulator: they are kept and re-sent,
+                // see `awaited`.)
                 #[cfg(not(feature = "canary-resend"))]
                 self.mqtt.drop_unacknowledged();
                 self.events.push_back(Event::Disconnected(cause));
@@ -476,5 +474,19 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Whether the session's publish `id`, about to be written, is a request the engine still
+/// waits for (`requests`: the correlation data by publish, in order). A publish that is not a
+/// request goes.
+fn awaited(requests: &VecDeque<(PublishId, [u8; 16])>, client: &Client, id: PublishId) -> bool {
+    // `canary-resend` plants a bug for the simulator: every request leaves, given up or not.
+    if cfg!(feature = "canary-resend") {
+        return true;
+    }
+    match requests.binary_search_by_key(&id, |(p, _)| *p) {
+        Ok(at) => client.awaits(&requests[at].1),
+        Err(_) => true,
     }
 }

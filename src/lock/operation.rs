@@ -546,7 +546,10 @@ impl Client {
             // Its deadline timer is due in this very call (another timer of the same instant,
             // such as a VDEL's timeout lifting the release barrier, came first): a request sent
             // now would be given up at once, after it had been handed out to be sent.
-            let timer = self.ops.get_mut(&id).and_then(|op| op.deadline_timer.take());
+            let timer = self
+                .ops
+                .get_mut(&id)
+                .and_then(|op| op.deadline_timer.take());
             self.timers.cancel(timer);
             self.on_deadline(now, id);
             return;

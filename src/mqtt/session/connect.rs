@@ -232,6 +232,6 @@ impl Session {
             }
             self.waiting = kept;
         }
-        self.drain_waiting(now);
+        self.drain_soon(now);
     }
 }

@@ -137,7 +137,7 @@ impl Session {
                             message: done.message.into_message(),
                         });
                     }
-                    self.drain_waiting(now);
+                    self.drain_soon(now);
                 }
             }
             Inbound::SubAck {

@@ -122,6 +122,10 @@ pub struct Session {
     next_id: u64,
     inflight: VecDeque<Inflight>,
     waiting: VecDeque<Waiting>,
+    /// Room in flight may have opened for `waiting` (a publish queued, a PUBACK, a CONNACK), as
+    /// of this instant: they are written at the next [`Session::poll_transmit_with`], asked
+    /// about then, not when the room opened.
+    drain_due: Option<Instant>,
     subscribes: VecDeque<(u16, SubscribeId, usize)>,
     /// Packet identifiers of `inflight`, of previously sent `waiting` entries and of `subscribes`.
     used_packet_ids: PacketIds,
@@ -168,6 +172,7 @@ impl Session {
             next_id: 0,
             inflight: VecDeque::new(),
             waiting: VecDeque::new(),
+            drain_due: None,
             subscribes: VecDeque::new(),
             used_packet_ids: PacketIds::new(),
             topic_cache: SharedStr::default(),
@@ -184,6 +189,20 @@ impl Session {
 
     /// Bytes to write to the transport, in order.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.poll_transmit_with(|_| true)
+    }
+
+    /// Bytes to write to the transport, in order, as [`Session::poll_transmit`]; a QoS 1 publish
+    /// that waited for room in flight is written only if `wanted` says so as its turn comes (or
+    /// dropped, with [`Event::PublishDropped`]): a caller decides at the last moment whether a
+    /// request it may have given up since publishing it still goes out.
+    pub fn poll_transmit_with(
+        &mut self,
+        mut wanted: impl FnMut(PublishId) -> bool,
+    ) -> Option<Bytes> {
+        if let Some(now) = self.drain_due.take() {
+            self.drain_waiting(now, &mut wanted);
+        }
         if self.tx.is_empty() {
             None
         } else {

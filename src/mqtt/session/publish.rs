@@ -214,38 +214,8 @@ impl Session {
             message,
             send_by,
         });
-        self.drain_waiting(now);
+        self.drain_soon(now);
         id
-    }
-
-    /// The QoS 1 publishes waiting, never sent yet, in the order they will go out.
-    pub fn unsent(&self) -> impl Iterator<Item = PublishId> + '_ {
-        self.waiting
-            .iter()
-            .filter(|w| w.packet_id.is_none())
-            .map(|w| w.id)
-    }
-
-    /// How many QoS 1 publishes may await their PUBACK at once: the smaller of
-    /// [`Options::max_inflight`](super::Options::max_inflight) and the server's Receive Maximum.
-    pub fn in_flight_limit(&self) -> usize {
-        self.inflight_limit()
-    }
-
-    /// Drops the QoS 1 publish `id` if it waits, never sent, with [`Event::PublishDropped`]:
-    /// for a caller that no longer wants it to go out. `false` when it is not waiting unsent.
-    pub fn withdraw(&mut self, id: PublishId) -> bool {
-        let Some(at) = self
-            .waiting
-            .iter()
-            .position(|w| w.id == id && w.packet_id.is_none())
-        else {
-            return false;
-        };
-        if let Some(waiting) = self.waiting.remove(at) {
-            self.drop_waiting(waiting);
-        }
-        true
     }
 
     /// The monotonic clock stood still for `pause` (a suspended host), which the caller learned
@@ -289,8 +259,20 @@ impl Session {
         }
     }
 
-    /// Sends waiting QoS 1 publishes while there is room in flight.
-    pub(super) fn drain_waiting(&mut self, now: Instant) {
+    /// Room in flight may have opened at `now`: the waiting publishes are looked at when the
+    /// bytes are next taken.
+    pub(super) fn drain_soon(&mut self, now: Instant) {
+        if !self.waiting.is_empty() {
+            self.drain_due = Some(self.drain_due.map_or(now, |due| due.max(now)));
+        }
+    }
+
+    /// Sends waiting QoS 1 publishes while there is room in flight, those `wanted` still.
+    pub(super) fn drain_waiting(
+        &mut self,
+        now: Instant,
+        wanted: &mut impl FnMut(PublishId) -> bool,
+    ) {
         if self.state != State::Connected {
             return;
         }
@@ -300,8 +282,8 @@ impl Session {
                 crate::burst::shrink_after_burst(&mut self.waiting);
                 return;
             };
-            if next.send_by.is_some_and(|by| now >= by) {
-                // Too late to be worth sending.
+            if next.send_by.is_some_and(|by| now >= by) || !wanted(next.id) {
+                // Too late to be worth sending, or no longer wanted.
                 self.drop_waiting(next);
                 continue;
             }

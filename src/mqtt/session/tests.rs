@@ -694,6 +694,49 @@ fn server_disconnect_with_reason_code_and_no_properties() {
     assert!(!s.is_connected());
 }
 
+/// The events of `a` (`message("t", b"x")`) acknowledged, then of `b` dropped unsent.
+fn acked_then_dropped(a: PublishId, b: PublishId) -> [Event; 2] {
+    [
+        Event::PublishAcked {
+            id: a,
+            reason: PubAckReason::Success,
+            message: Some(message("t", b"x")),
+        },
+        Event::PublishDropped {
+            id: b,
+            message: Some(message("t", b"x")),
+        },
+    ]
+}
+
+#[test]
+fn a_waiting_publish_goes_only_if_still_wanted_when_it_would_be_written() {
+    let now = t0();
+    let mut options = Options::new("c");
+    options.max_inflight = 1;
+    let mut s = connected(options, now);
+    let a = s.publish(now, message("t", b"x")).unwrap();
+    let b = s.publish(now, message("t", b"x")).unwrap();
+    let c = s.publish(now, message("t", b"x")).unwrap();
+    assert_eq!(tx(&mut s), publish_t_x(1, false));
+    // a's PUBACK makes room; the caller gave b up since, and says so only now.
+    s.handle_bytes(now, &[0x40, 0x02, 0, 1]);
+    let mut asked = Vec::new();
+    let out = s
+        .poll_transmit_with(|id| {
+            asked.push(id);
+            id != b
+        })
+        .unwrap();
+    assert_eq!(asked, [b, c], "asked in order, as each one's turn comes");
+    assert_eq!(
+        &out[..],
+        publish_t_x(2, false),
+        "c, with b's packet id unused"
+    );
+    assert_eq!(events(&mut s), acked_then_dropped(a, b));
+}
+
 #[test]
 fn nothing_unwritten_goes_out_after_the_connection_ends() {
     let now = t0();
@@ -1086,21 +1129,9 @@ fn a_publish_past_its_send_by_is_dropped_unsent_while_it_waits() {
         .unwrap();
     assert_eq!(tx(&mut s), publish_t_x(1, false));
     s.handle_bytes(now + secs(5), &[0x40, 0x02, 0, 1]);
-    assert_eq!(
-        events(&mut s),
-        [
-            Event::PublishAcked {
-                id: a,
-                reason: PubAckReason::Success,
-                message: Some(message("t", b"x"))
-            },
-            Event::PublishDropped {
-                id: b,
-                message: Some(message("t", b"x"))
-            },
-        ]
-    );
+    // Looked at as the bytes are taken.
     assert_eq!(tx(&mut s), [0u8; 0]);
+    assert_eq!(events(&mut s), acked_then_dropped(a, b));
     // Queued while disconnected, it does not go out on a connection made after its time.
     s.handle_transport_closed(now + secs(5));
     events(&mut s);
@@ -1110,6 +1141,7 @@ fn a_publish_past_its_send_by_is_dropped_unsent_while_it_waits() {
     s.connect(now + secs(7));
     tx(&mut s);
     s.handle_bytes(now + secs(7), &CONNACK_RESUMED);
+    assert_eq!(tx(&mut s), [0u8; 0]);
     assert_eq!(
         events(&mut s),
         [
