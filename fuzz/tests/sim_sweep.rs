@@ -3,7 +3,9 @@
 //! byte also chooses the mode: about half the seeds run in message mode, half in byte mode.
 //!
 //! `SIM_LEN` sets the input length per seed (default 600 bytes: a few hundred steps);
-//! `SIM_MODE=messages` or `SIM_MODE=bytes` runs every seed in that mode.
+//! `SIM_MODE=messages` or `SIM_MODE=bytes` runs every seed in that mode. `SIM_ALL=1` goes on
+//! after a failing seed, prints one line per failure and fails at the end with their count (for
+//! long fuzzing: how often, not only whether).
 //!
 //! Rerun one seed: `SIM_SEED=123 SIM_SEEDS=1 cargo test -p leasedlock-fuzz --test sim_sweep -- --nocapture`
 //! (prints its trace).
@@ -40,6 +42,8 @@ fn sweep_seeds() {
         Ok("bytes") => Some(Mode::Bytes),
         _ => None,
     };
+    let keep_going = std::env::var("SIM_ALL").is_ok_and(|v| v == "1");
+    let mut failures = 0u64;
     let mut totals = [Totals::default(), Totals::default()];
     for seed in first..first.saturating_add(count) {
         let mut input = sim::seed_input(seed, len);
@@ -82,7 +86,16 @@ fn sweep_seeds() {
                     );
                 }
             }
+            Ok(Err(failure)) if keep_going => {
+                failures += 1;
+                let first = failure.to_string();
+                println!("seed {seed}: {}", first.lines().next().unwrap_or_default());
+            }
             Ok(Err(failure)) => panic!("seed {seed}: {failure}\nrerun: {rerun}"),
+            Err(_) if keep_going => {
+                failures += 1;
+                println!("seed {seed} ({mode:?} mode): the simulation panicked (S5)");
+            }
             Err(_) => {
                 panic!("seed {seed} ({mode:?} mode): the simulation panicked (S5)\nrerun: {rerun}")
             }
@@ -98,6 +111,7 @@ fn sweep_seeds() {
             t.schedules, t.steps, t.acquisitions, t.edits
         );
     }
+    assert_eq!(failures, 0, "{failures} of {count} schedules failed");
 }
 
 #[test]

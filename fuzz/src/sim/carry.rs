@@ -210,9 +210,7 @@ impl World<'_> {
             return Ok(());
         }
         for (dup, msg) in &messages {
-            if *dup {
-                self.check_resend_awaited(c, msg)?;
-            }
+            self.check_request_awaited(c, *dup, msg)?;
             self.check_fenced_write_leaves(c, msg)?;
         }
         if self.net.is_cut(conn) {

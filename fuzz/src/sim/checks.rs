@@ -284,19 +284,21 @@ impl World<'_> {
         Ok(())
     }
 
-    /// S7 (byte mode): a request client `c` re-sends (DUP, on a resumed session) leaves only while
-    /// its engine still waits for its answer: the engine gives up every request in flight when
-    /// its connection ends, and a copy reaching the store then could only do harm (checked as its
+    /// S7 (byte mode): every request client `c` writes, first sent or re-sent (DUP, on a resumed
+    /// session), leaves only while its engine still waits for its answer: a request the engine
+    /// gave up (its operation ended, it timed out, or it was in flight when the connection
+    /// ended) must never reach the store, where a late copy could only do harm (checked as its
     /// bytes are written).
-    pub(super) fn check_resend_awaited(&self, c: usize, msg: &Message) -> Check {
+    pub(super) fn check_request_awaited(&self, c: usize, dup: bool, msg: &Message) -> Check {
         let client = &self.clients[c];
         let awaited = msg
             .correlation_data
             .as_ref()
             .is_some_and(|cd| client.link.engine().awaits(cd));
         if !awaited {
+            let how = if dup { "re-sends (DUP)" } else { "writes" };
             return Err(format!(
-                "S7: {} re-sends (DUP) {}, which its engine gave up",
+                "S7: {} {how} {}, which its engine gave up",
                 client.id,
                 describe(msg)
             ));

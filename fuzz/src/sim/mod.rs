@@ -159,8 +159,9 @@
 //!   written to the transport (a write the engine gave up, or whose lease ended while it waited
 //!   in the MQTT session's queue, must not go). The fence on the store only refuses a stale
 //!   write once a newer holder has raised it; S7 asks the engine not to send one at all. In
-//!   byte mode, likewise, a request re-sent with DUP on a resumed session leaves only while the
-//!   engine still waits for its answer.
+//!   byte mode, likewise, every request leaves only while the engine still waits for its
+//!   answer, first sent or re-sent with DUP on a resumed session: a request the engine gave up
+//!   (its operation ended, its time ran out, its connection ended) never reaches the store.
 //!
 //! Byte mode checks the wire as well (the broker checks the client, the world checks what the
 //! session reports of the broker):
