@@ -21,12 +21,14 @@
 //! - `canary-suback` (a refused SUBACK ignored: the operations wait on for the subscription) in
 //!   each mode, where the broker refuses subscriptions, by L4;
 //! - `canary-holder` (holder values without the session id) in each mode, where two engines
-//!   have one client id and tell their leases apart by session ids, as S1 (or S4).
+//!   have one client id and tell their leases apart by session ids, as S1 (or S4);
+//! - `canary-forget` (a waiter with a confirmed registration waits for the DELETE without a
+//!   fallback re-check) in message mode, where the store forgets registrations, by L5.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
 //! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
-//! `canary-handoff`, `canary-resend`, `canary-delete-absent`, `canary-suback` and
-//! `canary-holder`.
+//! `canary-handoff`, `canary-resend`, `canary-delete-absent`, `canary-suback`, `canary-holder`
+//! and `canary-forget`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
@@ -37,7 +39,8 @@
     feature = "canary-resend",
     feature = "canary-delete-absent",
     feature = "canary-suback",
-    feature = "canary-holder"
+    feature = "canary-holder",
+    feature = "canary-forget"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -48,10 +51,17 @@ const INPUT_LEN: usize = 600;
 
 /// The first seed whose run in `mode` fails; the failure must be one of the invariants
 /// `expected`.
+#[cfg_attr(feature = "canary-forget", allow(dead_code))] // its test prepares the inputs
 fn finds_the_planted_bug(mode: Mode, expected: &[&str]) {
+    finds_the_planted_bug_in(mode, expected, |_| {});
+}
+
+/// As [`finds_the_planted_bug`], with each input changed by `prepare` first.
+fn finds_the_planted_bug_in(mode: Mode, expected: &[&str], prepare: fn(&mut [u8])) {
     for seed in 0..BUDGET {
         let mut input = sim::seed_input(seed, INPUT_LEN);
         sim::set_mode(&mut input, mode);
+        prepare(&mut input);
         if let Err(failure) = sim::simulate(&input) {
             println!(
                 "{mode:?} mode: found after {} schedules (seed {seed}):\n{failure}",
@@ -191,4 +201,14 @@ fn simulator_finds_twins_with_one_holder_value() {
 #[test]
 fn simulator_finds_twins_with_one_holder_value_in_byte_mode() {
     finds_the_planted_bug(Mode::Bytes, &["S1", "S4"]);
+}
+
+/// A waiter that trusts its confirmed KEYNOTIFY registration to bring the DELETE, with no
+/// fallback re-check, sleeps through the lock's freeing when the store forgot the registration:
+/// L5. No message is lost in these runs, so that the forgetful store, not a lost notification,
+/// is what finds it.
+#[cfg(feature = "canary-forget")]
+#[test]
+fn simulator_finds_a_waiter_that_trusts_its_registration() {
+    finds_the_planted_bug_in(Mode::Messages, &["L5"], sim::set_lossless);
 }

@@ -359,6 +359,13 @@ impl Emulator {
     pub fn handle_client_disconnected(&mut self, now: Now, client_id: &str) {
         self.handle_timeout(now);
         self.client_limits.remove(client_id);
+        self.forget_registrations(client_id);
+    }
+
+    /// Drops every KEYNOTIFY registration of `client_id` while its connection goes on, as a
+    /// store that restarted or failed over without its registrations would: the client is told
+    /// nothing, and its notifications stop until it registers again.
+    pub fn forget_registrations(&mut self, client_id: &str) {
         self.observers.retain(|_, clients| {
             clients.remove(client_id);
             !clients.is_empty()

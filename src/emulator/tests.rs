@@ -328,6 +328,21 @@ fn keynotify_topics_payloads_stop_and_disconnect() {
         &t.message("w", Command::Del { key: b("SOMEKEY") }, None),
     );
     assert!(notes.is_empty());
+    // Forgotten while connected: the same silence, and a new KEYNOTIFY registers again.
+    t.reply("client-id1", Command::KeyNotify { key: b("SOMEKEY") }, None);
+    t.store.forget_registrations("client-id1");
+    assert!(!t.store.is_observing("client-id1", b"SOMEKEY"));
+    let (_, notes) = t.send_msg(
+        "w",
+        &t.message("w", set("SOMEKEY", "y", SetCondition::Always, 0), None),
+    );
+    assert!(notes.is_empty());
+    t.reply("client-id1", Command::KeyNotify { key: b("SOMEKEY") }, None);
+    let (_, notes) = t.send_msg(
+        "w",
+        &t.message("w", Command::Del { key: b("SOMEKEY") }, None),
+    );
+    assert_eq!(notes.len(), 1);
 }
 
 #[test]

@@ -428,6 +428,10 @@ impl World<'_> {
     }
 
     pub(super) fn check(&mut self) -> Check {
+        for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
+            let free = self.store.get(name.as_bytes()).is_none();
+            self.note_lock_at_store(li, free);
+        }
         self.check_handoff()?;
         self.check_refusals()?;
         // S1: at most one holder per lock at this real instant.

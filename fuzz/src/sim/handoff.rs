@@ -1,5 +1,7 @@
-//! L3, the handoff bound (message mode): a waiter that has been told its lock is free does not
-//! sleep through it.
+//! The handoff bounds (message mode): L3, a waiter that has been told its lock is free does not
+//! sleep through it; L5, a waiter that has not been told (its DELETE notification lost, or the
+//! store forgot its registration) does not sleep through it either, beyond its fallback
+//! re-check.
 //!
 //! The race it watches: a waiter's SET reaches the store while another client holds the lock and
 //! is refused; the holder's DELETE follows, and its notification overtakes the refusal on the way
@@ -11,11 +13,16 @@ use leasedlock::store::{self, Command, NotificationOp};
 use leasedlock::Message;
 
 use super::checks::OpKind;
-use super::world::{Check, World, LOCK_NAMES, NS_PER_MS};
+use super::link::Mode;
+use super::world::{ns, Check, World, LOCK_NAMES, NS_PER_MS};
 
 /// What one client's watch knows of its acquisitions of one lock.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Watch {
+    /// Since when the client has neither sent a SET of the lock nor had a reason to look at it
+    /// afresh (an operation started, a new connection, a restart, a wake from suspension), and
+    /// the connection epoch and suspended time at that moment (L5).
+    quiet: Option<(u64, u64, u64)>,
     /// When the client last sent a SET of the lock, and its correlation data.
     set_sent: Option<(u64, Bytes)>,
     /// When a DELETE notification of the lock arrived after that SET was sent.
@@ -39,6 +46,7 @@ impl World<'_> {
             let corr = msg.correlation_data.clone().unwrap_or_default();
             self.clients[c].handoff[li] = Watch {
                 set_sent: Some((self.t_ns, corr)),
+                quiet: Some(self.quiet_from(c)),
                 ..Watch::default()
             };
         }
@@ -75,19 +83,120 @@ impl World<'_> {
     /// Client `c` starts an operation on lock `li` (a release among them): what the watch saw
     /// belongs to the operations before, and it starts afresh.
     pub(super) fn handoff_reset(&mut self, c: usize, li: usize) {
-        self.clients[c].handoff[li] = Watch::default();
+        self.clients[c].handoff[li] = Watch {
+            quiet: Some(self.quiet_from(c)),
+            ..Watch::default()
+        };
     }
 
     /// Client `c`'s connection ended, its process restarted, or it cancelled an operation: its
     /// watches start afresh.
     pub(super) fn handoff_forget(&mut self, c: usize) {
+        let quiet = Some(self.quiet_from(c));
         for watch in &mut self.clients[c].handoff {
-            *watch = Watch::default();
+            *watch = Watch {
+                quiet,
+                ..Watch::default()
+            };
         }
     }
 
-    /// L3: no waiter that must try again is still waiting past its due time.
+    /// The start of a quiet stretch of client `c` now (see `Watch::quiet`).
+    fn quiet_from(&self, c: usize) -> (u64, u64, u64) {
+        let client = &self.clients[c];
+        (self.t_ns, client.epoch, client.suspended_ns)
+    }
+
+    /// The store holds lock `li` or not (checked after every step): a free lock starts the
+    /// count of L5 from its own freeing.
+    pub(super) fn note_lock_at_store(&mut self, li: usize, free: bool) {
+        match (free, self.lock_free_since[li]) {
+            (true, None) => self.lock_free_since[li] = Some(self.t_ns),
+            (false, Some(_)) => self.lock_free_since[li] = None,
+            _ => {}
+        }
+    }
+
+    /// How long a waiter may go without a SET while its lock is free: its fallback re-check
+    /// comes a lease after a refusal (by a clock that may run slow by the drift bound), a SET
+    /// whose reply is lost is given up after the request timeout, and the retry waits for the
+    /// jitter; the messages' delays come on top.
+    fn quiet_bound(&self) -> u64 {
+        let lease = self.cfg.lease_ns();
+        let drift = lease / 1_000_000 * 2 * u64::from(self.cfg.drift_ppm);
+        lease
+            + drift
+            + ns(self.cfg.request_timeout)
+            + 2 * self.cfg.jitter_max_ns()
+            + 2 * self.net.max_delay_ns
+            + 50 * NS_PER_MS
+    }
+
+    /// When L5 is next due to be looked at (message mode): a bound running out is an instant of
+    /// its own, or time could jump past it to the waiter's next timer.
+    pub(super) fn quiet_due(&self) -> Option<u64> {
+        if self.mode != Mode::Messages {
+            return None;
+        }
+        let bound = self.quiet_bound();
+        let mut due = None;
+        for c in 0..self.clients.len() {
+            for li in 0..self.cfg.n_locks {
+                let (Some(free), Some((quiet, ..))) =
+                    (self.lock_free_since[li], self.clients[c].handoff[li].quiet)
+                else {
+                    continue;
+                };
+                let at = quiet.max(free) + bound + 1;
+                if at > self.t_ns && self.waits_for(c, li) {
+                    due = Some(due.map_or(at, |d: u64| d.min(at)));
+                }
+            }
+        }
+        due
+    }
+
+    /// L5: no waiter sleeps through a free lock longer than [`World::quiet_bound`], counted from
+    /// the later of the lock's freeing and the waiter's last SET or fresh look.
+    fn check_quiet_waiters(&mut self) -> Check {
+        if self.mode != Mode::Messages {
+            return Ok(());
+        }
+        let bound = self.quiet_bound();
+        for c in 0..self.clients.len() {
+            for (li, name) in LOCK_NAMES.iter().enumerate().take(self.cfg.n_locks) {
+                let fresh = self.quiet_from(c);
+                let watch = &mut self.clients[c].handoff[li];
+                let quiet = match watch.quiet {
+                    Some(q) if (q.1, q.2) == (fresh.1, fresh.2) => q.0,
+                    _ => {
+                        // A new connection or a wake: the engine looks at its locks afresh.
+                        watch.quiet = Some(fresh);
+                        continue;
+                    }
+                };
+                let Some(free) = self.lock_free_since[li] else {
+                    continue;
+                };
+                let since = quiet.max(free);
+                if self.t_ns > since + bound && self.waits_for(c, li) {
+                    return Err(format!(
+                        "L5: {} waits for {}, free at the store since {:.3} ms, and has sent no \
+                         SET of it since {:.3} ms",
+                        self.clients[c].id,
+                        name,
+                        free as f64 / 1e6,
+                        quiet as f64 / 1e6
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// L3: no waiter that must try again is still waiting past its due time; L5.
     pub(super) fn check_handoff(&mut self) -> Check {
+        self.check_quiet_waiters()?;
         for c in 0..self.clients.len() {
             for (li, name) in LOCK_NAMES.iter().enumerate() {
                 let Some(due) = self.clients[c].handoff[li].due.filter(|d| *d < self.t_ns) else {
@@ -108,14 +217,16 @@ impl World<'_> {
         Ok(())
     }
 
-    /// Whether client `c` has an operation that waits for lock `li` (an acquire, or a hold).
+    /// Whether client `c` has an operation that waits for lock `li` (an acquire, a hold, or an
+    /// edit, which acquires the lock first).
     fn waits_for(&self, c: usize, li: usize) -> bool {
         let client = &self.clients[c];
         let now = self.client_now(c);
-        let waiting = client
-            .ops
-            .values()
-            .any(|t| t.lock == li && !t.ended && matches!(t.kind, OpKind::Acquire | OpKind::Hold));
+        let waiting = client.ops.values().any(|t| {
+            t.lock == li
+                && !t.ended
+                && matches!(t.kind, OpKind::Acquire | OpKind::Hold | OpKind::Edit)
+        });
         waiting && client.connected && !client.link.engine().is_held(now, client.locks[li])
     }
 }

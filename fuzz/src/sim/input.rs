@@ -55,6 +55,18 @@ pub fn set_mode(data: &mut [u8], mode: Mode) {
     }
 }
 
+/// The bits of the second input byte that choose how often a message is lost (see
+/// `World::new`).
+const LOSS_BITS: u8 = 0b0000_0110;
+
+/// Makes `data` run without lost messages (nothing else about the configuration changes): for
+/// showing that a fault class, not a lost message, is what finds a bug.
+pub fn set_lossless(data: &mut [u8]) {
+    if let Some(b) = data.get_mut(1) {
+        *b &= !LOSS_BITS;
+    }
+}
+
 /// The engine's own PRNG: seeds for the engines and the expansion of a seed into input bytes.
 pub(crate) use leasedlock::lock::SplitMix64;
 

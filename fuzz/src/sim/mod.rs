@@ -94,6 +94,15 @@
 //! id out, as S1). At the healing the twin stops for good (its process ends, leaving its lease to
 //! expire), since two connections with one client id cannot both stay up.
 //!
+//! In runs that draw it (bit 4 of the third input byte), the store **forgets registrations**: an
+//! action makes it drop every KEYNOTIFY registration of one client id while the connection goes
+//! on (a store that restarted or failed over without them), in either mode. Nobody tells the
+//! client, whose DELETE notifications stop: its waiters must get a free lock through their
+//! fallback re-checks (L5; caught otherwise by the canary `canary-forget`, whose waiters trust a
+//! confirmed registration and put their re-check off, in runs without lost messages, where the
+//! forgetful store finds it within a few seeds and twins alone, which also drop registrations,
+//! only after about forty times as many).
+//!
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
 //! S2), and may only believe a reply that arrives within the validity it gives.
@@ -193,19 +202,23 @@
 //! subscribes again).
 //!
 //! Message mode also bounds the handoff at every step (`handoff.rs`): **L3** a waiter (an
-//! acquire or a hold of a client that does not hold the lock) whose SET was refused, and which
+//! acquire, a hold or an edit of a client that does not hold the lock) whose SET was refused, and which
 //! had received a DELETE notification of the lock after it sent that SET (the notification
 //! overtook the refusal), sends a new SET within the retry jitter (+ 1 ms) of the refusal's
 //! arrival, unless it has started, cancelled or released an operation or lost its connection
 //! since (caught otherwise by the canary `canary-handoff`, which waits for the re-check a lease
-//! later).
+//! later). **L5** a waiter sends a SET of its lock within a lease (+ twice the drift bound), the
+//! request timeout, twice the retry jitter and twice the largest delay (+ 50 ms) of the later of
+//! the lock's freeing at the store and its last SET, start of an operation on the lock, new
+//! connection, restart or wake: told of the DELETE or not, it does not sleep through a free lock.
+//! The bound is an instant of the run: time does not jump past it.
 //!
 //! A violation is returned as a [`Failure`] (and [`run`] panics with it): the step, the mode, the
 //! invariant and the last events of the trace.
 //!
 //! The files: `world.rs` (the configuration, the run, the actions and intents, time),
 //! `link.rs` (the client's front in each mode), `net.rs` (the network and the fates),
-//! `handoff.rs` (L3),
+//! `handoff.rs` (L3, L5),
 //! `carry.rs` (how outputs are carried and delivered in each mode), `broker.rs` and `codec.rs`
 //! (the modelled broker), `checks.rs` (the invariants), `trace.rs`, `input.rs`.
 
@@ -220,7 +233,7 @@ mod net;
 mod trace;
 mod world;
 
-pub use input::{mode_of, seed_input, set_mode};
+pub use input::{mode_of, seed_input, set_lossless, set_mode};
 pub use link::Mode;
 pub use world::{Failure, Summary};
 

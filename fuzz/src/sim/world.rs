@@ -118,11 +118,13 @@ pub(super) struct SimClient {
 
 pub(super) struct SimConfig {
     pub n_locks: usize,
-    drift_ppm: u32,
+    pub(super) drift_ppm: u32,
     lease: Duration,
-    request_timeout: Duration,
+    pub(super) request_timeout: Duration,
     jitter_max: Duration,
     mqtt: MqttConfig,
+    /// The store forgets registrations (action 31) while connections go on.
+    forgetful: bool,
 }
 
 impl SimConfig {
@@ -154,6 +156,8 @@ pub(crate) struct World<'a> {
     pub(super) steps: u64,
     pub(super) trace: Trace,
     pub(super) inv: Invariants,
+    /// Since when each lock has been free at the store, as last checked (L5).
+    pub(super) lock_free_since: Vec<Option<u64>>,
 }
 
 /// The process reads the clock once, as the driver: every later reading is made up.
@@ -196,7 +200,8 @@ impl<'a> World<'a> {
 
     /// The configuration from the first bytes: `b0` clients (bits 0–1) and, in byte mode (bit
     /// 7), the Receive Maximum (bits 2–3) and the keep alive (bit 4); `b1` locks (bit 0) and loss
-    /// (bits 1–2); `b2` delays (bits 0–1) and drift (bits 2–3); `b3` lease, request timeout and
+    /// (bits 1–2); `b2` delays (bits 0–1), drift (bits 2–3) and a store that forgets
+    /// registrations (bit 4); `b3` lease, request timeout and
     /// jitter; two bytes of seed; two bytes per client.
     fn new(data: &'a [u8]) -> World<'a> {
         let mut input = Input::new(data);
@@ -223,6 +228,7 @@ impl<'a> World<'a> {
             mqtt: MqttConfig {
                 keep_alive: Duration::from_secs([60, 3][usize::from((b0 >> 4) % 2)]),
             },
+            forgetful: (b2 >> 4) & 1 == 1,
         };
         let base = start_instant();
         let store_now = Now::new(base, WALL0);
@@ -273,6 +279,7 @@ impl<'a> World<'a> {
             steps: 0,
             trace: Trace::new(),
             inv: Invariants::new(),
+            lock_free_since: vec![None; LOCK_NAMES.len()],
         };
         for (i, (client_id, id)) in ids.into_iter().zip(names).enumerate() {
             let b = w.input.byte_or_zero();
@@ -403,6 +410,10 @@ impl<'a> World<'a> {
                 let c = self.input.choose(n).unwrap_or(0);
                 let b = self.input.byte().unwrap_or(0);
                 self.suspend(c, b)
+            }
+            31 if self.cfg.forgetful => {
+                let c = self.input.choose(n).unwrap_or(0);
+                self.forget_registrations(c)
             }
             _ => self.advance(),
         }
@@ -823,6 +834,16 @@ impl<'a> World<'a> {
         self.check()
     }
 
+    /// The store forgets the KEYNOTIFY registrations of `c`'s client id (it restarted or failed
+    /// over without them) while the connection goes on: nobody tells the client, whose waiters
+    /// must still get their lock through their fallback re-checks (L5).
+    fn forget_registrations(&mut self, c: usize) -> Check {
+        let client_id = self.clients[c].client_id.clone();
+        self.store.forget_registrations(&client_id);
+        self.log(format!("store forgets the registrations of {client_id}"));
+        self.check()
+    }
+
     // ----- time ---------------------------------------------------------------------------------
 
     pub(super) fn client_now(&self, c: usize) -> Now {
@@ -893,7 +914,11 @@ impl<'a> World<'a> {
             };
             at.map(|at| self.real_time_of(c, at))
         });
-        net.into_iter().chain(store).chain(clients).min()
+        net.into_iter()
+            .chain(store)
+            .chain(clients)
+            .chain(self.quiet_due())
+            .min()
     }
 
     fn next_deadline(&self) -> Option<u64> {
@@ -951,7 +976,8 @@ impl<'a> World<'a> {
                     .is_some_and(|at| at <= now.instant)
             });
             let Some(c) = due else {
-                return Ok(());
+                // Nothing else due: a bound of L5 may be.
+                return self.check_handoff();
             };
             self.steps += 1;
             let now = self.client_now(c);
