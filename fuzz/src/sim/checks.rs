@@ -251,8 +251,12 @@ impl World<'_> {
         if final_event {
             t.ended = true;
             t.writing = None;
+            let li = t.lock;
             let awaiting = &mut self.clients[c].awaiting_edits;
             awaiting.retain(|(o, _)| *o != op);
+            // What the handoff watch saw was this operation's; the engine may go on with
+            // another (a queued edit, behind the undo of this one's SET).
+            self.handoff_reset(c, li);
         }
         Ok(())
     }

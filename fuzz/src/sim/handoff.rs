@@ -11,6 +11,7 @@
 use leasedlock::bytes::Bytes;
 use leasedlock::store::{self, Command, NotificationOp};
 use leasedlock::Message;
+use std::time::Duration;
 
 use super::checks::OpKind;
 use super::link::Mode;
@@ -80,8 +81,8 @@ impl World<'_> {
         }
     }
 
-    /// Client `c` starts an operation on lock `li` (a release among them): what the watch saw
-    /// belongs to the operations before, and it starts afresh.
+    /// Client `c` starts an operation on lock `li` (a release among them), or one ends: what
+    /// the watch saw belongs to the operations before, and it starts afresh.
     pub(super) fn handoff_reset(&mut self, c: usize, li: usize) {
         self.clients[c].handoff[li] = Watch {
             quiet: Some(self.quiet_from(c)),
@@ -119,14 +120,19 @@ impl World<'_> {
 
     /// How long a waiter may go without a SET while its lock is free: its fallback re-check
     /// comes a lease after a refusal (by a clock that may run slow by the drift bound), a SET
-    /// whose reply is lost is given up after the request timeout, and the retry waits for the
-    /// jitter; the messages' delays come on top.
+    /// whose reply is lost is given up after the request timeout, a VDEL of the same client
+    /// (its own release, or the undo of a SET given up) keeps it back until the VDEL's message
+    /// may have expired (the request timeout in whole seconds, rounded up), and the retry waits
+    /// for the jitter; the messages' delays come on top.
     fn quiet_bound(&self) -> u64 {
         let lease = self.cfg.lease_ns();
         let drift = lease / 1_000_000 * 2 * u64::from(self.cfg.drift_ppm);
+        let timeout = self.cfg.request_timeout;
+        let vdel = Duration::from_secs(u64::from(store::expiry_seconds(timeout)));
         lease
             + drift
-            + ns(self.cfg.request_timeout)
+            + ns(timeout)
+            + ns(vdel)
             + 2 * self.cfg.jitter_max_ns()
             + 2 * self.net.max_delay_ns
             + 50 * NS_PER_MS

@@ -205,10 +205,12 @@
 //! acquire, a hold or an edit of a client that does not hold the lock) whose SET was refused, and which
 //! had received a DELETE notification of the lock after it sent that SET (the notification
 //! overtook the refusal), sends a new SET within the retry jitter (+ 1 ms) of the refusal's
-//! arrival, unless it has started, cancelled or released an operation or lost its connection
-//! since (caught otherwise by the canary `canary-handoff`, which waits for the re-check a lease
+//! arrival, unless it has started, cancelled, released or ended an operation of the lock or lost
+//! its connection since (caught otherwise by the canary `canary-handoff`, which waits for the re-check a lease
 //! later). **L5** a waiter sends a SET of its lock within a lease (+ twice the drift bound), the
-//! request timeout, twice the retry jitter and twice the largest delay (+ 50 ms) of the later of
+//! request timeout, the request timeout in whole seconds rounded up (the message expiry of a VDEL
+//! of its own, which holds its SETs back), twice the retry jitter and twice the largest delay
+//! (+ 50 ms) of the later of
 //! the lock's freeing at the store and its last SET, start of an operation on the lock, new
 //! connection, restart or wake: told of the DELETE or not, it does not sleep through a free lock.
 //! The bound is an instant of the run: time does not jump past it.
