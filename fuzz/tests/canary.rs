@@ -23,12 +23,14 @@
 //! - `canary-holder` (holder values without the session id) in each mode, where two engines
 //!   have one client id and tell their leases apart by session ids, as S1 (or S4);
 //! - `canary-forget` (a waiter with a confirmed registration waits for the DELETE without a
-//!   fallback re-check) in message mode, where the store forgets registrations, by L5.
+//!   fallback re-check) in message mode, where the store forgets registrations, by L5;
+//! - `canary-quota` (a repeated write refused with the store's quota error reported as a
+//!   definite failure) in message mode, where the store fills up, by S4.
 //!
 //! `cargo test -p leasedlock-fuzz --features canary --test canary -- --nocapture`, and the same
 //! with `--features canary-edit-fence`, `canary-pause`, `canary-stall`, `canary-5xx`,
-//! `canary-handoff`, `canary-resend`, `canary-delete-absent`, `canary-suback`, `canary-holder`
-//! and `canary-forget`.
+//! `canary-handoff`, `canary-resend`, `canary-delete-absent`, `canary-suback`, `canary-holder`,
+//! `canary-forget` and `canary-quota`.
 #![cfg(any(
     feature = "canary",
     feature = "canary-edit-fence",
@@ -40,7 +42,8 @@
     feature = "canary-delete-absent",
     feature = "canary-suback",
     feature = "canary-holder",
-    feature = "canary-forget"
+    feature = "canary-forget",
+    feature = "canary-quota"
 ))]
 
 use leasedlock_fuzz::sim::{self, Mode};
@@ -211,4 +214,13 @@ fn simulator_finds_twins_with_one_holder_value_in_byte_mode() {
 #[test]
 fn simulator_finds_a_waiter_that_trusts_its_registration() {
     finds_the_planted_bug_in(Mode::Messages, &["L5"], sim::set_lossless);
+}
+
+/// An edit whose write was repeated (the first attempt's reply lost) and whose repetition the
+/// full store refused reports a definite failure, though the first attempt may have been
+/// applied: the store carried out more writes than were reported done or indeterminate (S4).
+#[cfg(feature = "canary-quota")]
+#[test]
+fn simulator_finds_a_refused_repetition_taken_as_definite() {
+    finds_the_planted_bug(Mode::Messages, &["S4"]);
 }

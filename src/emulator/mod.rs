@@ -362,6 +362,15 @@ impl Emulator {
         self.forget_registrations(client_id);
     }
 
+    /// Changes the quotas ([`EmulatorConfig::max_keys`], [`EmulatorConfig::max_bytes`]) from
+    /// now on, as other tenants filling a shared store or leaving it would: the keys already
+    /// stored stay, and a bound below what is stored refuses every SET that would add a key or
+    /// a byte until deletes make room.
+    pub fn set_quota(&mut self, max_keys: Option<usize>, max_bytes: Option<usize>) {
+        self.config.max_keys = max_keys;
+        self.config.max_bytes = max_bytes;
+    }
+
     /// Drops every KEYNOTIFY registration of `client_id` while its connection goes on, as a
     /// store that restarted or failed over without its registrations would: the client is told
     /// nothing, and its notifications stop until it registers again.

@@ -697,6 +697,46 @@ fn max_keys_refuses_new_keys_only() {
 }
 
 #[test]
+fn quotas_change_while_the_store_runs() {
+    let mut t = T::new();
+    let quota = StoreReply::Error(ServiceError::QuotaExceeded);
+    assert_eq!(
+        t.reply("a", set("k", "12", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    // Full: what is stored stays readable and deletable; a SET that adds nothing still goes,
+    // one that adds a byte or a key does not.
+    t.store.set_quota(Some(1), Some(3));
+    assert_eq!(
+        t.reply("a", set("k", "21", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+    assert_eq!(
+        t.reply("a", set("k", "123", SetCondition::Always, 0), None),
+        quota
+    );
+    assert_eq!(
+        t.reply("a", set("j", "1", SetCondition::Always, 0), None),
+        quota
+    );
+    assert_eq!(
+        t.reply("a", Command::Get { key: b("k") }, None),
+        StoreReply::Value(b("21"))
+    );
+    // Over quota (another tenant filled it): every SET is refused until deletes make room.
+    t.store.set_quota(None, Some(0));
+    assert_eq!(
+        t.reply("a", set("k", "1", SetCondition::Always, 0), None),
+        quota
+    );
+    t.store.set_quota(None, None);
+    assert_eq!(
+        t.reply("a", set("j", "1", SetCondition::Always, 0), None),
+        StoreReply::Ok
+    );
+}
+
+#[test]
 fn max_bytes_bounds_keys_and_values_together() {
     let mut t = T::with_config(EmulatorConfig {
         max_bytes: Some(10),

@@ -103,6 +103,14 @@
 //! forgetful store finds it within a few seeds and twins alone, which also drop registrations,
 //! only after about forty times as many).
 //!
+//! In runs that draw it (bits 3–4 of the second input byte = 3), the store **fills up**: an
+//! action makes it full, as other tenants' keys would (every SET refused with `-ERR the quota
+//! has been exceeded`; reads and deletes go on), and the next one gives it room again, in either
+//! mode; the healing gives it room. A quota refusal is definite for the request it answers, but
+//! not for an edit whose write it refuses on a repetition: the first attempt may have been
+//! applied, so the edit is `Indeterminate` (taken as a definite failure by the canary
+//! `canary-quota`, as S4, in message mode, where a lost reply makes the edit repeat its write).
+//!
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
 //! S2), and may only believe a reply that arrives within the validity it gives.
@@ -114,8 +122,9 @@
 //! Delete edits exercise the edit fence's placeholder: an edit that reads the counter absent
 //! fences it with the placeholder, a `Delete` then deletes it (fenced) and reports `Deleted`, an
 //! `Abort` deletes it too and reports `Unchanged` (a delete taken as done on a key read absent,
-//! leaving the placeholder, is caught by the canary `canary-delete-absent`, as S4). Other error replies of the store (quota, syntax, fencing) are not
-//! modelled as faults: the emulator answers them where the real store would.
+//! leaving the placeholder, is caught by the canary `canary-delete-absent`, as S4). Other error
+//! replies of the store (syntax, fencing) are not modelled as faults: the emulator answers them
+//! where the real store would.
 //!
 //! Model limits (each one a decision, see the report in the commit history): ordinary one-way
 //! delays are below the engine's safety margin, and only stalls go beyond it; in message mode a

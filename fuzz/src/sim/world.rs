@@ -125,6 +125,9 @@ pub(super) struct SimConfig {
     mqtt: MqttConfig,
     /// The store forgets registrations (action 31) while connections go on.
     forgetful: bool,
+    /// The store fills up and empties again (action 30): a full store refuses every SET with
+    /// its quota error.
+    fills_up: bool,
 }
 
 impl SimConfig {
@@ -158,6 +161,8 @@ pub(crate) struct World<'a> {
     pub(super) inv: Invariants,
     /// Since when each lock has been free at the store, as last checked (L5).
     pub(super) lock_free_since: Vec<Option<u64>>,
+    /// The store refuses every SET (see `World::fill_or_empty_store`).
+    store_full: bool,
 }
 
 /// The process reads the clock once, as the driver: every later reading is made up.
@@ -199,8 +204,8 @@ impl<'a> World<'a> {
     }
 
     /// The configuration from the first bytes: `b0` clients (bits 0–1) and, in byte mode (bit
-    /// 7), the Receive Maximum (bits 2–3) and the keep alive (bit 4); `b1` locks (bit 0) and loss
-    /// (bits 1–2); `b2` delays (bits 0–1), drift (bits 2–3) and a store that forgets
+    /// 7), the Receive Maximum (bits 2–3) and the keep alive (bit 4); `b1` locks (bit 0), loss
+    /// (bits 1–2), a store that fills up (bits 3–4 = 3), refusals or twins (bits 5–6); `b2` delays (bits 0–1), drift (bits 2–3) and a store that forgets
     /// registrations (bit 4); `b3` lease, request timeout and
     /// jitter; two bytes of seed; two bytes per client.
     fn new(data: &'a [u8]) -> World<'a> {
@@ -229,6 +234,7 @@ impl<'a> World<'a> {
                 keep_alive: Duration::from_secs([60, 3][usize::from((b0 >> 4) % 2)]),
             },
             forgetful: (b2 >> 4) & 1 == 1,
+            fills_up: (b1 >> 3) & 3 == 3,
         };
         let base = start_instant();
         let store_now = Now::new(base, WALL0);
@@ -280,6 +286,7 @@ impl<'a> World<'a> {
             trace: Trace::new(),
             inv: Invariants::new(),
             lock_free_since: vec![None; LOCK_NAMES.len()],
+            store_full: false,
         };
         for (i, (client_id, id)) in ids.into_iter().zip(names).enumerate() {
             let b = w.input.byte_or_zero();
@@ -411,6 +418,7 @@ impl<'a> World<'a> {
                 let b = self.input.byte().unwrap_or(0);
                 self.suspend(c, b)
             }
+            30 if self.cfg.fills_up => self.fill_or_empty_store(),
             31 if self.cfg.forgetful => {
                 let c = self.input.choose(n).unwrap_or(0);
                 self.forget_registrations(c)
@@ -425,6 +433,9 @@ impl<'a> World<'a> {
         self.healing = true;
         self.log("heal: faults stop".into());
         self.broker.stop_refusing();
+        if self.store_full {
+            self.fill_or_empty_store()?;
+        }
         // Twins cannot both stay connected (each connection takes the other's over): the twin
         // stops, as its process would, and stays away.
         if self.broker.has_twin(1) {
@@ -831,6 +842,21 @@ impl<'a> World<'a> {
         for delivery in std::mem::take(&mut self.waiting_for_wake) {
             self.deliver(delivery)?;
         }
+        self.check()
+    }
+
+    /// The store fills up (other tenants' keys take its whole quota: every SET is refused with
+    /// `-ERR the quota has been exceeded`), or has room again. Reads and deletes go on.
+    fn fill_or_empty_store(&mut self) -> Check {
+        self.store_full = !self.store_full;
+        let max_bytes = self.store_full.then_some(0);
+        self.store.set_quota(None, max_bytes);
+        let what = if self.store_full {
+            "is full"
+        } else {
+            "has room again"
+        };
+        self.log(format!("store {what}"));
         self.check()
     }
 
