@@ -127,9 +127,6 @@ pub struct Connection {
     last_now: Now,
     /// The correlation data of requests in flight, until their PUBACK.
     requests: VecDeque<(PublishId, [u8; 16])>,
-    /// Requests the engine made during one pump, handed to the session at its end (kept for its
-    /// buffer).
-    made: Vec<lock::Request>,
     /// Writes requests as PUBLISH packets (`None`: a client id too long for a template; requests
     /// then go as messages).
     writer: Option<RequestWriter>,
@@ -158,7 +155,6 @@ impl Connection {
             events: VecDeque::new(),
             last_now: now,
             requests: VecDeque::new(),
-            made: Vec::new(),
             writer,
             responses: ResponseParser::default(),
         })
@@ -346,10 +342,16 @@ impl Connection {
                     }
                 }
             }
+            // The engine has read every event above before its outputs are looked at: a request
+            // it made for one event and gave up at a later one never reaches the session.
             while let Some(output) = self.client.poll_output() {
                 moved = true;
                 match output {
-                    lock::Output::Request(request) => self.made.push(request),
+                    lock::Output::Request(request) => {
+                        if self.client.awaits(&request.correlation_data) {
+                            self.send_request(now, request);
+                        }
+                    }
                     lock::Output::Subscribe(filter) => {
                         // Not connected: the engine subscribes again on the next connection.
                         if let Ok(id) = self
@@ -363,18 +365,9 @@ impl Connection {
                 }
             }
             if !moved {
-                break;
+                return;
             }
         }
-        // The engine has read everything that came in; what it gave up meanwhile, made in this
-        // very pump, never reaches the session.
-        let mut made = std::mem::take(&mut self.made);
-        for request in made.drain(..) {
-            if self.client.awaits(&request.correlation_data) {
-                self.send_request(now, request);
-            }
-        }
-        self.made = made;
     }
 
     /// A new reading of the clocks. A pause of the monotonic clock since the last one (a
