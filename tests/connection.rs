@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use leasedlock::connection::{Connection, Event};
 use leasedlock::hlc::Hlc;
 use leasedlock::lock::{self, Config, Intent, LockId, OpId, Options};
-use leasedlock::store::{self, Command, StoreReply};
+use leasedlock::store::{self, Command, Notification, NotificationOp, StoreReply};
 use leasedlock::{mqtt, Message, Now, QoS};
 use mqttbytes::v5::{self as wire, Packet};
 use std::time::{Duration, Instant};
@@ -104,26 +104,7 @@ impl ScriptedBroker {
                             .collect(),
                     };
                     let response = self.answer(&request);
-                    let mut publish = wire::Publish::from_bytes(
-                        response.topic,
-                        mqttbytes::QoS::AtMostOnce,
-                        response.payload,
-                    );
-                    publish.properties = Some(wire::PublishProperties {
-                        payload_format_indicator: None,
-                        message_expiry_interval: None,
-                        topic_alias: None,
-                        response_topic: None,
-                        correlation_data: response.correlation_data,
-                        user_properties: response
-                            .user_properties
-                            .into_iter()
-                            .map(|(k, v)| (k.into(), v.into()))
-                            .collect(),
-                        subscription_identifiers: Vec::new(),
-                        content_type: None,
-                    });
-                    publish.write(&mut out).unwrap();
+                    encode_publish(response, &mut out);
                 }
                 Packet::PingReq => {
                     out.extend_from_slice(&[0xD0, 0x00]);
@@ -164,6 +145,28 @@ impl ScriptedBroker {
             &reply,
         )
     }
+}
+
+/// Appends `message` as a QoS 0 PUBLISH from the broker (correlation data and user properties
+/// kept).
+fn encode_publish(message: Message, out: &mut BytesMut) {
+    let mut publish =
+        wire::Publish::from_bytes(message.topic, mqttbytes::QoS::AtMostOnce, message.payload);
+    publish.properties = Some(wire::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: message.correlation_data,
+        user_properties: message
+            .user_properties
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    });
+    publish.write(out).unwrap();
 }
 
 /// Moves bytes both ways until nothing moves; returns the events seen.
@@ -601,4 +604,50 @@ fn a_cancelled_request_behind_one_that_runs_out_of_time_is_not_sent() {
     // The window frees after the first waiting request's time ran out.
     free_the_window(&mut conn, &mut broker, read, now + Duration::from_secs(2));
     assert_no_set_left(&broker, "neither the late SET nor the cancelled one left");
+}
+
+/// A request the engine makes while reading one message and gives up at a later message of the
+/// same read never leaves: here a hold's renewal, due as the first notification is read, whose
+/// lease the second one reports taken by another client. Only the re-acquiring SET goes out.
+#[test]
+fn a_request_made_and_given_up_within_one_read_is_not_sent() {
+    let now = start_now();
+    let mut conn = Connection::new(Config::new("dev-10"), mqtt::Options::new("x"), now, 3).unwrap();
+    let mut broker = ScriptedBroker::new();
+    let lock = conn.lock_id("L").unwrap();
+    conn.connect(now);
+    run(&mut conn, &mut broker, now);
+    let hold = Intent::Hold {
+        lease: Duration::from_secs(10),
+        interval: Duration::from_secs(1),
+    };
+    conn.start(now, lock, hold, Options::default()).unwrap();
+    run(&mut conn, &mut broker, now);
+    assert!(conn.engine().is_held(now, lock));
+    let sets_before = broker.requests.len();
+    // Past the renewal time, one read brings two notifications of L: an unrelated-looking one
+    // (our own value again, older), then another client's SET, newer than our lease.
+    let later = now + Duration::from_secs(2);
+    let note = |holder: &'static [u8], ms: u64| {
+        let n = Notification {
+            key: Bytes::from_static(b"L"),
+            op: NotificationOp::Set(Bytes::from_static(holder)),
+            version: Some(Hlc::new(ms, 0, "store")),
+        };
+        store::notification_message("dev-10", &n)
+    };
+    let mut read = BytesMut::new();
+    encode_publish(note(b"dev-10", 1_000_000_000_000), &mut read);
+    encode_publish(note(b"other", 1_900_000_000_000), &mut read);
+    conn.handle_bytes(later, &read);
+    broker.holder = Some(Bytes::from_static(b"other"));
+    run(&mut conn, &mut broker, later);
+    let sent: Vec<&Command> = broker.requests[sets_before..].iter().collect();
+    assert_eq!(
+        sent.iter()
+            .filter(|c| matches!(c, Command::Set { .. }))
+            .count(),
+        1,
+        "the renewal given up at the second notification stays unsent: {sent:?}"
+    );
 }
