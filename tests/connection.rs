@@ -241,21 +241,31 @@ fn a_full_acquire_release_cycle_in_bytes() {
     assert_eq!(broker.requests.len(), 2);
 }
 
-#[test]
-fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
-    let now = start_now();
-    let mut conn =
-        Connection::new(Config::new("dev-2"), mqtt::Options::new("dev-2"), now, 3).unwrap();
+/// A connection of client `id` holding lock `L` (lease 10 s, renewed every `interval`); the
+/// events of the acquisition.
+fn holding(
+    id: &str,
+    interval: Duration,
+    now: Now,
+) -> (Connection, ScriptedBroker, LockId, Vec<Event>) {
+    let mut conn = Connection::new(Config::new(id), mqtt::Options::new(id), now, 3).unwrap();
     let mut broker = ScriptedBroker::new();
     let lock = conn.lock_id("L").unwrap();
     conn.connect(now);
     run(&mut conn, &mut broker, now);
     let hold = Intent::Hold {
         lease: Duration::from_secs(10),
-        interval: Duration::from_secs(2),
+        interval,
     };
     conn.start(now, lock, hold, Options::default()).unwrap();
     let events = run(&mut conn, &mut broker, now);
+    (conn, broker, lock, events)
+}
+
+#[test]
+fn a_broken_transport_is_reported_and_the_engine_starts_over_on_reconnect() {
+    let now = start_now();
+    let (mut conn, mut broker, lock, events) = holding("dev-2", Duration::from_secs(2), now);
     assert!(matches!(
         events[0],
         Event::Lock(lock::Event::Acquired { .. })
@@ -612,17 +622,7 @@ fn a_cancelled_request_behind_one_that_runs_out_of_time_is_not_sent() {
 #[test]
 fn a_request_made_and_given_up_within_one_read_is_not_sent() {
     let now = start_now();
-    let mut conn = Connection::new(Config::new("dev-10"), mqtt::Options::new("x"), now, 3).unwrap();
-    let mut broker = ScriptedBroker::new();
-    let lock = conn.lock_id("L").unwrap();
-    conn.connect(now);
-    run(&mut conn, &mut broker, now);
-    let hold = Intent::Hold {
-        lease: Duration::from_secs(10),
-        interval: Duration::from_secs(1),
-    };
-    conn.start(now, lock, hold, Options::default()).unwrap();
-    run(&mut conn, &mut broker, now);
+    let (mut conn, mut broker, lock, _) = holding("dev-10", Duration::from_secs(1), now);
     assert!(conn.engine().is_held(now, lock));
     let sets_before = broker.requests.len();
     // Past the renewal time, one read brings two notifications of L: an unrelated-looking one
