@@ -83,8 +83,10 @@ struct ServerLimits {
 
 /// A sans-IO MQTT v5 client session: bytes in, bytes and events out.
 ///
-/// After every call, drain [`Session::poll_transmit`] and [`Session::poll_event`] until `None`,
-/// then call [`Session::handle_timeout`] at [`Session::poll_timeout`].
+/// After every call, drain [`Session::poll_transmit`] and then [`Session::poll_event`] until
+/// `None`, then call [`Session::handle_timeout`] at [`Session::poll_timeout`]. QoS 1 publishes
+/// that waited for room in flight are written when the bytes are taken, so an event about one
+/// (dropped, its send-by instant passed) may come from that call.
 ///
 /// ```
 /// use leasedlock::mqtt::{Event, Options, Session};
