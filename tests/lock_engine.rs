@@ -2462,6 +2462,17 @@ fn a_fenced_write_answered_after_its_lease_ended_is_indeterminate() {
     assert!(!events.iter().any(|e| matches!(e, Event::Accessed { .. })));
 }
 
+/// Runs a (fenced) edit of `K`, read as `7`, until the user is asked; returns (op, token).
+fn fenced_edit_to_request(t: &mut T, lock: LockId) -> (OpId, Hlc) {
+    let (op, token, fence) = edit_to_fence(t, lock, StoreReply::Value(Bytes::from_static(b"7")));
+    t.ok(&fence);
+    assert!(matches!(
+        t.take_events().as_slice(),
+        [Event::EditRequested { .. }]
+    ));
+    (op, token)
+}
+
 /// A fenced write may leave only while its lease holds, by both clocks, at the reading of the
 /// moment it is written. Whole-millisecond wall readings may step up to a millisecond ahead of
 /// the true wall time, and a monotonic clock within the drift bound lags it: the write's send-by
@@ -2473,13 +2484,7 @@ fn a_fenced_write_is_given_up_before_the_lease_ends_by_either_clock() {
     let ppm = u64::from(t.client.config().clock_rate_drift_ppm);
     assert!(ppm > 0, "the default config bounds a drift");
     let lock = t.lock("L");
-    let (op, token, fence) =
-        edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
-    t.ok(&fence);
-    assert!(matches!(
-        t.take_events().as_slice(),
-        [Event::EditRequested { .. }]
-    ));
+    let (op, token) = fenced_edit_to_request(&mut t, lock);
     // The wall clock runs 10 ms ahead of the monotonic one (within the pause slack): the lease's
     // end by the wall clock comes first.
     t.now = Now::new(t.now.instant + SEC, t.now.wall_ms + 1_010);
@@ -2521,12 +2526,7 @@ fn a_fenced_write_is_given_up_before_the_lease_ends_by_either_clock() {
 fn a_fenced_write_unanswered_by_the_end_of_its_lease_is_not_repeated() {
     let mut t = T::connected("c1");
     let lock = t.lock("L");
-    let (op, _, fence) = edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
-    t.ok(&fence);
-    assert!(matches!(
-        t.take_events().as_slice(),
-        [Event::EditRequested { .. }]
-    ));
+    let (op, _) = fenced_edit_to_request(&mut t, lock);
     t.client
         .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
         .unwrap();

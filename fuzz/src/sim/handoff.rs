@@ -17,13 +17,30 @@ use super::checks::OpKind;
 use super::link::Mode;
 use super::world::{ns, Check, World, LOCK_NAMES, NS_PER_MS};
 
+/// A stretch in which a client has neither sent a SET of a lock nor had a reason to look at it
+/// afresh (an operation started, a new connection, a restart, a wake from suspension) (L5).
+#[derive(Clone, Copy, Debug)]
+struct Quiet {
+    /// When it began, ns.
+    since: u64,
+    /// The client's connection epoch then: a new connection ends it.
+    epoch: u64,
+    /// The client's suspended time then: a wake ends it.
+    suspended_ns: u64,
+}
+
+impl Quiet {
+    /// Whether `now` (a stretch that would begin now) still belongs to the same connection and
+    /// the same time awake.
+    fn goes_on_in(&self, now: Quiet) -> bool {
+        (self.epoch, self.suspended_ns) == (now.epoch, now.suspended_ns)
+    }
+}
+
 /// What one client's watch knows of its acquisitions of one lock.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Watch {
-    /// Since when the client has neither sent a SET of the lock nor had a reason to look at it
-    /// afresh (an operation started, a new connection, a restart, a wake from suspension), and
-    /// the connection epoch and suspended time at that moment (L5).
-    quiet: Option<(u64, u64, u64)>,
+    quiet: Option<Quiet>,
     /// When the client last sent a SET of the lock, and its correlation data.
     set_sent: Option<(u64, Bytes)>,
     /// When a DELETE notification of the lock arrived after that SET was sent.
@@ -102,10 +119,14 @@ impl World<'_> {
         }
     }
 
-    /// The start of a quiet stretch of client `c` now (see `Watch::quiet`).
-    fn quiet_from(&self, c: usize) -> (u64, u64, u64) {
+    /// A quiet stretch of client `c` beginning now.
+    fn quiet_from(&self, c: usize) -> Quiet {
         let client = &self.clients[c];
-        (self.t_ns, client.epoch, client.suspended_ns)
+        Quiet {
+            since: self.t_ns,
+            epoch: client.epoch,
+            suspended_ns: client.suspended_ns,
+        }
     }
 
     /// The store holds lock `li` or not (checked after every step): a free lock starts the
@@ -148,12 +169,12 @@ impl World<'_> {
         let mut due = None;
         for c in 0..self.clients.len() {
             for li in 0..self.cfg.n_locks {
-                let (Some(free), Some((quiet, ..))) =
+                let (Some(free), Some(quiet)) =
                     (self.lock_free_since[li], self.clients[c].handoff[li].quiet)
                 else {
                     continue;
                 };
-                let at = quiet.max(free) + bound + 1;
+                let at = quiet.since.max(free) + bound + 1;
                 if at > self.t_ns && self.waits_for(c, li) {
                     due = Some(due.map_or(at, |d: u64| d.min(at)));
                 }
@@ -174,7 +195,7 @@ impl World<'_> {
                 let fresh = self.quiet_from(c);
                 let watch = &mut self.clients[c].handoff[li];
                 let quiet = match watch.quiet {
-                    Some(q) if (q.1, q.2) == (fresh.1, fresh.2) => q.0,
+                    Some(q) if q.goes_on_in(fresh) => q.since,
                     _ => {
                         // A new connection or a wake: the engine looks at its locks afresh.
                         watch.quiet = Some(fresh);
