@@ -139,6 +139,18 @@ impl T {
         sent.into_iter().next().unwrap()
     }
 
+    /// The write of a fenced edit and the VDEL that goes out right behind it.
+    fn take_write_and_release(&mut self, verb: &str) -> (Sent, Sent) {
+        let sent = self.take_sent();
+        assert_eq!(
+            sent.iter().map(Sent::verb).collect::<Vec<_>>(),
+            vec![verb, "VDEL"],
+            "the write, then the release right behind it"
+        );
+        let mut sent = sent.into_iter();
+        (sent.next().unwrap(), sent.next().unwrap())
+    }
+
     fn take_events(&mut self) -> Vec<Event> {
         self.drain();
         std::mem::take(&mut self.events)
@@ -1361,7 +1373,7 @@ fn an_edit_raises_the_keys_fence_to_its_token_before_the_user_sees_the_value() {
     t.client
         .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
         .unwrap();
-    let write = t.take_one("SET");
+    let (write, vdel) = t.take_write_and_release("SET");
     assert_eq!(set_parts(&write).1, Bytes::from_static(b"8"));
     assert_eq!(write.prop("__ft"), Some(token.to_string().as_str()));
     t.ok(&write);
@@ -1374,8 +1386,7 @@ fn an_edit_raises_the_keys_fence_to_its_token_before_the_user_sees_the_value() {
         }]
     );
     // Aborting an edit of a present key writes nothing more.
-    let vdel = t.take_sent().into_iter().find(|s| s.verb() == "VDEL");
-    t.reply(&vdel.expect("released"), StoreReply::Integer(1), None);
+    t.reply(&vdel, StoreReply::Integer(1), None);
     t.take_sent();
     let (op, _, fence) = edit_to_fence(&mut t, lock, StoreReply::Value(Bytes::from_static(b"8")));
     t.ok(&fence);
@@ -1417,7 +1428,7 @@ fn an_absent_key_stays_absent_for_the_user_and_an_abort_deletes_the_placeholder(
     t.client
         .complete_edit(t.now, op, EditAction::Abort)
         .unwrap();
-    let del = t.take_one("DEL");
+    let (del, _vdel) = t.take_write_and_release("DEL");
     assert_eq!(del.prop("__ft"), Some(token.to_string().as_str()));
     assert_eq!(t.take_events(), vec![], "done once the placeholder is gone");
     t.reply(&del, StoreReply::Integer(1), None);
@@ -1429,7 +1440,6 @@ fn an_absent_key_stays_absent_for_the_user_and_an_abort_deletes_the_placeholder(
             outcome: EditOutcome::Unchanged
         }]
     );
-    assert_eq!(t.take_sent()[0].verb(), "VDEL");
 }
 
 #[test]
@@ -2480,11 +2490,13 @@ fn fenced_edit_to_request(t: &mut T, lock: LockId) -> (OpId, Hlc) {
 /// the lease or no longer awaits the write.
 #[test]
 fn a_fenced_write_is_given_up_before_the_lease_ends_by_either_clock() {
-    let mut t = T::connected("c1");
+    // Without the edit fence the lease stays while the write is in flight (a fenced edit
+    // releases the lock behind its write); the write's send-by instant is the same.
+    let mut t = T::connected_unfenced("c1");
     let ppm = u64::from(t.client.config().clock_rate_drift_ppm);
     assert!(ppm > 0, "the default config bounds a drift");
     let lock = t.lock("L");
-    let (op, token) = fenced_edit_to_request(&mut t, lock);
+    let (op, token, _) = edit_to_request(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
     // The wall clock runs 10 ms ahead of the monotonic one (within the pause slack): the lease's
     // end by the wall clock comes first.
     t.now = Now::new(t.now.instant + SEC, t.now.wall_ms + 1_010);
@@ -2524,9 +2536,11 @@ fn a_fenced_write_is_given_up_before_the_lease_ends_by_either_clock() {
 /// reading, and the edit ends `Indeterminate` (the write may have landed).
 #[test]
 fn a_fenced_write_unanswered_by_the_end_of_its_lease_is_not_repeated() {
-    let mut t = T::connected("c1");
+    // Without the edit fence: a fenced edit releases the lock behind its write and never
+    // repeats it (`a_fenced_edit_releases_the_lock_right_behind_its_write`).
+    let mut t = T::connected_unfenced("c1");
     let lock = t.lock("L");
-    let (op, _) = fenced_edit_to_request(&mut t, lock);
+    let (op, _, _) = edit_to_request(&mut t, lock, StoreReply::Value(Bytes::from_static(b"7")));
     t.client
         .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
         .unwrap();
@@ -2599,5 +2613,78 @@ fn an_operation_whose_deadline_comes_with_the_barrier_lifting_sends_nothing() {
     assert!(
         sent.iter().all(|s| s.verb() != "SET"),
         "a SET made for an operation that ends in the same call"
+    );
+}
+
+/// A fenced edit releases the lock right behind its write: the VDEL goes out with the write, not
+/// a round trip later after the write's answer, and the lease goes with it, so a write that is
+/// lost is never repeated (the edit ends `Indeterminate`) and no renewal or second release
+/// follows. Without the fence the VDEL still waits for the write's answer
+/// (`edit_reads_writes_with_the_newest_token_then_releases`).
+#[test]
+fn a_fenced_edit_releases_the_lock_right_behind_its_write() {
+    let mut t = T::connected("c1");
+    let lock = t.lock("L");
+    let (op, token) = fenced_edit_to_request(&mut t, lock);
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"8")))
+        .unwrap();
+    let (write, vdel) = t.take_write_and_release("SET");
+    assert_eq!(write.prop("__ft"), Some(token.to_string().as_str()));
+    assert!(
+        !t.client.is_held(t.now, lock),
+        "the lease went with the VDEL"
+    );
+    assert_eq!(
+        t.client.write_token(t.now, lock).map(ToString::to_string),
+        Some(token.to_string()),
+        "the write still goes under the released lease"
+    );
+    t.reply(&vdel, StoreReply::Integer(1), None);
+    assert_eq!(
+        t.take_events(),
+        vec![],
+        "the edit waits for its write's answer"
+    );
+    t.ok(&write);
+    assert_eq!(
+        t.client.write_token(t.now, lock),
+        None,
+        "nothing left to write"
+    );
+    assert_eq!(
+        t.take_events(),
+        vec![Event::EditDone {
+            op,
+            lock,
+            outcome: EditOutcome::Written
+        }]
+    );
+    assert!(
+        t.take_sent().iter().all(|s| s.verb() != "VDEL"),
+        "released once"
+    );
+
+    // A write whose answer is lost: its connection ends before the answer. It is not sent
+    // again on the next connection: the lock was released behind it.
+    let (op, _) = fenced_edit_to_request(&mut t, lock);
+    t.client
+        .complete_edit(t.now, op, EditAction::Set(Bytes::from_static(b"9")))
+        .unwrap();
+    t.take_write_and_release("SET");
+    t.client.handle_disconnected(t.now);
+    t.drain();
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Failed {
+            op,
+            lock,
+            error: OpError::Indeterminate
+        }]
+    );
+    t.connect();
+    assert!(
+        t.take_sent().iter().all(|s| s.verb() != "SET"),
+        "the write is not repeated once the lock went with it"
     );
 }

@@ -320,6 +320,7 @@ impl Client {
             let writing = EditPhase::Writing {
                 action,
                 attempts: 0,
+                released: None,
             };
             self.set_edit_phase(op, writing);
             self.advance(now, op);

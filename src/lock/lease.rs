@@ -1,7 +1,7 @@
 //! Leases: what the client holds, until when it may trust it, and what happens when it may not.
 
 use super::client::Client;
-use super::operation::OpKind;
+use super::operation::{EditPhase, OpKind};
 use super::timer::TimerKey;
 use super::{Event, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
@@ -75,6 +75,29 @@ impl Client {
     pub fn token(&self, now: Now, lock: LockId) -> Option<&FencingToken> {
         let lease = self.locks.get(lock).ok()?.lease.as_ref()?;
         lease.validity.holds_at(now).then_some(&lease.token)
+    }
+
+    /// The fencing token a write under the lock may still carry at `now`: the lease's while it
+    /// holds, and that of a lease an edit released right behind its write
+    /// ([`Config::raise_edit_fence`](super::Config::raise_edit_fence)) while that write is
+    /// awaited and the lease holds. The store handles one client's requests in order, so such a
+    /// write reaches it before the VDEL. For a driver (or a checker) that decides late whether
+    /// a fenced write may still go.
+    pub fn write_token(&self, now: Now, lock: LockId) -> Option<&FencingToken> {
+        if let Some(token) = self.token(now, lock) {
+            return Some(token);
+        }
+        let op = self.ops.get(&self.locks.get(lock).ok()?.edit?)?;
+        match &op.kind {
+            OpKind::Edit {
+                phase:
+                    EditPhase::Writing {
+                        released: Some(r), ..
+                    },
+                ..
+            } if op.req.is_some() && r.validity.holds_at(now) => Some(&r.token),
+            _ => None,
+        }
     }
 
     /// Whether the client holds the lock at `now` (the lease is valid).

@@ -19,6 +19,7 @@
 //!      │
 //!      └─ edit: Queued ─▶ Acquiring ─▶ Reading (GET key) ─▶ AwaitingUser ─▶ Writing (fenced
 //!         SET/DEL) ─▶ EditDone (final); the lock is released silently whatever the outcome
+//!         (with the edit fence, by a VDEL right behind the write)
 //! ```
 //!
 //! `try_acquire` ends `Busy` at the first refusal; `acquire`, a hold and an edit wait instead.
@@ -28,9 +29,11 @@
 
 use super::access::{Access, Fence};
 use super::client::{Client, Timer};
+use super::lease::Validity;
 use super::request::{Owner, RequestId, RequestKind};
 use super::timer::TimerKey;
 use super::{EditAction, EditOutcome, Event, LockId, OpError, Output};
+use crate::hlc::FencingToken;
 use crate::store::{Command, ResponseError, SetCondition, SetOptions};
 use crate::time::later;
 use crate::Now;
@@ -76,8 +79,21 @@ pub(super) enum EditPhase {
     /// and the fence left [`ABSENT_PLACEHOLDER`] in its place, which an abort deletes.
     AwaitingUser { placeholder: bool },
     /// The fenced write of the user's action (an `Abort` here deletes the placeholder);
-    /// `attempts`: how many times it was sent.
-    Writing { action: EditAction, attempts: u32 },
+    /// `attempts`: how many times it was sent; `released`: the lease the lock was released
+    /// with, right behind the write (with the edit fence), which the write still carries.
+    Writing {
+        action: EditAction,
+        attempts: u32,
+        released: Option<Released>,
+    },
+}
+
+/// A lease given up by the VDEL right behind an edit's write: the write, which leaves before
+/// the VDEL, still goes under it until the lease's end ([`Client::write_token`]).
+#[derive(Debug)]
+pub(super) struct Released {
+    pub(super) token: FencingToken,
+    pub(super) validity: Validity,
 }
 
 /// What an operation is, with the state that only that kind has.
@@ -370,7 +386,6 @@ impl Client {
             return;
         };
         let lock = op.lock;
-        let holder = op.holder.clone();
         let attempts = match &op.kind {
             OpKind::Edit {
                 phase: EditPhase::Writing { attempts, .. },
@@ -391,15 +406,8 @@ impl Client {
                 error,
             },
         };
-        let owned = self.locks[lock]
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.owner == Some(id));
-        if owned {
-            // Free the lock before anything else goes out.
-            let deadline = Some(later(now.instant, self.config.request_timeout));
-            self.start_release(now, lock, holder, deadline, true);
-        }
+        // Free the lock before anything else goes out.
+        self.release_if_owned(now, id);
         self.finish(now, id, Some(event));
         self.next_edit(now, lock);
     }
@@ -702,17 +710,42 @@ impl Client {
         }
         match self.send(now, Owner::Op(id), kind, command, fencing, deadline) {
             Ok(req_id) => {
+                let mut release_behind = false;
+                let lease = self.locks[lock].lease.as_ref();
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.req = Some(req_id);
                     match &mut op.kind {
                         OpKind::Edit {
-                            phase: EditPhase::Writing { attempts, .. },
+                            phase:
+                                EditPhase::Writing {
+                                    attempts, released, ..
+                                },
                             ..
-                        } => *attempts += 1,
+                        } => {
+                            *attempts += 1;
+                            release_behind = self.config.raise_edit_fence;
+                            if release_behind {
+                                *released = lease.map(|l| Released {
+                                    token: l.token.clone(),
+                                    validity: l.validity,
+                                });
+                            }
+                        }
                         OpKind::Access { sent, .. } => *sent = true,
                         OpKind::Release { sent, .. } => *sent += 1,
                         _ => {}
                     }
+                }
+                if release_behind {
+                    // A fenced edit releases the lock right behind its write, not after the
+                    // write's answer: the store handles one client's requests in order (one
+                    // topic, one `$partition`), so the VDEL frees the lock once the write is
+                    // done, a round trip sooner. The lease goes with it, so the write is never
+                    // repeated: its loss is `Indeterminate`. Only behind the edit fence: a
+                    // write that still landed after the VDEL (a transport that re-sent it out
+                    // of order) finds the next holder's fence, which refuses it, or lands
+                    // before that fence, which then sees the change and reads the key again.
+                    self.release_if_owned(now, id);
                 }
             }
             // A clock that refuses to send (the wall clock stepped far back) does not end a hold:
@@ -722,6 +755,22 @@ impl Client {
                 self.retry_after(now, id, CLOCK_RETRY);
             }
             Err(error) => self.fail(now, id, lock, error),
+        }
+    }
+
+    /// Releases the lock silently if the operation owns its lease (an edit that took it).
+    fn release_if_owned(&mut self, now: Now, id: OpId) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        let (lock, holder) = (op.lock, op.holder.clone());
+        let owned = self.locks[lock]
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == Some(id));
+        if owned {
+            let deadline = Some(later(now.instant, self.config.request_timeout));
+            self.start_release(now, lock, holder, deadline, true);
         }
     }
 

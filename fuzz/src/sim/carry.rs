@@ -166,7 +166,7 @@ impl World<'_> {
                             .user_properties
                             .iter()
                             .any(|(k, _)| &**k == store::PROP_FENCING_TOKEN);
-                        let hold = fenced.then(|| 3 * self.cfg.lease_ns());
+                        let hold = (fenced && !self.cfg.unfenced).then(|| 3 * self.cfg.lease_ns());
                         let fate = self
                             .net
                             .fate(&mut self.input, self.healing, true, hold, false);

@@ -262,7 +262,8 @@ impl World<'_> {
     }
 
     /// S7: a fenced write to a counter (an edit's fence or its write) leaves client `c` only
-    /// while the client holds the lock with that token (checked as its bytes are written).
+    /// while the client holds the lock with that token, or, for an edit's write, while the lease
+    /// it was released with right behind it still holds (checked as its bytes are written).
     pub(super) fn check_fenced_write_leaves(&self, c: usize, msg: &Message) -> Check {
         let request = store::parse_request(msg);
         let (Ok(command), Ok(Some(ft))) = (&request.command, &request.fencing_token) else {
@@ -276,7 +277,7 @@ impl World<'_> {
         };
         let client = &self.clients[c];
         let now = self.client_now(c);
-        let held = client.link.engine().token(now, client.locks[li]);
+        let held = client.link.engine().write_token(now, client.locks[li]);
         if held != Some(ft) {
             return Err(format!(
                 "S7: {} writes {} while it holds {} with token {held:?}",

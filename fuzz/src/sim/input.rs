@@ -67,6 +67,38 @@ pub fn set_lossless(data: &mut [u8]) {
     }
 }
 
+/// The bits of the second input byte that, both set, make the store fill up (see `World::new`).
+const FILLS_UP_BITS: u8 = 0b0001_1000;
+
+/// The fourth input byte of a 4 s lease with a 500 ms request timeout and no jitter (see
+/// `World::new`).
+const LONG_LEASE_SHORT_TIMEOUT: u8 = 2;
+
+/// Makes `data` run where an edit's write is most often repeated into a full store: the store
+/// fills up and has room again, messages are lost the most, and requests time out (500 ms) long
+/// before the lease (4 s) ends. The rest of the configuration stays.
+pub fn set_repeats_into_a_full_store(data: &mut [u8]) {
+    if let Some(b) = data.get_mut(1) {
+        *b |= FILLS_UP_BITS | LOSS_BITS;
+    }
+    if let Some(b) = data.get_mut(3) {
+        *b = LONG_LEASE_SHORT_TIMEOUT;
+    }
+}
+
+/// The bits of the third input byte that, all set, run the clients' edits without the edit
+/// fence (message mode; see `World::new`).
+const UNFENCED_BITS: u8 = 0b1110_0000;
+
+/// Makes `data` run its clients' edits without the edit fence, and hold no fenced write, in
+/// message mode (nothing else about the configuration changes): for faults whose bugs only an
+/// edit that repeats its write can show.
+pub fn set_unfenced(data: &mut [u8]) {
+    if let Some(b) = data.get_mut(2) {
+        *b |= UNFENCED_BITS;
+    }
+}
+
 /// The engine's own PRNG: seeds for the engines and the expansion of a seed into input bytes.
 pub(crate) use leasedlock::lock::SplitMix64;
 

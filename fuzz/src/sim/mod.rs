@@ -109,7 +109,16 @@
 //! mode; the healing gives it room. A quota refusal is definite for the request it answers, but
 //! not for an edit whose write it refuses on a repetition: the first attempt may have been
 //! applied, so the edit is `Indeterminate` (taken as a definite failure by the canary
-//! `canary-quota`, as S4, in message mode, where a lost reply makes the edit repeat its write).
+//! `canary-quota`, as S4, in message mode with edits without the fence, below, where a lost
+//! reply makes the edit repeat its write).
+//!
+//! In runs that draw it (message mode, bits 5–7 of the third input byte = 7; [`set_unfenced`]),
+//! the clients' edits go **without the edit fence** (`Config::raise_edit_fence` off): they
+//! release the lock after their write's answer instead of right behind the write, and repeat a
+//! write whose answer was lost while the lease lasts. No fenced write is held in these runs: a
+//! previous holder's write that lands after its lease is the fault the fence is for, and
+//! without it such a write is lost as documented (caught by `canary-edit-fence`, which turns
+//! the fence off in every run); the other faults stay, and so do S1–S7.
 //!
 //! A stall is the fault the safety margin does not cover: the engine must count a lease from the
 //! SET's sending, never from its reply (caught otherwise by the canary `canary-stall`, as S1 or
@@ -173,7 +182,8 @@
 //!   until the key is deleted, which ends the claim);
 //! - **S7** a fenced write to a counter (an edit's fence or its write) leaves a client only
 //!   while the client holds the lock with that token, by its own clocks, at the moment it is
-//!   written: in message mode when the engine hands it out, in byte mode when its bytes are
+//!   written (an edit's write also while it goes ahead of the VDEL that released its lease right
+//!   behind it, within that lease: `Client::write_token`): in message mode when the engine hands it out, in byte mode when its bytes are
 //!   written to the transport (a write the engine gave up, or whose lease ended while it waited
 //!   in the MQTT session's queue, must not go). The fence on the store only refuses a stale
 //!   write once a newer holder has raised it; S7 asks the engine not to send one at all. In
@@ -244,7 +254,9 @@ mod net;
 mod trace;
 mod world;
 
-pub use input::{mode_of, seed_input, set_lossless, set_mode};
+pub use input::{
+    mode_of, seed_input, set_lossless, set_mode, set_repeats_into_a_full_store, set_unfenced,
+};
 pub use link::Mode;
 pub use world::{Failure, Summary};
 

@@ -128,6 +128,11 @@ pub(super) struct SimConfig {
     /// The store fills up and empties again (action 30): a full store refuses every SET with
     /// its quota error.
     fills_up: bool,
+    /// Message mode: the clients' edits go without the edit fence
+    /// ([`Config::raise_edit_fence`] off), and no fenced write is held (the fault the fence is
+    /// for): the path of an edit that writes, waits for the answer and then releases, and
+    /// repeats a write whose answer was lost.
+    pub(super) unfenced: bool,
 }
 
 impl SimConfig {
@@ -206,7 +211,7 @@ impl<'a> World<'a> {
     /// The configuration from the first bytes: `b0` clients (bits 0–1) and, in byte mode (bit
     /// 7), the Receive Maximum (bits 2–3) and the keep alive (bit 4); `b1` locks (bit 0), loss
     /// (bits 1–2), a store that fills up (bits 3–4 = 3), refusals or twins (bits 5–6); `b2` delays (bits 0–1), drift (bits 2–3) and a store that forgets
-    /// registrations (bit 4); `b3` lease, request timeout and
+    /// registrations (bit 4), and in message mode edits without the fence (bits 5–7 = 7); `b3` lease, request timeout and
     /// jitter; two bytes of seed; two bytes per client.
     fn new(data: &'a [u8]) -> World<'a> {
         let mut input = Input::new(data);
@@ -235,6 +240,7 @@ impl<'a> World<'a> {
             },
             forgetful: (b2 >> 4) & 1 == 1,
             fills_up: (b1 >> 3) & 3 == 3,
+            unfenced: mode == Mode::Messages && b2 >> 5 == 7,
         };
         let base = start_instant();
         let store_now = Now::new(base, WALL0);
@@ -354,6 +360,7 @@ impl<'a> World<'a> {
         config.request_timeout = self.cfg.request_timeout;
         config.clock_rate_drift_ppm = self.cfg.drift_ppm;
         config.retry_jitter_max = self.cfg.jitter_max;
+        config.raise_edit_fence &= !self.cfg.unfenced;
         let seed = self.rng.next_u64();
         let mut link = Link::new(self.mode, config, &self.cfg.mqtt, now, seed);
         let locks = LOCK_NAMES[..self.cfg.n_locks]
