@@ -240,8 +240,9 @@ impl Client {
     }
 
     /// Read-modify-write `key` under the lock: acquire, GET, [`Event::EditRequested`], then
-    /// [`Client::complete_edit`] writes with the fencing token, and the lock is released:
-    /// [`Event::EditDone`]. Edits of one lock run one after the other.
+    /// [`Client::complete_edit`] writes with the fencing token, and the lock is released
+    /// (with the edit fence, by a VDEL right behind the write, `docs/PROTOCOL.md` §5):
+    /// [`Event::EditDone`] when the write is answered. Edits of one lock run one after the other.
     pub fn edit(
         &mut self,
         now: Now,
