@@ -711,7 +711,11 @@ impl Client {
         match self.send(now, Owner::Op(id), kind, command, fencing, deadline) {
             Ok(req_id) => {
                 let mut release_behind = false;
-                let lease = self.locks[lock].lease.as_ref();
+                // The lease this edit took, which it may release right behind its write.
+                let own_lease = self.locks[lock]
+                    .lease
+                    .as_ref()
+                    .filter(|l| l.owner == Some(id) && self.config.raise_edit_fence);
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.req = Some(req_id);
                     match &mut op.kind {
@@ -723,12 +727,12 @@ impl Client {
                             ..
                         } => {
                             *attempts += 1;
-                            release_behind = self.config.raise_edit_fence;
-                            if release_behind {
-                                *released = lease.map(|l| Released {
+                            if let Some(l) = own_lease {
+                                *released = Some(Released {
                                     token: l.token.clone(),
                                     validity: l.validity,
                                 });
+                                release_behind = true;
                             }
                         }
                         OpKind::Access { sent, .. } => *sent = true,
