@@ -93,6 +93,31 @@ pub struct Client {
     /// The clocks at the last `handle_timeout`: a wall clock that ran ahead of the monotonic one
     /// since then tells of a suspended host (see [`Client::expire_after_pause`]).
     pub(super) last_tick: Option<Now>,
+    /// The smoothed round trip of the requests answered so far (zero before the first answer).
+    pub(super) round_trip: RoundTrip,
+}
+
+/// A smoothed round trip of requests, from the monotonic instants of their sending and of their
+/// answers: each answer moves it an eighth of the way to what it took (as TCP smooths its RTT).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RoundTrip {
+    smoothed: Option<Duration>,
+}
+
+impl RoundTrip {
+    /// A request sent at `sent` was answered at `now`.
+    pub(super) fn sample(&mut self, sent: Instant, now: Instant) {
+        let took = now.saturating_duration_since(sent);
+        self.smoothed = Some(match self.smoothed {
+            None => took,
+            Some(s) => (s * 7 + took) / 8,
+        });
+    }
+
+    /// The smoothed round trip, zero before the first answer.
+    pub(super) fn get(&self) -> Duration {
+        self.smoothed.unwrap_or_default()
+    }
 }
 
 impl Client {
@@ -125,6 +150,7 @@ impl Client {
             blocks: Blocks::new(4096),
             stats: Stats::default(),
             last_tick: None,
+            round_trip: RoundTrip::default(),
             config,
         })
     }

@@ -32,9 +32,11 @@ pub struct Config {
     /// waiter always retries at once.
     pub retry_jitter_max: Duration,
     /// After this client releases a lock it had to wait for, its own next waiting acquisition of
-    /// that lock holds back by this much plus a retry jitter (default 2 ms), so that the waiters
-    /// woken by the DELETE go first: otherwise the releaser's next SET, right behind its VDEL on
-    /// the same connection, would always win.
+    /// that lock holds back by this much (default 2 ms) plus the smoothed round trip of its
+    /// requests (at most [`Config::safety_margin`]) plus a retry jitter, so that the waiters
+    /// woken by the DELETE go first: their SETs reach the store a round trip and a half after
+    /// the VDEL left, and otherwise the releaser's next SET, on the same connection, would
+    /// arrive as soon and win at every latency.
     pub release_holdback: Duration,
     /// Whether an edit raises the edited key's fence to its own token before the user sees the
     /// value (default `true`): right after reading the key it writes the value back with its

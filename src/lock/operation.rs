@@ -322,7 +322,13 @@ impl Client {
         l.releasing += 1;
         l.epoch += 1;
         if l.contended {
-            let delay = self.config.release_holdback + self.jitter();
+            // A waiter woken by this VDEL's DELETE has its SET at the store a round trip and a
+            // half after the VDEL left; this client's next SET, sent a round trip later (at the
+            // earliest when the write or the VDEL is answered), would tie with it. Holding back
+            // one more measured round trip (at most the safety margin, so that a stalled
+            // answer cannot make it long) lets the woken waiters go first at any latency.
+            let rt = self.round_trip.get().min(self.config.safety_margin);
+            let delay = self.config.release_holdback + rt + self.jitter();
             self.locks[lock].reacquire_after = Some(later(now.instant, delay));
         }
         let kind = OpKind::Release {

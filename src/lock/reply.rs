@@ -97,6 +97,7 @@ impl Client {
             return;
         };
         self.timers.cancel(p.timer);
+        self.round_trip.sample(p.sent.instant, now.instant);
         // Feed the clock with the version; a refusal never loses an applied change.
         let mut clock_error = None;
         if let Ok(ResponseBody {
