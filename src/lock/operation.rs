@@ -84,7 +84,7 @@ pub(super) enum EditPhase {
     Writing {
         action: EditAction,
         attempts: u32,
-        released: Option<Released>,
+        released: Option<Box<Released>>,
     },
 }
 
@@ -734,10 +734,11 @@ impl Client {
                         } => {
                             *attempts += 1;
                             if let Some(l) = own_lease {
-                                *released = Some(Released {
+                                // Boxed: every operation is as large as its largest kind.
+                                *released = Some(Box::new(Released {
                                     token: l.token.clone(),
                                     validity: l.validity,
-                                });
+                                }));
                                 release_behind = true;
                             }
                         }
