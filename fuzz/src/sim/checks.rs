@@ -73,7 +73,9 @@ pub(crate) struct Invariants {
     /// The newest token of a fence a delete of the counter removed (the store keeps a fence
     /// only with its key): a write with that token or an older one that lands on the deleted key
     /// is a stale holder's, or a late copy of the deleting edit's own fence, which the protocol
-    /// no longer refuses (PROTOCOL.md §5).
+    /// no longer refuses (PROTOCOL.md §5). So is any write that lands there once its writer no
+    /// longer holds the lock at the store, newer token or not (a held fence of a later holder
+    /// that lands after an older holder's held delete).
     removed_fence: Vec<Option<FencingToken>>,
     pub acquisitions: u64,
 }
@@ -350,10 +352,17 @@ impl World<'_> {
         r: &RequestRecord,
         command: &store::Command,
     ) -> Check {
+        // The writer no longer holds the lock at the store: the lock key is gone, or another
+        // SET made it newer than the token (an edit does not renew).
+        let lock_version = self.store.version(LOCK_NAMES[li].as_bytes());
+        let writer_gone = r
+            .fencing_token
+            .as_ref()
+            .is_some_and(|ft| lock_version != Some(ft.as_hlc()));
         let inv = &mut self.inv;
         let stale_on_deleted_key = r.stored_token.is_none()
             && r.fencing_token.is_some()
-            && r.fencing_token.as_ref() <= inv.removed_fence[li].as_ref();
+            && (writer_gone || r.fencing_token.as_ref() <= inv.removed_fence[li].as_ref());
         if r.applied {
             self.check_fenced_write(li, r)?;
         }

@@ -174,8 +174,10 @@
 //!   a fencing token or with one lower than the stored token or than the last write's since the
 //!   last delete. A delete removes the key's fence (PROTOCOL.md §5): a write that lands on the
 //!   deleted key with a token not newer than the removed fence (a stale holder's, or a late copy
-//!   of the deleting edit's own fence, which brings back the value it read) is that documented
-//!   hole, not a violation, and the counter then holds what that write says;
+//!   of the deleting edit's own fence, which brings back the value it read), or from a writer
+//!   that no longer holds the lock at the store (a later holder's held fence that lands after
+//!   an earlier holder's held delete), is that documented hole, not a violation, and the
+//!   counter then holds what that write says;
 //! - **S5** nothing panics (a panic is a failure of the run);
 //! - **S6** once an edit has shown its user a counter's value, the store accepts no write to that
 //!   counter with an older token: what the user saw stays the value until its edit writes (or
