@@ -1223,26 +1223,8 @@ fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_firs
         .find(|s| s.verb() == "VDEL")
         .unwrap();
     t.reply(&vdel, StoreReply::Integer(1), None);
-    let b = t
-        .client
-        .acquire(t.now, lock, 5 * SEC, Options::default())
-        .unwrap();
-    let sent = t.take_sent();
-    let set = sent.into_iter().find(|s| s.verb() == "SET").unwrap();
-    t.reply(&set, StoreReply::Integer(-1), None);
-    t.notify("L", NotificationOp::Delete, None);
-    let set = t.take_one("SET"); // no race lost yet: at once
-    t.ok(&set);
-    acquired(&t.take_events(), b);
-    t.take_sent();
-    let released_at = t.now.instant;
-    t.client.release(t.now, lock, Options::default()).unwrap();
-    let vdel = t
-        .take_sent()
-        .into_iter()
-        .find(|s| s.verb() == "VDEL")
-        .unwrap();
-    t.reply(&vdel, StoreReply::Integer(1), None);
+    // No race lost yet: the SET after the DELETE goes at once (`take_one` in the helper).
+    let released_at = contended_acquire_and_release(&mut t, lock, Duration::ZERO);
     t.client
         .acquire(t.now, lock, 5 * SEC, Options::default())
         .unwrap();
