@@ -2748,3 +2748,42 @@ fn the_hold_back_after_a_contended_release_counts_the_round_trip() {
     assert!(t.now.instant <= released_at + holdback + margin + jitter);
     assert_eq!(t.take_one("SET").verb(), "SET");
 }
+
+#[test]
+fn operation_indexes_are_dense_and_an_ended_operations_index_is_reused() {
+    let mut t = T::connected("c1");
+    let locks: Vec<_> = ["A", "B", "C"].iter().map(|n| t.lock(n)).collect();
+    let ops: Vec<_> = locks
+        .iter()
+        .map(|&lock| {
+            t.client
+                .try_acquire(t.now, lock, SEC, Options::default())
+                .unwrap()
+        })
+        .collect();
+    let mut indexes: Vec<_> = ops.iter().map(|op| op.index()).collect();
+    indexes.sort_unstable();
+    assert_eq!(
+        indexes,
+        [0, 1, 2],
+        "three live operations: indexes below three"
+    );
+    // B's try_acquire ends (busy); the next operation takes its index, under another id.
+    let sets = t.take_sent();
+    assert_eq!(sets.iter().map(Sent::verb).collect::<Vec<_>>(), ["SET"; 3]);
+    let v = t.next_version();
+    t.reply(&sets[1], StoreReply::Integer(-1), Some(v));
+    assert_eq!(
+        t.take_events(),
+        vec![Event::Busy {
+            op: ops[1],
+            lock: locks[1]
+        }]
+    );
+    let next = t
+        .client
+        .try_acquire(t.now, locks[1], SEC, Options::default())
+        .unwrap();
+    assert_eq!(next.index(), ops[1].index());
+    assert_ne!(next, ops[1]);
+}

@@ -15,7 +15,7 @@
 //! when its answer arrives (a later holder may have written since).
 
 use super::client::Client;
-use super::operation::OpKind;
+use super::operation::{OpKind, StoreAccess};
 use super::{Event, IntentError, LockId, OpError, OpId, Options};
 use crate::hlc::FencingToken;
 use crate::store::{Command, SetOptions, StoreReply};
@@ -88,12 +88,12 @@ impl Client {
         self.locks.get(lock)?;
         let deadline = self.deadline(now, &options, true)?;
         let holder = self.holder_value(&options)?;
-        let kind = OpKind::Access {
+        let kind = OpKind::Access(Box::new(StoreAccess {
             key,
             access,
             fence,
             sent: false,
-        };
+        }));
         Ok(self.start_op(now, lock, holder, deadline, kind))
     }
 
@@ -140,7 +140,7 @@ impl Client {
     pub(super) fn access_write_sent(&self, id: OpId) -> bool {
         matches!(
             self.ops.get(&id).map(|op| &op.kind),
-            Some(OpKind::Access { access, sent: true, .. }) if *access != Access::Get
+            Some(OpKind::Access(a)) if a.sent && a.access != Access::Get
         )
     }
 
@@ -148,9 +148,10 @@ impl Client {
     pub(super) fn on_access_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
         let op = &self.ops[&id];
         let lock = op.lock;
-        let OpKind::Access { access, fence, .. } = &op.kind else {
+        let OpKind::Access(a) = &op.kind else {
             return;
         };
+        let (access, fence) = (&a.access, &a.fence);
         let outcome = match (access, reply) {
             (Access::Get, StoreReply::Value(v)) => {
                 Ok(Accessed::Value(Some(Bytes::copy_from_slice(&v))))

@@ -377,11 +377,12 @@ impl Client {
         let lock = op.lock;
         // The store never saw it: a write not delivered was not applied.
         match &mut op.kind {
-            OpKind::Edit {
-                phase: EditPhase::Writing { attempts, .. },
-                ..
-            } => *attempts = attempts.saturating_sub(1),
-            OpKind::Access { sent, .. } => *sent = false,
+            OpKind::Edit(edit) => {
+                if let EditPhase::Writing { attempts, .. } = &mut edit.phase {
+                    *attempts = attempts.saturating_sub(1);
+                }
+            }
+            OpKind::Access(a) => a.sent = false,
             _ => {}
         }
         match why {

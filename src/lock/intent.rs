@@ -3,7 +3,7 @@
 
 use super::access::{Access, Fence};
 use super::client::{Client, Sub};
-use super::operation::{EditPhase, Keep, OpKind};
+use super::operation::{Edit, EditPhase, Keep, OpKind};
 use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
 use crate::time::{later, MAX_DURATION};
 use crate::{FencingToken, Now};
@@ -263,7 +263,7 @@ impl Client {
         if let Some(other) = l.ops.iter().find(|id| {
             !matches!(
                 self.ops[id].kind,
-                OpKind::Edit { .. } | OpKind::Holder | OpKind::Release { .. }
+                OpKind::Edit(_) | OpKind::Holder | OpKind::Release { .. }
             )
         }) {
             return Err(IntentError::LockInUse(other));
@@ -285,7 +285,7 @@ impl Client {
             lock,
             holder,
             deadline,
-            OpKind::Edit { key, lease, phase },
+            OpKind::Edit(Box::new(Edit { key, lease, phase })),
         ))
     }
 
@@ -298,11 +298,7 @@ impl Client {
     ) -> Result<(), IntentError> {
         let o = self.ops.get(&op).ok_or(IntentError::NoSuchOperation)?;
         let lock = o.lock;
-        let OpKind::Edit {
-            phase: EditPhase::AwaitingUser { placeholder },
-            ..
-        } = o.kind
-        else {
+        let Some(&EditPhase::AwaitingUser { placeholder }) = o.kind.edit_phase() else {
             return Err(IntentError::NoSuchOperation);
         };
         if action == EditAction::Abort && !placeholder {
@@ -336,9 +332,7 @@ impl Client {
         let lock = o.lock;
         match &o.kind {
             OpKind::Hold { .. } => self.end_hold(now, op, true),
-            OpKind::Edit { .. } | OpKind::Access { .. } => {
-                self.fail(now, op, lock, OpError::Cancelled)
-            }
+            OpKind::Edit(_) | OpKind::Access(_) => self.fail(now, op, lock, OpError::Cancelled),
             _ => self.finish(
                 now,
                 op,

@@ -89,13 +89,12 @@ impl Client {
         }
         let op = self.ops.get(&self.locks.get(lock).ok()?.edit?)?;
         match &op.kind {
-            OpKind::Edit {
-                phase:
-                    EditPhase::Writing {
-                        released: Some(r), ..
-                    },
-                ..
-            } if op.req.is_some() && r.validity.holds_at(now) => Some(&r.token),
+            OpKind::Edit(edit) => match &edit.phase {
+                EditPhase::Writing {
+                    released: Some(r), ..
+                } if op.req.is_some() && r.validity.holds_at(now) => Some(&r.token),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -154,7 +153,7 @@ impl Client {
                         self.advance(now, owner);
                     }
                 }
-                Some(OpKind::Edit { .. }) => {
+                Some(OpKind::Edit(_)) => {
                     self.finish_edit(now, owner, Err(OpError::LeaseLapsed));
                 }
                 _ => {}

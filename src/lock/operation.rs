@@ -45,6 +45,16 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub(crate) NonZeroU64);
 
+impl OpId {
+    /// A small number for tables a driver keeps per operation: the operations alive at one
+    /// time have distinct indexes, each below the most operations alive at once so far. The
+    /// index of an ended operation is given to a later one (whose id differs).
+    pub fn index(self) -> usize {
+        // The low half of the id is its slot in the engine's table of operations.
+        (self.0.get() & u64::from(u32::MAX)) as usize
+    }
+}
+
 /// The longest wait between two retries of a failed attempt.
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -84,7 +94,7 @@ pub(super) enum EditPhase {
     Writing {
         action: EditAction,
         attempts: u32,
-        released: Option<Box<Released>>,
+        released: Option<Released>,
     },
 }
 
@@ -121,18 +131,44 @@ pub(super) enum OpKind {
         held: bool,
         keep: Option<Keep>,
     },
-    Edit {
-        key: Bytes,
-        lease: Duration,
-        phase: EditPhase,
-    },
-    /// `sent`: the request went out (a write is never repeated).
-    Access {
-        key: Bytes,
-        access: Access,
-        fence: Fence,
-        sent: bool,
-    },
+    Edit(Box<Edit>),
+    Access(Box<StoreAccess>),
+}
+
+/// An edit's own state, boxed in [`OpKind::Edit`] (as is a store access's): inline, it would
+/// make every operation, holds included, as large as the largest edit.
+#[derive(Debug)]
+pub(super) struct Edit {
+    pub(super) key: Bytes,
+    pub(super) lease: Duration,
+    pub(super) phase: EditPhase,
+}
+
+/// A store access's own state; `sent`: the request went out (a write is never repeated).
+#[derive(Debug)]
+pub(super) struct StoreAccess {
+    pub(super) key: Bytes,
+    pub(super) access: Access,
+    pub(super) fence: Fence,
+    pub(super) sent: bool,
+}
+
+impl OpKind {
+    /// Where an edit is; `None` for the other kinds.
+    pub(super) fn edit_phase(&self) -> Option<&EditPhase> {
+        match self {
+            OpKind::Edit(edit) => Some(&edit.phase),
+            _ => None,
+        }
+    }
+
+    /// [`OpKind::edit_phase`], to change it.
+    pub(super) fn edit_phase_mut(&mut self) -> Option<&mut EditPhase> {
+        match self {
+            OpKind::Edit(edit) => Some(&mut edit.phase),
+            _ => None,
+        }
+    }
 }
 
 /// Where a lock keeps a new operation besides its set of operations.
@@ -184,11 +220,7 @@ impl Op {
             OpKind::Hold {
                 lease, held: false, ..
             } => Some(*lease),
-            OpKind::Edit {
-                lease,
-                phase: EditPhase::Acquiring,
-                ..
-            } => Some(*lease),
+            OpKind::Edit(edit) if matches!(edit.phase, EditPhase::Acquiring) => Some(edit.lease),
             _ => None,
         }
     }
@@ -243,15 +275,12 @@ impl Client {
         let id = self.ops.next_key();
         let watches = matches!(
             kind,
-            OpKind::Acquire { .. } | OpKind::Hold { .. } | OpKind::Edit { .. }
+            OpKind::Acquire { .. } | OpKind::Hold { .. } | OpKind::Edit(_)
         );
         let slot = match &kind {
             OpKind::Hold { .. } => Some(Slot::Hold),
-            OpKind::Edit {
-                phase: EditPhase::Queued,
-                ..
-            } => Some(Slot::EditQueue),
-            OpKind::Edit { .. } => Some(Slot::Edit),
+            OpKind::Edit(edit) if matches!(edit.phase, EditPhase::Queued) => Some(Slot::EditQueue),
+            OpKind::Edit(_) => Some(Slot::Edit),
             _ => None,
         };
         let deadline_timer = deadline.map(|d| self.timers.schedule(d, Timer::OpDeadline(id)));
@@ -356,8 +385,8 @@ impl Client {
     /// it into `Indeterminate`; a silent release with no event).
     pub(super) fn fail(&mut self, now: Now, id: OpId, lock: LockId, error: OpError) {
         match self.ops.get(&id).map(|o| &o.kind) {
-            Some(OpKind::Edit { .. }) => self.finish_edit(now, id, Err(error)),
-            Some(OpKind::Access { .. }) => {
+            Some(OpKind::Edit(_)) => self.finish_edit(now, id, Err(error)),
+            Some(OpKind::Access(_)) => {
                 let error = after_write(error, u32::from(self.access_write_sent(id)));
                 let event = Event::Failed {
                     op: id,
@@ -393,10 +422,10 @@ impl Client {
         };
         let lock = op.lock;
         let attempts = match &op.kind {
-            OpKind::Edit {
-                phase: EditPhase::Writing { attempts, .. },
-                ..
-            } => *attempts,
+            OpKind::Edit(edit) => match edit.phase {
+                EditPhase::Writing { attempts, .. } => attempts,
+                _ => 0,
+            },
             _ => 0,
         };
         let outcome = outcome.map_err(|e| after_write(e, attempts));
@@ -423,10 +452,10 @@ impl Client {
             return;
         }
         while let Some(next) = self.pop_queued_edit(lock) {
-            if let Some(Op {
-                kind: OpKind::Edit { phase, .. },
-                ..
-            }) = self.ops.get_mut(&next)
+            if let Some(phase) = self
+                .ops
+                .get_mut(&next)
+                .and_then(|o| o.kind.edit_phase_mut())
             {
                 *phase = EditPhase::Acquiring;
                 self.locks[lock].edit = Some(next);
@@ -584,8 +613,8 @@ impl Client {
                 expiry: NonZeroU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
             },
         };
-        let (command, kind, fencing) = match &op.kind {
-            OpKind::Release { .. } => (
+        let (command, kind, fencing) = match (&op.kind, op.kind.edit_phase()) {
+            (OpKind::Release { .. }, _) => (
                 Command::VDel {
                     key: l.name.clone(),
                     value: op.holder.clone(),
@@ -593,34 +622,30 @@ impl Client {
                 RequestKind::VDel,
                 None,
             ),
-            OpKind::Holder => (
+            (OpKind::Holder, _) => (
                 Command::Get {
                     key: l.name.clone(),
                 },
                 RequestKind::Get,
                 None,
             ),
-            OpKind::Hold {
-                lease, held: true, ..
-            } => (set(*lease), RequestKind::Set { epoch: l.epoch }, None),
-            OpKind::Edit {
-                phase: EditPhase::Queued | EditPhase::AwaitingUser { .. },
-                ..
-            } => return,
-            OpKind::Access {
-                key, access, fence, ..
-            } => match self.access_request(now, lock, &op.holder, key, access, fence) {
-                Ok((command, token)) => (command, RequestKind::Access, token),
-                Err(error) => {
-                    self.fail(now, id, lock, error);
-                    return;
+            (
+                OpKind::Hold {
+                    lease, held: true, ..
+                },
+                _,
+            ) => (set(*lease), RequestKind::Set { epoch: l.epoch }, None),
+            (_, Some(EditPhase::Queued | EditPhase::AwaitingUser { .. })) => return,
+            (OpKind::Access(a), _) => {
+                match self.access_request(now, lock, &op.holder, &a.key, &a.access, &a.fence) {
+                    Ok((command, token)) => (command, RequestKind::Access, token),
+                    Err(error) => {
+                        self.fail(now, id, lock, error);
+                        return;
+                    }
                 }
-            },
-            OpKind::Edit {
-                key,
-                phase: EditPhase::Fencing { current },
-                ..
-            } => {
+            }
+            (OpKind::Edit(edit), Some(EditPhase::Fencing { current })) => {
                 if !held {
                     self.finish_edit(now, id, Err(OpError::LeaseLapsed));
                     return;
@@ -633,7 +658,7 @@ impl Client {
                 // session) can then never undo the user's write, which carries the same token;
                 // and a write of a previous holder that landed after the read is seen again.
                 let command = Command::Set {
-                    key: key.clone(),
+                    key: edit.key.clone(),
                     value,
                     options: SetOptions {
                         condition: SetCondition::NotExistsOrEqual,
@@ -643,16 +668,15 @@ impl Client {
                 let token = l.lease.as_ref().map(|lease| lease.token.clone());
                 (command, RequestKind::Fence, token)
             }
-            OpKind::Edit {
-                key,
-                phase: EditPhase::Reading,
-                ..
-            } => (Command::Get { key: key.clone() }, RequestKind::Get, None),
-            OpKind::Edit {
-                key,
-                phase: EditPhase::Writing { action, .. },
-                ..
-            } => {
+            (OpKind::Edit(edit), Some(EditPhase::Reading)) => (
+                Command::Get {
+                    key: edit.key.clone(),
+                },
+                RequestKind::Get,
+                None,
+            ),
+            (OpKind::Edit(edit), Some(EditPhase::Writing { action, .. })) => {
+                let key = &edit.key;
                 if !held {
                     self.finish_edit(now, id, Err(OpError::LeaseLapsed));
                     return;
@@ -725,24 +749,22 @@ impl Client {
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.req = Some(req_id);
                     match &mut op.kind {
-                        OpKind::Edit {
-                            phase:
-                                EditPhase::Writing {
-                                    attempts, released, ..
-                                },
-                            ..
-                        } => {
-                            *attempts += 1;
-                            if let Some(l) = own_lease {
-                                // Boxed: every operation is as large as its largest kind.
-                                *released = Some(Box::new(Released {
-                                    token: l.token.clone(),
-                                    validity: l.validity,
-                                }));
-                                release_behind = true;
+                        OpKind::Edit(edit) => {
+                            if let EditPhase::Writing {
+                                attempts, released, ..
+                            } = &mut edit.phase
+                            {
+                                *attempts += 1;
+                                if let Some(l) = own_lease {
+                                    *released = Some(Released {
+                                        token: l.token.clone(),
+                                        validity: l.validity,
+                                    });
+                                    release_behind = true;
+                                }
                             }
                         }
-                        OpKind::Access { sent, .. } => *sent = true,
+                        OpKind::Access(a) => a.sent = true,
                         OpKind::Release { sent, .. } => *sent += 1,
                         _ => {}
                     }

@@ -4,7 +4,7 @@
 use super::client::{Client, Timer};
 use super::lease::{Lease, Validity};
 use super::notify::Notify;
-use super::operation::{EditPhase, Keep, Op, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
+use super::operation::{EditPhase, Keep, OpKind, ABSENT_PLACEHOLDER, MIN_FALLBACK};
 use super::request::{Owner, Pending, RequestKind, RequestLost};
 use super::{EditAction, EditOutcome, Event, Holder, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
@@ -46,11 +46,7 @@ impl Client {
                 };
                 op.req = None;
                 let lock = op.lock;
-                if let OpKind::Edit {
-                    phase: EditPhase::Writing { attempts: 1.., .. },
-                    ..
-                } = op.kind
-                {
+                if let Some(EditPhase::Writing { attempts: 1.., .. }) = op.kind.edit_phase() {
                     // Repeat the fenced write while the lease lasts; after that, the outcome is
                     // unknown. The lease lasts for the write until the send-by instant it was
                     // given: a later reading may leave a few moments, too few to be worth a
@@ -344,7 +340,7 @@ impl Client {
         let op = &self.ops[&id];
         let lock = op.lock;
         let owner = match op.kind {
-            OpKind::Hold { .. } | OpKind::Edit { .. } => Some(id),
+            OpKind::Hold { .. } | OpKind::Edit(_) => Some(id),
             _ => None,
         };
         let holder = op.holder.clone();
@@ -414,8 +410,8 @@ impl Client {
                 self.emit(Output::Event(event));
                 self.retry_at(id, next);
             }
-            OpKind::Edit { phase, .. } => {
-                *phase = EditPhase::Reading;
+            OpKind::Edit(edit) => {
+                edit.phase = EditPhase::Reading;
                 self.advance(now, id);
             }
             _ => {
@@ -438,7 +434,7 @@ impl Client {
             // A value of its own: the reply's bytes share a block with other responses, and the
             // user may keep this for long.
             StoreReply::Value(v)
-                if matches!(op.kind, OpKind::Edit { .. }) && v == ABSENT_PLACEHOLDER =>
+                if matches!(op.kind, OpKind::Edit(_)) && v == ABSENT_PLACEHOLDER =>
             {
                 None
             }
@@ -460,7 +456,7 @@ impl Client {
                     holder: value.map(Holder::from_value),
                 }),
             ),
-            OpKind::Edit { .. } => {
+            OpKind::Edit(_) => {
                 if !self.is_held(now, lock) {
                     self.finish_edit(now, id, Err(OpError::LeaseLapsed));
                     return;
@@ -479,13 +475,14 @@ impl Client {
     /// The fence is up: the user may see the value.
     pub(super) fn on_fence_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
         let lock = self.ops[&id].lock;
-        let current = match &mut self.ops.get_mut(&id).map(|op| &mut op.kind) {
-            Some(OpKind::Edit {
-                phase: EditPhase::Fencing { current },
-                ..
-            }) => current.take(),
-            _ => return,
+        let phase = self
+            .ops
+            .get_mut(&id)
+            .and_then(|op| op.kind.edit_phase_mut());
+        let Some(EditPhase::Fencing { current }) = phase else {
+            return;
         };
+        let current = current.take();
         match reply {
             StoreReply::Ok if self.is_held(now, lock) => {
                 let placeholder = current.is_none();
@@ -513,37 +510,29 @@ impl Client {
     }
 
     pub(super) fn set_edit_phase(&mut self, id: OpId, next: EditPhase) {
-        if let Some(Op {
-            kind: OpKind::Edit { phase, .. },
-            ..
-        }) = self.ops.get_mut(&id)
+        if let Some(phase) = self
+            .ops
+            .get_mut(&id)
+            .and_then(|op| op.kind.edit_phase_mut())
         {
             *phase = next;
         }
     }
 
     pub(super) fn on_write_reply(&mut self, now: Now, id: OpId, reply: StoreReply) {
-        let outcome = match (&self.ops[&id].kind, reply) {
+        let outcome = match (self.ops[&id].kind.edit_phase(), reply) {
             (
-                OpKind::Edit {
-                    phase:
-                        EditPhase::Writing {
-                            action: EditAction::Set(_),
-                            ..
-                        },
+                Some(EditPhase::Writing {
+                    action: EditAction::Set(_),
                     ..
-                },
+                }),
                 StoreReply::Ok,
             ) => Ok(EditOutcome::Written),
             (
-                OpKind::Edit {
-                    phase:
-                        EditPhase::Writing {
-                            action: EditAction::Abort,
-                            ..
-                        },
+                Some(EditPhase::Writing {
+                    action: EditAction::Abort,
                     ..
-                },
+                }),
                 StoreReply::Integer(n),
             ) if n >= 0 => Ok(EditOutcome::Unchanged),
             (_, StoreReply::Integer(n)) if n >= 0 => Ok(EditOutcome::Deleted),
