@@ -563,8 +563,9 @@ pub struct Hold {
     ends_at_loss: bool,
     /// The loss that ends a hold that ends at its first loss.
     lost: Option<LossReason>,
-    /// The hold has ended: no more events. `Some(None)`: ended by a release or a close.
-    end: Option<Option<Error>>,
+    /// The hold has ended: no more events. `Some(None)`: ended by a release or a close. Boxed:
+    /// an error is the largest field, and only an ended hold has one.
+    end: Option<Option<Box<Error>>>,
 }
 
 /// The lease of a [`Hold`], readable from any task while another awaits the hold's events
@@ -627,13 +628,13 @@ impl Hold {
     /// first loss, [`Error::Closed`] when the driver stopped. `None` while the hold runs, and
     /// when a release ended it.
     pub fn error(&self) -> Option<&Error> {
-        self.end.as_ref()?.as_ref()
+        self.end.as_ref()?.as_deref()
     }
 
     /// The hold has ended, with this error (or none).
     fn ended(&mut self, error: Option<Error>) -> Option<HoldEvent> {
         self.op.done();
-        self.end = Some(error);
+        self.end = Some(error.map(Box::new));
         None
     }
 

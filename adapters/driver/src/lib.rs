@@ -65,6 +65,7 @@ mod handle;
 mod lock;
 mod mailbox;
 mod reconnect;
+mod routes;
 mod settings;
 mod slot;
 mod state;

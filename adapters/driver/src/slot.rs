@@ -36,13 +36,14 @@ pub(crate) enum Item {
 }
 
 /// An item as the slot keeps it: a renewal marker carries no lease while it stands for the
-/// current one.
+/// current one. The payloads are boxed: a hold nobody reads keeps a renewal marker queued for
+/// good, and an unboxed entry would cost every slot the size of the largest event.
 #[derive(Debug)]
 enum Entry {
-    Event(Event),
-    Refused(IntentError),
+    Event(Box<Event>),
+    Refused(Box<IntentError>),
     /// `None`: the slot's current lease.
-    Renewed(Option<Lease>),
+    Renewed(Option<Box<Lease>>),
 }
 
 /// The shared state of one operation.
@@ -104,7 +105,8 @@ impl State {
     /// Forgets what came after the oldest unread loss, when there is one: a hold's reader that
     /// has fallen far behind is told the loss and then the latest acquisition only.
     fn collapse_after_first_loss(&mut self) {
-        let is_loss = |entry: &Entry| matches!(entry, Entry::Event(Event::Lost { .. }));
+        let is_loss =
+            |entry: &Entry| matches!(entry, Entry::Event(e) if matches!(**e, Event::Lost { .. }));
         if self.head.as_ref().is_some_and(is_loss) {
             self.rest.clear();
         } else if let Some(at) = self.rest.iter().position(is_loss) {
@@ -143,12 +145,15 @@ impl Slot {
         let state = self.state();
         let mut queued = state.head.iter().chain(state.rest.iter());
         queued.find_map(|entry| match entry {
-            Entry::Event(Event::Acquired {
-                lock,
-                token,
-                hold: false,
-                ..
-            }) => Some((*lock, token.clone())),
+            Entry::Event(event) => match &**event {
+                Event::Acquired {
+                    lock,
+                    token,
+                    hold: false,
+                    ..
+                } => Some((*lock, token.clone())),
+                _ => None,
+            },
             _ => None,
         })
     }
@@ -177,9 +182,9 @@ impl Slot {
         let mut state = self.state();
         while let Some(item) = state.pop() {
             return Poll::Ready(Some(match item {
-                Entry::Event(event) => Item::Event(event),
-                Entry::Refused(error) => Item::Refused(error),
-                Entry::Renewed(Some(lease)) => Item::Renewed(lease),
+                Entry::Event(event) => Item::Event(*event),
+                Entry::Refused(error) => Item::Refused(*error),
+                Entry::Renewed(Some(lease)) => Item::Renewed(*lease),
                 Entry::Renewed(None) => match state.lease.clone() {
                     Some(lease) => Item::Renewed(lease),
                     // Not reached: a marker gets its own lease before the lease changes.
@@ -230,7 +235,7 @@ impl Sink {
     /// The engine refused the intent.
     pub(crate) fn refuse(&self, error: IntentError) {
         let mut state = self.0.state();
-        state.push(Entry::Refused(error));
+        state.push(Entry::Refused(Box::new(error)));
         Slot::wake(state);
     }
 
@@ -239,7 +244,7 @@ impl Sink {
     pub(crate) fn deliver(&self, event: Event) {
         let mut state = self.0.state();
         if !self.0.hold {
-            state.push(Entry::Event(event));
+            state.push(Entry::Event(Box::new(event)));
             return Slot::wake(state);
         }
         match event {
@@ -255,7 +260,7 @@ impl Sink {
                 // The lease changes: a pending marker keeps the lease it stands for.
                 let previous = state.lease.take();
                 if let Some(Entry::Renewed(marker @ None)) = state.back_mut() {
-                    *marker = previous;
+                    *marker = previous.map(Box::new);
                 }
                 if let Event::Acquired {
                     token, valid_until, ..
@@ -266,7 +271,7 @@ impl Sink {
                         state.collapse_after_first_loss();
                     }
                 }
-                state.push(Entry::Event(event));
+                state.push(Entry::Event(Box::new(event)));
             }
         }
         Slot::wake(state);
