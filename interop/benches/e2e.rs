@@ -1348,9 +1348,9 @@ fn scale(env: &Env, kind: &str, in_flight: usize, k: &Knobs) -> Scale {
 /// bounds the first acquisitions in flight at once (0: no bound).
 ///
 /// Ours: `in_flight` worker tasks (one per lock without a bound) acquire the locks one after the
-/// other and hand their [`Hold`]s back; the holds then sit in a `Vec`, with no task each and
-/// nobody reading their events (a hold keeps its latest
-/// lease and coalesces its renewals, so an unread one stays bounded). At the end of the window
+/// other and put their [`Hold`]s in one `Vec` reserved for all; the holds sit there, with no
+/// task each and nobody reading their events (a hold keeps its latest lease and coalesces its
+/// renewals, so an unread one stays bounded). At the end of the window
 /// every hold must still have a valid token — its first lease has run out by then, so that
 /// proves it was renewed — and no hold may have more than one event waiting (more means it was
 /// lost and re-acquired); the child fails loudly otherwise. The SDK: one `lease::Client` each,
@@ -1410,7 +1410,7 @@ fn scale_child(args: &[String]) {
         });
         let t0;
         // Our holds, checked at the end of the window.
-        let mut holds: Vec<Hold> = Vec::new();
+        let holds: Vec<Hold>;
         // Each kind keeps its other handles alive in `_keep` until the process exits.
         let base_kib;
         let _keep: Box<dyn std::any::Any> = match kind.as_str() {
@@ -1421,37 +1421,41 @@ fn scale_child(args: &[String]) {
                 client.holder("connected", wait()).await.unwrap();
                 base_kib = proc_status("VmRSS:");
                 t0 = Instant::now();
-                // `workers` tasks take the next lock number, hold that lock and keep the Hold;
-                // they hand their holds over and end once every lock is held.
+                // `workers` tasks take the next lock number, hold that lock and put the Hold in
+                // `holds`, reserved for every lock up front (a vector per worker that doubles as
+                // it fills would leave its old buffers behind as heap the allocator keeps).
                 let next = Arc::new(AtomicU64::new(0));
+                let shared = Arc::new(std::sync::Mutex::new(Vec::with_capacity(locks)));
                 let acquiring: Vec<_> = (0..workers)
                     .map(|_| {
                         let (client, ready, next) = (client.clone(), ready.clone(), next.clone());
+                        let shared = shared.clone();
                         tokio::spawn(async move {
                             let options = Options::default().with_timeout(WAIT * 2);
-                            let mut held = Vec::new();
                             loop {
                                 let i = next.fetch_add(1, Ordering::Relaxed);
                                 if i >= locks as u64 {
-                                    return held;
+                                    return;
                                 }
                                 let name = format!("scale-ours-{i}");
                                 let hold =
                                     client.hold(name, SCALE_LEASE, SCALE_INTERVAL, options.clone());
-                                held.push(hold.await.unwrap());
+                                let hold = hold.await.unwrap();
+                                shared.lock().unwrap().push(hold);
                                 ready.fetch_add(1, Ordering::Relaxed);
                             }
                         })
                     })
                     .collect();
-                holds.reserve_exact(locks);
                 for worker in acquiring {
-                    holds.extend(worker.await.expect("a worker"));
+                    worker.await.expect("a worker");
                 }
+                holds = std::mem::take(&mut *shared.lock().unwrap());
                 Box::new((client, task))
             }
             "sdk" => {
                 let sdk = Sdk::connect(port, id.clone()).await;
+                holds = Vec::new();
                 base_kib = proc_status("VmRSS:");
                 t0 = Instant::now();
                 // With all 10 000 first acquisitions in flight at once, most of them time out in
