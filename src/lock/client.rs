@@ -122,9 +122,10 @@ impl RoundTrip {
 
 impl Client {
     /// A client with no locks, not connected. `seed` drives correlation ids and retry jitter.
+    /// Its deadlines count from `now`: later calls must not give an earlier monotonic instant
+    /// (one that does sees what is due at `now` as due).
     pub fn new(config: Config, now: Now, seed: u64) -> Result<Client, ConfigError> {
         config.validate()?;
-        let _ = now; // nothing is scheduled yet; taken like every other call, for one contract
         let mut rng = SplitMix64::new(seed);
         let correlation_prefix = rng.next_u64();
         let sender = RequestSender::new(&config.client_id)
@@ -145,7 +146,7 @@ impl Client {
             next_seq: 0,
             ops: Slab::new(),
             pending: PendingRequests::new(correlation_prefix),
-            timers: Timers::new(),
+            timers: Timers::new(now.instant),
             out: VecDeque::new(),
             blocks: Blocks::new(4096),
             stats: Stats::default(),

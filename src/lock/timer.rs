@@ -1,8 +1,9 @@
 //! A deadline queue with exact removal: an indexed binary heap. O(log n) insert, cancel and
 //! pop, O(1) earliest; no allocation per deadline once the queue has grown to its working size.
+//! A deadline takes 48 bytes (its entry and its place in the heap): every hold has two.
 
 use std::num::NonZeroU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::slab::{Slab, SlabKey};
 
@@ -25,42 +26,56 @@ impl SlabKey for TimerKey {
 #[derive(Debug)]
 struct Entry<T> {
     what: T,
-    at: Instant,
-    /// Order of scheduling: equal deadlines fire in the order they were set.
-    seq: u64,
+    /// The deadline, in nanoseconds after the queue's origin (8 bytes, where an `Instant` takes
+    /// 16; 584 years of range).
+    at: u64,
+    /// Order of scheduling: equal deadlines fire in the order they were set (wrapping after
+    /// 2^32 deadlines, which only reorders deadlines due at the same nanosecond).
+    seq: u32,
     /// Index in `heap`.
-    pos: usize,
+    pos: u32,
 }
 
 /// Deadlines in order of time, then of scheduling.
 #[derive(Debug)]
 pub(crate) struct Timers<T> {
+    /// No deadline is earlier: deadlines are counted from it. One before it (a caller whose
+    /// clock went back before the queue was made) counts as due at the origin.
+    origin: Instant,
     entries: Slab<TimerKey, Entry<T>>,
     /// A binary min-heap of keys, ordered by (`at`, `seq`) of their entries.
     heap: Vec<TimerKey>,
-    seq: u64,
+    seq: u32,
 }
 
 impl<T> Timers<T> {
-    pub(crate) fn new() -> Self {
+    /// An empty queue for deadlines from `origin` on.
+    pub(crate) fn new(origin: Instant) -> Self {
         Timers {
+            origin,
             entries: Slab::new(),
             heap: Vec::new(),
             seq: 0,
         }
     }
 
+    /// `at` as nanoseconds after the origin (saturating both ways).
+    fn offset(&self, at: Instant) -> u64 {
+        let after = at.saturating_duration_since(self.origin);
+        u64::try_from(after.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn schedule(&mut self, at: Instant, what: T) -> TimerKey {
-        self.seq += 1;
-        let pos = self.heap.len();
+        self.seq = self.seq.wrapping_add(1);
+        let pos = self.heap.len() as u32; // fewer deadlines than slab slots, which are u32
         let key = self.entries.insert(Entry {
             what,
-            at,
+            at: self.offset(at),
             seq: self.seq,
             pos,
         });
         self.heap.push(key);
-        self.sift_up(pos);
+        self.sift_up(pos as usize);
         key
     }
 
@@ -72,13 +87,14 @@ impl<T> Timers<T> {
 
     pub(crate) fn earliest(&self) -> Option<Instant> {
         let first = self.heap.first()?;
-        Some(self.entries[first].at)
+        let after = Duration::from_nanos(self.entries[first].at);
+        Some(crate::time::later(self.origin, after))
     }
 
     /// Removes and returns the earliest deadline that is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, T)> {
         let first = *self.heap.first()?;
-        if self.entries[&first].at > now {
+        if self.entries[&first].at > self.offset(now) {
             return None;
         }
         self.remove(first).map(|what| (first, what))
@@ -86,13 +102,13 @@ impl<T> Timers<T> {
 
     fn remove(&mut self, key: TimerKey) -> Option<T> {
         let entry = self.entries.remove(&key)?;
-        let last = self.heap.len() - 1;
-        self.heap.swap(entry.pos, last);
+        let (hole, last) = (entry.pos as usize, self.heap.len() - 1);
+        self.heap.swap(hole, last);
         self.heap.pop();
-        if entry.pos < self.heap.len() {
-            self.set_pos(entry.pos);
+        if hole < self.heap.len() {
+            self.set_pos(hole);
             // The entry moved into the hole may belong above or below it.
-            let pos = self.sift_up(entry.pos);
+            let pos = self.sift_up(hole);
             self.sift_down(pos);
         }
         if self.heap.is_empty() && self.heap.capacity() > 1024 {
@@ -101,7 +117,7 @@ impl<T> Timers<T> {
         Some(entry.what)
     }
 
-    fn order(&self, pos: usize) -> (Instant, u64) {
+    fn order(&self, pos: usize) -> (u64, u32) {
         let e = &self.entries[&self.heap[pos]];
         (e.at, e.seq)
     }
@@ -109,7 +125,7 @@ impl<T> Timers<T> {
     fn set_pos(&mut self, pos: usize) {
         let key = self.heap[pos];
         if let Some(e) = self.entries.get_mut(&key) {
-            e.pos = pos;
+            e.pos = pos as u32;
         }
     }
 
@@ -165,7 +181,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // the test is the driver
     fn pops_in_order_and_cancelled_ones_never_fire() {
         let t0 = Instant::now();
-        let mut timers = Timers::new();
+        let mut timers = Timers::new(t0);
         let a = timers.schedule(t0 + Duration::from_secs(2), "a");
         let _b = timers.schedule(t0 + Duration::from_secs(1), "b");
         let _c = timers.schedule(t0 + Duration::from_secs(1), "c");
@@ -179,6 +195,25 @@ mod tests {
         assert_eq!(timers.len(), 0);
     }
 
+    /// A deadline before the origin (a clock that went back) is due at once; one past
+    /// `u64::MAX` nanoseconds after it stays in the queue, the latest of all.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test is the driver
+    fn deadlines_outside_the_range_are_clamped_to_it() {
+        let t0 = Instant::now() + Duration::from_secs(60);
+        let mut timers = Timers::new(t0);
+        let _far = timers.schedule(t0 + Duration::from_secs(600 * 365 * 24 * 3600), "far");
+        let _past = timers.schedule(t0 - Duration::from_secs(1), "past");
+        assert_eq!(timers.earliest(), Some(t0));
+        assert_eq!(timers.pop_due(t0).map(|(_, v)| v), Some("past"));
+        assert!(timers
+            .earliest()
+            .is_some_and(|at| at > t0 + Duration::from_secs(500 * 365 * 24 * 3600)));
+        assert!(timers
+            .pop_due(t0 + Duration::from_secs(400 * 365 * 24 * 3600))
+            .is_none());
+    }
+
     /// Random schedules and cancels against a B-tree model: the same deadlines fire, in the same
     /// order, and cancelled ones never do.
     #[test]
@@ -186,7 +221,7 @@ mod tests {
     fn agrees_with_an_ordered_map() {
         let t0 = Instant::now();
         let mut rng = SplitMix64::new(7);
-        let mut timers = Timers::new();
+        let mut timers = Timers::new(t0);
         let mut model: BTreeMap<(Instant, u64), u64> = BTreeMap::new();
         let mut live: Vec<(TimerKey, (Instant, u64))> = Vec::new();
         let mut now = t0;
