@@ -15,6 +15,7 @@
 //! when its answer arrives (a later holder may have written since).
 
 use super::client::Client;
+use super::holder::HolderValue;
 use super::operation::{OpKind, StoreAccess};
 use super::{Event, IntentError, LockId, OpError, OpId, Options};
 use crate::hlc::FencingToken;
@@ -98,7 +99,7 @@ impl Client {
     }
 
     /// The token of the lease held on `lock` under `holder`, while it may be used.
-    fn held_token(&self, now: Now, lock: LockId, holder: &Bytes) -> Option<FencingToken> {
+    fn held_token(&self, now: Now, lock: LockId, holder: &HolderValue) -> Option<FencingToken> {
         let lease = self.locks.get(lock).ok()?.lease.as_ref()?;
         (lease.holder == *holder && lease.validity.holds_at(now)).then(|| lease.token.clone())
     }
@@ -108,7 +109,7 @@ impl Client {
         &self,
         now: Now,
         lock: LockId,
-        holder: &Bytes,
+        holder: &HolderValue,
         key: &Bytes,
         access: &Access,
         fence: &Fence,

@@ -112,3 +112,22 @@ mod tests {
         );
     }
 }
+
+/// A holder value as operations and leases keep it: 8 bytes, where a `Bytes` takes 32 (every
+/// hold has two). `None` stands for the client's own value, its client id without a session id,
+/// which the client keeps once; a value with a session id is boxed. The two never compare equal:
+/// a client id has no `:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct HolderValue(Option<Box<Bytes>>);
+
+impl HolderValue {
+    /// A value with a session id (`clientId:sessionId`).
+    pub(super) fn with_session(value: Bytes) -> HolderValue {
+        HolderValue(Some(Box::new(value)))
+    }
+
+    /// The bytes of the value, given the client's own (`own`).
+    pub(super) fn bytes<'a>(&'a self, own: &'a Bytes) -> &'a Bytes {
+        self.0.as_deref().unwrap_or(own)
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::access::{Access, Fence};
 use super::client::{Client, Sub};
+use super::holder::HolderValue;
 use super::operation::{Edit, EditPhase, Keep, OpKind};
 use super::{EditAction, EditOutcome, Event, IntentError, LockId, OpError, OpId, Options};
 use crate::time::{later, MAX_DURATION};
@@ -360,7 +361,7 @@ impl Client {
         lease: Option<Duration>,
         options: &Options,
         bounded: bool,
-    ) -> Result<(Bytes, Option<Instant>), IntentError> {
+    ) -> Result<(HolderValue, Option<Instant>), IntentError> {
         self.check_exclusive(lock)?;
         let holder = self.holder_value(options)?;
         if let Some(lease) = lease {
@@ -375,7 +376,12 @@ impl Client {
     /// holder value apart (both would win, and one's release would end the other's lease), so
     /// an acquisition is refused while another of the same holder value runs or holds the lock.
     /// Callers that should contend take a session id each.
-    fn check_one_caller(&self, now: Now, lock: LockId, holder: &Bytes) -> Result<(), IntentError> {
+    fn check_one_caller(
+        &self,
+        now: Now,
+        lock: LockId,
+        holder: &HolderValue,
+    ) -> Result<(), IntentError> {
         let l = self.locks.get(lock)?;
         if l.lease
             .as_ref()
@@ -427,13 +433,16 @@ impl Client {
         }
     }
 
-    pub(super) fn holder_value(&self, options: &Options) -> Result<Bytes, IntentError> {
+    pub(super) fn holder_value(&self, options: &Options) -> Result<HolderValue, IntentError> {
         match &options.session_id {
             // `canary-holder` plants a bug for the simulator: the session id left out.
-            _ if cfg!(feature = "canary-holder") => Ok(self.holder.clone()),
-            None => Ok(self.holder.clone()),
+            _ if cfg!(feature = "canary-holder") => Ok(HolderValue::default()),
+            None => Ok(HolderValue::default()),
             Some(s) if s.is_empty() => Err(IntentError::InvalidSessionId),
-            Some(s) => Ok(Bytes::from(format!("{}:{}", self.config.client_id, s))),
+            Some(s) => Ok(HolderValue::with_session(Bytes::from(format!(
+                "{}:{}",
+                self.config.client_id, s
+            )))),
         }
     }
 

@@ -1,13 +1,13 @@
 //! Leases: what the client holds, until when it may trust it, and what happens when it may not.
 
 use super::client::Client;
+use super::holder::HolderValue;
 use super::operation::{EditPhase, OpKind};
 use super::timer::TimerKey;
 use super::{Event, LockId, LossReason, OpError, OpId, Output};
 use crate::hlc::FencingToken;
 use crate::time::later;
 use crate::Now;
-use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 /// Until when a lease may be trusted, by both clocks: the monotonic clock does not advance while
@@ -62,7 +62,7 @@ impl Validity {
 /// A lease this client believes it holds.
 #[derive(Debug)]
 pub(super) struct Lease {
-    pub(super) holder: Bytes,
+    pub(super) holder: HolderValue,
     pub(super) token: FencingToken,
     pub(super) validity: Validity,
     pub(super) timer: TimerKey,

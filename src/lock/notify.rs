@@ -143,7 +143,7 @@ impl Client {
         // A change newer than our lease that leaves the lock to someone else: the lease is gone.
         if let Some(lease) = &l.lease {
             let newer = n.version.as_ref().is_none_or(|v| v > lease.token.as_hlc());
-            if newer && holder.as_ref() != Some(&lease.holder) {
+            if newer && holder.as_ref() != Some(lease.holder.bytes(&self.holder)) {
                 self.lease_lost(now, lock, LossReason::TakenAway);
             }
         }

@@ -29,6 +29,7 @@
 
 use super::access::{Access, Fence};
 use super::client::{Client, Timer};
+use super::holder::HolderValue;
 use super::lease::Validity;
 use super::request::{Owner, RequestId, RequestKind};
 use super::timer::TimerKey;
@@ -194,7 +195,7 @@ pub(super) struct Op {
     /// Order of creation.
     pub(super) seq: u64,
     pub(super) lock: LockId,
-    pub(super) holder: Bytes,
+    pub(super) holder: HolderValue,
     pub(super) deadline: Option<Instant>,
     pub(super) deadline_timer: Option<TimerKey>,
     /// The one request this operation has in flight.
@@ -267,7 +268,7 @@ impl Client {
         &mut self,
         now: Now,
         lock: LockId,
-        holder: Bytes,
+        holder: HolderValue,
         deadline: Option<Instant>,
         kind: OpKind,
     ) -> OpId {
@@ -321,7 +322,7 @@ impl Client {
         &mut self,
         now: Now,
         lock: LockId,
-        holder: Bytes,
+        holder: HolderValue,
         deadline: Option<Instant>,
         silent: bool,
     ) -> OpId {
@@ -607,7 +608,7 @@ impl Client {
         // cloned once, only by the arm that needs it.
         let set = |lease: Duration| Command::Set {
             key: l.name.clone(),
-            value: op.holder.clone(),
+            value: op.holder.bytes(&self.holder).clone(),
             options: SetOptions {
                 condition: SetCondition::NotExistsOrEqual,
                 expiry: NonZeroU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
@@ -617,7 +618,7 @@ impl Client {
             (OpKind::Release { .. }, _) => (
                 Command::VDel {
                     key: l.name.clone(),
-                    value: op.holder.clone(),
+                    value: op.holder.bytes(&self.holder).clone(),
                 },
                 RequestKind::VDel,
                 None,
