@@ -151,7 +151,7 @@ impl Client {
             // The lock is free: waiters retry at once, or, while this client is part of a herd
             // (see `Lock::herd_until`), after a seeded jitter so that the herd spreads out.
             let l = &self.locks[lock];
-            let herd = l.herd_until.is_some_and(|until| now.instant < until);
+            let herd = l.herd_until().is_some_and(|until| now.instant < until);
             // A waiter whose SET is in flight may be refused for the holder that has just gone
             // (the DELETE overtook the reply): it tries again at the refusal.
             let in_flight: Vec<OpId> = l

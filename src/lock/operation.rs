@@ -359,7 +359,7 @@ impl Client {
             // answer cannot make it long) lets the woken waiters go first at any latency.
             let rt = self.round_trip.get().min(self.config.safety_margin);
             let delay = self.config.release_holdback + rt + self.jitter();
-            self.locks[lock].reacquire_after = Some(later(now.instant, delay));
+            self.locks[lock].set_reacquire_after(later(now.instant, delay));
         }
         let kind = OpKind::Release {
             silent,
@@ -701,7 +701,7 @@ impl Client {
                     return; // after the release: see `Lock::releasing`
                 }
                 if let (Some(at), false) = (
-                    l.reacquire_after.filter(|at| now.instant < *at),
+                    l.reacquire_after().filter(|at| now.instant < *at),
                     matches!(op.kind, OpKind::TryAcquire { .. }),
                 ) {
                     self.retry_at(id, at);

@@ -36,13 +36,15 @@ fn name_hash(name: &[u8]) -> u64 {
 }
 
 /// A few operation ids in the order they were added (their order of creation). A lock rarely
-/// has more than one operation: one is kept inline, more in a vector.
+/// has more than one operation: one is kept inline, more in a boxed vector (16 bytes in all,
+/// where an inline vector would make it 24: every lock has two sets).
 #[derive(Debug, Default)]
 pub(super) enum IdSet {
     #[default]
     Empty,
     One(OpId),
-    Many(Vec<OpId>),
+    #[expect(clippy::box_collection, reason = "the set's size, see above")]
+    Many(Box<Vec<OpId>>),
 }
 
 impl IdSet {
@@ -57,7 +59,7 @@ impl IdSet {
     pub(super) fn insert(&mut self, id: OpId) {
         match self {
             IdSet::Empty => *self = IdSet::One(id),
-            IdSet::One(first) if *first != id => *self = IdSet::Many(vec![*first, id]),
+            IdSet::One(first) if *first != id => *self = IdSet::Many(Box::new(vec![*first, id])),
             IdSet::Many(ids) if !ids.contains(&id) => ids.push(id),
             _ => {}
         }
@@ -114,26 +116,51 @@ pub(super) struct Lock {
     pub(super) epoch: u64,
     /// Whether our last acquisition of the lock had to wait for another holder.
     pub(super) contended: bool,
-    /// After releasing a contended lock, this client's next waiting acquisition holds back until
-    /// then, so that the waiters woken by the DELETE get a fair chance (the release's own next SET
-    /// would otherwise always arrive first, right behind the VDEL).
-    pub(super) reacquire_after: Option<Instant>,
-    /// Until then this client retries after a DELETE with the seeded jitter: one of its SETs right
-    /// after a DELETE was refused, so other clients wait for the lock too (a herd), and without a
-    /// random spread the one the broker notifies first would nearly always win. A waiter that has
-    /// not lost such a race retries at once (the handoff then costs no timer at all).
-    pub(super) herd_until: Option<Instant>,
+    /// The fairness hints, once the lock has been contended (boxed: most locks never are).
+    fairness: Option<Box<Fairness>>,
     /// On the table's list of locks that may be idle.
     listed: bool,
 }
 
+/// Hints that spread this client's retries of a contended lock.
+#[derive(Debug, Default)]
+struct Fairness {
+    /// After releasing a contended lock, this client's next waiting acquisition holds back until
+    /// then, so that the waiters woken by the DELETE get a fair chance (the release's own next SET
+    /// would otherwise always arrive first, right behind the VDEL).
+    reacquire_after: Option<Instant>,
+    /// Until then this client retries after a DELETE with the seeded jitter: one of its SETs right
+    /// after a DELETE was refused, so other clients wait for the lock too (a herd), and without a
+    /// random spread the one the broker notifies first would nearly always win. A waiter that has
+    /// not lost such a race retries at once (the handoff then costs no timer at all).
+    herd_until: Option<Instant>,
+}
+
 impl Lock {
+    /// Until when this client's next waiting acquisition holds back (see `Fairness`).
+    pub(super) fn reacquire_after(&self) -> Option<Instant> {
+        self.fairness.as_ref()?.reacquire_after
+    }
+
+    pub(super) fn set_reacquire_after(&mut self, at: Instant) {
+        self.fairness.get_or_insert_default().reacquire_after = Some(at);
+    }
+
+    /// Until when this client retries after a DELETE with the jitter (see `Fairness`).
+    pub(super) fn herd_until(&self) -> Option<Instant> {
+        self.fairness.as_ref()?.herd_until
+    }
+
+    pub(super) fn set_herd_until(&mut self, until: Instant) {
+        self.fairness.get_or_insert_default().herd_until = Some(until);
+    }
+
     pub(super) fn notify_refs(&self) -> usize {
         self.watchers.len() + usize::from(self.observed)
     }
 
-    /// Nothing needs the lock: its slot may go (the fairness hints `reacquire_after` and
-    /// `herd_until` go with it: they only spread retries).
+    /// Nothing needs the lock: its slot may go (the fairness hints go with it: they only spread
+    /// retries).
     fn is_idle(&self) -> bool {
         self.ops.len() == 0
             && self.lease.is_none()
@@ -189,8 +216,7 @@ impl LockTable {
             releasing: 0,
             epoch: 0,
             contended: false,
-            reacquire_after: None,
-            herd_until: None,
+            fairness: None,
             listed: false,
         });
         self.by_name.insert((name_hash(name), id));

@@ -295,7 +295,7 @@ impl Client {
                 let l = &mut self.locks[lock];
                 l.contended = true;
                 if lost_race {
-                    l.herd_until = Some(later(now.instant, HERD_MEMORY));
+                    l.set_herd_until(later(now.instant, HERD_MEMORY));
                 }
                 let one_try = matches!(
                     self.ops[&id].kind,
