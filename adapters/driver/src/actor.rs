@@ -128,8 +128,6 @@ struct Route {
     counted: bool,
     /// It has had the lock (its wait is counted).
     had_lock: bool,
-    /// Until when its latest lease may be used: a renewal's slack is measured against it.
-    valid_until: Option<Instant>,
     /// The operation's span (its kind and lock name), kept only when tracing records it: a
     /// disabled span still takes 40 bytes, in every route.
     span: Option<Box<tracing::Span>>,
@@ -473,7 +471,6 @@ impl<C: Engine> Actor<C> {
                     started: now.instant,
                     counted: false,
                     had_lock: false,
-                    valid_until: None,
                     span: (!span.is_disabled()).then(|| Box::new(span)),
                 };
                 self.ops.insert(op, route);
@@ -714,8 +711,7 @@ impl<C: Engine> Actor<C> {
 /// Counts what `event` tells of its operation.
 fn record(stats: &mut Stats, route: &mut Route, event: &Event, now: Instant) {
     match event {
-        Event::Acquired { valid_until, .. } => {
-            route.valid_until = Some(*valid_until);
+        Event::Acquired { .. } => {
             if !route.had_lock {
                 stats.waited(now.saturating_duration_since(route.started));
             }
@@ -725,16 +721,14 @@ fn record(stats: &mut Stats, route: &mut Route, event: &Event, now: Instant) {
             stats.waited(now.saturating_duration_since(route.started));
             route.had_lock = true;
         }
-        Event::Renewed { valid_until, .. } => {
-            if let Some(previous) = route.valid_until {
+        // The hold's slot still has the lease this renewal replaces: the slack is measured
+        // against it.
+        Event::Renewed { .. } => {
+            if let Some(previous) = route.sink.lease_valid_until() {
                 stats.renewed(previous.saturating_duration_since(now));
             }
-            route.valid_until = Some(*valid_until);
         }
-        Event::Lost { .. } => {
-            stats.leases_lost += 1;
-            route.valid_until = None;
-        }
+        Event::Lost { .. } => stats.leases_lost += 1,
         _ => {}
     }
     if !route.counted {
@@ -779,7 +773,7 @@ fn trace_event<C: Engine>(route: &Route, event: &Event, conn: &C, now: Instant) 
             lock = %name_of(conn, *lock),
             %token,
             valid_for = ?valid_until.saturating_duration_since(now),
-            slack = ?route.valid_until.map(|v| v.saturating_duration_since(now)),
+            slack = ?route.sink.lease_valid_until().map(|v| v.saturating_duration_since(now)),
             "lease renewed"
         ),
         Event::Lost { lock, reason, .. } => warn!(

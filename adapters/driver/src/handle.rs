@@ -395,8 +395,7 @@ impl Client {
                 Item::Event(Event::Acquired { .. }) => {
                     return Ok(Some(Hold {
                         name,
-                        client: self.clone(),
-                        options: without_timeout(options),
+                        session_id: options.session_id.map(String::into_boxed_str),
                         op,
                         ends_at_loss,
                         lost: None,
@@ -529,11 +528,6 @@ async fn released(op: Op) -> Result<bool, Error> {
 }
 
 /// `options` without their timeout (a hold's store accesses have none of their own).
-fn without_timeout(mut options: Options) -> Options {
-    options.timeout = None;
-    options
-}
-
 /// A lock kept by renewals. Dropping it ends the hold and releases the lock.
 ///
 /// ```no_run
@@ -555,9 +549,9 @@ fn without_timeout(mut options: Options) -> Options {
 #[must_use = "dropping a Hold releases the lock"]
 pub struct Hold {
     name: Name,
-    client: Client,
-    /// The hold's own options: its session id names the lease of [`Hold::set`] and the others.
-    options: Options,
+    /// The session id of the hold's options, which names the lease of [`Hold::set`] and the
+    /// others (the timeout was the first acquisition's; boxed, it takes 16 bytes, not 40).
+    session_id: Option<Box<str>>,
     op: Op,
     /// Its first loss ends it ([`Client::try_hold`], a leadership).
     ends_at_loss: bool,
@@ -680,14 +674,24 @@ impl Hold {
         }
     }
 
+    /// The client of this hold (its operation's route to the actor).
+    fn client(&self) -> Client {
+        Client {
+            tx: self.op.tx.clone(),
+        }
+    }
+
     /// The lock this hold keeps.
     pub fn lock(&self) -> crate::Lock {
-        self.client.lock(Bytes::copy_from_slice(&self.name))
+        self.client().lock(Bytes::copy_from_slice(&self.name))
     }
 
     /// The options of this hold's store accesses: its session id, no timeout of its own.
     pub(crate) fn options(&self) -> Options {
-        self.options.clone()
+        match &self.session_id {
+            Some(id) => Options::default().with_session_id(&**id),
+            None => Options::default(),
+        }
     }
 
     /// How many events wait unread (at most one of them a renewal). For tests and diagnostics.
@@ -702,7 +706,7 @@ impl Hold {
             return Err(Error::Intent(IntentError::NoHold));
         }
         let op = self
-            .client
+            .client()
             .start(self.name.clone(), Intent::CloseHold, Options::default());
         // The release ends the hold; the hold's own drop has nothing left to cancel.
         self.op.done();

@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 /// What the handle of an operation reads from its slot.
 #[derive(Debug)]
@@ -61,8 +62,10 @@ pub(crate) struct Slot {
 struct State {
     /// The oldest queued item; `None` only when the queue is empty.
     head: Option<Entry>,
-    /// The items after `head`: allocated only when more than one item is pending.
-    rest: VecDeque<Entry>,
+    /// The items after `head`, while there are any (boxed: most slots never have a second item,
+    /// and a `VecDeque` takes 32 bytes even empty).
+    #[expect(clippy::box_collection, reason = "the slot's size, see above")]
+    rest: Option<Box<VecDeque<Entry>>>,
     /// The actor has let go: nothing more will be pushed.
     closed: bool,
     /// The task of the handle, while it waits on an empty queue.
@@ -78,28 +81,35 @@ impl State {
         if self.head.is_none() {
             self.head = Some(item);
         } else {
-            self.rest.push_back(item);
+            self.rest.get_or_insert_default().push_back(item);
         }
     }
 
     fn pop(&mut self) -> Option<Entry> {
         let item = self.head.take()?;
-        self.head = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 8 {
-            self.rest = VecDeque::new();
+        if let Some(rest) = &mut self.rest {
+            self.head = rest.pop_front();
+            if rest.is_empty() {
+                self.rest = None;
+            }
         }
         Some(item)
     }
 
     fn back_mut(&mut self) -> Option<&mut Entry> {
-        match self.rest.back_mut() {
+        match self.rest.as_mut().and_then(|rest| rest.back_mut()) {
             Some(item) => Some(item),
             None => self.head.as_mut(),
         }
     }
 
+    /// The items after `head`.
+    fn rest(&self) -> impl Iterator<Item = &Entry> {
+        self.rest.iter().flat_map(|rest| rest.iter())
+    }
+
     fn len(&self) -> usize {
-        usize::from(self.head.is_some()) + self.rest.len()
+        usize::from(self.head.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 
     /// Forgets what came after the oldest unread loss, when there is one: a hold's reader that
@@ -108,9 +118,11 @@ impl State {
         let is_loss =
             |entry: &Entry| matches!(entry, Entry::Event(e) if matches!(**e, Event::Lost { .. }));
         if self.head.as_ref().is_some_and(is_loss) {
-            self.rest.clear();
-        } else if let Some(at) = self.rest.iter().position(is_loss) {
-            self.rest.truncate(at + 1);
+            self.rest = None;
+        } else if let Some(rest) = &mut self.rest {
+            if let Some(at) = rest.iter().position(is_loss) {
+                rest.truncate(at + 1);
+            }
         }
     }
 }
@@ -143,7 +155,7 @@ impl Slot {
     /// handle is gone without seeing it.
     pub(crate) fn unread_win(&self) -> Option<(LockId, FencingToken)> {
         let state = self.state();
-        let mut queued = state.head.iter().chain(state.rest.iter());
+        let mut queued = state.head.iter().chain(state.rest());
         queued.find_map(|entry| match entry {
             Entry::Event(event) => match &**event {
                 Event::Acquired {
@@ -225,6 +237,12 @@ impl Sink {
     /// The slot, for revoking the lease its operation won after the operation has ended.
     pub(crate) fn slot(&self) -> Weak<Slot> {
         Arc::downgrade(&self.0)
+    }
+
+    /// Until when the hold's current lease may be used (`None` for other operations, and while
+    /// the hold has no lease): until [`Sink::deliver`] replaces it, the lease a new event follows.
+    pub(crate) fn lease_valid_until(&self) -> Option<Instant> {
+        self.0.state().lease.as_ref().map(|lease| lease.valid_until)
     }
 
     /// The engine started the operation as `op`.
