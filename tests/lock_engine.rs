@@ -139,6 +139,19 @@ impl T {
         sent.into_iter().next().unwrap()
     }
 
+    /// Releases `lock`; its VDEL (among what went out) deletes it.
+    fn release_deleting(&mut self, lock: LockId) {
+        self.client
+            .release(self.now, lock, Options::default())
+            .unwrap();
+        let vdel = self
+            .take_sent()
+            .into_iter()
+            .find(|s| s.verb() == "VDEL")
+            .unwrap();
+        self.reply(&vdel, StoreReply::Integer(1), None);
+    }
+
     /// The write of a fenced edit and the VDEL that goes out right behind it.
     fn take_write_and_release(&mut self, verb: &str) -> (Sent, Sent) {
         let sent = self.take_sent();
@@ -990,13 +1003,7 @@ fn herd_retries_spread_by_a_seeded_jitter_within_bounds() {
         // The herd is forgotten a while after the last lost race: alone again, at once.
         t.advance(2 * SEC);
         let lock = t.lock("L0");
-        t.client.release(t.now, lock, Options::default()).unwrap();
-        let vdel = t
-            .take_sent()
-            .into_iter()
-            .find(|s| s.verb() == "VDEL")
-            .unwrap();
-        t.reply(&vdel, StoreReply::Integer(1), None);
+        t.release_deleting(lock);
         t.advance(SEC); // past the release hold-back
         t.client
             .acquire(t.now, lock, 10 * SEC, Options::default())
@@ -1216,13 +1223,7 @@ fn after_releasing_a_contended_lock_the_next_wait_lets_the_woken_waiters_go_firs
     t.take_sent();
 
     // Contended: the lock was busy once before we won it.
-    t.client.release(t.now, lock, Options::default()).unwrap();
-    let vdel = t
-        .take_sent()
-        .into_iter()
-        .find(|s| s.verb() == "VDEL")
-        .unwrap();
-    t.reply(&vdel, StoreReply::Integer(1), None);
+    t.release_deleting(lock);
     // No race lost yet: the SET after the DELETE goes at once (`take_one` in the helper).
     let released_at = contended_acquire_and_release(&mut t, lock, Duration::ZERO);
     t.client
@@ -2695,13 +2696,7 @@ fn contended_acquire_and_release(t: &mut T, lock: LockId, rt: Duration) -> Insta
     acquired(&t.take_events(), op);
     t.take_sent();
     let released_at = t.now.instant;
-    t.client.release(t.now, lock, Options::default()).unwrap();
-    let vdel = t
-        .take_sent()
-        .into_iter()
-        .find(|s| s.verb() == "VDEL")
-        .unwrap();
-    t.reply(&vdel, StoreReply::Integer(1), None);
+    t.release_deleting(lock);
     released_at
 }
 
