@@ -63,12 +63,10 @@ impl<T> OpTable<T> {
     /// Takes the value of `op` out; the memory of a burst goes back once the table is empty.
     pub(crate) fn remove(&mut self, op: &OpId) -> Option<T> {
         let value = match self.slots.get_mut(op.index()) {
-            Some(slot @ Some(_)) if slot.as_ref().is_some_and(|(id, _)| id == op) => {
-                slot.take().map(|(_, value)| value)
-            }
+            Some(slot) if slot.as_ref().is_some_and(|(id, _)| id == op) => slot.take()?.1,
             _ => {
                 let at = self.displaced.iter().position(|(id, _)| id == op)?;
-                Some(self.displaced.swap_remove(at).1)
+                self.displaced.swap_remove(at).1
             }
         };
         self.len -= 1;
@@ -76,7 +74,7 @@ impl<T> OpTable<T> {
             self.slots = Vec::new();
             self.displaced = Vec::new();
         }
-        value
+        Some(value)
     }
 
     /// How many operations have a value.
