@@ -3,9 +3,13 @@
 
 use super::client::Client;
 use super::request::{Owner, RequestId, RequestKind};
+use super::operation::MIN_FALLBACK;
+use super::registry::Change;
+use super::reply::HERD_MEMORY;
 use super::Holder;
 use super::{Event, IntentError, LockId, LossReason, OpError, OpId, Output};
 use crate::store::{self, Command, NotificationOp, ResponseBody, ResponseError, StoreReply};
+use crate::time::later;
 use crate::Now;
 use std::time::Duration;
 
@@ -129,11 +133,16 @@ impl Client {
         let Some(lock) = self.locks.find(&n.key) else {
             return;
         };
-        let l = &self.locks[lock];
         let holder = match &n.op {
             NotificationOp::Set(v) => Some(v.clone()),
             NotificationOp::Delete => None,
         };
+        let change = holder.as_deref().map_or(Change::Freed, Change::Taken);
+        self.locks[lock].note_change(change, &self.holder);
+        if holder.is_some() {
+            self.stand_down(now, lock);
+        }
+        let l = &self.locks[lock];
         if l.observed {
             self.out.push_back(Output::Event(Event::HolderChanged {
                 lock,
@@ -149,9 +158,14 @@ impl Client {
         }
         if holder.is_none() {
             // The lock is free: waiters retry at once, or, while this client is part of a herd
-            // (see `Lock::herd_until`), after a seeded jitter so that the herd spreads out.
+            // and not next in turn (see `Lock::next_in_turn`), after the held-back delay.
             let l = &self.locks[lock];
             let herd = l.herd_until().is_some_and(|until| now.instant < until);
+            let delay = if herd && !l.next_in_turn() {
+                self.held_back()
+            } else {
+                Duration::ZERO
+            };
             // A waiter whose SET is in flight may be refused for the holder that has just gone
             // (the DELETE overtook the reply): it tries again at the refusal.
             let in_flight: Vec<OpId> = l
@@ -180,7 +194,6 @@ impl Client {
                 if let Some(op) = self.ops.get_mut(&id) {
                     op.after_delete = true;
                 }
-                let delay = if herd { self.jitter() } else { Duration::ZERO };
                 if delay.is_zero() {
                     // No timer round trip: a driver's timer may only fire on its next tick.
                     if let Some(op) = self.ops.get_mut(&id) {
@@ -192,6 +205,31 @@ impl Client {
                     self.retry_after(now, id, delay);
                 }
             }
+        }
+    }
+
+    /// The lock was taken: a waiter whose SET after the DELETE is still held back (see
+    /// `Lock::next_in_turn`) does not send it, to be refused, and waits for the next DELETE as
+    /// after a refusal; the herd goes on.
+    fn stand_down(&mut self, now: Now, lock: LockId) {
+        let held: Vec<(OpId, Duration)> = self.locks[lock]
+            .watchers
+            .iter()
+            .filter_map(|id| {
+                let op = &self.ops[&id];
+                let held = op.after_delete && op.req.is_none() && op.retry_timer.is_some();
+                Some((id, op.acquiring_lease().filter(|_| held)?))
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        self.locks[lock].set_herd_until(later(now.instant, HERD_MEMORY));
+        for (id, lease) in held {
+            if let Some(op) = self.ops.get_mut(&id) {
+                op.after_delete = false;
+            }
+            self.retry_after(now, id, lease.max(MIN_FALLBACK));
         }
     }
 }

@@ -351,14 +351,23 @@ impl Client {
         };
         l.releasing += 1;
         l.epoch += 1;
-        if l.contended {
+        let herd = l.herd_until().is_some_and(|until| now.instant < until);
+        if l.contended || herd {
             // A waiter woken by this VDEL's DELETE has its SET at the store a round trip and a
             // half after the VDEL left; this client's next SET, sent a round trip later (at the
             // earliest when the write or the VDEL is answered), would tie with it. Holding back
             // one more measured round trip (at most the safety margin, so that a stalled
-            // answer cannot make it long) lets the woken waiters go first at any latency.
+            // answer cannot make it long) lets the woken waiters go first at any latency. In a
+            // herd, the waiters that hold their SET back (see `Lock::next_in_turn`) go first
+            // too, should nobody be next in turn; so does a herd this client took the lock
+            // from without a wait.
             let rt = self.round_trip.get().min(self.config.safety_margin);
-            let delay = self.config.release_holdback + rt + self.jitter();
+            let base = if herd {
+                self.held_back() + rt * 2
+            } else {
+                self.config.release_holdback + rt
+            };
+            let delay = base + self.jitter();
             self.locks[lock].set_reacquire_after(later(now.instant, delay));
         }
         let kind = OpKind::Release {
@@ -806,6 +815,14 @@ impl Client {
             let deadline = Some(later(now.instant, self.config.request_timeout));
             self.start_release(now, lock, holder, deadline, true);
         }
+    }
+
+    /// How long a waiter of a herd that is not next in turn holds its SET back after a DELETE:
+    /// long enough for the SET of the one that is to be told (two measured round trips, each at
+    /// most the safety margin) and the release hold-back more.
+    pub(super) fn held_back(&self) -> Duration {
+        let rt = self.round_trip.get().min(self.config.safety_margin);
+        self.config.release_holdback + rt * 2
     }
 
     pub(super) fn jitter(&mut self) -> Duration {

@@ -122,18 +122,36 @@ pub(super) struct Lock {
     listed: bool,
 }
 
-/// Hints that spread this client's retries of a contended lock.
+/// Hints that spread this client's retries of a contended lock, and its place in the herd that
+/// contends for it (see `Lock::next_in_turn`).
 #[derive(Debug, Default)]
 struct Fairness {
     /// After releasing a contended lock, this client's next waiting acquisition holds back until
     /// then, so that the waiters woken by the DELETE get a fair chance (the release's own next SET
     /// would otherwise always arrive first, right behind the VDEL).
     reacquire_after: Option<Instant>,
-    /// Until then this client retries after a DELETE with the seeded jitter: one of its SETs right
-    /// after a DELETE was refused, so other clients wait for the lock too (a herd), and without a
-    /// random spread the one the broker notifies first would nearly always win. A waiter that has
-    /// not lost such a race retries at once (the handoff then costs no timer at all).
+    /// Until then this client is part of a herd: one of its SETs right after a DELETE was
+    /// refused, or a SET it held back was made needless by another client's. A waiter that is
+    /// not retries at once after a DELETE (the handoff then costs no timer at all).
     herd_until: Option<Instant>,
+    /// The holder (a hash of its value) whose turn comes right before this client's: the one
+    /// it took the lock from last, or the one that beat it to the lock since.
+    after: Option<u64>,
+    /// The holder another client last took the lock as, told by a notification.
+    last_holder: Option<u64>,
+    /// A DELETE was told since `last_holder` took the lock.
+    freed: bool,
+    /// A SET of this client's sent right after a DELETE was refused before the winner was told:
+    /// the next holder told is the one to follow.
+    beaten: bool,
+}
+
+/// How the lock changed, as a notification tells it.
+pub(super) enum Change<'a> {
+    /// Taken by this holder value.
+    Taken(&'a [u8]),
+    /// Freed.
+    Freed,
 }
 
 impl Lock {
@@ -146,13 +164,69 @@ impl Lock {
         self.fairness.get_or_insert_default().reacquire_after = Some(at);
     }
 
-    /// Until when this client retries after a DELETE with the jitter (see `Fairness`).
+    /// Until when this client is part of a herd (see `Fairness`).
     pub(super) fn herd_until(&self) -> Option<Instant> {
         self.fairness.as_ref()?.herd_until
     }
 
     pub(super) fn set_herd_until(&mut self, until: Instant) {
         self.fairness.get_or_insert_default().herd_until = Some(until);
+    }
+
+    /// Whether this client's waiters send their SET at once after the DELETE that has just been
+    /// told, in a herd (see [`Lock::herd_until`]).
+    ///
+    /// A herd takes turns in a ring: each client follows one holder, the one it last took the
+    /// lock from, and sends its SET right after that holder's DELETE; the others hold theirs
+    /// back and drop them when told that the lock was taken. So a handoff costs one SET, not
+    /// one per waiter, and each client gets one turn a round. A client that follows nobody yet
+    /// (it has not raced in this herd) sends at once. A client beaten to the lock by a SET sent
+    /// at the same DELETE follows the winner: newcomers and clients that followed the same
+    /// holder queue up one behind the other, and the ring forms within one round. When the
+    /// holder a client follows has left, nobody sends at once: the held-back SETs go out, and
+    /// the ring closes again behind the winner.
+    pub(super) fn next_in_turn(&self) -> bool {
+        self.fairness
+            .as_ref()
+            .is_none_or(|f| f.after.is_none() || f.after == f.last_holder)
+    }
+
+    /// A notification told that the lock changed (`own` is this client's holder value).
+    pub(super) fn note_change(&mut self, change: Change<'_>, own: &[u8]) {
+        let Some(f) = self.fairness.as_mut() else {
+            return;
+        };
+        match change {
+            Change::Freed => f.freed = true,
+            Change::Taken(holder) if holder != own => {
+                let hash = name_hash(holder);
+                if std::mem::take(&mut f.beaten) {
+                    f.after = Some(hash);
+                }
+                f.last_holder = Some(hash);
+                f.freed = false;
+            }
+            Change::Taken(_) => {}
+        }
+    }
+
+    /// A SET of this client's sent right after a DELETE was refused: another client won the
+    /// race, which this one follows from now on.
+    pub(super) fn beaten(&mut self) {
+        let f = self.fairness.get_or_insert_default();
+        if f.freed {
+            f.beaten = true; // the winner is not told yet
+        } else {
+            f.after = f.last_holder;
+        }
+    }
+
+    /// This client took the lock after a wait: it follows the holder it took it from.
+    pub(super) fn took_over(&mut self) {
+        if let Some(f) = self.fairness.as_mut() {
+            f.after = f.last_holder;
+            f.beaten = false;
+        }
     }
 
     pub(super) fn notify_refs(&self) -> usize {

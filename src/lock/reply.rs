@@ -14,8 +14,9 @@ use crate::{Message, Now};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-/// How long a lost race keeps this client's retries after a DELETE jittered (see `Lock::herd_until`).
-const HERD_MEMORY: Duration = Duration::from_secs(1);
+/// How long a lost race, or a SET held back in vain, keeps this client in a herd (see
+/// `Lock::herd_until`).
+pub(super) const HERD_MEMORY: Duration = Duration::from_secs(1);
 
 impl Client {
     pub(super) fn request_lost(&mut self, now: Now, p: Pending, why: RequestLost) {
@@ -296,6 +297,7 @@ impl Client {
                 l.contended = true;
                 if lost_race {
                     l.set_herd_until(later(now.instant, HERD_MEMORY));
+                    l.beaten();
                 }
                 let one_try = matches!(
                     self.ops[&id].kind,
@@ -347,6 +349,9 @@ impl Client {
         let l = &mut self.locks[lock];
         if !matches!(op.kind, OpKind::Hold { held: true, .. }) {
             l.contended = op.saw_busy;
+            if op.saw_busy {
+                l.took_over();
+            }
         }
         // A lease under another holder value (another session id) is over: the store gave the
         // lock to this one.
