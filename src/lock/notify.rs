@@ -159,10 +159,11 @@ impl Client {
         if holder.is_none() {
             // The lock is free: waiters retry at once, or, while this client is part of a herd
             // and not next in turn (see `Lock::next_in_turn`), after the held-back delay.
-            let l = &self.locks[lock];
+            let held_back = self.held_back();
+            let l = &mut self.locks[lock];
             let herd = l.herd_until().is_some_and(|until| now.instant < until);
             let delay = if herd && !l.next_in_turn() {
-                self.held_back()
+                held_back
             } else {
                 Duration::ZERO
             };
@@ -228,6 +229,7 @@ impl Client {
         for (id, lease) in held {
             if let Some(op) = self.ops.get_mut(&id) {
                 op.after_delete = false;
+                op.saw_busy = true;
             }
             self.retry_after(now, id, lease.max(MIN_FALLBACK));
         }

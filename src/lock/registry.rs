@@ -141,6 +141,8 @@ struct Fairness {
     last_holder: Option<u64>,
     /// A DELETE was told since `last_holder` took the lock.
     freed: bool,
+    /// This client was next in turn at the last DELETE: its waiters sent their SET at once.
+    racing: bool,
     /// A SET of this client's sent right after a DELETE was refused before the winner was told:
     /// the next holder told is the one to follow.
     beaten: bool,
@@ -185,10 +187,12 @@ impl Lock {
     /// holder queue up one behind the other, and the ring forms within one round. When the
     /// holder a client follows has left, nobody sends at once: the held-back SETs go out, and
     /// the ring closes again behind the winner.
-    pub(super) fn next_in_turn(&self) -> bool {
-        self.fairness
-            .as_ref()
-            .is_none_or(|f| f.after.is_none() || f.after == f.last_holder)
+    pub(super) fn next_in_turn(&mut self) -> bool {
+        let Some(f) = self.fairness.as_mut() else {
+            return true;
+        };
+        f.racing = f.after.is_none() || f.after == f.last_holder;
+        f.racing
     }
 
     /// A notification told that the lock changed (`own` is this client's holder value).
@@ -205,6 +209,9 @@ impl Lock {
                 }
                 f.last_holder = Some(hash);
                 f.freed = false;
+                // Another client took the lock since this one released it: no hold-back is
+                // needed any more (see `Client::stand_down`).
+                f.reacquire_after = None;
             }
             Change::Taken(_) => {}
         }
@@ -214,6 +221,9 @@ impl Lock {
     /// race, which this one follows from now on.
     pub(super) fn beaten(&mut self) {
         let f = self.fairness.get_or_insert_default();
+        if !std::mem::take(&mut f.racing) {
+            return; // its SET was held back: its place stays
+        }
         if f.freed {
             f.beaten = true; // the winner is not told yet
         } else {
@@ -224,8 +234,9 @@ impl Lock {
     /// This client took the lock after a wait: it follows the holder it took it from.
     pub(super) fn took_over(&mut self) {
         if let Some(f) = self.fairness.as_mut() {
-            f.after = f.last_holder;
+            f.after = f.last_holder.take();
             f.beaten = false;
+            f.racing = false;
         }
     }
 
