@@ -964,66 +964,127 @@ fn every_request_carries_the_clock_and_a_far_ahead_broker_never_loses_events() {
     assert!(next > ts);
 }
 
+/// A client of `name` that waits for the lock, lost a race right after a DELETE to `winner` (so
+/// it is in a herd), and follows `winner`, which holds the lock; the acquisition's id.
+fn waiting_behind(t: &mut T, name: &str, winner: &'static [u8]) -> OpId {
+    let lock = t.lock(name);
+    let op = t
+        .client
+        .acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    let sent = t.take_sent();
+    t.ok(&sent[0]);
+    t.reply(&sent[1], StoreReply::Integer(-1), None);
+    // Alone so far: the DELETE is answered at once, and the SET loses to another waiter's.
+    t.notify(name, NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.reply(&set, StoreReply::Integer(-1), None);
+    t.notify(name, NotificationOp::Set(Bytes::from_static(winner)), None);
+    assert!(t.take_sent().is_empty());
+    op
+}
+
+/// A new acquisition after a release registers again (the release's lock went idle), and holds
+/// its SET back.
+fn registered_holding_back(t: &mut T) {
+    let sent = t.take_sent();
+    let verbs: Vec<_> = sent.iter().map(Sent::verb).collect();
+    assert_eq!(verbs.last(), Some(&"KEYNOTIFY"), "{verbs:?}");
+    assert!(!verbs.contains(&"SET"), "{verbs:?}");
+    t.ok(sent.last().unwrap());
+}
+
+/// The engine's next deadline, from now.
+fn next_deadline(t: &T) -> Duration {
+    t.client.poll_timeout().unwrap() - t.now.instant
+}
+
 #[test]
-fn herd_retries_spread_by_a_seeded_jitter_within_bounds() {
-    let delays = |seed: u64| -> Vec<Duration> {
-        let now = start_now();
-        let mut config = Config::new("c1");
-        config.retry_jitter_min = 5 * MS;
-        config.retry_jitter_max = 40 * MS;
-        let mut t = T::new(config);
-        t.client = Client::new(t.client.config().clone(), now, seed).unwrap();
-        t.now = now;
-        t.connect();
-        let mut out = Vec::new();
-        for i in 0..8 {
-            let name = format!("L{i}");
-            let lock = t.lock(&name);
-            t.client
-                .acquire(t.now, lock, 10 * SEC, Options::default())
-                .unwrap();
-            let sent = t.take_sent();
-            t.ok(&sent[0]);
-            t.reply(&sent[1], StoreReply::Integer(-1), None);
-            // Alone so far: the first DELETE is answered at once...
-            t.notify(&name, NotificationOp::Delete, None);
-            let set = t.take_one("SET");
-            // ...and the SET loses the race to another waiter: this client is in a herd now.
-            t.reply(&set, StoreReply::Integer(-1), None);
-            t.notify(&name, NotificationOp::Delete, None);
-            assert!(t.take_sent().is_empty(), "in a herd, the retry waits");
-            let at = t.client.poll_timeout().unwrap();
-            out.push(at - t.now.instant);
-            t.run_to_timeout();
-            let won = t.take_one("SET");
-            t.ok(&won);
-            t.take_sent();
-            t.take_events();
-        }
-        // The herd is forgotten a while after the last lost race: alone again, at once.
-        t.advance(2 * SEC);
-        let lock = t.lock("L0");
-        t.release_deleting(lock);
-        t.advance(SEC); // past the release hold-back
-        t.client
-            .acquire(t.now, lock, 10 * SEC, Options::default())
-            .unwrap();
-        let set = t
-            .take_sent()
-            .into_iter()
-            .find(|s| s.verb() == "SET")
-            .unwrap();
-        t.reply(&set, StoreReply::Integer(-1), None);
-        t.notify("L0", NotificationOp::Delete, None);
-        t.take_one("SET");
-        out
-    };
-    let a = delays(1);
-    assert_eq!(a, delays(1), "same seed, same schedule");
-    assert_ne!(a, delays(2), "another seed spreads differently");
-    assert!(a.iter().all(|d| *d >= 5 * MS && *d <= 40 * MS), "{a:?}");
-    let distinct: std::collections::BTreeSet<_> = a.iter().collect();
-    assert!(distinct.len() > 1);
+fn in_a_herd_a_waiter_sends_at_once_only_after_the_delete_of_the_holder_it_follows() {
+    let mut t = T::connected("c1");
+    let op = waiting_behind(&mut t, "L", b"c2");
+    // c1 lost to c2: c2's DELETE is its turn, and its SET goes at once.
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), op);
+    // It took the lock from c2, whom it follows from now on. After its release, in a herd, its
+    // next acquisition holds back; c3 takes the lock meanwhile, so that SET is never sent.
+    let lock = t.lock("L");
+    t.release_deleting(lock);
+    t.notify("L", NotificationOp::Delete, None);
+    let again = t
+        .client
+        .acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    registered_holding_back(&mut t);
+    let held = next_deadline(&t);
+    assert!(held > Duration::ZERO && held < SEC, "{held:?}");
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c3")), None);
+    t.advance(held);
+    let sent: Vec<_> = t.take_sent().iter().map(|s| s.verb().to_string()).collect();
+    assert!(sent.is_empty(), "the held-back SET was dropped: {sent:?}");
+    // c3's DELETE is not c1's turn: its SET is held back, and dropped when c2 takes the lock.
+    t.notify("L", NotificationOp::Delete, None);
+    assert!(t.take_sent().is_empty());
+    let held = next_deadline(&t);
+    assert!(held > Duration::ZERO && held < SEC, "{held:?}");
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c2")), None);
+    t.advance(held);
+    assert!(t.take_sent().is_empty());
+    // c2's DELETE is: at once.
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    // Beaten by c4 (told after the refusal): c1 follows c4 now.
+    t.reply(&set, StoreReply::Integer(-1), None);
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c4")), None);
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), again);
+}
+
+#[test]
+fn in_a_herd_a_held_back_set_goes_when_nobody_takes_the_lock_and_keeps_the_waiters_place() {
+    let mut t = T::connected("c1");
+    waiting_behind(&mut t, "L", b"c2");
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.ok(&set);
+    t.take_events();
+    // c1 follows c2, whom it took the lock from. c3 takes it after c1's release; at c3's
+    // DELETE nobody that follows c3 takes it (that client left): c1's held-back SET goes out
+    // after its delay.
+    let lock = t.lock("L");
+    t.release_deleting(lock);
+    t.notify("L", NotificationOp::Delete, None);
+    let op = t
+        .client
+        .acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    registered_holding_back(&mut t);
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c3")), None);
+    t.notify("L", NotificationOp::Delete, None);
+    assert!(t.take_sent().is_empty());
+    t.run_to_timeout();
+    let set = t.take_one("SET");
+    // It loses to c5: a held-back SET keeps its place (c1 still follows c2).
+    t.reply(&set, StoreReply::Integer(-1), None);
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c5")), None);
+    t.notify("L", NotificationOp::Delete, None);
+    assert!(t.take_sent().is_empty(), "c5 is not the holder c1 follows");
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c2")), None);
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.reply(&set, StoreReply::Integer(-1), None);
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c6")), None);
+    // The herd is forgotten a while after the last lost race or held-back SET: any DELETE is
+    // answered at once again.
+    t.advance(2 * SEC);
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), op);
 }
 
 #[test]

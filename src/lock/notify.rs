@@ -137,11 +137,11 @@ impl Client {
             NotificationOp::Set(v) => Some(v.clone()),
             NotificationOp::Delete => None,
         };
+        if let Some(taker) = &holder {
+            self.stand_down(now, lock, taker);
+        }
         let change = holder.as_deref().map_or(Change::Freed, Change::Taken);
         self.locks[lock].note_change(change, &self.holder);
-        if holder.is_some() {
-            self.stand_down(now, lock);
-        }
         let l = &self.locks[lock];
         if l.observed {
             self.out.push_back(Output::Event(Event::HolderChanged {
@@ -209,22 +209,27 @@ impl Client {
         }
     }
 
-    /// The lock was taken: a waiter whose SET after the DELETE is still held back (see
-    /// `Lock::next_in_turn`) does not send it, to be refused, and waits for the next DELETE as
-    /// after a refusal; the herd goes on.
-    fn stand_down(&mut self, now: Now, lock: LockId) {
-        let held: Vec<(OpId, Duration)> = self.locks[lock]
+    /// The lock was taken by `taker`: a waiter whose SET is still held back (after the DELETE,
+    /// see `Lock::next_in_turn`, or after this client's release, see `Lock::reacquire_after`)
+    /// does not send it, to be refused, and waits for the next DELETE as after a refusal.
+    fn stand_down(&mut self, now: Now, lock: LockId, taker: &[u8]) {
+        let l = &self.locks[lock];
+        let reacquiring = l.reacquire_after().is_some_and(|at| now.instant < at);
+        let held: Vec<(OpId, Duration)> = l
             .watchers
             .iter()
             .filter_map(|id| {
                 let op = &self.ops[&id];
-                let held = op.after_delete && op.req.is_none() && op.retry_timer.is_some();
+                let waiting = op.req.is_none() && op.retry_timer.is_some();
+                let other = op.holder.bytes(&self.holder) != taker;
+                let held = other && waiting && (op.after_delete || reacquiring);
                 Some((id, op.acquiring_lease().filter(|_| held)?))
             })
             .collect();
         if held.is_empty() {
             return;
         }
+        // A SET held back in vain: another client waits for the lock too, a herd.
         self.locks[lock].set_herd_until(later(now.instant, HERD_MEMORY));
         for (id, lease) in held {
             if let Some(op) = self.ops.get_mut(&id) {
