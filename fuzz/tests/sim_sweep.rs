@@ -3,7 +3,8 @@
 //! byte also chooses the mode: about half the seeds run in message mode, half in byte mode.
 //!
 //! `SIM_LEN` sets the input length per seed (default 600 bytes: a few hundred steps);
-//! `SIM_MODE=messages` or `SIM_MODE=bytes` runs every seed in that mode. `SIM_ALL=1` goes on
+//! `SIM_MODE=messages` or `SIM_MODE=bytes` runs every seed in that mode; `SIM_HERD=1` runs four
+//! clients on one lock in every seed (`sim::set_herd`: where waiters make herds). `SIM_ALL=1` goes on
 //! after a failing seed, prints one line per failure and fails at the end with their count (for
 //! long fuzzing: how often, not only whether).
 //!
@@ -43,6 +44,7 @@ fn sweep_seeds() {
         _ => None,
     };
     let keep_going = std::env::var("SIM_ALL").is_ok_and(|v| v == "1");
+    let herd = std::env::var("SIM_HERD").is_ok_and(|v| v == "1");
     let mut failures = 0u64;
     let mut totals = [Totals::default(), Totals::default()];
     for seed in first..first.saturating_add(count) {
@@ -50,18 +52,22 @@ fn sweep_seeds() {
         if let Some(mode) = forced {
             sim::set_mode(&mut input, mode);
         }
+        if herd {
+            sim::set_herd(&mut input);
+        }
         let len_var = if len == 600 {
             String::new()
         } else {
             format!("SIM_LEN={len} ")
         };
+        let herd_var = if herd { "SIM_HERD=1 " } else { "" };
         let mode_var = match forced {
             Some(Mode::Messages) => "SIM_MODE=messages ",
             Some(Mode::Bytes) => "SIM_MODE=bytes ",
             None => "",
         };
         let rerun = format!(
-            "{len_var}{mode_var}SIM_SEED={seed} SIM_SEEDS=1 cargo test -p leasedlock-fuzz --test sim_sweep -- --nocapture"
+            "{len_var}{herd_var}{mode_var}SIM_SEED={seed} SIM_SEEDS=1 cargo test -p leasedlock-fuzz --test sim_sweep -- --nocapture"
         );
         let mode = sim::mode_of(&input);
         match catch_unwind(AssertUnwindSafe(|| sim::simulate(&input))) {

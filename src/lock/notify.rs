@@ -2,10 +2,10 @@
 //! edit, an observer), and what the notifications it brings change.
 
 use super::client::Client;
-use super::request::{Owner, RequestId, RequestKind};
 use super::operation::MIN_FALLBACK;
 use super::registry::Change;
 use super::reply::HERD_MEMORY;
+use super::request::{Owner, RequestId, RequestKind};
 use super::Holder;
 use super::{Event, IntentError, LockId, LossReason, OpError, OpId, Output};
 use crate::store::{self, Command, NotificationOp, ResponseBody, ResponseError, StoreReply};

@@ -86,6 +86,22 @@ pub fn set_repeats_into_a_full_store(data: &mut [u8]) {
     }
 }
 
+/// The bits of the first input byte that choose four clients, and of the second that choose two
+/// locks (see `World::new`).
+const FOUR_CLIENTS: u8 = 0b0000_0011;
+const TWO_LOCKS: u8 = 0b0000_0001;
+
+/// Makes `data` run four clients on one lock (nothing else about the configuration changes):
+/// where waiters most often make a herd, for bugs only a herd can show.
+pub fn set_herd(data: &mut [u8]) {
+    if let Some(b) = data.get_mut(0) {
+        *b |= FOUR_CLIENTS;
+    }
+    if let Some(b) = data.get_mut(1) {
+        *b &= !TWO_LOCKS;
+    }
+}
+
 /// The bits of the third input byte that, all set, run the clients' edits without the edit
 /// fence (message mode; see `World::new`).
 const UNFENCED_BITS: u8 = 0b1110_0000;

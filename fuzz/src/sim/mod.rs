@@ -257,7 +257,8 @@ mod trace;
 mod world;
 
 pub use input::{
-    mode_of, seed_input, set_lossless, set_mode, set_repeats_into_a_full_store, set_unfenced,
+    mode_of, seed_input, set_herd, set_lossless, set_mode, set_repeats_into_a_full_store,
+    set_unfenced,
 };
 pub use link::Mode;
 pub use world::{Failure, Summary};
