@@ -1088,6 +1088,49 @@ fn in_a_herd_a_held_back_set_goes_when_nobody_takes_the_lock_and_keeps_the_waite
 }
 
 #[test]
+fn in_a_herd_a_waiter_whose_followed_holder_never_comes_back_sends_at_once_again() {
+    let mut t = T::connected("c1");
+    waiting_behind(&mut t, "L", b"c2");
+    t.notify("L", NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.ok(&set);
+    t.take_events();
+    // c1 follows c2, which never takes the lock again: the others take turns without c1.
+    let lock = t.lock("L");
+    t.release_deleting(lock);
+    t.notify("L", NotificationOp::Delete, None);
+    let op = t
+        .client
+        .acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    registered_holding_back(&mut t);
+    let others: [&'static [u8]; 3] = [b"c3", b"c4", b"c5"];
+    let mut turns = 0;
+    let set = loop {
+        t.notify(
+            "L",
+            NotificationOp::Set(Bytes::from_static(others[turns % 3])),
+            None,
+        );
+        turns += 1;
+        t.advance(MS);
+        t.notify("L", NotificationOp::Delete, None);
+        let mut sent = t.take_sent();
+        if sent.len() == 1 {
+            assert_eq!(sent[0].verb(), "SET");
+            break sent.remove(0);
+        }
+        assert!(sent.is_empty(), "turn {turns}: not c1's");
+        assert!(turns < 20, "c1 never sends at once again");
+    };
+    // Told of more other holders than its herd's size twice over (and some), never of c2: c1
+    // follows nobody, and sends at once.
+    assert!(turns > 8, "{turns}");
+    t.ok(&set);
+    acquired(&t.take_events(), op);
+}
+
+#[test]
 fn unknown_duplicate_and_garbage_responses_are_counted_not_fatal() {
     let mut t = T::connected("c1");
     let lock = t.lock("L");

@@ -19,17 +19,12 @@ pub struct Config {
     /// Bound on the relative rate drift between this client's monotonic clock and the store's, in
     /// parts per million (default 10 000 = 1 %); `lease × ppm / 10⁶` is added to the margin.
     pub clock_rate_drift_ppm: u32,
-    /// Smallest delay before a waiter in a herd retries after a DELETE notification (default 0).
+    /// Smallest random delay added to a retry's backoff and to the release hold-back (default 0).
     pub retry_jitter_min: Duration,
-    /// Largest delay before a waiter in a herd retries after a DELETE notification (default
-    /// 3 ms). A waiter retries at once after a DELETE, with no timer, until one of its SETs right
-    /// after a DELETE is refused: then another client won the race, other clients wait too, and
-    /// for a second after each such lost race this client retries after a delay drawn from the
-    /// seeded PRNG between the two bounds. The jitter spreads the wins among the clients of a
-    /// herd (without it, the client the broker notifies first wins nearly every race: 21× between
-    /// 8 workers in the demo, 1.2–1.5× with it) and spares the store a burst of SETs that are all
-    /// refused but one; a lone waiter never pays it (BENCHMARKS.md, rows 3 and 4). Zero: every
-    /// waiter always retries at once.
+    /// Largest random delay added to a retry's backoff and to the release hold-back (default
+    /// 3 ms), drawn from the seeded PRNG between the two bounds, so that clients that failed or
+    /// released together do not try again together. A waiter woken by a DELETE is not jittered:
+    /// it sends at once, or, in a herd, takes its turn (docs/PROTOCOL.md, "Herds").
     pub retry_jitter_max: Duration,
     /// After this client releases a lock it had to wait for, its own next waiting acquisition of
     /// that lock holds back by this much (default 2 ms) plus the smoothed round trip of its

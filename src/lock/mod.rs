@@ -44,9 +44,10 @@
 //! - A lease is believed held only until `send time of the SET that won it + lease − margin`; the
 //!   margin covers the configured clock-rate drift. After that [`Client::token`] returns `None`, and a
 //!   hold emits [`Event::Lost`] no later than that instant.
-//! - A waiting acquire registers KEYNOTIFY before its first try, retries on DELETE (at once; after a
-//!   seeded jitter while it is part of a herd, see [`Config::retry_jitter_max`]), re-checks when a
-//!   fallback timer fires and after every reconnect: a lost notification never hangs it.
+//! - A waiting acquire registers KEYNOTIFY before its first try, retries on DELETE (at once; in a
+//!   herd, at the DELETE of the holder it follows, or after a short hold-back when nobody takes
+//!   the lock), re-checks when a fallback timer fires and after every reconnect: a lost
+//!   notification never hangs it.
 //! - A release ends any hold on the lock first: no renewal response that arrives later is used.
 //! - Every loss of a lease is reported ([`Event::Lost`] for holds, [`Event::Expired`] otherwise).
 

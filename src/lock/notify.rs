@@ -162,11 +162,9 @@ impl Client {
             let held_back = self.held_back();
             let l = &mut self.locks[lock];
             let herd = l.herd_until().is_some_and(|until| now.instant < until);
-            let delay = if herd && !l.next_in_turn() {
-                held_back
-            } else {
-                Duration::ZERO
-            };
+            let at_once = !herd || l.next_in_turn();
+            l.set_racing(at_once);
+            let delay = if at_once { Duration::ZERO } else { held_back };
             // A waiter whose SET is in flight may be refused for the holder that has just gone
             // (the DELETE overtook the reply): it tries again at the refusal.
             let in_flight: Vec<OpId> = l

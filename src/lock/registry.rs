@@ -141,12 +141,22 @@ struct Fairness {
     last_holder: Option<u64>,
     /// A DELETE was told since `last_holder` took the lock.
     freed: bool,
-    /// This client was next in turn at the last DELETE: its waiters sent their SET at once.
+    /// This client's waiters sent their SET at once after the last DELETE.
     racing: bool,
     /// A SET of this client's sent right after a DELETE was refused before the winner was told:
     /// the next holder told is the one to follow.
     beaten: bool,
+    /// Other holders told since this client took its place (won, or followed a winner) or was
+    /// last told that the holder it follows took the lock.
+    told: u16,
+    /// The most such holders told in one round so far: the herd's size, as this client sees it.
+    round: u16,
 }
+
+/// A client that was told of this many more holders than `Fairness::round` without its turn
+/// coming, twice over, follows a holder that no longer takes the lock (it left, or waits behind
+/// this client): it sends at once again until it has a place in the ring.
+const ORPHAN_SLACK: u16 = 8;
 
 /// How the lock changed, as a notification tells it.
 pub(super) enum Change<'a> {
@@ -185,14 +195,21 @@ impl Lock {
     /// (it has not raced in this herd) sends at once. A client beaten to the lock by a SET sent
     /// at the same DELETE follows the winner: newcomers and clients that followed the same
     /// holder queue up one behind the other, and the ring forms within one round. When the
-    /// holder a client follows has left, nobody sends at once: the held-back SETs go out, and
-    /// the ring closes again behind the winner.
-    pub(super) fn next_in_turn(&mut self) -> bool {
-        let Some(f) = self.fairness.as_mut() else {
-            return true;
-        };
-        f.racing = f.after.is_none() || f.after == f.last_holder;
-        f.racing
+    /// holder a client follows has left, nobody sends at once: the held-back SETs go out, the
+    /// winner takes the free place, and the losers keep theirs. A client told of more than
+    /// twice the herd's size (as it has seen it) of other holders, and [`ORPHAN_SLACK`] more,
+    /// without its turn follows nobody again: the holder it followed no longer takes the lock.
+    pub(super) fn next_in_turn(&self) -> bool {
+        self.fairness
+            .as_ref()
+            .is_none_or(|f| f.after.is_none() || f.after == f.last_holder)
+    }
+
+    /// Whether this client's waiters sent their SET at once after the DELETE just told.
+    pub(super) fn set_racing(&mut self, racing: bool) {
+        if let Some(f) = self.fairness.as_mut() {
+            f.racing = racing;
+        }
     }
 
     /// A notification told that the lock changed (`own` is this client's holder value).
@@ -204,8 +221,16 @@ impl Lock {
             Change::Freed => f.freed = true,
             Change::Taken(holder) if holder != own => {
                 let hash = name_hash(holder);
+                f.told = f.told.saturating_add(1);
                 if std::mem::take(&mut f.beaten) {
                     f.after = Some(hash);
+                    f.told = 0;
+                } else if f.after == Some(hash) {
+                    f.round = f.round.max(f.told);
+                    f.told = 0;
+                } else if f.after.is_some() && f.told > f.round.saturating_mul(2) + ORPHAN_SLACK {
+                    f.after = None;
+                    f.told = 0;
                 }
                 f.last_holder = Some(hash);
                 f.freed = false;
@@ -228,6 +253,7 @@ impl Lock {
             f.beaten = true; // the winner is not told yet
         } else {
             f.after = f.last_holder;
+            f.told = 0;
         }
     }
 
@@ -237,6 +263,8 @@ impl Lock {
             f.after = f.last_holder.take();
             f.beaten = false;
             f.racing = false;
+            f.round = f.round.max(f.told);
+            f.told = 0;
         }
     }
 
