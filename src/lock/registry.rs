@@ -146,17 +146,11 @@ struct Fairness {
     /// A SET of this client's sent right after a DELETE was refused before the winner was told:
     /// the next holder told is the one to follow.
     beaten: bool,
-    /// Other holders told since this client took its place (won, or followed a winner) or was
-    /// last told that the holder it follows took the lock.
-    told: u16,
-    /// The most such holders told in one round so far: the herd's size, as this client sees it.
-    round: u16,
+    /// The first other holder told since this client took its place (won, or followed a
+    /// winner) or was last told that the holder it follows took the lock: told again before
+    /// either, a whole round went by without that holder.
+    first: Option<u64>,
 }
-
-/// A client that was told of this many more holders than `Fairness::round` without its turn
-/// coming, twice over, follows a holder that no longer takes the lock (it left, or waits behind
-/// this client): it sends at once again until it has a place in the ring.
-const ORPHAN_SLACK: u16 = 8;
 
 /// How the lock changed, as a notification tells it.
 pub(super) enum Change<'a> {
@@ -196,9 +190,9 @@ impl Lock {
     /// at the same DELETE follows the winner: newcomers and clients that followed the same
     /// holder queue up one behind the other, and the ring forms within one round. When the
     /// holder a client follows has left, nobody sends at once: the held-back SETs go out, the
-    /// winner takes the free place, and the losers keep theirs. A client told of more than
-    /// twice the herd's size (as it has seen it) of other holders, and [`ORPHAN_SLACK`] more,
-    /// without its turn follows nobody again: the holder it followed no longer takes the lock.
+    /// winner takes the free place, and the losers keep theirs. A client told that one holder
+    /// took the lock twice, and the holder it follows not in between, follows nobody again:
+    /// that holder no longer takes the lock (it left, or waits behind this client).
     pub(super) fn next_in_turn(&self) -> bool {
         self.fairness
             .as_ref()
@@ -221,16 +215,16 @@ impl Lock {
             Change::Freed => f.freed = true,
             Change::Taken(holder) if holder != own => {
                 let hash = name_hash(holder);
-                f.told = f.told.saturating_add(1);
-                if std::mem::take(&mut f.beaten) {
+                if std::mem::take(&mut f.beaten) || f.after == Some(hash) {
                     f.after = Some(hash);
-                    f.told = 0;
-                } else if f.after == Some(hash) {
-                    f.round = f.round.max(f.told);
-                    f.told = 0;
-                } else if f.after.is_some() && f.told > f.round.saturating_mul(2) + ORPHAN_SLACK {
+                    f.first = None;
+                } else if f.first.is_none() {
+                    f.first = Some(hash);
+                } else if f.first == Some(hash) && f.after.is_some() {
+                    // A round without the holder this client follows: it left, or waits behind
+                    // this client. Send at once again until a place is found.
                     f.after = None;
-                    f.told = 0;
+                    f.first = None;
                 }
                 f.last_holder = Some(hash);
                 f.freed = false;
@@ -253,7 +247,7 @@ impl Lock {
             f.beaten = true; // the winner is not told yet
         } else {
             f.after = f.last_holder;
-            f.told = 0;
+            f.first = None;
         }
     }
 
@@ -263,8 +257,7 @@ impl Lock {
             f.after = f.last_holder.take();
             f.beaten = false;
             f.racing = false;
-            f.round = f.round.max(f.told);
-            f.told = 0;
+            f.first = None;
         }
     }
 
