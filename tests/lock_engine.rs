@@ -994,6 +994,27 @@ fn registered_holding_back(t: &mut T) {
     t.ok(sent.last().unwrap());
 }
 
+/// A client of `name` that took the lock from `from` at its DELETE after losing a race to it (so
+/// it follows `from`), released it, and waits for it again: the new acquisition's id (registered,
+/// its SET held back).
+fn waiting_again_after_taking_over(t: &mut T, name: &str, from: &'static [u8]) -> OpId {
+    let op = waiting_behind(t, name, from);
+    // It lost to `from`: that holder's DELETE is its turn, and its SET goes at once.
+    t.notify(name, NotificationOp::Delete, None);
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), op);
+    let lock = t.lock(name);
+    t.release_deleting(lock);
+    t.notify(name, NotificationOp::Delete, None);
+    let again = t
+        .client
+        .acquire(t.now, lock, 10 * SEC, Options::default())
+        .unwrap();
+    registered_holding_back(t);
+    again
+}
+
 /// The engine's next deadline, from now.
 fn next_deadline(t: &T) -> Duration {
     t.client.poll_timeout().unwrap() - t.now.instant
@@ -1002,22 +1023,10 @@ fn next_deadline(t: &T) -> Duration {
 #[test]
 fn in_a_herd_a_waiter_sends_at_once_only_after_the_delete_of_the_holder_it_follows() {
     let mut t = T::connected("c1");
-    let op = waiting_behind(&mut t, "L", b"c2");
-    // c1 lost to c2: c2's DELETE is its turn, and its SET goes at once.
-    t.notify("L", NotificationOp::Delete, None);
-    let set = t.take_one("SET");
-    t.ok(&set);
-    acquired(&t.take_events(), op);
-    // It took the lock from c2, whom it follows from now on. After its release, in a herd, its
-    // next acquisition holds back; c3 takes the lock meanwhile, so that SET is never sent.
-    let lock = t.lock("L");
-    t.release_deleting(lock);
-    t.notify("L", NotificationOp::Delete, None);
-    let again = t
-        .client
-        .acquire(t.now, lock, 10 * SEC, Options::default())
-        .unwrap();
-    registered_holding_back(&mut t);
+    // c1 lost to c2, took the lock from c2 at its DELETE, and follows c2 from now on. After
+    // its release, in a herd, its next acquisition holds back; c3 takes the lock meanwhile, so
+    // that SET is never sent.
+    let again = waiting_again_after_taking_over(&mut t, "L", b"c2");
     let held = next_deadline(&t);
     assert!(held > Duration::ZERO && held < SEC, "{held:?}");
     t.notify("L", NotificationOp::Set(Bytes::from_static(b"c3")), None);
@@ -1047,22 +1056,10 @@ fn in_a_herd_a_waiter_sends_at_once_only_after_the_delete_of_the_holder_it_follo
 #[test]
 fn in_a_herd_a_held_back_set_goes_when_nobody_takes_the_lock_and_keeps_the_waiters_place() {
     let mut t = T::connected("c1");
-    waiting_behind(&mut t, "L", b"c2");
-    t.notify("L", NotificationOp::Delete, None);
-    let set = t.take_one("SET");
-    t.ok(&set);
-    t.take_events();
     // c1 follows c2, whom it took the lock from. c3 takes it after c1's release; at c3's
     // DELETE nobody that follows c3 takes it (that client left): c1's held-back SET goes out
     // after its delay.
-    let lock = t.lock("L");
-    t.release_deleting(lock);
-    t.notify("L", NotificationOp::Delete, None);
-    let op = t
-        .client
-        .acquire(t.now, lock, 10 * SEC, Options::default())
-        .unwrap();
-    registered_holding_back(&mut t);
+    let op = waiting_again_after_taking_over(&mut t, "L", b"c2");
     t.notify("L", NotificationOp::Set(Bytes::from_static(b"c3")), None);
     t.notify("L", NotificationOp::Delete, None);
     assert!(t.take_sent().is_empty());
@@ -1090,20 +1087,8 @@ fn in_a_herd_a_held_back_set_goes_when_nobody_takes_the_lock_and_keeps_the_waite
 #[test]
 fn in_a_herd_a_waiter_whose_followed_holder_never_comes_back_sends_at_once_again() {
     let mut t = T::connected("c1");
-    waiting_behind(&mut t, "L", b"c2");
-    t.notify("L", NotificationOp::Delete, None);
-    let set = t.take_one("SET");
-    t.ok(&set);
-    t.take_events();
     // c1 follows c2, which never takes the lock again: the others take turns without c1.
-    let lock = t.lock("L");
-    t.release_deleting(lock);
-    t.notify("L", NotificationOp::Delete, None);
-    let op = t
-        .client
-        .acquire(t.now, lock, 10 * SEC, Options::default())
-        .unwrap();
-    registered_holding_back(&mut t);
+    let op = waiting_again_after_taking_over(&mut t, "L", b"c2");
     let others: [&'static [u8]; 3] = [b"c3", b"c4", b"c5"];
     let mut turns = 0;
     let set = loop {

@@ -161,7 +161,7 @@ impl Client {
             // and not next in turn (see `Lock::next_in_turn`), after the held-back delay.
             let held_back = self.held_back();
             let l = &mut self.locks[lock];
-            let herd = l.herd_until().is_some_and(|until| now.instant < until);
+            let herd = l.in_herd(now.instant);
             let at_once = !herd || l.next_in_turn();
             l.set_racing(at_once);
             let delay = if at_once { Duration::ZERO } else { held_back };

@@ -351,7 +351,7 @@ impl Client {
         };
         l.releasing += 1;
         l.epoch += 1;
-        let herd = l.herd_until().is_some_and(|until| now.instant < until);
+        let herd = l.in_herd(now.instant);
         if l.contended || herd {
             // A waiter woken by this VDEL's DELETE has its SET at the store a round trip and a
             // half after the VDEL left; this client's next SET, sent a round trip later (at the
@@ -361,7 +361,7 @@ impl Client {
             // herd, the waiters that hold their SET back (see `Lock::next_in_turn`) go first
             // too, should nobody be next in turn; so does a herd this client took the lock
             // from without a wait.
-            let rt = self.round_trip.get().min(self.config.safety_margin);
+            let rt = self.capped_round_trip();
             let base = if herd {
                 self.held_back() + rt * 2
             } else {
@@ -821,8 +821,13 @@ impl Client {
     /// long enough for the SET of the one that is to be told (two measured round trips, each at
     /// most the safety margin) and the release hold-back more.
     pub(super) fn held_back(&self) -> Duration {
-        let rt = self.round_trip.get().min(self.config.safety_margin);
-        self.config.release_holdback + rt * 2
+        self.config.release_holdback + self.capped_round_trip() * 2
+    }
+
+    /// The smoothed round trip, at most the safety margin (a stalled answer cannot make a
+    /// hold-back long).
+    fn capped_round_trip(&self) -> Duration {
+        self.round_trip.get().min(self.config.safety_margin)
     }
 
     pub(super) fn jitter(&mut self) -> Duration {

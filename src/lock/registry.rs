@@ -170,9 +170,12 @@ impl Lock {
         self.fairness.get_or_insert_default().reacquire_after = Some(at);
     }
 
-    /// Until when this client is part of a herd (see `Fairness`).
-    pub(super) fn herd_until(&self) -> Option<Instant> {
-        self.fairness.as_ref()?.herd_until
+    /// Whether this client is part of a herd at `now` (see `Fairness`).
+    pub(super) fn in_herd(&self, now: Instant) -> bool {
+        self.fairness
+            .as_ref()
+            .and_then(|f| f.herd_until)
+            .is_some_and(|until| now < until)
     }
 
     pub(super) fn set_herd_until(&mut self, until: Instant) {
@@ -180,7 +183,7 @@ impl Lock {
     }
 
     /// Whether this client's waiters send their SET at once after the DELETE that has just been
-    /// told, in a herd (see [`Lock::herd_until`]).
+    /// told, in a herd (see [`Lock::in_herd`]).
     ///
     /// A herd takes turns in a ring: each client follows one holder, the one it last took the
     /// lock from, and sends its SET right after that holder's DELETE; the others hold theirs

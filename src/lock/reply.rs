@@ -15,7 +15,7 @@ use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 /// How long a lost race, or a SET held back in vain, keeps this client in a herd (see
-/// `Lock::herd_until`).
+/// `Lock::in_herd`).
 pub(super) const HERD_MEMORY: Duration = Duration::from_secs(1);
 
 impl Client {
