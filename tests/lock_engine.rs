@@ -1116,6 +1116,47 @@ fn in_a_herd_a_waiter_whose_followed_holder_never_comes_back_sends_at_once_again
 }
 
 #[test]
+fn in_a_herd_a_waiter_holds_its_set_back_longer_than_the_handoffs_it_is_told_of() {
+    let mut t = T::connected("c1");
+    // c1 follows c2. Seven other clients take turns, and each handoff takes GAP from the
+    // DELETE to the winner's SET as c1 is told of them (a large herd: the broker tells every
+    // waiter of each change). A held-back SET sent before the winner is told is refused for
+    // nothing; c1 learns how long a handoff takes and soon holds its SET back for longer.
+    const GAP: Duration = Duration::from_millis(10);
+    let op = waiting_again_after_taking_over(&mut t, "L", b"c2");
+    let others: [&'static [u8]; 7] = [b"c3", b"c4", b"c5", b"c6", b"c7", b"c8", b"c9"];
+    let mut sent_early = Vec::new();
+    for (turn, holder) in others.into_iter().enumerate() {
+        t.notify("L", NotificationOp::Set(Bytes::from_static(holder)), None);
+        t.advance(MS);
+        t.notify("L", NotificationOp::Delete, None);
+        assert!(t.take_sent().is_empty(), "turn {turn} is not c1's");
+        t.advance(GAP);
+        let sent = t.take_sent();
+        if let [set] = sent.as_slice() {
+            assert_eq!(set.verb(), "SET");
+            t.reply(set, StoreReply::Integer(-1), None);
+            sent_early.push(turn);
+        } else {
+            assert!(sent.is_empty(), "turn {turn}: {} sent", sent.len());
+        }
+    }
+    assert!(
+        sent_early.len() <= 2 && sent_early.iter().all(|turn| *turn < 2),
+        "held-back SETs sent before the winner was told: turns {sent_early:?}"
+    );
+    // Held back longer, it still goes out when nobody takes the lock: not a lease later.
+    t.notify("L", NotificationOp::Set(Bytes::from_static(b"c10")), None);
+    t.notify("L", NotificationOp::Delete, None);
+    let held = next_deadline(&t);
+    assert!(held > GAP && held < 200 * MS, "{held:?}");
+    t.run_to_timeout();
+    let set = t.take_one("SET");
+    t.ok(&set);
+    acquired(&t.take_events(), op);
+}
+
+#[test]
 fn unknown_duplicate_and_garbage_responses_are_counted_not_fatal() {
     let mut t = T::connected("c1");
     let lock = t.lock("L");

@@ -141,7 +141,7 @@ impl Client {
             self.stand_down(now, lock, taker);
         }
         let change = holder.as_deref().map_or(Change::Freed, Change::Taken);
-        self.locks[lock].note_change(change, &self.holder);
+        self.locks[lock].note_change(now.instant, change, &self.holder);
         let l = &self.locks[lock];
         if l.observed {
             self.out.push_back(Output::Event(Event::HolderChanged {
@@ -159,7 +159,7 @@ impl Client {
         if holder.is_none() {
             // The lock is free: waiters retry at once, or, while this client is part of a herd
             // and not next in turn (see `Lock::next_in_turn`), after the held-back delay.
-            let held_back = self.held_back();
+            let held_back = self.held_back(lock);
             let l = &mut self.locks[lock];
             let herd = l.in_herd(now.instant);
             let at_once = !herd || l.next_in_turn();

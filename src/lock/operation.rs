@@ -363,7 +363,7 @@ impl Client {
             // from without a wait.
             let rt = self.capped_round_trip();
             let base = if herd {
-                self.held_back() + rt * 2
+                self.held_back(lock) + rt * 2
             } else {
                 self.config.release_holdback + rt
             };
@@ -819,9 +819,12 @@ impl Client {
 
     /// How long a waiter of a herd that is not next in turn holds its SET back after a DELETE:
     /// long enough for the SET of the one that is to be told (two measured round trips, each at
-    /// most the safety margin) and the release hold-back more.
-    pub(super) fn held_back(&self) -> Duration {
-        self.config.release_holdback + self.capped_round_trip() * 2
+    /// most the safety margin) and the release hold-back more, and at least twice the handoffs
+    /// this client has been told of (see `Lock::handoff`; at most the safety margin).
+    pub(super) fn held_back(&self, lock: LockId) -> Duration {
+        let base = self.config.release_holdback + self.capped_round_trip() * 2;
+        let handoff = self.locks[lock].handoff().unwrap_or_default() * 2;
+        base.max(handoff.min(self.config.safety_margin))
     }
 
     /// The smoothed round trip, at most the safety margin (a stalled answer cannot make a

@@ -10,7 +10,7 @@ use super::{IntentError, OpId};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::num::NonZeroU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A named lock of one [`Client`](super::Client) (no I/O to create). An id stays valid while
 /// its lock is in use (an operation, a lease, a hold or an observer), and after that until the
@@ -141,6 +141,11 @@ struct Fairness {
     last_holder: Option<u64>,
     /// A DELETE was told since `last_holder` took the lock.
     freed: bool,
+    /// When the DELETE that left the lock free was told, until a SET is told.
+    freed_at: Option<Instant>,
+    /// How long the lock stays free from a DELETE to the next SET, as this client is told of
+    /// them in a herd, smoothed (see `Lock::handoff`).
+    handoff: Option<Duration>,
     /// This client's waiters sent their SET at once after the last DELETE.
     racing: bool,
     /// A SET of this client's sent right after a DELETE was refused before the winner was told:
@@ -209,13 +214,38 @@ impl Lock {
         }
     }
 
-    /// A notification told that the lock changed (`own` is this client's holder value).
-    pub(super) fn note_change(&mut self, change: Change<'_>, own: &[u8]) {
+    /// How long a handoff of this lock takes in a herd, as this client is told of it: from a
+    /// DELETE to the next SET, smoothed (a longer one moves it halfway, a shorter one an eighth
+    /// of the way). The more waiters a broker tells of each change, the later each is told, and
+    /// a SET held back for less than this goes out before its sender can learn that it is
+    /// needless (see `Client::held_back`). It errs on the long side: a SET sent too early is a
+    /// refused request per waiter at every handoff, one held too long only costs time when
+    /// nobody is next in turn.
+    pub(super) fn handoff(&self) -> Option<Duration> {
+        self.fairness.as_ref()?.handoff
+    }
+
+    /// A notification told at `now` that the lock changed (`own` is this client's holder value).
+    pub(super) fn note_change(&mut self, now: Instant, change: Change<'_>, own: &[u8]) {
+        let herd = self.in_herd(now);
         let Some(f) = self.fairness.as_mut() else {
             return;
         };
+        if let (Change::Taken(_), Some(freed_at)) = (&change, f.freed_at.take()) {
+            let took = now.saturating_duration_since(freed_at);
+            if herd {
+                f.handoff = Some(match f.handoff {
+                    Some(h) if took < h => h - (h - took) / 8,
+                    Some(h) => h + (took - h) / 2,
+                    None => took,
+                });
+            }
+        }
         match change {
-            Change::Freed => f.freed = true,
+            Change::Freed => {
+                f.freed = true;
+                f.freed_at.get_or_insert(now);
+            }
             Change::Taken(holder) if holder != own => {
                 let hash = name_hash(holder);
                 if std::mem::take(&mut f.beaten) || f.after == Some(hash) {
