@@ -916,6 +916,8 @@ async fn contended_ours(
             })
         })
         .collect();
+    // The workers run until the deadline; `within` bounds what they take after it.
+    tokio::time::sleep_until(deadline.into()).await;
     let mut result = Contended::new();
     for task in tasks {
         let (written, failed, spans) = within("a contending worker", task).await.unwrap();
@@ -982,6 +984,8 @@ async fn contended_sdk(
             })
         })
         .collect();
+    // The workers run until the deadline; `within` bounds what they take after it.
+    tokio::time::sleep_until(deadline.into()).await;
     let mut result = Contended::new();
     for task in tasks {
         let (written, failed, spans) = within("a contending SDK worker", task).await.unwrap();
