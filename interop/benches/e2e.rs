@@ -771,9 +771,20 @@ struct Contended {
     cpu: Cpu,
 }
 
+/// What one contending worker did: edits written, edits failed, and the span of each written
+/// edit's critical section (entered, left) from the start of the run.
+type WorkerEdits = (u64, u64, Vec<(Duration, Duration)>);
+
 impl Contended {
-    fn new() -> Contended {
-        Contended {
+    /// The edits of the workers' `tasks` (`what` they are, for a timeout), once each has ended:
+    /// they run until `deadline`, and [`within`] bounds what they take after it.
+    async fn gather(
+        what: &str,
+        deadline: Instant,
+        tasks: Vec<tokio::task::JoinHandle<WorkerEdits>>,
+    ) -> Contended {
+        tokio::time::sleep_until(deadline.into()).await;
+        let mut result = Contended {
             per_worker: Vec::new(),
             failed: 0,
             elapsed: Duration::ZERO,
@@ -781,7 +792,14 @@ impl Contended {
             requests: 0,
             spans: Vec::new(),
             cpu: Cpu::default(),
+        };
+        for task in tasks {
+            let (written, failed, spans) = within(what, task).await.unwrap();
+            result.per_worker.push(written);
+            result.failed += failed;
+            result.spans.extend(spans);
         }
+        result
     }
 
     /// The handoffs: from the end of one critical section to the start of the next one.
@@ -916,15 +934,7 @@ async fn contended_ours(
             })
         })
         .collect();
-    // The workers run until the deadline; `within` bounds what they take after it.
-    tokio::time::sleep_until(deadline.into()).await;
-    let mut result = Contended::new();
-    for task in tasks {
-        let (written, failed, spans) = within("a contending worker", task).await.unwrap();
-        result.per_worker.push(written);
-        result.failed += failed;
-        result.spans.extend(spans);
-    }
+    let mut result = Contended::gather("a contending worker", deadline, tasks).await;
     result.elapsed = t0.elapsed();
     result.cpu = meter.read() - c0;
     result.requests = env.requests() - r0;
@@ -984,15 +994,7 @@ async fn contended_sdk(
             })
         })
         .collect();
-    // The workers run until the deadline; `within` bounds what they take after it.
-    tokio::time::sleep_until(deadline.into()).await;
-    let mut result = Contended::new();
-    for task in tasks {
-        let (written, failed, spans) = within("a contending SDK worker", task).await.unwrap();
-        result.per_worker.push(written);
-        result.failed += failed;
-        result.spans.extend(spans);
-    }
+    let mut result = Contended::gather("a contending SDK worker", deadline, tasks).await;
     result.elapsed = t0.elapsed();
     result.cpu = meter.read() - c0;
     result.requests = env.requests() - r0;
